@@ -1,0 +1,241 @@
+package raftlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// batcher is one raft group's group commit: concurrent appends on the
+// leader are coalesced into one raft entry, bounded by MaxEntryRequests,
+// MaxEntryBytes and Linger. At most MaxInflight entries are proposed and not
+// yet applied; appends that arrive meanwhile gather into the next entry, so
+// batches grow with load and latency stays one commit when idle.
+type batcher struct {
+	r        *raft.Raft
+	reqs     chan *pendingAppend
+	slots    chan struct{}
+	inflight chan inflightEntry
+	stop     chan struct{}
+	done     chan struct{}
+
+	maxReqs  int
+	maxBytes int
+	linger   time.Duration
+}
+
+type pendingAppend struct {
+	enc  []byte // encodeRequest output
+	done chan appendReply
+}
+
+type appendReply struct {
+	res AppendResult
+	err error
+}
+
+type inflightEntry struct {
+	fut   raft.ApplyFuture
+	batch []*pendingAppend
+}
+
+// errRetry marks failures of a leader-side attempt after which the append
+// should be retried (on this node or the new leader). It wraps
+// ErrUnknownOutcome when the entry may have been committed.
+type retryError struct {
+	unknown bool
+	cause   error
+}
+
+func (e *retryError) Error() string {
+	return fmt.Sprintf("raftlog: retry append (outcome unknown: %v): %v", e.unknown, e.cause)
+}
+func (e *retryError) Unwrap() error { return e.cause }
+
+func newBatcher(r *raft.Raft, cfg *Config) *batcher {
+	return &batcher{
+		r:        r,
+		reqs:     make(chan *pendingAppend, 1024),
+		slots:    make(chan struct{}, cfg.MaxInflight),
+		inflight: make(chan inflightEntry, cfg.MaxInflight),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		maxReqs:  cfg.MaxEntryRequests,
+		maxBytes: cfg.MaxEntryBytes,
+		linger:   cfg.Linger,
+	}
+}
+
+// submit hands one encoded append to the batcher and waits for its
+// outcome. A ctx that ends after the hand-off gives an unknown outcome.
+func (b *batcher) submit(ctx context.Context, enc []byte) (AppendResult, error) {
+	p := &pendingAppend{enc: enc, done: make(chan appendReply, 1)}
+	select {
+	case b.reqs <- p:
+	case <-ctx.Done():
+		return AppendResult{}, ctx.Err()
+	case <-b.stop:
+		return AppendResult{}, ErrClosed
+	}
+	select {
+	case r := <-p.done:
+		return r.res, r.err
+	case <-ctx.Done():
+		return AppendResult{}, &retryError{unknown: true, cause: ctx.Err()}
+	}
+}
+
+func (b *batcher) start() {
+	go b.complete()
+	go b.run()
+}
+
+// close stops proposing, fails waiting appends with ErrClosed and waits
+// for in-flight entries to resolve (raft shutdown resolves them).
+func (b *batcher) close() {
+	close(b.stop)
+	<-b.done
+}
+
+func (b *batcher) run() {
+	defer close(b.inflight) // lets complete() finish after the last entry
+	var (
+		batch []*pendingAppend
+		size  int
+		carry *pendingAppend
+	)
+	add := func(p *pendingAppend) bool {
+		if len(batch) > 0 && size+len(p.enc) > b.maxBytes {
+			carry = p
+			return false
+		}
+		batch = append(batch, p)
+		size += len(p.enc)
+		return true
+	}
+	full := func() bool { return carry != nil || len(batch) >= b.maxReqs || size >= b.maxBytes }
+	failAll := func() {
+		if carry != nil {
+			batch = append(batch, carry)
+		}
+		for _, p := range batch {
+			p.done <- appendReply{err: ErrClosed}
+		}
+		for {
+			select {
+			case p := <-b.reqs:
+				p.done <- appendReply{err: ErrClosed}
+			default:
+				return
+			}
+		}
+	}
+	for {
+		if carry != nil {
+			p := carry
+			carry = nil
+			add(p)
+		}
+		if len(batch) == 0 {
+			select {
+			case p := <-b.reqs:
+				add(p)
+			case <-b.stop:
+				failAll()
+				return
+			}
+		}
+	gather: // take what is already queued
+		for !full() {
+			select {
+			case p := <-b.reqs:
+				add(p)
+			default:
+				break gather
+			}
+		}
+		if b.linger > 0 && !full() && !b.lingerFor(add, full) {
+			failAll()
+			return
+		}
+		// wait for a free slot, taking more appends meanwhile
+	wait:
+		for {
+			reqs := b.reqs
+			if full() {
+				reqs = nil
+			}
+			select {
+			case b.slots <- struct{}{}:
+				break wait
+			case p := <-reqs:
+				add(p)
+			case <-b.stop:
+				failAll()
+				return
+			}
+		}
+		data := encodeEntryHeader(make([]byte, 0, size+16), time.Now().UnixNano(), len(batch))
+		for _, p := range batch {
+			data = append(data, p.enc...)
+		}
+		b.inflight <- inflightEntry{fut: b.r.Apply(data, 0), batch: batch}
+		batch, size = nil, 0
+	}
+}
+
+// complete resolves in-flight entries in proposal order.
+func (b *batcher) complete() {
+	defer close(b.done)
+	for e := range b.inflight {
+		err := e.fut.Error()
+		var outs []appendOutcome
+		if err == nil {
+			outs, _ = e.fut.Response().([]appendOutcome)
+			if len(outs) != len(e.batch) {
+				err = fmt.Errorf("raftlog: entry applied with %d outcomes for %d appends", len(outs), len(e.batch))
+			}
+		}
+		for i, p := range e.batch {
+			if err != nil {
+				p.done <- appendReply{err: classifyApplyError(err)}
+				continue
+			}
+			p.done <- appendReply{res: outs[i].Result, err: outs[i].Err}
+		}
+		<-b.slots
+	}
+}
+
+// classifyApplyError turns a raft Apply error into ours.
+func classifyApplyError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader):
+		return &retryError{cause: err} // rejected before it was proposed
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return &retryError{unknown: true, cause: ErrClosed}
+	default: // ErrLeadershipLost, ErrEnqueueTimeout, log store failures
+		return &retryError{unknown: true, cause: err}
+	}
+}
+
+// lingerFor gathers appends for up to Linger or until the batch is full. It
+// reports false if the batcher was stopped.
+func (b *batcher) lingerFor(add func(*pendingAppend) bool, full func() bool) bool {
+	t := time.NewTimer(b.linger)
+	defer t.Stop()
+	for !full() {
+		select {
+		case p := <-b.reqs:
+			add(p)
+		case <-t.C:
+			return true
+		case <-b.stop:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,179 @@
+package raftlog
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"time"
+)
+
+// Limits that bound the encodings.
+const (
+	maxPartitions = 1 << 16
+	maxGroups     = 200 // one mux service byte each
+	maxKeyBytes   = 4096
+)
+
+// Peer is a voter of a statically bootstrapped cluster.
+type Peer struct {
+	ID   string
+	Addr string
+}
+
+// Config configures a Log. Only Dir is required: with Addr empty the log is
+// the embedded single-node default, with no network listener at all.
+type Config struct {
+	// Dir holds the node's data: one sub-directory per raft group.
+	Dir string
+
+	// NodeID names this node in the cluster; default "node1". It must not
+	// change across restarts.
+	NodeID string
+	// Addr is the cluster address to listen on ("127.0.0.1:7000"). All raft
+	// groups and node-to-node calls share it. Empty: single node, no network.
+	Addr string
+	// Advertise is the address other nodes dial; default the listener's
+	// address.
+	Advertise string
+	// Listener, if set, is used instead of listening on Addr.
+	Listener net.Listener
+	// Dialer, if set, opens connections to other nodes (TLS, tests).
+	Dialer func(ctx context.Context, addr string) (net.Conn, error)
+	// Peers bootstraps a new cluster: every voter, this node included, with
+	// the same list on every node. Ignored once the node has state.
+	Peers []Peer
+	// Join is the cluster address of any member; a node with no state asks
+	// it to add this node to every group.
+	Join string
+	// NonVoter joins as a non-voter: it receives every group's log and
+	// serves reads but never counts toward a quorum.
+	NonVoter bool
+
+	// Partitions is the number of partitions P (default 8); Groups the
+	// number of raft groups G (default 1). Partition p lives in group p mod G.
+	// Both are fixed when the log is created.
+	Partitions int
+	Groups     int
+
+	// MaxRecordBytes bounds one record's value plus headers (default 1 MiB).
+	MaxRecordBytes int
+	// MaxBatchRecords and MaxBatchBytes bound one Append call
+	// (defaults 10,000 records and 8 MiB).
+	MaxBatchRecords int
+	MaxBatchBytes   int
+	// MaxEntryBytes and MaxEntryRequests bound one raft entry of group
+	// commit (defaults 8 MiB and 1,024 appends); a single append larger than
+	// MaxEntryBytes still goes alone in its own entry.
+	MaxEntryBytes    int
+	MaxEntryRequests int
+	// Linger is how long group commit waits for more appends before
+	// proposing an entry when the pipeline is idle (default 0: appends wait
+	// only while earlier entries are in flight).
+	Linger time.Duration
+	// MaxInflight is how many raft entries of one group may be in flight
+	// at once (default 4).
+	MaxInflight int
+	// IDRetention is how long record IDs are remembered for deduplication
+	// (default 24h), measured on leader-stamped entry times.
+	IDRetention time.Duration
+
+	// Raft timing; zero values take hashicorp/raft's defaults.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	// SnapshotThreshold (default 8192 entries) and SnapshotInterval
+	// (default 2m) control how often the raft log is compacted;
+	// TrailingLogs (default 10,240) entries are kept after a snapshot so
+	// slightly lagging followers catch up from the log.
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+
+	// LogOutput receives raft's log lines (default: discarded) at LogLevel
+	// ("error", "warn", "info", "debug"; default "warn").
+	LogOutput io.Writer
+	LogLevel  string
+}
+
+func (c *Config) setDefaults() {
+	if c.NodeID == "" {
+		c.NodeID = "node1"
+	}
+	if c.Partitions == 0 {
+		c.Partitions = 8
+	}
+	if c.Groups == 0 {
+		c.Groups = 1
+	}
+	if c.MaxRecordBytes == 0 {
+		c.MaxRecordBytes = 1 << 20
+	}
+	if c.MaxBatchRecords == 0 {
+		c.MaxBatchRecords = 10000
+	}
+	if c.MaxBatchBytes == 0 {
+		c.MaxBatchBytes = 8 << 20
+	}
+	if c.MaxEntryBytes == 0 {
+		c.MaxEntryBytes = 8 << 20
+	}
+	if c.MaxEntryRequests == 0 {
+		c.MaxEntryRequests = 1024
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = 4
+	}
+	if c.IDRetention == 0 {
+		c.IDRetention = 24 * time.Hour
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "warn"
+	}
+}
+
+// Validate reports the first problem with the configuration, after defaults.
+func (c *Config) Validate() error {
+	c.setDefaults()
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...)
+	}
+	switch {
+	case c.Dir == "":
+		return bad("Dir is required")
+	case c.Partitions < 1 || c.Partitions > maxPartitions:
+		return bad("Partitions %d not in 1..%d", c.Partitions, maxPartitions)
+	case c.Groups < 1 || c.Groups > maxGroups || c.Groups > c.Partitions:
+		return bad("Groups %d not in 1..min(%d, Partitions)", c.Groups, maxGroups)
+	case c.MaxRecordBytes < 1 || c.MaxBatchRecords < 1 || c.MaxBatchBytes < 1 ||
+		c.MaxEntryBytes < 1 || c.MaxEntryRequests < 1 || c.MaxInflight < 1:
+		return bad("limits must be positive")
+	case c.IDRetention < 0:
+		return bad("IDRetention is negative")
+	case c.Addr == "" && c.Listener == nil && (len(c.Peers) > 0 || c.Join != "" || c.NonVoter):
+		return bad("Peers, Join and NonVoter need a cluster address (Addr)")
+	case len(c.Peers) > 0 && c.Join != "":
+		return bad("Peers and Join are exclusive")
+	case c.NonVoter && c.Join == "":
+		return bad("a NonVoter must Join a cluster")
+	}
+	if len(c.Peers) > 0 {
+		self := false
+		seen := map[string]bool{}
+		for _, p := range c.Peers {
+			if p.ID == "" || p.Addr == "" {
+				return bad("peer %+v needs an ID and an address", p)
+			}
+			if seen[p.ID] {
+				return bad("peer %q listed twice", p.ID)
+			}
+			seen[p.ID] = true
+			self = self || p.ID == c.NodeID
+		}
+		if !self {
+			return bad("Peers does not list this node %q", c.NodeID)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,308 @@
+package raftlog
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/raft"
+	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
+)
+
+func newTestFSM(t testing.TB, retention time.Duration) *fsm {
+	t.Helper()
+	f, err := openFSM(filepath.Join(t.TempDir(), "fsm.db"), 0, 4, 1, retention)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.close() })
+	return f
+}
+
+func testID(n int) uuid.UUID {
+	var id uuid.UUID
+	binary.BigEndian.PutUint64(id[8:], uint64(n))
+	id[0] = 0xEE
+	return id
+}
+
+func req(p int, key string, expect int64, ids ...int) appendRequest {
+	r := appendRequest{Partition: p, Key: key}
+	if expect >= 0 {
+		r.HasExpected, r.Expected = true, uint64(expect)
+	}
+	for _, id := range ids {
+		r.Records = append(r.Records, NewRecord{
+			ID:      testID(id),
+			Headers: []Header{{Key: "h", Value: []byte(fmt.Sprint(id))}},
+			Value:   []byte(fmt.Sprintf("value-%d", id)),
+		})
+	}
+	return r
+}
+
+func entryLog(index uint64, t int64, reqs ...appendRequest) *raft.Log {
+	data := encodeEntryHeader(nil, t, len(reqs))
+	for i := range reqs {
+		data = encodeRequest(data, &reqs[i])
+	}
+	return &raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data}
+}
+
+// outcomeString renders outcomes for comparison in transcripts.
+func outcomeString(resp any) string {
+	outs, ok := resp.([]appendOutcome)
+	if !ok {
+		return fmt.Sprintf("%v", resp)
+	}
+	var b bytes.Buffer
+	for _, o := range outs {
+		r := o.Result
+		var kse *KeySeqError
+		switch {
+		case errors.As(o.Err, &kse):
+			fmt.Fprintf(&b, "keyseq(actual=%d) ", kse.Actual)
+		case errors.Is(o.Err, ErrIDConflict):
+			b.WriteString("idconflict ")
+		case o.Err != nil:
+			fmt.Fprintf(&b, "err(%v) ", o.Err)
+		default:
+			fmt.Fprintf(&b, "p%d@%d seq%d n%d dup=%v idx=%d ", r.Partition, r.FirstOffset, r.FirstKeySeq, r.Count, r.Duplicate, r.Position.Index)
+		}
+	}
+	return b.String()
+}
+
+// stateHash hashes every key and value of every bucket except the
+// bookkeeping that legitimately differs (none today: meta included).
+func stateHash(t testing.TB, f *fsm) string {
+	t.Helper()
+	h := sha256.New()
+	require.NoError(t, f.view(func(tx *bolt.Tx) error {
+		var walk func(prefix string, b *bolt.Bucket) error
+		walk = func(prefix string, b *bolt.Bucket) error {
+			return b.ForEach(func(k, v []byte) error {
+				if v == nil {
+					return walk(prefix+string(k)+"/", b.Bucket(k))
+				}
+				fmt.Fprintf(h, "%s%x=%x\n", prefix, k, v)
+				return nil
+			})
+		}
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error { return walk(string(name)+"/", b) })
+	}))
+	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+// transcript is a fixed sequence of entries with the outcome each request
+// must get. It pins the FSM's semantics: offsets, key sequences, expected
+// sequence checks, deduplication of retries, ID conflicts.
+var transcript = []struct {
+	entry *raft.Log
+	want  string
+}{
+	{entryLog(1, 1000, req(1, "a", 0, 1, 2)), "p1@0 seq1 n2 dup=false idx=1 "},
+	{entryLog(2, 1001, req(1, "b", -1, 3), req(1, "a", 2, 4)), "p1@2 seq1 n1 dup=false idx=2 p1@3 seq3 n1 dup=false idx=2 "},
+	// a stale expectation fails with the actual sequence; nothing is written
+	{entryLog(3, 1002, req(1, "a", 1, 5)), "keyseq(actual=3) "},
+	// a retry of a committed batch returns its original result, even with
+	// an expectation that no longer holds
+	{entryLog(4, 1003, req(1, "a", 0, 1, 2)), "p1@0 seq1 n2 dup=true idx=4 "},
+	// part of the batch committed before: a conflict
+	{entryLog(5, 1004, req(1, "a", -1, 2, 6)), "idconflict "},
+	{entryLog(6, 1005, req(1, "a", -1, 6, 2)), "idconflict "},
+	// the same IDs under another key are a conflict, not a duplicate
+	{entryLog(7, 1006, req(1, "z", -1, 1, 2)), "idconflict "},
+	// two requests in one entry on one key apply in order; a repeat of the
+	// first inside the same entry is its duplicate
+	{entryLog(8, 1007, req(2, "c", 0, 7), req(2, "c", 1, 8), req(2, "c", 0, 7)), "p2@0 seq1 n1 dup=false idx=8 p2@1 seq2 n1 dup=false idx=8 p2@0 seq1 n1 dup=true idx=8 "},
+	// an entry at or below the applied index is skipped (restart replay)
+	{entryLog(8, 1008, req(2, "c", -1, 9)), "<nil>"},
+	// time never goes backwards even if a new leader's clock does
+	{entryLog(9, 10, req(3, "d", -1, 10)), "p3@0 seq1 n1 dup=false idx=9 "},
+}
+
+func TestFSMTranscript(t *testing.T) {
+	f := newTestFSM(t, time.Hour)
+	for i, step := range transcript {
+		got := f.ApplyBatch([]*raft.Log{step.entry})
+		require.Equal(t, step.want, outcomeString(got[0]), "step %d", i)
+	}
+	recs, err := f.read(1, 0, 100, 1<<20)
+	require.NoError(t, err)
+	require.Len(t, recs, 4)
+	var keys []string
+	for i, r := range recs {
+		require.Equal(t, uint64(i), r.Offset)
+		keys = append(keys, fmt.Sprintf("%s%d", r.Key, r.KeySeq))
+	}
+	require.Equal(t, []string{"a1", "a2", "b1", "a3"}, keys)
+	d, err := f.read(3, 0, 10, 1<<20)
+	require.NoError(t, err)
+	require.Equal(t, time.Unix(0, 1007).UTC(), d[0].Time, "time is max(entry time, last time)")
+	seq, err := f.keySeq(1, "a")
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), seq)
+}
+
+// The same entries give the same outcomes and byte-identical state however
+// raft splits them into apply batches, and on every replica.
+func TestFSMDeterministicAcrossBatching(t *testing.T) {
+	var logs []*raft.Log
+	for _, s := range transcript {
+		if s.entry.Index != 8 || len(logs) == 0 || logs[len(logs)-1].Index != 8 {
+			logs = append(logs, s.entry)
+		}
+	}
+	run := func(split int) ([]string, string) {
+		f := newTestFSM(t, time.Hour)
+		var outs []string
+		for i := 0; i < len(logs); i += split {
+			for _, r := range f.ApplyBatch(logs[i:min(i+split, len(logs))]) {
+				outs = append(outs, outcomeString(r))
+			}
+		}
+		return outs, stateHash(t, f)
+	}
+	wantOuts, wantHash := run(1)
+	for _, split := range []int{2, 3, len(logs)} {
+		outs, hash := run(split)
+		require.Equal(t, wantOuts, outs, "split %d", split)
+		require.Equal(t, wantHash, hash, "split %d", split)
+	}
+}
+
+func TestFSMRestartSkipsApplied(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	f, err := openFSM(path, 0, 4, 1, time.Hour)
+	require.NoError(t, err)
+	f.ApplyBatch([]*raft.Log{entryLog(1, 1, req(0, "k", -1, 1)), entryLog(2, 2, req(0, "k", -1, 2))})
+	require.NoError(t, f.close())
+
+	f, err = openFSM(path, 0, 4, 1, time.Hour)
+	require.NoError(t, err)
+	defer f.close()
+	require.Equal(t, uint64(2), f.applied.Load())
+	require.Equal(t, uint64(2), f.next[0].Load())
+	// raft hands a restarted node entries it already applied: skipped
+	resp := f.ApplyBatch([]*raft.Log{entryLog(1, 1, req(0, "k", -1, 1)), entryLog(2, 2, req(0, "k", -1, 2)), entryLog(3, 3, req(0, "k", -1, 3))})
+	require.Nil(t, resp[0])
+	require.Nil(t, resp[1])
+	require.Equal(t, "p0@2 seq3 n1 dup=false idx=3 ", outcomeString(resp[2]))
+}
+
+func TestFSMPartitioningIsChecked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	f, err := openFSM(path, 0, 4, 1, time.Hour)
+	require.NoError(t, err)
+	require.NoError(t, f.close())
+	_, err = openFSM(path, 0, 8, 1, time.Hour)
+	require.ErrorIs(t, err, ErrConfig)
+}
+
+func TestFSMIDRetention(t *testing.T) {
+	const hour = int64(time.Hour)
+	f := newTestFSM(t, time.Hour)
+	idx := uint64(0)
+	apply := func(tm int64, r appendRequest) string {
+		idx++
+		return outcomeString(f.ApplyBatch([]*raft.Log{entryLog(idx, tm, r)})[0])
+	}
+	for i := 0; i < 100; i++ {
+		apply(int64(i), req(0, fmt.Sprint("k", i), -1, i))
+	}
+	n, err := f.idCount()
+	require.NoError(t, err)
+	require.Equal(t, 100, n)
+	// Within the window, a retry is deduplicated.
+	require.Contains(t, apply(hour/2, req(0, "k5", -1, 5)), "dup=true")
+	// Past the window, old IDs are pruned, a bounded number per entry.
+	for i := 0; i < 20; i++ {
+		apply(2*hour+int64(i), req(1, "new", -1, 1000+i))
+	}
+	n, err = f.idCount()
+	require.NoError(t, err)
+	require.Equal(t, 20, n, "only IDs inside the retention window remain")
+	_, found, err := f.lookupID(testID(5))
+	require.NoError(t, err)
+	require.False(t, found)
+	// A retry older than the window is appended again: the documented limit.
+	require.Contains(t, apply(2*hour+100, req(0, "k5", -1, 5)), "seq2 n1 dup=false")
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	src := newTestFSM(t, time.Hour)
+	for i, s := range transcript {
+		if i < len(transcript)-2 {
+			src.ApplyBatch([]*raft.Log{s.entry})
+		}
+	}
+	// A snapshot taken for compaction is a marker of the applied index.
+	snap, err := src.Snapshot()
+	require.NoError(t, err)
+	sink := &memSink{}
+	require.NoError(t, snap.Persist(sink))
+	require.Equal(t, snapshotHdrLen, sink.Len(), "a marker's size does not grow with history")
+	h, err := readSnapshotHeader(bytes.NewReader(sink.Bytes()))
+	require.NoError(t, err)
+	require.Equal(t, snapshotHeader{kind: snapshotMarker, index: 8}, h)
+
+	// Opening it through the store streams a full copy of the live state.
+	fileSnaps, err := raft.NewFileSnapshotStore(t.TempDir(), 2, io.Discard)
+	require.NoError(t, err)
+	store := &snapshotStore{SnapshotStore: fileSnaps, fsm: src}
+	s, err := store.Create(raft.SnapshotVersionMax, 8, 1, raft.Configuration{}, 1, nil)
+	require.NoError(t, err)
+	require.NoError(t, snap.Persist(s))
+	meta, rc, err := store.Open(s.ID())
+	require.NoError(t, err)
+	full, err := io.ReadAll(rc)
+	require.NoError(t, err)
+	require.NoError(t, rc.Close())
+	require.Equal(t, meta.Size, int64(len(full)), "advertised size is exact")
+
+	// Restoring it on another node discards that node's state.
+	dst := newTestFSM(t, time.Hour)
+	dst.ApplyBatch([]*raft.Log{entryLog(1, 5, req(2, "other", -1, 99))})
+	require.NoError(t, dst.Restore(io.NopCloser(bytes.NewReader(full))))
+	require.Equal(t, stateHash(t, src), stateHash(t, dst))
+	require.Equal(t, src.applied.Load(), dst.applied.Load())
+	for i := range src.next {
+		require.Equal(t, src.next[i].Load(), dst.next[i].Load())
+	}
+	_, found, err := dst.lookupID(testID(99))
+	require.NoError(t, err)
+	require.False(t, found)
+
+	// A full copy received from a leader is stored as is and passed through.
+	s2, err := store.Create(raft.SnapshotVersionMax, 9, 1, raft.Configuration{}, 1, nil)
+	require.NoError(t, err)
+	_, err = s2.Write(full)
+	require.NoError(t, err)
+	require.NoError(t, s2.Close())
+	_, rc, err = store.Open(s2.ID())
+	require.NoError(t, err)
+	again, err := io.ReadAll(rc)
+	require.NoError(t, err)
+	require.NoError(t, rc.Close())
+	require.Equal(t, full, again)
+
+	// Applies after the restore continue from the restored state.
+	out := dst.ApplyBatch([]*raft.Log{entryLog(9, 2000, req(1, "a", 3, 50))})
+	require.Equal(t, "p1@4 seq4 n1 dup=false idx=9 ", outcomeString(out[0]))
+
+	// Restoring from a marker is refused: it carries no state.
+	require.Error(t, dst.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))))
+}
+
+type memSink struct{ bytes.Buffer }
+
+func (s *memSink) ID() string    { return "mem" }
+func (s *memSink) Cancel() error { return nil }
+func (s *memSink) Close() error  { return nil }

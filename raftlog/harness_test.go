@@ -1,0 +1,246 @@
+package raftlog
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/stretchr/testify/require"
+
+	"github.com/esraft/esraft/internal/testnet"
+)
+
+// testTimings are raft timings short enough for quick failovers yet safe on
+// a loaded 2-core machine running the race detector.
+func testTimings(c *Config) {
+	c.HeartbeatTimeout = 400 * time.Millisecond
+	c.ElectionTimeout = 400 * time.Millisecond
+	c.LeaderLeaseTimeout = 200 * time.Millisecond
+	c.CommitTimeout = 5 * time.Millisecond
+}
+
+// eventually polls cond every 10 ms until it holds or timeout passes.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// testCluster runs nodes in this process over real TCP on 127.0.0.1, every
+// link through a testnet.Network so tests can partition them.
+type testCluster struct {
+	t     testing.TB
+	net   *testnet.Network
+	base  Config
+	mu    sync.Mutex
+	nodes []*testNode
+}
+
+type testNode struct {
+	id, addr, dir string
+	cfg           Config
+	log           *Log // nil while stopped
+}
+
+// newCluster starts n voters bootstrapped from the same peer list. mod,
+// if not nil, adjusts the shared configuration.
+func newCluster(t testing.TB, n int, mod func(*Config)) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, net: testnet.New()}
+	testTimings(&c.base)
+	if mod != nil {
+		mod(&c.base)
+	}
+	var peers []Peer
+	var lns []net.Listener
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		lns = append(lns, ln)
+		id := fmt.Sprintf("n%d", i+1)
+		peers = append(peers, Peer{ID: id, Addr: ln.Addr().String()})
+	}
+	dir := t.TempDir()
+	for i, ln := range lns {
+		cfg := c.base
+		cfg.NodeID = peers[i].ID
+		cfg.Dir = filepath.Join(dir, peers[i].ID)
+		cfg.Peers = peers
+		c.nodes = append(c.nodes, &testNode{id: peers[i].ID, addr: peers[i].Addr, dir: cfg.Dir, cfg: cfg})
+		c.open(i, ln)
+	}
+	t.Cleanup(c.closeAll)
+	return c
+}
+
+// open starts node i, on ln or on a new listener at its address.
+func (c *testCluster) open(i int, ln net.Listener) {
+	c.t.Helper()
+	nd := c.nodes[i]
+	if ln == nil {
+		var err error
+		// The port was ours a moment ago; retry while the kernel releases it.
+		eventually(c.t, 10*time.Second, "listen on "+nd.addr, func() bool {
+			ln, err = net.Listen("tcp", nd.addr)
+			return err == nil
+		})
+	}
+	cfg := nd.cfg
+	cfg.Listener = ln
+	cfg.Advertise = nd.addr
+	cfg.Dialer = c.net.Dialer(nd.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := Open(ctx, cfg)
+	require.NoError(c.t, err, "open %s", nd.id)
+	c.mu.Lock()
+	nd.log = l
+	c.mu.Unlock()
+}
+
+// add starts a new node that joins through node via, as a non-voter if
+// nonVoter is set, and returns its index.
+func (c *testCluster) add(via int, nonVoter bool) int {
+	c.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(c.t, err)
+	id := fmt.Sprintf("n%d", len(c.nodes)+1)
+	cfg := c.base
+	cfg.NodeID = id
+	cfg.Dir = filepath.Join(c.t.TempDir(), id)
+	cfg.Join = c.nodes[via].addr
+	cfg.NonVoter = nonVoter
+	c.nodes = append(c.nodes, &testNode{id: id, addr: ln.Addr().String(), dir: cfg.Dir, cfg: cfg})
+	c.open(len(c.nodes)-1, ln)
+	return len(c.nodes) - 1
+}
+
+func (c *testCluster) node(i int) *Log {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[i].log
+}
+
+// stop closes node i (a clean stop: the process would exit here).
+func (c *testCluster) stop(i int) {
+	c.t.Helper()
+	c.mu.Lock()
+	l := c.nodes[i].log
+	c.nodes[i].log = nil
+	c.mu.Unlock()
+	if l != nil {
+		require.NoError(c.t, l.Close())
+	}
+}
+
+func (c *testCluster) restart(i int) {
+	c.t.Helper()
+	c.stop(i)
+	c.open(i, nil)
+}
+
+func (c *testCluster) closeAll() {
+	for i := range c.nodes {
+		c.mu.Lock()
+		l := c.nodes[i].log
+		c.nodes[i].log = nil
+		c.mu.Unlock()
+		if l != nil {
+			l.Close()
+		}
+	}
+}
+
+// addrs returns the addresses of the nodes with the given indexes (all
+// nodes when none are given).
+func (c *testCluster) addrs(idx ...int) []string {
+	if len(idx) == 0 {
+		for i := range c.nodes {
+			idx = append(idx, i)
+		}
+	}
+	var out []string
+	for _, i := range idx {
+		out = append(out, c.nodes[i].addr)
+	}
+	return out
+}
+
+// leader waits until the running nodes among among agree on one leader of
+// group g and returns its index. A nil among means every running node.
+func (c *testCluster) leader(g int, among ...int) int {
+	c.t.Helper()
+	if len(among) == 0 {
+		for i := range c.nodes {
+			if c.node(i) != nil {
+				among = append(among, i)
+			}
+		}
+	}
+	found := -1
+	eventually(c.t, 20*time.Second, fmt.Sprintf("a leader of group %d", g), func() bool {
+		found = -1
+		var leaderID raft.ServerID
+		for _, i := range among {
+			l := c.node(i)
+			if l == nil {
+				return false
+			}
+			r := l.groups[g].raft
+			_, id := r.LeaderWithID()
+			if id == "" || (leaderID != "" && id != leaderID) {
+				return false
+			}
+			leaderID = id
+			if r.State() == raft.Leader {
+				found = i
+			}
+		}
+		return found >= 0
+	})
+	return found
+}
+
+// converged waits until every running node has applied what the leader of
+// each group has applied. (Raft does not hand no-op entries to the state
+// machine, so applied indexes are compared with each other, not with the
+// commit index.) Call it once appends have stopped.
+func (c *testCluster) converged() {
+	c.t.Helper()
+	for g := 0; g < c.base.Groups || (g == 0 && c.base.Groups == 0); g++ {
+		li := c.leader(g)
+		eventually(c.t, 30*time.Second, fmt.Sprintf("replicas of group %d to converge", g), func() bool {
+			want := c.node(li).Applied(g).Index
+			for i := range c.nodes {
+				if l := c.node(i); l != nil && l.Applied(g).Index < want {
+					return false
+				}
+			}
+			return true
+		})
+	}
+}
+
+// readAll reads every record of partition p on l.
+func readAll(t testing.TB, l *Log, p int) []Record {
+	t.Helper()
+	var out []Record
+	for {
+		recs, err := l.Read(context.Background(), p, uint64(len(out)), ReadOptions{MaxRecords: 5000})
+		require.NoError(t, err)
+		if len(recs) == 0 {
+			return out
+		}
+		out = append(out, recs...)
+	}
+}

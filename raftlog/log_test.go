@@ -1,0 +1,302 @@
+package raftlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+)
+
+func openSingle(t testing.TB, dir string, mod func(*Config)) *Log {
+	t.Helper()
+	cfg := Config{Dir: dir}
+	if mod != nil {
+		mod(&cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	l, err := Open(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func rec(v string) NewRecord { return NewRecord{ID: uuid.New(), Value: []byte(v)} }
+
+func TestSingleNodeRestartKeepsEveryRecord(t *testing.T) {
+	dir := t.TempDir()
+	l := openSingle(t, dir, nil)
+	ctx := context.Background()
+	type acked struct {
+		res AppendResult
+		ids []uuid.UUID
+	}
+	var mu sync.Mutex
+	var all []acked
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 100; i++ {
+				key := fmt.Sprintf("key-%d-%d", w, i%7)
+				recs := []NewRecord{rec(fmt.Sprint(w, i)), rec("second")}
+				res, err := l.Append(ctx, key, recs)
+				if !(assertNoError(t, err)) {
+					return
+				}
+				mu.Lock()
+				all = append(all, acked{res, []uuid.UUID{recs[0].ID, recs[1].ID}})
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, l.Close())
+
+	l = openSingle(t, dir, nil)
+	byID := map[uuid.UUID]Record{}
+	total := 0
+	for p := 0; p < l.Partitions(); p++ {
+		recs := readAll(t, l, p)
+		for i, r := range recs {
+			require.Equal(t, uint64(i), r.Offset, "dense offsets")
+			byID[r.ID] = r
+		}
+		total += len(recs)
+		next, err := l.NextOffset(p)
+		require.NoError(t, err)
+		require.Equal(t, uint64(len(recs)), next)
+	}
+	require.Equal(t, 1600, total)
+	for _, a := range all {
+		for i, id := range a.ids {
+			r, ok := byID[id]
+			require.True(t, ok, "acknowledged record %s lost", id)
+			require.Equal(t, a.res.FirstOffset+uint64(i), r.Offset)
+			require.Equal(t, a.res.FirstKeySeq+uint64(i), r.KeySeq)
+			require.Equal(t, a.res.Partition, r.Partition)
+		}
+	}
+	// The log goes on where it stopped.
+	res, err := l.Append(ctx, "key-0-0", []NewRecord{rec("after")}, ExpectKeySeq(2*15))
+	require.NoError(t, err)
+	require.Equal(t, uint64(31), res.FirstKeySeq)
+}
+
+// assertNoError reports err from a non-test goroutine.
+func assertNoError(t *testing.T, err error) bool {
+	if err != nil {
+		t.Errorf("unexpected error: %v", err)
+		return false
+	}
+	return true
+}
+
+func TestAppendRejectsBadInput(t *testing.T) {
+	l := openSingle(t, t.TempDir(), func(c *Config) {
+		c.MaxRecordBytes = 100
+		c.MaxBatchRecords = 3
+		c.MaxBatchBytes = 150
+	})
+	ctx := context.Background()
+	id := uuid.New()
+	cases := []struct {
+		name string
+		key  string
+		recs []NewRecord
+		opts []AppendOption
+		want error
+	}{
+		{"empty key", "", []NewRecord{rec("x")}, nil, ErrEmptyKey},
+		{"huge key", strings.Repeat("k", maxKeyBytes+1), []NewRecord{rec("x")}, nil, ErrRecordTooLarge},
+		{"empty batch", "k", nil, nil, ErrEmptyBatch},
+		{"record too large", "k", []NewRecord{{Value: make([]byte, 101)}}, nil, ErrRecordTooLarge},
+		{"headers count", "k", []NewRecord{{Value: make([]byte, 90), Headers: []Header{{Key: "h", Value: make([]byte, 10)}}}}, nil, ErrRecordTooLarge},
+		{"too many records", "k", []NewRecord{rec("1"), rec("2"), rec("3"), rec("4")}, nil, ErrBatchTooLarge},
+		{"batch too large", "k", []NewRecord{{Value: make([]byte, 80)}, {Value: make([]byte, 80)}}, nil, ErrBatchTooLarge},
+		{"unknown partition", "k", []NewRecord{rec("x")}, []AppendOption{ToPartition(8)}, ErrUnknownPartition},
+		{"negative partition", "k", []NewRecord{rec("x")}, []AppendOption{ToPartition(-1)}, ErrUnknownPartition},
+		{"duplicate id", "k", []NewRecord{{ID: id}, {ID: id}}, nil, ErrDuplicateID},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := l.Append(ctx, c.key, c.recs, c.opts...)
+			require.ErrorIs(t, err, c.want)
+		})
+	}
+	for p := 0; p < l.Partitions(); p++ {
+		next, _ := l.NextOffset(p)
+		require.Zero(t, next, "nothing appended by rejected input")
+	}
+
+	_, err := l.Append(ctx, "k", []NewRecord{rec("a")})
+	require.NoError(t, err)
+	_, err = l.Append(ctx, "k", []NewRecord{rec("b")}, ExpectKeySeq(0))
+	var kse *KeySeqError
+	require.ErrorAs(t, err, &kse)
+	require.Equal(t, KeySeqError{Partition: l.Partition("k"), Key: "k", Expected: 0, Actual: 1}, *kse)
+	seq, err := l.KeySeq(ctx, l.Partition("k"), "k")
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), seq)
+
+	require.NoError(t, l.Close())
+	require.NoError(t, l.Close(), "Close is idempotent")
+	_, err = l.Append(ctx, "k", []NewRecord{rec("c")})
+	require.ErrorIs(t, err, ErrClosed)
+	_, err = l.Read(ctx, 0, 0, ReadOptions{})
+	require.ErrorIs(t, err, ErrClosed)
+}
+
+func TestAppendIsIdempotentByRecordID(t *testing.T) {
+	l := openSingle(t, t.TempDir(), nil)
+	ctx := context.Background()
+	recs := []NewRecord{rec("a"), rec("b")}
+	first, err := l.Append(ctx, "k", recs, ExpectKeySeq(0))
+	require.NoError(t, err)
+	require.False(t, first.Duplicate)
+	again, err := l.Append(ctx, "k", recs, ExpectKeySeq(0))
+	require.NoError(t, err)
+	require.True(t, again.Duplicate)
+	require.Equal(t, first.FirstOffset, again.FirstOffset)
+	require.Equal(t, first.FirstKeySeq, again.FirstKeySeq)
+	require.Equal(t, first.Time, again.Time)
+	_, err = l.Append(ctx, "k", []NewRecord{recs[1], rec("c")})
+	require.ErrorIs(t, err, ErrIDConflict)
+	next, _ := l.NextOffset(l.Partition("k"))
+	require.Equal(t, uint64(2), next)
+
+	// Records without IDs get one; the caller's slice is left alone.
+	noID := []NewRecord{{Value: []byte("x")}}
+	res, err := l.Append(ctx, "k", noID)
+	require.NoError(t, err)
+	require.Equal(t, uuid.Nil, noID[0].ID)
+	got, err := l.ReadKey(ctx, res.Partition, "k", res.FirstKeySeq, ReadOptions{})
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.NotEqual(t, uuid.Nil, got[0].ID)
+	require.Equal(t, uuid.Version(7), got[0].ID.Version())
+}
+
+func TestReadBounds(t *testing.T) {
+	l := openSingle(t, t.TempDir(), nil)
+	ctx := context.Background()
+	for i := 0; i < 10; i++ {
+		_, err := l.Append(ctx, "k", []NewRecord{{Value: make([]byte, 100)}}, ToPartition(3))
+		require.NoError(t, err)
+	}
+	recs, err := l.Read(ctx, 3, 2, ReadOptions{MaxRecords: 4})
+	require.NoError(t, err)
+	require.Len(t, recs, 4)
+	require.Equal(t, uint64(2), recs[0].Offset)
+	recs, err = l.Read(ctx, 3, 0, ReadOptions{MaxBytes: 350})
+	require.NoError(t, err)
+	require.Len(t, recs, 2, "bytes bound (stored records are ~125 bytes)")
+	recs, err = l.Read(ctx, 3, 0, ReadOptions{MaxBytes: 1})
+	require.NoError(t, err)
+	require.Len(t, recs, 1, "at least one record")
+	recs, err = l.ReadKey(ctx, 3, "k", 9, ReadOptions{})
+	require.NoError(t, err)
+	require.Len(t, recs, 2)
+	require.Equal(t, uint64(9), recs[0].KeySeq)
+	recs, err = l.ReadKey(ctx, 3, "kk", 0, ReadOptions{})
+	require.NoError(t, err)
+	require.Empty(t, recs, "a key that extends another is not mixed in")
+	_, err = l.Read(ctx, 9, 0, ReadOptions{})
+	require.ErrorIs(t, err, ErrUnknownPartition)
+}
+
+func TestWaitIsWokenByApply(t *testing.T) {
+	l := openSingle(t, t.TempDir(), nil)
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() { done <- l.Wait(ctx, 2, 0) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Wait returned before any record: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	res, err := l.Append(ctx, "k", []NewRecord{rec("x")}, ToPartition(2))
+	require.NoError(t, err)
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait not woken by the append")
+	}
+	require.NoError(t, l.WaitApplied(ctx, res.Position))
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, l.Wait(short, 2, 1), context.DeadlineExceeded)
+	go func() { done <- l.Wait(ctx, 2, 5) }()
+	require.NoError(t, l.Close())
+	require.ErrorIs(t, <-done, ErrClosed)
+}
+
+func TestGroupCommitCoalescesAppends(t *testing.T) {
+	l := openSingle(t, t.TempDir(), nil)
+	ctx := context.Background()
+	before := l.groups[0].raft.LastIndex()
+	const n = 256
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, err := l.Append(ctx, fmt.Sprint("k", i), []NewRecord{rec("x")})
+			errs <- err
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	entries := l.groups[0].raft.LastIndex() - before
+	t.Logf("%d appends in %d raft entries", n, entries)
+	require.Less(t, entries, uint64(n/4), "concurrent appends share raft entries")
+}
+
+func TestOpenChecksDataDirectory(t *testing.T) {
+	dir := t.TempDir()
+	l := openSingle(t, dir, nil)
+	require.NoError(t, l.Close())
+	_, err := Open(context.Background(), Config{Dir: dir, Partitions: 16})
+	require.ErrorIs(t, err, ErrConfig)
+	_, err = Open(context.Background(), Config{Dir: dir, NodeID: "other"})
+	require.ErrorIs(t, err, ErrConfig)
+	_, err = Open(context.Background(), Config{})
+	require.ErrorIs(t, err, ErrConfig)
+	_, err = Open(context.Background(), Config{Dir: t.TempDir(), Groups: 9})
+	require.ErrorIs(t, err, ErrConfig)
+	_, err = Open(context.Background(), Config{Dir: t.TempDir(), Join: "127.0.0.1:1"})
+	require.ErrorIs(t, err, ErrConfig)
+}
+
+func TestStatus(t *testing.T) {
+	l := openSingle(t, t.TempDir(), func(c *Config) { c.Partitions = 4; c.Groups = 2 })
+	_, err := l.Append(context.Background(), "k", []NewRecord{rec("x")}, ToPartition(3))
+	require.NoError(t, err)
+	s := l.Status()
+	require.Equal(t, "node1", s.NodeID)
+	require.Len(t, s.Groups, 2)
+	for _, g := range s.Groups {
+		require.Equal(t, "Leader", g.State)
+		require.Equal(t, "node1", g.LeaderID)
+		require.LessOrEqual(t, g.AppliedIndex, g.CommitIndex)
+		require.NotZero(t, g.Term)
+		require.Len(t, g.Servers, 1)
+	}
+	require.Equal(t, []PartitionStatus{{0, 0, 0}, {1, 1, 0}, {2, 0, 0}, {3, 1, 1}}, s.Partitions)
+	require.True(t, errors.Is(l.TransferLeadership(5, ""), ErrUnknownPartition))
+}

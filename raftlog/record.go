@@ -1,0 +1,97 @@
+package raftlog
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Header is a named value carried with a record.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// NewRecord is a record to append. A zero ID is replaced by a new
+// time-ordered UUID (version 7) before the first attempt, so retries inside
+// Append reuse it; callers that retry Append themselves after an error of
+// unknown outcome must set IDs so the retry is deduplicated.
+type NewRecord struct {
+	ID      uuid.UUID
+	Headers []Header
+	Value   []byte
+}
+
+// Record is a committed record as read back from the log.
+type Record struct {
+	Partition int
+	Offset    uint64 // dense from 0 within the partition
+	Key       string
+	KeySeq    uint64 // dense from 1 within the key
+	ID        uuid.UUID
+	Time      time.Time // stamped by the leader that proposed the entry
+	Headers   []Header
+	Value     []byte
+}
+
+// Position names a point in one raft group's applied history. A follower
+// that has applied a Position holds every record acknowledged up to it.
+type Position struct {
+	Group int
+	Index uint64
+}
+
+// AppendResult reports where an acknowledged batch went. Records of the
+// batch occupy offsets FirstOffset..FirstOffset+Count-1 and key sequences
+// FirstKeySeq..FirstKeySeq+Count-1.
+type AppendResult struct {
+	Partition   int
+	FirstOffset uint64
+	FirstKeySeq uint64
+	Count       int
+	Time        time.Time
+	// Position is where the batch was applied; pass it to WaitApplied on
+	// another node to read this write there.
+	Position Position
+	// Duplicate is true when every record ID had already been committed:
+	// nothing was appended and the result is that of the original append.
+	Duplicate bool
+}
+
+// LastOffset is the offset of the batch's last record.
+func (r AppendResult) LastOffset() uint64 { return r.FirstOffset + uint64(r.Count) - 1 }
+
+// LastKeySeq is the key sequence of the batch's last record.
+func (r AppendResult) LastKeySeq() uint64 { return r.FirstKeySeq + uint64(r.Count) - 1 }
+
+// AppendOption adjusts one Append call.
+type AppendOption func(*appendOptions)
+
+type appendOptions struct {
+	partition    int
+	hasPartition bool
+	expected     uint64
+	hasExpected  bool
+}
+
+// ToPartition appends to partition p instead of the partition the key
+// routes to. Key sequences are kept per partition and key.
+func ToPartition(p int) AppendOption {
+	return func(o *appendOptions) { o.partition, o.hasPartition = p, true }
+}
+
+// ExpectKeySeq makes the append conditional: it succeeds only if the key's
+// current sequence (its number of records, 0 for a new key) equals seq.
+// The check runs inside the replicated state machine, so two appends racing
+// on one key cannot both pass it.
+func ExpectKeySeq(seq uint64) AppendOption {
+	return func(o *appendOptions) { o.expected, o.hasExpected = seq, true }
+}
+
+// ReadOptions bounds a read. Zero values take the log's defaults. A read
+// returns at least one record when one exists, even if it alone exceeds
+// MaxBytes.
+type ReadOptions struct {
+	MaxRecords int
+	MaxBytes   int
+}

@@ -1,0 +1,182 @@
+package raftlog
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Snapshots.
+//
+// The FSM's state is a durable bbolt file, fsynced on every apply, so a
+// snapshot taken for log compaction needs to record nothing but the fact
+// that the state covers its index: Persist writes a small marker and its
+// cost stays flat however long the history grows.
+//
+// A follower that is behind the compacted log needs the state itself. Raft
+// gets it by opening the latest snapshot (to send InstallSnapshot); the
+// snapshotStore wrapper answers an Open of a marker with a full, consistent
+// copy of the current state, streamed from a bbolt read transaction (which
+// does not block writers). That copy may be newer than the marker's index;
+// the receiver then skips the entries it already holds, because applies are
+// idempotent by raft index.
+//
+// Snapshot stream format:
+//
+//	8 bytes  magic "ESRLSNAP"
+//	byte     format version (1)
+//	byte     kind: 1 marker, 2 full copy
+//	8 bytes  applied raft index of the state, big endian
+//	...      for a full copy: the bbolt file, exactly as bbolt's Tx.WriteTo writes it
+const (
+	snapshotMagic   = "ESRLSNAP"
+	snapshotVersion = 1
+	snapshotMarker  = 1
+	snapshotFull    = 2
+	snapshotHdrLen  = 8 + 1 + 1 + 8
+)
+
+type snapshotHeader struct {
+	kind  byte
+	index uint64
+}
+
+func (h snapshotHeader) encode() []byte {
+	b := append([]byte(snapshotMagic), snapshotVersion, h.kind)
+	return binary.BigEndian.AppendUint64(b, h.index)
+}
+
+func decodeSnapshotHeader(b []byte) (snapshotHeader, error) {
+	if len(b) != snapshotHdrLen || string(b[:8]) != snapshotMagic || b[8] != snapshotVersion ||
+		(b[9] != snapshotMarker && b[9] != snapshotFull) {
+		return snapshotHeader{}, fmt.Errorf("%w: snapshot header %q", errCorrupt, b)
+	}
+	return snapshotHeader{kind: b[9], index: binary.BigEndian.Uint64(b[10:])}, nil
+}
+
+func readSnapshotHeader(r io.Reader) (snapshotHeader, error) {
+	b := make([]byte, snapshotHdrLen)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return snapshotHeader{}, fmt.Errorf("raftlog: read snapshot header: %w", err)
+	}
+	return decodeSnapshotHeader(b)
+}
+
+// markerSnapshot is what the FSM hands raft for compaction.
+type markerSnapshot struct{ index uint64 }
+
+func (s markerSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(snapshotHeader{kind: snapshotMarker, index: s.index}.encode()); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (markerSnapshot) Release() {}
+
+// snapshotStore wraps raft's file store so that opening a marker yields a
+// full copy of the live state.
+type snapshotStore struct {
+	raft.SnapshotStore
+	fsm *fsm
+}
+
+func (s *snapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
+	meta, rc, err := s.SnapshotStore.Open(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	br := bufio.NewReader(rc)
+	hb, err := br.Peek(snapshotHdrLen)
+	if err != nil {
+		rc.Close()
+		return nil, nil, fmt.Errorf("raftlog: snapshot %s: %w", id, err)
+	}
+	h, err := decodeSnapshotHeader(hb)
+	if err != nil {
+		rc.Close()
+		return nil, nil, err
+	}
+	if h.kind == snapshotFull {
+		return meta, readCloser{br, rc}, nil
+	}
+	rc.Close()
+	full, size, err := s.fsm.openFullCopy()
+	if err != nil {
+		return nil, nil, err
+	}
+	m := *meta
+	m.Size = size
+	return &m, full, nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// openFullCopy returns a reader of a full snapshot of the current state
+// and its exact length. The copy is produced only as it is read.
+func (f *fsm) openFullCopy() (io.ReadCloser, int64, error) {
+	f.mu.RLock()
+	tx, err := f.db.Begin(false)
+	if err != nil {
+		f.mu.RUnlock()
+		return nil, 0, fmt.Errorf("raftlog: snapshot read transaction: %w", err)
+	}
+	var applied uint64
+	if v := tx.Bucket(bucketMeta).Get(metaApplied); v != nil {
+		applied = binary.BigEndian.Uint64(v)
+	}
+	hdr := snapshotHeader{kind: snapshotFull, index: applied}.encode()
+	c := &fullCopy{tx: tx, unlock: f.mu.RUnlock, hdr: bytes.NewReader(hdr)}
+	return c, int64(len(hdr)) + tx.Size(), nil
+}
+
+// fullCopy streams a read transaction's view of the state file.
+type fullCopy struct {
+	tx     *bolt.Tx
+	unlock func()
+	hdr    *bytes.Reader
+
+	once sync.Once
+	pr   *io.PipeReader
+	done chan struct{}
+
+	closeOnce sync.Once
+}
+
+func (c *fullCopy) Read(p []byte) (int, error) {
+	if c.hdr.Len() > 0 {
+		return c.hdr.Read(p)
+	}
+	c.once.Do(func() {
+		pr, pw := io.Pipe()
+		c.pr, c.done = pr, make(chan struct{})
+		go func() {
+			defer close(c.done)
+			_, err := c.tx.WriteTo(pw)
+			pw.CloseWithError(err)
+		}()
+	})
+	return c.pr.Read(p)
+}
+
+func (c *fullCopy) Close() error {
+	c.closeOnce.Do(func() {
+		if c.pr != nil {
+			c.pr.Close()
+			<-c.done
+		}
+		c.tx.Rollback()
+		c.unlock()
+	})
+	return nil
+}
