@@ -59,8 +59,7 @@ var (
 	bucketIDs    = []byte("ids")
 	bucketIDTime = []byte("idtime")
 	bucketRecs   = []byte("r") // offset -> record
-	bucketKeys   = []byte("k") // key, keySeq -> offset
-	bucketHeads  = []byte("h") // key -> current keySeq
+	bucketKeys   = []byte("k") // key, keySeq -> offset; the last one is the key's head
 
 	metaApplied    = []byte("applied")
 	metaTime       = []byte("time")
@@ -159,7 +158,7 @@ func (f *fsm) init(db *bolt.DB, partitions, groups int) error {
 			if err != nil {
 				return err
 			}
-			for _, name := range [][]byte{bucketRecs, bucketKeys, bucketHeads} {
+			for _, name := range [][]byte{bucketRecs, bucketKeys} {
 				if _, err := pb.CreateBucketIfNotExists(name); err != nil {
 					return err
 				}
@@ -249,7 +248,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			out := make([]appendOutcome, len(e.Requests))
 			n := 0
 			for j := range e.Requests {
-				out[j] = a.append(&e.Requests[j], lastTime, l.Index)
+				out[j] = a.append(&e.Requests[j], lastTime, l.Index, j)
 				n += len(e.Requests[j].Records)
 			}
 			a.prune(lastTime, 2*n+16)
@@ -303,6 +302,24 @@ type applier struct {
 // value returns the bytes appended to the arena since start.
 func (a *applier) value(start int) []byte { return a.arena[start:len(a.arena):len(a.arena)] }
 
+// keyHead returns the current sequence of key: the sequence of its last
+// key index entry, 0 if it has none. (Keeping heads in a bucket of their
+// own would dirty a second random page per key in every commit.)
+func keyHead(keys *bolt.Bucket, key string) uint64 {
+	prefix := appendString(nil, key)
+	c := keys.Cursor()
+	k, _ := c.Seek(binary.BigEndian.AppendUint64(prefix, ^uint64(0)))
+	if k == nil {
+		k, _ = c.Last()
+	} else {
+		k, _ = c.Prev()
+	}
+	if len(k) != len(prefix)+8 || !bytes.HasPrefix(k, prefix) {
+		return 0
+	}
+	return binary.BigEndian.Uint64(k[len(prefix):])
+}
+
 func keyIndexKey(b []byte, key string, seq uint64) []byte {
 	b = appendString(b[:0], key)
 	return binary.BigEndian.AppendUint64(b, seq)
@@ -311,7 +328,7 @@ func keyIndexKey(b []byte, key string, seq uint64) []byte {
 // append applies one request: deduplication by record ID, then the
 // expected key sequence, then the records. Domain errors are returned in
 // the outcome; storage errors end the transaction.
-func (a *applier) append(r *appendRequest, t int64, index uint64) appendOutcome {
+func (a *applier) append(r *appendRequest, t int64, index uint64, reqNo int) appendOutcome {
 	f := a.f
 	slot, ok := f.slot(r.Partition)
 	if !ok || len(r.Records) == 0 || r.Key == "" {
@@ -319,24 +336,24 @@ func (a *applier) append(r *appendRequest, t int64, index uint64) appendOutcome 
 	}
 	pos := Position{Group: f.group, Index: index}
 	pb := a.tx.Bucket(partitionBucketName(r.Partition))
-	keys, heads, recs := pb.Bucket(bucketKeys), pb.Bucket(bucketHeads), pb.Bucket(bucketRecs)
+	keys, recs := pb.Bucket(bucketKeys), pb.Bucket(bucketRecs)
 
 	if res, done, err := a.dedup(r, keys, pos); done {
 		return appendOutcome{Result: res, Err: err}
 	}
 
-	var head uint64
-	if v := heads.Get([]byte(r.Key)); v != nil {
-		head, _ = binary.Uvarint(v)
-	}
+	head := keyHead(keys, r.Key)
 	if r.HasExpected && r.Expected != head {
 		return appendOutcome{Err: &KeySeqError{Partition: r.Partition, Key: r.Key, Expected: r.Expected, Actual: head}}
 	}
 
 	recs.FillPercent = 1 // offsets only grow
 	first := a.next[slot]
-	tk := make([]byte, 24) // time, ID: keys are copied by bbolt
-	binary.BigEndian.PutUint64(tk, uint64(t))
+	idsStart := len(a.arena)
+	for i := range r.Records {
+		a.arena = append(a.arena, r.Records[i].ID[:]...)
+	}
+	idList := a.value(idsStart)
 	for i := range r.Records {
 		rec := &r.Records[i]
 		off, seq := first+uint64(i), head+1+uint64(i)
@@ -351,13 +368,14 @@ func (a *applier) append(r *appendRequest, t int64, index uint64) appendOutcome 
 		start = len(a.arena)
 		a.arena = encodeIDEntry(a.arena, idEntry{Partition: r.Partition, Offset: off, KeySeq: seq, Time: t})
 		a.fail(a.ids.Put(rec.ID[:], a.value(start)))
-		copy(tk[8:], rec.ID[:])
-		a.fail(a.idTime.Put(tk, []byte{}))
 	}
+	// One retention entry per request: time, raft index, request number in
+	// the entry (never anything that depends on how entries were batched).
+	tk := binary.BigEndian.AppendUint64(make([]byte, 0, 20), uint64(t))
+	tk = binary.BigEndian.AppendUint64(tk, index)
+	tk = binary.BigEndian.AppendUint32(tk, uint32(reqNo))
+	a.fail(a.idTime.Put(tk, idList))
 	n := uint64(len(r.Records))
-	start := len(a.arena)
-	a.arena = binary.AppendUvarint(a.arena, head+n)
-	a.fail(heads.Put([]byte(r.Key), a.value(start)))
 	a.next[slot] = first + n
 	a.grew[slot] = true
 	return appendOutcome{Result: AppendResult{
@@ -408,24 +426,29 @@ func (a *applier) dedup(r *appendRequest, keys *bolt.Bucket, pos Position) (Appe
 	}, true, nil
 }
 
-// prune forgets up to limit record IDs older than the retention window
-// ending at t. Bounding each entry's work keeps apply latency flat; the
-// limit exceeds the entry's own records so the index cannot outgrow it.
+// prune forgets record IDs older than the retention window ending at t,
+// a whole append at a time, until about limit IDs are gone. Bounding each
+// entry's work keeps apply latency flat; the limit exceeds the entry's own
+// records so the index cannot outgrow the window.
 func (a *applier) prune(t int64, limit int) {
 	if a.f.retention <= 0 {
 		return
 	}
 	cutoff := t - a.f.retention
 	var doomed [][]byte
+	n := 0
 	c := a.idTime.Cursor()
-	for k, _ := c.First(); k != nil && len(doomed) < limit; k, _ = c.Next() {
+	for k, v := c.First(); k != nil && n < limit; k, v = c.Next() {
 		if int64(binary.BigEndian.Uint64(k[:8])) >= cutoff {
 			break
 		}
 		doomed = append(doomed, append([]byte(nil), k...))
+		for id := v; len(id) >= 16; id = id[16:] {
+			a.fail(a.ids.Delete(id[:16]))
+			n++
+		}
 	}
 	for _, k := range doomed {
-		a.fail(a.ids.Delete(k[8:]))
 		a.fail(a.idTime.Delete(k))
 	}
 }
@@ -499,9 +522,7 @@ func (f *fsm) readKey(p int, key string, from uint64, maxRecs, maxBytes int) ([]
 func (f *fsm) keySeq(p int, key string) (uint64, error) {
 	var seq uint64
 	err := f.view(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(partitionBucketName(p)).Bucket(bucketHeads).Get([]byte(key)); v != nil {
-			seq, _ = binary.Uvarint(v)
-		}
+		seq = keyHead(tx.Bucket(partitionBucketName(p)).Bucket(bucketKeys), key)
 		return nil
 	})
 	return seq, err
