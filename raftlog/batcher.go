@@ -21,6 +21,7 @@ type batcher struct {
 	inflight chan inflightEntry
 	stop     chan struct{}
 	done     chan struct{}
+	started  bool // set by start, before any submit; close waits for done only if set
 
 	maxReqs  int
 	maxBytes int
@@ -70,13 +71,14 @@ func newBatcher(r *raft.Raft, cfg *Config) *batcher {
 }
 
 // submit hands one encoded append to the batcher and waits for its
-// outcome. A ctx that ends after the hand-off gives an unknown outcome.
+// outcome. A ctx that ends after the hand-off gives an unknown outcome;
+// one that ends before it, a retryError that is not unknown.
 func (b *batcher) submit(ctx context.Context, enc []byte) (AppendResult, error) {
 	p := &pendingAppend{enc: enc, done: make(chan appendReply, 1)}
 	select {
 	case b.reqs <- p:
 	case <-ctx.Done():
-		return AppendResult{}, ctx.Err()
+		return AppendResult{}, &retryError{cause: ctx.Err()}
 	case <-b.stop:
 		return AppendResult{}, ErrClosed
 	}
@@ -85,19 +87,34 @@ func (b *batcher) submit(ctx context.Context, enc []byte) (AppendResult, error) 
 		return r.res, r.err
 	case <-ctx.Done():
 		return AppendResult{}, &retryError{unknown: true, cause: ctx.Err()}
+	case <-b.done:
+		// Every append run took was answered before done closed; one
+		// queued after run stopped was never proposed.
+		select {
+		case r := <-p.done:
+			return r.res, r.err
+		default:
+			return AppendResult{}, ErrClosed
+		}
 	}
 }
 
 func (b *batcher) start() {
+	b.started = true
 	go b.complete()
 	go b.run()
 }
 
 // close stops proposing, fails waiting appends with ErrClosed and waits
-// for in-flight entries to resolve (raft shutdown resolves them).
+// for in-flight entries to resolve. It must run while raft still runs:
+// raft does not resolve an Apply future still queued in its buffered
+// apply channel at shutdown (BatchApplyCh), and complete() would wait for
+// it forever.
 func (b *batcher) close() {
 	close(b.stop)
-	<-b.done
+	if b.started {
+		<-b.done
+	}
 }
 
 func (b *batcher) run() {

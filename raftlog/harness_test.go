@@ -120,9 +120,12 @@ func (c *testCluster) add(via int, nonVoter bool) int {
 	cfg.Dir = filepath.Join(c.t.TempDir(), id)
 	cfg.Join = c.nodes[via].addr
 	cfg.NonVoter = nonVoter
+	c.mu.Lock()
 	c.nodes = append(c.nodes, &testNode{id: id, addr: ln.Addr().String(), dir: cfg.Dir, cfg: cfg})
-	c.open(len(c.nodes)-1, ln)
-	return len(c.nodes) - 1
+	i := len(c.nodes) - 1
+	c.mu.Unlock()
+	c.open(i, ln)
+	return i
 }
 
 func (c *testCluster) node(i int) *Log {

@@ -327,17 +327,20 @@ func (l *Log) Close() error {
 	var errs []error
 	l.closeOnce.Do(func() {
 		close(l.closing)
+		// Batchers first, while raft runs: their in-flight entries resolve
+		// (commit or leadership loss), and none is left in raft's apply
+		// queue at shutdown, where its future would never resolve.
+		for _, g := range l.groups {
+			if g.batcher != nil {
+				g.batcher.close()
+			}
+		}
 		for _, g := range l.groups {
 			if g.raft == nil {
 				continue
 			}
 			g.raft.DeregisterObserver(g.observer)
 			errs = append(errs, g.raft.Shutdown().Error())
-		}
-		for _, g := range l.groups {
-			if g.batcher != nil {
-				g.batcher.close()
-			}
 		}
 		if l.rpc != nil {
 			errs = append(errs, l.rpc.Close())
