@@ -634,19 +634,7 @@ func (l *Log) Wait(ctx context.Context, p int, offset uint64) error {
 		return err
 	}
 	i, _ := g.fsm.slot(p)
-	for {
-		ch := g.fsm.signals[i].wait()
-		if g.fsm.next[i].Load() > offset {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-l.closing:
-			return ErrClosed
-		}
-	}
+	return l.waitUntil(ctx, &g.fsm.signals[i], func() bool { return g.fsm.next[i].Load() > offset })
 }
 
 // WaitApplied blocks until this replica has applied pos, so that reads here
@@ -659,9 +647,14 @@ func (l *Log) WaitApplied(ctx context.Context, pos Position) error {
 		return fmt.Errorf("%w: group %d", ErrUnknownPartition, pos.Group)
 	}
 	f := l.groups[pos.Group].fsm
+	return l.waitUntil(ctx, &f.appSig, func() bool { return f.applied.Load() >= pos.Index })
+}
+
+// waitUntil blocks until cond holds, re-checking it whenever sig fires.
+func (l *Log) waitUntil(ctx context.Context, sig *signal, cond func() bool) error {
 	for {
-		ch := f.appSig.wait()
-		if f.applied.Load() >= pos.Index {
+		ch := sig.wait() // before the check, so no notify is missed
+		if cond() {
 			return nil
 		}
 		select {
