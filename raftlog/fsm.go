@@ -3,7 +3,6 @@ package raftlog
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -25,12 +24,13 @@ import (
 // Persist of a returned snapshot runs concurrently with later applies.
 // Readers run on any goroutine.
 //
-// Every apply transaction stores the raft index it applied up to, in the
-// same bbolt transaction as the state, and entries at or below it are
-// skipped: raft may hand a restarted node entries it already applied, and
-// they must not be applied twice. bbolt fsyncs each commit, so the applied
-// index on disk is never behind the latest snapshot's index; snapshots are
-// therefore only markers (see snapshot.go).
+// Applies go to an in-memory table that flushes to the file in large
+// fsynced transactions (memtable.go). Every flush stores the raft index it
+// covers in the same transaction, and entries at or below it are skipped:
+// raft hands a restarted node the entries after its last snapshot, and
+// they must not be applied twice. Snapshot flushes, so the file's index is
+// never behind the latest snapshot's; snapshots are therefore only markers
+// (see snapshot.go).
 type fsm struct {
 	group      int
 	partitions []int // the partitions this group hosts
@@ -47,10 +47,11 @@ type fsm struct {
 
 	// next[i] is the next offset of partitions[i]; published after commit.
 	next    []atomic.Uint64
-	signals []signal // one per hosted partition, woken on every commit that grows it
-	appSig  signal   // woken on every commit
+	signals []signal // one per hosted partition, woken on every apply that grows it
+	appSig  signal   // woken on every apply
 
-	keyBuf []byte // scratch for index keys (bbolt copies keys), FSM goroutine only
+	mem memTable // applied, not yet flushed to db (memtable.go)
+
 }
 
 // Bucket and meta key names.
@@ -187,6 +188,7 @@ func (f *fsm) load(tx *bolt.Tx) {
 		}
 		f.next[i].Store(next)
 	}
+	f.mem.reset(f.nextOffsets())
 }
 
 // slot returns the index of partition p in f.partitions.
@@ -214,15 +216,16 @@ type appendOutcome struct {
 // Apply implements raft.FSM for callers that do not batch.
 func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 
-// ApplyBatch applies committed entries in one bbolt transaction. A
-// response for a command entry is a []appendOutcome, one per request.
+// ApplyBatch applies committed entries to the in-memory table and flushes
+// the table to the state file once it is large. A response for a command
+// entry is a []appendOutcome, one per request.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	resp := make([]any, len(logs))
 	applied := f.applied.Load()
 	if len(logs) == 0 || logs[len(logs)-1].Index <= applied {
 		return resp
 	}
-	tx, err := f.db.Begin(true)
+	tx, err := f.db.Begin(false)
 	if err != nil {
 		panic(fmt.Sprintf("raftlog: group %d: begin apply: %v", f.group, err))
 	}
@@ -230,8 +233,6 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	for i := range a.next {
 		a.next[i] = f.next[i].Load()
 	}
-	a.ids = tx.Bucket(bucketIDs)
-	a.idTime = tx.Bucket(bucketIDTime)
 	lastTime := f.lastTime
 	for i, l := range logs {
 		if l.Index <= applied {
@@ -246,28 +247,16 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			}
 			lastTime = max(lastTime, e.Time)
 			out := make([]appendOutcome, len(e.Requests))
-			n := 0
 			for j := range e.Requests {
 				out[j] = a.append(&e.Requests[j], lastTime, l.Index, j)
-				n += len(e.Requests[j].Records)
 			}
-			a.prune(lastTime, 2*n+16)
 			resp[i] = out
 		}
 		applied = l.Index
 	}
-	meta := tx.Bucket(bucketMeta)
-	if err := errors.Join(
-		meta.Put(metaApplied, be64(applied)),
-		meta.Put(metaTime, be64(uint64(lastTime))),
-		a.err,
-	); err != nil {
-		panic(fmt.Sprintf("raftlog: group %d: apply: %v", f.group, err))
-	}
-	if err := tx.Commit(); err != nil {
-		// The state on disk is behind raft's commit index and cannot catch
-		// up without applying again; crash and let the restart replay.
-		panic(fmt.Sprintf("raftlog: group %d: commit apply: %v", f.group, err))
+	tx.Rollback()
+	if a.err != nil {
+		panic(fmt.Sprintf("raftlog: group %d: apply: %v", f.group, a.err))
 	}
 	f.lastTime = lastTime
 	for i, grew := range a.grew {
@@ -282,30 +271,25 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 	}
 	f.appSig.notify()
+	if f.mem.n >= flushRecords || f.mem.bytes >= flushBytes {
+		f.flush()
+	}
 	return resp
 }
 
-// applier holds one apply transaction's working state.
+// applier holds one ApplyBatch's working state. Only the FSM goroutine
+// writes the table, so it reads it without the lock.
 type applier struct {
-	f      *fsm
-	tx     *bolt.Tx
-	ids    *bolt.Bucket
-	idTime *bolt.Bucket
-	next   []uint64
-	grew   []bool
-	err    error // a storage error: fatal for the whole transaction
-	// arena holds values put in this transaction: bbolt keeps references to
-	// values until commit, so they are appended here and never overwritten.
-	arena []byte
+	f    *fsm
+	tx   *bolt.Tx // read transaction of the state file, for what the table does not hold
+	next []uint64
+	grew []bool
+	err  error // a storage error: fatal
 }
 
-// value returns the bytes appended to the arena since start.
-func (a *applier) value(start int) []byte { return a.arena[start:len(a.arena):len(a.arena)] }
-
-// keyHead returns the current sequence of key: the sequence of its last
-// key index entry, 0 if it has none. (Keeping heads in a bucket of their
-// own would dirty a second random page per key in every commit.)
-func keyHead(keys *bolt.Bucket, key string) uint64 {
+// keyHeadIn returns the current sequence of key in the state file: the
+// sequence of its last key index entry, 0 if it has none.
+func keyHeadIn(keys *bolt.Bucket, key string) uint64 {
 	prefix := appendString(nil, key)
 	c := keys.Cursor()
 	k, _ := c.Seek(binary.BigEndian.AppendUint64(prefix, ^uint64(0)))
@@ -325,9 +309,58 @@ func keyIndexKey(b []byte, key string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(b, seq)
 }
 
+func (a *applier) keysBucket(p int) *bolt.Bucket {
+	return a.tx.Bucket(partitionBucketName(p)).Bucket(bucketKeys)
+}
+
+// keyHead is the current sequence of key in partition p (slot).
+func (a *applier) keyHead(p, slot int, key string) uint64 {
+	if mk := a.f.mem.keys[slot][key]; mk != nil {
+		return mk.last()
+	}
+	return keyHeadIn(a.keysBucket(p), key)
+}
+
+// keyOffset is the offset of key's record with sequence seq.
+func (a *applier) keyOffset(p, slot int, key string, seq uint64) (uint64, bool) {
+	if mk := a.f.mem.keys[slot][key]; mk != nil && seq >= mk.first {
+		if seq > mk.last() {
+			return 0, false
+		}
+		return mk.offsets[seq-mk.first], true
+	}
+	v := a.keysBucket(p).Get(keyIndexKey(nil, key, seq))
+	if v == nil {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(v), true
+}
+
+// lookupID returns where id was appended, if it is remembered and has not
+// expired at time t. Expiry is judged here, from the stored time, so the
+// answer never depends on when expired IDs are physically pruned.
+func (a *applier) lookupID(id uuid.UUID, t int64) (idEntry, bool) {
+	e, ok := a.f.mem.ids[id]
+	if !ok {
+		v := a.tx.Bucket(bucketIDs).Get(id[:])
+		if v == nil {
+			return idEntry{}, false
+		}
+		var err error
+		if e, err = decodeIDEntry(v); err != nil {
+			a.fail(err)
+			return idEntry{}, false
+		}
+	}
+	if a.f.retention > 0 && e.Time < t-a.f.retention {
+		return idEntry{}, false
+	}
+	return e, true
+}
+
 // append applies one request: deduplication by record ID, then the
 // expected key sequence, then the records. Domain errors are returned in
-// the outcome; storage errors end the transaction.
+// the outcome; storage errors end the apply.
 func (a *applier) append(r *appendRequest, t int64, index uint64, reqNo int) appendOutcome {
 	f := a.f
 	slot, ok := f.slot(r.Partition)
@@ -335,51 +368,51 @@ func (a *applier) append(r *appendRequest, t int64, index uint64, reqNo int) app
 		return appendOutcome{Err: fmt.Errorf("%w: malformed request for partition %d", ErrUnknownPartition, r.Partition)}
 	}
 	pos := Position{Group: f.group, Index: index}
-	pb := a.tx.Bucket(partitionBucketName(r.Partition))
-	keys, recs := pb.Bucket(bucketKeys), pb.Bucket(bucketRecs)
-
-	if res, done, err := a.dedup(r, keys, pos); done {
+	if res, done, err := a.dedup(r, slot, t, pos); done {
 		return appendOutcome{Result: res, Err: err}
 	}
-
-	head := keyHead(keys, r.Key)
+	head := a.keyHead(r.Partition, slot, r.Key)
 	if r.HasExpected && r.Expected != head {
 		return appendOutcome{Err: &KeySeqError{Partition: r.Partition, Key: r.Key, Expected: r.Expected, Actual: head}}
 	}
-
-	recs.FillPercent = 1 // offsets only grow
 	first := a.next[slot]
-	idsStart := len(a.arena)
+	n := len(r.Records)
+	encoded := make([][]byte, n)
+	idList := make([]byte, 0, 16*n)
+	size := 0
 	for i := range r.Records {
-		a.arena = append(a.arena, r.Records[i].ID[:]...)
-	}
-	idList := a.value(idsStart)
-	for i := range r.Records {
-		rec := &r.Records[i]
-		off, seq := first+uint64(i), head+1+uint64(i)
-		start := len(a.arena)
-		a.arena = binary.BigEndian.AppendUint64(a.arena, off)
-		offBytes := a.value(start)
-		start = len(a.arena)
-		a.arena = encodeRecord(a.arena, r.Key, seq, rec, t)
-		a.fail(recs.Put(offBytes, a.value(start)))
-		f.keyBuf = keyIndexKey(f.keyBuf, r.Key, seq)
-		a.fail(keys.Put(f.keyBuf, offBytes))
-		start = len(a.arena)
-		a.arena = encodeIDEntry(a.arena, idEntry{Partition: r.Partition, Offset: off, KeySeq: seq, Time: t})
-		a.fail(a.ids.Put(rec.ID[:], a.value(start)))
+		encoded[i] = encodeRecord(nil, r.Key, head+1+uint64(i), &r.Records[i], t)
+		idList = append(idList, r.Records[i].ID[:]...)
+		size += len(encoded[i])
 	}
 	// One retention entry per request: time, raft index, request number in
 	// the entry (never anything that depends on how entries were batched).
 	tk := binary.BigEndian.AppendUint64(make([]byte, 0, 20), uint64(t))
 	tk = binary.BigEndian.AppendUint64(tk, index)
 	tk = binary.BigEndian.AppendUint32(tk, uint32(reqNo))
-	a.fail(a.idTime.Put(tk, idList))
-	n := uint64(len(r.Records))
-	a.next[slot] = first + n
+
+	m := &f.mem
+	f.mu.Lock()
+	m.recs[slot] = append(m.recs[slot], encoded...)
+	mk := m.keys[slot][r.Key]
+	if mk == nil {
+		mk = &memKey{first: head + 1}
+		m.keys[slot][r.Key] = mk
+	}
+	for i := range r.Records {
+		off := first + uint64(i)
+		mk.offsets = append(mk.offsets, off)
+		m.ids[r.Records[i].ID] = idEntry{Partition: r.Partition, Offset: off, KeySeq: head + 1 + uint64(i), Time: t}
+	}
+	m.idLog = append(m.idLog, memIDList{key: tk, ids: idList})
+	m.n += n
+	m.bytes += size
+	f.mu.Unlock()
+
+	a.next[slot] = first + uint64(n)
 	a.grew[slot] = true
 	return appendOutcome{Result: AppendResult{
-		Partition: r.Partition, FirstOffset: first, FirstKeySeq: head + 1, Count: len(r.Records),
+		Partition: r.Partition, FirstOffset: first, FirstKeySeq: head + 1, Count: n,
 		Time: time.Unix(0, t).UTC(), Position: pos,
 	}}
 }
@@ -388,35 +421,26 @@ func (a *applier) append(r *appendRequest, t int64, index uint64, reqNo int) app
 // is answered: either every ID was committed before, as one run of this
 // key in this partition (a retry: the original result), or only some were
 // (a conflict).
-func (a *applier) dedup(r *appendRequest, keys *bolt.Bucket, pos Position) (AppendResult, bool, error) {
-	v := a.ids.Get(r.Records[0].ID[:])
-	if v == nil {
+func (a *applier) dedup(r *appendRequest, slot int, t int64, pos Position) (AppendResult, bool, error) {
+	first, ok := a.lookupID(r.Records[0].ID, t)
+	if !ok {
 		for i := 1; i < len(r.Records); i++ {
-			if a.ids.Get(r.Records[i].ID[:]) != nil {
+			if _, ok := a.lookupID(r.Records[i].ID, t); ok {
 				return AppendResult{}, true, fmt.Errorf("%w: record %d (%s) was appended before, record 0 was not", ErrIDConflict, i, r.Records[i].ID)
 			}
 		}
 		return AppendResult{}, false, nil
 	}
-	first, err := decodeIDEntry(v)
-	if err != nil {
-		a.fail(err)
-		return AppendResult{}, true, err
-	}
 	conflict := fmt.Errorf("%w: record 0 (%s) was appended before at partition %d offset %d", ErrIDConflict, r.Records[0].ID, first.Partition, first.Offset)
 	if first.Partition != r.Partition {
 		return AppendResult{}, true, conflict
 	}
-	if off := keys.Get(keyIndexKey(a.f.keyBuf, r.Key, first.KeySeq)); off == nil || binary.BigEndian.Uint64(off) != first.Offset {
+	if off, ok := a.keyOffset(r.Partition, slot, r.Key, first.KeySeq); !ok || off != first.Offset {
 		return AppendResult{}, true, conflict
 	}
 	for i := 1; i < len(r.Records); i++ {
-		v := a.ids.Get(r.Records[i].ID[:])
-		if v == nil {
-			return AppendResult{}, true, conflict
-		}
-		e, err := decodeIDEntry(v)
-		if err != nil || e.Partition != first.Partition || e.Offset != first.Offset+uint64(i) || e.KeySeq != first.KeySeq+uint64(i) {
+		e, ok := a.lookupID(r.Records[i].ID, t)
+		if !ok || e.Partition != first.Partition || e.Offset != first.Offset+uint64(i) || e.KeySeq != first.KeySeq+uint64(i) {
 			return AppendResult{}, true, conflict
 		}
 	}
@@ -426,92 +450,113 @@ func (a *applier) dedup(r *appendRequest, keys *bolt.Bucket, pos Position) (Appe
 	}, true, nil
 }
 
-// prune forgets record IDs older than the retention window ending at t,
-// a whole append at a time, until about limit IDs are gone. Bounding each
-// entry's work keeps apply latency flat; the limit exceeds the entry's own
-// records so the index cannot outgrow the window.
-func (a *applier) prune(t int64, limit int) {
-	if a.f.retention <= 0 {
-		return
-	}
-	cutoff := t - a.f.retention
-	var doomed [][]byte
-	n := 0
-	c := a.idTime.Cursor()
-	for k, v := c.First(); k != nil && n < limit; k, v = c.Next() {
-		if int64(binary.BigEndian.Uint64(k[:8])) >= cutoff {
-			break
-		}
-		doomed = append(doomed, append([]byte(nil), k...))
-		for id := v; len(id) >= 16; id = id[16:] {
-			a.fail(a.ids.Delete(id[:16]))
-			n++
-		}
-	}
-	for _, k := range doomed {
-		a.fail(a.idTime.Delete(k))
-	}
-}
-
 func (a *applier) fail(err error) {
 	if err != nil && a.err == nil {
 		a.err = err
 	}
 }
 
-// view runs fn in a read transaction of the current state file.
-func (f *fsm) view(fn func(tx *bolt.Tx) error) error {
+// read returns records of partition p from offset from: those flushed from
+// the state file, then those in the table.
+func (f *fsm) read(p int, from uint64, maxRecs, maxBytes int) ([]Record, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return f.db.View(fn)
-}
-
-// read returns records of partition p from offset from.
-func (f *fsm) read(p int, from uint64, maxRecs, maxBytes int) ([]Record, error) {
+	slot, _ := f.slot(p)
+	start, mrecs := f.mem.start[slot], f.mem.recs[slot]
 	var out []Record
-	err := f.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(partitionBucketName(p)).Bucket(bucketRecs).Cursor()
-		size := 0
-		for k, v := c.Seek(be64(from)); k != nil && len(out) < maxRecs; k, v = c.Next() {
-			if len(out) > 0 && size+len(v) > maxBytes {
-				break
-			}
-			rec, err := decodeRecord(v, p, binary.BigEndian.Uint64(k))
-			if err != nil {
-				return fmt.Errorf("raftlog: partition %d offset %d: %w", p, binary.BigEndian.Uint64(k), err)
-			}
-			size += len(v)
-			out = append(out, rec)
+	size := 0
+	take := func(v []byte, off uint64) (bool, error) {
+		if len(out) >= maxRecs || (len(out) > 0 && size+len(v) > maxBytes) {
+			return false, nil
 		}
-		return nil
-	})
-	return out, err
+		rec, err := decodeRecord(v, p, off)
+		if err != nil {
+			return false, fmt.Errorf("raftlog: partition %d offset %d: %w", p, off, err)
+		}
+		size += len(v)
+		out = append(out, rec)
+		return true, nil
+	}
+	if from < start {
+		err := f.db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(partitionBucketName(p)).Bucket(bucketRecs).Cursor()
+			for k, v := c.Seek(be64(from)); k != nil; k, v = c.Next() {
+				off := binary.BigEndian.Uint64(k)
+				if off >= start {
+					break
+				}
+				if more, err := take(v, off); !more || err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if len(out) > 0 && out[len(out)-1].Offset+1 < start {
+			return out, nil // stopped by a bound inside the state file
+		}
+	}
+	for off := max(from, start); off < start+uint64(len(mrecs)); off++ {
+		if more, err := take(mrecs[off-start], off); !more || err != nil {
+			return out, err
+		}
+	}
+	return out, nil
 }
 
 // readKey returns records of key in partition p from key sequence from.
 func (f *fsm) readKey(p int, key string, from uint64, maxRecs, maxBytes int) ([]Record, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	slot, _ := f.slot(p)
+	start, mrecs := f.mem.start[slot], f.mem.recs[slot]
+	mk := f.mem.keys[slot][key]
 	var out []Record
-	err := f.view(func(tx *bolt.Tx) error {
+	err := f.db.View(func(tx *bolt.Tx) error {
 		pb := tx.Bucket(partitionBucketName(p))
 		recs := pb.Bucket(bucketRecs)
+		size := 0
+		take := func(off uint64) (bool, error) {
+			var v []byte
+			if off >= start {
+				v = mrecs[off-start]
+			} else if v = recs.Get(be64(off)); v == nil {
+				return false, fmt.Errorf("raftlog: key %q index names missing offset %d", key, off)
+			}
+			if len(out) >= maxRecs || (len(out) > 0 && size+len(v) > maxBytes) {
+				return false, nil
+			}
+			rec, err := decodeRecord(v, p, off)
+			if err != nil {
+				return false, fmt.Errorf("raftlog: partition %d offset %d: %w", p, off, err)
+			}
+			size += len(v)
+			out = append(out, rec)
+			return true, nil
+		}
+		memFirst := ^uint64(0)
+		if mk != nil {
+			memFirst = mk.first
+		}
 		prefix := appendString(nil, key)
 		c := pb.Bucket(bucketKeys).Cursor()
-		size := 0
-		for k, v := c.Seek(keyIndexKey(nil, key, from)); k != nil && len(out) < maxRecs && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, v = c.Next() {
-			off := binary.BigEndian.Uint64(v)
-			rv := recs.Get(v)
-			if rv == nil {
-				return fmt.Errorf("raftlog: key %q index names missing offset %d", key, off)
-			}
-			if len(out) > 0 && size+len(rv) > maxBytes {
+		for k, v := c.Seek(keyIndexKey(nil, key, from)); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, v = c.Next() {
+			if binary.BigEndian.Uint64(k[len(prefix):]) >= memFirst {
 				break
 			}
-			rec, err := decodeRecord(rv, p, off)
-			if err != nil {
-				return fmt.Errorf("raftlog: partition %d offset %d: %w", p, off, err)
+			if more, err := take(binary.BigEndian.Uint64(v)); !more || err != nil {
+				return err
 			}
-			size += len(rv)
-			out = append(out, rec)
+		}
+		if mk == nil {
+			return nil
+		}
+		for seq := max(from, mk.first); seq <= mk.last(); seq++ {
+			if more, err := take(mk.offsets[seq-mk.first]); !more || err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -520,19 +565,30 @@ func (f *fsm) readKey(p int, key string, from uint64, maxRecs, maxBytes int) ([]
 
 // keySeq returns the current sequence of key in partition p.
 func (f *fsm) keySeq(p int, key string) (uint64, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	slot, _ := f.slot(p)
+	if mk := f.mem.keys[slot][key]; mk != nil {
+		return mk.last(), nil
+	}
 	var seq uint64
-	err := f.view(func(tx *bolt.Tx) error {
-		seq = keyHead(tx.Bucket(partitionBucketName(p)).Bucket(bucketKeys), key)
+	err := f.db.View(func(tx *bolt.Tx) error {
+		seq = keyHeadIn(tx.Bucket(partitionBucketName(p)).Bucket(bucketKeys), key)
 		return nil
 	})
 	return seq, err
 }
 
-// lookupID returns where a record ID was appended, if it is remembered.
+// lookupID returns where a record ID was appended, if it is held.
 func (f *fsm) lookupID(id uuid.UUID) (idEntry, bool, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if e, ok := f.mem.ids[id]; ok {
+		return e, true, nil
+	}
 	var e idEntry
 	var found bool
-	err := f.view(func(tx *bolt.Tx) error {
+	err := f.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketIDs).Get(id[:])
 		if v == nil {
 			return nil
@@ -545,8 +601,8 @@ func (f *fsm) lookupID(id uuid.UUID) (idEntry, bool, error) {
 	return e, found, err
 }
 
-// idCount is the number of remembered record IDs.
-func (f *fsm) idCount() (int, error) {
+// flushedIDCount is the number of record IDs in the state file.
+func (f *fsm) flushedIDCount() (int, error) {
 	var n int
 	err := f.view(func(tx *bolt.Tx) error {
 		n = tx.Bucket(bucketIDs).Stats().KeyN
@@ -555,9 +611,19 @@ func (f *fsm) idCount() (int, error) {
 	return n, err
 }
 
-// Snapshot implements raft.FSM. The state is already durable, so the
-// snapshot records only its index: its cost does not grow with history.
+// view runs fn in a read transaction of the state file.
+func (f *fsm) view(fn func(tx *bolt.Tx) error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.db.View(fn)
+}
+
+// Snapshot implements raft.FSM. It flushes the table, so the state file
+// covers everything applied and raft may compact its log up to here; the
+// snapshot itself records only that index, and its cost does not grow with
+// history.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.flush()
 	return markerSnapshot{index: f.applied.Load()}, nil
 }
 
@@ -609,7 +675,10 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
+// close flushes the table (so a clean restart re-applies nothing) and
+// closes the file. Raft must be stopped: this runs off the FSM goroutine.
 func (f *fsm) close() error {
+	f.flush()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.db.Close()

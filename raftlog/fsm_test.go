@@ -152,7 +152,8 @@ func TestFSMTranscript(t *testing.T) {
 }
 
 // The same entries give the same outcomes and byte-identical state however
-// raft splits them into apply batches, and on every replica.
+// raft splits them into apply batches and whenever the table is flushed,
+// as on every replica.
 func TestFSMDeterministicAcrossBatching(t *testing.T) {
 	var logs []*raft.Log
 	for _, s := range transcript {
@@ -160,21 +161,27 @@ func TestFSMDeterministicAcrossBatching(t *testing.T) {
 			logs = append(logs, s.entry)
 		}
 	}
-	run := func(split int) ([]string, string) {
+	run := func(split int, flushEach bool) ([]string, string) {
 		f := newTestFSM(t, time.Hour)
 		var outs []string
 		for i := 0; i < len(logs); i += split {
 			for _, r := range f.ApplyBatch(logs[i:min(i+split, len(logs))]) {
 				outs = append(outs, outcomeString(r))
 			}
+			if flushEach {
+				f.flush()
+			}
 		}
+		f.flush()
 		return outs, stateHash(t, f)
 	}
-	wantOuts, wantHash := run(1)
-	for _, split := range []int{2, 3, len(logs)} {
-		outs, hash := run(split)
-		require.Equal(t, wantOuts, outs, "split %d", split)
-		require.Equal(t, wantHash, hash, "split %d", split)
+	wantOuts, wantHash := run(1, false)
+	for _, split := range []int{1, 2, 3, len(logs)} {
+		for _, flushEach := range []bool{false, true} {
+			outs, hash := run(split, flushEach)
+			require.Equal(t, wantOuts, outs, "split %d flush %v", split, flushEach)
+			require.Equal(t, wantHash, hash, "split %d flush %v", split, flushEach)
+		}
 	}
 }
 
@@ -197,6 +204,36 @@ func TestFSMRestartSkipsApplied(t *testing.T) {
 	require.Equal(t, "p0@2 seq3 n1 dup=false idx=3 ", outcomeString(resp[2]))
 }
 
+// A crash loses the in-memory table; raft then hands the FSM the entries
+// after its last snapshot again, and re-applying them gives the same state
+// and the same outcomes as before the crash.
+func TestFSMReappliesUnflushedAfterCrash(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	f, err := openFSM(path, 0, 4, 1, time.Hour)
+	require.NoError(t, err)
+	logs := []*raft.Log{entryLog(1, 1, req(0, "k", 0, 1)), entryLog(2, 2, req(0, "k", 1, 2))}
+	f.ApplyBatch(logs[:1])
+	f.flush() // as a snapshot at index 1 would
+	before := outcomeString(f.ApplyBatch(logs[1:])[0])
+	recs, err := f.read(0, 0, 10, 1<<20)
+	require.NoError(t, err)
+	require.Len(t, recs, 2)
+	f.mu.Lock()
+	require.NoError(t, f.db.Close()) // crash: the table is gone
+	f.mu.Unlock()
+
+	f, err = openFSM(path, 0, 4, 1, time.Hour)
+	require.NoError(t, err)
+	defer f.close()
+	require.Equal(t, uint64(1), f.applied.Load(), "the file covers what was flushed")
+	again := f.ApplyBatch(logs) // raft replays from its last snapshot
+	require.Nil(t, again[0])
+	require.Equal(t, before, outcomeString(again[1]))
+	got, err := f.read(0, 0, 10, 1<<20)
+	require.NoError(t, err)
+	require.Equal(t, recs, got)
+}
+
 func TestFSMPartitioningIsChecked(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "fsm.db")
 	f, err := openFSM(path, 0, 4, 1, time.Hour)
@@ -217,16 +254,18 @@ func TestFSMIDRetention(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		apply(int64(i), req(0, fmt.Sprint("k", i), -1, i))
 	}
-	n, err := f.idCount()
+	f.flush()
+	n, err := f.flushedIDCount()
 	require.NoError(t, err)
 	require.Equal(t, 100, n)
 	// Within the window, a retry is deduplicated.
 	require.Contains(t, apply(hour/2, req(0, "k5", -1, 5)), "dup=true")
-	// Past the window, old IDs are pruned, a bounded number per entry.
+	// Past the window, old IDs are no longer found, and a flush prunes them.
 	for i := 0; i < 20; i++ {
 		apply(2*hour+int64(i), req(1, "new", -1, 1000+i))
 	}
-	n, err = f.idCount()
+	f.flush()
+	n, err = f.flushedIDCount()
 	require.NoError(t, err)
 	require.Equal(t, 20, n, "only IDs inside the retention window remain")
 	_, found, err := f.lookupID(testID(5))

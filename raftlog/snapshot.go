@@ -14,10 +14,11 @@ import (
 
 // Snapshots.
 //
-// The FSM's state is a durable bbolt file, fsynced on every apply, so a
-// snapshot taken for log compaction needs to record nothing but the fact
-// that the state covers its index: Persist writes a small marker and its
-// cost stays flat however long the history grows.
+// The FSM's state is a durable bbolt file, and Snapshot flushes the
+// in-memory table into it, so a snapshot taken for log compaction needs to
+// record nothing but the fact that the file covers its index: Persist
+// writes a small marker and its cost stays flat however long the history
+// grows.
 //
 // A follower that is behind the compacted log needs the state itself. Raft
 // gets it by opening the latest snapshot (to send InstallSnapshot); the
