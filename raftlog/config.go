@@ -95,6 +95,9 @@ type Config struct {
 	// ("error", "warn", "info", "debug"; default "warn").
 	LogOutput io.Writer
 	LogLevel  string
+
+	// flushRecords overrides the in-memory table's flush threshold (tests).
+	flushRecords int
 }
 
 func (c *Config) setDefaults() {

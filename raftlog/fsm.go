@@ -51,7 +51,8 @@ type fsm struct {
 	appSig  signal   // woken on every apply
 
 	mem memTable // applied, not yet flushed to db (memtable.go)
-
+	// flushAt is the table size, in records and bytes, that triggers a flush.
+	flushAtRecords, flushAtBytes int
 }
 
 // Bucket and meta key names.
@@ -111,7 +112,7 @@ func boltOptions() *bolt.Options {
 // openFSM opens (creating if needed) the group's state file and checks that
 // it was made for the same partitioning.
 func openFSM(path string, group, partitions, groups int, retention time.Duration) (*fsm, error) {
-	f := &fsm{group: group, retention: int64(retention), path: path}
+	f := &fsm{group: group, retention: int64(retention), path: path, flushAtRecords: flushRecords, flushAtBytes: flushBytes}
 	for p := group; p < partitions; p += groups {
 		f.partitions = append(f.partitions, p)
 	}
@@ -271,7 +272,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 	}
 	f.appSig.notify()
-	if f.mem.n >= flushRecords || f.mem.bytes >= flushBytes {
+	if f.mem.n >= f.flushAtRecords || f.mem.bytes >= f.flushAtBytes {
 		f.flush()
 	}
 	return resp

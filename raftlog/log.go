@@ -237,6 +237,9 @@ func (l *Log) openGroup(gi int, logger hclog.Logger) (*group, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
+	if l.cfg.flushRecords > 0 {
+		g.fsm.flushAtRecords = l.cfg.flushRecords
+	}
 	opts := boltOptions()
 	opts.InitialMmapSize = 0
 	g.store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db"), BoltOptions: opts})
