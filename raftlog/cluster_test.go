@@ -623,11 +623,16 @@ func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 
 	c.restart(f)
 	c.converged()
-	stats := c.node(f).groups[0].raft.Stats()
-	snapIdx, err := strconv.ParseUint(stats["last_snapshot_index"], 10, 64)
-	require.NoError(t, err, "last_snapshot_index %q", stats["last_snapshot_index"])
+	// Raft records the installed snapshot's index just after the FSM's
+	// Restore returns, which is what let converged() pass: poll for it.
+	var snapIdx uint64
+	eventually(t, 10*time.Second, "the follower to record an installed snapshot", func() bool {
+		stats := c.node(f).groups[0].raft.Stats()
+		snapIdx, err = strconv.ParseUint(stats["last_snapshot_index"], 10, 64)
+		require.NoError(t, err, "last_snapshot_index %q", stats["last_snapshot_index"])
+		return snapIdx > prevApplied
+	})
 	t.Logf("follower %s: last_snapshot_index %d, applied %d", c.nodes[f].id, snapIdx, c.node(f).Applied(0).Index)
-	require.Greater(t, snapIdx, prevApplied, "the follower must have installed a snapshot")
 	require.GreaterOrEqual(t, c.node(f).Applied(0).Index, snapIdx)
 
 	ctVerifyNodes(t, c, acks, 3)
