@@ -37,10 +37,14 @@ type fsm struct {
 	retention  int64 // ID retention, nanoseconds
 	path       string
 
-	// mu guards db against Restore swapping the file; readers hold it shared
-	// for the length of their read transaction.
-	mu sync.RWMutex
-	db *bolt.DB
+	// dbMu guards db against Restore swapping the file: readers and snapshot
+	// streams hold it shared. mu guards the in-memory table: the FSM
+	// goroutine holds it to change the table, readers hold it shared. A
+	// snapshot stream, however long, thus never holds up applies. Lock order:
+	// dbMu, then mu.
+	dbMu sync.RWMutex
+	mu   sync.RWMutex
+	db   *bolt.DB
 
 	applied  atomic.Uint64
 	lastTime int64 // FSM goroutine only
@@ -460,8 +464,8 @@ func (a *applier) fail(err error) {
 // read returns records of partition p from offset from: those flushed from
 // the state file, then those in the table.
 func (f *fsm) read(p int, from uint64, maxRecs, maxBytes int) ([]Record, error) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
+	f.rlock()
+	defer f.runlock()
 	slot, _ := f.slot(p)
 	start, mrecs := f.mem.start[slot], f.mem.recs[slot]
 	var out []Record
@@ -509,8 +513,8 @@ func (f *fsm) read(p int, from uint64, maxRecs, maxBytes int) ([]Record, error) 
 
 // readKey returns records of key in partition p from key sequence from.
 func (f *fsm) readKey(p int, key string, from uint64, maxRecs, maxBytes int) ([]Record, error) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
+	f.rlock()
+	defer f.runlock()
 	slot, _ := f.slot(p)
 	start, mrecs := f.mem.start[slot], f.mem.recs[slot]
 	mk := f.mem.keys[slot][key]
@@ -566,8 +570,8 @@ func (f *fsm) readKey(p int, key string, from uint64, maxRecs, maxBytes int) ([]
 
 // keySeq returns the current sequence of key in partition p.
 func (f *fsm) keySeq(p int, key string) (uint64, error) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
+	f.rlock()
+	defer f.runlock()
 	slot, _ := f.slot(p)
 	if mk := f.mem.keys[slot][key]; mk != nil {
 		return mk.last(), nil
@@ -582,8 +586,8 @@ func (f *fsm) keySeq(p int, key string) (uint64, error) {
 
 // lookupID returns where a record ID was appended, if it is held.
 func (f *fsm) lookupID(id uuid.UUID) (idEntry, bool, error) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
+	f.rlock()
+	defer f.runlock()
 	if e, ok := f.mem.ids[id]; ok {
 		return e, true, nil
 	}
@@ -612,10 +616,21 @@ func (f *fsm) flushedIDCount() (int, error) {
 	return n, err
 }
 
+// rlock takes the locks a reader of the file and the table needs.
+func (f *fsm) rlock() {
+	f.dbMu.RLock()
+	f.mu.RLock()
+}
+
+func (f *fsm) runlock() {
+	f.mu.RUnlock()
+	f.dbMu.RUnlock()
+}
+
 // view runs fn in a read transaction of the state file.
 func (f *fsm) view(fn func(tx *bolt.Tx) error) error {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
+	f.rlock()
+	defer f.runlock()
 	return f.db.View(fn)
 }
 
@@ -644,6 +659,8 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		os.Remove(tmp)
 		return fmt.Errorf("raftlog: receive snapshot: %w", err)
 	}
+	f.dbMu.Lock()
+	defer f.dbMu.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.db.Close(); err != nil {
@@ -680,8 +697,8 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 // closes the file. Raft must be stopped: this runs off the FSM goroutine.
 func (f *fsm) close() error {
 	f.flush()
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.dbMu.Lock()
+	defer f.dbMu.Unlock()
 	return f.db.Close()
 }
 

@@ -218,9 +218,9 @@ func TestFSMReappliesUnflushedAfterCrash(t *testing.T) {
 	recs, err := f.read(0, 0, 10, 1<<20)
 	require.NoError(t, err)
 	require.Len(t, recs, 2)
-	f.mu.Lock()
+	f.dbMu.Lock()
 	require.NoError(t, f.db.Close()) // crash: the table is gone
-	f.mu.Unlock()
+	f.dbMu.Unlock()
 
 	f, err = openFSM(path, 0, 4, 1, time.Hour)
 	require.NoError(t, err)

@@ -313,9 +313,9 @@ func crash(t *testing.T, l *Log) {
 	l.wg.Wait()
 	for _, g := range l.groups {
 		require.NoError(t, g.store.Close())
-		g.fsm.mu.Lock()
+		g.fsm.dbMu.Lock()
 		require.NoError(t, g.fsm.db.Close())
-		g.fsm.mu.Unlock()
+		g.fsm.dbMu.Unlock()
 	}
 }
 
@@ -435,4 +435,24 @@ func TestReadsDuringFlushes(t *testing.T) {
 	seq, err := l.KeySeq(ctx, 0, "k")
 	require.NoError(t, err)
 	require.Equal(t, uint64(n), seq)
+}
+
+// A full copy of the state being streamed to a lagging follower, however
+// slowly, does not hold up appends (or the flushes they trigger).
+func TestSnapshotStreamDoesNotBlockAppends(t *testing.T) {
+	l := openSingle(t, t.TempDir(), func(c *Config) { c.flushRecords = 5 })
+	ctx := context.Background()
+	_, err := l.Append(ctx, "k", []NewRecord{rec("before")})
+	require.NoError(t, err)
+	stream, _, err := l.groups[0].fsm.openFullCopy()
+	require.NoError(t, err)
+	defer stream.Close()
+	_, err = stream.Read(make([]byte, 100)) // started, and left hanging
+	require.NoError(t, err)
+	for i := 0; i < 20; i++ { // several flushes' worth
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := l.Append(actx, "k", []NewRecord{rec(fmt.Sprint(i))})
+		cancel()
+		require.NoError(t, err, "append %d while a snapshot stream is open", i)
+	}
 }

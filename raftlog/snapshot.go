@@ -126,10 +126,10 @@ type readCloser struct {
 // openFullCopy returns a reader of a full snapshot of the current state
 // and its exact length. The copy is produced only as it is read.
 func (f *fsm) openFullCopy() (io.ReadCloser, int64, error) {
-	f.mu.RLock()
+	f.dbMu.RLock() // not mu: a long stream must not hold up applies
 	tx, err := f.db.Begin(false)
 	if err != nil {
-		f.mu.RUnlock()
+		f.dbMu.RUnlock()
 		return nil, 0, fmt.Errorf("raftlog: snapshot read transaction: %w", err)
 	}
 	var applied uint64
@@ -137,7 +137,7 @@ func (f *fsm) openFullCopy() (io.ReadCloser, int64, error) {
 		applied = binary.BigEndian.Uint64(v)
 	}
 	hdr := snapshotHeader{kind: snapshotFull, index: applied}.encode()
-	c := &fullCopy{tx: tx, unlock: f.mu.RUnlock, hdr: bytes.NewReader(hdr)}
+	c := &fullCopy{tx: tx, unlock: f.dbMu.RUnlock, hdr: bytes.NewReader(hdr)}
 	return c, int64(len(hdr)) + tx.Size(), nil
 }
 
