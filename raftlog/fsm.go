@@ -468,20 +468,8 @@ func (f *fsm) read(p int, from uint64, maxRecs, maxBytes int) ([]Record, error) 
 	defer f.runlock()
 	slot, _ := f.slot(p)
 	start, mrecs := f.mem.start[slot], f.mem.recs[slot]
-	var out []Record
-	size := 0
-	take := func(v []byte, off uint64) (bool, error) {
-		if len(out) >= maxRecs || (len(out) > 0 && size+len(v) > maxBytes) {
-			return false, nil
-		}
-		rec, err := decodeRecord(v, p, off)
-		if err != nil {
-			return false, fmt.Errorf("raftlog: partition %d offset %d: %w", p, off, err)
-		}
-		size += len(v)
-		out = append(out, rec)
-		return true, nil
-	}
+	c := collector{p: p, maxRecs: maxRecs, maxBytes: maxBytes}
+	take := c.take
 	if from < start {
 		err := f.db.View(func(tx *bolt.Tx) error {
 			c := tx.Bucket(partitionBucketName(p)).Bucket(bucketRecs).Cursor()
@@ -499,16 +487,39 @@ func (f *fsm) read(p int, from uint64, maxRecs, maxBytes int) ([]Record, error) 
 		if err != nil {
 			return nil, err
 		}
-		if len(out) > 0 && out[len(out)-1].Offset+1 < start {
-			return out, nil // stopped by a bound inside the state file
+		if len(c.out) > 0 && c.out[len(c.out)-1].Offset+1 < start {
+			return c.out, nil // stopped by a bound inside the state file
 		}
 	}
 	for off := max(from, start); off < start+uint64(len(mrecs)); off++ {
 		if more, err := take(mrecs[off-start], off); !more || err != nil {
-			return out, err
+			return c.out, err
 		}
 	}
-	return out, nil
+	return c.out, nil
+}
+
+// collector gathers decoded records of partition p within read bounds: at
+// least one, at most maxRecs, and no more than maxBytes after the first.
+type collector struct {
+	p                 int
+	maxRecs, maxBytes int
+	size              int
+	out               []Record
+}
+
+// take adds the stored record v at offset off; false means a bound is met.
+func (c *collector) take(v []byte, off uint64) (bool, error) {
+	if len(c.out) >= c.maxRecs || (len(c.out) > 0 && c.size+len(v) > c.maxBytes) {
+		return false, nil
+	}
+	rec, err := decodeRecord(v, c.p, off)
+	if err != nil {
+		return false, fmt.Errorf("raftlog: partition %d offset %d: %w", c.p, off, err)
+	}
+	c.size += len(v)
+	c.out = append(c.out, rec)
+	return true, nil
 }
 
 // readKey returns records of key in partition p from key sequence from.
@@ -518,11 +529,10 @@ func (f *fsm) readKey(p int, key string, from uint64, maxRecs, maxBytes int) ([]
 	slot, _ := f.slot(p)
 	start, mrecs := f.mem.start[slot], f.mem.recs[slot]
 	mk := f.mem.keys[slot][key]
-	var out []Record
+	c := collector{p: p, maxRecs: maxRecs, maxBytes: maxBytes}
 	err := f.db.View(func(tx *bolt.Tx) error {
 		pb := tx.Bucket(partitionBucketName(p))
 		recs := pb.Bucket(bucketRecs)
-		size := 0
 		take := func(off uint64) (bool, error) {
 			var v []byte
 			if off >= start {
@@ -530,16 +540,7 @@ func (f *fsm) readKey(p int, key string, from uint64, maxRecs, maxBytes int) ([]
 			} else if v = recs.Get(be64(off)); v == nil {
 				return false, fmt.Errorf("raftlog: key %q index names missing offset %d", key, off)
 			}
-			if len(out) >= maxRecs || (len(out) > 0 && size+len(v) > maxBytes) {
-				return false, nil
-			}
-			rec, err := decodeRecord(v, p, off)
-			if err != nil {
-				return false, fmt.Errorf("raftlog: partition %d offset %d: %w", p, off, err)
-			}
-			size += len(v)
-			out = append(out, rec)
-			return true, nil
+			return c.take(v, off)
 		}
 		memFirst := ^uint64(0)
 		if mk != nil {
@@ -565,7 +566,7 @@ func (f *fsm) readKey(p int, key string, from uint64, maxRecs, maxBytes int) ([]
 		}
 		return nil
 	})
-	return out, err
+	return c.out, err
 }
 
 // keySeq returns the current sequence of key in partition p.
