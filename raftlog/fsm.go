@@ -469,16 +469,15 @@ func (f *fsm) read(p int, from uint64, maxRecs, maxBytes int) ([]Record, error) 
 	slot, _ := f.slot(p)
 	start, mrecs := f.mem.start[slot], f.mem.recs[slot]
 	c := collector{p: p, maxRecs: maxRecs, maxBytes: maxBytes}
-	take := c.take
 	if from < start {
 		err := f.db.View(func(tx *bolt.Tx) error {
-			c := tx.Bucket(partitionBucketName(p)).Bucket(bucketRecs).Cursor()
-			for k, v := c.Seek(be64(from)); k != nil; k, v = c.Next() {
+			cur := tx.Bucket(partitionBucketName(p)).Bucket(bucketRecs).Cursor()
+			for k, v := cur.Seek(be64(from)); k != nil; k, v = cur.Next() {
 				off := binary.BigEndian.Uint64(k)
 				if off >= start {
 					break
 				}
-				if more, err := take(v, off); !more || err != nil {
+				if more, err := c.take(v, off); !more || err != nil {
 					return err
 				}
 			}
@@ -492,7 +491,7 @@ func (f *fsm) read(p int, from uint64, maxRecs, maxBytes int) ([]Record, error) 
 		}
 	}
 	for off := max(from, start); off < start+uint64(len(mrecs)); off++ {
-		if more, err := take(mrecs[off-start], off); !more || err != nil {
+		if more, err := c.take(mrecs[off-start], off); !more || err != nil {
 			return c.out, err
 		}
 	}
