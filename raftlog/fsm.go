@@ -318,12 +318,28 @@ func (a *applier) keysBucket(p int) *bolt.Bucket {
 	return a.tx.Bucket(partitionBucketName(p)).Bucket(bucketKeys)
 }
 
-// keyHead is the current sequence of key in partition p (slot).
-func (a *applier) keyHead(p, slot int, key string) uint64 {
-	if mk := a.f.mem.keys[slot][key]; mk != nil {
+// keyHeadAt is the current sequence of key in partition p (at slot): its
+// run in the table if it has one, else its last entry in the file as tx
+// sees it.
+func (f *fsm) keyHeadAt(tx *bolt.Tx, p, slot int, key string) uint64 {
+	if mk := f.mem.keys[slot][key]; mk != nil {
 		return mk.last()
 	}
-	return keyHeadIn(a.keysBucket(p), key)
+	return keyHeadIn(tx.Bucket(partitionBucketName(p)).Bucket(bucketKeys), key)
+}
+
+// idAt returns where id was appended, from the table or else the file as tx
+// sees it, whether or not it has expired.
+func (f *fsm) idAt(tx *bolt.Tx, id uuid.UUID) (idEntry, bool, error) {
+	if e, ok := f.mem.ids[id]; ok {
+		return e, true, nil
+	}
+	v := tx.Bucket(bucketIDs).Get(id[:])
+	if v == nil {
+		return idEntry{}, false, nil
+	}
+	e, err := decodeIDEntry(v)
+	return e, err == nil, err
 }
 
 // keyOffset is the offset of key's record with sequence seq.
@@ -345,17 +361,10 @@ func (a *applier) keyOffset(p, slot int, key string, seq uint64) (uint64, bool) 
 // expired at time t. Expiry is judged here, from the stored time, so the
 // answer never depends on when expired IDs are physically pruned.
 func (a *applier) lookupID(id uuid.UUID, t int64) (idEntry, bool) {
-	e, ok := a.f.mem.ids[id]
+	e, ok, err := a.f.idAt(a.tx, id)
 	if !ok {
-		v := a.tx.Bucket(bucketIDs).Get(id[:])
-		if v == nil {
-			return idEntry{}, false
-		}
-		var err error
-		if e, err = decodeIDEntry(v); err != nil {
-			a.fail(err)
-			return idEntry{}, false
-		}
+		a.fail(err)
+		return idEntry{}, false
 	}
 	if a.f.retention > 0 && e.Time < t-a.f.retention {
 		return idEntry{}, false
@@ -376,7 +385,7 @@ func (a *applier) append(r *appendRequest, t int64, index uint64, reqNo int) app
 	if res, done, err := a.dedup(r, slot, t, pos); done {
 		return appendOutcome{Result: res, Err: err}
 	}
-	head := a.keyHead(r.Partition, slot, r.Key)
+	head := f.keyHeadAt(a.tx, r.Partition, slot, r.Key)
 	if r.HasExpected && r.Expected != head {
 		return appendOutcome{Err: &KeySeqError{Partition: r.Partition, Key: r.Key, Expected: r.Expected, Actual: head}}
 	}
@@ -573,12 +582,9 @@ func (f *fsm) keySeq(p int, key string) (uint64, error) {
 	f.rlock()
 	defer f.runlock()
 	slot, _ := f.slot(p)
-	if mk := f.mem.keys[slot][key]; mk != nil {
-		return mk.last(), nil
-	}
 	var seq uint64
 	err := f.db.View(func(tx *bolt.Tx) error {
-		seq = keyHeadIn(tx.Bucket(partitionBucketName(p)).Bucket(bucketKeys), key)
+		seq = f.keyHeadAt(tx, p, slot, key)
 		return nil
 	})
 	return seq, err
@@ -588,19 +594,11 @@ func (f *fsm) keySeq(p int, key string) (uint64, error) {
 func (f *fsm) lookupID(id uuid.UUID) (idEntry, bool, error) {
 	f.rlock()
 	defer f.runlock()
-	if e, ok := f.mem.ids[id]; ok {
-		return e, true, nil
-	}
 	var e idEntry
 	var found bool
 	err := f.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketIDs).Get(id[:])
-		if v == nil {
-			return nil
-		}
-		found = true
 		var err error
-		e, err = decodeIDEntry(v)
+		e, found, err = f.idAt(tx, id)
 		return err
 	})
 	return e, found, err
