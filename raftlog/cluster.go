@@ -28,6 +28,7 @@ const (
 	replyError      byte = 4 // a domain error: sentinel code + message
 	replyIDConflict byte = 5
 	replyPartition  byte = 6
+	replyDeleted    byte = 7
 )
 
 // forwardAppend sends an encoded append to the node at addr, believed to
@@ -109,12 +110,19 @@ func encodeAppendReply(res AppendResult, err error) []byte {
 		b := []byte{replyKeySeq}
 		b = binary.AppendUvarint(b, uint64(kse.Partition))
 		b = appendString(b, kse.Key)
+		b = append(b, byte(kse.Condition))
 		b = binary.AppendUvarint(b, kse.Expected)
-		return binary.AppendUvarint(b, kse.Actual)
+		b = binary.AppendUvarint(b, kse.Actual)
+		if kse.Deleted {
+			return append(b, 1)
+		}
+		return append(b, 0)
 	case errors.Is(err, ErrIDConflict):
 		return appendString([]byte{replyIDConflict}, err.Error())
 	case errors.Is(err, ErrUnknownPartition):
 		return appendString([]byte{replyPartition}, err.Error())
+	case errors.Is(err, ErrKeyDeleted):
+		return appendString([]byte{replyDeleted}, err.Error())
 	default:
 		return appendString([]byte{replyError}, err.Error())
 	}
@@ -148,13 +156,15 @@ func decodeAppendReply(b []byte) (AppendResult, error) {
 	case replyUnknown:
 		err = &retryError{unknown: true, cause: raft.ErrLeadershipLost}
 	case replyKeySeq:
-		kse := &KeySeqError{Partition: int(d.uvarint()), Key: d.string()}
-		kse.Expected, kse.Actual = d.uvarint(), d.uvarint()
+		kse := &KeySeqError{Partition: int(d.uvarint()), Key: d.string(), Condition: KeyCondition(d.byte())}
+		kse.Expected, kse.Actual, kse.Deleted = d.uvarint(), d.uvarint(), d.byte() == 1
 		err = kse
 	case replyIDConflict:
 		err = &remoteError{sentinel: ErrIDConflict, msg: d.string()}
 	case replyPartition:
 		err = &remoteError{sentinel: ErrUnknownPartition, msg: d.string()}
+	case replyDeleted:
+		err = &remoteError{sentinel: ErrKeyDeleted, msg: d.string()}
 	case replyError:
 		err = errors.New(d.string())
 	default:

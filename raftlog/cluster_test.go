@@ -1059,3 +1059,49 @@ func TestNonVoterJoins(t *testing.T) {
 	c.converged()
 	ctVerifyNodes(t, c, acks, 3)
 }
+
+// Deletion, truncation and the key conditions work from a follower: the
+// operations are forwarded to the leader, their errors come back typed,
+// and every replica hides the same records.
+func TestKeyOperationsFromFollower(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	ctx := context.Background()
+	lead := c.leader(0)
+	f := c.node((lead + 1) % 3)
+	p := f.Partition("s")
+	res, err := f.Append(ctx, "s", []NewRecord{rec("1"), rec("2"), rec("3")}, ExpectKeyAbsent())
+	require.NoError(t, err)
+	_, err = f.Append(ctx, "s", []NewRecord{rec("4")}, ExpectKeyAbsent())
+	var kse *KeySeqError
+	require.ErrorAs(t, err, &kse)
+	require.Equal(t, KeySeqError{Partition: p, Key: "s", Condition: CondAbsent, Actual: 3}, *kse)
+
+	tr, err := f.TruncateKey(ctx, "s", 3, ExpectKeySeq(3))
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), tr.FirstKeySeq)
+	del, err := f.DeleteKey(ctx, "s", ExpectKeyExists())
+	require.NoError(t, err)
+	_, err = f.Append(ctx, "s", []NewRecord{rec("4")})
+	require.ErrorIs(t, err, ErrKeyDeleted)
+
+	for i := 0; i < 3; i++ {
+		n := c.node(i)
+		require.NoError(t, n.WaitApplied(ctx, del.Position))
+		info, err := n.KeyInfo(ctx, p, "s")
+		require.NoError(t, err)
+		require.Equal(t, KeyInfo{Seq: 3, First: 4, Deleted: true}, info, "node %d", i)
+		recs, err := n.ReadKey(ctx, p, "s", 1, ReadOptions{})
+		require.NoError(t, err)
+		require.Empty(t, recs)
+		recs, err = n.Read(ctx, p, res.FirstOffset, ReadOptions{})
+		require.NoError(t, err)
+		require.Empty(t, recs)
+	}
+	again, err := f.Append(ctx, "s", []NewRecord{rec("4")}, Recreate(), ExpectKeyAbsent())
+	require.NoError(t, err)
+	require.Equal(t, uint64(4), again.FirstKeySeq)
+	recs, err := c.node(lead).ReadKey(ctx, p, "s", 0, ReadOptions{})
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	require.Equal(t, "4", string(recs[0].Value))
+}

@@ -25,8 +25,9 @@ import (
 // Append request:
 //
 //	uvarint  partition
-//	uvarint  flags (bit 0: an expected key sequence follows)
-//	uvarint  expected key sequence (only with bit 0)
+//	uvarint  flags (reqExpected, reqExists, ...; see below)
+//	uvarint  expected key sequence (only with reqExpected)
+//	uvarint  truncate-before sequence (only with reqTruncate)
 //	string   key
 //	uvarint  number of records
 //	record*: 16-byte ID, uvarint header count, (string key, bytes value)*, bytes value
@@ -52,14 +53,33 @@ const recordFormatV1 byte = 1
 // errCorrupt is returned by decoders for input they cannot parse.
 var errCorrupt = errors.New("raftlog: corrupt encoding")
 
-// appendRequest is one Append call as carried inside a raft entry.
+// Request flags. reqDelete and reqTruncate make the request an operation
+// on the key instead of an append: such a request carries no records.
+const (
+	reqExpected uint64 = 1 << iota // the key must be at sequence Expected
+	reqExists                      // the key must exist (records, not deleted)
+	reqAbsent                      // the key must not exist (no records, or deleted)
+	reqRecreate                    // an append may recreate a deleted key
+	reqDelete                      // soft-delete the key
+	reqTruncate                    // hide and erase the key's records before Before
+	reqAllFlags = reqExpected | reqExists | reqAbsent | reqRecreate | reqDelete | reqTruncate
+)
+
+// appendRequest is one Append (or key operation) as carried inside a raft
+// entry.
 type appendRequest struct {
-	Partition   int
-	HasExpected bool
-	Expected    uint64
-	Key         string
-	Records     []NewRecord
+	Partition int
+	Flags     uint64
+	Expected  uint64 // with reqExpected
+	Before    uint64 // with reqTruncate
+	Key       string
+	Records   []NewRecord
 }
+
+func (r *appendRequest) has(flag uint64) bool { return r.Flags&flag != 0 }
+
+// isKeyOp reports whether the request deletes or truncates its key.
+func (r *appendRequest) isKeyOp() bool { return r.has(reqDelete | reqTruncate) }
 
 // entry is a decoded raft entry of type cmdAppend.
 type entry struct {
@@ -89,11 +109,12 @@ func appendHeaders(b []byte, hs []Header) []byte {
 // encodeRequest appends the wire form of r to b.
 func encodeRequest(b []byte, r *appendRequest) []byte {
 	b = binary.AppendUvarint(b, uint64(r.Partition))
-	if r.HasExpected {
-		b = binary.AppendUvarint(b, 1)
+	b = binary.AppendUvarint(b, r.Flags)
+	if r.has(reqExpected) {
 		b = binary.AppendUvarint(b, r.Expected)
-	} else {
-		b = binary.AppendUvarint(b, 0)
+	}
+	if r.has(reqTruncate) {
+		b = binary.AppendUvarint(b, r.Before)
 	}
 	b = appendString(b, r.Key)
 	b = binary.AppendUvarint(b, uint64(len(r.Records)))
@@ -228,13 +249,15 @@ func (d *decoder) request() appendRequest {
 		d.fail()
 	}
 	r.Partition = int(p)
-	switch flags := d.uvarint(); flags {
-	case 0:
-	case 1:
-		r.HasExpected = true
-		r.Expected = d.uvarint()
-	default:
+	r.Flags = d.uvarint()
+	if r.Flags&^reqAllFlags != 0 {
 		d.fail()
+	}
+	if r.has(reqExpected) {
+		r.Expected = d.uvarint()
+	}
+	if r.has(reqTruncate) {
+		r.Before = d.uvarint()
 	}
 	r.Key = d.string()
 	n := d.count(16 + 2)
@@ -345,4 +368,53 @@ func decodeIDEntry(b []byte) (idEntry, error) {
 		d.fail()
 	}
 	return e, d.err
+}
+
+// storedKeySeq returns the key and key sequence of a stored record without
+// decoding the rest; the key aliases b.
+func storedKeySeq(b []byte) ([]byte, uint64, error) {
+	d := decoder{b: b}
+	if v := d.byte(); d.err == nil && v != recordFormatV1 {
+		return nil, 0, fmt.Errorf("%w: record format %d", errCorrupt, v)
+	}
+	key := d.raw(d.uvarint())
+	seq := d.uvarint()
+	return key, seq, d.err
+}
+
+// keyMeta is the state of a key that was deleted or truncated; keys without
+// one have none. Stored in the partition's meta bucket under the key.
+//
+//	uvarint  floor: records with a lower key sequence are hidden
+//	uvarint  erased: records below it are gone from the state file
+//	byte     1 if the key is soft-deleted, else 0
+type keyMeta struct {
+	floor   uint64
+	erased  uint64
+	deleted bool
+}
+
+func encodeKeyMeta(b []byte, m keyMeta) []byte {
+	b = binary.AppendUvarint(b, m.floor)
+	b = binary.AppendUvarint(b, m.erased)
+	if m.deleted {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+func decodeKeyMeta(b []byte) (keyMeta, error) {
+	d := decoder{b: b}
+	m := keyMeta{floor: d.uvarint(), erased: d.uvarint()}
+	switch d.byte() {
+	case 0:
+	case 1:
+		m.deleted = true
+	default:
+		d.fail()
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail()
+	}
+	return m, d.err
 }

@@ -36,10 +36,34 @@ func TestCodecRoundTrip(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, res, got)
 	}
-	_, err = decodeAppendReply(encodeAppendReply(AppendResult{}, &KeySeqError{Partition: 1, Key: "x", Expected: 2, Actual: 5}))
-	var kse *KeySeqError
-	require.ErrorAs(t, err, &kse)
-	require.Equal(t, KeySeqError{Partition: 1, Key: "x", Expected: 2, Actual: 5}, *kse)
+	for _, want := range []KeySeqError{
+		{Partition: 1, Key: "x", Expected: 2, Actual: 5},
+		{Partition: 2, Key: "y", Condition: CondExists, Actual: 3, Deleted: true},
+		{Partition: 3, Key: "z", Condition: CondAbsent, Actual: 4},
+	} {
+		_, err = decodeAppendReply(encodeAppendReply(AppendResult{}, &want))
+		var kse *KeySeqError
+		require.ErrorAs(t, err, &kse)
+		require.Equal(t, want, *kse)
+	}
+	_, err = decodeAppendReply(encodeAppendReply(AppendResult{}, ErrKeyDeleted))
+	require.ErrorIs(t, err, ErrKeyDeleted)
+
+	for _, op := range []appendRequest{keyOp(2, "k", 4, 0), keyOp(3, "k", -1, 17), flagged(req(1, "k", -1, 5), reqAbsent|reqRecreate)} {
+		got, err := decodeRequest(encodeRequest(nil, &op))
+		require.NoError(t, err)
+		require.Equal(t, op, got)
+	}
+	bad := req(1, "k", -1, 5)
+	bad.Flags = 1 << 10
+	_, err = decodeRequest(encodeRequest(nil, &bad))
+	require.Error(t, err, "unknown request flags")
+
+	for _, m := range []keyMeta{{floor: 1}, {floor: 7, erased: 3, deleted: true}} {
+		got, err := decodeKeyMeta(encodeKeyMeta(nil, m))
+		require.NoError(t, err)
+		require.Equal(t, m, got)
+	}
 }
 
 func TestDecodersRejectTruncation(t *testing.T) {
@@ -65,6 +89,7 @@ func fuzzSeeds() [][]byte {
 		encodeRequest(nil, &r),
 		encodeRecord(nil, "key", 1, &rec, 9),
 		encodeIDEntry(nil, idEntry{Partition: 1, Offset: 2, KeySeq: 3, Time: 4}),
+		encodeKeyMeta(nil, keyMeta{floor: 3, erased: 2, deleted: true}),
 		encodeAppendReply(AppendResult{Count: 1}, nil),
 		snapshotHeader{kind: snapshotFull, index: 3}.encode(),
 		{}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
@@ -100,6 +125,8 @@ func FuzzDecoders(f *testing.F) {
 			}
 		}
 		decodeIDEntry(b)
+		decodeKeyMeta(b)
+		storedKeySeq(b)
 		decodeAppendReply(b)
 		if len(b) == snapshotHdrLen {
 			decodeSnapshotHeader(b)

@@ -35,20 +35,48 @@ var (
 	// others were not, or they were committed under another key or
 	// partition; nothing was appended.
 	ErrIDConflict = errors.New("raftlog: record ids conflict with an earlier append")
+	// ErrKeyDeleted: an append to a soft-deleted key without Recreate.
+	// Nothing was appended.
+	ErrKeyDeleted = errors.New("raftlog: key deleted")
 	// ErrConfig: the configuration is invalid or does not match the data
 	// directory.
 	ErrConfig = errors.New("raftlog: invalid configuration")
 )
 
-// KeySeqError reports a failed ExpectKeySeq condition. Nothing was appended.
+// KeyCondition names the condition an append or key operation was made
+// with (ExpectKeySeq, ExpectKeyExists, ExpectKeyAbsent).
+type KeyCondition uint8
+
+const (
+	// CondSeq: the key's sequence must equal Expected.
+	CondSeq KeyCondition = iota
+	// CondExists: the key must have records and not be deleted.
+	CondExists
+	// CondAbsent: the key must have no records, or be deleted.
+	CondAbsent
+)
+
+// KeySeqError reports a failed key condition. Nothing was appended.
 type KeySeqError struct {
 	Partition int
 	Key       string
-	Expected  uint64
-	Actual    uint64
+	Condition KeyCondition
+	Expected  uint64 // with CondSeq
+	Actual    uint64 // the key's sequence
+	Deleted   bool   // whether the key is soft-deleted
 }
 
 func (e *KeySeqError) Error() string {
-	return fmt.Sprintf("raftlog: key %q in partition %d is at sequence %d, expected %d",
-		e.Key, e.Partition, e.Actual, e.Expected)
+	state := fmt.Sprintf("is at sequence %d", e.Actual)
+	if e.Deleted {
+		state = fmt.Sprintf("is deleted (at sequence %d)", e.Actual)
+	}
+	want := fmt.Sprintf("expected %d", e.Expected)
+	switch e.Condition {
+	case CondExists:
+		want = "expected it to exist"
+	case CondAbsent:
+		want = "expected it not to exist"
+	}
+	return fmt.Sprintf("raftlog: key %q in partition %d %s, %s", e.Key, e.Partition, state, want)
 }

@@ -54,6 +54,11 @@ type fsm struct {
 	signals []signal // one per hosted partition, woken on every apply that grows it
 	appSig  signal   // woken on every apply
 
+	// meta[slot] holds the keys of a hosted partition that were deleted or
+	// truncated (usually few: all of them are kept in memory). Guarded like
+	// the table; changes reach the file with the table's next flush.
+	meta []map[string]*keyMeta
+
 	mem memTable // applied, not yet flushed to db (memtable.go)
 	// flushAt is the table size, in records and bytes, that triggers a flush.
 	flushAtRecords, flushAtBytes int
@@ -61,11 +66,13 @@ type fsm struct {
 
 // Bucket and meta key names.
 var (
-	bucketMeta   = []byte("meta")
-	bucketIDs    = []byte("ids")
-	bucketIDTime = []byte("idtime")
-	bucketRecs   = []byte("r") // offset -> record
-	bucketKeys   = []byte("k") // key, keySeq -> offset; the last one is the key's head
+	bucketMeta    = []byte("meta")
+	bucketIDs     = []byte("ids")
+	bucketIDTime  = []byte("idtime")
+	bucketRecs    = []byte("r") // offset -> record
+	bucketKeys    = []byte("k") // key, keySeq -> offset; the last one is the key's head
+	bucketKeyMeta = []byte("m") // key -> keyMeta, for deleted or truncated keys
+	keyNextOffset = []byte("n") // in a partition's bucket: its next offset
 
 	metaApplied    = []byte("applied")
 	metaTime       = []byte("time")
@@ -164,19 +171,18 @@ func (f *fsm) init(db *bolt.DB, partitions, groups int) error {
 			if err != nil {
 				return err
 			}
-			for _, name := range [][]byte{bucketRecs, bucketKeys} {
+			for _, name := range [][]byte{bucketRecs, bucketKeys, bucketKeyMeta} {
 				if _, err := pb.CreateBucketIfNotExists(name); err != nil {
 					return err
 				}
 			}
 		}
-		f.load(tx)
-		return nil
+		return f.load(tx)
 	})
 }
 
 // load sets the in-memory state from tx.
-func (f *fsm) load(tx *bolt.Tx) {
+func (f *fsm) load(tx *bolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
 	f.applied.Store(0)
 	if v := meta.Get(metaApplied); v != nil {
@@ -188,12 +194,36 @@ func (f *fsm) load(tx *bolt.Tx) {
 	}
 	for i, p := range f.partitions {
 		var next uint64
-		if k, _ := tx.Bucket(partitionBucketName(p)).Bucket(bucketRecs).Cursor().Last(); k != nil {
+		pb := tx.Bucket(partitionBucketName(p))
+		if k, _ := pb.Bucket(bucketRecs).Cursor().Last(); k != nil {
 			next = binary.BigEndian.Uint64(k) + 1
+		}
+		if v := pb.Get(keyNextOffset); len(v) == 8 {
+			next = max(next, binary.BigEndian.Uint64(v))
 		}
 		f.next[i].Store(next)
 	}
+	f.meta = make([]map[string]*keyMeta, len(f.partitions))
+	for i, p := range f.partitions {
+		f.meta[i] = map[string]*keyMeta{}
+		b := tx.Bucket(partitionBucketName(p)).Bucket(bucketKeyMeta)
+		if b == nil {
+			continue // a state file from before key metadata existed
+		}
+		err := b.ForEach(func(k, v []byte) error {
+			m, err := decodeKeyMeta(v)
+			if err != nil {
+				return fmt.Errorf("partition %d key %q: %w", p, k, err)
+			}
+			f.meta[i][string(k)] = &m
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("raftlog: group %d: load key metadata: %w", f.group, err)
+		}
+	}
 	f.mem.reset(f.nextOffsets())
+	return nil
 }
 
 // slot returns the index of partition p in f.partitions.
@@ -372,22 +402,62 @@ func (a *applier) lookupID(id uuid.UUID, t int64) (idEntry, bool) {
 	return e, true
 }
 
+// check evaluates the request's key condition against the key's sequence
+// head and its metadata km (nil if none).
+func (r *appendRequest) check(head uint64, km *keyMeta) error {
+	deleted := km != nil && km.deleted
+	exists := head > 0 && !deleted
+	e := &KeySeqError{Partition: r.Partition, Key: r.Key, Expected: r.Expected, Actual: head, Deleted: deleted}
+	switch {
+	case r.has(reqExpected):
+		if head != r.Expected {
+			return e
+		}
+	case r.has(reqExists):
+		if !exists {
+			e.Condition = CondExists
+			return e
+		}
+	case r.has(reqAbsent):
+		if exists {
+			e.Condition = CondAbsent
+			return e
+		}
+	}
+	if deleted && len(r.Records) > 0 && !r.has(reqRecreate) {
+		return fmt.Errorf("%w: key %q in partition %d", ErrKeyDeleted, r.Key, r.Partition)
+	}
+	return nil
+}
+
 // append applies one request: deduplication by record ID, then the
-// expected key sequence, then the records. Domain errors are returned in
-// the outcome; storage errors end the apply.
+// key's condition, then the records (or the key operation). Domain errors
+// are returned in the outcome; storage errors end the apply.
 func (a *applier) append(r *appendRequest, t int64, index uint64, reqNo int) appendOutcome {
 	f := a.f
 	slot, ok := f.slot(r.Partition)
-	if !ok || len(r.Records) == 0 || r.Key == "" {
+	if !ok || (len(r.Records) == 0) != r.isKeyOp() || r.Key == "" {
 		return appendOutcome{Err: fmt.Errorf("%w: malformed request for partition %d", ErrUnknownPartition, r.Partition)}
 	}
 	pos := Position{Group: f.group, Index: index}
-	if res, done, err := a.dedup(r, slot, t, pos); done {
-		return appendOutcome{Result: res, Err: err}
+	if !r.isKeyOp() {
+		if res, done, err := a.dedup(r, slot, t, pos); done {
+			return appendOutcome{Result: res, Err: err}
+		}
 	}
 	head := f.keyHeadAt(a.tx, r.Partition, slot, r.Key)
-	if r.HasExpected && r.Expected != head {
-		return appendOutcome{Err: &KeySeqError{Partition: r.Partition, Key: r.Key, Expected: r.Expected, Actual: head}}
+	km := f.meta[slot][r.Key]
+	if err := r.check(head, km); err != nil {
+		return appendOutcome{Err: err}
+	}
+	if r.isKeyOp() {
+		return a.keyOp(r, slot, head, km, t, pos)
+	}
+	if km != nil && km.deleted {
+		f.mu.Lock()
+		f.meta[slot][r.Key] = &keyMeta{floor: km.floor, erased: km.erased}
+		f.mem.metaDirty[slot][r.Key] = struct{}{}
+		f.mu.Unlock()
 	}
 	first := a.next[slot]
 	n := len(r.Records)
@@ -427,6 +497,32 @@ func (a *applier) append(r *appendRequest, t int64, index uint64, reqNo int) app
 	a.grew[slot] = true
 	return appendOutcome{Result: AppendResult{
 		Partition: r.Partition, FirstOffset: first, FirstKeySeq: head + 1, Count: n,
+		Time: time.Unix(0, t).UTC(), Position: pos,
+	}}
+}
+
+// keyOp applies a delete or truncate of r.Key, whose sequence is head.
+func (a *applier) keyOp(r *appendRequest, slot int, head uint64, km *keyMeta, t int64, pos Position) appendOutcome {
+	f := a.f
+	base := keyMeta{floor: 1}
+	if km != nil {
+		base = *km
+	}
+	next := base
+	if r.has(reqDelete) {
+		next.deleted = true
+		next.floor = head + 1
+	} else {
+		next.floor = max(next.floor, min(r.Before, head+1))
+	}
+	if next != base {
+		f.mu.Lock()
+		f.meta[slot][r.Key] = &next
+		f.mem.metaDirty[slot][r.Key] = struct{}{}
+		f.mu.Unlock()
+	}
+	return appendOutcome{Result: AppendResult{
+		Partition: r.Partition, FirstKeySeq: next.floor,
 		Time: time.Unix(0, t).UTC(), Position: pos,
 	}}
 }
@@ -477,7 +573,7 @@ func (f *fsm) read(p int, from uint64, maxRecs, maxBytes int) ([]Record, error) 
 	defer f.runlock()
 	slot, _ := f.slot(p)
 	start, mrecs := f.mem.start[slot], f.mem.recs[slot]
-	c := collector{p: p, maxRecs: maxRecs, maxBytes: maxBytes}
+	c := collector{p: p, maxRecs: maxRecs, maxBytes: maxBytes, meta: f.meta[slot]}
 	if from < start {
 		err := f.db.View(func(tx *bolt.Tx) error {
 			cur := tx.Bucket(partitionBucketName(p)).Bucket(bucketRecs).Cursor()
@@ -512,6 +608,7 @@ func (f *fsm) read(p int, from uint64, maxRecs, maxBytes int) ([]Record, error) 
 type collector struct {
 	p                 int
 	maxRecs, maxBytes int
+	meta              map[string]*keyMeta // the partition's; records below a key's floor are skipped
 	size              int
 	out               []Record
 }
@@ -520,6 +617,15 @@ type collector struct {
 func (c *collector) take(v []byte, off uint64) (bool, error) {
 	if len(c.out) >= c.maxRecs || (len(c.out) > 0 && c.size+len(v) > c.maxBytes) {
 		return false, nil
+	}
+	if len(c.meta) > 0 {
+		key, seq, err := storedKeySeq(v)
+		if err != nil {
+			return false, fmt.Errorf("raftlog: partition %d offset %d: %w", c.p, off, err)
+		}
+		if km := c.meta[string(key)]; km != nil && seq < km.floor {
+			return true, nil
+		}
 	}
 	rec, err := decodeRecord(v, c.p, off)
 	if err != nil {
@@ -537,6 +643,9 @@ func (f *fsm) readKey(p int, key string, from uint64, maxRecs, maxBytes int) ([]
 	slot, _ := f.slot(p)
 	start, mrecs := f.mem.start[slot], f.mem.recs[slot]
 	mk := f.mem.keys[slot][key]
+	if km := f.meta[slot][key]; km != nil {
+		from = max(from, km.floor)
+	}
 	c := collector{p: p, maxRecs: maxRecs, maxBytes: maxBytes}
 	err := f.db.View(func(tx *bolt.Tx) error {
 		pb := tx.Bucket(partitionBucketName(p))
@@ -575,6 +684,22 @@ func (f *fsm) readKey(p int, key string, from uint64, maxRecs, maxBytes int) ([]
 		return nil
 	})
 	return c.out, err
+}
+
+// keyInfo returns the state of key in partition p.
+func (f *fsm) keyInfo(p int, key string) (KeyInfo, error) {
+	f.rlock()
+	defer f.runlock()
+	slot, _ := f.slot(p)
+	info := KeyInfo{First: 1}
+	if km := f.meta[slot][key]; km != nil {
+		info.First, info.Deleted = km.floor, km.deleted
+	}
+	err := f.db.View(func(tx *bolt.Tx) error {
+		info.Seq = f.keyHeadAt(tx, p, slot, key)
+		return nil
+	})
+	return info, err
 }
 
 // keySeq returns the current sequence of key in partition p.
@@ -679,8 +804,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		if tx.Bucket(bucketMeta) == nil {
 			return fmt.Errorf("raftlog: restored state has no meta bucket")
 		}
-		f.load(tx)
-		return nil
+		return f.load(tx)
 	}); err != nil {
 		return err
 	}

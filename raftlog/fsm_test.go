@@ -35,7 +35,7 @@ func testID(n int) uuid.UUID {
 func req(p int, key string, expect int64, ids ...int) appendRequest {
 	r := appendRequest{Partition: p, Key: key}
 	if expect >= 0 {
-		r.HasExpected, r.Expected = true, uint64(expect)
+		r.Flags, r.Expected = reqExpected, uint64(expect)
 	}
 	for _, id := range ids {
 		r.Records = append(r.Records, NewRecord{
@@ -43,6 +43,23 @@ func req(p int, key string, expect int64, ids ...int) appendRequest {
 			Headers: []Header{{Key: "h", Value: []byte(fmt.Sprint(id))}},
 			Value:   []byte(fmt.Sprintf("value-%d", id)),
 		})
+	}
+	return r
+}
+
+// flagged returns r with flags added.
+func flagged(r appendRequest, flags uint64) appendRequest {
+	r.Flags |= flags
+	return r
+}
+
+// keyOp is a delete (before 0) or truncate request on key.
+func keyOp(p int, key string, expect int64, before uint64) appendRequest {
+	r := req(p, key, expect)
+	if before == 0 {
+		r.Flags |= reqDelete
+	} else {
+		r.Flags, r.Before = r.Flags|reqTruncate, before
 	}
 	return r
 }
@@ -67,7 +84,9 @@ func outcomeString(resp any) string {
 		var kse *KeySeqError
 		switch {
 		case errors.As(o.Err, &kse):
-			fmt.Fprintf(&b, "keyseq(actual=%d) ", kse.Actual)
+			fmt.Fprintf(&b, "keyseq(cond=%d actual=%d deleted=%v) ", kse.Condition, kse.Actual, kse.Deleted)
+		case errors.Is(o.Err, ErrKeyDeleted):
+			b.WriteString("deleted ")
 		case errors.Is(o.Err, ErrIDConflict):
 			b.WriteString("idconflict ")
 		case o.Err != nil:
@@ -110,7 +129,7 @@ var transcript = []struct {
 	{entryLog(1, 1000, req(1, "a", 0, 1, 2)), "p1@0 seq1 n2 dup=false idx=1 "},
 	{entryLog(2, 1001, req(1, "b", -1, 3), req(1, "a", 2, 4)), "p1@2 seq1 n1 dup=false idx=2 p1@3 seq3 n1 dup=false idx=2 "},
 	// a stale expectation fails with the actual sequence; nothing is written
-	{entryLog(3, 1002, req(1, "a", 1, 5)), "keyseq(actual=3) "},
+	{entryLog(3, 1002, req(1, "a", 1, 5)), "keyseq(cond=0 actual=3 deleted=false) "},
 	// a retry of a committed batch returns its original result, even with
 	// an expectation that no longer holds
 	{entryLog(4, 1003, req(1, "a", 0, 1, 2)), "p1@0 seq1 n2 dup=true idx=4 "},
@@ -126,6 +145,25 @@ var transcript = []struct {
 	{entryLog(8, 1008, req(2, "c", -1, 9)), "<nil>"},
 	// time never goes backwards even if a new leader's clock does
 	{entryLog(9, 10, req(3, "d", -1, 10)), "p3@0 seq1 n1 dup=false idx=9 "},
+	// truncation hides a key's first records; its sequence goes on
+	{entryLog(10, 2000, req(0, "e", 0, 20, 21, 22)), "p0@0 seq1 n3 dup=false idx=10 "},
+	{entryLog(11, 2001, keyOp(0, "e", 3, 3)), "p0@0 seq3 n0 dup=false idx=11 "},
+	{entryLog(12, 2002, flagged(req(0, "e", -1, 23), reqExists)), "p0@3 seq4 n1 dup=false idx=12 "},
+	// deletion: conditional, then hides everything, then blocks appends
+	{entryLog(13, 2003, keyOp(0, "e", 3, 0)), "keyseq(cond=0 actual=4 deleted=false) "},
+	{entryLog(14, 2004, keyOp(0, "e", -1, 0), keyOp(0, "e", -1, 0)), "p0@0 seq5 n0 dup=false idx=14 p0@0 seq5 n0 dup=false idx=14 "},
+	{entryLog(15, 2005, req(0, "e", -1, 24)), "deleted "},
+	{entryLog(16, 2006, flagged(req(0, "e", -1, 24), reqExists|reqRecreate)), "keyseq(cond=1 actual=4 deleted=true) "},
+	// recreation goes on from the old sequence; the old records stay hidden
+	{entryLog(17, 2007, flagged(req(0, "e", -1, 25), reqAbsent|reqRecreate)), "p0@4 seq5 n1 dup=false idx=17 "},
+	{entryLog(18, 2008, flagged(req(0, "e", -1, 26), reqAbsent)), "keyseq(cond=2 actual=5 deleted=false) "},
+	// truncating a key with no records changes nothing; deleting one
+	// still marks it deleted
+	{entryLog(19, 2009, keyOp(0, "never", -1, 10)), "p0@0 seq1 n0 dup=false idx=19 "},
+	{entryLog(20, 2010, keyOp(0, "ghost", -1, 0), req(0, "ghost", 0, 27)), "p0@0 seq1 n0 dup=false idx=20 deleted "},
+	// truncation is capped at the key's end and never moves back
+	{entryLog(21, 2011, req(0, "f", -1, 28, 29), keyOp(0, "f", -1, 99), keyOp(0, "f", -1, 1)), "p0@5 seq1 n2 dup=false idx=21 p0@0 seq3 n0 dup=false idx=21 p0@0 seq3 n0 dup=false idx=21 "},
+	{entryLog(22, 2012, req(0, "f", 2, 30)), "p0@7 seq3 n1 dup=false idx=22 "},
 }
 
 func TestFSMTranscript(t *testing.T) {
@@ -149,6 +187,27 @@ func TestFSMTranscript(t *testing.T) {
 	seq, err := f.keySeq(1, "a")
 	require.NoError(t, err)
 	require.Equal(t, uint64(3), seq)
+
+	// Partition 0: only e5 and f3 are visible; offsets of hidden records
+	// are skipped.
+	recs, err = f.read(0, 0, 100, 1<<20)
+	require.NoError(t, err)
+	keys = keys[:0]
+	for _, r := range recs {
+		keys = append(keys, fmt.Sprintf("%s%d@%d", r.Key, r.KeySeq, r.Offset))
+	}
+	require.Equal(t, []string{"e5@4", "f3@7"}, keys)
+	recs, err = f.readKey(0, "e", 1, 100, 1<<20)
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	require.Equal(t, uint64(5), recs[0].KeySeq)
+	info, err := f.keyInfo(0, "e")
+	require.NoError(t, err)
+	require.Equal(t, KeyInfo{Seq: 5, First: 5}, info)
+	info, err = f.keyInfo(0, "ghost")
+	require.NoError(t, err)
+	require.Equal(t, KeyInfo{Seq: 0, First: 1, Deleted: true}, info)
+	require.False(t, info.Exists())
 }
 
 // The same entries give the same outcomes and byte-identical state however
@@ -278,7 +337,7 @@ func TestFSMIDRetention(t *testing.T) {
 func TestSnapshotRoundTrip(t *testing.T) {
 	src := newTestFSM(t, time.Hour)
 	for i, s := range transcript {
-		if i < len(transcript)-2 {
+		if i < 8 {
 			src.ApplyBatch([]*raft.Log{s.entry})
 		}
 	}
@@ -345,3 +404,37 @@ type memSink struct{ bytes.Buffer }
 func (s *memSink) ID() string    { return "mem" }
 func (s *memSink) Cancel() error { return nil }
 func (s *memSink) Close() error  { return nil }
+
+// Truncated and deleted records leave the state file at the next flush,
+// and key metadata and the partition's next offset survive a restart even
+// when erasure emptied the partition's end.
+func TestFSMErasesAndKeepsKeyStateAcrossRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	f, err := openFSM(path, 0, 4, 1, time.Hour)
+	require.NoError(t, err)
+	f.ApplyBatch([]*raft.Log{entryLog(1, 1, req(0, "x", 0, 1, 2, 3))})
+	f.flush() // x1..x3 in the file
+	f.ApplyBatch([]*raft.Log{entryLog(2, 2, req(0, "x", 3, 4), keyOp(0, "x", -1, 0))})
+	f.flush() // x4 never reaches the file; x1..x3 are erased from it
+	stored := 0
+	require.NoError(t, f.view(func(tx *bolt.Tx) error {
+		stored = tx.Bucket(partitionBucketName(0)).Bucket(bucketRecs).Stats().KeyN
+		return nil
+	}))
+	require.Zero(t, stored, "deleted records are gone from the file")
+	require.NoError(t, f.close())
+
+	f, err = openFSM(path, 0, 4, 1, time.Hour)
+	require.NoError(t, err)
+	defer f.close()
+	require.Equal(t, uint64(4), f.next[0].Load(), "offsets are never reused")
+	out := f.ApplyBatch([]*raft.Log{entryLog(3, 3, req(0, "x", -1, 5), flagged(req(0, "x", 4, 6), reqRecreate))})
+	require.Equal(t, "deleted p0@4 seq5 n1 dup=false idx=3 ", outcomeString(out[0]))
+	recs, err := f.read(0, 0, 10, 1<<20)
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	require.Equal(t, uint64(4), recs[0].Offset)
+	// a retry of an erased record's append is still recognised
+	out = f.ApplyBatch([]*raft.Log{entryLog(4, 4, req(0, "x", -1, 1, 2, 3))})
+	require.Equal(t, "p0@0 seq1 n3 dup=true idx=4 ", outcomeString(out[0]))
+}

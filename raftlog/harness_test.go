@@ -238,12 +238,13 @@ func (c *testCluster) converged() {
 func readAll(t testing.TB, l *Log, p int) []Record {
 	t.Helper()
 	var out []Record
-	for {
-		recs, err := l.Read(context.Background(), p, uint64(len(out)), ReadOptions{MaxRecords: 5000})
+	for from := uint64(0); ; {
+		recs, err := l.Read(context.Background(), p, from, ReadOptions{MaxRecords: 5000})
 		require.NoError(t, err)
 		if len(recs) == 0 {
 			return out
 		}
 		out = append(out, recs...)
+		from = recs[len(recs)-1].Offset + 1
 	}
 }

@@ -427,15 +427,53 @@ func (l *Log) Append(ctx context.Context, key string, recs []NewRecord, opts ...
 	if l.isClosed() {
 		return AppendResult{}, ErrClosed
 	}
+	return l.run(ctx, l.request(key, recs, 0, opts))
+}
+
+// DeleteKey soft-deletes key: its records are hidden from every read (and
+// erased from the state file at the next flush, like TruncateKey), its
+// sequence is kept, and appends to it fail with ErrKeyDeleted unless made
+// with Recreate. The conditions ExpectKeySeq, ExpectKeyExists and
+// ExpectKeyAbsent apply as they do to Append. Deleting a deleted key is a
+// no-op that succeeds. The result has Count 0 and FirstKeySeq set to the
+// key's first readable sequence afterwards.
+func (l *Log) DeleteKey(ctx context.Context, key string, opts ...AppendOption) (AppendResult, error) {
+	return l.run(ctx, l.request(key, nil, reqDelete, opts))
+}
+
+// TruncateKey hides key's records with a sequence below before from every
+// read, at once on every replica that applies it, and erases them from the
+// state file at the next flush (for retention and erasure; the raft log
+// keeps its copy until raft compacts it past the entry). Offsets of
+// erased records are skipped by partition reads. A key is never truncated
+// past its last record plus one, and never un-truncated: a lower before is
+// a no-op. Conditions apply as they do to Append. The result has Count 0
+// and FirstKeySeq set to the key's first readable sequence afterwards.
+func (l *Log) TruncateKey(ctx context.Context, key string, before uint64, opts ...AppendOption) (AppendResult, error) {
+	req := l.request(key, nil, reqTruncate, opts)
+	req.Before = before
+	return l.run(ctx, req)
+}
+
+// request builds an append request from the options.
+func (l *Log) request(key string, recs []NewRecord, op uint64, opts []AppendOption) appendRequest {
 	var o appendOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
-	req := appendRequest{Key: key, Records: recs, HasExpected: o.hasExpected, Expected: o.expected}
+	req := appendRequest{Key: key, Records: recs, Flags: o.flags | op, Expected: o.expected}
 	if o.hasPartition {
 		req.Partition = o.partition
 	} else {
 		req.Partition = l.Partition(key)
+	}
+	return req
+}
+
+// run validates req and runs it on its group's leader.
+func (l *Log) run(ctx context.Context, req appendRequest) (AppendResult, error) {
+	if l.isClosed() {
+		return AppendResult{}, ErrClosed
 	}
 	if err := l.validate(&req); err != nil {
 		return AppendResult{}, err
@@ -452,6 +490,11 @@ func (l *Log) validate(r *appendRequest) error {
 		return ErrEmptyKey
 	case len(r.Key) > maxKeyBytes:
 		return fmt.Errorf("%w: key of %d bytes, limit %d", ErrRecordTooLarge, len(r.Key), maxKeyBytes)
+	case r.isKeyOp():
+		if _, err := l.groupOf(r.Partition); err != nil {
+			return err
+		}
+		return nil
 	case len(r.Records) == 0:
 		return ErrEmptyBatch
 	case len(r.Records) > l.cfg.MaxBatchRecords:
@@ -565,8 +608,11 @@ func (b *backoff) next() <-chan time.Time {
 func (b *backoff) reset() { b.d = 0 }
 
 // Read returns committed records of partition p from offset from, bounded
-// by opt. It reads this node's replica and never waits; an empty result
-// means nothing at or after from has been applied here yet.
+// by opt. It reads this node's replica and never waits. Records hidden by
+// DeleteKey or TruncateKey are skipped (their offsets are missing from the
+// result); an empty result means nothing visible at or after from has been
+// applied here yet, so a reader that took NextOffset before the call may
+// go on from there.
 func (l *Log) Read(ctx context.Context, p int, from uint64, opt ReadOptions) ([]Record, error) {
 	g, err := l.readable(p)
 	if err != nil {
@@ -598,6 +644,15 @@ func (l *Log) KeySeq(ctx context.Context, p int, key string) (uint64, error) {
 		return 0, err
 	}
 	return g.fsm.keySeq(p, key)
+}
+
+// KeyInfo returns the state of key in partition p on this replica.
+func (l *Log) KeyInfo(ctx context.Context, p int, key string) (KeyInfo, error) {
+	g, err := l.readable(p)
+	if err != nil {
+		return KeyInfo{}, err
+	}
+	return g.fsm.keyInfo(p, key)
 }
 
 // NextOffset returns the offset the next record of partition p will take,

@@ -39,8 +39,11 @@ type memTable struct {
 	keys  []map[string]*memKey // per hosted partition: the key runs held here
 	ids   map[uuid.UUID]idEntry
 	idLog []memIDList // retention entries
-	n     int         // records held
-	bytes int
+	// metaDirty[slot] names the keys whose fsm.meta changed since the last
+	// flush.
+	metaDirty []map[string]struct{}
+	n         int // records held
+	bytes     int
 }
 
 // memKey is a key's records held in the table: sequences first.. in order.
@@ -60,6 +63,10 @@ func (m *memTable) reset(next []uint64) {
 	m.keys = make([]map[string]*memKey, len(next))
 	for i := range m.keys {
 		m.keys[i] = map[string]*memKey{}
+	}
+	m.metaDirty = make([]map[string]struct{}, len(next))
+	for i := range m.metaDirty {
+		m.metaDirty[i] = map[string]struct{}{}
 	}
 	m.ids = map[uuid.UUID]idEntry{}
 	m.idLog = nil
@@ -90,7 +97,11 @@ func (f *fsm) flush() {
 		pb := tx.Bucket(partitionBucketName(p))
 		recs, keys := pb.Bucket(bucketRecs), pb.Bucket(bucketKeys)
 		recs.FillPercent = 1 // offsets only grow
+		meta := f.meta[slot]
 		for i, v := range m.recs[slot] {
+			if len(meta) > 0 && f.hiddenLocked(meta, v) {
+				continue // truncated before it reached the file
+			}
 			put(recs, be64(m.start[slot]+uint64(i)), v)
 		}
 		names := make([]string, 0, len(m.keys[slot]))
@@ -104,6 +115,9 @@ func (f *fsm) flush() {
 				put(keys, keyIndexKey(nil, k, mk.first+uint64(j)), be64(off))
 			}
 		}
+		errs = append(errs, f.flushKeyMeta(pb, slot))
+		// The next offset, stored because erasure can empty the partition's end.
+		put(pb, keyNextOffset, be64(m.start[slot]+uint64(len(m.recs[slot]))))
 	}
 	ids, idTime := tx.Bucket(bucketIDs), tx.Bucket(bucketIDTime)
 	order := make([]uuid.UUID, 0, len(m.ids))
@@ -164,6 +178,57 @@ func (f *fsm) pruneIDs(ids, idTime *bolt.Bucket, t int64, limit int) error {
 	}
 	for _, k := range doomed {
 		errs = append(errs, idTime.Delete(k))
+	}
+	return errors.Join(errs...)
+}
+
+// hiddenLocked reports whether the stored record v lies below its key's
+// floor in meta (one partition's key metadata).
+func (f *fsm) hiddenLocked(meta map[string]*keyMeta, v []byte) bool {
+	key, seq, err := storedKeySeq(v)
+	if err != nil {
+		panic(fmt.Sprintf("raftlog: group %d: stored record: %v", f.group, err))
+	}
+	km := meta[string(key)]
+	return km != nil && seq < km.floor
+}
+
+// flushKeyMeta writes the changed key metadata of partition slot into its
+// bucket pb and erases the records the file still holds below each changed
+// key's floor. The key index keeps its entries (a key's last one is its
+// sequence); reads never look below the floor.
+func (f *fsm) flushKeyMeta(pb *bolt.Bucket, slot int) error {
+	dirty := f.mem.metaDirty[slot]
+	if len(dirty) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(dirty))
+	for k := range dirty {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	metaB, err := pb.CreateBucketIfNotExists(bucketKeyMeta)
+	if err != nil {
+		return err
+	}
+	recs, keys := pb.Bucket(bucketRecs), pb.Bucket(bucketKeys)
+	var errs []error
+	for _, k := range names {
+		km := f.meta[slot][k]
+		if km.floor > km.erased {
+			prefix := appendString(nil, k)
+			c := keys.Cursor()
+			for ik, iv := c.Seek(keyIndexKey(nil, k, max(km.erased, 1))); ik != nil && bytes.HasPrefix(ik, prefix) && len(ik) == len(prefix)+8; ik, iv = c.Next() {
+				if binary.BigEndian.Uint64(ik[len(prefix):]) >= km.floor {
+					break
+				}
+				errs = append(errs, recs.Delete(iv))
+			}
+			f.mu.Lock()
+			km.erased = km.floor
+			f.mu.Unlock()
+		}
+		errs = append(errs, metaB.Put([]byte(k), encodeKeyMeta(nil, *km)))
 	}
 	return errors.Join(errs...)
 }

@@ -71,7 +71,7 @@ type appendOptions struct {
 	partition    int
 	hasPartition bool
 	expected     uint64
-	hasExpected  bool
+	flags        uint64 // reqExpected, reqExists, reqAbsent, reqRecreate
 }
 
 // ToPartition appends to partition p instead of the partition the key
@@ -81,12 +81,48 @@ func ToPartition(p int) AppendOption {
 }
 
 // ExpectKeySeq makes the append conditional: it succeeds only if the key's
-// current sequence (its number of records, 0 for a new key) equals seq.
-// The check runs inside the replicated state machine, so two appends racing
-// on one key cannot both pass it.
+// current sequence (the sequence of its last record, 0 for a new key; a
+// deleted or truncated key keeps its sequence) equals seq. The check runs
+// inside the replicated state machine, so two appends racing on one key
+// cannot both pass it. The last condition option given wins.
 func ExpectKeySeq(seq uint64) AppendOption {
-	return func(o *appendOptions) { o.expected, o.hasExpected = seq, true }
+	return func(o *appendOptions) { o.expected, o.flags = seq, o.flags&reqRecreate|reqExpected }
 }
+
+// ExpectKeyExists makes the append conditional on the key having records
+// and not being deleted.
+func ExpectKeyExists() AppendOption {
+	return func(o *appendOptions) { o.flags = o.flags&reqRecreate | reqExists }
+}
+
+// ExpectKeyAbsent makes the append conditional on the key having no
+// records, or being deleted (then Recreate is needed as well).
+func ExpectKeyAbsent() AppendOption {
+	return func(o *appendOptions) { o.flags = o.flags&reqRecreate | reqAbsent }
+}
+
+// Recreate lets an append to a soft-deleted key succeed: the key is no
+// longer deleted, its sequence goes on from where it was, and the records
+// from before the deletion stay hidden. Without it such an append fails
+// with ErrKeyDeleted.
+func Recreate() AppendOption {
+	return func(o *appendOptions) { o.flags |= reqRecreate }
+}
+
+// KeyInfo is the state of a key in its partition.
+type KeyInfo struct {
+	// Seq is the sequence of the key's last record, 0 if it has none. A
+	// deleted or truncated key keeps its sequence.
+	Seq uint64
+	// First is the lowest sequence a read can return: 1, or the sequence
+	// the key was truncated before (Seq+1 once deleted).
+	First uint64
+	// Deleted reports a soft-deleted key.
+	Deleted bool
+}
+
+// Exists reports whether the key has records and is not deleted.
+func (k KeyInfo) Exists() bool { return k.Seq > 0 && !k.Deleted }
 
 // ReadOptions bounds a read. Zero values take the log's defaults. A read
 // returns at least one record when one exists, even if it alone exceeds
