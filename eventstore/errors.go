@@ -1,0 +1,74 @@
+package eventstore
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors returned by the store. Errors that carry data are typed
+// (WrongVersionError); the others are sentinels, wrapped with detail, for
+// errors.Is.
+var (
+	// ErrEmptyStream: a stream name is empty.
+	ErrEmptyStream = errors.New("eventstore: empty stream name")
+	// ErrStreamNameTooLong: a stream name exceeds 4,096 bytes.
+	ErrStreamNameTooLong = errors.New("eventstore: stream name too long")
+	// ErrEmptyEventType: an event without a type.
+	ErrEmptyEventType = errors.New("eventstore: empty event type")
+	// ErrReservedHeader: a metadata header whose name starts with '$'
+	// (reserved for the store's own fields) or is empty.
+	ErrReservedHeader = errors.New("eventstore: reserved or empty header name")
+	// ErrEventTooLarge: an event's data plus metadata exceeds MaxEventBytes.
+	ErrEventTooLarge = errors.New("eventstore: event too large")
+	// ErrTooManyEvents: more events in one append than MaxAppendEvents.
+	ErrTooManyEvents = errors.New("eventstore: too many events in one append")
+	// ErrAppendTooLarge: the events of one append exceed the log's batch
+	// byte limit together.
+	ErrAppendTooLarge = errors.New("eventstore: append too large")
+	// ErrNoEvents: an append with no events.
+	ErrNoEvents = errors.New("eventstore: no events to append")
+	// ErrDuplicateEventID: the same event ID twice in one append.
+	ErrDuplicateEventID = errors.New("eventstore: duplicate event id in append")
+	// ErrEventIDConflict: some event IDs of the append were appended
+	// before and others were not, or they were appended to another stream.
+	ErrEventIDConflict = errors.New("eventstore: event ids conflict with an earlier append")
+	// ErrStreamDeleted: the stream was soft-deleted; appending to it needs
+	// the Recreate option.
+	ErrStreamDeleted = errors.New("eventstore: stream deleted")
+	// ErrWrongVersion matches every *WrongVersionError with errors.Is.
+	ErrWrongVersion = errors.New("eventstore: wrong expected version")
+	// ErrUnknownPartition: a partition outside 0..Partitions()-1.
+	ErrUnknownPartition = errors.New("eventstore: unknown partition")
+	// ErrUnknownOutcome: the append may or may not have been committed
+	// (no leader was reachable before the context ended, after the append
+	// had been handed to one). Retrying with the same event IDs is safe.
+	ErrUnknownOutcome = errors.New("eventstore: outcome unknown")
+	// ErrUnavailable: no leader could be reached before the context ended;
+	// nothing was appended.
+	ErrUnavailable = errors.New("eventstore: no leader reachable")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("eventstore: closed")
+)
+
+// WrongVersionError reports an append, delete or truncate whose expected
+// version did not hold. Nothing was written.
+type WrongVersionError struct {
+	Stream   string
+	Expected ExpectedVersion
+	// Actual is the stream's current version (0 if it has no events; a
+	// deleted stream keeps its last version).
+	Actual uint64
+	// Deleted reports that the stream is soft-deleted.
+	Deleted bool
+}
+
+func (e *WrongVersionError) Error() string {
+	state := fmt.Sprintf("is at version %d", e.Actual)
+	if e.Deleted {
+		state = fmt.Sprintf("is deleted (at version %d)", e.Actual)
+	}
+	return fmt.Sprintf("eventstore: stream %q %s, expected %s", e.Stream, state, e.Expected)
+}
+
+// Is makes errors.Is(err, ErrWrongVersion) true.
+func (e *WrongVersionError) Is(target error) bool { return target == ErrWrongVersion }

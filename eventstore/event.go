@@ -1,0 +1,138 @@
+package eventstore
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/esraft/esraft/raftlog"
+)
+
+// EventData is an event to append.
+type EventData struct {
+	// ID identifies the event. A zero ID is replaced by a new time-ordered
+	// UUID. Set it yourself when you may retry the append after an error:
+	// appends are idempotent by event ID, so a retry with the same IDs
+	// never appends twice.
+	ID       uuid.UUID
+	Type     string // required: "OrderPlaced"
+	Data     []byte // the payload, opaque to the store (usually JSON)
+	Metadata Metadata
+}
+
+// Metadata travels with an event.
+type Metadata struct {
+	// CorrelationID names the conversation or request the event belongs to.
+	CorrelationID string
+	// CausationID names the message (command or event) that caused it.
+	CausationID string
+	// Headers are free name/value pairs; names must not start with '$'.
+	Headers map[string]string
+}
+
+// Event is a committed event as read back.
+type Event struct {
+	ID     uuid.UUID
+	Stream string
+	Type   string
+	// Version is the event's position in its stream, from 1.
+	Version uint64
+	// Partition and Offset are its position in the log: dense per
+	// partition, ordered with every other event of the partition.
+	Partition int
+	Offset    uint64
+	// Time is stamped by the leader that committed it.
+	Time     time.Time
+	Data     []byte
+	Metadata Metadata
+}
+
+// Category is the part of the stream name before its first '-'
+// ("order-42" -> "order"), or the whole name if it has none.
+func Category(stream string) string {
+	if i := strings.IndexByte(stream, '-'); i >= 0 {
+		return stream[:i]
+	}
+	return stream
+}
+
+// Record header names for the event's own fields. User headers may not
+// start with '$'.
+const (
+	hdrType        = "$t"
+	hdrCorrelation = "$c"
+	hdrCausation   = "$k"
+)
+
+// eventSize is what counts against MaxEventBytes: data plus metadata.
+func eventSize(e *EventData) int {
+	n := len(e.Data) + len(e.Type) + len(e.Metadata.CorrelationID) + len(e.Metadata.CausationID)
+	for k, v := range e.Metadata.Headers {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// toRecord converts an event to a log record; headers go in a fixed order
+// (type, correlation, causation, then user headers by name).
+func toRecord(e *EventData) raftlog.NewRecord {
+	hs := make([]raftlog.Header, 0, 3+len(e.Metadata.Headers))
+	hs = append(hs, raftlog.Header{Key: hdrType, Value: []byte(e.Type)})
+	if e.Metadata.CorrelationID != "" {
+		hs = append(hs, raftlog.Header{Key: hdrCorrelation, Value: []byte(e.Metadata.CorrelationID)})
+	}
+	if e.Metadata.CausationID != "" {
+		hs = append(hs, raftlog.Header{Key: hdrCausation, Value: []byte(e.Metadata.CausationID)})
+	}
+	if len(e.Metadata.Headers) > 0 {
+		names := make([]string, 0, len(e.Metadata.Headers))
+		for k := range e.Metadata.Headers {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			hs = append(hs, raftlog.Header{Key: k, Value: []byte(e.Metadata.Headers[k])})
+		}
+	}
+	return raftlog.NewRecord{ID: e.ID, Headers: hs, Value: e.Data}
+}
+
+// recordType returns the event type of a record without converting it.
+func recordType(r *raftlog.Record) []byte {
+	for _, h := range r.Headers {
+		if h.Key == hdrType {
+			return h.Value
+		}
+	}
+	return nil
+}
+
+// fromRecord converts a log record to an event.
+func fromRecord(r *raftlog.Record) (Event, error) {
+	ev := Event{
+		ID: r.ID, Stream: r.Key, Version: r.KeySeq, Partition: r.Partition, Offset: r.Offset,
+		Time: r.Time, Data: r.Value,
+	}
+	for _, h := range r.Headers {
+		switch h.Key {
+		case hdrType:
+			ev.Type = string(h.Value)
+		case hdrCorrelation:
+			ev.Metadata.CorrelationID = string(h.Value)
+		case hdrCausation:
+			ev.Metadata.CausationID = string(h.Value)
+		default:
+			if ev.Metadata.Headers == nil {
+				ev.Metadata.Headers = make(map[string]string, len(r.Headers))
+			}
+			ev.Metadata.Headers[h.Key] = string(h.Value)
+		}
+	}
+	if ev.Type == "" {
+		return Event{}, fmt.Errorf("eventstore: partition %d offset %d holds a record that is not an event (no type)", r.Partition, r.Offset)
+	}
+	return ev, nil
+}

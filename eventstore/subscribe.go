@@ -1,0 +1,278 @@
+package eventstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"maps"
+	"sync"
+
+	"github.com/esraft/esraft/raftlog"
+)
+
+// Checkpoint is a subscription's position: for each partition, the offset
+// of the next event to deliver. Store it with what you derived from the
+// events and pass it back as SubscribeOptions.From to resume.
+type Checkpoint map[int]uint64
+
+// SubscribeOptions choose what a subscription delivers.
+type SubscribeOptions struct {
+	// From is where to start in each partition; partitions missing from it
+	// start at offset 0 (the beginning of history).
+	From Checkpoint
+	// FromNow starts every partition at its current end on this node,
+	// ignoring From: only events applied after Subscribe are delivered.
+	FromNow bool
+	// Partitions restricts the subscription to these partitions (default
+	// all).
+	Partitions []int
+	// Categories, if set, delivers only events of streams in these
+	// categories (see Category).
+	Categories []string
+	// EventTypes, if set, delivers only events of these types.
+	EventTypes []string
+	// BatchSize is how many events are read at once per partition (default
+	// 1,024).
+	BatchSize int
+}
+
+// Subscription delivers the events of one or more partitions: first the
+// history from its starting position (catch-up), then new events as this
+// node applies them (live), with no gap and no duplicate between the two,
+// since both are the same read of the partition. Each partition's events
+// come in offset order; partitions are interleaved. Events filtered out are
+// never decoded nor delivered, but the checkpoint moves past them.
+//
+// A Subscription is used by one goroutine. It reads this node's replica,
+// so it keeps delivering whatever node leads the log.
+type Subscription struct {
+	store  *Store
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	feed   chan batch
+	done   chan struct{} // closed when every reader has stopped
+
+	cur        batch
+	pos        int
+	checkpoint Checkpoint
+	errOnce    sync.Once
+	err        error
+}
+
+// batch is what a partition reader hands over: events to deliver, and the
+// offset to continue from once they are delivered.
+type batch struct {
+	partition int
+	events    []Event
+	next      uint64
+	err       error
+}
+
+// Subscribe starts a subscription; Close it when done. Errors: an unknown
+// partition in opt; ErrClosed.
+func (s *Store) Subscribe(ctx context.Context, opt SubscribeOptions) (*Subscription, error) {
+	parts := opt.Partitions
+	if len(parts) == 0 {
+		parts = make([]int, s.Partitions())
+		for p := range parts {
+			parts[p] = p
+		}
+	}
+	start := make(Checkpoint, len(parts))
+	for _, p := range parts {
+		if p < 0 || p >= s.Partitions() {
+			return nil, fmt.Errorf("%w: %d", ErrUnknownPartition, p)
+		}
+		if opt.FromNow {
+			head, err := s.log.NextOffset(p)
+			if err != nil {
+				return nil, s.readErr(err)
+			}
+			start[p] = head
+		} else {
+			start[p] = opt.From[p]
+		}
+	}
+	if opt.BatchSize <= 0 {
+		opt.BatchSize = 1024
+	}
+	f := newFilter(opt)
+	ctx, cancel := context.WithCancel(ctx)
+	sub := &Subscription{
+		store: s, cancel: cancel, feed: make(chan batch, 2*len(parts)), done: make(chan struct{}),
+		checkpoint: maps.Clone(start),
+	}
+	for _, p := range parts {
+		sub.wg.Add(1)
+		go sub.read(ctx, p, start[p], opt.BatchSize, f)
+	}
+	go func() {
+		sub.wg.Wait()
+		close(sub.done)
+	}()
+	return sub, nil
+}
+
+// filter selects events by category and type on the raw record.
+type filter struct {
+	categories map[string]struct{}
+	types      map[string]struct{}
+}
+
+func newFilter(opt SubscribeOptions) filter {
+	var f filter
+	if len(opt.Categories) > 0 {
+		f.categories = make(map[string]struct{}, len(opt.Categories))
+		for _, c := range opt.Categories {
+			f.categories[c] = struct{}{}
+		}
+	}
+	if len(opt.EventTypes) > 0 {
+		f.types = make(map[string]struct{}, len(opt.EventTypes))
+		for _, t := range opt.EventTypes {
+			f.types[t] = struct{}{}
+		}
+	}
+	return f
+}
+
+func (f filter) match(r *raftlog.Record) bool {
+	if f.categories != nil {
+		if _, ok := f.categories[Category(r.Key)]; !ok {
+			return false
+		}
+	}
+	if f.types != nil {
+		if _, ok := f.types[string(recordType(r))]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// read is the reader of partition p: it reads from offset from, hands
+// batches over, and waits on the apply path when it has read everything.
+func (sub *Subscription) read(ctx context.Context, p int, from uint64, size int, f filter) {
+	defer sub.wg.Done()
+	l := sub.store.log
+	send := func(b batch) bool {
+		select {
+		case sub.feed <- b:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for {
+		head, err := l.NextOffset(p)
+		if err != nil {
+			send(batch{partition: p, err: sub.store.readErr(err)})
+			return
+		}
+		var recs []raftlog.Record
+		if from < head {
+			recs, err = l.Read(ctx, p, from, raftlog.ReadOptions{MaxRecords: size})
+			if err != nil {
+				send(batch{partition: p, err: sub.store.readErr(err)})
+				return
+			}
+		}
+		if len(recs) == 0 {
+			from = max(from, head)
+			if err := l.Wait(ctx, p, from); err != nil {
+				if ctx.Err() == nil {
+					send(batch{partition: p, err: sub.store.readErr(err)})
+				}
+				return
+			}
+			continue
+		}
+		b := batch{partition: p, next: recs[len(recs)-1].Offset + 1}
+		b.events = make([]Event, 0, len(recs))
+		for i := range recs {
+			if !f.match(&recs[i]) {
+				continue
+			}
+			ev, err := fromRecord(&recs[i])
+			if err != nil {
+				send(batch{partition: p, err: err})
+				return
+			}
+			b.events = append(b.events, ev)
+		}
+		if !send(b) {
+			return
+		}
+		from = b.next
+	}
+}
+
+// Next returns the next event, waiting for one to be applied if the
+// subscription has caught up. It returns ctx's error when ctx ends, and
+// the subscription's error (ErrClosed once the store closes) after a
+// reader failed; either way the subscription can be closed.
+func (sub *Subscription) Next(ctx context.Context) (Event, error) {
+	for sub.pos >= len(sub.cur.events) {
+		if sub.err != nil {
+			return Event{}, sub.err
+		}
+		select {
+		case b := <-sub.feed:
+			if b.err != nil {
+				sub.fail(b.err)
+				return Event{}, sub.err
+			}
+			sub.cur, sub.pos = b, 0
+			if len(b.events) == 0 {
+				sub.checkpoint[b.partition] = b.next
+			}
+		case <-sub.done:
+			sub.fail(ErrClosed)
+		case <-ctx.Done():
+			return Event{}, ctx.Err()
+		}
+	}
+	ev := sub.cur.events[sub.pos]
+	sub.pos++
+	if sub.pos == len(sub.cur.events) {
+		sub.checkpoint[ev.Partition] = sub.cur.next
+	} else {
+		sub.checkpoint[ev.Partition] = ev.Offset + 1
+	}
+	return ev, nil
+}
+
+func (sub *Subscription) fail(err error) {
+	sub.errOnce.Do(func() { sub.err = err })
+}
+
+// Events ranges over the subscription's events until ctx ends or an error
+// occurs; the error, if any, is the last pair yielded.
+func (sub *Subscription) Events(ctx context.Context) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		for {
+			ev, err := sub.Next(ctx)
+			if err != nil {
+				if !errors.Is(err, context.Canceled) || ctx.Err() == nil {
+					yield(Event{}, err)
+				}
+				return
+			}
+			if !yield(ev, nil) {
+				return
+			}
+		}
+	}
+}
+
+// Checkpoint returns the position after the last event Next returned
+// (and after any filtered-out events read before it), to resume from.
+func (sub *Subscription) Checkpoint() Checkpoint { return maps.Clone(sub.checkpoint) }
+
+// Close stops the subscription's readers and waits for them.
+func (sub *Subscription) Close() error {
+	sub.cancel()
+	<-sub.done
+	return nil
+}
