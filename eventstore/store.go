@@ -187,7 +187,8 @@ func Recreate() AppendOption { return appendOptionFunc(func(s *appendSettings) {
 
 // Append appends events, in order, to stream if expected holds, and
 // returns once they are committed by a quorum and applied (durable on
-// acknowledge). Any node accepts appends. It is idempotent by event ID: if
+// acknowledge). Any node accepts appends; when it returns, reads on the
+// node that took the append see it (on other nodes, see Sync). It is idempotent by event ID: if
 // every event ID was appended before (a retry after a timeout), nothing is
 // written and the original result comes back with Duplicate set.
 //
@@ -219,6 +220,7 @@ func (s *Store) Append(ctx context.Context, stream string, expected ExpectedVers
 	if err != nil {
 		return AppendResult{}, s.translate(err, stream, expected)
 	}
+	s.readYourWrite(ctx, res.Position)
 	return AppendResult{
 		Stream: stream, Partition: res.Partition, FirstVersion: res.FirstKeySeq, LastVersion: res.LastKeySeq(),
 		FirstOffset: res.FirstOffset, Time: res.Time, Position: res.Position, Duplicate: res.Duplicate,
@@ -314,6 +316,7 @@ func (s *Store) DeleteStream(ctx context.Context, stream string, expected Expect
 	if err != nil {
 		return Position{}, s.translate(err, stream, expected)
 	}
+	s.readYourWrite(ctx, res.Position)
 	return res.Position, nil
 }
 
@@ -336,7 +339,16 @@ func (s *Store) TruncateStream(ctx context.Context, stream string, before uint64
 	if err != nil {
 		return Position{}, s.translate(err, stream, expected)
 	}
+	s.readYourWrite(ctx, res.Position)
 	return res.Position, nil
+}
+
+// readYourWrite waits until this node has applied a write acknowledged
+// by the leader, so that reads on the node that took the write see it. If
+// ctx ends first the write still stands (it is committed): the wait is
+// best effort, and the caller is told of success.
+func (s *Store) readYourWrite(ctx context.Context, pos Position) {
+	_ = s.log.WaitApplied(ctx, pos)
 }
 
 // Sync waits until this node has applied pos (from an AppendResult or a

@@ -52,6 +52,8 @@ type Subscription struct {
 	wg     sync.WaitGroup
 	feed   chan batch
 	done   chan struct{} // closed when every reader has stopped
+	closed chan struct{} // closed by Close
+	once   sync.Once
 
 	cur        batch
 	pos        int
@@ -100,7 +102,7 @@ func (s *Store) Subscribe(ctx context.Context, opt SubscribeOptions) (*Subscript
 	f := newFilter(opt)
 	ctx, cancel := context.WithCancel(ctx)
 	sub := &Subscription{
-		store: s, cancel: cancel, feed: make(chan batch, 2*len(parts)), done: make(chan struct{}),
+		store: s, cancel: cancel, feed: make(chan batch, 2*len(parts)), done: make(chan struct{}), closed: make(chan struct{}),
 		checkpoint: maps.Clone(start),
 	}
 	for _, p := range parts {
@@ -213,11 +215,18 @@ func (sub *Subscription) read(ctx context.Context, p int, from uint64, size int,
 // the subscription's error (ErrClosed once the store closes) after a
 // reader failed; either way the subscription can be closed.
 func (sub *Subscription) Next(ctx context.Context) (Event, error) {
+	select {
+	case <-sub.closed:
+		return Event{}, ErrClosed
+	default:
+	}
 	for sub.pos >= len(sub.cur.events) {
 		if sub.err != nil {
 			return Event{}, sub.err
 		}
 		select {
+		case <-sub.closed:
+			return Event{}, ErrClosed
 		case b := <-sub.feed:
 			if b.err != nil {
 				sub.fail(b.err)
@@ -270,8 +279,10 @@ func (sub *Subscription) Events(ctx context.Context) iter.Seq2[Event, error] {
 // (and after any filtered-out events read before it), to resume from.
 func (sub *Subscription) Checkpoint() Checkpoint { return maps.Clone(sub.checkpoint) }
 
-// Close stops the subscription's readers and waits for them.
+// Close stops the subscription's readers and waits for them; Next then
+// returns ErrClosed. It may be called from any goroutine, more than once.
 func (sub *Subscription) Close() error {
+	sub.once.Do(func() { close(sub.closed) })
 	sub.cancel()
 	<-sub.done
 	return nil

@@ -78,7 +78,9 @@ type Config struct {
 	// (default 24h), measured on leader-stamped entry times.
 	IDRetention time.Duration
 
-	// Raft timing; zero values take hashicorp/raft's defaults.
+	// Raft timing; zero values take hashicorp/raft's defaults, except
+	// CommitTimeout (default 10 ms: how late an idle leader tells followers
+	// of a commit, which bounds read-your-writes waits on a follower).
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration

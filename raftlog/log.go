@@ -210,6 +210,10 @@ func (l *Log) raftConfig(logger hclog.Logger) *raft.Config {
 	set(&rc.HeartbeatTimeout, c.HeartbeatTimeout)
 	set(&rc.ElectionTimeout, c.ElectionTimeout)
 	set(&rc.LeaderLeaseTimeout, c.LeaderLeaseTimeout)
+	// Followers learn of commits from the next AppendEntries; when the
+	// leader is idle that is CommitTimeout later (raft's default 50 ms), which
+	// a read-your-writes wait on a follower would pay on every write.
+	rc.CommitTimeout = 10 * time.Millisecond
 	set(&rc.CommitTimeout, c.CommitTimeout)
 	set(&rc.SnapshotInterval, c.SnapshotInterval)
 	if c.SnapshotThreshold > 0 {

@@ -329,6 +329,13 @@ func (c *Cluster) Close() {
 // returns: the timer is already stopped.
 func Run(b *testing.B, apply func() error, appenders int) {
 	b.Helper()
+	RunUnit(b, apply, appenders, "records/s")
+}
+
+// RunUnit is Run reporting throughput under the given unit name
+// ("events/s").
+func RunUnit(b *testing.B, apply func() error, appenders int, unit string) {
+	b.Helper()
 	if appenders < 1 {
 		appenders = 1
 	}
@@ -370,7 +377,7 @@ func Run(b *testing.B, apply func() error, appenders int) {
 	if firstErr != nil {
 		b.Fatal(firstErr)
 	}
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "records/s")
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), unit)
 	b.ReportMetric(float64(Percentile(lat, 0.99))/float64(time.Millisecond), "p99-ms")
 }
 

@@ -1,0 +1,18 @@
+package eventstore_test
+
+import (
+	"testing"
+
+	"github.com/esraft/esraft/eventstore/eventstoretest"
+)
+
+func TestConformanceSingleNode(t *testing.T) {
+	eventstoretest.Run(t, func(t *testing.T) eventstoretest.Cluster { return eventstoretest.Single(t) })
+}
+
+func TestConformanceThreeNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster per test")
+	}
+	eventstoretest.Run(t, func(t *testing.T) eventstoretest.Cluster { return eventstoretest.StartCluster(t, 3) })
+}

@@ -1,0 +1,53 @@
+// Package eventstore stores streams of events on esraft's replicated,
+// partitioned log (package raftlog).
+//
+// A stream ("order-42") is an ordered sequence of events; its version is
+// the version of its last event, from 1 (0 for a stream with no events).
+// Every stream lives in one partition, chosen by a stable hash of its name;
+// a partition orders the events of many streams by offset.
+//
+// Open with only a directory gives the embedded single-node default; the
+// same call with Node and Peers (or Join) forms or joins a cluster of
+// three or five voters, plus any number of non-voting workers. The Store
+// API is the same either way, and any node accepts any call.
+//
+// # Guarantees
+//
+//   - Durability on acknowledge: Append returns only after the events are
+//     committed by a quorum of voters (each fsynced) and applied. An
+//     acknowledged event survives the crash of any minority of nodes, and
+//     of every node at once.
+//   - Per-stream order: a stream's versions are dense from 1, in append
+//     order, the same on every node. With an expected version (Exact,
+//     NoStream, StreamExists) the check runs inside the replicated state
+//     machine: of two appends racing on one version exactly one wins; the
+//     other gets a *WrongVersionError carrying the actual version.
+//   - Per-partition order: offsets are dense from 0 per partition and
+//     every node holds the same event at the same offset. There is no
+//     global order across partitions; a subscription interleaves them.
+//   - Idempotency window: appends are idempotent by event ID. A retry
+//     whose event IDs were all appended returns the original result
+//     (Duplicate set) and appends nothing, from any node, across leader
+//     changes and restarts, for as long as the log's ID retention (24 hours
+//     by default, raftlog.Config.IDRetention; set it through LogConfig).
+//     A retry after ErrUnknownOutcome or ErrUnavailable with the same IDs
+//     is therefore always safe inside the window.
+//   - Reads are served by the node's own replica and see only committed
+//     events. After Append returns, reads on the node that took it see it;
+//     another node sees it once it has applied the append's Position
+//     (Sync waits for that).
+//   - Subscriptions deliver each partition's events in offset order, from
+//     a checkpoint or from now, catching up on history and then following
+//     new events as they apply, with no gap and no duplicate in between.
+//     Delivery is at-least-once across restarts of the subscriber: resume
+//     from the Checkpoint stored with your own state.
+//   - Deletion and truncation are replicated: a deleted or truncated
+//     event disappears from every read on a node as soon as the node
+//     applies the operation, and is erased from the node's state file
+//     soon after.
+//
+// Limits: an event's data plus metadata is at most MaxEventBytes (1 MiB
+// by default), an append holds at most MaxAppendEvents events (1,000), a
+// stream name at most 4,096 bytes. Bad input is rejected before anything
+// is written, with the errors listed in this package.
+package eventstore
