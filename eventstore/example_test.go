@@ -113,3 +113,25 @@ func ExampleStore_Subscribe() {
 	// order-2 OrderPlaced at offset 2
 	// map[0:3]
 }
+
+// Three instances of a service embed the three voters of one store; each
+// is started with its own ID and address and the same peer list. (Not run:
+// it needs the other two nodes.)
+func ExampleOpen_cluster() {
+	ctx := context.Background()
+	store, err := eventstore.Open(ctx, "/var/lib/orders",
+		eventstore.Node("n1", "10.0.0.1:7000"),
+		eventstore.Peers(
+			eventstore.Peer{ID: "n1", Addr: "10.0.0.1:7000"},
+			eventstore.Peer{ID: "n2", Addr: "10.0.0.2:7000"},
+			eventstore.Peer{ID: "n3", Addr: "10.0.0.3:7000"},
+		),
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+	// A worker node joins an existing cluster without voting:
+	//   eventstore.Open(ctx, dir, eventstore.Node("w1", "10.0.0.9:7000"),
+	//       eventstore.Join("10.0.0.1:7000"), eventstore.NonVoter())
+}

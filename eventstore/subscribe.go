@@ -41,8 +41,10 @@ type SubscribeOptions struct {
 // history from its starting position (catch-up), then new events as this
 // node applies them (live), with no gap and no duplicate between the two,
 // since both are the same read of the partition. Each partition's events
-// come in offset order; partitions are interleaved. Events filtered out are
-// never decoded nor delivered, but the checkpoint moves past them.
+// come in offset order; partitions are interleaved. Filters run where the
+// events are read, on the node's replica, before an event is built: events
+// filtered out are never built nor delivered, and the checkpoint moves past
+// them.
 //
 // A Subscription is used by one goroutine. It reads this node's replica,
 // so it keeps delivering whatever node leads the log.

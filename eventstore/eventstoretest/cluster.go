@@ -26,7 +26,7 @@ type Cluster struct {
 	// group), waiting for one. Nil for a single node.
 	Leader func(t testing.TB) int
 	// Stop stops node i (as a process exit would) and Restart starts it
-	// again on its data. Nil for a single node.
+	// again on its data.
 	Stop    func(t testing.TB, i int)
 	Restart func(t testing.TB, i int)
 }
@@ -34,12 +34,41 @@ type Cluster struct {
 // Single opens a fresh embedded single-node store for t.
 func Single(t testing.TB, opts ...eventstore.Option) Cluster {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := eventstore.Open(ctx, t.TempDir(), opts...)
-	require.NoError(t, err)
-	t.Cleanup(func() { s.Close() })
-	return Cluster{Size: 1, Node: func(int) *eventstore.Store { return s }}
+	dir := t.TempDir()
+	var mu sync.Mutex
+	var s *eventstore.Store
+	open := func(t testing.TB) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		st, err := eventstore.Open(ctx, dir, opts...)
+		require.NoError(t, err)
+		mu.Lock()
+		s = st
+		mu.Unlock()
+	}
+	get := func(int) *eventstore.Store {
+		mu.Lock()
+		defer mu.Unlock()
+		return s
+	}
+	open(t)
+	t.Cleanup(func() {
+		if st := get(0); st != nil {
+			st.Close()
+		}
+	})
+	return Cluster{
+		Size: 1,
+		Node: get,
+		Stop: func(t testing.TB, _ int) {
+			mu.Lock()
+			st := s
+			s = nil
+			mu.Unlock()
+			require.NoError(t, st.Close())
+		},
+		Restart: func(t testing.TB, _ int) { open(t) },
+	}
 }
 
 // Timings are raft timings for tests: failovers within about a second,

@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) Cluster) {
 		{"SoftDelete", testSoftDelete},
 		{"Truncate", testTruncate},
 		{"BadInput", testBadInput},
+		{"SurvivesRestart", testSurvivesRestart},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
@@ -497,7 +498,7 @@ func testSubscribeFilters(t *testing.T, c Cluster) {
 // through another node and a subscriber on a third node listens: every
 // acknowledged event is delivered, once, in partition order.
 func testSubscribeAcrossLeaderChange(t *testing.T, c Cluster) {
-	if c.Leader == nil || c.Size < 3 {
+	if c.Leader == nil || c.Size < 3 || c.Stop == nil {
 		t.Skip("needs a cluster of 3 or more")
 	}
 	lead := c.Leader(t)
@@ -687,4 +688,48 @@ func testBadInput(t *testing.T, c Cluster) {
 	// The largest event allowed goes through.
 	_, err = s.Append(ctx, "bad-1", eventstore.Any, []eventstore.EventData{{Type: "E", Data: big[:eventstore.DefaultMaxEventBytes-1]}})
 	require.NoError(t, err)
+}
+
+// testSurvivesRestart stops every node and starts them again: every
+// acknowledged event, deletion and truncation is still there, and appends
+// go on at the right versions.
+func testSurvivesRestart(t *testing.T, c Cluster) {
+	if c.Stop == nil {
+		t.Skip("the cluster cannot be restarted")
+	}
+	ctx := ctxFor(t)
+	acked := appendN(t, c, "keep", 40)
+	_, err := node(c, 0).TruncateStream(ctx, "keep-1", 3, eventstore.Any)
+	require.NoError(t, err)
+	_, err = node(c, 1).DeleteStream(ctx, "keep-2", eventstore.Any)
+	require.NoError(t, err)
+	for i := 0; i < c.Size; i++ {
+		c.Stop(t, i)
+	}
+	for i := 0; i < c.Size; i++ {
+		c.Restart(t, i)
+	}
+	if c.Leader != nil {
+		c.Leader(t)
+	}
+	s := node(c, 0)
+	for _, r := range acked {
+		if r.Stream == "keep-1" || r.Stream == "keep-2" {
+			continue
+		}
+		got, err := s.ReadStream(ctx, r.Stream, r.FirstVersion, 1)
+		require.NoError(t, err)
+		require.Len(t, got, 1, "%s@%d survives", r.Stream, r.FirstVersion)
+		require.Equal(t, r.FirstOffset, got[0].Offset)
+	}
+	got, err := s.ReadStream(ctx, "keep-1", 0, 100)
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), got[0].Version, "truncation survives")
+	_, err = s.ReadStream(ctx, "keep-2", 0, 100)
+	require.ErrorIs(t, err, eventstore.ErrStreamDeleted, "deletion survives")
+	info, err := s.Stream(ctx, "keep-0")
+	require.NoError(t, err)
+	res, err := node(c, 1).Append(ctx, "keep-0", eventstore.Exact(info.Version), []eventstore.EventData{ev("Tick", "after")})
+	require.NoError(t, err)
+	require.Equal(t, info.Version+1, res.FirstVersion)
 }
