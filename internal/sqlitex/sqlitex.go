@@ -1,0 +1,117 @@
+// Package sqlitex opens SQLite databases the way every esraft package that
+// keeps state in SQLite needs them: WAL journal, synchronous=FULL (a
+// committed transaction survives a power loss), a busy timeout, exactly one
+// writing connection (SQLite has one writer; a pool of writers only queues
+// on its lock) and a separate pool of readers, and versioned migrations.
+package sqlitex
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+
+	_ "github.com/mattn/go-sqlite3" // the "sqlite3" driver
+)
+
+// DB is a SQLite database with one writer and a pool of readers.
+type DB struct {
+	// Write is the single writing connection. Use it through Update, or
+	// for statements that must write.
+	Write *sql.DB
+	// Read is a pool of read-only connections; in WAL mode they never
+	// block the writer nor wait for it.
+	Read *sql.DB
+	Path string
+}
+
+// Migration is one step of a schema: statements run in one transaction.
+// Migrations are numbered by their position; the database records how many
+// it has run (PRAGMA user_version) and runs only the new ones.
+type Migration string
+
+// Open opens (or creates) the database at path and runs the migrations it
+// has not run yet.
+func Open(ctx context.Context, path string, migrations ...Migration) (*DB, error) {
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", "FULL")
+	q.Set("_busy_timeout", "10000")
+	q.Set("_foreign_keys", "1")
+	q.Set("_txlock", "immediate")
+	w, err := sql.Open("sqlite3", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("sqlitex: open %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	if err := migrate(ctx, w, migrations); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlitex: migrate %s: %w", path, err)
+	}
+	rq := url.Values{}
+	rq.Set("mode", "ro")
+	rq.Set("_busy_timeout", "10000")
+	rq.Set("_txlock", "deferred")
+	r, err := sql.Open("sqlite3", "file:"+path+"?"+rq.Encode())
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlitex: open %s for reading: %w", path, err)
+	}
+	r.SetMaxOpenConns(4)
+	return &DB{Write: w, Read: r, Path: path}, nil
+}
+
+func migrate(ctx context.Context, db *sql.DB, migrations []Migration) error {
+	var version int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return err
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("the database is at schema version %d, newer than this program's %d", version, len(migrations))
+	}
+	for i := version; i < len(migrations); i++ {
+		err := update(ctx, db, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, string(migrations[i])); err != nil {
+				return fmt.Errorf("migration %d: %w", i+1, err)
+			}
+			_, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", i+1))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Update runs fn in a write transaction and commits it if fn returns nil;
+// otherwise it rolls back and returns fn's error.
+func (db *DB) Update(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return update(ctx, db.Write, fn)
+}
+
+func update(ctx context.Context, db *sql.DB, fn func(tx *sql.Tx) error) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		return errors.Join(err, ignoreDone(tx.Rollback()))
+	}
+	return tx.Commit()
+}
+
+func ignoreDone(err error) error {
+	if errors.Is(err, sql.ErrTxDone) {
+		return nil
+	}
+	return err
+}
+
+// Close closes both pools.
+func (db *DB) Close() error {
+	return errors.Join(db.Read.Close(), db.Write.Close())
+}
