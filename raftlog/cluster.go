@@ -17,6 +17,7 @@ const (
 	methodAppend     byte = 1 // an encoded append request, run on the group's leader
 	methodMembership byte = 2 // a membership change of one group, run on its leader
 	methodJoin       byte = 3 // a new node asks to be added to every group
+	methodGroup      byte = 4 // a consumer group operation, run on group 0's leader
 )
 
 // Reply status bytes of methodAppend and methodMembership.
@@ -29,6 +30,9 @@ const (
 	replyIDConflict byte = 5
 	replyPartition  byte = 6
 	replyDeleted    byte = 7
+	// consumer group replies
+	replyStale         byte = 8
+	replyUnknownMember byte = 9
 )
 
 // forwardAppend sends an encoded append to the node at addr, believed to
@@ -48,6 +52,8 @@ func (l *Log) handleRPC(ctx context.Context, method byte, payload []byte) ([]byt
 		return l.serveAppend(ctx, payload), nil
 	case methodMembership:
 		return l.serveMembership(payload), nil
+	case methodGroup:
+		return l.serveGroup(ctx, payload), nil
 	case methodJoin:
 		d := decoder{b: payload}
 		id, addr, voter := d.string(), d.string(), d.byte() == 1

@@ -46,6 +46,7 @@ import (
 // version's entry: the FSM panics rather than diverge from its peers.
 const (
 	cmdAppend byte = 1
+	cmdGroup  byte = 2 // one consumer group operation (groups.go)
 )
 
 const recordFormatV1 byte = 1
@@ -417,4 +418,25 @@ func decodeKeyMeta(b []byte) (keyMeta, error) {
 		d.fail()
 	}
 	return m, d.err
+}
+
+// encodeGroupEntry is a raft entry holding one consumer group operation:
+// command type, leader time, the operation.
+func encodeGroupEntry(t int64, op *groupOp) []byte {
+	b := []byte{cmdGroup}
+	b = binary.AppendVarint(b, t)
+	return encodeGroupOp(b, op)
+}
+
+func decodeGroupEntry(b []byte) (int64, groupOp, error) {
+	d := decoder{b: b}
+	if c := d.byte(); d.err == nil && c != cmdGroup {
+		return 0, groupOp{}, fmt.Errorf("%w: not a group entry", errCorrupt)
+	}
+	t := d.varint()
+	op := d.groupOp()
+	if d.err == nil && len(d.b) != 0 {
+		d.fail()
+	}
+	return t, op, d.err
 }

@@ -90,6 +90,11 @@ func fuzzSeeds() [][]byte {
 		encodeRecord(nil, "key", 1, &rec, 9),
 		encodeIDEntry(nil, idEntry{Partition: 1, Offset: 2, KeySeq: 3, Time: 4}),
 		encodeKeyMeta(nil, keyMeta{floor: 3, erased: 2, deleted: true}),
+		encodeGroupEntry(7, &groupOp{Op: gopCommit, Group: "g", Member: "m", Commits: []OffsetCommit{{Partition: 1, Generation: 2, Offset: 3,
+			Park: []ParkedRecord{{Offset: 2, Key: "k", Error: "e", Attempts: 1}}, Unpark: []uint64{1}}}}),
+		encodeGroupEntry(8, &groupOp{Op: gopHeartbeat, Group: "g", Member: "m", Release: []int{1, 2}}),
+		encodeGroupReply(GroupState{Group: "g", Generation: 2, Partitions: []PartitionAssignment{{Owner: "m"}}}, nil),
+		encodeCGroup(nil, &cgroup{generation: 1, members: map[string]*cmember{"m": {session: 5}}, parts: make([]PartitionAssignment, 2)}),
 		encodeAppendReply(AppendResult{Count: 1}, nil),
 		snapshotHeader{kind: snapshotFull, index: 3}.encode(),
 		{}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
@@ -126,6 +131,13 @@ func FuzzDecoders(f *testing.F) {
 		}
 		decodeIDEntry(b)
 		decodeKeyMeta(b)
+		if tm, op, err := decodeGroupEntry(b); err == nil {
+			if _, again, err := decodeGroupEntry(encodeGroupEntry(tm, &op)); err != nil || again.Op != op.Op {
+				t.Fatalf("group entry does not round-trip: %v", err)
+			}
+		}
+		decodeGroupReply(b)
+		decodeCGroup(b)
 		storedKeySeq(b)
 		decodeAppendReply(b)
 		if len(b) == snapshotHdrLen {

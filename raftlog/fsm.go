@@ -58,6 +58,10 @@ type fsm struct {
 	// truncated (usually few: all of them are kept in memory). Guarded like
 	// the table; changes reach the file with the table's next flush.
 	meta []map[string]*keyMeta
+	// cgroups are the consumer groups (groups.go), held by group 0 only;
+	// guarded like the table and flushed with it.
+	cgroups         map[string]*cgroup
+	totalPartitions int
 
 	mem memTable // applied, not yet flushed to db (memtable.go)
 	// flushAt is the table size, in records and bytes, that triggers a flush.
@@ -69,10 +73,11 @@ var (
 	bucketMeta    = []byte("meta")
 	bucketIDs     = []byte("ids")
 	bucketIDTime  = []byte("idtime")
-	bucketRecs    = []byte("r") // offset -> record
-	bucketKeys    = []byte("k") // key, keySeq -> offset; the last one is the key's head
-	bucketKeyMeta = []byte("m") // key -> keyMeta, for deleted or truncated keys
-	keyNextOffset = []byte("n") // in a partition's bucket: its next offset
+	bucketRecs    = []byte("r")  // offset -> record
+	bucketKeys    = []byte("k")  // key, keySeq -> offset; the last one is the key's head
+	bucketKeyMeta = []byte("m")  // key -> keyMeta, for deleted or truncated keys
+	keyNextOffset = []byte("n")  // in a partition's bucket: its next offset
+	bucketGroups  = []byte("cg") // consumer group name -> state (groups.go)
 
 	metaApplied    = []byte("applied")
 	metaTime       = []byte("time")
@@ -123,7 +128,7 @@ func boltOptions() *bolt.Options {
 // openFSM opens (creating if needed) the group's state file and checks that
 // it was made for the same partitioning.
 func openFSM(path string, group, partitions, groups int, retention time.Duration) (*fsm, error) {
-	f := &fsm{group: group, retention: int64(retention), path: path, flushAtRecords: flushRecords, flushAtBytes: flushBytes}
+	f := &fsm{group: group, retention: int64(retention), path: path, flushAtRecords: flushRecords, flushAtBytes: flushBytes, totalPartitions: partitions}
 	for p := group; p < partitions; p += groups {
 		f.partitions = append(f.partitions, p)
 	}
@@ -222,6 +227,9 @@ func (f *fsm) load(tx *bolt.Tx) error {
 			return fmt.Errorf("raftlog: group %d: load key metadata: %w", f.group, err)
 		}
 	}
+	if err := f.loadGroups(tx); err != nil {
+		return err
+	}
 	f.mem.reset(f.nextOffsets())
 	return nil
 }
@@ -273,7 +281,14 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		if l.Index <= applied {
 			continue
 		}
-		if l.Type == raft.LogCommand {
+		if l.Type == raft.LogCommand && len(l.Data) > 0 && l.Data[0] == cmdGroup {
+			t, op, err := decodeGroupEntry(l.Data)
+			if err != nil {
+				panic(fmt.Sprintf("raftlog: group %d: undecodable entry at index %d: %v", f.group, l.Index, err))
+			}
+			lastTime = max(lastTime, t)
+			resp[i] = f.applyGroup(&op, lastTime)
+		} else if l.Type == raft.LogCommand {
 			e, err := decodeEntry(l.Data)
 			if err != nil {
 				// Every replica holds the same entry: skipping it here would

@@ -42,8 +42,10 @@ type memTable struct {
 	// metaDirty[slot] names the keys whose fsm.meta changed since the last
 	// flush.
 	metaDirty []map[string]struct{}
-	n         int // records held
-	bytes     int
+	// groupsDirty names the consumer groups changed since the last flush.
+	groupsDirty map[string]struct{}
+	n           int // records held
+	bytes       int
 }
 
 // memKey is a key's records held in the table: sequences first.. in order.
@@ -68,6 +70,7 @@ func (m *memTable) reset(next []uint64) {
 	for i := range m.metaDirty {
 		m.metaDirty[i] = map[string]struct{}{}
 	}
+	m.groupsDirty = map[string]struct{}{}
 	m.ids = map[uuid.UUID]idEntry{}
 	m.idLog = nil
 	m.n, m.bytes = 0, 0
@@ -132,6 +135,7 @@ func (f *fsm) flush() {
 		put(idTime, l.key, l.ids)
 	}
 	errs = append(errs, f.pruneIDs(ids, idTime, f.lastTime, 2*m.n+1024))
+	errs = append(errs, f.flushGroups(tx))
 	meta := tx.Bucket(bucketMeta)
 	put(meta, metaApplied, be64(f.applied.Load()))
 	put(meta, metaTime, be64(uint64(f.lastTime)))
