@@ -39,6 +39,7 @@ type Registry struct {
 	byName map[string]*eventType
 	byType map[reflect.Type]*eventType
 	up     map[upKey]*upcaster
+	byIn   map[reflect.Type][]upKey // upcasters by the Go type they read
 }
 
 type eventType struct {
@@ -68,6 +69,7 @@ func NewRegistry(codec Codec) *Registry {
 		byName: make(map[string]*eventType),
 		byType: make(map[reflect.Type]*eventType),
 		up:     make(map[upKey]*upcaster),
+		byIn:   make(map[reflect.Type][]upKey),
 	}
 }
 
@@ -128,11 +130,17 @@ func Register[E any](r *Registry, name string, opts ...EventOption) {
 }
 
 // Upcast registers fn to read events stored under name at revision rev,
-// in the shape Old, as the shape New. If New is a registered event type,
-// that is the event read (so Upcast also renames: register the old name
-// with the new type as New); otherwise the result is taken as revision
-// rev+1 of name and the next upcaster applies, until a registered type is
-// reached. fn must be a pure function of its input.
+// in the shape Old, as the shape New. Upcasters chain until a registered
+// event type comes out, which is the event read:
+//
+//   - if New is a registered event type, the chain ends there (so an
+//     upcaster from an old name to a registered type is a rename);
+//   - otherwise the next step is the upcaster of name at revision rev+1 if
+//     it reads New, else the only upcaster that reads New, whatever its
+//     name (a rename into an intermediate shape); no such upcaster, or
+//     several, is a decoding error.
+//
+// fn must be a pure function of its input.
 //
 // Old is decoded from the stored bytes with the registry's codec, so keep
 // the old shape as a type of its own (DepositedV1) when the current type
@@ -162,6 +170,7 @@ func Upcast[Old, New any](r *Registry, name string, rev int, fn func(Old) New) {
 		panic(fmt.Sprintf("aggregate: two upcasters for %q revision %d", name, rev))
 	}
 	r.up[k] = u
+	r.byIn[u.in] = append(r.byIn[u.in], k)
 }
 
 // Name returns the registered event type name of e (a value or a pointer
@@ -256,10 +265,32 @@ func (r *Registry) decode(ev *eventstore.Event) (string, any, error) {
 		if err != nil {
 			return "", nil, fmt.Errorf("%w: upcasting %q revision %d at %s version %d: %v", ErrUndecodable, name, rev, ev.Stream, ev.Version, err)
 		}
-		if et := r.byType[reflect.TypeOf(out)]; et != nil {
+		ot := reflect.TypeOf(out)
+		if et := r.byType[ot]; et != nil {
 			return et.name, out, nil
 		}
-		v, rev = out, rev+1
+		next, err := r.nextUpcastLocked(upKey{name, rev + 1}, ot)
+		if err != nil {
+			return "", nil, fmt.Errorf("%w: upcasting %q revision %d at %s version %d: %v", ErrUndecodable, name, rev, ev.Stream, ev.Version, err)
+		}
+		v, name, rev = out, next.name, next.rev
 	}
 	return "", nil, fmt.Errorf("%w: %q at %s version %d: more than %d upcasting steps", ErrUndecodable, ev.Type, ev.Stream, ev.Version, maxUpcastSteps)
+}
+
+// nextUpcastLocked returns the upcaster reading an intermediate value of
+// Go type t: next (same name, next revision) if it reads t, else the only
+// upcaster that does.
+func (r *Registry) nextUpcastLocked(next upKey, t reflect.Type) (upKey, error) {
+	if u := r.up[next]; u != nil && u.in == t {
+		return next, nil
+	}
+	switch ks := r.byIn[t]; len(ks) {
+	case 1:
+		return ks[0], nil
+	case 0:
+		return upKey{}, fmt.Errorf("it gives %v, which is neither a registered event type nor read by an upcaster (no upcaster for %q revision %d)", t, next.name, next.rev)
+	default:
+		return upKey{}, fmt.Errorf("it gives %v, which several upcasters read (%v)", t, ks)
+	}
 }
