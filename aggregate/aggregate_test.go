@@ -383,4 +383,12 @@ func TestTypeRegistrationMistakesPanic(t *testing.T) {
 	aggregate.NewRepository(nil, typ)
 	type Frozen struct{}
 	require.Panics(t, func() { aggregate.On(typ, "Frozen", func(*Account, Frozen) {}) }, "On after use")
+
+	type hidden struct {
+		Balance int64
+		owner   string
+	}
+	aggregate.NewRepository(nil, aggregate.NewType[hidden]("hidden")) // no snapshots: fine
+	require.PanicsWithValue(t, "aggregate: snapshots of aggregate_test.hidden would lose its unexported field owner: export it, implement json.Marshaler and json.Unmarshaler, or use another codec",
+		func() { aggregate.NewRepository(nil, aggregate.NewType[hidden]("hidden", aggregate.SnapshotEvery(10))) })
 }

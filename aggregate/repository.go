@@ -2,10 +2,12 @@ package aggregate
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -110,9 +112,35 @@ func NewRepository[S any](store Store, t *Type[S], opts ...RepositoryOption) *Re
 			slog.WarnContext(ctx, "aggregate: snapshot failed", "stream", stream, "err", err)
 		}
 	}
+	if t.snapEvery > 0 {
+		if err := checkSnapshotState[S](t.reg.codec); err != nil {
+			panic(err.Error())
+		}
+	}
 	t.frozen.Store(true)
 	return &Repository[S]{store: store, typ: t, cfg: cfg}
 }
+
+// checkSnapshotState refuses, for the JSON codec, a state struct with
+// unexported fields and no MarshalJSON: its snapshots would silently lose
+// those fields, and loads from them would be wrong.
+func checkSnapshotState[S any](c Codec) error {
+	if _, ok := c.(jsonCodec); !ok {
+		return nil
+	}
+	t := reflect.TypeFor[S]()
+	if t.Kind() != reflect.Struct || t.Implements(jsonMarshaler) || reflect.PointerTo(t).Implements(jsonMarshaler) {
+		return nil
+	}
+	for i := range t.NumField() {
+		if f := t.Field(i); !f.IsExported() && !f.Anonymous {
+			return fmt.Errorf("aggregate: snapshots of %v would lose its unexported field %s: export it, implement json.Marshaler and json.Unmarshaler, or use another codec", t, f.Name)
+		}
+	}
+	return nil
+}
+
+var jsonMarshaler = reflect.TypeFor[json.Marshaler]()
 
 // Type returns the repository's aggregate type.
 func (r *Repository[S]) Type() *Type[S] { return r.typ }

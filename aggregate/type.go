@@ -35,7 +35,9 @@ func (f typeOptionFunc) applyType(c *typeConfig) { f(c) }
 // SnapshotEvery makes the repository store a snapshot of the state after
 // a save once n or more events were applied since the snapshot it loaded
 // (or since the beginning). 0 (the default) disables snapshots, and then
-// loads do not look for them either.
+// loads do not look for them either. The state is encoded with the
+// registry's codec; with JSON, NewRepository panics if S has unexported
+// fields and no MarshalJSON, since its snapshots would lose them.
 func SnapshotEvery(n int) TypeOption {
 	if n < 0 {
 		panic("aggregate: SnapshotEvery < 0")
