@@ -30,8 +30,10 @@ var (
 	// ErrNoHandler: an event of the stream is registered but the aggregate
 	// type has no On handler for it.
 	ErrNoHandler = errors.New("aggregate: no handler for event")
-	// ErrHistoryTruncated: events the aggregate needs were truncated from
-	// its stream and no snapshot covers them.
+	// ErrHistoryTruncated: events the aggregate needs are no longer
+	// readable and no snapshot covers them: they were truncated from its
+	// stream, or the stream was deleted and recreated (eventstore.Recreate),
+	// which the repository does not support.
 	ErrHistoryTruncated = errors.New("aggregate: history truncated")
 	// ErrNoEvents: Create with a command that decided no events.
 	ErrNoEvents = errors.New("aggregate: create decided no events")
