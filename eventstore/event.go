@@ -59,6 +59,10 @@ func Category(stream string) string {
 	return stream
 }
 
+// IsSystemStream reports whether stream is one of the framework's own
+// (its name starts with '$'); subscriptions skip them unless asked.
+func IsSystemStream(stream string) bool { return len(stream) > 0 && stream[0] == '$' }
+
 // Record header names for the event's own fields. User headers may not
 // start with '$'.
 const (

@@ -32,6 +32,10 @@ type SubscribeOptions struct {
 	Categories []string
 	// EventTypes, if set, delivers only events of these types.
 	EventTypes []string
+	// IncludeSystemStreams also delivers events of streams whose name
+	// starts with '$' (the framework's own: aggregate snapshots, ...),
+	// which are skipped by default.
+	IncludeSystemStreams bool
 	// BatchSize is how many events are read at once per partition (default
 	// 1,024).
 	BatchSize int
@@ -120,12 +124,13 @@ func (s *Store) Subscribe(ctx context.Context, opt SubscribeOptions) (*Subscript
 
 // filter selects events by category and type on the raw record.
 type filter struct {
+	system     bool
 	categories map[string]struct{}
 	types      map[string]struct{}
 }
 
 func newFilter(opt SubscribeOptions) filter {
-	var f filter
+	f := filter{system: opt.IncludeSystemStreams}
 	if len(opt.Categories) > 0 {
 		f.categories = make(map[string]struct{}, len(opt.Categories))
 		for _, c := range opt.Categories {
@@ -142,6 +147,9 @@ func newFilter(opt SubscribeOptions) filter {
 }
 
 func (f filter) match(r *raftlog.Record) bool {
+	if !f.system && IsSystemStream(r.Key) {
+		return false
+	}
 	if f.categories != nil {
 		if _, ok := f.categories[Category(r.Key)]; !ok {
 			return false

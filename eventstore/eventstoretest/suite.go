@@ -360,6 +360,22 @@ func collect(t testing.TB, sub *eventstore.Subscription, n int) []eventstore.Eve
 	return out
 }
 
+// collectUntilIdle reads from sub until nothing arrives for 200 ms.
+func collectUntilIdle(t testing.TB, sub *eventstore.Subscription) []eventstore.Event {
+	t.Helper()
+	var out []eventstore.Event
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		e, err := sub.Next(ctx)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			return out
+		}
+		require.NoError(t, err)
+		out = append(out, e)
+	}
+}
+
 // checkOrder asserts offsets grow within each partition and no event
 // comes twice.
 func checkOrder(t testing.TB, evs []eventstore.Event) {
@@ -484,6 +500,20 @@ func testSubscribeFilters(t *testing.T, c Cluster) {
 		require.NoError(t, err)
 		require.Equal(t, head, cp[p], "checkpoint of partition %d is past the filtered events", p)
 	}
+	// System streams ('$...') are skipped unless asked for.
+	sys, err := s.Append(ctx, "$snapshot-order-1", eventstore.Any, []eventstore.EventData{ev("Snapshot", "{}")})
+	require.NoError(t, err)
+	all, err := s.Subscribe(ctx, eventstore.SubscribeOptions{Partitions: []int{sys.Partition}, FromNow: false})
+	require.NoError(t, err)
+	for _, e := range collectUntilIdle(t, all) {
+		require.False(t, eventstore.IsSystemStream(e.Stream))
+	}
+	all.Close()
+	withSys, err := s.Subscribe(ctx, eventstore.SubscribeOptions{Partitions: []int{sys.Partition}, IncludeSystemStreams: true, From: eventstore.Checkpoint{sys.Partition: sys.FirstOffset}})
+	require.NoError(t, err)
+	require.Equal(t, "$snapshot-order-1", collect(t, withSys, 1)[0].Stream)
+	withSys.Close()
+
 	typesOnly, err := s.Subscribe(ctx, eventstore.SubscribeOptions{EventTypes: []string{"Paid", "Shipped"}})
 	require.NoError(t, err)
 	defer typesOnly.Close()
