@@ -262,6 +262,31 @@ func (sub *Subscription) Next(ctx context.Context) (Event, error) {
 	return ev, nil
 }
 
+// Poll returns the events that are ready, at least one and at most max,
+// waiting like Next if there are none: the way to handle events in
+// batches (one transaction per batch). All come from one partition, in
+// offset order.
+func (sub *Subscription) Poll(ctx context.Context, max int) ([]Event, error) {
+	first, err := sub.Next(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if max <= 1 {
+		return []Event{first}, nil
+	}
+	n := min(max-1, len(sub.cur.events)-sub.pos)
+	out := make([]Event, 0, n+1)
+	out = append(out, first)
+	out = append(out, sub.cur.events[sub.pos:sub.pos+n]...)
+	sub.pos += n
+	if sub.pos == len(sub.cur.events) {
+		sub.checkpoint[first.Partition] = sub.cur.next
+	} else {
+		sub.checkpoint[first.Partition] = out[len(out)-1].Offset + 1
+	}
+	return out, nil
+}
+
 func (sub *Subscription) fail(err error) {
 	sub.errOnce.Do(func() { sub.err = err })
 }

@@ -411,7 +411,20 @@ func testSubscribeCatchUpThenLive(t *testing.T, c Cluster) {
 	sub, err := s.Subscribe(ctxFor(t), eventstore.SubscribeOptions{BatchSize: 7})
 	require.NoError(t, err)
 	defer sub.Close()
-	got := collect(t, sub, 60)
+	got := collect(t, sub, 30)
+	// Poll hands over what is ready, from one partition, in order.
+	for len(got) < 60 {
+		batch, err := sub.Poll(ctxFor(t), 5)
+		require.NoError(t, err)
+		require.NotEmpty(t, batch)
+		require.LessOrEqual(t, len(got)+len(batch), 60)
+		require.LessOrEqual(t, len(batch), 5)
+		for _, e := range batch {
+			require.Equal(t, batch[0].Partition, e.Partition)
+		}
+		require.Equal(t, batch[len(batch)-1].Offset+1, sub.Checkpoint()[batch[0].Partition])
+		got = append(got, batch...)
+	}
 	// Live: appended while the subscription waits, from every node.
 	live := appendN(t, c, "live", 60)
 	got = append(got, collect(t, sub, 60)...)
