@@ -1,0 +1,178 @@
+package projection
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/eventstore/eventstoretest"
+)
+
+// Benchmarks (figures in BENCHMARKS.md):
+//
+//	go test -run '^$' -bench . -benchtime 1x -count 5 ./projection/
+
+const replayEvents = 1_000_000
+
+var replayStore struct {
+	once  sync.Once
+	dir   string
+	store *eventstore.Store
+	err   error
+}
+
+// replaySource holds 1,000,000 events of 100 bytes over 10,000 streams in
+// 8 partitions, built once per process.
+func replaySource(b *testing.B) *eventstore.Store {
+	replayStore.once.Do(func() {
+		ctx := context.Background()
+		if replayStore.dir, replayStore.err = os.MkdirTemp("", "projection-replay"); replayStore.err != nil {
+			return
+		}
+		s, err := eventstore.Open(ctx, replayStore.dir)
+		if err != nil {
+			replayStore.err = err
+			return
+		}
+		data := []byte(`{"amount_cents":1250,"currency":"EUR","note":"a payload of about one hundred bytes, JSON"}`)
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				evs := make([]eventstore.EventData, 500)
+				for i := range evs {
+					evs[i] = eventstore.EventData{Type: "Deposited", Data: data}
+				}
+				for n := w; n < replayEvents/len(evs); n += 8 {
+					if _, err := s.Append(ctx, fmt.Sprintf("account-%d", n%10000), eventstore.Any, evs); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		replayStore.err = <-errs
+		replayStore.store = s
+	})
+	if replayStore.err != nil {
+		b.Fatal(replayStore.err)
+	}
+	return replayStore.store
+}
+
+// balanceHandler is a typical read-model handler: an upsert per event.
+func balanceHandler(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
+	_, err := Exec(ctx, tx, `INSERT INTO balances (stream, n, version) VALUES (?, 1, ?)
+		ON CONFLICT (stream) DO UPDATE SET n = n + 1, version = excluded.version`, ev.Stream, ev.Version)
+	return err
+}
+
+var balanceSchema = `CREATE TABLE balances (stream TEXT PRIMARY KEY, n INTEGER NOT NULL, version INTEGER NOT NULL)`
+
+// BenchmarkReplay replays 1,000,000 events into a fresh SQLite read model.
+func BenchmarkReplay(b *testing.B) {
+	s := replaySource(b)
+	b.ResetTimer()
+	var elapsed time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		db, err := OpenSQLite(context.Background(), b.TempDir(), balanceSchema)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r := NewLocal(s, db, "balances", balanceHandler, Options{BatchSize: 2000})
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		b.StartTimer()
+		start := time.Now()
+		go func() { errc <- r.Run(ctx) }()
+		for r.Status().Lag != 0 || len(r.Status().Partitions) == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		elapsed += time.Since(start)
+		b.StopTimer()
+		cancel()
+		if err := <-errc; err != nil {
+			b.Fatal(err)
+		}
+		db.Close()
+	}
+	b.ReportMetric(float64(b.N*replayEvents)/elapsed.Seconds(), "events/s")
+}
+
+// BenchmarkEndToEndLatency appends 1,000 events/s (one per append) and
+// measures, per event, the time from the append's acknowledgement to the
+// commit of the read-model transaction that holds it (0 if that commit
+// came first).
+func BenchmarkEndToEndLatency(b *testing.B) {
+	s := eventstoretest.Single(b).Node(0)
+	db, err := OpenSQLite(context.Background(), b.TempDir(), balanceSchema)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	type key struct {
+		p   int
+		off uint64
+	}
+	var mu sync.Mutex
+	acked := map[key]time.Time{}
+	committed := map[key]time.Time{}
+	r := NewLocal(s, db, "balances", balanceHandler, Options{})
+	r.testAfterCommit = func(evs []eventstore.Event) {
+		now := time.Now()
+		mu.Lock()
+		for _, ev := range evs {
+			committed[key{ev.Partition, ev.Offset}] = now
+		}
+		mu.Unlock()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- r.Run(ctx) }()
+	n := max(b.N, 3000)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	b.ResetTimer()
+	for i := 0; i < n; i++ {
+		<-tick.C
+		res, err := s.Append(ctx, fmt.Sprintf("e2e-%d", i), eventstore.NoStream, []eventstore.EventData{{Type: "Deposited"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		now := time.Now()
+		mu.Lock()
+		acked[key{res.Partition, res.FirstOffset}] = now
+		mu.Unlock()
+	}
+	for {
+		mu.Lock()
+		done := len(committed) >= n
+		mu.Unlock()
+		if done {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	cancel()
+	<-errc
+	lat := make([]time.Duration, 0, n)
+	for k, at := range acked {
+		lat = append(lat, max(0, committed[k].Sub(at)))
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}

@@ -1,0 +1,155 @@
+// Package projection runs event handlers over the log: local projections
+// that materialize every partition into a SQLite read model on every node,
+// and group handlers that share the partitions among the members of a
+// consumer group on any number of nodes.
+//
+// # One handler, two runners
+//
+// A Handler gets each event with the runner's SQLite write transaction:
+//
+//	func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error
+//
+// Local (NewLocal) runs on every node and handles every partition into the
+// node's own read model (a DB). The checkpoint is written in the same
+// transaction as the handler's changes: the read model never applies an
+// event twice nor skips one, across crashes (exactly-once effect). A
+// rebuild replays history into a new database and switches to it
+// atomically once it has caught up; reads are served by the old one until
+// then.
+//
+// Group (NewGroup) is a member of a consumer group kept in the log: each
+// partition is processed by one member at a time, in order, one goroutine
+// per owned partition; members join and leave at any time and a member
+// that stops heartbeating is replaced after its session timeout. Offsets
+// are committed to the log after each batch with the member's grant
+// generation, so a member that lost a partition cannot commit to it.
+// Delivery is at-least-once: a batch handled but not committed when a
+// member dies is handled again by the next owner. With a DB the batch runs
+// in one SQLite transaction (use package dedup and outbox inside it to
+// make side effects idempotent); without one, tx is nil.
+//
+// # Failures
+//
+// A handler error is retried with exponential backoff and jitter. After
+// MaxAttempts the event is parked (dead-lettered with its error) and the
+// partition goes on; later events of the same stream wait behind it,
+// parked too, to keep the stream's order. Parked events are listed by
+// Parked and handled again by Retry. Runners stop on ctx cancellation
+// after finishing (or abandoning) the batch in hand.
+package projection
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/esraft/esraft/eventstore"
+)
+
+// Handler handles one event. tx is the runner's SQLite write transaction
+// (nil for a group runner without a DB); do the read model's writes in it.
+// An error makes the runner retry the event, and park it after
+// MaxAttempts.
+type Handler func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error
+
+// Options tune a runner. Zero values take the defaults.
+type Options struct {
+	// BatchSize is the most events handled in one transaction (default
+	// 500).
+	BatchSize int
+	// MaxAttempts is how many times an event is tried before it is parked
+	// (default 5).
+	MaxAttempts int
+	// Backoff is the delay before the first retry (default 100 ms),
+	// doubling up to MaxBackoff (default 5 s), with ±25% jitter.
+	Backoff, MaxBackoff time.Duration
+	// Categories and EventTypes, if set, select the events handled (see
+	// eventstore.SubscribeOptions); others are skipped but checkpointed.
+	Categories []string
+	EventTypes []string
+}
+
+func (o *Options) defaults() {
+	if o.BatchSize <= 0 {
+		o.BatchSize = 500
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 5
+	}
+	if o.Backoff <= 0 {
+		o.Backoff = 100 * time.Millisecond
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 5 * time.Second
+	}
+}
+
+// delay is the wait before attempt n (n >= 1 is the first retry).
+func (o *Options) delay(n int) time.Duration {
+	d := o.Backoff
+	for i := 1; i < n && d < o.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, o.MaxBackoff)
+	return d*3/4 + time.Duration(rand.Int64N(int64(d)/2+1))
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ParkedEvent is an event set aside after failing.
+type ParkedEvent struct {
+	Partition int
+	Offset    uint64
+	Stream    string
+	Error     string
+	Attempts  int
+}
+
+// PartitionStatus is a runner's progress in one partition.
+type PartitionStatus struct {
+	Partition int
+	Position  uint64 // the next offset to handle
+	Head      uint64 // the partition's next offset on this node
+	Lag       uint64 // Head - Position
+	Parked    int
+}
+
+// Status is a runner's state.
+type Status struct {
+	Name       string
+	State      string // "starting", "running", "rebuilding", "stopped", "failed: ..."
+	Partitions []PartitionStatus
+	Lag        uint64
+	Parked     int
+	// Rebuild is the progress of a running rebuild (nil if none): events
+	// replayed into the new read model and the total to replay.
+	Rebuild *RebuildProgress
+}
+
+// RebuildProgress reports a rebuild.
+type RebuildProgress struct {
+	Replayed, Total uint64
+	Started         time.Time
+}
+
+// Errors of the runners.
+var (
+	// ErrNotParked: Retry named an event that is not parked.
+	ErrNotParked = errors.New("projection: event not parked")
+	// ErrRebuildRunning: a rebuild is already running.
+	ErrRebuildRunning = errors.New("projection: a rebuild is already running")
+	// ErrNotRunning: the runner is not running.
+	ErrNotRunning = errors.New("projection: not running")
+)

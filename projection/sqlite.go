@@ -1,0 +1,201 @@
+package projection
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/esraft/esraft/internal/sqlitex"
+)
+
+// DB is a SQLite read model: one database file in a directory, opened with
+// WAL, synchronous=FULL, one writer and a pool of readers, its schema
+// brought up to date by the migrations given. A local projection writes it
+// (the checkpoint in the same transaction as the handler's changes);
+// anyone reads it with View.
+//
+// A rebuild writes a new file beside the live one and switches to it in
+// one step: the directory's CURRENT file names the live database, and is
+// replaced atomically. Reads go to the live database until the switch,
+// wait for the switch itself (milliseconds), and never fail because of it.
+type DB struct {
+	dir        string
+	migrations []sqlitex.Migration
+
+	mu  sync.RWMutex // write-locked only to switch databases
+	cur *sqlitex.DB
+	gen int
+}
+
+// The tables a projection keeps in its read model, beside the user's.
+const internalSchema = `
+CREATE TABLE IF NOT EXISTS esraft_checkpoints (
+	projection TEXT NOT NULL,
+	partition  INTEGER NOT NULL,
+	next_offset INTEGER NOT NULL,
+	PRIMARY KEY (projection, partition)
+);
+CREATE TABLE IF NOT EXISTS esraft_parked (
+	projection TEXT NOT NULL,
+	partition  INTEGER NOT NULL,
+	offset     INTEGER NOT NULL,
+	stream     TEXT NOT NULL,
+	event_type TEXT NOT NULL,
+	error      TEXT NOT NULL,
+	attempts   INTEGER NOT NULL,
+	parked_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+	PRIMARY KEY (projection, partition, offset)
+);`
+
+// OpenSQLite opens (or creates) the read model kept in dir. migrations
+// are the user's schema, in order: each runs once, in its own transaction.
+func OpenSQLite(ctx context.Context, dir string, migrations ...string) (*DB, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("projection: %w", err)
+	}
+	d := &DB{dir: dir}
+	for _, m := range migrations {
+		d.migrations = append(d.migrations, sqlitex.Migration(m))
+	}
+	gen, err := readCurrent(dir)
+	if err != nil {
+		return nil, err
+	}
+	db, err := d.openGen(ctx, gen)
+	if err != nil {
+		return nil, err
+	}
+	d.cur, d.gen = db, gen
+	d.removeOthers()
+	return d, nil
+}
+
+func (d *DB) fileOf(gen int) string { return filepath.Join(d.dir, fmt.Sprintf("model.%d.db", gen)) }
+
+func (d *DB) openGen(ctx context.Context, gen int) (*sqlitex.DB, error) {
+	db, err := sqlitex.Open(ctx, d.fileOf(gen), d.migrations...)
+	if err != nil {
+		return nil, fmt.Errorf("projection: %w", err)
+	}
+	if _, err := db.Write.ExecContext(ctx, internalSchema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("projection: internal schema: %w", err)
+	}
+	return db, nil
+}
+
+func readCurrent(dir string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "CURRENT"))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("projection: %w", err)
+	}
+	gen, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fmt.Errorf("projection: corrupt CURRENT file in %s: %w", dir, err)
+	}
+	return gen, nil
+}
+
+// writeCurrent makes gen the live database: write, fsync, rename, fsync
+// the directory.
+func writeCurrent(dir string, gen int) error {
+	tmp := filepath.Join(dir, "CURRENT.tmp")
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintf(f, "%d\n", gen); err != nil {
+		f.Close()
+		return err
+	}
+	if err := errors.Join(f.Sync(), f.Close()); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "CURRENT")); err != nil {
+		return err
+	}
+	df, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer df.Close()
+	return df.Sync()
+}
+
+// removeOthers deletes database files other than the live one (an
+// abandoned rebuild, or the one a finished rebuild replaced).
+func (d *DB) removeOthers() {
+	entries, _ := os.ReadDir(d.dir)
+	keep := filepath.Base(d.fileOf(d.gen))
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, "model.") && !strings.HasPrefix(name, keep) {
+			os.Remove(filepath.Join(d.dir, name))
+		}
+	}
+}
+
+// View runs fn with the live database's read pool. It never sees a
+// half-built rebuild.
+func (d *DB) View(ctx context.Context, fn func(db *sql.DB) error) error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return fn(d.cur.Read)
+}
+
+// Update runs fn in a write transaction of the live database.
+func (d *DB) Update(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.cur.Update(ctx, fn)
+}
+
+// live returns the live database (callers hold no lock: the projection
+// that writes it is stopped before a switch).
+func (d *DB) live() *sqlitex.DB {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.cur
+}
+
+// Close closes the live database.
+func (d *DB) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cur.Close()
+}
+
+// newShadow opens a fresh database for a rebuild.
+func (d *DB) newShadow(ctx context.Context) (*sqlitex.DB, int, error) {
+	d.mu.RLock()
+	gen := d.gen + 1
+	d.mu.RUnlock()
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		os.Remove(d.fileOf(gen) + suffix)
+	}
+	db, err := d.openGen(ctx, gen)
+	return db, gen, err
+}
+
+// switchTo makes the shadow database gen live and closes the old one.
+func (d *DB) switchTo(shadow *sqlitex.DB, gen int) error {
+	if err := writeCurrent(d.dir, gen); err != nil {
+		return fmt.Errorf("projection: switch read model: %w", err)
+	}
+	d.mu.Lock()
+	old := d.cur
+	d.cur, d.gen = shadow, gen
+	d.mu.Unlock()
+	err := old.Close()
+	d.removeOthers()
+	return err
+}
