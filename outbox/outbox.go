@@ -45,6 +45,8 @@ var (
 	ErrBadConfig = errors.New("outbox: bad config")
 	// ErrNoSchema: the database has no outbox tables; run Migrate.
 	ErrNoSchema = errors.New("outbox: tables missing (run outbox.Migrate)")
+	// ErrBadURL: a webhook URL that is not absolute http or https.
+	ErrBadURL = errors.New("outbox: webhook url must be absolute http or https")
 	// ErrClosed: the relay was closed.
 	ErrClosed = errors.New("outbox: relay closed")
 )

@@ -45,7 +45,7 @@ type Config struct {
 	// failure doubles it, up to MaxBackoff [100ms, 1 minute].
 	InitialBackoff, MaxBackoff time.Duration
 	// Jitter takes up to this fraction off each wait, at random, so that
-	// retries of many keys spread out (0 to 1) [0.2].
+	// retries of many keys spread out (0 to 1; 0 means the default) [0.2].
 	Jitter float64
 	// BatchSize bounds the messages one round reads and records in one
 	// transaction [100]. A crash loses the records of at most one round:

@@ -3,7 +3,6 @@ package outbox
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,9 +10,6 @@ import (
 	"strconv"
 	"time"
 )
-
-// ErrBadURL: a webhook URL that is not absolute http or https.
-var ErrBadURL = errors.New("outbox: webhook url must be absolute http or https")
 
 // StatusError is a webhook response outside 2xx; the relay retries it.
 type StatusError struct {
