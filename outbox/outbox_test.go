@@ -354,3 +354,49 @@ func checkOrder(t testing.TB, want []uuid.UUID, keyOf map[uuid.UUID]string, got 
 		last[d.Key] = p
 	}
 }
+
+// TestDoneRetention: the IDs of published messages are forgotten after
+// DoneRetention (the table stays bounded); until then a reprocessed event
+// enqueues nothing, after it the message would go out again, same ID.
+func TestDoneRetention(t *testing.T) {
+	ctx := context.Background()
+	db := openApp(t, filepath.Join(t.TempDir(), "a.db"))
+	defer db.Close()
+	clock := newFakeClock()
+	s := &sink{}
+	relay, err := outbox.NewRelay(db.Write, outbox.Config{Publisher: s, Now: clock.Now, DoneRetention: time.Hour})
+	require.NoError(t, err)
+	done := func() int {
+		var n int
+		require.NoError(t, db.Read.QueryRow("SELECT count(*) FROM esraft_outbox_done").Scan(&n))
+		return n
+	}
+	src := uuid.New()
+	enqueue := func() {
+		update(t, db, func(tx *sql.Tx) error {
+			_, err := outbox.Enqueue(ctx, tx, "h", src, outbox.Message{Key: "k", Type: "T"})
+			return err
+		})
+	}
+	enqueue()
+	_, err = relay.DeliverDue(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, done())
+	clock.Advance(59 * time.Minute)
+	enqueue()
+	_, err = relay.DeliverDue(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, done())
+	require.Len(t, s.all(), 1)
+
+	clock.Advance(2 * time.Minute)
+	_, err = relay.DeliverDue(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 0, done(), "forgotten after DoneRetention")
+	enqueue()
+	_, err = relay.DeliverDue(ctx)
+	require.NoError(t, err)
+	got := s.all()
+	require.Len(t, got, 2)
+	require.Equal(t, got[0].ID, got[1].ID)
+}
