@@ -66,7 +66,9 @@ type srcEvent struct {
 // acknowledged position, the receiver, the clock and the database file.
 type crashWorld struct {
 	t      *testing.T
-	rng    *rand.Rand
+	rng    *rand.Rand // the schedule: events, failpoints, clock steps
+	recv   *rand.Rand // the receiver's choices, under mu
+	jitter *rand.Rand // the relay's backoff jitter
 	path   string
 	clock  *fakeClock
 	events []srcEvent
@@ -109,7 +111,7 @@ func (w *crashWorld) start() {
 		BatchSize:      8,
 		Concurrency:    3,
 		Now:            w.clock.Now,
-		Rand:           w.rng.Float64,
+		Rand:           w.jitter.Float64,
 	})
 	require.NoError(w.t, err)
 	p.relay = relay
@@ -172,7 +174,7 @@ func (w *crashWorld) Publish(ctx context.Context, m outbox.Message) error {
 		if m.Attempt > 1 {
 			// A retry is in flight when the process dies; it may or may
 			// not have reached the receiver.
-			if w.rng.IntN(2) == 0 {
+			if w.recv.IntN(2) == 0 {
 				w.deliveries = append(w.deliveries, delivery{ID: m.ID, Key: m.Key, Payload: string(m.Payload), Attempt: m.Attempt})
 			}
 			w.dieLocked()
@@ -189,7 +191,7 @@ func (w *crashWorld) Publish(ctx context.Context, m outbox.Message) error {
 		}
 		return nil
 	}
-	if w.rng.Float64() < w.flaky {
+	if w.recv.Float64() < w.flaky {
 		w.stats.transient++
 		return errors.New("receiver busy")
 	}
@@ -235,7 +237,7 @@ func (w *crashWorld) consume(fp failpoint, committed map[uuid.UUID]bool) (crashe
 func (w *crashWorld) relayRound(fp failpoint) {
 	w.mu.Lock()
 	w.failMode = fp
-	w.crashAfter = 1 + w.rng.IntN(4)
+	w.crashAfter = 1 + w.recv.IntN(4)
 	w.mu.Unlock()
 	_, err := w.proc.relay.DeliverDue(context.Background())
 	w.mu.Lock()
@@ -264,10 +266,13 @@ func TestCrashMatrix(t *testing.T) {
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
+	// The seed fixes the events and the schedule of failpoints; which of
+	// the relay's concurrent publishes reaches the receiver first may
+	// still vary between runs of one seed.
 	t.Logf("seed %d (rerun with -args -crash.seed=%d)", seed, seed)
-	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	rng := rand.New(rand.NewPCG(seed, 1))
 	iterations := *crashIterations
-	w := &crashWorld{t: t, rng: rng, path: filepath.Join(t.TempDir(), "handler.db"), clock: newFakeClock(), flaky: 0.1}
+	w := &crashWorld{t: t, rng: rng, recv: rand.New(rand.NewPCG(seed, 2)), jitter: rand.New(rand.NewPCG(seed, 3)), path: filepath.Join(t.TempDir(), "handler.db"), clock: newFakeClock(), flaky: 0.1}
 	for i := 0; i < iterations; i++ {
 		w.events = append(w.events, srcEvent{
 			ID: uuid.Must(uuid.NewRandomFromReader(rngReader{rng})), Account: fmt.Sprintf("acct-%d", rng.IntN(8)),
