@@ -31,9 +31,12 @@
 //     to the log is safe, since the log drops the repeated IDs.
 //   - Order per key: messages with the same Key are published in the order
 //     they were enqueued (committed), one at a time: a message is published
-//     only after every earlier message of its key was published. A message
-//     that is retrying or parked holds back the later messages of its key,
-//     not other keys. Discard a parked message to let its key move on.
+//     only after every earlier message of its key was published (or
+//     discarded). A message that is retrying or parked holds back the later
+//     messages of its key, not other keys; Discard a parked message to let
+//     its key move on. After a crash the relay may publish again the
+//     messages of its last round, earlier ones included: a receiver that
+//     ignores IDs it has seen sees every key in order.
 //
 // Not guaranteed: order across keys; a message being published once; a
 // receiver deduplicating beyond its own window (see DoneRetention and the
