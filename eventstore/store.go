@@ -357,6 +357,23 @@ func (s *Store) Sync(ctx context.Context, pos Position) error {
 	return s.readErr(s.log.WaitApplied(ctx, pos))
 }
 
+// Barrier waits until this node's reads include every write acknowledged
+// anywhere before the call (a read barrier through each raft group's
+// leader). Use it before reading state you will decide on, on a node that
+// may not have taken the writes itself; it costs a round trip to the
+// leader.
+func (s *Store) Barrier(ctx context.Context) error {
+	for g := 0; g < s.log.Groups(); g++ {
+		if err := s.log.ReadBarrier(ctx, g); err != nil {
+			if errors.Is(err, raftlog.ErrNoLeader) {
+				return fmt.Errorf("%w: %v", ErrUnavailable, err)
+			}
+			return s.readErr(err)
+		}
+	}
+	return nil
+}
+
 func (s *Store) readErr(err error) error {
 	switch {
 	case err == nil:

@@ -225,31 +225,13 @@ func (sub *Subscription) read(ctx context.Context, p int, from uint64, size int,
 // the subscription's error (ErrClosed once the store closes) after a
 // reader failed; either way the subscription can be closed.
 func (sub *Subscription) Next(ctx context.Context) (Event, error) {
-	select {
-	case <-sub.closed:
-		return Event{}, ErrClosed
-	default:
-	}
-	for sub.pos >= len(sub.cur.events) {
-		if sub.err != nil {
-			return Event{}, sub.err
+	for {
+		moved, err := sub.fill(ctx)
+		if err != nil {
+			return Event{}, err
 		}
-		select {
-		case <-sub.closed:
-			return Event{}, ErrClosed
-		case b := <-sub.feed:
-			if b.err != nil {
-				sub.fail(b.err)
-				return Event{}, sub.err
-			}
-			sub.cur, sub.pos = b, 0
-			if len(b.events) == 0 {
-				sub.checkpoint[b.partition] = b.next
-			}
-		case <-sub.done:
-			sub.fail(ErrClosed)
-		case <-ctx.Done():
-			return Event{}, ctx.Err()
+		if moved < 0 {
+			break
 		}
 	}
 	ev := sub.cur.events[sub.pos]
@@ -262,30 +244,72 @@ func (sub *Subscription) Next(ctx context.Context) (Event, error) {
 	return ev, nil
 }
 
-// Poll returns the events that are ready, at least one and at most max,
-// waiting like Next if there are none: the way to handle events in
-// batches (one transaction per batch). All come from one partition, in
-// offset order.
-func (sub *Subscription) Poll(ctx context.Context, max int) ([]Event, error) {
-	first, err := sub.Next(ctx)
+// fill makes sure the current batch has an event to deliver, waiting for
+// one; it returns -1 when it has, or the partition whose checkpoint moved
+// past filtered-out events without any event to deliver.
+func (sub *Subscription) fill(ctx context.Context) (int, error) {
+	select {
+	case <-sub.closed:
+		return 0, ErrClosed
+	default:
+	}
+	for sub.pos >= len(sub.cur.events) {
+		if sub.err != nil {
+			return 0, sub.err
+		}
+		select {
+		case <-sub.closed:
+			return 0, ErrClosed
+		case b := <-sub.feed:
+			if b.err != nil {
+				sub.fail(b.err)
+				return 0, sub.err
+			}
+			sub.cur, sub.pos = b, 0
+			if len(b.events) == 0 {
+				sub.checkpoint[b.partition] = b.next
+				return b.partition, nil
+			}
+		case <-sub.done:
+			sub.fail(ErrClosed)
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	return -1, nil
+}
+
+// Poll returns the events that are ready, at most max, waiting like Next
+// if there are none: the way to handle events in batches (one transaction
+// per batch). All come from one partition, in offset order. It also
+// returns, with no events, when the subscription read only events its
+// filters skip: Checkpoint has then moved on for that partition, and a
+// runner that stores checkpoints should store it (else it would read them
+// again after a restart, and its lag would never reach zero).
+func (sub *Subscription) Poll(ctx context.Context, limit int) ([]Event, error) {
+	moved, err := sub.fill(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if max <= 1 {
-		return []Event{first}, nil
+	if moved >= 0 {
+		return []Event{}, nil
 	}
-	n := min(max-1, len(sub.cur.events)-sub.pos)
-	out := make([]Event, 0, n+1)
-	out = append(out, first)
-	out = append(out, sub.cur.events[sub.pos:sub.pos+n]...)
+	n := min(max(1, limit), len(sub.cur.events)-sub.pos)
+	out := make([]Event, n)
+	copy(out, sub.cur.events[sub.pos:sub.pos+n])
 	sub.pos += n
+	p := out[0].Partition
 	if sub.pos == len(sub.cur.events) {
-		sub.checkpoint[first.Partition] = sub.cur.next
+		sub.checkpoint[p] = sub.cur.next
 	} else {
-		sub.checkpoint[first.Partition] = out[len(out)-1].Offset + 1
+		sub.checkpoint[p] = out[n-1].Offset + 1
 	}
 	return out, nil
 }
+
+// PollPartition is the partition of the batch Poll returned last (also
+// when it returned no events).
+func (sub *Subscription) PollPartition() int { return sub.cur.partition }
 
 func (sub *Subscription) fail(err error) {
 	sub.errOnce.Do(func() { sub.err = err })

@@ -294,6 +294,19 @@ func (w *worker) run(ctx context.Context) {
 		if err != nil {
 			return
 		}
+		if len(batch) == 0 { // only skipped events: commit how far they go
+			next := sub.Checkpoint()[w.p]
+			w.mu.Lock()
+			ok := next <= w.next || w.commit(context.WithoutCancel(ctx), raftlog.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: next})
+			if ok {
+				w.next = max(w.next, next)
+			}
+			w.mu.Unlock()
+			if !ok {
+				return
+			}
+			continue
+		}
 		// The batch in hand is finished even if ctx ends meanwhile: a
 		// revoked partition is committed before it is released.
 		if !w.handle(context.WithoutCancel(ctx), batch, sub.Checkpoint()[w.p]) {

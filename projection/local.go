@@ -191,7 +191,14 @@ func (p *proc) run(ctx context.Context) error {
 			}
 			return err
 		}
-		if err := p.handleBatch(ctx, batch, sub.Checkpoint()[batch[0].Partition]); err != nil {
+		part := sub.PollPartition()
+		if len(batch) == 0 { // only skipped events: store how far they go
+			if err := p.advance(ctx, part, sub.Checkpoint()[part]); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := p.handleBatch(ctx, batch, sub.Checkpoint()[part]); err != nil {
 			return err
 		}
 	}
@@ -286,6 +293,20 @@ func (p *proc) applyPrefix(ctx context.Context, evs []eventstore.Event, limit in
 		p.r.testAfterCommit(evs[:limit])
 	}
 	return limit, nil, nil
+}
+
+// advance stores a checkpoint moved past events the filters skip.
+func (p *proc) advance(ctx context.Context, part int, next uint64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.checkpoints[part] >= next {
+		return nil
+	}
+	err := p.db.Update(ctx, func(tx *sql.Tx) error { return p.setCheckpoint(ctx, tx, part, next) })
+	if err != nil {
+		p.reloadParked(nil)
+	}
+	return err
 }
 
 // reloadParked forgets the in-memory changes (parking, checkpoints) of a

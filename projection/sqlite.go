@@ -159,6 +159,12 @@ func (d *DB) Update(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return d.cur.Update(ctx, fn)
 }
 
+// WriteDB returns the live database's writing pool (one connection), for
+// packages that keep tables beside a handler's state (the outbox relay,
+// the dedup pruner). A database that is rebuilt switches files: use it
+// only with a DB that no local projection rebuilds (a group runner's).
+func (d *DB) WriteDB() *sql.DB { return d.live().Write }
+
 // live returns the live database (callers hold no lock: the projection
 // that writes it is stopped before a switch).
 func (d *DB) live() *sqlitex.DB {

@@ -18,6 +18,7 @@ const (
 	methodMembership byte = 2 // a membership change of one group, run on its leader
 	methodJoin       byte = 3 // a new node asks to be added to every group
 	methodGroup      byte = 4 // a consumer group operation, run on group 0's leader
+	methodReadIndex  byte = 5 // a raft group's applied index, from its leader (ReadBarrier)
 )
 
 // Reply status bytes of methodAppend and methodMembership.
@@ -54,6 +55,8 @@ func (l *Log) handleRPC(ctx context.Context, method byte, payload []byte) ([]byt
 		return l.serveMembership(payload), nil
 	case methodGroup:
 		return l.serveGroup(ctx, payload), nil
+	case methodReadIndex:
+		return l.serveReadIndex(payload), nil
 	case methodJoin:
 		d := decoder{b: payload}
 		id, addr, voter := d.string(), d.string(), d.byte() == 1

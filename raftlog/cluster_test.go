@@ -1105,3 +1105,22 @@ func TestKeyOperationsFromFollower(t *testing.T) {
 	require.Len(t, recs, 1)
 	require.Equal(t, "4", string(recs[0].Value))
 }
+
+// After ReadBarrier, a follower's reads include every append acknowledged
+// before it, whichever node took it.
+func TestReadBarrierOnFollower(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	ctx := context.Background()
+	lead := c.leader(0)
+	f := c.node((lead + 1) % 3)
+	for i := 0; i < 50; i++ {
+		res, err := c.node(lead).Append(ctx, fmt.Sprint("k", i), []NewRecord{rec("x")})
+		require.NoError(t, err)
+		require.NoError(t, f.ReadBarrier(ctx, 0))
+		seq, err := f.KeySeq(ctx, res.Partition, fmt.Sprint("k", i))
+		require.NoError(t, err)
+		require.Equal(t, uint64(1), seq, "append %d visible on the follower", i)
+		require.NoError(t, c.node(lead).ReadBarrier(ctx, 0))
+	}
+	require.ErrorIs(t, f.ReadBarrier(ctx, 5), ErrUnknownPartition)
+}

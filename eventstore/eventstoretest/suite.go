@@ -181,6 +181,13 @@ func testIdempotentRetry(t *testing.T, c Cluster) {
 	}
 	first, err := node(c, 0).Append(ctx, "order-7", eventstore.NoStream, evs)
 	require.NoError(t, err)
+	// Barrier makes every node see it without knowing its position.
+	for i := 0; i < c.Size; i++ {
+		require.NoError(t, node(c, i).Barrier(ctx))
+		info, err := node(c, i).Stream(ctx, "order-7")
+		require.NoError(t, err)
+		require.Equal(t, first.LastVersion, info.Version, "node %d after Barrier", i)
+	}
 	// The retry of an append that was acknowledged (or whose outcome was
 	// unknown) returns the original result, from any node, even though its
 	// expectation no longer holds.
@@ -513,6 +520,19 @@ func testSubscribeFilters(t *testing.T, c Cluster) {
 		require.NoError(t, err)
 		require.Equal(t, head, cp[p], "checkpoint of partition %d is past the filtered events", p)
 	}
+	// Poll reports a partition read only to be skipped as an empty batch,
+	// with the checkpoint moved past it.
+	none, err := s.Subscribe(ctx, eventstore.SubscribeOptions{EventTypes: []string{"Nope"}, Partitions: []int{last.Partition}})
+	require.NoError(t, err)
+	empty, err := none.Poll(ctx, 10)
+	require.NoError(t, err)
+	require.Empty(t, empty)
+	require.Equal(t, last.Partition, none.PollPartition())
+	head, err := s.Head(last.Partition)
+	require.NoError(t, err)
+	require.Equal(t, head, none.Checkpoint()[last.Partition])
+	none.Close()
+
 	// System streams ('$...') are skipped unless asked for.
 	sys, err := s.Append(ctx, "$snapshot-order-1", eventstore.Any, []eventstore.EventData{ev("Snapshot", "{}")})
 	require.NoError(t, err)
@@ -744,7 +764,7 @@ func testSurvivesRestart(t *testing.T, c Cluster) {
 	acked := appendN(t, c, "keep", 40)
 	_, err := node(c, 0).TruncateStream(ctx, "keep-1", 3, eventstore.Any)
 	require.NoError(t, err)
-	_, err = node(c, 1).DeleteStream(ctx, "keep-2", eventstore.Any)
+	last, err := node(c, 1).DeleteStream(ctx, "keep-2", eventstore.Any)
 	require.NoError(t, err)
 	for i := 0; i < c.Size; i++ {
 		c.Stop(t, i)
@@ -755,6 +775,9 @@ func testSurvivesRestart(t *testing.T, c Cluster) {
 	if c.Leader != nil {
 		c.Leader(t)
 	}
+	// A node that had not applied the last writes when it stopped applies
+	// them once it learns the commit index again.
+	syncAll(t, c, last)
 	s := node(c, 0)
 	for _, r := range acked {
 		if r.Stream == "keep-1" || r.Stream == "keep-2" {

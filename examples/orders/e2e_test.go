@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The end-to-end test: the service as a user runs it, three processes on
+// 127.0.0.1, one of them killed with SIGKILL mid-way and restarted.
+
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+type proc struct {
+	args []string
+	http string
+	cmd  *exec.Cmd
+	log  *os.File
+}
+
+func (p *proc) start(t *testing.T, bin string) {
+	cmd := exec.Command(bin, p.args...)
+	cmd.Stdout, cmd.Stderr = p.log, p.log
+	require.NoError(t, cmd.Start())
+	p.cmd = cmd
+}
+
+func (p *proc) kill() {
+	if p.cmd != nil && p.cmd.Process != nil {
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		p.cmd.Wait()
+		p.cmd = nil
+	}
+}
+
+// call makes an HTTP request and decodes a JSON answer into out (if set).
+func call(method, url, key string, body any, out any) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		return 0, err
+	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	client := http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.Unmarshal(data, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("decode %q: %w", data, err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type webhookLog struct {
+	mu   sync.Mutex
+	keys map[string]map[string]int // "order/event" -> idempotency key -> deliveries
+}
+
+func (w *webhookLog) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	var n notification
+	if err := json.NewDecoder(r.Body).Decode(&n); err != nil {
+		http.Error(rw, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	k := n.OrderID + "/" + n.Event
+	if w.keys[k] == nil {
+		w.keys[k] = map[string]int{}
+	}
+	w.keys[k][r.Header.Get("Idempotency-Key")]++
+}
+
+func TestEndToEndThreeNodeCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the service and runs three processes")
+	}
+	bin := filepath.Join(t.TempDir(), "orders")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	require.NoError(t, build.Run(), "build the service")
+
+	hooks := &webhookLog{keys: map[string]map[string]int{}}
+	receiver := httptest.NewServer(hooks)
+	defer receiver.Close()
+
+	dir := t.TempDir()
+	var cluster, peers []string
+	for i := 0; i < 3; i++ {
+		cluster = append(cluster, freePort(t))
+		peers = append(peers, fmt.Sprintf("n%d=%s", i+1, cluster[i]))
+	}
+	procs := make([]*proc, 3)
+	for i := range procs {
+		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("n%d.log", i+1)))
+		require.NoError(t, err)
+		defer logf.Close()
+		p := &proc{http: freePort(t), log: logf}
+		p.args = []string{"-data", filepath.Join(dir, fmt.Sprintf("n%d", i+1)), "-http", p.http,
+			"-node", fmt.Sprintf("n%d", i+1), "-addr", cluster[i], "-peers", strings.Join(peers, ","),
+			"-notify-url", receiver.URL}
+		procs[i] = p
+		p.start(t, bin)
+		defer p.kill()
+	}
+	for _, p := range procs {
+		eventually(t, 60*time.Second, "node "+p.http+" serving", func() bool {
+			code, err := call("GET", "http://"+p.http+"/status", "", nil, nil)
+			return err == nil && code == 200
+		})
+	}
+
+	// retry sends a request until it gets an answer from the service,
+	// across the other live nodes; a 503 or a dropped connection is retried
+	// with the same Idempotency-Key.
+	live := func() []*proc {
+		var out []*proc
+		for _, p := range procs {
+			if p.cmd != nil {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	retry := func(first int, method, path, key string, body, out any) int {
+		deadline := time.Now().Add(60 * time.Second)
+		for i := first; ; i++ {
+			ps := live()
+			p := ps[i%len(ps)]
+			code, err := call(method, "http://"+p.http+path, key, body, out)
+			if err == nil && code != http.StatusServiceUnavailable && code != http.StatusInternalServerError {
+				return code
+			}
+			require.True(t, time.Now().Before(deadline), "%s %s: no answer (last %d %v)", method, path, code, err)
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+
+	const orders = 60
+	var acked []string
+	paid := map[string]bool{}
+	// The victim is the leader: the hardest node to lose.
+	victim := -1
+	eventually(t, 30*time.Second, "a leader", func() bool {
+		for i, p := range procs {
+			var st struct {
+				Groups []struct{ State string } `json:"raft_groups"`
+			}
+			if code, err := call("GET", "http://"+p.http+"/status", "", nil, &st); err == nil && code == 200 && len(st.Groups) > 0 && st.Groups[0].State == "Leader" {
+				victim = i
+				return true
+			}
+		}
+		return false
+	})
+	for i := 0; i < orders; i++ {
+		if i == orders/2 {
+			procs[victim].kill() // SIGKILL, mid-way
+		}
+		var res struct {
+			ID      string `json:"id"`
+			Version int    `json:"version"`
+		}
+		code := retry(i, "POST", "/orders", fmt.Sprintf("place-%d", i), map[string]any{
+			"customer": fmt.Sprintf("c%d", i%5), "items": []map[string]any{{"sku": "book", "qty": 1 + i%3, "price_cents": 1000}},
+		}, &res)
+		require.Equal(t, http.StatusCreated, code, "place order %d", i)
+		acked = append(acked, res.ID)
+		if i%2 == 0 {
+			amount := (1 + i%3) * 1000
+			code = retry(i+1, "POST", "/orders/"+res.ID+"/pay", "", map[string]any{"amount_cents": amount}, nil)
+			// A retried payment whose first attempt went through is refused
+			// as a second payment: it is paid either way.
+			require.Contains(t, []int{http.StatusOK, http.StatusConflict}, code, "pay order %d", i)
+			paid[res.ID] = true
+		}
+	}
+	procs[victim].start(t, bin)
+
+	// Every acknowledged order is readable on every node.
+	for _, p := range procs {
+		for _, id := range acked {
+			eventually(t, 60*time.Second, "order "+id+" on "+p.http, func() bool {
+				var o struct{ Status string }
+				code, err := call("GET", "http://"+p.http+"/orders/"+id, "", nil, &o)
+				return err == nil && code == 200 && (o.Status == "paid") == paid[id]
+			})
+		}
+	}
+	// Every node's stats converge to the same totals.
+	want := statsView{Orders: orders, Paid: int64(len(paid))}
+	for i := 0; i < orders; i += 2 {
+		want.RevenueCents += int64((1 + i%3) * 1000)
+	}
+	for _, p := range procs {
+		eventually(t, 60*time.Second, "stats on "+p.http, func() bool {
+			var s statsView
+			code, err := call("GET", "http://"+p.http+"/views/stats", "", nil, &s)
+			return err == nil && code == 200 && s == want
+		})
+	}
+	// Every payment was notified at least once, each with a single ID.
+	eventually(t, 60*time.Second, "every notification", func() bool {
+		hooks.mu.Lock()
+		defer hooks.mu.Unlock()
+		for id := range paid {
+			if len(hooks.keys[id+"/OrderPaid"]) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	hooks.mu.Lock()
+	defer hooks.mu.Unlock()
+	redelivered := 0
+	for k, ids := range hooks.keys {
+		require.Len(t, ids, 1, "notification %s came with %d different IDs", k, len(ids))
+		for _, n := range ids {
+			redelivered += n - 1
+		}
+	}
+	t.Logf("%d orders (%d paid) through 3 nodes with the leader n%d killed mid-way; %d notifications, %d redelivered with the same ID",
+		orders, len(paid), victim+1, len(hooks.keys), redelivered)
+}
+
+func jsonBody(v any) io.Reader {
+	b, _ := json.Marshal(v)
+	return bytes.NewReader(b)
+}
+
+func stringsReader(s string) io.Reader { return strings.NewReader(s) }

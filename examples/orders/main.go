@@ -1,0 +1,176 @@
+// Command orders is an order service built on esraft: an Order aggregate
+// in the event store, two SQLite read models kept by local projections on
+// every node, and a notification handler run as a consumer group that
+// sends webhooks through an outbox. One process is the embedded
+// single-node default; three processes with -node, -addr and -peers form
+// a replicated cluster, and any node accepts any call.
+//
+//	go run ./examples/orders                       # one node, data in ./data, HTTP on :8080
+//	go run ./examples/orders -data d1 -http 127.0.0.1:8081 -node n1 -addr 127.0.0.1:7001 \
+//	    -peers n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/esraft/esraft/aggregate"
+	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/projection"
+)
+
+type config struct {
+	data, http, node, addr, peers, join, notifyURL string
+	nonVoter                                       bool
+}
+
+func main() {
+	var cfg config
+	flag.StringVar(&cfg.data, "data", "./data", "data directory")
+	flag.StringVar(&cfg.http, "http", "127.0.0.1:8080", "HTTP listen address")
+	flag.StringVar(&cfg.node, "node", "", "node ID (cluster mode)")
+	flag.StringVar(&cfg.addr, "addr", "", "cluster address to listen on, host:port (cluster mode)")
+	flag.StringVar(&cfg.peers, "peers", "", "static bootstrap: id1=host:port,id2=host:port,... (the same on every node)")
+	flag.StringVar(&cfg.join, "join", "", "cluster address of a member to join through")
+	flag.BoolVar(&cfg.nonVoter, "worker", false, "join as a non-voting worker node")
+	flag.StringVar(&cfg.notifyURL, "notify-url", "", "webhook URL for notifications (default: a JSONL file in the data directory)")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "orders:", err)
+		os.Exit(1)
+	}
+}
+
+// app is the running service.
+type app struct {
+	ctx         context.Context
+	store       *eventstore.Store
+	orders      *aggregate.Repository[Order]
+	ordersDB    *projection.DB
+	statsDB     *projection.DB
+	projections map[string]*projection.Local
+	notifier    *projection.Group
+}
+
+// run starts the service and serves until ctx ends; ready, if set, is told
+// the HTTP address once requests are served.
+func run(ctx context.Context, cfg config, ready func(httpAddr string)) error {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	opts, err := storeOptions(cfg)
+	if err != nil {
+		return err
+	}
+	openCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	store, err := eventstore.Open(openCtx, filepath.Join(cfg.data, "log"), opts...)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	a := &app{ctx: ctx, store: store, projections: map[string]*projection.Local{}}
+	a.orders = aggregate.NewRepository(store, orders())
+	if a.ordersDB, err = projection.OpenSQLite(ctx, filepath.Join(cfg.data, "views", "orders"), ordersSchema...); err != nil {
+		return err
+	}
+	defer a.ordersDB.Close()
+	if a.statsDB, err = projection.OpenSQLite(ctx, filepath.Join(cfg.data, "views", "stats"), statsSchema...); err != nil {
+		return err
+	}
+	defer a.statsDB.Close()
+	only := projection.Options{Categories: []string{"order"}}
+	a.projections["orders"] = projection.NewLocal(store, a.ordersDB, "orders", ordersHandler, only)
+	a.projections["stats"] = projection.NewLocal(store, a.statsDB, "stats", statsHandler, only)
+
+	notify, err := startNotifications(ctx, store, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer notify.close()
+	a.notifier = notify.group
+
+	runners := make(chan error, 3)
+	for name, p := range a.projections {
+		go func() {
+			if err := p.Run(ctx); err != nil {
+				runners <- fmt.Errorf("projection %s: %w", name, err)
+			}
+		}()
+	}
+	go func() {
+		if err := notify.group.Run(ctx); err != nil {
+			runners <- fmt.Errorf("notifier: %w", err)
+		}
+	}()
+
+	ln, err := net.Listen("tcp", cfg.http)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("serving", "http", ln.Addr().String(), "node", store.Log().NodeID(), "cluster", store.Log().Addr())
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-served:
+	case err = <-runners:
+	}
+	shut, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Shutdown(shut)
+	log.Info("stopped")
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// storeOptions turns the cluster flags into store options.
+func storeOptions(cfg config) ([]eventstore.Option, error) {
+	if cfg.node == "" && cfg.addr == "" {
+		if cfg.peers != "" || cfg.join != "" {
+			return nil, errors.New("-peers and -join need -node and -addr")
+		}
+		return nil, nil
+	}
+	if cfg.node == "" || cfg.addr == "" {
+		return nil, errors.New("cluster mode needs both -node and -addr")
+	}
+	opts := []eventstore.Option{eventstore.Node(cfg.node, cfg.addr)}
+	if cfg.peers != "" {
+		var peers []eventstore.Peer
+		for _, p := range strings.Split(cfg.peers, ",") {
+			id, addr, ok := strings.Cut(strings.TrimSpace(p), "=")
+			if !ok || id == "" || addr == "" {
+				return nil, fmt.Errorf("-peers: %q is not id=host:port", p)
+			}
+			peers = append(peers, eventstore.Peer{ID: id, Addr: addr})
+		}
+		opts = append(opts, eventstore.Peers(peers...))
+	}
+	if cfg.join != "" {
+		opts = append(opts, eventstore.Join(cfg.join))
+	}
+	if cfg.nonVoter {
+		opts = append(opts, eventstore.NonVoter())
+	}
+	return opts, nil
+}
