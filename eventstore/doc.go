@@ -33,9 +33,12 @@
 //     A retry after ErrUnknownOutcome or ErrUnavailable with the same IDs
 //     is therefore always safe inside the window.
 //   - Reads are served by the node's own replica and see only committed
-//     events. After Append returns, reads on the node that took it see it;
-//     another node sees it once it has applied the append's Position
-//     (Sync waits for that).
+//     events. Append waits, within its ctx, until the node that took it
+//     has applied the append, so reads there see it; if ctx ends first
+//     (the node cut off from the leader after the commit) it still reports
+//     the committed result, which is durable. Any node sees an append once
+//     it has applied its Position (Sync waits for that), and Barrier makes
+//     a node's reads include every write acknowledged before it.
 //   - Subscriptions deliver each partition's events in offset order, from
 //     a checkpoint or from now, catching up on history and then following
 //     new events as they apply, with no gap and no duplicate in between.

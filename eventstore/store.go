@@ -187,8 +187,10 @@ func Recreate() AppendOption { return appendOptionFunc(func(s *appendSettings) {
 
 // Append appends events, in order, to stream if expected holds, and
 // returns once they are committed by a quorum and applied (durable on
-// acknowledge). Any node accepts appends; when it returns, reads on the
-// node that took the append see it (on other nodes, see Sync). It is idempotent by event ID: if
+// acknowledge). Any node accepts appends. Append then waits, within ctx,
+// until the node that took it has applied it, so reads there see it; if
+// ctx ends first it still returns the committed result (Sync with its
+// Position waits for the local apply). It is idempotent by event ID: if
 // every event ID was appended before (a retry after a timeout), nothing is
 // written and the original result comes back with Duplicate set.
 //
