@@ -137,6 +137,15 @@ func encodeAppendReply(res AppendResult, err error) []byte {
 	}
 }
 
+// retryReply is the error of a reply that asks the caller to try again:
+// replyNotLeader (definitely not applied) or replyUnknown (maybe applied).
+func retryReply(code byte) error {
+	if code == replyUnknown {
+		return &retryError{unknown: true, cause: raft.ErrLeadershipLost}
+	}
+	return &retryError{cause: raft.ErrNotLeader}
+}
+
 // remoteError keeps a leader's error text while matching our sentinel.
 type remoteError struct {
 	sentinel error
@@ -160,10 +169,8 @@ func decodeAppendReply(b []byte) (AppendResult, error) {
 		res.Position.Group = int(d.uvarint())
 		res.Position.Index = d.uvarint()
 		res.Duplicate = d.byte() == 1
-	case replyNotLeader:
-		err = &retryError{cause: raft.ErrNotLeader}
-	case replyUnknown:
-		err = &retryError{unknown: true, cause: raft.ErrLeadershipLost}
+	case replyNotLeader, replyUnknown:
+		err = retryReply(b[0])
 	case replyKeySeq:
 		kse := &KeySeqError{Partition: int(d.uvarint()), Key: d.string(), Condition: KeyCondition(d.byte())}
 		kse.Expected, kse.Actual, kse.Deleted = d.uvarint(), d.uvarint(), d.byte() == 1

@@ -200,10 +200,8 @@ func decodeGroupReply(b []byte) (GroupState, error) {
 	switch d.byte() {
 	case replyOK:
 		st = d.groupState()
-	case replyNotLeader:
-		err = &retryError{cause: raft.ErrNotLeader}
-	case replyUnknown:
-		err = &retryError{unknown: true, cause: raft.ErrLeadershipLost}
+	case replyNotLeader, replyUnknown:
+		err = retryReply(b[0])
 	case replyStale:
 		err = &StaleGenerationError{Group: d.string(), Member: d.string(), Partition: int(d.uvarint()), Generation: d.uvarint(), Current: d.uvarint(), Owner: d.string()}
 	case replyUnknownMember:
@@ -219,37 +217,26 @@ func decodeGroupReply(b []byte) (GroupState, error) {
 	return st, err
 }
 
+// encodeGroupState is a group's state on the wire: its name, then the
+// stored form of the group.
 func encodeGroupState(b []byte, s *GroupState) []byte {
-	b = appendString(b, s.Group)
-	b = binary.AppendUvarint(b, s.Generation)
-	b = binary.AppendUvarint(b, uint64(len(s.Members)))
+	g := &cgroup{generation: s.Generation, members: map[string]*cmember{}, parts: s.Partitions}
 	for _, m := range s.Members {
-		b = appendString(b, m.ID)
-		b = binary.AppendVarint(b, int64(m.SessionTimeout))
-		b = binary.AppendVarint(b, m.LastSeen.UnixNano())
+		g.members[m.ID] = &cmember{session: int64(m.SessionTimeout), lastSeen: m.LastSeen.UnixNano()}
 	}
-	b = binary.AppendUvarint(b, uint64(len(s.Partitions)))
-	for _, a := range s.Partitions {
-		b = appendString(b, a.Owner)
-		b = binary.AppendUvarint(b, a.Generation)
-		b = appendString(b, a.Next)
-		b = binary.AppendUvarint(b, a.Committed)
-		b = appendParked(b, a.Parked)
-	}
-	return b
+	return encodeCGroup(appendString(b, s.Group), g)
 }
 
 func (d *decoder) groupState() GroupState {
-	s := GroupState{Group: d.string(), Generation: d.uvarint()}
-	n := d.count(3)
-	for i := 0; i < n; i++ {
-		s.Members = append(s.Members, GroupMember{ID: d.string(), SessionTimeout: time.Duration(d.varint()), LastSeen: time.Unix(0, d.varint()).UTC()})
+	name := d.string()
+	if d.err != nil {
+		return GroupState{}
 	}
-	n = d.count(4)
-	for i := 0; i < n; i++ {
-		a := PartitionAssignment{Partition: i, Owner: d.string(), Generation: d.uvarint(), Next: d.string(), Committed: d.uvarint()}
-		a.Parked = d.parked()
-		s.Partitions = append(s.Partitions, a)
+	g, err := decodeCGroup(d.b)
+	d.b = nil
+	if err != nil {
+		d.err = err
+		return GroupState{}
 	}
-	return s
+	return g.state(name)
 }
