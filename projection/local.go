@@ -72,7 +72,7 @@ func (r *Local) Run(ctx context.Context) error {
 		err = p.run(liveCtx)
 		cancel()
 		close(done)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
 			r.setState("stopped")
 			return nil
 		}
@@ -250,17 +250,23 @@ func (p *proc) applyTx(ctx context.Context, evs []eventstore.Event, after uint64
 
 // applyPrefix handles evs[:limit] in one transaction and commits it with
 // the checkpoint, or, if the handler fails on evs[i], rolls back and
-// returns i and the error.
+// returns i and the error. The in-memory checkpoint and parking change only
+// once the transaction has committed.
 func (p *proc) applyPrefix(ctx context.Context, evs []eventstore.Event, limit int, after uint64) (int, error, error) {
 	part := evs[0].Partition
 	var herr error
 	n := 0
+	parked := map[parkKey]int{}
+	next := max(after, evs[len(evs)-1].Offset+1)
+	if limit < len(evs) {
+		next = evs[limit].Offset
+	}
 	err := p.db.Update(ctx, func(tx *sql.Tx) error {
 		ctx := withTxStmts(ctx, tx)
 		for n = 0; n < limit; n++ {
 			ev := evs[n]
-			if p.parkedKeys[parkKey{part, ev.Stream}] {
-				if err := p.park(ctx, tx, ev, "waiting behind an earlier parked event of its stream", 0); err != nil {
+			if k := (parkKey{part, ev.Stream}); p.parkedKeys[k] || parked[k] > 0 {
+				if err := p.park(ctx, tx, ev, "waiting behind an earlier parked event of its stream", 0, parked); err != nil {
 					return err
 				}
 				continue
@@ -268,10 +274,6 @@ func (p *proc) applyPrefix(ctx context.Context, evs []eventstore.Event, limit in
 			if herr = p.r.h(ctx, tx, ev); herr != nil {
 				return herr
 			}
-		}
-		next := max(after, evs[len(evs)-1].Offset+1)
-		if limit < len(evs) {
-			next = evs[limit].Offset
 		}
 		if err := p.setCheckpoint(ctx, tx, part, next); err != nil {
 			return err
@@ -282,17 +284,25 @@ func (p *proc) applyPrefix(ctx context.Context, evs []eventstore.Event, limit in
 		return nil
 	})
 	if herr != nil {
-		p.reloadParked(nil)
 		return n, herr, nil
 	}
 	if err != nil {
-		p.reloadParked(nil)
 		return 0, nil, err
 	}
+	p.committed(part, next, parked)
 	if p.r.testAfterCommit != nil {
 		p.r.testAfterCommit(evs[:limit])
 	}
 	return limit, nil, nil
+}
+
+// committed records in memory what a committed transaction wrote.
+func (p *proc) committed(part int, next uint64, parked map[parkKey]int) {
+	p.checkpoints[part] = max(p.checkpoints[part], next)
+	for k, n := range parked {
+		p.parkedKeys[k] = true
+		p.parked[k.partition] += n
+	}
 }
 
 // advance stores a checkpoint moved past events the filters skip.
@@ -303,36 +313,24 @@ func (p *proc) advance(ctx context.Context, part int, next uint64) error {
 		return nil
 	}
 	err := p.db.Update(ctx, func(tx *sql.Tx) error { return p.setCheckpoint(ctx, tx, part, next) })
-	if err != nil {
-		p.reloadParked(nil)
+	if err == nil {
+		p.committed(part, next, nil)
 	}
 	return err
-}
-
-// reloadParked forgets the in-memory changes (parking, checkpoints) of a
-// rolled-back transaction.
-func (p *proc) reloadParked(evs []eventstore.Event) {
-	fresh, err := p.r.newProc(p.db)
-	if err == nil {
-		p.parkedKeys, p.parked, p.checkpoints = fresh.parkedKeys, fresh.parked, fresh.checkpoints
-	}
 }
 
 func (p *proc) setCheckpoint(ctx context.Context, tx *sql.Tx, part int, next uint64) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO esraft_checkpoints (projection, partition, next_offset) VALUES (?, ?, ?)
 		ON CONFLICT (projection, partition) DO UPDATE SET next_offset = excluded.next_offset`, p.r.name, part, next)
-	if err == nil {
-		p.checkpoints[part] = next
-	}
 	return err
 }
 
-func (p *proc) park(ctx context.Context, tx *sql.Tx, ev eventstore.Event, msg string, attempts int) error {
+// park writes ev to the parked table in tx and counts it in pending.
+func (p *proc) park(ctx context.Context, tx *sql.Tx, ev eventstore.Event, msg string, attempts int, pending map[parkKey]int) error {
 	_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO esraft_parked (projection, partition, offset, stream, event_type, error, attempts)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`, p.r.name, ev.Partition, ev.Offset, ev.Stream, ev.Type, msg, attempts)
 	if err == nil {
-		p.parkedKeys[parkKey{ev.Partition, ev.Stream}] = true
-		p.parked[ev.Partition]++
+		pending[parkKey{ev.Partition, ev.Stream}]++
 	}
 	return err
 }
@@ -351,20 +349,22 @@ func (p *proc) retryOrPark(ctx context.Context, ev eventstore.Event, herr error)
 			return p.setCheckpoint(ctx, tx, ev.Partition, ev.Offset+1)
 		})
 		if err == nil {
+			p.committed(ev.Partition, ev.Offset+1, nil)
 			return nil
 		}
 		if herr == nil {
 			return err // the database failed, not the handler
 		}
 	}
+	parked := map[parkKey]int{}
 	err := p.db.Update(ctx, func(tx *sql.Tx) error {
-		if err := p.park(ctx, tx, ev, herr.Error(), p.r.opt.MaxAttempts); err != nil {
+		if err := p.park(ctx, tx, ev, herr.Error(), p.r.opt.MaxAttempts, parked); err != nil {
 			return err
 		}
 		return p.setCheckpoint(ctx, tx, ev.Partition, ev.Offset+1)
 	})
-	if err != nil {
-		p.reloadParked(nil)
+	if err == nil {
+		p.committed(ev.Partition, ev.Offset+1, parked)
 	}
 	return err
 }

@@ -122,6 +122,18 @@ func TestLocalExactlyOnceAcrossCrashes(t *testing.T) {
 	}
 	require.Greater(t, crashes, 3, "crashes were injected")
 	rows, distinct := countHandled(t, db)
+	if rows != 20000 {
+		for p := 0; p < s.Partitions(); p++ {
+			head, _ := s.Head(p)
+			var n, maxOff int
+			var cp int64
+			db.View(context.Background(), func(d *sql.DB) error {
+				d.QueryRow(`SELECT count(*), coalesce(max(offset),-1) FROM handled WHERE partition = ?`, p).Scan(&n, &maxOff)
+				return d.QueryRow(`SELECT next_offset FROM esraft_checkpoints WHERE partition = ?`, p).Scan(&cp)
+			})
+			t.Logf("partition %d: head %d, handled %d (max offset %d), checkpoint %d", p, head, n, maxOff, cp)
+		}
+	}
 	require.Equal(t, 20000, rows, "every event handled exactly once")
 	require.Equal(t, 20000, distinct)
 	t.Logf("20000 events, %d crashes between handling and commit", crashes)
