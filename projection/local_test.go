@@ -83,12 +83,15 @@ func TestLocalExactlyOnceAcrossCrashes(t *testing.T) {
 	db, err := OpenSQLite(context.Background(), t.TempDir(), testSchema...)
 	require.NoError(t, err)
 	defer db.Close()
-	appendEvents(t, s, "acct", 20000, 50, 50)
+	const total = 100000
+	appendEvents(t, s, "acct", total, 50, 100)
 
 	crashes := 0
 	var batches atomic.Int64
 	for {
-		r := NewLocal(s, db, "model", recordHandler, fastOptions())
+		opt := fastOptions()
+		opt.BatchSize = 500
+		r := NewLocal(s, db, "model", recordHandler, opt)
 		r.testBeforeCommit = func() error {
 			if batches.Add(1)%17 == 0 {
 				return errors.New("injected crash before commit")
@@ -122,7 +125,7 @@ func TestLocalExactlyOnceAcrossCrashes(t *testing.T) {
 	}
 	require.Greater(t, crashes, 3, "crashes were injected")
 	rows, distinct := countHandled(t, db)
-	if rows != 20000 {
+	if rows != total {
 		for p := 0; p < s.Partitions(); p++ {
 			head, _ := s.Head(p)
 			var n, maxOff int
@@ -134,9 +137,9 @@ func TestLocalExactlyOnceAcrossCrashes(t *testing.T) {
 			t.Logf("partition %d: head %d, handled %d (max offset %d), checkpoint %d", p, head, n, maxOff, cp)
 		}
 	}
-	require.Equal(t, 20000, rows, "every event handled exactly once")
-	require.Equal(t, 20000, distinct)
-	t.Logf("20000 events, %d crashes between handling and commit", crashes)
+	require.Equal(t, total, rows, "every event handled exactly once")
+	require.Equal(t, total, distinct)
+	t.Logf("%d events, %d crashes between handling and commit", total, crashes)
 }
 
 // A poison event is parked after MaxAttempts; its stream's later events
