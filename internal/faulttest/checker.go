@@ -74,7 +74,8 @@ type Report struct {
 	AnomalyNotes        map[string][]string
 
 	// Time from a fault to the first acknowledged append sent after it, by
-	// fault kind.
+	// fault kind; for a fault aimed at one group's leader, the first such
+	// append to that group.
 	Resume map[string]Dist
 	// Unresumed counts faults after which no append sent later was
 	// acknowledged before the run ended.
@@ -435,12 +436,15 @@ func Check(ops []*Op, logs []NodeLog, obs *observed, an *Anomalies, faults []Fau
 	}
 	// Faults and time to resumed writes.
 	r.Faults = len(faults)
-	type okAttempt struct{ start, end time.Time }
+	type okAttempt struct {
+		start, end time.Time
+		group      int
+	}
 	var oks []okAttempt
 	for _, op := range ops {
 		for _, a := range op.Attempts {
 			if a.Outcome == wire.OutcomeOK {
-				oks = append(oks, okAttempt{a.Start, a.End})
+				oks = append(oks, okAttempt{a.Start, a.End, op.Res.Group})
 			}
 		}
 	}
@@ -455,6 +459,9 @@ func Check(ops []*Op, logs []NodeLog, obs *observed, an *Anomalies, faults []Fau
 		for _, a := range oks[sort.Search(len(oks), func(i int) bool { return !oks[i].start.Before(f.Start) }):] {
 			if best >= 0 && a.start.Sub(f.Start) >= best {
 				break // later sends cannot finish sooner than best
+			}
+			if f.Group >= 0 && a.group != f.Group {
+				continue // a leader fault: writes to the group it hit
 			}
 			if d := a.end.Sub(f.Start); best < 0 || d < best {
 				best = d

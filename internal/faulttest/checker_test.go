@@ -38,12 +38,14 @@ func history(n int) ([]*Op, []NodeLog) {
 
 func TestCheckCleanHistory(t *testing.T) {
 	ops, logs := history(5)
-	r := Check(ops, logs, nil, nil, []Fault{{Kind: FaultKillLeader, Start: time.Unix(1001, 500)}})
+	r := Check(ops, logs, nil, nil, []Fault{{Kind: FaultKillLeader, Start: time.Unix(1001, 500)}, {Kind: FaultKillLeader, Group: 1, Start: time.Unix(1001, 500)}})
 	require.Empty(t, r.Violations())
 	require.Equal(t, 5, r.Acked)
 	require.Equal(t, 5, r.FinalRecords)
 	// The first append sent after the fault (at 1002 s) took 10 ms.
 	require.Equal(t, time.Second+10*time.Millisecond-500, r.Resume[FaultKillLeader].P50)
+	// No append went to group 1: writes there never resumed.
+	require.Equal(t, 1, r.Unresumed)
 }
 
 // TestCheckFindsViolations breaks a clean history in one way at a time and

@@ -229,25 +229,47 @@ func (c *Cluster) Start(ctx context.Context, i int) error {
 }
 
 // Kill sends SIGKILL to node i's process and waits for it to exit.
-func (c *Cluster) Kill(i int) error {
-	n := c.nodes[i]
-	n.mu.Lock()
-	if !n.running {
+func (c *Cluster) Kill(i int) error { return c.KillMany([]int{i}, nil) }
+
+// KillMany sends SIGKILL to the processes of nodes idx, all of them before
+// waiting for any to exit; sent, if not nil, runs once every signal is
+// sent.
+func (c *Cluster) KillMany(idx []int, sent func()) error {
+	type victim struct {
+		n      *Node
+		pid    int
+		exited chan struct{}
+	}
+	var vs []victim
+	var errs []error
+	for _, i := range idx {
+		n := c.nodes[i]
+		n.mu.Lock()
+		if !n.running {
+			n.mu.Unlock()
+			continue
+		}
+		n.expect = true
+		v := victim{n: n, pid: n.pid, exited: n.exited}
 		n.mu.Unlock()
-		return nil
+		if err := syscall.Kill(v.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("faulttest: kill %s pid %d: %w", n.ID, v.pid, err))
+			continue
+		}
+		vs = append(vs, v)
 	}
-	n.expect = true
-	pid, exited := n.pid, n.exited
-	n.mu.Unlock()
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("faulttest: kill %s pid %d: %w", n.ID, pid, err)
+	if sent != nil {
+		sent()
 	}
-	select {
-	case <-exited:
-		return nil
-	case <-time.After(30 * time.Second):
-		return fmt.Errorf("faulttest: %s pid %d still running 30s after SIGKILL", n.ID, pid)
+	deadline := time.After(30 * time.Second)
+	for _, v := range vs {
+		select {
+		case <-v.exited:
+		case <-deadline:
+			errs = append(errs, fmt.Errorf("faulttest: %s pid %d still running 30s after SIGKILL", v.n.ID, v.pid))
+		}
 	}
+	return errors.Join(errs...)
 }
 
 // Pause sends SIGSTOP to node i's process.

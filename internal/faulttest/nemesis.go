@@ -40,6 +40,9 @@ type Fault struct {
 	Kind  string
 	Nodes []int    // the nodes killed, paused or isolated; both ends of a cut link
 	Mode  LinkMode // of a network fault
+	// Group is the raft group whose leader a leader fault targets; -1 for
+	// faults that target no group in particular.
+	Group int
 	Hold  time.Duration
 	// Start is when the fault was injected, Healed when it was undone,
 	// Recovered when every node ran again and agreed on a leader of every
@@ -54,6 +57,9 @@ func (f Fault) String() string {
 		ns = append(ns, fmt.Sprintf("n%d", n+1))
 	}
 	s := fmt.Sprintf("#%d %s [%s] hold %v", f.Seq, f.Kind, strings.Join(ns, ","), f.Hold.Round(time.Millisecond))
+	if f.Group >= 0 {
+		s += fmt.Sprintf(" (leader of group %d)", f.Group)
+	}
 	if f.Kind == FaultIsolateLeader || f.Kind == FaultPartitionRandom || f.Kind == FaultCutLink {
 		s += " " + f.Mode.String()
 	}
@@ -153,10 +159,13 @@ func (n *nemesis) run(ctx context.Context) {
 // of a leader depends on the cluster: every other draw is the same for a
 // given seed.
 func (n *nemesis) plan(seq int) Fault {
-	f := Fault{Seq: seq, Kind: n.pick()}
+	f := Fault{Seq: seq, Kind: n.pick(), Group: -1}
 	size := n.c.Size()
 	randomNode := n.rng.IntN(size)
 	group := n.rng.IntN(n.groups)
+	if f.Kind == FaultKillLeader || f.Kind == FaultPauseLeader || f.Kind == FaultIsolateLeader {
+		f.Group = group
+	}
 	mode := LinkDrop
 	if n.rng.IntN(2) == 0 {
 		mode = LinkBlackhole
@@ -204,9 +213,9 @@ func (n *nemesis) inject(f *Fault) {
 	}
 	switch f.Kind {
 	case FaultKillLeader, FaultKillNode, FaultKillNodeLong, FaultKillAll:
-		for _, i := range f.Nodes {
-			note(n.c.Kill(i))
-		}
+		// The fault starts when the last signal is sent: a node killed
+		// later than the others could acknowledge appends meanwhile.
+		note(n.c.KillMany(f.Nodes, func() { f.Start = time.Now() }))
 	case FaultPauseLeader, FaultPauseNode:
 		note(n.c.Pause(f.Nodes[0]))
 	case FaultIsolateLeader, FaultPartitionRandom:
