@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -76,7 +77,7 @@ func Run(ctx context.Context, cfg Config, logf func(string, ...any)) (*Report, e
 
 	hist := &History{}
 	obs := newObserved(cfg.Cluster.Partitions)
-	apps := &appenders{cfg: cfg.Workload, c: c, cl: cl, hist: hist, an: an, seed: cfg.Seed}
+	apps := &appenders{cfg: cfg.Workload, c: c, cl: cl, hist: hist, an: an, seed: cfg.Seed, lastOK: make([]atomic.Int64, cfg.Cluster.Groups)}
 	rds := &readers{
 		c: c, cl: cl, obs: obs, an: an, partitions: cfg.Cluster.Partitions, seed: cfg.Seed, interval: cfg.ReadInterval,
 		streams: func(rng *rand.Rand) string {
@@ -115,6 +116,15 @@ func Run(ctx context.Context, cfg Config, logf func(string, ...any)) (*Report, e
 	nem.run(nctx)
 	ncancel()
 	faults := nem.Faults()
+	if n := len(faults); n > 0 {
+		// Let the workload show whether writes resumed after the last
+		// fault before stopping it.
+		f := faults[n-1]
+		deadline := time.Now().Add(30 * time.Second)
+		for !apps.resumedSince(f.Start, f.Group) && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond) // polling a condition, under a deadline
+		}
+	}
 	log("nemesis done: %d faults; stopping the workload", len(faults))
 	wcancel()
 	wg.Wait()

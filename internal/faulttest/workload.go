@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -116,6 +117,20 @@ type appenders struct {
 	hist *History
 	an   *Anomalies
 	seed uint64
+	// lastOK holds, per raft group, the start (Unix ns) of the latest
+	// acknowledged attempt.
+	lastOK []atomic.Int64
+}
+
+// resumedSince reports whether an attempt sent at or after t was
+// acknowledged, in group g (or in any group if g < 0).
+func (a *appenders) resumedSince(t time.Time, g int) bool {
+	for i := range a.lastOK {
+		if (g < 0 || g == i) && a.lastOK[i].Load() >= t.UnixNano() {
+			return true
+		}
+	}
+	return false
 }
 
 func (a *appenders) run(ctx context.Context) {
@@ -234,6 +249,14 @@ func (a *appenders) execute(ctx context.Context, rng *rand.Rand, op *Op, req wir
 		switch at.Outcome {
 		case wire.OutcomeOK:
 			op.Status, op.Res = OpAcked, res
+			if res.Group >= 0 && res.Group < len(a.lastOK) {
+				for start := at.Start.UnixNano(); ; {
+					cur := a.lastOK[res.Group].Load()
+					if cur >= start || a.lastOK[res.Group].CompareAndSwap(cur, start) {
+						break
+					}
+				}
+			}
 			return
 		case wire.OutcomeWrongVersion:
 			op.Status, op.Res = OpRejected, res
