@@ -1,0 +1,148 @@
+package faulttest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/esraft/esraft/internal/faulttest/wire"
+)
+
+// history builds a clean three-node history: n appends of one event each
+// to stream "s" in partition 0, all acknowledged, and the logs holding
+// them.
+func history(n int) ([]*Op, []NodeLog) {
+	var ops []*Op
+	var evs []wire.ReadEvent
+	t0 := time.Unix(1000, 0)
+	for i := range n {
+		id := uuid.New()
+		ops = append(ops, &Op{
+			Stream: "s", Owned: true, Expect: int64(i), IDs: []uuid.UUID{id}, Status: OpAcked,
+			Attempts: []Attempt{{Start: t0.Add(time.Duration(i) * time.Second), End: t0.Add(time.Duration(i)*time.Second + 10*time.Millisecond), Outcome: wire.OutcomeOK}},
+			Res:      wire.AppendResponse{Outcome: wire.OutcomeOK, FirstOffset: uint64(i), FirstVersion: uint64(i + 1), LastVersion: uint64(i + 1)},
+		})
+		evs = append(evs, wire.ReadEvent{ID: id, Stream: "s", Version: uint64(i + 1), Offset: uint64(i)})
+	}
+	var logs []NodeLog
+	for node := range 3 {
+		logs = append(logs, NodeLog{
+			Node: node, Heads: []uint64{uint64(n)}, Parts: [][]wire.ReadEvent{append([]wire.ReadEvent(nil), evs...)},
+			Digests: []string{"same-digest"},
+		})
+	}
+	return ops, logs
+}
+
+func TestCheckCleanHistory(t *testing.T) {
+	ops, logs := history(5)
+	r := Check(ops, logs, nil, nil, []Fault{{Kind: FaultKillLeader, Start: time.Unix(1001, 500)}, {Kind: FaultKillLeader, Group: 1, Start: time.Unix(1001, 500)}})
+	require.Empty(t, r.Violations())
+	require.Equal(t, 5, r.Acked)
+	require.Equal(t, 5, r.FinalRecords)
+	// The first append sent after the fault (at 1002 s) took 10 ms.
+	require.Equal(t, time.Second+10*time.Millisecond-500, r.Resume[FaultKillLeader].P50)
+	// No append went to group 1: writes there never resumed.
+	require.Equal(t, 1, r.Unresumed)
+}
+
+// TestCheckFindsViolations breaks a clean history in one way at a time and
+// expects the checker to name it.
+func TestCheckFindsViolations(t *testing.T) {
+	cases := []struct {
+		name   string
+		mutate func(ops []*Op, logs []NodeLog, obs *observed)
+		want   func(r *Report) int
+	}{
+		{"lost on every node", func(ops []*Op, logs []NodeLog, _ *observed) {
+			for i := range logs {
+				logs[i].Parts[0] = logs[i].Parts[0][:4]
+			}
+		}, func(r *Report) int { return r.LostAcked }},
+		{"lost on one node", func(ops []*Op, logs []NodeLog, _ *observed) {
+			logs[2].Parts[0] = logs[2].Parts[0][:4]
+			logs[2].Digests[0] = "other"
+		}, func(r *Report) int { return r.LostAcked }},
+		{"divergent digest", func(ops []*Op, logs []NodeLog, _ *observed) {
+			logs[1].Digests[0] = "other"
+		}, func(r *Report) int { return r.DivergentPartitions }},
+		{"divergent offset", func(ops []*Op, logs []NodeLog, _ *observed) {
+			logs[1].Parts[0][2], logs[1].Parts[0][3] = logs[1].Parts[0][3], logs[1].Parts[0][2]
+		}, func(r *Report) int { return r.DivergentOffsets }},
+		{"duplicate", func(ops []*Op, logs []NodeLog, _ *observed) {
+			e := logs[0].Parts[0][1]
+			e.Offset, e.Version = 5, 6
+			logs[0].Parts[0] = append(logs[0].Parts[0], e)
+		}, func(r *Report) int { return r.Duplicates }},
+		{"offset gap", func(ops []*Op, logs []NodeLog, _ *observed) {
+			logs[0].Parts[0][4].Offset = 7
+		}, func(r *Report) int { return r.OffsetGaps }},
+		{"offset reorder", func(ops []*Op, logs []NodeLog, _ *observed) {
+			logs[0].Parts[0][4].Offset = 2
+		}, func(r *Report) int { return r.OffsetReorders }},
+		{"version gap", func(ops []*Op, logs []NodeLog, _ *observed) {
+			logs[0].Parts[0][3].Version = 9
+		}, func(r *Report) int { return r.VersionGaps }},
+		{"ack mismatch", func(ops []*Op, logs []NodeLog, _ *observed) {
+			ops[2].Res.FirstOffset = 3
+		}, func(r *Report) int { return r.AckMismatch }},
+		{"expected version violated", func(ops []*Op, logs []NodeLog, _ *observed) {
+			ops[2].Expect = 7
+		}, func(r *Report) int { return r.ExpectViolated }},
+		{"rejected but present", func(ops []*Op, logs []NodeLog, _ *observed) {
+			ops[2].Status = OpRejected
+			ops[2].Owned = false
+		}, func(r *Report) int { return r.FailedButPresent }},
+		{"owned stream conflict", func(ops []*Op, logs []NodeLog, _ *observed) {
+			ops[0] = &Op{Stream: "s", Owned: true, Expect: 5, IDs: []uuid.UUID{uuid.New()}, Status: OpRejected}
+		}, func(r *Report) int { return r.OwnedConflicts }},
+		{"unknown record", func(ops []*Op, logs []NodeLog, _ *observed) {
+			for i := range logs {
+				logs[i].Parts[0] = append(logs[i].Parts[0], wire.ReadEvent{ID: uuid.New(), Stream: "s", Version: 6, Offset: 5})
+			}
+		}, func(r *Report) int { return r.UnknownRecords }},
+		{"partial append", func(ops []*Op, logs []NodeLog, _ *observed) {
+			ops[4].IDs = append(ops[4].IDs, uuid.New())
+			ops[4].Status = OpUnresolved
+		}, func(r *Report) int { return r.PartialAppends }},
+		{"unavailable but appended", func(ops []*Op, logs []NodeLog, _ *observed) {
+			ops[4].Status = OpUnresolved
+			ops[4].Attempts = []Attempt{{Outcome: wire.OutcomeUnavailable}}
+		}, func(r *Report) int { return r.UnavailableButAdded }},
+		{"dirty partition read", func(ops []*Op, logs []NodeLog, obs *observed) {
+			obs.record(wire.ReadEvent{ID: uuid.New(), Stream: "x", Version: 1, Partition: 0, Offset: 1})
+		}, func(r *Report) int { return r.DirtyReads }},
+		{"dirty stream read", func(ops []*Op, logs []NodeLog, obs *observed) {
+			obs.mu.Lock()
+			obs.recordVersionLocked(wire.ReadEvent{ID: logs[0].Parts[0][0].ID, Stream: "s", Version: 2})
+			obs.mu.Unlock()
+		}, func(r *Report) int { return r.DirtyReads }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ops, logs := history(5)
+			obs := newObserved(1)
+			tc.mutate(ops, logs, obs)
+			r := Check(ops, logs, obs, nil, nil)
+			require.NotZero(t, tc.want(r), "report:\n%s", r)
+			require.NotEmpty(t, r.Violations())
+		})
+	}
+}
+
+func TestCheckCountsIndeterminate(t *testing.T) {
+	ops, logs := history(3)
+	ops[0].Attempts = append([]Attempt{{Outcome: wire.OutcomeUnknown}}, ops[0].Attempts...)
+	ops[0].Res.Duplicate = true
+	ops[1].Attempts = append([]Attempt{{Outcome: outcomeTransport}}, ops[1].Attempts...)
+	ops = append(ops, &Op{Stream: "t", IDs: []uuid.UUID{uuid.New()}, Status: OpUnresolved, Attempts: []Attempt{{Outcome: wire.OutcomeUnknown}}})
+	r := Check(ops, logs, nil, nil, nil)
+	require.Empty(t, r.Violations())
+	require.Equal(t, 3, r.IndeterminateOps)
+	require.Equal(t, 1, r.IndeterminateThenDuplicate)
+	require.Equal(t, 1, r.IndeterminateThenAppended)
+	require.Equal(t, 1, r.Unresolved)
+	require.Zero(t, r.UnresolvedAppeared)
+}

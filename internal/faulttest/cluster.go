@@ -1,0 +1,328 @@
+package faulttest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/esraft/esraft/internal/faulttest/wire"
+)
+
+// ClusterConfig describes the nodes of a run.
+type ClusterConfig struct {
+	Binary     string // the faultnode binary (BuildNode)
+	Dir        string // data, ready files and logs of every node
+	Nodes      int
+	Partitions int
+	Groups     int
+	// Raft timings and snapshot settings passed to every node.
+	Heartbeat, Election, Lease time.Duration
+	SnapshotThreshold          uint64
+	SnapshotInterval           time.Duration
+	TrailingLogs               uint64
+}
+
+// Cluster runs the nodes as separate processes on 127.0.0.1 behind a
+// Proxy, and kills, pauses and restarts them by process ID.
+type Cluster struct {
+	cfg   ClusterConfig
+	Proxy *Proxy
+	nodes []*Node
+	log   func(format string, args ...any)
+
+	unexpected func(Exit)
+	spawn      chan spawnReq
+	quit       chan struct{}
+}
+
+// Node is one node's process, as far as the cluster knows it.
+type Node struct {
+	Index int
+	ID    string
+
+	mu      sync.Mutex
+	pid     int
+	http    string
+	paused  bool
+	running bool
+	exited  chan struct{} // closed when the current process has exited
+	expect  bool          // the current process is being killed on purpose
+	starts  int
+}
+
+// Exit reports a node process that ended without being asked to.
+type Exit struct {
+	Node int
+	PID  int
+	Err  string
+	At   time.Time
+}
+
+type spawnReq struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// BuildNode compiles internal/faultnode into dir and returns its path.
+func BuildNode(ctx context.Context, dir string) (string, error) {
+	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if p, err := exec.LookPath("go"); err == nil {
+		gobin = p
+	}
+	out := filepath.Join(dir, "faultnode")
+	cmd := exec.CommandContext(ctx, gobin, "build", "-o", out, "github.com/esraft/esraft/internal/faultnode")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("faulttest: go build faultnode: %w: %s", err, stderr.String())
+	}
+	return out, nil
+}
+
+// NewCluster prepares the proxy and node records; Start starts the nodes.
+// unexpected receives every node exit the suite did not cause.
+func NewCluster(cfg ClusterConfig, logf func(string, ...any), unexpected func(Exit)) (*Cluster, error) {
+	px, err := NewProxy(cfg.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{cfg: cfg, Proxy: px, log: logf, spawn: make(chan spawnReq), quit: make(chan struct{})}
+	for i := range cfg.Nodes {
+		c.nodes = append(c.nodes, &Node{Index: i, ID: fmt.Sprintf("n%d", i+1)})
+	}
+	c.unexpected = unexpected
+	// Node processes are started from one goroutine locked to its thread
+	// and die with it (Pdeathsig): if the test process dies, so do they.
+	ready := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		close(ready)
+		for {
+			select {
+			case r := <-c.spawn:
+				r.done <- r.cmd.Start()
+			case <-c.quit:
+				return
+			}
+		}
+	}()
+	<-ready
+	return c, nil
+}
+
+// Size is the number of nodes.
+func (c *Cluster) Size() int { return len(c.nodes) }
+
+// Node returns node i.
+func (c *Cluster) Node(i int) *Node { return c.nodes[i] }
+
+func (c *Cluster) peers() string {
+	var ps []string
+	for i, n := range c.nodes {
+		ps = append(ps, n.ID+"="+c.Proxy.Addr(i))
+	}
+	return strings.Join(ps, ",")
+}
+
+// Start starts node i on its data directory and waits until it serves.
+func (c *Cluster) Start(ctx context.Context, i int) error {
+	n := c.nodes[i]
+	n.mu.Lock()
+	if n.running {
+		n.mu.Unlock()
+		return fmt.Errorf("faulttest: %s already running", n.ID)
+	}
+	n.starts++
+	n.mu.Unlock()
+	dir := filepath.Join(c.cfg.Dir, n.ID)
+	readyPath := filepath.Join(c.cfg.Dir, n.ID+".ready")
+	os.Remove(readyPath)
+	logf, err := os.OpenFile(filepath.Join(c.cfg.Dir, n.ID+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(logf, "\n===== start %d at %s =====\n", n.starts, time.Now().Format(time.RFC3339Nano))
+	args := []string{
+		"-id", n.ID, "-dir", dir, "-advertise", c.Proxy.Addr(i), "-peers", c.peers(),
+		"-source", SourceIP(i), "-ready", readyPath,
+		"-partitions", fmt.Sprint(c.cfg.Partitions), "-groups", fmt.Sprint(c.cfg.Groups),
+		"-heartbeat", c.cfg.Heartbeat.String(), "-election", c.cfg.Election.String(), "-lease", c.cfg.Lease.String(),
+		"-snapshot-threshold", fmt.Sprint(c.cfg.SnapshotThreshold), "-snapshot-interval", c.cfg.SnapshotInterval.String(),
+		"-trailing-logs", fmt.Sprint(c.cfg.TrailingLogs),
+	}
+	cmd := exec.Command(c.cfg.Binary, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	req := spawnReq{cmd: cmd, done: make(chan error, 1)}
+	select {
+	case c.spawn <- req:
+	case <-c.quit:
+		logf.Close()
+		return errors.New("faulttest: cluster closed")
+	}
+	if err := <-req.done; err != nil {
+		logf.Close()
+		return err
+	}
+	exited := make(chan struct{})
+	n.mu.Lock()
+	n.pid, n.running, n.paused, n.expect, n.exited, n.http = cmd.Process.Pid, true, false, false, exited, ""
+	n.mu.Unlock()
+	pid := cmd.Process.Pid
+	go func() {
+		err := cmd.Wait()
+		logf.Close()
+		n.mu.Lock()
+		expected := n.expect
+		if n.pid == pid {
+			n.running, n.paused, n.http = false, false, ""
+		}
+		n.mu.Unlock()
+		c.Proxy.SetBackend(i, "")
+		close(exited)
+		if !expected {
+			msg := "exited"
+			if err != nil {
+				msg = err.Error()
+			}
+			c.log("UNEXPECTED EXIT of %s pid %d: %s (see %s.log)", n.ID, pid, msg, n.ID)
+			if c.unexpected != nil {
+				c.unexpected(Exit{Node: i, PID: pid, Err: msg, At: time.Now()})
+			}
+		}
+	}()
+	// Poll for the ready file of this process.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		b, err := os.ReadFile(readyPath)
+		if err == nil {
+			var r wire.Ready
+			if json.Unmarshal(b, &r) == nil && r.PID == pid {
+				c.Proxy.SetBackend(i, r.Cluster)
+				n.mu.Lock()
+				n.http = r.HTTP
+				n.mu.Unlock()
+				return nil
+			}
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("faulttest: %s exited while starting (see %s.log)", n.ID, n.ID)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("faulttest: %s not ready after 60s", n.ID)
+		}
+	}
+}
+
+// Kill sends SIGKILL to node i's process and waits for it to exit.
+func (c *Cluster) Kill(i int) error { return c.KillMany([]int{i}, nil) }
+
+// KillMany sends SIGKILL to the processes of nodes idx, all of them before
+// waiting for any to exit; sent, if not nil, runs once every signal is
+// sent.
+func (c *Cluster) KillMany(idx []int, sent func()) error {
+	type victim struct {
+		n      *Node
+		pid    int
+		exited chan struct{}
+	}
+	var vs []victim
+	var errs []error
+	for _, i := range idx {
+		n := c.nodes[i]
+		n.mu.Lock()
+		if !n.running {
+			n.mu.Unlock()
+			continue
+		}
+		n.expect = true
+		v := victim{n: n, pid: n.pid, exited: n.exited}
+		n.mu.Unlock()
+		if err := syscall.Kill(v.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("faulttest: kill %s pid %d: %w", n.ID, v.pid, err))
+			continue
+		}
+		vs = append(vs, v)
+	}
+	if sent != nil {
+		sent()
+	}
+	deadline := time.After(30 * time.Second)
+	for _, v := range vs {
+		select {
+		case <-v.exited:
+		case <-deadline:
+			errs = append(errs, fmt.Errorf("faulttest: %s pid %d still running 30s after SIGKILL", v.n.ID, v.pid))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Pause sends SIGSTOP to node i's process.
+func (c *Cluster) Pause(i int) error { return c.signal(i, syscall.SIGSTOP, true) }
+
+// Resume sends SIGCONT to node i's process.
+func (c *Cluster) Resume(i int) error { return c.signal(i, syscall.SIGCONT, false) }
+
+func (c *Cluster) signal(i int, sig syscall.Signal, paused bool) error {
+	n := c.nodes[i]
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.running {
+		return nil
+	}
+	if err := syscall.Kill(n.pid, sig); err != nil {
+		return fmt.Errorf("faulttest: %v %s pid %d: %w", sig, n.ID, n.pid, err)
+	}
+	n.paused = paused
+	return nil
+}
+
+// State reports node i's process ID, HTTP address, and whether it runs
+// and is paused.
+func (n *Node) State() (pid int, http string, running, paused bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.pid, n.http, n.running, n.paused
+}
+
+// HTTP returns node i's API address, "" if it is not serving.
+func (n *Node) HTTP() string {
+	_, h, running, _ := n.State()
+	if !running {
+		return ""
+	}
+	return h
+}
+
+// Close kills every node and stops the proxy.
+func (c *Cluster) Close() {
+	for i, n := range c.nodes {
+		n.mu.Lock()
+		running := n.running
+		n.mu.Unlock()
+		if running {
+			c.Kill(i)
+		}
+	}
+	c.Proxy.Close()
+	select {
+	case <-c.quit:
+	default:
+		close(c.quit)
+	}
+}

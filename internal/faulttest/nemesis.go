@@ -1,0 +1,324 @@
+package faulttest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Fault kinds.
+const (
+	FaultKillLeader      = "kill-leader"
+	FaultKillNode        = "kill-node"
+	FaultKillNodeLong    = "kill-node-long" // down long enough for the leader to compact past it
+	FaultKillAll         = "kill-all"
+	FaultPauseLeader     = "pause-leader"
+	FaultPauseNode       = "pause-node"
+	FaultIsolateLeader   = "isolate-leader"     // leader | the other two
+	FaultPartitionRandom = "partition-minority" // a random node | the other two
+	FaultCutLink         = "cut-link"           // one link down, both ends still reach the third
+)
+
+// faultWeights is the nemesis's mix: process faults and network faults
+// about equally, leader-targeted ones most.
+var faultWeights = []struct {
+	kind   string
+	weight int
+}{
+	{FaultKillLeader, 4}, {FaultKillNode, 2}, {FaultKillNodeLong, 1}, {FaultKillAll, 1},
+	{FaultPauseLeader, 3}, {FaultPauseNode, 1},
+	{FaultIsolateLeader, 3}, {FaultPartitionRandom, 2}, {FaultCutLink, 2},
+}
+
+// Fault is one injected fault, as logged.
+type Fault struct {
+	Seq   int
+	Kind  string
+	Nodes []int    // the nodes killed, paused or isolated; both ends of a cut link
+	Mode  LinkMode // of a network fault
+	// Group is the raft group whose leader a leader fault targets; -1 for
+	// faults that target no group in particular.
+	Group int
+	Hold  time.Duration
+	// Start is when the fault was injected, Healed when it was undone,
+	// Recovered when every node ran again and agreed on a leader of every
+	// group (zero if that did not happen within the deadline).
+	Start, Healed, Recovered time.Time
+	Err                      string
+}
+
+func (f Fault) String() string {
+	var ns []string
+	for _, n := range f.Nodes {
+		ns = append(ns, fmt.Sprintf("n%d", n+1))
+	}
+	s := fmt.Sprintf("#%d %s [%s] hold %v", f.Seq, f.Kind, strings.Join(ns, ","), f.Hold.Round(time.Millisecond))
+	if f.Group >= 0 {
+		s += fmt.Sprintf(" (leader of group %d)", f.Group)
+	}
+	if f.Kind == FaultIsolateLeader || f.Kind == FaultPartitionRandom || f.Kind == FaultCutLink {
+		s += " " + f.Mode.String()
+	}
+	return s
+}
+
+// nemesis injects seeded random faults, one at a time: inject, hold,
+// heal, wait for the cluster to recover, stay quiet for a while.
+type nemesis struct {
+	c       *Cluster
+	mon     *monitor
+	rng     *rand.Rand
+	groups  int
+	logf    func(string, ...any)
+	quiet   [2]time.Duration // min, max pause between faults
+	recover time.Duration    // deadline for recovery after a heal
+	kinds   []string         // restrict to these kinds (nil: all)
+
+	mu     sync.Mutex
+	faults []Fault
+}
+
+func (n *nemesis) Faults() []Fault {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.faults)
+}
+
+func (n *nemesis) between(lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(n.rng.Int64N(int64(hi-lo)+1))
+}
+
+func (n *nemesis) pick() string {
+	total := 0
+	for _, w := range faultWeights {
+		if n.kinds == nil || slices.Contains(n.kinds, w.kind) {
+			total += w.weight
+		}
+	}
+	x := n.rng.IntN(total)
+	for _, w := range faultWeights {
+		if n.kinds != nil && !slices.Contains(n.kinds, w.kind) {
+			continue
+		}
+		if x < w.weight {
+			return w.kind
+		}
+		x -= w.weight
+	}
+	panic("unreachable")
+}
+
+// wait holds for d unless ctx ends first.
+func wait(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// run injects faults until ctx ends; every fault is healed before it
+// returns.
+func (n *nemesis) run(ctx context.Context) {
+	for seq := 1; ; seq++ {
+		if !wait(ctx, n.between(n.quiet[0], n.quiet[1])) {
+			return
+		}
+		f := n.plan(seq)
+		n.inject(&f)
+		n.logf("nemesis: %s", f)
+		wait(ctx, f.Hold) // a cancelled run heals at once
+		n.heal(&f)
+		rctx, cancel := context.WithTimeout(context.Background(), n.recover)
+		err := awaitHealthy(rctx, n.c, n.mon, n.groups)
+		cancel()
+		if err != nil {
+			f.Err = err.Error()
+			n.logf("nemesis: %s NOT RECOVERED: %v", f, err)
+		} else {
+			f.Recovered = time.Now()
+			n.logf("nemesis: %s healed, recovered after %v", f, f.Recovered.Sub(f.Healed).Round(time.Millisecond))
+		}
+		n.mu.Lock()
+		n.faults = append(n.faults, f)
+		n.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// plan draws the next fault from the seeded generator. Only the choice
+// of a leader depends on the cluster: every other draw is the same for a
+// given seed.
+func (n *nemesis) plan(seq int) Fault {
+	f := Fault{Seq: seq, Kind: n.pick(), Group: -1}
+	size := n.c.Size()
+	randomNode := n.rng.IntN(size)
+	group := n.rng.IntN(n.groups)
+	if f.Kind == FaultKillLeader || f.Kind == FaultPauseLeader || f.Kind == FaultIsolateLeader {
+		f.Group = group
+	}
+	mode := LinkDrop
+	if n.rng.IntN(2) == 0 {
+		mode = LinkBlackhole
+	}
+	other := (randomNode + 1 + n.rng.IntN(size-1)) % size
+	leaderOr := func() int {
+		if l := n.mon.leader(group); l >= 0 {
+			return l
+		}
+		return randomNode
+	}
+	switch f.Kind {
+	case FaultKillLeader:
+		f.Nodes, f.Hold = []int{leaderOr()}, n.between(0, 2*time.Second)
+	case FaultKillNode:
+		f.Nodes, f.Hold = []int{randomNode}, n.between(0, 3*time.Second)
+	case FaultKillNodeLong:
+		f.Nodes, f.Hold = []int{randomNode}, n.between(8*time.Second, 12*time.Second)
+	case FaultKillAll:
+		for i := range size {
+			f.Nodes = append(f.Nodes, i)
+		}
+		f.Hold = n.between(0, time.Second)
+	case FaultPauseLeader:
+		f.Nodes, f.Hold = []int{leaderOr()}, n.between(2500*time.Millisecond, 5*time.Second)
+	case FaultPauseNode:
+		f.Nodes, f.Hold = []int{randomNode}, n.between(2500*time.Millisecond, 5*time.Second)
+	case FaultIsolateLeader:
+		f.Nodes, f.Mode, f.Hold = []int{leaderOr()}, mode, n.between(2*time.Second, 6*time.Second)
+	case FaultPartitionRandom:
+		f.Nodes, f.Mode, f.Hold = []int{randomNode}, mode, n.between(2*time.Second, 6*time.Second)
+	case FaultCutLink:
+		f.Nodes, f.Mode, f.Hold = []int{randomNode, other}, mode, n.between(2*time.Second, 6*time.Second)
+	}
+	return f
+}
+
+func (n *nemesis) inject(f *Fault) {
+	f.Start = time.Now()
+	var errs []string
+	note := func(err error) {
+		if err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	switch f.Kind {
+	case FaultKillLeader, FaultKillNode, FaultKillNodeLong, FaultKillAll:
+		// The fault starts when the last signal is sent: a node killed
+		// later than the others could acknowledge appends meanwhile.
+		note(n.c.KillMany(f.Nodes, func() { f.Start = time.Now() }))
+	case FaultPauseLeader, FaultPauseNode:
+		note(n.c.Pause(f.Nodes[0]))
+	case FaultIsolateLeader, FaultPartitionRandom:
+		var rest []int
+		for i := range n.c.Size() {
+			if i != f.Nodes[0] {
+				rest = append(rest, i)
+			}
+		}
+		n.c.Proxy.Partition(f.Nodes, rest, f.Mode)
+	case FaultCutLink:
+		n.c.Proxy.Set(f.Nodes[0], f.Nodes[1], f.Mode)
+	}
+	if len(errs) > 0 {
+		f.Err = strings.Join(errs, "; ")
+	}
+}
+
+// heal undoes f: restarts killed nodes, resumes paused ones, brings every
+// link up.
+func (n *nemesis) heal(f *Fault) {
+	switch f.Kind {
+	case FaultKillLeader, FaultKillNode, FaultKillNodeLong, FaultKillAll:
+		var wg sync.WaitGroup
+		for _, i := range f.Nodes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				if err := n.c.Start(ctx, i); err != nil {
+					n.logf("nemesis: restart n%d: %v", i+1, err)
+				}
+			}()
+		}
+		wg.Wait()
+	case FaultPauseLeader, FaultPauseNode:
+		n.c.Resume(f.Nodes[0])
+	default:
+		n.c.Proxy.Heal()
+	}
+	f.Healed = time.Now()
+}
+
+// healAll undoes every fault there may be: used before the final checks.
+func healAll(ctx context.Context, c *Cluster) error {
+	c.Proxy.Heal()
+	for i := range c.Size() {
+		_, _, running, paused := c.Node(i).State()
+		switch {
+		case paused:
+			c.Resume(i)
+		case !running:
+			if err := c.Start(ctx, i); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// awaitHealthy polls until every node runs, unpaused, and all of them name
+// the same leader of every group.
+func awaitHealthy(ctx context.Context, c *Cluster, mon *monitor, groups int) error {
+	cl := mon.cl
+	for {
+		ok, why := healthy(ctx, c, cl, groups)
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster not healthy: %s", why)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func healthy(ctx context.Context, c *Cluster, cl *client, groups int) (bool, string) {
+	leaders := make([]string, groups)
+	for i := range c.Size() {
+		_, addr, running, paused := c.Node(i).State()
+		if !running || paused || addr == "" {
+			return false, fmt.Sprintf("n%d not running", i+1)
+		}
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := cl.status(sctx, addr)
+		cancel()
+		if err != nil {
+			return false, fmt.Sprintf("n%d status: %v", i+1, err)
+		}
+		if len(st.Groups) != groups {
+			return false, fmt.Sprintf("n%d reports %d groups", i+1, len(st.Groups))
+		}
+		for g, gs := range st.Groups {
+			if gs.LeaderID == "" {
+				return false, fmt.Sprintf("n%d knows no leader of group %d", i+1, g)
+			}
+			if leaders[g] != "" && leaders[g] != gs.LeaderID {
+				return false, fmt.Sprintf("group %d: leaders %s and %s", g, leaders[g], gs.LeaderID)
+			}
+			leaders[g] = gs.LeaderID
+		}
+	}
+	return true, ""
+}

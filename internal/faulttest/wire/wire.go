@@ -1,0 +1,95 @@
+// Package wire holds the JSON messages of the fault-injection node's HTTP
+// API (internal/faultnode), shared by the node and the suite that drives
+// it (internal/faulttest).
+package wire
+
+import (
+	"github.com/google/uuid"
+
+	"github.com/esraft/esraft/raftlog"
+)
+
+// Expected versions other than an exact one (which is >= 0).
+const (
+	ExpectAny      int64 = -1
+	ExpectNoStream int64 = -2
+)
+
+// Outcomes of an append.
+const (
+	OutcomeOK           = "ok"
+	OutcomeWrongVersion = "wrong_version"
+	OutcomeUnknown      = "unknown"     // may have been appended
+	OutcomeUnavailable  = "unavailable" // nothing was appended
+	OutcomeIDConflict   = "id_conflict"
+	OutcomeClosed       = "closed"
+	OutcomeError        = "error"
+)
+
+// AppendRequest is the body of POST /append.
+type AppendRequest struct {
+	Stream string `json:"stream"`
+	// Expect >= 0 is an exact version; ExpectAny or ExpectNoStream.
+	Expect    int64   `json:"expect"`
+	Events    []Event `json:"events"`
+	TimeoutMS int     `json:"timeout_ms"`
+}
+
+// Event is an event to append.
+type Event struct {
+	ID   uuid.UUID `json:"id"`
+	Type string    `json:"type"`
+	Data []byte    `json:"data"`
+}
+
+// AppendResponse is the reply of POST /append.
+type AppendResponse struct {
+	Outcome      string `json:"outcome"`
+	Message      string `json:"message,omitempty"`
+	Actual       uint64 `json:"actual,omitempty"` // with OutcomeWrongVersion
+	Partition    int    `json:"partition"`
+	FirstOffset  uint64 `json:"first_offset"`
+	FirstVersion uint64 `json:"first_version"`
+	LastVersion  uint64 `json:"last_version"`
+	Duplicate    bool   `json:"duplicate"`
+	Group        int    `json:"group"`
+	Index        uint64 `json:"index"`
+}
+
+// ReadEvent is an event as GET /read and GET /stream return it: enough to
+// check positions and identity (GET /digest covers every field).
+type ReadEvent struct {
+	ID        uuid.UUID `json:"id"`
+	Stream    string    `json:"stream"`
+	Version   uint64    `json:"version"`
+	Partition int       `json:"partition"`
+	Offset    uint64    `json:"offset"`
+}
+
+// ReadResponse is the reply of GET /read and GET /stream.
+type ReadResponse struct {
+	Events []ReadEvent `json:"events"`
+	Next   uint64      `json:"next"`
+	Error  string      `json:"error,omitempty"`
+}
+
+// DigestResponse is the reply of GET /digest.
+type DigestResponse struct {
+	Hash  string `json:"hash"`
+	Count int    `json:"count"`
+	Error string `json:"error,omitempty"`
+}
+
+// StatusResponse is the reply of GET /status.
+type StatusResponse struct {
+	PID    int                       `json:"pid"`
+	Groups []raftlog.GroupStatus     `json:"groups"`
+	Heads  []raftlog.PartitionStatus `json:"heads"`
+}
+
+// Ready is what a node writes to its ready file once it serves.
+type Ready struct {
+	PID     int    `json:"pid"`
+	Cluster string `json:"cluster"`
+	HTTP    string `json:"http"`
+}
