@@ -165,9 +165,11 @@ type AppendResult struct {
 	Time        time.Time
 	// Position is where the append was applied; see Sync.
 	Position Position
-	// Duplicate is true when every event ID had been appended before: the
-	// append was a retry, nothing was written, and the result is the
-	// original one.
+	// Duplicate is true when every event ID had been appended before this
+	// attempt: nothing was written by it, and the result is the original
+	// one. The original may be this same call (the log retries internally
+	// after an outcome it cannot know), so Duplicate alone does not mean
+	// the caller retried.
 	Duplicate bool
 }
 

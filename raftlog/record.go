@@ -53,8 +53,13 @@ type AppendResult struct {
 	// Position is where the batch was applied; pass it to WaitApplied on
 	// another node to read this write there.
 	Position Position
-	// Duplicate is true when every record ID had already been committed:
-	// nothing was appended and the result is that of the original append.
+	// Duplicate is true when every record ID had already been committed
+	// before this attempt: nothing was appended by it and the result is that
+	// of the original append. The original may be this same call: Append
+	// retries internally after an outcome it cannot know (a leader change,
+	// a broken forward), and a retry that finds its first attempt committed
+	// reports Duplicate. Do not skip your own side effects on Duplicate
+	// unless you know you retried.
 	Duplicate bool
 }
 
