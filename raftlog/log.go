@@ -556,7 +556,7 @@ func (l *Log) submit(ctx context.Context, g *group, enc []byte) (AppendResult, e
 		case id == raft.ServerID(l.cfg.NodeID):
 			res, err = g.batcher.submit(ctx, enc)
 		case addr != "" && l.client != nil:
-			res, err = l.forwardAppend(ctx, string(addr), enc)
+			res, err = l.forwardWhileLeader(ctx, string(addr), enc, changed)
 		default:
 			err = &retryError{cause: ErrNoLeader}
 		}
@@ -578,6 +578,24 @@ func (l *Log) submit(ctx context.Context, g *group, enc []byte) (AppendResult, e
 			return AppendResult{}, l.giveUp(ErrClosed, unknown)
 		}
 	}
+}
+
+// forwardWhileLeader forwards an append to addr, abandoning the call if
+// this node learns of another leader meanwhile: a leader that was paused
+// or cut off would otherwise hold the append until ctx ends. An abandoned
+// call's outcome is unknown and submit retries it, with the same IDs, on
+// the new leader.
+func (l *Log) forwardWhileLeader(ctx context.Context, addr string, enc []byte, changed <-chan struct{}) (AppendResult, error) {
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-changed:
+			cancel()
+		case <-fctx.Done():
+		}
+	}()
+	return l.forwardAppend(fctx, addr, enc)
 }
 
 // giveUp builds the error of an append that ran out of time or was closed.
