@@ -234,14 +234,21 @@ func (sub *Subscription) Next(ctx context.Context) (Event, error) {
 			break
 		}
 	}
-	ev := sub.cur.events[sub.pos]
-	sub.pos++
+	return sub.take(1)[0], nil
+}
+
+// take hands over the next n events of the current batch (which holds
+// them) and moves the checkpoint past them: to the batch's end once it is
+// exhausted, which also covers filtered-out events read with it.
+func (sub *Subscription) take(n int) []Event {
+	evs := sub.cur.events[sub.pos : sub.pos+n : sub.pos+n]
+	sub.pos += n
 	if sub.pos == len(sub.cur.events) {
-		sub.checkpoint[ev.Partition] = sub.cur.next
+		sub.checkpoint[sub.cur.partition] = sub.cur.next
 	} else {
-		sub.checkpoint[ev.Partition] = ev.Offset + 1
+		sub.checkpoint[sub.cur.partition] = evs[n-1].Offset + 1
 	}
-	return ev, nil
+	return evs
 }
 
 // fill makes sure the current batch has an event to deliver, waiting for
@@ -294,17 +301,7 @@ func (sub *Subscription) Poll(ctx context.Context, limit int) ([]Event, error) {
 	if moved >= 0 {
 		return []Event{}, nil
 	}
-	n := min(max(1, limit), len(sub.cur.events)-sub.pos)
-	out := make([]Event, n)
-	copy(out, sub.cur.events[sub.pos:sub.pos+n])
-	sub.pos += n
-	p := out[0].Partition
-	if sub.pos == len(sub.cur.events) {
-		sub.checkpoint[p] = sub.cur.next
-	} else {
-		sub.checkpoint[p] = out[n-1].Offset + 1
-	}
-	return out, nil
+	return sub.take(min(max(1, limit), len(sub.cur.events)-sub.pos)), nil
 }
 
 // PollPartition is the partition of the batch Poll returned last (also

@@ -476,13 +476,12 @@ func (r *Local) Status() Status {
 		st.Partitions, st.Lag, st.Parked = p.status()
 	}
 	if rb != nil {
-		if _, lag, _ := rb.shadow.status(); true {
-			total := uint64(0)
-			for _, ps := range st.Partitions {
-				total += ps.Head
-			}
-			st.Rebuild = &RebuildProgress{Replayed: total - min(total, lag), Total: total, Started: rb.started}
+		_, lag, _ := rb.shadow.status()
+		total := uint64(0)
+		for _, ps := range st.Partitions {
+			total += ps.Head
 		}
+		st.Rebuild = &RebuildProgress{Replayed: total - min(total, lag), Total: total, Started: rb.started}
 		st.State = "rebuilding"
 	}
 	return st
