@@ -22,18 +22,43 @@ import (
 // to the FSM, which re-applies them into a new table. A B-tree commit with
 // its fsyncs is thereby paid once per thousands of records instead of once
 // per raft entry (see DESIGN.md, "Performance").
+//
+// The write to the file runs on a goroutine of its own (the flusher), so
+// that applies, and the appends waiting for them, are not held up by it:
+// a full table is frozen and written in the background while applies go
+// on into a new one. Readers and applies look a record, key or ID up in
+// the active table, then the frozen one, then the file.
+//
+// Locks: dbMu (the file, against Restore swapping it), then a bbolt read
+// transaction, then mu (the tables). Nothing that holds mu waits for
+// bbolt: a bbolt writer that must remap its file waits for every read
+// transaction to end, and a reader blocked in Begin while holding mu
+// would stall the FSM goroutine, which holds a read transaction while it
+// takes mu to write the active table.
 
-// A flush happens when the table holds this many records or bytes, and at
-// every snapshot.
+// A table is frozen and flushed when it holds this many records or bytes,
+// and at every snapshot.
 const (
 	flushRecords = 8192
 	flushBytes   = 16 << 20
 )
 
-// memTable holds applied state not yet in the state file. The FSM
-// goroutine is its only writer and takes fsm.mu to change it; readers hold
-// fsm.mu shared.
+// memTable holds applied state not yet in the state file.
+//
+// There are at most two: the active table, which applies go to, and a
+// frozen one, full and being written to the file by the flusher goroutine
+// while applies continue into the active one. A frozen table never changes
+// again; the FSM goroutine is the active table's only writer and takes
+// fsm.mu to change it (or to swap tables), readers hold fsm.mu shared. A
+// table covers the raft indexes (base, last]: a flush stores last as the
+// file's applied index, never anything later, so the entries a crash loses
+// from memory are exactly the ones above the file's index, which raft
+// still holds and replays.
 type memTable struct {
+	base     uint64 // the applied index of everything older (the file, or the frozen table)
+	last     uint64 // the last raft index applied here (fixed once frozen)
+	lastTime int64  // the applied time as of last
+
 	start []uint64             // per hosted partition: the offset of recs[slot][0]
 	recs  [][][]byte           // per hosted partition: stored records, in offset order
 	keys  []map[string]*memKey // per hosted partition: the key runs held here
@@ -53,18 +78,21 @@ func (k *memKey) last() uint64 { return k.first + uint64(len(k.offsets)) - 1 }
 
 type memIDList struct{ key, ids []byte }
 
-// reset empties the table; next[i] is partition slot i's next offset.
-func (m *memTable) reset(next []uint64) {
-	m.start = slices.Clone(next)
+// newMemTable returns an empty table above the applied index base; next[i]
+// is partition slot i's next offset.
+func newMemTable(next []uint64, base uint64, lastTime int64) *memTable {
+	m := &memTable{base: base, last: base, lastTime: lastTime, start: slices.Clone(next)}
 	m.recs = make([][][]byte, len(next))
 	m.keys = make([]map[string]*memKey, len(next))
 	for i := range m.keys {
 		m.keys[i] = map[string]*memKey{}
 	}
 	m.ids = map[uuid.UUID]idEntry{}
-	m.idLog = nil
-	m.n, m.bytes = 0, 0
+	return m
 }
+
+// end is the offset after the last record of partition slot held here.
+func (m *memTable) end(slot int) uint64 { return m.start[slot] + uint64(len(m.recs[slot])) }
 
 func (f *fsm) nextOffsets() []uint64 {
 	next := make([]uint64, len(f.next))
@@ -74,12 +102,87 @@ func (f *fsm) nextOffsets() []uint64 {
 	return next
 }
 
-// flush writes the table to the state file in one fsynced transaction,
-// with the applied index and time, prunes expired record IDs, and empties
-// the table. It runs on the FSM goroutine. Readers meanwhile still find
-// every record: they read the file only below the table's start offsets.
+// freeze hands the active table to the flusher and starts a new one. It
+// runs on the FSM goroutine, after an apply (or in Snapshot and close) and
+// outside any read transaction. If the previous frozen table is still
+// being written, it waits for it first: memory stays bounded by two tables,
+// and applies are held up only when flushes cannot keep pace.
+func (f *fsm) freeze() {
+	if f.mem.last == f.mem.base {
+		return // nothing applied since the last freeze
+	}
+	f.waitFlushed()
+	f.mu.Lock()
+	f.frozen = f.mem
+	f.mem = newMemTable(f.nextOffsets(), f.frozen.last, f.frozen.lastTime)
+	f.mu.Unlock()
+	select {
+	case f.flushKick <- struct{}{}:
+	default: // the flusher has a wake-up pending already
+	}
+}
+
+// waitFlushed waits until no frozen table is left.
+func (f *fsm) waitFlushed() {
+	for {
+		ch := f.flushed.wait() // before the check, so no notify is missed
+		f.mu.RLock()
+		done := f.frozen == nil
+		f.mu.RUnlock()
+		if done {
+			return
+		}
+		<-ch
+	}
+}
+
+// flush makes the state file cover everything applied: it freezes the
+// active table and waits for the flusher to write it.
 func (f *fsm) flush() {
-	m := &f.mem
+	f.freeze()
+	f.waitFlushed()
+}
+
+// runFlusher is the flusher goroutine: it writes each frozen table to the
+// state file and then drops it from memory. It is started by openFSM and
+// stopped by close (or, in tests, by halt).
+func (f *fsm) runFlusher() {
+	defer close(f.flushDone)
+	for {
+		select {
+		case <-f.flushKick:
+		case <-f.flushStop:
+			return
+		}
+		f.mu.RLock()
+		t := f.frozen
+		f.mu.RUnlock()
+		if t == nil {
+			continue
+		}
+		if f.beforeFlush != nil {
+			f.beforeFlush()
+		}
+		select {
+		case <-f.flushStop:
+			return // a crash, in tests: the frozen table is lost
+		default:
+		}
+		f.dbMu.RLock() // Restore waits for flushes before it swaps the file
+		f.writeTable(t)
+		f.mu.Lock()
+		f.frozen = nil
+		f.mu.Unlock()
+		f.dbMu.RUnlock()
+		f.flushed.notify()
+	}
+}
+
+// writeTable writes a frozen table to the state file in one fsynced
+// transaction, with its applied index and time, and prunes expired record
+// IDs. Readers meanwhile still find every record in the table: they read
+// the file only below the oldest table's start offsets.
+func (f *fsm) writeTable(m *memTable) {
 	tx, err := f.db.Begin(true)
 	if err != nil {
 		panic(fmt.Sprintf("raftlog: group %d: begin flush: %v", f.group, err))
@@ -117,10 +220,10 @@ func (f *fsm) flush() {
 	for _, l := range m.idLog {
 		put(idTime, l.key, l.ids)
 	}
-	errs = append(errs, f.pruneIDs(ids, idTime, f.lastTime, 2*m.n+1024))
+	errs = append(errs, f.pruneIDs(ids, idTime, m.lastTime, 2*m.n+1024))
 	meta := tx.Bucket(bucketMeta)
-	put(meta, metaApplied, be64(f.applied.Load()))
-	put(meta, metaTime, be64(uint64(f.lastTime)))
+	put(meta, metaApplied, be64(m.last))
+	put(meta, metaTime, be64(uint64(m.lastTime)))
 	if err := errors.Join(errs...); err != nil {
 		tx.Rollback()
 		panic(fmt.Sprintf("raftlog: group %d: flush: %v", f.group, err))
@@ -130,9 +233,6 @@ func (f *fsm) flush() {
 		// raft log still holds its entries, and a restart re-applies them.
 		panic(fmt.Sprintf("raftlog: group %d: commit flush: %v", f.group, err))
 	}
-	f.mu.Lock()
-	m.reset(f.nextOffsets())
-	f.mu.Unlock()
 }
 
 // pruneIDs deletes record IDs that expired before the retention window
