@@ -211,7 +211,7 @@ func (f *fsm) load(tx *bolt.Tx) {
 		}
 		f.next[i].Store(next)
 	}
-	f.mem = newMemTable(f.nextOffsets(), f.applied.Load(), f.lastTime)
+	f.mem = newMemTable(f.nextOffsets(), f.applied.Load(), f.lastTime, f.flushAtRecords)
 	f.frozen = nil
 }
 
@@ -306,11 +306,13 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 // applier holds one ApplyBatch's working state. Only the FSM goroutine
 // writes the active table, so it reads it without the lock.
 type applier struct {
-	f    *fsm
-	v    layers
-	next []uint64
-	grew []bool
-	err  error // a storage error: fatal
+	f       *fsm
+	v       layers
+	next    []uint64
+	grew    []bool
+	err     error    // a storage error: fatal
+	scratch []byte   // a record being encoded
+	encoded [][]byte // a request's records, encoded
 }
 
 // layers is the state as a reader sees it: the active table, then the
@@ -320,6 +322,13 @@ type layers struct {
 	tx     *bolt.Tx
 	frozen *memTable
 	active *memTable
+
+	// Looked up on first use: the file's ID bucket and its greatest ID
+	// (new IDs are time-ordered UUIDs, mostly above it, which saves a
+	// B-tree search each), and the partitions' key buckets.
+	ids     *bolt.Bucket
+	maxID   []byte
+	keyBkts []*bolt.Bucket
 }
 
 // oldest is the lowest table: the file holds every record below its start
@@ -403,8 +412,14 @@ func keyIndexKey(b []byte, key string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(b, seq)
 }
 
-func (v *layers) keysBucket(p int) *bolt.Bucket {
-	return v.tx.Bucket(partitionBucketName(p)).Bucket(bucketKeys)
+func (v *layers) keysBucket(p, slot int) *bolt.Bucket {
+	if v.keyBkts == nil {
+		v.keyBkts = make([]*bolt.Bucket, len(v.active.start))
+	}
+	if v.keyBkts[slot] == nil {
+		v.keyBkts[slot] = v.tx.Bucket(partitionBucketName(p)).Bucket(bucketKeys)
+	}
+	return v.keyBkts[slot]
 }
 
 // keyRun is key's run in the newest table that has one, else nil.
@@ -425,7 +440,7 @@ func (v *layers) keyHead(p, slot int, key string) uint64 {
 	if mk := v.keyRun(slot, key); mk != nil {
 		return mk.last()
 	}
-	return keyHeadIn(v.keysBucket(p), key)
+	return keyHeadIn(v.keysBucket(p, slot), key)
 }
 
 // id returns where id was appended, from the tables or else the file,
@@ -439,7 +454,14 @@ func (v *layers) id(id uuid.UUID) (idEntry, bool, error) {
 			return e, true, nil
 		}
 	}
-	b := v.tx.Bucket(bucketIDs).Get(id[:])
+	if v.ids == nil {
+		v.ids = v.tx.Bucket(bucketIDs)
+		v.maxID, _ = v.ids.Cursor().Last()
+	}
+	if v.maxID == nil || bytes.Compare(id[:], v.maxID) > 0 {
+		return idEntry{}, false, nil
+	}
+	b := v.ids.Get(id[:])
 	if b == nil {
 		return idEntry{}, false, nil
 	}
@@ -460,7 +482,7 @@ func (v *layers) keyOffset(p, slot int, key string, seq uint64) (uint64, bool) {
 			return mk.offsets[seq-mk.first], true
 		}
 	}
-	b := v.keysBucket(p).Get(keyIndexKey(nil, key, seq))
+	b := v.keysBucket(p, slot).Get(keyIndexKey(nil, key, seq))
 	if b == nil {
 		return 0, false
 	}
@@ -512,25 +534,30 @@ func (a *applier) append(r *appendRequest, t int64, index uint64, reqNo int) app
 	if r.HasExpected && r.Expected != head {
 		return appendOutcome{Err: &KeySeqError{Partition: r.Partition, Key: r.Key, Expected: r.Expected, Actual: head}}
 	}
+	m := f.mem
 	first := a.next[slot]
 	n := len(r.Records)
-	encoded := make([][]byte, n)
-	idList := make([]byte, 0, 16*n)
+	// What the table keeps is carved from its arena (memTable.alloc);
+	// readers see it only once it is linked in below, under the lock.
+	a.encoded = a.encoded[:0]
+	idList := m.alloc(16 * n)[:0]
 	size := 0
 	for i := range r.Records {
-		encoded[i] = encodeRecord(nil, r.Key, head+1+uint64(i), &r.Records[i], t)
+		a.scratch = encodeRecord(a.scratch[:0], r.Key, head+1+uint64(i), &r.Records[i], t)
+		rec := m.alloc(len(a.scratch))
+		copy(rec, a.scratch)
+		a.encoded = append(a.encoded, rec)
 		idList = append(idList, r.Records[i].ID[:]...)
-		size += len(encoded[i])
+		size += len(rec)
 	}
 	// One retention entry per request: time, raft index, request number in
 	// the entry (never anything that depends on how entries were batched).
-	tk := binary.BigEndian.AppendUint64(make([]byte, 0, 20), uint64(t))
+	tk := binary.BigEndian.AppendUint64(m.alloc(20)[:0], uint64(t))
 	tk = binary.BigEndian.AppendUint64(tk, index)
 	tk = binary.BigEndian.AppendUint32(tk, uint32(reqNo))
 
-	m := f.mem
 	f.mu.Lock()
-	m.recs[slot] = append(m.recs[slot], encoded...)
+	m.recs[slot] = append(m.recs[slot], a.encoded...)
 	mk := m.keys[slot][r.Key]
 	if mk == nil {
 		mk = &memKey{first: head + 1}
@@ -675,7 +702,7 @@ func (f *fsm) readKey(p int, key string, from uint64, maxRecs, maxBytes int) ([]
 			memFirst = runs[0].first
 		}
 		prefix := appendString(nil, key)
-		cur := v.keysBucket(p).Cursor()
+		cur := v.keysBucket(p, slot).Cursor()
 		for k, val := cur.Seek(keyIndexKey(nil, key, from)); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, val = cur.Next() {
 			if binary.BigEndian.Uint64(k[len(prefix):]) >= memFirst {
 				break

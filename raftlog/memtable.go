@@ -66,6 +66,23 @@ type memTable struct {
 	idLog []memIDList // retention entries
 	n     int         // records held
 	bytes int
+	arena []byte // the free end of the chunk the FSM goroutine allocates from
+}
+
+// arenaChunk is the size of the chunks a table's stored records and ID
+// lists are carved from: one allocation per many records instead of
+// several per record.
+const arenaChunk = 64 << 10
+
+// alloc returns n bytes of the table's arena, capacity n. The FSM goroutine
+// alone calls it, on the active table.
+func (m *memTable) alloc(n int) []byte {
+	if n > cap(m.arena)-len(m.arena) {
+		m.arena = make([]byte, 0, max(arenaChunk, n))
+	}
+	l := len(m.arena)
+	m.arena = m.arena[:l+n]
+	return m.arena[l : l+n : l+n]
 }
 
 // memKey is a key's records held in the table: sequences first.. in order.
@@ -79,15 +96,16 @@ func (k *memKey) last() uint64 { return k.first + uint64(len(k.offsets)) - 1 }
 type memIDList struct{ key, ids []byte }
 
 // newMemTable returns an empty table above the applied index base; next[i]
-// is partition slot i's next offset.
-func newMemTable(next []uint64, base uint64, lastTime int64) *memTable {
+// is partition slot i's next offset. size is the expected number of
+// records, to size its index up front.
+func newMemTable(next []uint64, base uint64, lastTime int64, size int) *memTable {
 	m := &memTable{base: base, last: base, lastTime: lastTime, start: slices.Clone(next)}
 	m.recs = make([][][]byte, len(next))
 	m.keys = make([]map[string]*memKey, len(next))
 	for i := range m.keys {
 		m.keys[i] = map[string]*memKey{}
 	}
-	m.ids = map[uuid.UUID]idEntry{}
+	m.ids = make(map[uuid.UUID]idEntry, size)
 	return m
 }
 
@@ -114,7 +132,7 @@ func (f *fsm) freeze() {
 	f.waitFlushed()
 	f.mu.Lock()
 	f.frozen = f.mem
-	f.mem = newMemTable(f.nextOffsets(), f.frozen.last, f.frozen.lastTime)
+	f.mem = newMemTable(f.nextOffsets(), f.frozen.last, f.frozen.lastTime, f.flushAtRecords)
 	f.mu.Unlock()
 	select {
 	case f.flushKick <- struct{}{}:
