@@ -560,7 +560,7 @@ func (a *applier) append(r *appendRequest, t int64, index uint64, reqNo int) app
 	m.recs[slot] = append(m.recs[slot], a.encoded...)
 	mk := m.keys[slot][r.Key]
 	if mk == nil {
-		mk = &memKey{first: head + 1}
+		mk = &memKey{first: head + 1, offsets: make([]uint64, 0, max(n, 4))}
 		m.keys[slot][r.Key] = mk
 	}
 	for i := range r.Records {

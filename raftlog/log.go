@@ -428,8 +428,12 @@ func (l *Log) Append(ctx context.Context, key string, recs []NewRecord, opts ...
 		return AppendResult{}, ErrClosed
 	}
 	var o appendOptions
-	for _, opt := range opts {
-		opt(&o)
+	if len(opts) > 0 { // options escape: allocate only when there are some
+		po := new(appendOptions)
+		for _, opt := range opts {
+			opt(po)
+		}
+		o = *po
 	}
 	req := appendRequest{Key: key, Records: recs, HasExpected: o.hasExpected, Expected: o.expected}
 	if o.hasPartition {

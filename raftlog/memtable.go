@@ -206,13 +206,32 @@ func (f *fsm) writeTable(m *memTable) {
 		panic(fmt.Sprintf("raftlog: group %d: begin flush: %v", f.group, err))
 	}
 	var errs []error
-	put := func(b *bolt.Bucket, k, v []byte) { errs = append(errs, b.Put(k, v)) }
+	put := func(b *bolt.Bucket, k, v []byte) {
+		if err := b.Put(k, v); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// bbolt keeps the values put until the commit: carve them from chunks.
+	var arena []byte
+	alloc := func(n int) []byte {
+		if n > cap(arena)-len(arena) {
+			arena = make([]byte, 0, max(256<<10, n))
+		}
+		l := len(arena)
+		arena = arena[:l+n]
+		return arena[l : l+n : l+n]
+	}
+	u64 := func(v uint64) []byte {
+		b := alloc(8)
+		binary.BigEndian.PutUint64(b, v)
+		return b
+	}
 	for slot, p := range f.partitions {
 		pb := tx.Bucket(partitionBucketName(p))
 		recs, keys := pb.Bucket(bucketRecs), pb.Bucket(bucketKeys)
 		recs.FillPercent = 1 // offsets only grow
 		for i, v := range m.recs[slot] {
-			put(recs, be64(m.start[slot]+uint64(i)), v)
+			put(recs, u64(m.start[slot]+uint64(i)), v)
 		}
 		names := make([]string, 0, len(m.keys[slot]))
 		for k := range m.keys[slot] {
@@ -222,7 +241,7 @@ func (f *fsm) writeTable(m *memTable) {
 		for _, k := range names {
 			mk := m.keys[slot][k]
 			for j, off := range mk.offsets {
-				put(keys, keyIndexKey(nil, k, mk.first+uint64(j)), be64(off))
+				put(keys, keyIndexKey(alloc(binary.MaxVarintLen64+len(k)+8), k, mk.first+uint64(j)), u64(off))
 			}
 		}
 	}
@@ -232,8 +251,8 @@ func (f *fsm) writeTable(m *memTable) {
 		order = append(order, id)
 	}
 	slices.SortFunc(order, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
-	for _, id := range order {
-		put(ids, id[:], encodeIDEntry(nil, m.ids[id]))
+	for i := range order {
+		put(ids, order[i][:], encodeIDEntry(alloc(4 * binary.MaxVarintLen64)[:0], m.ids[order[i]]))
 	}
 	for _, l := range m.idLog {
 		put(idTime, l.key, l.ids)
