@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -32,6 +33,10 @@ type pendingAppend struct {
 	enc  []byte // encodeRequest output
 	done chan appendReply
 }
+
+// pendingPool recycles pendingAppends whose reply was received: one is
+// never reused while complete() might still send to its channel.
+var pendingPool = sync.Pool{New: func() any { return &pendingAppend{done: make(chan appendReply, 1)} }}
 
 type appendReply struct {
 	res AppendResult
@@ -74,16 +79,23 @@ func newBatcher(r *raft.Raft, cfg *Config) *batcher {
 // outcome. A ctx that ends after the hand-off gives an unknown outcome;
 // one that ends before it, a retryError that is not unknown.
 func (b *batcher) submit(ctx context.Context, enc []byte) (AppendResult, error) {
-	p := &pendingAppend{enc: enc, done: make(chan appendReply, 1)}
+	p := pendingPool.Get().(*pendingAppend)
+	p.enc = enc
 	select {
 	case b.reqs <- p:
 	case <-ctx.Done():
+		p.enc = nil
+		pendingPool.Put(p)
 		return AppendResult{}, &retryError{cause: ctx.Err()}
 	case <-b.stop:
+		p.enc = nil
+		pendingPool.Put(p)
 		return AppendResult{}, ErrClosed
 	}
 	select {
 	case r := <-p.done:
+		p.enc = nil
+		pendingPool.Put(p)
 		return r.res, r.err
 	case <-ctx.Done():
 		return AppendResult{}, &retryError{unknown: true, cause: ctx.Err()}

@@ -30,7 +30,7 @@ func BenchmarkAppend(b *testing.B) {
 			if s.nodes == 1 {
 				l = openSingle(b, b.TempDir(), benchConfig)
 			} else {
-				c := newCluster(b, s.nodes, nil)
+				c := newCluster(b, s.nodes, benchConfig)
 				l = c.node(c.leader(0))
 			}
 			value := rawraftbench.Record()
@@ -58,8 +58,13 @@ func BenchmarkRawRaft(b *testing.B) {
 	}
 }
 
+// benchConfig lets experiments override knobs: RAFTLOG_BENCH_INFLIGHT
+// (MaxInflight), RAFTLOG_BENCH_FLUSH (records per in-memory table).
 func benchConfig(c *Config) {
 	if v := os.Getenv("RAFTLOG_BENCH_INFLIGHT"); v != "" {
 		c.MaxInflight, _ = strconv.Atoi(v)
+	}
+	if v := os.Getenv("RAFTLOG_BENCH_FLUSH"); v != "" {
+		c.flushRecords, _ = strconv.Atoi(v)
 	}
 }

@@ -107,6 +107,19 @@ func appendHeaders(b []byte, hs []Header) []byte {
 	return b
 }
 
+// requestSize is an upper bound of the length of r's wire form.
+func requestSize(r *appendRequest) int {
+	n := 4*binary.MaxVarintLen64 + len(r.Key)
+	for i := range r.Records {
+		rec := &r.Records[i]
+		n += 16 + 2*binary.MaxVarintLen64 + len(rec.Value)
+		for _, h := range rec.Headers {
+			n += 2*binary.MaxVarintLen64 + len(h.Key) + len(h.Value)
+		}
+	}
+	return n
+}
+
 // encodeRequest appends the wire form of r to b.
 func encodeRequest(b []byte, r *appendRequest) []byte {
 	b = binary.AppendUvarint(b, uint64(r.Partition))
@@ -140,6 +153,9 @@ func encodeEntryHeader(b []byte, t int64, n int) []byte {
 type decoder struct {
 	b   []byte
 	err error
+	// alias makes bytes() return slices of b instead of copies (strings
+	// are always copied).
+	alias bool
 }
 
 func (d *decoder) fail() {
@@ -219,6 +235,9 @@ func (d *decoder) bytes() []byte {
 	if p == nil || len(p) == 0 {
 		return nil
 	}
+	if d.alias {
+		return p
+	}
 	return append([]byte(nil), p...)
 }
 
@@ -285,9 +304,11 @@ func decodeRequest(b []byte) (appendRequest, error) {
 	return r, d.err
 }
 
-// decodeEntry decodes a raft entry's data.
+// decodeEntry decodes a raft entry's data. Record values and header values
+// are slices of b, not copies: the entry is only read while it is applied,
+// and what the state keeps is re-encoded from it.
 func decodeEntry(b []byte) (entry, error) {
-	d := decoder{b: b}
+	d := decoder{b: b, alias: true}
 	var e entry
 	if t := d.byte(); d.err == nil && t != cmdAppend {
 		return e, fmt.Errorf("%w: unknown command type %d", errCorrupt, t)

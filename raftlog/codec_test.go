@@ -2,6 +2,7 @@ package raftlog
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"time"
 
@@ -158,4 +159,14 @@ func canonical(t *testing.T, b []byte) []byte {
 		out = encodeRequest(out, &e.Requests[i])
 	}
 	return out
+}
+
+func TestRequestSizeBoundsEncoding(t *testing.T) {
+	for _, r := range []appendRequest{
+		req(3, "key", -1, 1),
+		req(70000, strings.Repeat("k", 300), 1<<40, 1, 2, 3),
+		{Partition: 1, Key: "k", Records: []NewRecord{{Headers: []Header{{Key: "a"}, {Value: make([]byte, 200)}}}}},
+	} {
+		require.LessOrEqual(t, len(encodeRequest(nil, &r)), requestSize(&r))
+	}
 }

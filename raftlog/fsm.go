@@ -24,9 +24,10 @@ import (
 // Persist of a returned snapshot runs concurrently with later applies.
 // Readers run on any goroutine.
 //
-// Applies go to an in-memory table that flushes to the file in large
-// fsynced transactions (memtable.go). Every flush stores the raft index it
-// covers in the same transaction, and entries at or below it are skipped:
+// Applies go to an in-memory table that is flushed to the file in large
+// fsynced transactions, in the background (memtable.go). Every flush stores
+// the raft index it covers in the same transaction, and entries at or
+// below it are skipped:
 // raft hands a restarted node the entries after its last snapshot, and
 // they must not be applied twice. Snapshot flushes, so the file's index is
 // never behind the latest snapshot's; snapshots are therefore only markers
@@ -37,11 +38,12 @@ type fsm struct {
 	retention  int64 // ID retention, nanoseconds
 	path       string
 
-	// dbMu guards db against Restore swapping the file: readers and snapshot
-	// streams hold it shared. mu guards the in-memory table: the FSM
-	// goroutine holds it to change the table, readers hold it shared. A
-	// snapshot stream, however long, thus never holds up applies. Lock order:
-	// dbMu, then mu.
+	// dbMu guards db against Restore swapping the file: readers, the
+	// flusher and snapshot streams hold it shared. mu guards the in-memory
+	// tables: the FSM goroutine holds it to change the active table or to
+	// freeze it, the flusher to drop a flushed table, readers hold it
+	// shared. A snapshot stream, however long, thus never holds up applies.
+	// Lock order: dbMu, a bbolt read transaction, then mu (memtable.go).
 	dbMu sync.RWMutex
 	mu   sync.RWMutex
 	db   *bolt.DB
@@ -55,17 +57,32 @@ type fsm struct {
 	appSig  signal   // woken on every apply
 
 	// meta[slot] holds the keys of a hosted partition that were deleted or
-	// truncated (usually few: all of them are kept in memory). Guarded like
-	// the table; changes reach the file with the table's next flush.
+	// truncated (usually few: all of them are kept in memory). A keyMeta is
+	// never changed once stored here (an apply stores a new one), so a
+	// frozen table keeps the ones it must write by pointer. Guarded like the
+	// tables; changes reach the file with the flush of the table they were
+	// applied in.
 	meta []map[string]*keyMeta
 	// cgroups are the consumer groups (groups.go), held by group 0 only;
-	// guarded like the table and flushed with it.
+	// guarded like the tables and flushed with them.
 	cgroups         map[string]*cgroup
 	totalPartitions int
 
-	mem memTable // applied, not yet flushed to db (memtable.go)
+	// Applied state not yet in db (memtable.go): the active table, which
+	// applies go to, and the frozen one being written by the flusher (nil
+	// when none is).
+	mem, frozen *memTable
 	// flushAt is the table size, in records and bytes, that triggers a flush.
 	flushAtRecords, flushAtBytes int
+
+	flushKick chan struct{} // wakes the flusher (buffered: one pending wake-up)
+	flushStop chan struct{}
+	flushDone chan struct{}
+	stopOnce  sync.Once
+	flushed   signal // woken when the flusher drops a flushed table
+	// beforeFlush, if set before the first apply, runs on the flusher
+	// before it writes each table (tests hold a table frozen with it).
+	beforeFlush func()
 }
 
 // Bucket and meta key names.
@@ -128,7 +145,11 @@ func boltOptions() *bolt.Options {
 // openFSM opens (creating if needed) the group's state file and checks that
 // it was made for the same partitioning.
 func openFSM(path string, group, partitions, groups int, retention time.Duration) (*fsm, error) {
-	f := &fsm{group: group, retention: int64(retention), path: path, flushAtRecords: flushRecords, flushAtBytes: flushBytes, totalPartitions: partitions}
+	f := &fsm{
+		group: group, retention: int64(retention), path: path, flushAtRecords: flushRecords, flushAtBytes: flushBytes,
+		totalPartitions: partitions,
+		flushKick:       make(chan struct{}, 1), flushStop: make(chan struct{}), flushDone: make(chan struct{}),
+	}
 	for p := group; p < partitions; p += groups {
 		f.partitions = append(f.partitions, p)
 	}
@@ -143,6 +164,7 @@ func openFSM(path string, group, partitions, groups int, retention time.Duration
 		return nil, err
 	}
 	f.db = db
+	go f.runFlusher()
 	return f, nil
 }
 
@@ -230,7 +252,8 @@ func (f *fsm) load(tx *bolt.Tx) error {
 	if err := f.loadGroups(tx); err != nil {
 		return err
 	}
-	f.mem.reset(f.nextOffsets())
+	f.mem = newMemTable(f.nextOffsets(), f.applied.Load(), f.lastTime, f.flushAtRecords)
+	f.frozen = nil
 	return nil
 }
 
@@ -259,20 +282,21 @@ type appendOutcome struct {
 // Apply implements raft.FSM for callers that do not batch.
 func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 
-// ApplyBatch applies committed entries to the in-memory table and flushes
-// the table to the state file once it is large. A response for a command
-// entry is a []appendOutcome, one per request.
+// ApplyBatch applies committed entries to the active in-memory table and
+// freezes the table for the flusher once it is large. A response for a
+// command entry is a []appendOutcome, one per request.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	resp := make([]any, len(logs))
 	applied := f.applied.Load()
 	if len(logs) == 0 || logs[len(logs)-1].Index <= applied {
 		return resp
 	}
-	tx, err := f.db.Begin(false)
+	v, err := f.beginRead()
 	if err != nil {
 		panic(fmt.Sprintf("raftlog: group %d: begin apply: %v", f.group, err))
 	}
-	a := applier{f: f, tx: tx, next: make([]uint64, len(f.partitions)), grew: make([]bool, len(f.partitions))}
+	f.mu.RUnlock() // this goroutine is the active table's only writer; the frozen one is fixed
+	a := applier{f: f, v: v, next: make([]uint64, len(f.partitions)), grew: make([]bool, len(f.partitions))}
 	for i := range a.next {
 		a.next[i] = f.next[i].Load()
 	}
@@ -304,11 +328,12 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 		applied = l.Index
 	}
-	tx.Rollback()
+	v.tx.Rollback()
 	if a.err != nil {
 		panic(fmt.Sprintf("raftlog: group %d: apply: %v", f.group, a.err))
 	}
 	f.lastTime = lastTime
+	f.mem.last, f.mem.lastTime = applied, lastTime
 	for i, grew := range a.grew {
 		if grew {
 			f.next[i].Store(a.next[i])
@@ -322,19 +347,96 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 	f.appSig.notify()
 	if f.mem.n >= f.flushAtRecords || f.mem.bytes >= f.flushAtBytes {
-		f.flush()
+		f.freeze()
 	}
 	return resp
 }
 
 // applier holds one ApplyBatch's working state. Only the FSM goroutine
-// writes the table, so it reads it without the lock.
+// writes the active table, so it reads it without the lock.
 type applier struct {
-	f    *fsm
-	tx   *bolt.Tx // read transaction of the state file, for what the table does not hold
-	next []uint64
-	grew []bool
-	err  error // a storage error: fatal
+	f       *fsm
+	v       layers
+	next    []uint64
+	grew    []bool
+	err     error    // a storage error: fatal
+	scratch []byte   // a record being encoded
+	encoded [][]byte // a request's records, encoded
+}
+
+// layers is the state as a reader sees it: the active table, then the
+// frozen one (if any), then the state file as a read transaction sees it,
+// which holds everything below the oldest table.
+type layers struct {
+	tx     *bolt.Tx
+	frozen *memTable
+	active *memTable
+
+	// Looked up on first use: the file's ID bucket and its greatest ID
+	// (new IDs are time-ordered UUIDs, mostly above it, which saves a
+	// B-tree search each), and the partitions' key buckets.
+	ids     *bolt.Bucket
+	maxID   []byte
+	keyBkts []*bolt.Bucket
+}
+
+// oldest is the lowest table: the file holds every record below its start
+// offsets.
+func (v *layers) oldest() *memTable {
+	if v.frozen != nil {
+		return v.frozen
+	}
+	return v.active
+}
+
+// tables are the tables from the oldest.
+func (v *layers) tables() []*memTable {
+	if v.frozen != nil {
+		return []*memTable{v.frozen, v.active}
+	}
+	return []*memTable{v.active}
+}
+
+// beginRead opens a read transaction of the state file and read-locks the
+// tables (the caller unlocks mu and rolls tx back). It retries until the
+// two agree: a flush that ends between the two steps has dropped a table
+// whose records the transaction does not see. The transaction is opened
+// before mu is taken: see the lock order in memtable.go.
+func (f *fsm) beginRead() (layers, error) {
+	for {
+		tx, err := f.db.Begin(false)
+		if err != nil {
+			return layers{}, err
+		}
+		f.mu.RLock()
+		v := layers{tx: tx, frozen: f.frozen, active: f.mem}
+		if fileApplied(tx) >= v.oldest().base {
+			return v, nil
+		}
+		f.mu.RUnlock()
+		tx.Rollback()
+	}
+}
+
+// fileApplied is the applied index stored in the state file.
+func fileApplied(tx *bolt.Tx) uint64 {
+	if v := tx.Bucket(bucketMeta).Get(metaApplied); v != nil {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+// readView runs fn on a consistent view of the state, tables read-locked.
+func (f *fsm) readView(fn func(v *layers) error) error {
+	f.dbMu.RLock()
+	defer f.dbMu.RUnlock()
+	v, err := f.beginRead()
+	if err != nil {
+		return err
+	}
+	defer v.tx.Rollback()
+	defer f.mu.RUnlock()
+	return fn(&v)
 }
 
 // keyHeadIn returns the current sequence of key in the state file: the
@@ -359,54 +461,101 @@ func keyIndexKey(b []byte, key string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(b, seq)
 }
 
-func (a *applier) keysBucket(p int) *bolt.Bucket {
-	return a.tx.Bucket(partitionBucketName(p)).Bucket(bucketKeys)
+func (v *layers) keysBucket(p, slot int) *bolt.Bucket {
+	if v.keyBkts == nil {
+		v.keyBkts = make([]*bolt.Bucket, len(v.active.start))
+	}
+	if v.keyBkts[slot] == nil {
+		v.keyBkts[slot] = v.tx.Bucket(partitionBucketName(p)).Bucket(bucketKeys)
+	}
+	return v.keyBkts[slot]
 }
 
-// keyHeadAt is the current sequence of key in partition p (at slot): its
-// run in the table if it has one, else its last entry in the file as tx
-// sees it.
-func (f *fsm) keyHeadAt(tx *bolt.Tx, p, slot int, key string) uint64 {
-	if mk := f.mem.keys[slot][key]; mk != nil {
+// keyRun is key's run in the newest table that has one, else nil.
+func (v *layers) keyRun(slot int, key string) *memKey {
+	if mk := v.active.keys[slot][key]; mk != nil {
+		return mk
+	}
+	if v.frozen != nil {
+		return v.frozen.keys[slot][key]
+	}
+	return nil
+}
+
+// keyHead is the current sequence of key in partition p (at slot): the
+// end of its run in the newest table that has one, else its last entry in
+// the file.
+func (v *layers) keyHead(p, slot int, key string) uint64 {
+	if mk := v.keyRun(slot, key); mk != nil {
 		return mk.last()
 	}
-	return keyHeadIn(tx.Bucket(partitionBucketName(p)).Bucket(bucketKeys), key)
+	return keyHeadIn(v.keysBucket(p, slot), key)
 }
 
-// idAt returns where id was appended, from the table or else the file as tx
-// sees it, whether or not it has expired.
-func (f *fsm) idAt(tx *bolt.Tx, id uuid.UUID) (idEntry, bool, error) {
-	if e, ok := f.mem.ids[id]; ok {
+// id returns where id was appended, from the tables or else the file,
+// whether or not it has expired.
+func (v *layers) id(id uuid.UUID) (idEntry, bool, error) {
+	if e, ok := v.active.ids[id]; ok {
 		return e, true, nil
 	}
-	v := tx.Bucket(bucketIDs).Get(id[:])
-	if v == nil {
+	if v.frozen != nil {
+		if e, ok := v.frozen.ids[id]; ok {
+			return e, true, nil
+		}
+	}
+	if v.ids == nil {
+		v.ids = v.tx.Bucket(bucketIDs)
+		v.maxID, _ = v.ids.Cursor().Last()
+	}
+	if v.maxID == nil || bytes.Compare(id[:], v.maxID) > 0 {
 		return idEntry{}, false, nil
 	}
-	e, err := decodeIDEntry(v)
+	b := v.ids.Get(id[:])
+	if b == nil {
+		return idEntry{}, false, nil
+	}
+	e, err := decodeIDEntry(b)
 	return e, err == nil, err
 }
 
 // keyOffset is the offset of key's record with sequence seq.
-func (a *applier) keyOffset(p, slot int, key string, seq uint64) (uint64, bool) {
-	if mk := a.f.mem.keys[slot][key]; mk != nil && seq >= mk.first {
-		if seq > mk.last() {
-			return 0, false
+func (v *layers) keyOffset(p, slot int, key string, seq uint64) (uint64, bool) {
+	for _, m := range [2]*memTable{v.active, v.frozen} {
+		if m == nil {
+			continue
 		}
-		return mk.offsets[seq-mk.first], true
+		if mk := m.keys[slot][key]; mk != nil && seq >= mk.first {
+			if seq > mk.last() {
+				return 0, false
+			}
+			return mk.offsets[seq-mk.first], true
+		}
 	}
-	v := a.keysBucket(p).Get(keyIndexKey(nil, key, seq))
-	if v == nil {
+	b := v.keysBucket(p, slot).Get(keyIndexKey(nil, key, seq))
+	if b == nil {
 		return 0, false
 	}
-	return binary.BigEndian.Uint64(v), true
+	return binary.BigEndian.Uint64(b), true
+}
+
+// record is the stored record at offset off of partition p (at slot).
+func (v *layers) record(p, slot int, off uint64) []byte {
+	for _, m := range [2]*memTable{v.active, v.frozen} {
+		if m != nil && off >= m.start[slot] {
+			if off >= m.end(slot) {
+				return nil
+			}
+			return m.recs[slot][off-m.start[slot]]
+		}
+	}
+	return v.tx.Bucket(partitionBucketName(p)).Bucket(bucketRecs).Get(be64(off))
 }
 
 // lookupID returns where id was appended, if it is remembered and has not
 // expired at time t. Expiry is judged here, from the stored time, so the
 // answer never depends on when expired IDs are physically pruned.
 func (a *applier) lookupID(id uuid.UUID, t int64) (idEntry, bool) {
-	e, ok, err := a.f.idAt(a.tx, id)
+	e, ok, err := a.v.id(id)
 	if !ok {
 		a.fail(err)
 		return idEntry{}, false
@@ -460,7 +609,7 @@ func (a *applier) append(r *appendRequest, t int64, index uint64, reqNo int) app
 			return appendOutcome{Result: res, Err: err}
 		}
 	}
-	head := f.keyHeadAt(a.tx, r.Partition, slot, r.Key)
+	head := a.v.keyHead(r.Partition, slot, r.Key)
 	km := f.meta[slot][r.Key]
 	if err := r.check(head, km); err != nil {
 		return appendOutcome{Err: err}
@@ -474,28 +623,33 @@ func (a *applier) append(r *appendRequest, t int64, index uint64, reqNo int) app
 		f.mem.metaDirty[slot][r.Key] = struct{}{}
 		f.mu.Unlock()
 	}
+	m := f.mem
 	first := a.next[slot]
 	n := len(r.Records)
-	encoded := make([][]byte, n)
-	idList := make([]byte, 0, 16*n)
+	// What the table keeps is carved from its arena (memTable.alloc);
+	// readers see it only once it is linked in below, under the lock.
+	a.encoded = a.encoded[:0]
+	idList := m.alloc(16 * n)[:0]
 	size := 0
 	for i := range r.Records {
-		encoded[i] = encodeRecord(nil, r.Key, head+1+uint64(i), &r.Records[i], t)
+		a.scratch = encodeRecord(a.scratch[:0], r.Key, head+1+uint64(i), &r.Records[i], t)
+		rec := m.alloc(len(a.scratch))
+		copy(rec, a.scratch)
+		a.encoded = append(a.encoded, rec)
 		idList = append(idList, r.Records[i].ID[:]...)
-		size += len(encoded[i])
+		size += len(rec)
 	}
 	// One retention entry per request: time, raft index, request number in
 	// the entry (never anything that depends on how entries were batched).
-	tk := binary.BigEndian.AppendUint64(make([]byte, 0, 20), uint64(t))
+	tk := binary.BigEndian.AppendUint64(m.alloc(20)[:0], uint64(t))
 	tk = binary.BigEndian.AppendUint64(tk, index)
 	tk = binary.BigEndian.AppendUint32(tk, uint32(reqNo))
 
-	m := &f.mem
 	f.mu.Lock()
-	m.recs[slot] = append(m.recs[slot], encoded...)
+	m.recs[slot] = append(m.recs[slot], a.encoded...)
 	mk := m.keys[slot][r.Key]
 	if mk == nil {
-		mk = &memKey{first: head + 1}
+		mk = &memKey{first: head + 1, offsets: make([]uint64, 0, max(n, 4))}
 		m.keys[slot][r.Key] = mk
 	}
 	for i := range r.Records {
@@ -560,7 +714,7 @@ func (a *applier) dedup(r *appendRequest, slot int, t int64, pos Position) (Appe
 	if first.Partition != r.Partition {
 		return AppendResult{}, true, conflict
 	}
-	if off, ok := a.keyOffset(r.Partition, slot, r.Key, first.KeySeq); !ok || off != first.Offset {
+	if off, ok := a.v.keyOffset(r.Partition, slot, r.Key, first.KeySeq); !ok || off != first.Offset {
 		return AppendResult{}, true, conflict
 	}
 	for i := 1; i < len(r.Records); i++ {
@@ -581,41 +735,39 @@ func (a *applier) fail(err error) {
 	}
 }
 
-// read returns records of partition p from offset from: those flushed from
-// the state file, then those in the table.
+// read returns records of partition p from offset from: those flushed to
+// the state file, then those in the tables, oldest first.
 func (f *fsm) read(p int, from uint64, maxRecs, maxBytes int) ([]Record, error) {
-	f.rlock()
-	defer f.runlock()
-	slot, _ := f.slot(p)
-	start, mrecs := f.mem.start[slot], f.mem.recs[slot]
-	c := collector{p: p, maxRecs: maxRecs, maxBytes: maxBytes, meta: f.meta[slot]}
-	if from < start {
-		err := f.db.View(func(tx *bolt.Tx) error {
-			cur := tx.Bucket(partitionBucketName(p)).Bucket(bucketRecs).Cursor()
-			for k, v := cur.Seek(be64(from)); k != nil; k, v = cur.Next() {
+	c := collector{p: p, maxRecs: maxRecs, maxBytes: maxBytes}
+	err := f.readView(func(v *layers) error {
+		slot, _ := f.slot(p)
+		c.meta = f.meta[slot]
+		start := v.oldest().start[slot]
+		if from < start {
+			cur := v.tx.Bucket(partitionBucketName(p)).Bucket(bucketRecs).Cursor()
+			for k, val := cur.Seek(be64(from)); k != nil; k, val = cur.Next() {
 				off := binary.BigEndian.Uint64(k)
 				if off >= start {
 					break
 				}
-				if more, err := c.take(v, off); !more || err != nil {
+				if more, err := c.take(val, off); !more || err != nil {
 					return err
 				}
 			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
+			if c.full {
+				return nil // stopped by a bound inside the state file
+			}
 		}
-		if len(c.out) > 0 && c.out[len(c.out)-1].Offset+1 < start {
-			return c.out, nil // stopped by a bound inside the state file
+		for _, m := range v.tables() {
+			for off := max(from, m.start[slot]); off < m.end(slot); off++ {
+				if more, err := c.take(m.recs[slot][off-m.start[slot]], off); !more || err != nil {
+					return err
+				}
+			}
 		}
-	}
-	for off := max(from, start); off < start+uint64(len(mrecs)); off++ {
-		if more, err := c.take(mrecs[off-start], off); !more || err != nil {
-			return c.out, err
-		}
-	}
-	return c.out, nil
+		return nil
+	})
+	return c.out, err
 }
 
 // collector gathers decoded records of partition p within read bounds: at
@@ -626,11 +778,13 @@ type collector struct {
 	meta              map[string]*keyMeta // the partition's; records below a key's floor are skipped
 	size              int
 	out               []Record
+	full              bool // a bound was met
 }
 
 // take adds the stored record v at offset off; false means a bound is met.
 func (c *collector) take(v []byte, off uint64) (bool, error) {
 	if len(c.out) >= c.maxRecs || (len(c.out) > 0 && c.size+len(v) > c.maxBytes) {
+		c.full = true
 		return false, nil
 	}
 	if len(c.meta) > 0 {
@@ -651,49 +805,48 @@ func (c *collector) take(v []byte, off uint64) (bool, error) {
 	return true, nil
 }
 
-// readKey returns records of key in partition p from key sequence from.
+// readKey returns records of key in partition p from key sequence from:
+// those indexed in the state file below the first sequence a table holds,
+// then the key's runs in the tables, oldest first.
 func (f *fsm) readKey(p int, key string, from uint64, maxRecs, maxBytes int) ([]Record, error) {
-	f.rlock()
-	defer f.runlock()
-	slot, _ := f.slot(p)
-	start, mrecs := f.mem.start[slot], f.mem.recs[slot]
-	mk := f.mem.keys[slot][key]
-	if km := f.meta[slot][key]; km != nil {
-		from = max(from, km.floor)
-	}
 	c := collector{p: p, maxRecs: maxRecs, maxBytes: maxBytes}
-	err := f.db.View(func(tx *bolt.Tx) error {
-		pb := tx.Bucket(partitionBucketName(p))
-		recs := pb.Bucket(bucketRecs)
+	err := f.readView(func(v *layers) error {
+		slot, _ := f.slot(p)
+		if km := f.meta[slot][key]; km != nil {
+			from = max(from, km.floor)
+		}
 		take := func(off uint64) (bool, error) {
-			var v []byte
-			if off >= start {
-				v = mrecs[off-start]
-			} else if v = recs.Get(be64(off)); v == nil {
+			rec := v.record(p, slot, off)
+			if rec == nil {
 				return false, fmt.Errorf("raftlog: key %q index names missing offset %d", key, off)
 			}
-			return c.take(v, off)
+			return c.take(rec, off)
+		}
+		var runs []*memKey
+		for _, m := range v.tables() {
+			if mk := m.keys[slot][key]; mk != nil {
+				runs = append(runs, mk)
+			}
 		}
 		memFirst := ^uint64(0)
-		if mk != nil {
-			memFirst = mk.first
+		if len(runs) > 0 {
+			memFirst = runs[0].first
 		}
 		prefix := appendString(nil, key)
-		c := pb.Bucket(bucketKeys).Cursor()
-		for k, v := c.Seek(keyIndexKey(nil, key, from)); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, v = c.Next() {
+		cur := v.keysBucket(p, slot).Cursor()
+		for k, val := cur.Seek(keyIndexKey(nil, key, from)); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, val = cur.Next() {
 			if binary.BigEndian.Uint64(k[len(prefix):]) >= memFirst {
 				break
 			}
-			if more, err := take(binary.BigEndian.Uint64(v)); !more || err != nil {
+			if more, err := take(binary.BigEndian.Uint64(val)); !more || err != nil {
 				return err
 			}
 		}
-		if mk == nil {
-			return nil
-		}
-		for seq := max(from, mk.first); seq <= mk.last(); seq++ {
-			if more, err := take(mk.offsets[seq-mk.first]); !more || err != nil {
-				return err
+		for _, mk := range runs {
+			for seq := max(from, mk.first); seq <= mk.last(); seq++ {
+				if more, err := take(mk.offsets[seq-mk.first]); !more || err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -703,15 +856,13 @@ func (f *fsm) readKey(p int, key string, from uint64, maxRecs, maxBytes int) ([]
 
 // keyInfo returns the state of key in partition p.
 func (f *fsm) keyInfo(p int, key string) (KeyInfo, error) {
-	f.rlock()
-	defer f.runlock()
-	slot, _ := f.slot(p)
 	info := KeyInfo{First: 1}
-	if km := f.meta[slot][key]; km != nil {
-		info.First, info.Deleted = km.floor, km.deleted
-	}
-	err := f.db.View(func(tx *bolt.Tx) error {
-		info.Seq = f.keyHeadAt(tx, p, slot, key)
+	err := f.readView(func(v *layers) error {
+		slot, _ := f.slot(p)
+		if km := f.meta[slot][key]; km != nil {
+			info.First, info.Deleted = km.floor, km.deleted
+		}
+		info.Seq = v.keyHead(p, slot, key)
 		return nil
 	})
 	return info, err
@@ -719,12 +870,10 @@ func (f *fsm) keyInfo(p int, key string) (KeyInfo, error) {
 
 // keySeq returns the current sequence of key in partition p.
 func (f *fsm) keySeq(p int, key string) (uint64, error) {
-	f.rlock()
-	defer f.runlock()
-	slot, _ := f.slot(p)
 	var seq uint64
-	err := f.db.View(func(tx *bolt.Tx) error {
-		seq = f.keyHeadAt(tx, p, slot, key)
+	err := f.readView(func(v *layers) error {
+		slot, _ := f.slot(p)
+		seq = v.keyHead(p, slot, key)
 		return nil
 	})
 	return seq, err
@@ -732,13 +881,11 @@ func (f *fsm) keySeq(p int, key string) (uint64, error) {
 
 // lookupID returns where a record ID was appended, if it is held.
 func (f *fsm) lookupID(id uuid.UUID) (idEntry, bool, error) {
-	f.rlock()
-	defer f.runlock()
 	var e idEntry
 	var found bool
-	err := f.db.View(func(tx *bolt.Tx) error {
+	err := f.readView(func(v *layers) error {
 		var err error
-		e, found, err = f.idAt(tx, id)
+		e, found, err = v.id(id)
 		return err
 	})
 	return e, found, err
@@ -754,28 +901,17 @@ func (f *fsm) flushedIDCount() (int, error) {
 	return n, err
 }
 
-// rlock takes the locks a reader of the file and the table needs.
-func (f *fsm) rlock() {
-	f.dbMu.RLock()
-	f.mu.RLock()
-}
-
-func (f *fsm) runlock() {
-	f.mu.RUnlock()
-	f.dbMu.RUnlock()
-}
-
-// view runs fn in a read transaction of the state file.
+// view runs fn in a read transaction of the state file alone.
 func (f *fsm) view(fn func(tx *bolt.Tx) error) error {
-	f.rlock()
-	defer f.runlock()
+	f.dbMu.RLock()
+	defer f.dbMu.RUnlock()
 	return f.db.View(fn)
 }
 
-// Snapshot implements raft.FSM. It flushes the table, so the state file
-// covers everything applied and raft may compact its log up to here; the
-// snapshot itself records only that index, and its cost does not grow with
-// history.
+// Snapshot implements raft.FSM. It freezes the active table and waits for
+// the flusher to write every frozen table, so the state file covers
+// everything applied and raft may compact its log up to here; the snapshot
+// itself records only that index, and its cost does not grow with history.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.flush()
 	return markerSnapshot{index: f.applied.Load()}, nil
@@ -797,6 +933,10 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		os.Remove(tmp)
 		return fmt.Errorf("raftlog: receive snapshot: %w", err)
 	}
+	// A flush in progress writes the file being replaced; let it end (its
+	// state is discarded with the rest). No table is frozen after it: this
+	// is the FSM goroutine, the only one that freezes.
+	f.waitFlushed()
 	f.dbMu.Lock()
 	defer f.dbMu.Unlock()
 	f.mu.Lock()
@@ -830,13 +970,23 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-// close flushes the table (so a clean restart re-applies nothing) and
-// closes the file. Raft must be stopped: this runs off the FSM goroutine.
+// close flushes the tables (so a clean restart re-applies nothing), stops
+// the flusher and closes the file. Raft must be stopped: this runs off the
+// FSM goroutine.
 func (f *fsm) close() error {
 	f.flush()
+	f.stopFlusher()
 	f.dbMu.Lock()
 	defer f.dbMu.Unlock()
 	return f.db.Close()
+}
+
+// stopFlusher stops the flusher after the flush in progress, if any; a
+// table frozen and not yet being written stays unwritten (close flushes
+// first; tests stop it alone to simulate a crash).
+func (f *fsm) stopFlusher() {
+	f.stopOnce.Do(func() { close(f.flushStop) })
+	<-f.flushDone
 }
 
 func writeFileSync(path string, r io.Reader) error {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"sort"
 	"testing"
 	"time"
 
@@ -277,9 +278,7 @@ func TestFSMReappliesUnflushedAfterCrash(t *testing.T) {
 	recs, err := f.read(0, 0, 10, 1<<20)
 	require.NoError(t, err)
 	require.Len(t, recs, 2)
-	f.dbMu.Lock()
-	require.NoError(t, f.db.Close()) // crash: the table is gone
-	f.dbMu.Unlock()
+	crashFSM(t, f) // the table is gone
 
 	f, err = openFSM(path, 0, 4, 1, time.Hour)
 	require.NoError(t, err)
@@ -399,6 +398,16 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	require.Error(t, dst.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))))
 }
 
+// crashFSM stops f the way a killed process would: the flusher stops after
+// the flush in progress, if any, and the tables are lost.
+func crashFSM(t testing.TB, f *fsm) {
+	t.Helper()
+	f.stopFlusher()
+	f.dbMu.Lock()
+	require.NoError(t, f.db.Close())
+	f.dbMu.Unlock()
+}
+
 type memSink struct{ bytes.Buffer }
 
 func (s *memSink) ID() string    { return "mem" }
@@ -437,4 +446,256 @@ func TestFSMErasesAndKeepsKeyStateAcrossRestart(t *testing.T) {
 	// a retry of an erased record's append is still recognised
 	out = f.ApplyBatch([]*raft.Log{entryLog(4, 4, req(0, "x", -1, 1, 2, 3))})
 	require.Equal(t, "p0@0 seq1 n3 dup=true idx=4 ", outcomeString(out[0]))
+}
+
+// holdFlushes makes f's flusher wait before writing each table until
+// release is closed or the flusher is stopped; every table it holds is
+// announced on the returned channel.
+func holdFlushes(f *fsm, release <-chan struct{}) <-chan struct{} {
+	held := make(chan struct{}, 100)
+	f.beforeFlush = func() {
+		held <- struct{}{}
+		select {
+		case <-release:
+		case <-f.flushStop:
+		}
+	}
+	return held
+}
+
+func fileAppliedOf(t testing.TB, f *fsm) uint64 {
+	t.Helper()
+	var applied uint64
+	require.NoError(t, f.view(func(tx *bolt.Tx) error {
+		applied = fileApplied(tx)
+		return nil
+	}))
+	return applied
+}
+
+// While a frozen table is being written, readers and applies find its
+// records, key runs and IDs between the active table and the file, and a
+// table that fills meanwhile waits for the flush (back-pressure).
+func TestFSMFrozenTableIsVisible(t *testing.T) {
+	f := newTestFSM(t, time.Hour)
+	f.ApplyBatch([]*raft.Log{entryLog(1, 1, req(0, "a", 0, 1), req(0, "b", -1, 2))})
+	f.flush() // table 1 (a1 b1) in the file
+	release := make(chan struct{})
+	held := holdFlushes(f, release)
+	f.flushAtRecords = 2
+	f.ApplyBatch([]*raft.Log{entryLog(2, 2, req(0, "a", 1, 3, 4))})
+	<-held // table 2 (a2 a3) frozen, held
+	f.flushAtRecords = 3
+	out := f.ApplyBatch([]*raft.Log{entryLog(3, 3, req(0, "a", 3, 5), req(0, "b", 1, 6), req(0, "a", 1, 3, 4))})
+	require.Equal(t, "p0@4 seq4 n1 dup=false idx=3 p0@5 seq2 n1 dup=false idx=3 p0@2 seq2 n2 dup=true idx=3 ", outcomeString(out[0]),
+		"expectations and retries are judged across the frozen table")
+	require.NotNil(t, f.frozen)
+	require.Equal(t, uint64(1), fileAppliedOf(t, f))
+
+	check := func() {
+		t.Helper()
+		recs, err := f.read(0, 0, 100, 1<<20)
+		require.NoError(t, err)
+		var got []string
+		for i, r := range recs {
+			require.Equal(t, uint64(i), r.Offset)
+			got = append(got, fmt.Sprintf("%s%d", r.Key, r.KeySeq))
+		}
+		require.Equal(t, []string{"a1", "b1", "a2", "a3", "a4", "b2"}, got)
+		for from, want := range map[uint64][]uint64{1: {0, 2, 3, 4}, 2: {2, 3, 4}, 4: {4}} {
+			byKey, err := f.readKey(0, "a", from, 100, 1<<20)
+			require.NoError(t, err)
+			var offs []uint64
+			for i, r := range byKey {
+				require.Equal(t, from+uint64(i), r.KeySeq)
+				offs = append(offs, r.Offset)
+			}
+			require.Equal(t, want, offs, "key a from %d", from)
+		}
+		// bounds stop a read inside any layer without skipping records
+		for max := 1; max <= 6; max++ {
+			part, err := f.read(0, 1, max, 1<<20)
+			require.NoError(t, err)
+			require.Len(t, part, min(max, 5))
+			require.Equal(t, uint64(1), part[0].Offset)
+		}
+		seq, err := f.keySeq(0, "a")
+		require.NoError(t, err)
+		require.Equal(t, uint64(4), seq)
+		e, found, err := f.lookupID(testID(4))
+		require.NoError(t, err)
+		require.True(t, found)
+		require.Equal(t, uint64(3), e.Offset)
+	}
+	check()
+
+	// Table 3 is full too: the next freeze waits for table 2's flush.
+	done := make(chan []any)
+	go func() { done <- f.ApplyBatch([]*raft.Log{entryLog(4, 4, req(1, "c", -1, 7))}) }()
+	select {
+	case <-done:
+		t.Fatal("a second full table was frozen while the first was being written")
+	default:
+	}
+	close(release)
+	require.Equal(t, "p1@0 seq1 n1 dup=false idx=4 ", outcomeString((<-done)[0]))
+	f.waitFlushed()
+	require.Equal(t, uint64(4), fileAppliedOf(t, f))
+	check()
+}
+
+// A flushed table stores its own last index as the file's applied index,
+// never a later one: a crash with a table frozen and unwritten loses
+// nothing that raft does not hand back.
+func TestFSMCrashWithFrozenTableUnflushed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	f, err := openFSM(path, 0, 4, 1, time.Hour)
+	require.NoError(t, err)
+	f.flushAtRecords = 2
+	release := make(chan struct{})
+	held := holdFlushes(f, release)
+	logs := []*raft.Log{
+		entryLog(1, 1, req(0, "k", 0, 1)),
+		entryLog(2, 2, req(0, "k", 1, 2)), // table 1 full: frozen, held
+		entryLog(3, 3, req(0, "k", 2, 3)), // active
+	}
+	var before []string
+	for _, l := range logs {
+		before = append(before, outcomeString(f.ApplyBatch([]*raft.Log{l})[0]))
+	}
+	<-held
+	recs, err := f.read(0, 0, 10, 1<<20)
+	require.NoError(t, err)
+	require.Len(t, recs, 3)
+	require.Equal(t, uint64(0), fileAppliedOf(t, f))
+	crashFSM(t, f)
+
+	f, err = openFSM(path, 0, 4, 1, time.Hour)
+	require.NoError(t, err)
+	defer f.close()
+	require.Equal(t, uint64(0), f.applied.Load(), "nothing was flushed")
+	var again []string
+	for _, r := range f.ApplyBatch(logs) {
+		again = append(again, outcomeString(r))
+	}
+	require.Equal(t, before, again)
+	got, err := f.read(0, 0, 10, 1<<20)
+	require.NoError(t, err)
+	require.Equal(t, recs, got)
+}
+
+// Snapshot returns only once every frozen table is in the file, so the
+// marker's index is covered by the file.
+func TestFSMSnapshotWaitsForFrozenTables(t *testing.T) {
+	f := newTestFSM(t, time.Hour)
+	f.flushAtRecords = 1
+	release := make(chan struct{})
+	held := holdFlushes(f, release)
+	f.ApplyBatch([]*raft.Log{entryLog(1, 1, req(0, "k", -1, 1))})
+	<-held
+	f.flushAtRecords = 100
+	f.ApplyBatch([]*raft.Log{entryLog(2, 2, req(0, "k", -1, 2))}) // active
+	type result struct {
+		snap raft.FSMSnapshot
+		err  error
+	}
+	done := make(chan result)
+	go func() {
+		s, err := f.Snapshot()
+		done <- result{s, err}
+	}()
+	select {
+	case <-done:
+		t.Fatal("Snapshot returned while a frozen table was unwritten")
+	default:
+	}
+	require.Equal(t, uint64(0), fileAppliedOf(t, f))
+	close(release)
+	r := <-done
+	require.NoError(t, r.err)
+	require.Equal(t, markerSnapshot{index: 2}, r.snap)
+	require.Equal(t, uint64(2), fileAppliedOf(t, f))
+	require.Nil(t, f.frozen)
+	require.Zero(t, f.mem.n)
+}
+
+// A key truncated and a consumer group changed while a table is frozen:
+// the frozen table's flush writes the key metadata and the group as of its
+// own last index, readers see the newer state at once, and a crash before
+// the next flush recovers to exactly the same state as never freezing.
+func TestFSMKeyAndGroupChangesWhileFrozen(t *testing.T) {
+	group := func(idx uint64, sec int64, member string) *raft.Log {
+		op := groupOp{Op: gopJoin, Group: "g", Member: member, Session: int64(time.Minute)}
+		return &raft.Log{Index: idx, Term: 1, Type: raft.LogCommand, Data: encodeGroupEntry(sec*int64(time.Second), &op)}
+	}
+	logs := []*raft.Log{
+		entryLog(1, 1, req(0, "x", 0, 1, 2, 3)),
+		entryLog(2, 2, req(0, "x", 3, 4)),
+		group(3, 3, "m1"),
+		entryLog(4, 4, keyOp(0, "x", -1, 3)), // hides x1, x2
+		group(5, 5, "m2"),
+	}
+	members := func(f *fsm) []string {
+		s, ok := f.groupState("g")
+		require.True(t, ok)
+		var names []string
+		for _, m := range s.Members {
+			names = append(names, m.ID)
+		}
+		sort.Strings(names)
+		return names
+	}
+	keySeqs := func(f *fsm) []uint64 {
+		recs, err := f.read(0, 0, 10, 1<<20)
+		require.NoError(t, err)
+		var seqs []uint64
+		for _, r := range recs {
+			seqs = append(seqs, r.KeySeq)
+		}
+		return seqs
+	}
+
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	f, err := openFSM(path, 0, 4, 1, time.Hour)
+	require.NoError(t, err)
+	f.ApplyBatch(logs[:1])
+	f.flush() // x1..x3 in the file
+	release := make(chan struct{})
+	held := holdFlushes(f, release)
+	f.flushAtRecords = 1
+	f.ApplyBatch(logs[1:3]) // x4 and m1: frozen, held
+	<-held
+	f.flushAtRecords = 100
+	f.ApplyBatch(logs[3:]) // the truncation and m2, in the active table
+	require.Equal(t, []uint64{3, 4}, keySeqs(f), "readers see the truncation at once")
+	require.Equal(t, []string{"m1", "m2"}, members(f))
+	close(release)
+	f.waitFlushed()
+	require.Equal(t, uint64(3), fileAppliedOf(t, f))
+	require.NoError(t, f.view(func(tx *bolt.Tx) error {
+		pb := tx.Bucket(partitionBucketName(0))
+		require.Equal(t, 4, pb.Bucket(bucketRecs).Stats().KeyN, "x1..x4: the truncation is not the frozen table's")
+		require.Nil(t, pb.Bucket(bucketKeyMeta).Get([]byte("x")))
+		g, err := decodeCGroup(tx.Bucket(bucketGroups).Get([]byte("g")))
+		require.NoError(t, err)
+		require.Len(t, g.members, 1, "the group as of the frozen table's last index")
+		return nil
+	}))
+	crashFSM(t, f) // the active table is lost
+
+	f, err = openFSM(path, 0, 4, 1, time.Hour)
+	require.NoError(t, err)
+	defer f.close()
+	require.Equal(t, uint64(3), f.applied.Load())
+	require.Equal(t, []uint64{1, 2, 3, 4}, keySeqs(f))
+	require.Equal(t, []string{"m1"}, members(f))
+	f.ApplyBatch(logs) // raft replays what the file does not cover
+	require.Equal(t, []uint64{3, 4}, keySeqs(f))
+	require.Equal(t, []string{"m1", "m2"}, members(f))
+	f.flush()
+
+	ref := newTestFSM(t, time.Hour)
+	ref.ApplyBatch(logs)
+	ref.flush()
+	require.Equal(t, stateHash(t, ref), stateHash(t, f))
 }

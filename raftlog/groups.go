@@ -583,23 +583,24 @@ func (f *fsm) loadGroups(tx *bolt.Tx) error {
 	})
 }
 
-// flushGroups writes the changed consumer groups into tx.
-func (f *fsm) flushGroups(tx *bolt.Tx) error {
-	if len(f.mem.groupsDirty) == 0 {
+// flushGroups writes the consumer groups a table changed, encoded as of
+// its last index, into tx.
+func flushGroups(tx *bolt.Tx, groups map[string][]byte) error {
+	if len(groups) == 0 {
 		return nil
 	}
 	b, err := tx.CreateBucketIfNotExists(bucketGroups)
 	if err != nil {
 		return err
 	}
-	names := make([]string, 0, len(f.mem.groupsDirty))
-	for n := range f.mem.groupsDirty {
+	names := make([]string, 0, len(groups))
+	for n := range groups {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	var errs []error
 	for _, n := range names {
-		errs = append(errs, b.Put([]byte(n), encodeCGroup(nil, f.cgroups[n])))
+		errs = append(errs, b.Put([]byte(n), groups[n]))
 	}
 	return errors.Join(errs...)
 }

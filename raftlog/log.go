@@ -462,8 +462,12 @@ func (l *Log) TruncateKey(ctx context.Context, key string, before uint64, opts .
 // request builds an append request from the options.
 func (l *Log) request(key string, recs []NewRecord, op uint64, opts []AppendOption) appendRequest {
 	var o appendOptions
-	for _, opt := range opts {
-		opt(&o)
+	if len(opts) > 0 { // options escape: allocate only when there are some
+		po := new(appendOptions)
+		for _, opt := range opts {
+			opt(po)
+		}
+		o = *po
 	}
 	req := appendRequest{Key: key, Records: recs, Flags: o.flags | op, Expected: o.expected}
 	if o.hasPartition {
@@ -483,7 +487,7 @@ func (l *Log) run(ctx context.Context, req appendRequest) (AppendResult, error) 
 		return AppendResult{}, err
 	}
 	g, _ := l.groupOf(req.Partition)
-	return l.submit(ctx, g, encodeRequest(nil, &req))
+	return l.submit(ctx, g, encodeRequest(make([]byte, 0, requestSize(&req)), &req))
 }
 
 // validate checks an append against the limits and gives records without
@@ -509,7 +513,10 @@ func (l *Log) validate(r *appendRequest) error {
 	}
 	total := 0
 	copied := false
-	seen := make(map[uuid.UUID]struct{}, len(r.Records))
+	var seen map[uuid.UUID]struct{} // for large batches; small ones compare pairwise
+	if len(r.Records) > 16 {
+		seen = make(map[uuid.UUID]struct{}, len(r.Records))
+	}
 	for i := range r.Records {
 		rec := &r.Records[i]
 		size := len(rec.Value)
@@ -528,10 +535,18 @@ func (l *Log) validate(r *appendRequest) error {
 			}
 			rec.ID = uuid.Must(uuid.NewV7())
 		}
-		if _, dup := seen[rec.ID]; dup {
-			return fmt.Errorf("%w: %s", ErrDuplicateID, rec.ID)
+		if seen != nil {
+			if _, dup := seen[rec.ID]; dup {
+				return fmt.Errorf("%w: %s", ErrDuplicateID, rec.ID)
+			}
+			seen[rec.ID] = struct{}{}
+			continue
 		}
-		seen[rec.ID] = struct{}{}
+		for j := range i {
+			if r.Records[j].ID == rec.ID {
+				return fmt.Errorf("%w: %s", ErrDuplicateID, rec.ID)
+			}
+		}
 	}
 	if total > l.cfg.MaxBatchBytes {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrBatchTooLarge, total, l.cfg.MaxBatchBytes)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -313,21 +314,43 @@ func crash(t *testing.T, l *Log) {
 	l.wg.Wait()
 	for _, g := range l.groups {
 		require.NoError(t, g.store.Close())
-		g.fsm.dbMu.Lock()
-		require.NoError(t, g.fsm.db.Close())
-		g.fsm.dbMu.Unlock()
+		crashFSM(t, g.fsm)
 	}
 }
 
-// Acknowledged appends survive a crash that loses the unflushed table:
+// Acknowledged appends survive a crash that loses the unflushed tables:
 // raft hands the entries after its last snapshot back and they are
-// re-applied, with the same offsets and key sequences.
+// re-applied, with the same offsets and key sequences. With a frozen table
+// held unwritten at the crash, the file's index is the older table's.
 func TestSingleNodeCrashLosesNothingAcknowledged(t *testing.T) {
+	t.Run("active table", func(t *testing.T) { testCrashLosesNothing(t, false) })
+	t.Run("frozen table", func(t *testing.T) { testCrashLosesNothing(t, true) })
+}
+
+func testCrashLosesNothing(t *testing.T, holdFrozen bool) {
 	dir := t.TempDir()
 	cfg := Config{Dir: dir, flushRecords: 300} // some flushed, some only in the table
 	ctx := context.Background()
 	l, err := Open(ctx, cfg)
 	require.NoError(t, err)
+	f := l.groups[0].fsm
+	perWriter := 130
+	var held <-chan struct{}
+	if holdFrozen {
+		// The first table is written; the second stays frozen until the
+		// crash; the active one stays below the threshold (8 x 100 records).
+		perWriter = 100
+		var flushes atomic.Int32
+		release := make(chan struct{})
+		hold := holdFlushes(f, release)
+		inner := f.beforeFlush
+		f.beforeFlush = func() {
+			if flushes.Add(1) > 1 {
+				inner()
+			}
+		}
+		held = hold
+	}
 	var mu sync.Mutex
 	acked := map[uuid.UUID]AppendResult{}
 	var wg sync.WaitGroup
@@ -335,7 +358,7 @@ func TestSingleNodeCrashLosesNothingAcknowledged(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := 0; i < 130; i++ {
+			for i := 0; i < perWriter; i++ {
 				r := rec(fmt.Sprint(w, "-", i))
 				res, err := l.Append(ctx, fmt.Sprintf("k%d-%d", w, i%5), []NewRecord{r})
 				if !assertNoError(t, err) {
@@ -348,8 +371,13 @@ func TestSingleNodeCrashLosesNothingAcknowledged(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	require.Less(t, l.groups[0].fsm.mem.n, 300)
-	require.Positive(t, l.groups[0].fsm.mem.n, "the crash must lose a non-empty table")
+	require.Less(t, f.mem.n, 300)
+	require.Positive(t, f.mem.n, "the crash must lose a non-empty table")
+	if holdFrozen {
+		<-held
+		require.NotNil(t, f.frozen)
+		require.Less(t, fileAppliedOf(t, f), f.frozen.last)
+	}
 	crash(t, l)
 
 	l, err = Open(ctx, cfg)
@@ -379,8 +407,9 @@ func TestSingleNodeCrashLosesNothingAcknowledged(t *testing.T) {
 	require.Equal(t, len(acked), found)
 }
 
-// Readers racing flushes see every record exactly once, in offset order,
-// across the boundary between the file and the in-memory table.
+// Readers racing background flushes see every record exactly once, in
+// offset order, across the boundaries between the file, the frozen table
+// being written and the active table.
 func TestReadsDuringFlushes(t *testing.T) {
 	l := openSingle(t, t.TempDir(), func(c *Config) { c.flushRecords = 37 })
 	ctx := context.Background()
