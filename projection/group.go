@@ -23,6 +23,36 @@ type GroupOptions struct {
 	// DB, if set, is the member's SQLite database: each batch is handled
 	// in one of its transactions, committed before the offsets are.
 	DB *DB
+	// OnGrant, if set, is called when the member starts working on a
+	// partition granted to it, before any of the partition's events is
+	// handled: the grant's generation (which the member's commits carry)
+	// and the offset it resumes from. The grant had applied on this node
+	// when it is called.
+	OnGrant func(partition int, generation, from uint64)
+	// OnCommit, if set, is called after every attempt to commit a
+	// partition's offsets, acknowledged or not (see CommitAttempt).
+	//
+	// Both run on the member's goroutines, one partition's calls in order;
+	// they must be quick and safe for concurrent use. They are for
+	// observing a member (metrics, tests), not for steering it.
+	OnCommit func(CommitAttempt)
+}
+
+// CommitAttempt is one attempt of a group member to commit a partition's
+// offsets, as seen by GroupOptions.OnCommit.
+type CommitAttempt struct {
+	Partition  int
+	Generation uint64 // the grant generation the commit carried
+	Offset     uint64 // the next offset to handle, committed
+	// Start is taken before the request is sent, End once its outcome is
+	// known: the log applied the commit, if it did, in between.
+	Start, End time.Time
+	// Err is nil if the commit was acknowledged, a
+	// *raftlog.StaleGenerationError if it was rejected because the member
+	// no longer holds the partition at Generation, and another error if
+	// the outcome is unknown (no leader reached before the timeout) or the
+	// log is closed.
+	Err error
 }
 
 // Group is one member of a consumer group of handlers.
@@ -256,6 +286,9 @@ func (g *Group) start(ctx context.Context, a raftlog.PartitionAssignment) {
 	g.mu.Lock()
 	g.workers[a.Partition] = w
 	g.mu.Unlock()
+	if g.opt.OnGrant != nil {
+		g.opt.OnGrant(a.Partition, a.Generation, a.Committed)
+	}
 	go func() {
 		defer close(w.done)
 		w.run(wctx)
@@ -391,8 +424,12 @@ func (w *worker) withTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 func (w *worker) commit(ctx context.Context, c raftlog.OffsetCommit) bool {
 	for attempt := 1; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, w.g.opt.SessionTimeout)
+		start := time.Now()
 		_, err := w.g.log.CommitOffsets(cctx, w.g.group, w.g.member, []raftlog.OffsetCommit{c})
 		cancel()
+		if w.g.opt.OnCommit != nil {
+			w.g.opt.OnCommit(CommitAttempt{Partition: c.Partition, Generation: c.Generation, Offset: c.Offset, Start: start, End: time.Now(), Err: err})
+		}
 		var sge *raftlog.StaleGenerationError
 		switch {
 		case err == nil:

@@ -208,7 +208,15 @@ func TestGroupZombieCommitIsRejected(t *testing.T) {
 		}
 		return nil
 	}
-	m1 := startMember(t, s, "m1", h1, groupOptions(), func(g *Group) {
+	var observedStale atomic.Pointer[CommitAttempt]
+	opt1 := groupOptions()
+	opt1.OnCommit = func(a CommitAttempt) {
+		var sge *raftlog.StaleGenerationError
+		if errors.As(a.Err, &sge) {
+			observedStale.Store(&a)
+		}
+	}
+	m1 := startMember(t, s, "m1", h1, opt1, func(g *Group) {
 		g.testBeforeHeartbeat = func() { pause.Lock(); pause.Unlock() }
 		g.testNoLeave = true
 		g.testOnStale = func(error) { stale.Add(1) }
@@ -241,6 +249,12 @@ func TestGroupZombieCommitIsRejected(t *testing.T) {
 	eventstoretest.Eventually(t, 30*time.Second, "the zombie's commit to be rejected", func() bool { return stale.Load() > 0 })
 	gs, _, _ = s.Log().GroupState("workers")
 	require.Equal(t, "m2", gs.Partitions[0].Owner)
+	// OnCommit saw the rejected attempt, with the generation it carried.
+	a := observedStale.Load()
+	require.NotNil(t, a)
+	require.Equal(t, 0, a.Partition)
+	require.Equal(t, oldGen, a.Generation)
+	require.Equal(t, uint64(1), a.Offset)
 
 	// The rejection is the log's: a direct commit at the old generation
 	// fails too.
@@ -301,4 +315,73 @@ func TestGroupParksAndRetries(t *testing.T) {
 	st := m.g.Status()
 	require.Zero(t, st.Parked)
 	require.Zero(t, st.Lag)
+}
+
+// OnGrant sees every partition granted to the member, with the grant's
+// generation, before its events are handled; OnCommit sees each commit
+// attempt with the generation it carried and its outcome.
+func TestGroupObserverHooks(t *testing.T) {
+	c := eventstoretest.StartCluster(t, 3)
+	s := c.Node(0)
+	type grant struct {
+		gen, from uint64
+		handled   bool // an event of the partition was handled before the grant was seen
+	}
+	var mu sync.Mutex
+	grants := map[int]grant{}
+	handled := map[int]bool{}
+	var commits []CommitAttempt
+	opt := groupOptions()
+	opt.OnGrant = func(p int, gen, from uint64) {
+		mu.Lock()
+		grants[p] = grant{gen: gen, from: from, handled: handled[p]}
+		mu.Unlock()
+	}
+	opt.OnCommit = func(a CommitAttempt) {
+		mu.Lock()
+		commits = append(commits, a)
+		mu.Unlock()
+	}
+	h := func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
+		mu.Lock()
+		handled[ev.Partition] = true
+		mu.Unlock()
+		return nil
+	}
+	startMember(t, s, "m1", h, opt, nil)
+	waitOwners(t, s, "m1")
+	gs, _, _ := s.Log().GroupState("workers")
+	eventstoretest.Eventually(t, 10*time.Second, "a grant seen for every partition", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(grants) == len(gs.Partitions)
+	})
+	mu.Lock()
+	for _, a := range gs.Partitions {
+		require.Equal(t, grant{gen: a.Generation}, grants[a.Partition], "partition %d", a.Partition)
+	}
+	mu.Unlock()
+
+	res, err := s.Append(context.Background(), streamIn(s, 1), eventstore.Any, []eventstore.EventData{{Type: "Tick"}, {Type: "Tick"}})
+	require.NoError(t, err)
+	var got CommitAttempt
+	eventstoretest.Eventually(t, 10*time.Second, "the commit of partition 1 observed", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, a := range commits {
+			if a.Partition == res.Partition && a.Offset == res.FirstOffset+2 {
+				got = a
+				return true
+			}
+		}
+		return false
+	})
+	require.NoError(t, got.Err)
+	require.Equal(t, gs.Partitions[res.Partition].Generation, got.Generation)
+	require.False(t, got.End.Before(got.Start))
+	// This node applies the acknowledged commit in its own time.
+	eventstoretest.Eventually(t, 10*time.Second, "the commit applied on this node", func() bool {
+		gs, _, _ := s.Log().GroupState("workers")
+		return gs.Partitions[res.Partition].Committed == res.FirstOffset+2
+	})
 }

@@ -20,11 +20,21 @@
 //	GET  /stream   ?s=&from=&limit=   a stream from a version
 //	GET  /digest   ?p=&upto=          SHA-256 of every field of offsets [0, upto)
 //	GET  /status                      pid, raft groups, partition heads
+//	GET  /group                       the consumer group as this node applied it
+//
+// With -group-session, the node also runs a member of the consumer group
+// wire.ConsumerGroup (projection.Group, member ID the node ID) whose
+// handler does nothing but record: every partition granted, every event
+// handled and every offset commit attempted is a line of
+// wire.ConsumerRecord in the file wire.ConsumerRecordFile of -dir,
+// written with one O_APPEND write before the member goes on (a handling
+// before its offset is committed), so the record survives SIGKILL.
 package main
 
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -40,11 +50,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/internal/faulttest/wire"
+	"github.com/esraft/esraft/projection"
 	"github.com/esraft/esraft/raftlog"
 )
 
@@ -65,11 +77,12 @@ func main() {
 		snapEvery  = flag.Duration("snapshot-interval", 0, "raft snapshot interval (0: default)")
 		trailing   = flag.Uint64("trailing-logs", 0, "raft trailing logs (0: default)")
 		logLevel   = flag.String("log-level", "info", "raft log level")
+		session    = flag.Duration("group-session", 0, "run a consumer group member with this session timeout (0: none)")
 	)
 	flag.Parse()
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
 	log.SetPrefix(*id + " ")
-	if err := run(*id, *dir, *advertise, *peers, *source, *ready, *partitions, *groups,
+	if err := run(*id, *dir, *advertise, *peers, *source, *ready, *partitions, *groups, *session,
 		func(c *raftlog.Config) {
 			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = *heartbeat, *election, *lease
 			c.SnapshotThreshold, c.SnapshotInterval, c.TrailingLogs = *snapThresh, *snapEvery, *trailing
@@ -79,7 +92,7 @@ func main() {
 	}
 }
 
-func run(id, dir, advertise, peerList, source, ready string, partitions, groups int, tune func(*raftlog.Config)) error {
+func run(id, dir, advertise, peerList, source, ready string, partitions, groups int, session time.Duration, tune func(*raftlog.Config)) error {
 	if id == "" || dir == "" || advertise == "" || peerList == "" || ready == "" {
 		return errors.New("faultnode: -id, -dir, -advertise, -peers and -ready are required")
 	}
@@ -121,6 +134,13 @@ func run(id, dir, advertise, peerList, source, ready string, partitions, groups 
 		return err
 	}
 	defer st.Close()
+	stopMember := func() {}
+	if session > 0 {
+		if stopMember, err = startMember(st, id, dir, session); err != nil {
+			return err
+		}
+		defer stopMember()
+	}
 	srv := &http.Server{Handler: newAPI(st), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(httpLn) }()
@@ -140,7 +160,93 @@ func run(id, dir, advertise, peerList, source, ready string, partitions, groups 
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
 	srv.Shutdown(sctx)
+	stopMember() // it leaves the group, so the store must still be open
 	return st.Close()
+}
+
+// recorder appends consumer records to a file, one write per record.
+type recorder struct {
+	f      *os.File
+	member string
+	pid    int
+
+	mu  sync.Mutex
+	gen map[int]uint64 // partition -> generation of this member's current grant
+}
+
+func (r *recorder) write(rec wire.ConsumerRecord) error {
+	rec.Member, rec.PID = r.member, r.pid
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	_, err = r.f.Write(append(b, '\n'))
+	return err
+}
+
+// startMember runs this node's member of the consumer group until the
+// returned function is called.
+func startMember(st *eventstore.Store, id, dir string, session time.Duration) (stop func(), err error) {
+	f, err := os.OpenFile(filepath.Join(dir, wire.ConsumerRecordFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	r := &recorder{f: f, member: id, pid: os.Getpid(), gen: map[int]uint64{}}
+	opt := projection.GroupOptions{
+		SessionTimeout: session,
+		// Grants are recorded before the partition's first event is
+		// handled, the generation kept for the handler's records. One
+		// worker per partition at a time: a grant's worker starts once the
+		// previous one stopped.
+		OnGrant: func(p int, gen, from uint64) {
+			r.mu.Lock()
+			r.gen[p] = gen
+			r.mu.Unlock()
+			if err := r.write(wire.ConsumerRecord{Kind: wire.RecordGrant, Partition: p, Generation: gen, Offset: from, Start: time.Now().UnixNano()}); err != nil {
+				log.Printf("consumer record: %v", err)
+			}
+		},
+		OnCommit: func(a projection.CommitAttempt) {
+			rec := wire.ConsumerRecord{Kind: wire.RecordCommit, Partition: a.Partition, Generation: a.Generation, Offset: a.Offset,
+				Start: a.Start.UnixNano(), End: a.End.UnixNano(), Outcome: wire.CommitAcked}
+			var sge *raftlog.StaleGenerationError
+			switch {
+			case errors.As(a.Err, &sge):
+				rec.Outcome, rec.Error = wire.CommitStale, a.Err.Error()
+			case a.Err != nil:
+				rec.Outcome, rec.Error = wire.CommitError, a.Err.Error()
+			}
+			if err := r.write(rec); err != nil {
+				log.Printf("consumer record: %v", err)
+			}
+		},
+	}
+	// The record of a handling is written before the handler returns, so
+	// before the batch's offsets are committed; an error (the record not
+	// written) makes the runner retry the event.
+	h := func(ctx context.Context, _ *sql.Tx, ev eventstore.Event) error {
+		r.mu.Lock()
+		gen := r.gen[ev.Partition]
+		r.mu.Unlock()
+		return r.write(wire.ConsumerRecord{Kind: wire.RecordHandle, Partition: ev.Partition, Generation: gen, Offset: ev.Offset, ID: ev.ID, Start: time.Now().UnixNano()})
+	}
+	g := projection.NewGroup(st, wire.ConsumerGroup, id, h, opt)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := g.Run(ctx); err != nil {
+			log.Printf("consumer group member: %v", err)
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			<-done
+			f.Close()
+		})
+	}, nil
 }
 
 func writeAtomic(path string, b []byte) error {
@@ -172,6 +278,7 @@ func newAPI(st *eventstore.Store) http.Handler {
 	mux.HandleFunc("GET /stream", a.stream)
 	mux.HandleFunc("GET /digest", a.digest)
 	mux.HandleFunc("GET /status", a.status)
+	mux.HandleFunc("GET /group", a.group)
 	return mux
 }
 
@@ -316,6 +423,15 @@ scan:
 func (a *api) status(w http.ResponseWriter, r *http.Request) {
 	s := a.st.Log().Status()
 	writeJSON(w, wire.StatusResponse{PID: a.pid, Groups: s.Groups, Heads: s.Partitions})
+}
+
+func (a *api) group(w http.ResponseWriter, r *http.Request) {
+	s, ok, err := a.st.Log().GroupState(wire.ConsumerGroup)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	writeJSON(w, wire.GroupResponse{Found: ok, State: s})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

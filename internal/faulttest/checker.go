@@ -81,10 +81,11 @@ type Report struct {
 	// acknowledged before the run ended.
 	Unresumed int
 
-	// Consumer-group figures: nil until the projection package provides
-	// consumer groups (see consumer.go).
+	// Consumer-group figures, nil when the run has no consumer group
+	// (Config.ConsumerGroup; see consumer.go). Both must be zero.
 	EventsNeverHandled   *int
 	StaleCommitsAccepted *int
+	Group                *GroupReport
 }
 
 // Dist summarizes durations.
@@ -138,6 +139,16 @@ func (r *Report) Violations() []string {
 	add("divergent-offsets", r.DivergentOffsets)
 	add("heads-differ", r.HeadsDiffer)
 	add("dirty-reads", r.DirtyReads)
+	if r.EventsNeverHandled != nil {
+		add("events-never-handled", *r.EventsNeverHandled)
+	}
+	if r.StaleCommitsAccepted != nil {
+		add("stale-commits-accepted", *r.StaleCommitsAccepted)
+	}
+	if g := r.Group; g != nil {
+		add("consumer-handled-not-in-log", g.HandledNotInLog)
+		add("consumer-lag", int(g.Lag))
+	}
 	kinds := make([]string, 0, len(r.ReaderAnomalies))
 	for k := range r.ReaderAnomalies {
 		kinds = append(kinds, k)
@@ -194,7 +205,7 @@ func (r *Report) String() string {
 	for _, k := range sortedKeys(r.Resume) {
 		fmt.Fprintf(&b, "  %-20s %s\n", k, r.Resume[k])
 	}
-	never := "not measured (needs consumer groups, see consumer.go)"
+	never := "not measured (no consumer group in this run, see consumer.go)"
 	if r.EventsNeverHandled != nil {
 		never = fmt.Sprint(*r.EventsNeverHandled)
 	}
@@ -203,6 +214,9 @@ func (r *Report) String() string {
 		stale = fmt.Sprint(*r.StaleCommitsAccepted)
 	}
 	fmt.Fprintf(&b, "consumer group: events never handled %s; stale-generation commits accepted %s\n", never, stale)
+	if r.Group != nil {
+		b.WriteString(r.Group.String())
+	}
 	return b.String()
 }
 

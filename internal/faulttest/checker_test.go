@@ -146,3 +146,102 @@ func TestCheckCountsIndeterminate(t *testing.T) {
 	require.Equal(t, 1, r.Unresolved)
 	require.Zero(t, r.UnresolvedAppeared)
 }
+
+// groupHistory is a clean consumer-group record of history(n)'s log: m1
+// granted partition 0 at generation 3, handling every event and
+// committing after each, all acknowledged.
+func groupHistory(logs []NodeLog) []wire.ConsumerRecord {
+	t0 := time.Unix(2000, 0).UnixNano()
+	at := func(ms int) int64 { return t0 + int64(ms)*int64(time.Millisecond) }
+	recs := []wire.ConsumerRecord{{Kind: wire.RecordGrant, Member: "m1", Partition: 0, Generation: 3, Offset: 0, Start: at(0)}}
+	for i, e := range logs[0].Parts[0] {
+		recs = append(recs,
+			wire.ConsumerRecord{Kind: wire.RecordHandle, Member: "m1", Partition: 0, Generation: 3, Offset: e.Offset, ID: e.ID, Start: at(10*i + 1)},
+			wire.ConsumerRecord{Kind: wire.RecordCommit, Member: "m1", Partition: 0, Generation: 3, Offset: e.Offset + 1, Start: at(10*i + 2), End: at(10*i + 5), Outcome: wire.CommitAcked})
+	}
+	return recs
+}
+
+func TestCheckGroupClean(t *testing.T) {
+	_, logs := history(5)
+	g := checkGroup(groupHistory(logs), logs[0], []uint64{5})
+	require.Zero(t, g.NeverHandled)
+	require.Zero(t, g.StaleAccepted)
+	require.Zero(t, g.HandledNotInLog)
+	require.Zero(t, g.Lag)
+	require.Equal(t, 5, g.Handled)
+	require.Equal(t, 5, g.CommitsAcked)
+	require.Equal(t, 1, g.Grants)
+}
+
+// TestCheckGroupFindsViolations breaks a clean consumer-group history in
+// one way at a time and expects the check to name it; the cases marked
+// clean are allowed behaviour the check must not count.
+func TestCheckGroupFindsViolations(t *testing.T) {
+	t0 := time.Unix(2000, 0).UnixNano()
+	at := func(ms int) int64 { return t0 + int64(ms)*int64(time.Millisecond) }
+	cases := []struct {
+		name      string
+		mutate    func(recs []wire.ConsumerRecord, logs []NodeLog) ([]wire.ConsumerRecord, []uint64)
+		want      func(g *GroupReport) int
+		violation bool
+	}{
+		{"never handled", func(recs []wire.ConsumerRecord, logs []NodeLog) ([]wire.ConsumerRecord, []uint64) {
+			// Drop the handling of offset 2 (records: grant, then handle/commit pairs).
+			return append(recs[:5:5], recs[6:]...), []uint64{5}
+		}, func(g *GroupReport) int { return g.NeverHandled }, true},
+		{"not handled but above the committed offset", func(recs []wire.ConsumerRecord, logs []NodeLog) ([]wire.ConsumerRecord, []uint64) {
+			// The last event was never handled, nor committed: lag, not a
+			// lost handling.
+			return recs[:9], []uint64{4}
+		}, func(g *GroupReport) int { return int(g.Lag) }, true},
+		{"handled an event the log does not hold there", func(recs []wire.ConsumerRecord, logs []NodeLog) ([]wire.ConsumerRecord, []uint64) {
+			return append(recs, wire.ConsumerRecord{Kind: wire.RecordHandle, Member: "m2", Partition: 0, Offset: 1, ID: uuid.New(), Start: at(100)}), []uint64{5}
+		}, func(g *GroupReport) int { return g.HandledNotInLog }, true},
+		{"stale commit acknowledged after a newer grant", func(recs []wire.ConsumerRecord, logs []NodeLog) ([]wire.ConsumerRecord, []uint64) {
+			return append(recs,
+				wire.ConsumerRecord{Kind: wire.RecordGrant, Member: "m2", Partition: 0, Generation: 5, Offset: 5, Start: at(100)},
+				wire.ConsumerRecord{Kind: wire.RecordCommit, Member: "m1", Partition: 0, Generation: 3, Offset: 5, Start: at(101), End: at(105), Outcome: wire.CommitAcked},
+			), []uint64{5}
+		}, func(g *GroupReport) int { return g.StaleAccepted }, true},
+		{"stale commit acknowledged after a newer generation's, rewinding", func(recs []wire.ConsumerRecord, logs []NodeLog) ([]wire.ConsumerRecord, []uint64) {
+			// No grant record of generation 5 (its member's record lost),
+			// but its acknowledged commit shows the grant had applied.
+			return append(recs,
+				wire.ConsumerRecord{Kind: wire.RecordCommit, Member: "m2", Partition: 0, Generation: 5, Offset: 5, Start: at(100), End: at(102), Outcome: wire.CommitAcked},
+				wire.ConsumerRecord{Kind: wire.RecordCommit, Member: "m1", Partition: 0, Generation: 3, Offset: 4, Start: at(103), End: at(105), Outcome: wire.CommitAcked},
+			), []uint64{5}
+		}, func(g *GroupReport) int { return g.StaleRewinding }, true},
+		{"clean: stale commit rejected", func(recs []wire.ConsumerRecord, logs []NodeLog) ([]wire.ConsumerRecord, []uint64) {
+			return append(recs,
+				wire.ConsumerRecord{Kind: wire.RecordGrant, Member: "m2", Partition: 0, Generation: 5, Offset: 5, Start: at(100)},
+				wire.ConsumerRecord{Kind: wire.RecordCommit, Member: "m1", Partition: 0, Generation: 3, Offset: 5, Start: at(101), End: at(105), Outcome: wire.CommitStale},
+			), []uint64{5}
+		}, func(g *GroupReport) int { return g.CommitsStale }, false},
+		{"clean: old commit sent before the newer grant applied", func(recs []wire.ConsumerRecord, logs []NodeLog) ([]wire.ConsumerRecord, []uint64) {
+			// Sent before the grant was seen: it may have applied first.
+			return append(recs,
+				wire.ConsumerRecord{Kind: wire.RecordCommit, Member: "m1", Partition: 0, Generation: 3, Offset: 5, Start: at(99), End: at(105), Outcome: wire.CommitAcked},
+				wire.ConsumerRecord{Kind: wire.RecordGrant, Member: "m2", Partition: 0, Generation: 5, Offset: 5, Start: at(100)},
+			), []uint64{5}
+		}, func(g *GroupReport) int { return g.CommitsAcked - 5 }, false},
+		{"clean: redelivered", func(recs []wire.ConsumerRecord, logs []NodeLog) ([]wire.ConsumerRecord, []uint64) {
+			e := logs[0].Parts[0][3]
+			return append(recs, wire.ConsumerRecord{Kind: wire.RecordHandle, Member: "m2", Partition: 0, Generation: 5, Offset: e.Offset, ID: e.ID, Start: at(100)}), []uint64{5}
+		}, func(g *GroupReport) int { return g.Redelivered }, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, logs := history(5)
+			recs, committed := tc.mutate(groupHistory(logs), logs)
+			g := checkGroup(recs, logs[0], committed)
+			require.Equal(t, 1, tc.want(g), "report:\n%s", g)
+			r := &Report{EventsNeverHandled: &g.NeverHandled, StaleCommitsAccepted: &g.StaleAccepted, Group: g}
+			if tc.violation {
+				require.NotEmpty(t, r.Violations(), "report:\n%s", g)
+			} else {
+				require.Empty(t, r.Violations(), "report:\n%s", g)
+			}
+		})
+	}
+}

@@ -98,3 +98,9 @@ func (c *client) status(ctx context.Context, addr string) (wire.StatusResponse, 
 	err := c.do(ctx, http.MethodGet, addr, "/status", nil, &out)
 	return out, err
 }
+
+func (c *client) group(ctx context.Context, addr string) (wire.GroupResponse, error) {
+	var out wire.GroupResponse
+	err := c.do(ctx, http.MethodGet, addr, "/group", nil, &out)
+	return out, err
+}

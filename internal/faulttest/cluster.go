@@ -30,6 +30,9 @@ type ClusterConfig struct {
 	SnapshotThreshold          uint64
 	SnapshotInterval           time.Duration
 	TrailingLogs               uint64
+	// GroupSession, if positive, makes every node run a member of the
+	// consumer group with this session timeout (see ConsumerGroupWorkload).
+	GroupSession time.Duration
 }
 
 // Cluster runs the nodes as separate processes on 127.0.0.1 behind a
@@ -159,6 +162,7 @@ func (c *Cluster) Start(ctx context.Context, i int) error {
 		"-heartbeat", c.cfg.Heartbeat.String(), "-election", c.cfg.Election.String(), "-lease", c.cfg.Lease.String(),
 		"-snapshot-threshold", fmt.Sprint(c.cfg.SnapshotThreshold), "-snapshot-interval", c.cfg.SnapshotInterval.String(),
 		"-trailing-logs", fmt.Sprint(c.cfg.TrailingLogs),
+		"-group-session", c.cfg.GroupSession.String(),
 	}
 	cmd := exec.Command(c.cfg.Binary, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf

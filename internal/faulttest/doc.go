@@ -5,7 +5,8 @@
 // and every node's final log for what Jepsen found in Kafka, Redpanda and
 // NATS JetStream: lost acknowledged appends, duplicates, offsets with gaps
 // or going backwards, versions not dense, replicas that differ, reads of
-// events later lost.
+// events later lost, and, for a consumer group run in every node, events
+// never handled and commits of a stale generation accepted.
 //
 // Pieces:
 //
@@ -20,6 +21,10 @@
 //   - readers and monitor: partition tailers and stream readers that check
 //     every read, and a status poller that checks terms, commit indexes
 //     and heads never go backwards and that one term has one leader.
+//   - ConsumerGroupWorkload: a member of one consumer group in every node
+//     (projection.Group) recording every grant, event handled and commit
+//     attempt to a file that survives SIGKILL; checked against the final
+//     log once the group has committed every partition to its end.
 //   - nemesis: one fault at a time, drawn from a seeded generator and
 //     logged (nemesis.log in the run's directory), healed, then awaited.
 //   - Check: the report; Report.Violations lists every safety figure that

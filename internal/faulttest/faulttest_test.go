@@ -67,6 +67,9 @@ func TestFaultInjection(t *testing.T) {
 		Duration:     100 * time.Second,
 		Quiet:        [2]time.Duration{500 * time.Millisecond, 2 * time.Second},
 		ReadInterval: 100 * time.Millisecond,
+		// Sessions shorter than most pauses (2.5-5 s): a paused member
+		// comes back a zombie whose commits must be fenced off.
+		ConsumerGroup: &ConsumerGroupWorkload{SessionTimeout: 2 * time.Second, CatchUp: time.Minute},
 	}
 	if !long {
 		// Short runs alternate, by seed, between one raft group and two
@@ -103,6 +106,9 @@ func TestFaultInjection(t *testing.T) {
 	require.Zero(t, rep.Unresumed, "faults after which writes never resumed")
 	require.NotZero(t, rep.Acked)
 	require.NotZero(t, rep.Faults)
+	require.NotNil(t, rep.Group, "the consumer group was checked")
+	require.NotZero(t, rep.Group.Handled)
+	require.NotZero(t, rep.Group.CommitsAcked)
 	if *flagKeep == "" && !t.Failed() {
 		os.RemoveAll(dir)
 	}

@@ -30,8 +30,9 @@ type Config struct {
 	Kinds []string
 	// ReadInterval paces each partition tailer and stream reader.
 	ReadInterval time.Duration
-	// ConsumerGroup, if set, runs beside the appenders (see consumer.go).
-	ConsumerGroup ConsumerGroupWorkload
+	// ConsumerGroup, if set, runs a consumer group member in every node
+	// and checks what the group handled and committed (see consumer.go).
+	ConsumerGroup *ConsumerGroupWorkload
 }
 
 // Run starts the cluster, runs the workload under the nemesis for
@@ -53,6 +54,9 @@ func Run(ctx context.Context, cfg Config, logf func(string, ...any)) (*Report, e
 		logf("%s", msg)
 	}
 	log("seed %d: %d nodes, %d partitions, %d groups, nemesis for %v", cfg.Seed, cfg.Cluster.Nodes, cfg.Cluster.Partitions, cfg.Cluster.Groups, cfg.Duration)
+	if cfg.ConsumerGroup != nil {
+		cfg.Cluster.GroupSession = cfg.ConsumerGroup.SessionTimeout
+	}
 	an := newAnomalies()
 	c, err := NewCluster(cfg.Cluster, log, func(e Exit) {
 		an.add(anUnexpectedExit, "n%d pid %d: %s", e.Node+1, e.PID, e.Err)
@@ -105,13 +109,6 @@ func Run(ctx context.Context, cfg Config, logf func(string, ...any)) (*Report, e
 	goRun(mon.run)
 	goRun(apps.run)
 	goRun(rds.run)
-	if cfg.ConsumerGroup != nil {
-		goRun(func(ctx context.Context) {
-			if err := cfg.ConsumerGroup.Run(ctx, c); err != nil {
-				log("consumer group: %v", err)
-			}
-		})
-	}
 	nctx, ncancel := context.WithTimeout(ctx, cfg.Duration)
 	nem.run(nctx)
 	ncancel()
@@ -165,7 +162,10 @@ func Run(ctx context.Context, cfg Config, logf func(string, ...any)) (*Report, e
 		}
 	}
 	if cfg.ConsumerGroup != nil {
-		cfg.ConsumerGroup.Check(rep)
+		log("waiting for the consumer group to commit every partition to its end")
+		if err := cfg.ConsumerGroup.finish(fctx, c, cl, logs, rep); err != nil {
+			return nil, err
+		}
 	}
 	log("report:\n%s", rep)
 	if b, err := json.MarshalIndent(rep, "", "  "); err == nil {

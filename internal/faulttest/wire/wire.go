@@ -93,3 +93,54 @@ type Ready struct {
 	Cluster string `json:"cluster"`
 	HTTP    string `json:"http"`
 }
+
+// The consumer group every node runs a member of (faultnode
+// -group-session), and the file in each node's data directory where the
+// member records what it does.
+const (
+	ConsumerGroup      = "faulttest"
+	ConsumerRecordFile = "consumer.jsonl"
+)
+
+// Kinds of consumer records.
+const (
+	RecordGrant  = "grant"  // the member started on a partition granted to it
+	RecordHandle = "handle" // the handler handled an event
+	RecordCommit = "commit" // an attempt to commit a partition's offsets ended
+)
+
+// Outcomes of a commit attempt.
+const (
+	CommitAcked = "acked"
+	CommitStale = "stale" // rejected: a stale generation
+	CommitError = "error" // unknown outcome, or the log closed
+)
+
+// ConsumerRecord is one line of a node's consumer record file, written
+// (with one write, O_APPEND) before the member goes on: a handling before
+// its offset is committed, a grant before the partition's first event is
+// handled. Times are Unix nanoseconds of the machine's one clock.
+type ConsumerRecord struct {
+	Kind       string `json:"k"`
+	Member     string `json:"m"`
+	PID        int    `json:"pid"`
+	Partition  int    `json:"p"`
+	Generation uint64 `json:"g"`
+	// Offset is the event's (handle), the offset resumed from (grant) or
+	// the offset committed (commit).
+	Offset uint64    `json:"o"`
+	ID     uuid.UUID `json:"id,omitzero"` // handle
+	// Start is when the record's action happened; for a commit, when the
+	// request was sent, and End when its outcome was known.
+	Start   int64  `json:"s"`
+	End     int64  `json:"e,omitempty"`
+	Outcome string `json:"out,omitempty"` // commit
+	Error   string `json:"err,omitempty"` // commit
+}
+
+// GroupResponse is the reply of GET /group: the consumer group as the
+// node has applied it.
+type GroupResponse struct {
+	Found bool               `json:"found"`
+	State raftlog.GroupState `json:"state"`
+}
