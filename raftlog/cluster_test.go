@@ -1124,3 +1124,62 @@ func TestReadBarrierOnFollower(t *testing.T) {
 	}
 	require.ErrorIs(t, f.ReadBarrier(ctx, 5), ErrUnknownPartition)
 }
+
+// TestFollowerCrashDuringSnapshotInstall: raft saves a snapshot received
+// from the leader before the FSM restores it, and a restart does not
+// restore (NoSnapshotRestoreOnStart). A follower stopped after the save
+// and before a successful Restore must come back with the snapshot's
+// state, not apply the entries after it on top of its old state.
+func TestFollowerCrashDuringSnapshotInstall(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) {
+		cfg.SnapshotThreshold = 64
+		cfg.TrailingLogs = 32
+	})
+	acks := newCtAcks()
+	li := c.leader(0)
+	f := (li + 1) % 3
+	for i := 0; i < 10; i++ {
+		key := fmt.Sprintf("early-%d", i%5)
+		ctMustAppend(t, c, acks, li, key, ctRecords(key, 0, 2))
+	}
+	c.converged()
+	prevLast := c.node(f).groups[0].raft.LastIndex()
+	c.stop(f)
+	for i := 0; i < 150; i++ {
+		key := fmt.Sprintf("k%d", i%7)
+		ctMustAppend(t, c, acks, li, key, ctRecords(key, 0, 3))
+	}
+	for _, i := range ctRunning(c) {
+		require.NoError(t, c.node(i).groups[0].raft.Snapshot().Error())
+	}
+	first, err := c.node(li).groups[0].store.FirstIndex()
+	require.NoError(t, err)
+	require.Greater(t, first, prevLast+1, "the leader's log must no longer hold the entries the follower lacks")
+
+	// The follower comes back, receives the snapshot, and "crashes" in
+	// Restore: raft has saved the snapshot, the state file is the old one.
+	var failing atomic.Bool
+	var attempts atomic.Int64
+	failing.Store(true)
+	c.nodes[f].cfg.failRestore = func() bool {
+		attempts.Add(1)
+		return failing.Load()
+	}
+	c.open(f, nil)
+	eventually(t, 30*time.Second, "the follower to be sent a snapshot", func() bool { return attempts.Load() > 0 })
+	c.stop(f)
+	failing.Store(false)
+	// A new leader does not know the follower still needs the snapshot:
+	// it probes, the follower answers with the saved snapshot's index as
+	// its last, and the leader sends the entries after it.
+	require.NoError(t, c.node(li).groups[0].raft.LeadershipTransfer().Error())
+	li = c.leader(0, ctRunning(c)...)
+	c.open(f, nil)
+	c.converged()
+
+	ctVerifyNodes(t, c, acks, 3)
+	want := ctBucketDigests(t, c.node(li), 0)
+	for _, i := range ctRunning(c) {
+		require.Equal(t, want, ctBucketDigests(t, c.node(i), 0), "state of %s vs leader %s", c.nodes[i].id, c.nodes[li].id)
+	}
+}

@@ -410,6 +410,10 @@ func storedKeySeq(b []byte) ([]byte, uint64, error) {
 //	uvarint  floor: records with a lower key sequence are hidden
 //	uvarint  erased: records below it are gone from the state file
 //	byte     1 if the key is soft-deleted, else 0
+//
+// In memory, erased is as loaded from the file and carried over by a
+// recreate, not kept current: the flusher takes where erasure stopped
+// from the file itself (flushKeyMeta).
 type keyMeta struct {
 	floor   uint64
 	erased  uint64

@@ -100,6 +100,10 @@ type Config struct {
 
 	// flushRecords overrides the in-memory table's flush threshold (tests).
 	flushRecords int
+	// failRestore, if set, fails the FSM's Restore while it returns true
+	// (tests: raft has saved the snapshot, the state file is not replaced,
+	// as after a crash in between).
+	failRestore func() bool
 }
 
 func (c *Config) setDefaults() {

@@ -3,6 +3,7 @@ package raftlog
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -83,6 +84,8 @@ type fsm struct {
 	// beforeFlush, if set before the first apply, runs on the flusher
 	// before it writes each table (tests hold a table frozen with it).
 	beforeFlush func()
+	// failRestore, if set, makes Restore fail while it returns true.
+	failRestore func() bool
 }
 
 // Bucket and meta key names.
@@ -754,9 +757,6 @@ func (f *fsm) read(p int, from uint64, maxRecs, maxBytes int) ([]Record, error) 
 					return err
 				}
 			}
-			if c.full {
-				return nil // stopped by a bound inside the state file
-			}
 		}
 		for _, m := range v.tables() {
 			for off := max(from, m.start[slot]); off < m.end(slot); off++ {
@@ -778,13 +778,11 @@ type collector struct {
 	meta              map[string]*keyMeta // the partition's; records below a key's floor are skipped
 	size              int
 	out               []Record
-	full              bool // a bound was met
 }
 
 // take adds the stored record v at offset off; false means a bound is met.
 func (c *collector) take(v []byte, off uint64) (bool, error) {
 	if len(c.out) >= c.maxRecs || (len(c.out) > 0 && c.size+len(v) > c.maxBytes) {
-		c.full = true
 		return false, nil
 	}
 	if len(c.meta) > 0 {
@@ -921,6 +919,9 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 // copy received from the leader (see snapshot.go for the format).
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	if f.failRestore != nil && f.failRestore() {
+		return errors.New("raftlog: restore failed (test)")
+	}
 	h, err := readSnapshotHeader(rc)
 	if err != nil {
 		return err

@@ -260,6 +260,11 @@ func (l *Log) openGroup(gi int, logger hclog.Logger) (*group, bool, error) {
 		closeStores()
 		return nil, false, fmt.Errorf("raftlog: snapshot store: %w", err)
 	}
+	g.fsm.failRestore = l.cfg.failRestore
+	if err := g.fsm.catchUpToSnapshot(fileSnaps); err != nil {
+		closeStores()
+		return nil, false, fmt.Errorf("raftlog: group %d: %w", gi, err)
+	}
 	snaps := &snapshotStore{SnapshotStore: fileSnaps, fsm: g.fsm}
 	logs, err := raft.NewLogCache(1024, g.store)
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -484,4 +486,35 @@ func TestSnapshotStreamDoesNotBlockAppends(t *testing.T) {
 		cancel()
 		require.NoError(t, err, "append %d while a snapshot stream is open", i)
 	}
+}
+
+// A state file behind the node's own latest snapshot marker (here an old
+// copy put back in its place) is not the file the marker was taken from:
+// the entries in between may be compacted away, and raft would not replay
+// them anyway. Open refuses it instead of running on a state with a hole.
+func TestOpenRefusesStateFileBehindSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	l := openSingle(t, dir, nil)
+	_, err := l.Append(ctx, "k", []NewRecord{rec("1")})
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	state := filepath.Join(dir, "g0", "fsm.db")
+	old, err := os.ReadFile(state)
+	require.NoError(t, err)
+
+	l = openSingle(t, dir, nil)
+	for i := 0; i < 10; i++ {
+		_, err := l.Append(ctx, "k", []NewRecord{rec("more")})
+		require.NoError(t, err)
+	}
+	require.NoError(t, l.groups[0].raft.Snapshot().Error())
+	require.NoError(t, l.Close())
+	require.NoError(t, os.WriteFile(state, old, 0o600))
+
+	octx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	_, err = Open(octx, Config{Dir: dir})
+	require.ErrorIs(t, err, errCorrupt)
+	require.ErrorContains(t, err, "behind snapshot marker")
 }

@@ -34,7 +34,11 @@ import (
 // bbolt: a bbolt writer that must remap its file waits for every read
 // transaction to end, and a reader blocked in Begin while holding mu
 // would stall the FSM goroutine, which holds a read transaction while it
-// takes mu to write the active table.
+// takes mu to write the active table. The one exception is Restore, which
+// closes and reopens the file holding both dbMu and mu: it is safe because
+// dbMu, held exclusively, excludes every other holder of a read
+// transaction, and ApplyBatch (which takes none of dbMu) runs on the same
+// goroutine as Restore.
 
 // A table is frozen and flushed when it holds this many records or bytes,
 // and at every snapshot.
@@ -216,7 +220,9 @@ func (f *fsm) runFlusher() {
 		f.dbMu.RLock() // Restore waits for flushes before it swaps the file
 		f.writeTable(t)
 		f.mu.Lock()
-		f.frozen = nil
+		if f.frozen == t { // only the FSM goroutine freezes, after waiting for this
+			f.frozen = nil
+		}
 		f.mu.Unlock()
 		f.dbMu.RUnlock()
 		f.flushed.notify()

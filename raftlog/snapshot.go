@@ -181,3 +181,53 @@ func (c *fullCopy) Close() error {
 	})
 	return nil
 }
+
+// catchUpToSnapshot brings the state file up to the newest snapshot in
+// store when it is behind it, before raft starts. A follower that installs
+// a snapshot from the leader has raft save it before the FSM restores it,
+// and with NoSnapshotRestoreOnStart a restart takes the saved snapshot's
+// index as applied without restoring anything: after a crash (or a failed
+// Restore) in between, the file would stay behind, and the entries between
+// its index and the snapshot's are in neither the file nor the raft log.
+// The snapshot's own header says which state it holds (raft's index in
+// its metadata may be higher: entries the FSM never sees, such as a new
+// leader's no-op, count there). A full copy above the file is restored
+// here. A marker above it means the file is not the one the marker was
+// taken from (Snapshot flushes before it returns one), and opening fails
+// rather than run on a state with a hole in it.
+func (f *fsm) catchUpToSnapshot(store raft.SnapshotStore) error {
+	metas, err := store.List()
+	if err != nil {
+		return fmt.Errorf("list snapshots: %w", err)
+	}
+	applied := f.applied.Load()
+	if len(metas) == 0 || metas[0].Index <= applied {
+		return nil
+	}
+	m := metas[0]
+	_, rc, err := store.Open(m.ID)
+	if err != nil {
+		return fmt.Errorf("open snapshot %s: %w", m.ID, err)
+	}
+	br := bufio.NewReader(rc)
+	var h snapshotHeader
+	hb, err := br.Peek(snapshotHdrLen)
+	if err == nil {
+		h, err = decodeSnapshotHeader(hb)
+	}
+	switch {
+	case err != nil:
+		rc.Close()
+		return fmt.Errorf("snapshot %s: %w", m.ID, err)
+	case h.index <= applied:
+		rc.Close()
+		return nil
+	case h.kind != snapshotFull:
+		rc.Close()
+		return fmt.Errorf("%w: the state file's applied index %d is behind snapshot marker %s (index %d): it is not the file the snapshot was taken from", errCorrupt, applied, m.ID, h.index)
+	}
+	if err := f.Restore(readCloser{br, rc}); err != nil {
+		return fmt.Errorf("restore snapshot %s, saved but not restored: %w", m.ID, err)
+	}
+	return nil
+}
