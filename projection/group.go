@@ -75,11 +75,9 @@ type Group struct {
 	// between handling and commit).
 	testBeforeCommit func() error
 	// testBeforeHeartbeat runs before each heartbeat (a test blocks it to
-	// pause the member); testNoLeave skips leaving on stop (a crash);
-	// testOnStale sees every commit rejected as stale.
+	// pause the member); testNoLeave skips leaving on stop (a crash).
 	testBeforeHeartbeat func()
 	testNoLeave         bool
-	testOnStale         func(error)
 }
 
 // NewGroup returns member of consumer group group handling events with h.
@@ -349,31 +347,55 @@ func (w *worker) run(ctx context.Context) {
 }
 
 // handle handles a batch and commits its offsets; false means the worker
-// must stop (it lost the partition, or the crash hook fired).
+// must stop (it lost the partition, the database failed, or the crash hook
+// fired). The events go through the handler in one transaction up to the
+// first that fails; that transaction commits, and the failed event is
+// retried alone with backoff, each attempt in a transaction of its own and
+// none held while waiting (other partitions share the database's one
+// writer), then parked if it keeps failing; the rest of the batch follows.
+// The log's offsets are committed once, after the whole batch.
 func (w *worker) handle(ctx context.Context, evs []eventstore.Event, after uint64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	next := max(after, evs[len(evs)-1].Offset+1)
 	var park []raftlog.ParkedRecord
-	err := w.withTx(ctx, func(tx *sql.Tx) error {
-		hctx := ctx
-		if tx != nil {
-			hctx = withTxStmts(ctx, tx)
+	for len(evs) > 0 {
+		n, herr, err := w.handlePrefix(ctx, evs, &park)
+		if err != nil {
+			return false
 		}
-		for _, ev := range evs {
+		if herr == nil {
+			break
+		}
+		if !w.retryOrPark(ctx, evs[n], herr, &park) {
+			return false
+		}
+		evs = evs[n+1:]
+	}
+	if !w.commit(ctx, raftlog.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: next, Park: park}) {
+		return false
+	}
+	w.next = next
+	w.count += len(park)
+	return true
+}
+
+// handlePrefix handles evs in one transaction until the handler fails on
+// one: it returns that event's index and error (its writes rolled back,
+// those of the events before it committed), or len(evs) and nil. Events of
+// a stream parked earlier are parked behind it, unhandled. err is a
+// failure of the transaction: nothing was committed.
+func (w *worker) handlePrefix(ctx context.Context, evs []eventstore.Event, park *[]raftlog.ParkedRecord) (n int, herr, err error) {
+	var waiting []raftlog.ParkedRecord
+	err = w.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		for n = 0; n < len(evs); n++ {
+			ev := evs[n]
 			if w.parked[ev.Stream] {
-				park = append(park, raftlog.ParkedRecord{Offset: ev.Offset, Key: ev.Stream, Error: "waiting behind an earlier parked event of its stream"})
+				waiting = append(waiting, raftlog.ParkedRecord{Offset: ev.Offset, Key: ev.Stream, Error: "waiting behind an earlier parked event of its stream"})
 				continue
 			}
-			herr := w.try(hctx, tx, ev)
-			for attempt := 2; herr != nil && attempt <= w.g.opt.MaxAttempts; attempt++ {
-				if err := sleep(ctx, w.g.opt.delay(attempt-1)); err != nil {
-					return err
-				}
-				herr = w.try(hctx, tx, ev)
-			}
-			if herr != nil {
-				park = append(park, raftlog.ParkedRecord{Offset: ev.Offset, Key: ev.Stream, Error: herr.Error(), Attempts: w.g.opt.MaxAttempts})
-				w.parked[ev.Stream] = true
+			if herr = w.try(ctx, tx, ev); herr != nil {
+				break
 			}
 		}
 		if w.g.testBeforeCommit != nil {
@@ -382,14 +404,34 @@ func (w *worker) handle(ctx context.Context, evs []eventstore.Event, after uint6
 		return nil
 	})
 	if err != nil {
-		return false
+		return 0, nil, err
 	}
-	next := max(after, evs[len(evs)-1].Offset+1)
-	if !w.commit(ctx, raftlog.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: next, Park: park}) {
-		return false
+	*park = append(*park, waiting...)
+	return n, herr, nil
+}
+
+// retryOrPark handles ev again after it failed with herr, up to
+// MaxAttempts in all, sleeping between attempts outside any transaction,
+// and parks it (and, from then on, its stream) if it still fails. false
+// means the worker must stop: ctx ended or the database failed.
+func (w *worker) retryOrPark(ctx context.Context, ev eventstore.Event, herr error, park *[]raftlog.ParkedRecord) bool {
+	for attempt := 2; attempt <= w.g.opt.MaxAttempts; attempt++ {
+		if sleep(ctx, w.g.opt.delay(attempt-1)) != nil {
+			return false
+		}
+		err := w.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			herr = w.g.h(ctx, tx, ev)
+			return herr
+		})
+		if err == nil {
+			return true
+		}
+		if herr == nil {
+			return false // the database failed, not the handler
+		}
 	}
-	w.next = next
-	w.count += len(park)
+	*park = append(*park, raftlog.ParkedRecord{Offset: ev.Offset, Key: ev.Stream, Error: herr.Error(), Attempts: w.g.opt.MaxAttempts})
+	w.parked[ev.Stream] = true
 	return true
 }
 
@@ -412,11 +454,14 @@ func (w *worker) try(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error
 	return err
 }
 
-func (w *worker) withTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+// inTx runs fn in a transaction of the member's database, ctx carrying
+// the transaction's statement cache (see Exec), or with a nil tx if the
+// member has none.
+func (w *worker) inTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	if w.g.opt.DB == nil {
-		return fn(nil)
+		return fn(ctx, nil)
 	}
-	return w.g.opt.DB.Update(ctx, fn)
+	return w.g.opt.DB.Update(ctx, func(tx *sql.Tx) error { return fn(withTxStmts(ctx, tx), tx) })
 }
 
 // commit records progress in the log, retrying while no leader is
@@ -435,9 +480,6 @@ func (w *worker) commit(ctx context.Context, c raftlog.OffsetCommit) bool {
 		case err == nil:
 			return true
 		case errors.As(err, &sge), errors.Is(err, raftlog.ErrClosed):
-			if sge != nil && w.g.testOnStale != nil {
-				w.g.testOnStale(err)
-			}
 			w.lost = true
 			return false
 		}
@@ -485,7 +527,7 @@ func (w *worker) retry(ctx context.Context, parked []raftlog.ParkedRecord, key s
 			return
 		}
 		var herr error
-		err = w.withTx(ctx, func(tx *sql.Tx) error {
+		err = w.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			if len(evs) == 1 && evs[0].Offset == pr.Offset {
 				herr = w.try(ctx, tx, evs[0])
 			}

@@ -196,7 +196,6 @@ func TestGroupZombieCommitIsRejected(t *testing.T) {
 	var pause sync.Mutex // held while m1 is paused
 	inHandler := make(chan struct{}, 1)
 	var zombieHandling atomic.Bool
-	var stale atomic.Int64
 	h1 := func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
 		if zombieHandling.Load() {
 			select {
@@ -219,7 +218,6 @@ func TestGroupZombieCommitIsRejected(t *testing.T) {
 	m1 := startMember(t, s, "m1", h1, opt1, func(g *Group) {
 		g.testBeforeHeartbeat = func() { pause.Lock(); pause.Unlock() }
 		g.testNoLeave = true
-		g.testOnStale = func(error) { stale.Add(1) }
 	})
 	waitOwners(t, s, "m1")
 	gs, _, _ := s.Log().GroupState("workers")
@@ -246,7 +244,7 @@ func TestGroupZombieCommitIsRejected(t *testing.T) {
 	// m1 wakes up and tries to commit the batch it had in hand.
 	zombieHandling.Store(false)
 	pause.Unlock()
-	eventstoretest.Eventually(t, 30*time.Second, "the zombie's commit to be rejected", func() bool { return stale.Load() > 0 })
+	eventstoretest.Eventually(t, 30*time.Second, "the zombie's commit to be rejected", func() bool { return observedStale.Load() != nil })
 	gs, _, _ = s.Log().GroupState("workers")
 	require.Equal(t, "m2", gs.Partitions[0].Owner)
 	// OnCommit saw the rejected attempt, with the generation it carried.
@@ -384,4 +382,44 @@ func TestGroupObserverHooks(t *testing.T) {
 		gs, _, _ := s.Log().GroupState("workers")
 		return gs.Partitions[res.Partition].Committed == res.FirstOffset+2
 	})
+}
+
+// A member retrying a failing event holds no transaction while it waits:
+// another partition's events, which need the same database's one writer,
+// are handled meanwhile, not after the poison event is parked.
+func TestGroupRetryHoldsNoTransaction(t *testing.T) {
+	s := eventstoretest.Single(t).Node(0)
+	db, err := OpenSQLite(context.Background(), t.TempDir(), testSchema...)
+	require.NoError(t, err)
+	defer db.Close()
+	var attempts atomic.Int32
+	failed := make(chan struct{})
+	h := func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
+		if ev.Stream == "poison" {
+			if attempts.Add(1) == 1 {
+				close(failed)
+			}
+			return errors.New("poison")
+		}
+		return recordHandler(ctx, tx, ev)
+	}
+	opt := groupOptions()
+	opt.DB = db
+	opt.MaxAttempts, opt.Backoff, opt.MaxBackoff = 3, 3*time.Second, 3*time.Second
+	startMember(t, s, "m1", h, opt, nil)
+	waitOwners(t, s, "m1")
+	ctx := context.Background()
+	_, err = s.Append(ctx, "poison", eventstore.Any, []eventstore.EventData{{Type: "Tick"}})
+	require.NoError(t, err)
+	<-failed
+	other := streamIn(s, (s.PartitionOf("poison")+1)%s.Partitions())
+	_, err = s.Append(ctx, other, eventstore.Any, []eventstore.EventData{{Type: "Tick"}})
+	require.NoError(t, err)
+	var atHandled int32
+	eventstoretest.Eventually(t, 30*time.Second, "the other partition's event handled", func() bool {
+		rows, _ := countHandled(t, db)
+		atHandled = attempts.Load()
+		return rows == 1
+	})
+	require.Less(t, atHandled, int32(opt.MaxAttempts), "handled only once the poison event had used up its attempts")
 }

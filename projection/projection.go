@@ -25,13 +25,16 @@
 // generation, so a member that lost a partition cannot commit to it.
 // Delivery is at-least-once: a batch handled but not committed when a
 // member dies is handled again by the next owner. With a DB the batch runs
-// in one SQLite transaction (use package dedup and outbox inside it to
+// in one SQLite transaction (split where a handler fails, see Failures) (use package dedup and outbox inside it to
 // make side effects idempotent); without one, tx is nil.
 //
 // # Failures
 //
-// A handler error is retried with exponential backoff and jitter. After
-// MaxAttempts the event is parked (dead-lettered with its error) and the
+// A handler error is retried with exponential backoff and jitter: the
+// events before it are committed first, and each retry runs in a
+// transaction of its own, so no transaction (and no hold on the database's
+// one writer) is kept while the runner waits. After MaxAttempts the event
+// is parked (dead-lettered with its error) and the
 // partition goes on; later events of the same stream wait behind it,
 // parked too, to keep the stream's order. Parked events are listed by
 // Parked and handled again by Retry. Runners stop on ctx cancellation
