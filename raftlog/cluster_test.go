@@ -560,54 +560,30 @@ func ctBucketDigests(t *testing.T, l *Log, g int) map[string]string {
 	return out
 }
 
-// TestFollowerCatchesUpBySnapshot stops a follower, appends until the
-// others have compacted the entries it lacks away, and checks that it
-// catches up by installing a snapshot, to state identical with theirs.
-func TestFollowerCatchesUpBySnapshot(t *testing.T) {
-	c := newCluster(t, 3, func(cfg *Config) {
+// ctFollowerBehindCompaction starts 3 nodes that snapshot often, appends
+// a little, stops a follower, has more append through the others, and
+// snapshots them until their logs no longer hold the entries the follower
+// lacks. It returns the leader then and the stopped follower with its
+// applied index when it stopped.
+func ctFollowerBehindCompaction(t *testing.T, more func(c *testCluster, acks *ctAcks, li int)) (c *testCluster, acks *ctAcks, li, f int, prevApplied uint64) {
+	t.Helper()
+	c = newCluster(t, 3, func(cfg *Config) {
 		cfg.SnapshotThreshold = 64
 		cfg.TrailingLogs = 32
 	})
-	acks := newCtAcks()
-	li := c.leader(0)
-	f := (li + 1) % 3
+	acks = newCtAcks()
+	li = c.leader(0)
+	f = (li + 1) % 3
 	for i := 0; i < 20; i++ {
 		key := fmt.Sprintf("early-%d", i%5)
 		ctMustAppend(t, c, acks, li, key, ctRecords(key, 0, 2))
 	}
 	c.converged()
-	fr := c.node(f).groups[0].raft
-	prevApplied := c.node(f).Applied(0).Index
-	prevLast := fr.LastIndex()
+	prevApplied = c.node(f).Applied(0).Index
+	prevLast := c.node(f).groups[0].raft.LastIndex()
 	t.Logf("stopping follower %s at applied index %d, last log index %d", c.nodes[f].id, prevApplied, prevLast)
 	c.stop(f)
-
-	// Many raft entries: 4 writers each appending batches of 10 one by one.
-	var wg sync.WaitGroup
-	for wr := 0; wr < 4; wr++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			running := ctRunning(c)
-			for i := 0; i < 75; i++ {
-				key := fmt.Sprintf("w%d-k%d", wr, i%7)
-				recs := ctRecords(key, 0, 10)
-				l := c.node(running[i%len(running)])
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				res, err := l.Append(ctx, key, recs)
-				cancel()
-				if err != nil {
-					t.Errorf("append %q: %v", key, err)
-					return
-				}
-				if err := acks.add(key, recs, res, res.Position.Group); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	more(c, acks, li)
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -620,7 +596,42 @@ func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 	t.Logf("leader %s: first log index %d, last %d", c.nodes[li].id, first, c.node(li).groups[0].raft.LastIndex())
 	require.Greater(t, first, prevLast+1, "the leader's log must no longer hold the entries the follower lacks")
 	require.Greater(t, first, prevApplied+1)
+	return c, acks, li, f, prevApplied
+}
 
+// TestFollowerCatchesUpBySnapshot stops a follower, appends until the
+// others have compacted the entries it lacks away, and checks that it
+// catches up by installing a snapshot, to state identical with theirs.
+func TestFollowerCatchesUpBySnapshot(t *testing.T) {
+	// Many raft entries: 4 writers each appending batches of 10 one by one.
+	c, acks, li, f, prevApplied := ctFollowerBehindCompaction(t, func(c *testCluster, acks *ctAcks, _ int) {
+		var wg sync.WaitGroup
+		for wr := 0; wr < 4; wr++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				running := ctRunning(c)
+				for i := 0; i < 75; i++ {
+					key := fmt.Sprintf("w%d-k%d", wr, i%7)
+					recs := ctRecords(key, 0, 10)
+					l := c.node(running[i%len(running)])
+					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+					res, err := l.Append(ctx, key, recs)
+					cancel()
+					if err != nil {
+						t.Errorf("append %q: %v", key, err)
+						return
+					}
+					if err := acks.add(key, recs, res, res.Position.Group); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	})
+	var err error
 	c.restart(f)
 	c.converged()
 	// Raft records the installed snapshot's index just after the FSM's
@@ -1131,30 +1142,12 @@ func TestReadBarrierOnFollower(t *testing.T) {
 // and before a successful Restore must come back with the snapshot's
 // state, not apply the entries after it on top of its old state.
 func TestFollowerCrashDuringSnapshotInstall(t *testing.T) {
-	c := newCluster(t, 3, func(cfg *Config) {
-		cfg.SnapshotThreshold = 64
-		cfg.TrailingLogs = 32
+	c, acks, li, f, _ := ctFollowerBehindCompaction(t, func(c *testCluster, acks *ctAcks, li int) {
+		for i := 0; i < 150; i++ {
+			key := fmt.Sprintf("k%d", i%7)
+			ctMustAppend(t, c, acks, li, key, ctRecords(key, 0, 3))
+		}
 	})
-	acks := newCtAcks()
-	li := c.leader(0)
-	f := (li + 1) % 3
-	for i := 0; i < 10; i++ {
-		key := fmt.Sprintf("early-%d", i%5)
-		ctMustAppend(t, c, acks, li, key, ctRecords(key, 0, 2))
-	}
-	c.converged()
-	prevLast := c.node(f).groups[0].raft.LastIndex()
-	c.stop(f)
-	for i := 0; i < 150; i++ {
-		key := fmt.Sprintf("k%d", i%7)
-		ctMustAppend(t, c, acks, li, key, ctRecords(key, 0, 3))
-	}
-	for _, i := range ctRunning(c) {
-		require.NoError(t, c.node(i).groups[0].raft.Snapshot().Error())
-	}
-	first, err := c.node(li).groups[0].store.FirstIndex()
-	require.NoError(t, err)
-	require.Greater(t, first, prevLast+1, "the leader's log must no longer hold the entries the follower lacks")
 
 	// The follower comes back, receives the snapshot, and "crashes" in
 	// Restore: raft has saved the snapshot, the state file is the old one.
