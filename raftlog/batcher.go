@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -15,6 +16,15 @@ import (
 // MaxEntryBytes and Linger. At most MaxInflight entries are proposed and not
 // yet applied; appends that arrive meanwhile gather into the next entry, so
 // batches grow with load and latency stays one commit when idle.
+//
+// Callers mostly append again as soon as they are answered. Proposing the
+// next entry the moment a slot frees would split them into two cohorts that
+// alternate between raft rounds, each round carrying about half of them
+// (raft writes its log once per round, synchronously). So once a slot is
+// free the batcher waits, up to CohortWait after the last entry was
+// answered, until the batch holds as many appends as were waiting then
+// plus as many as that entry answered: the callers it expects back. A
+// caller that does not come back costs the others at most CohortWait.
 type batcher struct {
 	r        *raft.Raft
 	reqs     chan *pendingAppend
@@ -24,14 +34,25 @@ type batcher struct {
 	done     chan struct{}
 	started  bool // set by start, before any submit; close waits for done only if set
 
-	maxReqs  int
-	maxBytes int
-	linger   time.Duration
+	maxReqs    int
+	maxBytes   int
+	linger     time.Duration
+	cohortWait time.Duration
+
+	// Written by complete() after it answered an entry's appends: how many
+	// entries it has answered, how many appends the last one held, and
+	// when (unix nanoseconds).
+	answered     atomic.Uint64
+	lastAnswered atomic.Int64
+	answeredAt   atomic.Int64
 }
 
 type pendingAppend struct {
 	enc  []byte // encodeRequest output
 	done chan appendReply
+	// epoch is batcher.answered when the batcher took the append: an
+	// append taken after the last answer may be one of its callers back.
+	epoch uint64
 }
 
 // pendingPool recycles pendingAppends whose reply was received: one is
@@ -72,6 +93,8 @@ func newBatcher(r *raft.Raft, cfg *Config) *batcher {
 		maxReqs:  cfg.MaxEntryRequests,
 		maxBytes: cfg.MaxEntryBytes,
 		linger:   cfg.Linger,
+
+		cohortWait: cfg.CohortWait,
 	}
 }
 
@@ -137,6 +160,7 @@ func (b *batcher) run() {
 		carry *pendingAppend
 	)
 	add := func(p *pendingAppend) bool {
+		p.epoch = b.answered.Load()
 		if len(batch) > 0 && size+len(p.enc) > b.maxBytes {
 			carry = p
 			return false
@@ -207,6 +231,10 @@ func (b *batcher) run() {
 				return
 			}
 		}
+		if !full() && !b.awaitCohort(batch, add, full) {
+			failAll()
+			return
+		}
 		data := encodeEntryHeader(make([]byte, 0, size+16), time.Now().UnixNano(), len(batch))
 		for _, p := range batch {
 			data = append(data, p.enc...)
@@ -228,6 +256,13 @@ func (b *batcher) complete() {
 				err = fmt.Errorf("raftlog: entry applied with %d outcomes for %d appends", len(outs), len(e.batch))
 			}
 		}
+		// The entry is out of raft: free its slot before answering, so that
+		// the batcher, not this goroutine, is what the callers coming back
+		// find waiting (after the cohort's expectation is published).
+		b.lastAnswered.Store(int64(len(e.batch)))
+		b.answeredAt.Store(time.Now().UnixNano())
+		b.answered.Add(1)
+		<-b.slots
 		for i, p := range e.batch {
 			if err != nil {
 				p.done <- appendReply{err: classifyApplyError(err)}
@@ -235,7 +270,6 @@ func (b *batcher) complete() {
 			}
 			p.done <- appendReply{res: outs[i].Result, err: outs[i].Err}
 		}
-		<-b.slots
 	}
 }
 
@@ -260,6 +294,48 @@ func (b *batcher) lingerFor(add func(*pendingAppend) bool, full func() bool) boo
 		select {
 		case p := <-b.reqs:
 			add(p)
+		case <-t.C:
+			return true
+		case <-b.stop:
+			return false
+		}
+	}
+	return true
+}
+
+// awaitCohort waits, with a slot in hand, for the appends the batcher
+// expects back from the last answered entry (see batcher): until batch
+// holds the appends taken before that answer plus as many as it answered,
+// the batch is full, or CohortWait has passed since the answer. It reports
+// false if the batcher was stopped.
+func (b *batcher) awaitCohort(batch []*pendingAppend, add func(*pendingAppend) bool, full func() bool) bool {
+	if b.cohortWait <= 0 {
+		return true
+	}
+	epoch := b.answered.Load()
+	deadline := time.Unix(0, b.answeredAt.Load()).Add(b.cohortWait)
+	wait := time.Until(deadline)
+	if wait <= 0 {
+		return true
+	}
+	before := 0
+	for _, p := range batch {
+		if p.epoch != epoch {
+			before++
+		}
+	}
+	target := before + int(b.lastAnswered.Load())
+	n := len(batch)
+	if n >= target {
+		return true
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for n < target && !full() {
+		select {
+		case p := <-b.reqs:
+			add(p)
+			n++
 		case <-t.C:
 			return true
 		case <-b.stop:

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/esraft/esraft/internal/rawraftbench"
 )
@@ -63,6 +64,9 @@ func BenchmarkRawRaft(b *testing.B) {
 func benchConfig(c *Config) {
 	if v := os.Getenv("RAFTLOG_BENCH_INFLIGHT"); v != "" {
 		c.MaxInflight, _ = strconv.Atoi(v)
+	}
+	if v := os.Getenv("RAFTLOG_BENCH_COHORTWAIT"); v != "" {
+		c.CohortWait, _ = time.ParseDuration(v)
 	}
 	if v := os.Getenv("RAFTLOG_BENCH_FLUSH"); v != "" {
 		c.flushRecords, _ = strconv.Atoi(v)

@@ -72,8 +72,14 @@ type Config struct {
 	// only while earlier entries are in flight).
 	Linger time.Duration
 	// MaxInflight is how many raft entries of one group may be in flight
-	// at once (default 4).
+	// at once (default 1).
 	MaxInflight int
+	// CohortWait is how long, at most, after an entry's appends were
+	// answered, group commit waits for their callers to append again
+	// before it proposes the next entry (default 500us; negative: not at
+	// all). Callers that append in a loop then share one raft round
+	// instead of alternating between two (see batcher.go).
+	CohortWait time.Duration
 	// IDRetention is how long record IDs are remembered for deduplication
 	// (default 24h), measured on leader-stamped entry times.
 	IDRetention time.Duration
@@ -132,7 +138,10 @@ func (c *Config) setDefaults() {
 		c.MaxEntryRequests = 1024
 	}
 	if c.MaxInflight == 0 {
-		c.MaxInflight = 4
+		c.MaxInflight = 1
+	}
+	if c.CohortWait == 0 {
+		c.CohortWait = 500 * time.Microsecond
 	}
 	if c.IDRetention == 0 {
 		c.IDRetention = 24 * time.Hour
