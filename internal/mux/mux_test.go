@@ -203,10 +203,17 @@ func TestMuxClose(t *testing.T) {
 		_, err := la.Accept()
 		accepted <- err
 	}()
-	// A connection stuck before its header is dropped by Close.
+	// A connection stuck before its header is dropped by Close. Wait until
+	// Serve has accepted it: one still in the kernel's accept queue when
+	// the listener closes is reset instead (ECONNRESET, not EOF).
 	silent, err := net.Dial("tcp", m.Addr().String())
 	require.NoError(t, err)
 	defer silent.Close()
+	require.Eventually(t, func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return len(m.pending) == 1
+	}, 10*time.Second, time.Millisecond, "the mux to accept the silent connection")
 
 	require.NoError(t, m.Close())
 	require.NoError(t, m.Close())
