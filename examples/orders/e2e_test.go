@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/esraft/esraft/eventstore/eventstoretest"
 )
 
 // The end-to-end test: the service as a user runs it, three processes on
@@ -81,17 +83,6 @@ func call(method, url, key string, body any, out any) (int, error) {
 	return resp.StatusCode, nil
 }
 
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 type webhookLog struct {
 	mu   sync.Mutex
 	keys map[string]map[string]int // "order/event" -> idempotency key -> deliveries
@@ -145,7 +136,7 @@ func TestEndToEndThreeNodeCluster(t *testing.T) {
 		defer p.kill()
 	}
 	for _, p := range procs {
-		eventually(t, 60*time.Second, "node "+p.http+" serving", func() bool {
+		eventstoretest.Eventually(t, 60*time.Second, "node "+p.http+" serving", func() bool {
 			code, err := call("GET", "http://"+p.http+"/status", "", nil, nil)
 			return err == nil && code == 200
 		})
@@ -182,7 +173,7 @@ func TestEndToEndThreeNodeCluster(t *testing.T) {
 	paid := map[string]bool{}
 	// The victim is the leader: the hardest node to lose.
 	victim := -1
-	eventually(t, 30*time.Second, "a leader", func() bool {
+	eventstoretest.Eventually(t, 30*time.Second, "a leader", func() bool {
 		for i, p := range procs {
 			var st struct {
 				Groups []struct{ State string } `json:"raft_groups"`
@@ -221,7 +212,7 @@ func TestEndToEndThreeNodeCluster(t *testing.T) {
 	// Every acknowledged order is readable on every node.
 	for _, p := range procs {
 		for _, id := range acked {
-			eventually(t, 60*time.Second, "order "+id+" on "+p.http, func() bool {
+			eventstoretest.Eventually(t, 60*time.Second, "order "+id+" on "+p.http, func() bool {
 				var o struct{ Status string }
 				code, err := call("GET", "http://"+p.http+"/orders/"+id, "", nil, &o)
 				return err == nil && code == 200 && (o.Status == "paid") == paid[id]
@@ -234,14 +225,14 @@ func TestEndToEndThreeNodeCluster(t *testing.T) {
 		want.RevenueCents += int64((1 + i%3) * 1000)
 	}
 	for _, p := range procs {
-		eventually(t, 60*time.Second, "stats on "+p.http, func() bool {
+		eventstoretest.Eventually(t, 60*time.Second, "stats on "+p.http, func() bool {
 			var s statsView
 			code, err := call("GET", "http://"+p.http+"/views/stats", "", nil, &s)
 			return err == nil && code == 200 && s == want
 		})
 	}
 	// Every payment was notified at least once, each with a single ID.
-	eventually(t, 60*time.Second, "every notification", func() bool {
+	eventstoretest.Eventually(t, 60*time.Second, "every notification", func() bool {
 		hooks.mu.Lock()
 		defer hooks.mu.Unlock()
 		for id := range paid {

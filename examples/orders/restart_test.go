@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/esraft/esraft/eventstore/eventstoretest"
 )
 
 // startApp runs the service in this process on dir until the returned
@@ -60,7 +62,7 @@ func TestSingleNodeRestartKeepsEverything(t *testing.T) {
 		}
 	}
 	want := statsView{Orders: 20, Paid: 10, RevenueCents: 5000}
-	eventually(t, 10*time.Second, "views", func() bool {
+	eventstoretest.Eventually(t, 10*time.Second, "views", func() bool {
 		var s statsView
 		code, err := call("GET", base+"/views/stats", "", nil, &s)
 		return err == nil && code == 200 && s == want
