@@ -570,6 +570,7 @@ func ctFollowerBehindCompaction(t *testing.T, more func(c *testCluster, acks *ct
 	c = newCluster(t, 3, func(cfg *Config) {
 		cfg.SnapshotThreshold = 64
 		cfg.TrailingLogs = 32
+		cfg.walSegmentBytes = 16 << 10 // compaction drops whole segments
 	})
 	acks = newCtAcks()
 	li = c.leader(0)
@@ -596,6 +597,8 @@ func ctFollowerBehindCompaction(t *testing.T, more func(c *testCluster, acks *ct
 	t.Logf("leader %s: first log index %d, last %d", c.nodes[li].id, first, c.node(li).groups[0].raft.LastIndex())
 	require.Greater(t, first, prevLast+1, "the leader's log must no longer hold the entries the follower lacks")
 	require.Greater(t, first, prevApplied+1)
+	var entry raft.Log
+	require.Error(t, c.node(li).groups[0].store.GetLog(prevApplied+1, &entry), "the leader's log store must no longer hold index %d", prevApplied+1)
 	return c, acks, li, f, prevApplied
 }
 

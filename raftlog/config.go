@@ -80,6 +80,10 @@ type Config struct {
 	// all). Callers that append in a loop then share one raft round
 	// instead of alternating between two (see batcher.go).
 	CohortWait time.Duration
+	// LogStore holds each raft group's log: LogStoreWAL (the default for a
+	// new group) or LogStoreBolt. A group that already has a log keeps the
+	// store it was created with; naming the other one is an ErrConfig.
+	LogStore LogStore
 	// IDRetention is how long record IDs are remembered for deduplication
 	// (default 24h), measured on leader-stamped entry times.
 	IDRetention time.Duration
@@ -104,6 +108,9 @@ type Config struct {
 	LogOutput io.Writer
 	LogLevel  string
 
+	// walSegmentBytes overrides raft-wal's segment size (tests: the WAL
+	// drops compacted entries a whole segment at a time).
+	walSegmentBytes int
 	// flushRecords overrides the in-memory table's flush threshold (tests).
 	flushRecords int
 	// failRestore, if set, fails the FSM's Restore while it returns true
@@ -167,6 +174,8 @@ func (c *Config) Validate() error {
 	case c.MaxRecordBytes < 1 || c.MaxBatchRecords < 1 || c.MaxBatchBytes < 1 ||
 		c.MaxEntryBytes < 1 || c.MaxEntryRequests < 1 || c.MaxInflight < 1:
 		return bad("limits must be positive")
+	case c.LogStore != "" && c.LogStore != LogStoreWAL && c.LogStore != LogStoreBolt:
+		return bad("LogStore %q is neither %q nor %q", c.LogStore, LogStoreWAL, LogStoreBolt)
 	case c.IDRetention < 0:
 		return bad("IDRetention is negative")
 	case c.Addr == "" && c.Listener == nil && (len(c.Peers) > 0 || c.Join != "" || c.NonVoter):

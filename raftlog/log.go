@@ -17,7 +17,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/esraft/esraft/internal/mux"
 )
@@ -49,7 +48,7 @@ type group struct {
 	id        int
 	raft      *raft.Raft
 	fsm       *fsm
-	store     *raftboltdb.BoltStore
+	store     groupLog
 	transport raft.Transport
 	batcher   *batcher
 	leaderSig signal // woken on every leader change seen by this node
@@ -244,9 +243,7 @@ func (l *Log) openGroup(gi int, logger hclog.Logger) (*group, bool, error) {
 	if l.cfg.flushRecords > 0 {
 		g.fsm.flushAtRecords = l.cfg.flushRecords
 	}
-	opts := boltOptions()
-	opts.InitialMmapSize = 0
-	g.store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db"), BoltOptions: opts})
+	g.store, err = openGroupLog(dir, &l.cfg, logger)
 	if err != nil {
 		g.fsm.close()
 		return nil, false, fmt.Errorf("raftlog: open raft log: %w", err)

@@ -518,3 +518,42 @@ func TestOpenRefusesStateFileBehindSnapshot(t *testing.T) {
 	require.ErrorIs(t, err, errCorrupt)
 	require.ErrorContains(t, err, "behind snapshot marker")
 }
+
+// A new group's raft log is a WAL unless Config.LogStore says bolt; a
+// group reopens with the store it was created with, and naming the other
+// one, or an unknown one, is an ErrConfig that leaves the log untouched.
+func TestLogStoreIsChosenOnceAndKept(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		create, other LogStore
+		holds         string
+	}{
+		{"", LogStoreBolt, filepath.Join("g0", walLogDir, "wal-meta.db")},
+		{LogStoreBolt, LogStoreWAL, filepath.Join("g0", boltLogFile)},
+	} {
+		t.Run(fmt.Sprintf("create=%q", tc.create), func(t *testing.T) {
+			dir := t.TempDir()
+			l := openSingle(t, dir, func(c *Config) { c.LogStore = tc.create })
+			_, err := l.Append(ctx, "k", []NewRecord{rec("a"), rec("b")})
+			require.NoError(t, err)
+			require.NoError(t, l.Close())
+			require.FileExists(t, filepath.Join(dir, tc.holds))
+
+			_, err = Open(ctx, Config{Dir: dir, LogStore: tc.other})
+			require.ErrorIs(t, err, ErrConfig)
+			_, err = Open(ctx, Config{Dir: dir, LogStore: "zip"})
+			require.ErrorIs(t, err, ErrConfig)
+
+			l = openSingle(t, dir, nil) // the default keeps what is there
+			_, err = l.Append(ctx, "k", []NewRecord{rec("c")})
+			require.NoError(t, err)
+			var got []string
+			for p := 0; p < l.Partitions(); p++ {
+				for _, r := range readAll(t, l, p) {
+					got = append(got, string(r.Value))
+				}
+			}
+			require.Equal(t, []string{"a", "b", "c"}, got)
+		})
+	}
+}
