@@ -43,7 +43,7 @@ import (
 // A table is frozen and flushed when it holds this many records or bytes,
 // and at every snapshot.
 const (
-	flushRecords = 8192
+	flushRecords = 32768
 	flushBytes   = 16 << 20
 )
 
@@ -294,8 +294,24 @@ func (f *fsm) writeTable(m *memTable) {
 	for i := range order {
 		put(ids, order[i][:], encodeIDEntry(alloc(4 * binary.MaxVarintLen64)[:0], m.ids[order[i]]))
 	}
-	for _, l := range m.idLog {
-		put(idTime, l.key, l.ids)
+	// The requests of one raft entry share its time: one retention entry
+	// each would be as many B-tree puts as appends, so they are written as
+	// one, under the first request's key.
+	for i := 0; i < len(m.idLog); {
+		j, n := i+1, len(m.idLog[i].ids)
+		for j < len(m.idLog) && bytes.Equal(m.idLog[j].key[:16], m.idLog[i].key[:16]) {
+			n += len(m.idLog[j].ids)
+			j++
+		}
+		v := m.idLog[i].ids
+		if j > i+1 {
+			v = alloc(n)[:0]
+			for _, l := range m.idLog[i:j] {
+				v = append(v, l.ids...)
+			}
+		}
+		put(idTime, m.idLog[i].key, v)
+		i = j
 	}
 	errs = append(errs, f.pruneIDs(ids, idTime, m.lastTime, 2*m.n+1024))
 	errs = append(errs, flushGroups(tx, m.groupsAt))
