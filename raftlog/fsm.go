@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,7 +95,8 @@ var (
 	bucketIDs     = []byte("ids")
 	bucketIDTime  = []byte("idtime")
 	bucketRecs    = []byte("r")  // offset -> record
-	bucketKeys    = []byte("k")  // key, keySeq -> offset; the last one is the key's head
+	bucketKeys    = []byte("kc") // key, chunk -> offsets of the chunk's key sequences (keyChunk)
+	bucketKeysV1  = []byte("k")  // before: key, keySeq -> offset (migrated on open)
 	bucketKeyMeta = []byte("m")  // key -> keyMeta, for deleted or truncated keys
 	keyNextOffset = []byte("n")  // in a partition's bucket: its next offset
 	bucketGroups  = []byte("cg") // consumer group name -> state (groups.go)
@@ -207,8 +209,29 @@ func (f *fsm) init(db *bolt.DB, partitions, groups int) error {
 				}
 			}
 		}
+		if err := f.migrate(tx); err != nil {
+			return err
+		}
 		return f.load(tx)
 	})
+}
+
+// migrate brings a state file written by earlier code to the current
+// layout: its own at start, or a full copy received from a leader.
+func (f *fsm) migrate(tx *bolt.Tx) error {
+	for _, p := range f.partitions {
+		pb := tx.Bucket(partitionBucketName(p))
+		if pb == nil {
+			return fmt.Errorf("%w: %s has no bucket for partition %d", errCorrupt, f.path, p)
+		}
+		if _, err := pb.CreateBucketIfNotExists(bucketKeys); err != nil {
+			return err
+		}
+		if err := migrateKeyIndex(pb); err != nil {
+			return fmt.Errorf("raftlog: %s: partition %d: %w", f.path, p, err)
+		}
+	}
+	return nil
 }
 
 // load sets the in-memory state from tx.
@@ -442,26 +465,133 @@ func (f *fsm) readView(fn func(v *layers) error) error {
 	return fn(&v)
 }
 
+// The key index in the state file maps a key's sequences to offsets in
+// chunks of keyChunk: entry (key, c) holds the offsets of sequences
+// c*keyChunk+1 .. c*keyChunk+keyChunk, big-endian, 8 bytes each, as many
+// as the key has so far (a key's sequences are dense from 1). A flush
+// thus puts one entry per key and chunk it touches instead of one per
+// record, and the index is several times smaller: a B-tree page a flush
+// rewrites carries more of the key's history. The layout depends only on
+// the sequences, never on when tables were flushed, so replicas' files
+// stay identical.
+const keyChunk = 16
+
+// keyChunkKey is the index entry key of (prefix, the chunk of seq), where
+// prefix is appendString(nil, key). seq must be at least 1.
+func keyChunkKey(b, prefix []byte, seq uint64) []byte {
+	b = append(b[:0], prefix...)
+	return binary.BigEndian.AppendUint64(b, (seq-1)/keyChunk)
+}
+
 // keyHeadIn returns the current sequence of key in the state file: the
-// sequence of its last key index entry, 0 if it has none.
+// last sequence its index holds, 0 if it has none.
 func keyHeadIn(keys *bolt.Bucket, key string) uint64 {
 	prefix := appendString(nil, key)
 	c := keys.Cursor()
-	k, _ := c.Seek(binary.BigEndian.AppendUint64(prefix, ^uint64(0)))
+	k, v := c.Seek(binary.BigEndian.AppendUint64(slices.Clone(prefix), ^uint64(0)))
 	if k == nil {
-		k, _ = c.Last()
+		k, v = c.Last()
 	} else {
-		k, _ = c.Prev()
+		k, v = c.Prev()
 	}
 	if len(k) != len(prefix)+8 || !bytes.HasPrefix(k, prefix) {
 		return 0
 	}
-	return binary.BigEndian.Uint64(k[len(prefix):])
+	return binary.BigEndian.Uint64(k[len(prefix):])*keyChunk + uint64(len(v)/8)
 }
 
-func keyIndexKey(b []byte, key string, seq uint64) []byte {
-	b = appendString(b[:0], key)
-	return binary.BigEndian.AppendUint64(b, seq)
+// eachKeyOffset calls fn with the sequence and offset of each record of
+// key the state file's index holds from sequence from on, in order, until
+// fn returns false or an error.
+func eachKeyOffset(keys *bolt.Bucket, key string, from uint64, fn func(seq, off uint64) (bool, error)) error {
+	from = max(from, 1)
+	prefix := appendString(nil, key)
+	c := keys.Cursor()
+	for k, v := c.Seek(keyChunkKey(nil, prefix, from)); k != nil && len(k) == len(prefix)+8 && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		base := binary.BigEndian.Uint64(k[len(prefix):])*keyChunk + 1
+		for i := 0; i+8 <= len(v); i += 8 {
+			seq := base + uint64(i/8)
+			if seq < from {
+				continue
+			}
+			if more, err := fn(seq, binary.BigEndian.Uint64(v[i:])); !more || err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// putKeyOffsets adds to the index in keys the offsets of key sequences
+// first, first+1, ... of the key whose appendString encoding is prefix:
+// it completes the chunk the index already started, then writes new ones.
+// alloc provides memory that lives until the transaction commits.
+func putKeyOffsets(keys *bolt.Bucket, prefix []byte, first uint64, offsets []uint64, alloc func(int) []byte) error {
+	seq := first
+	for j := 0; j < len(offsets); {
+		pos := int((seq - 1) % keyChunk)
+		n := min(keyChunk-pos, len(offsets)-j)
+		ck := keyChunkKey(alloc(len(prefix)+8), prefix, seq)
+		var old []byte
+		if pos > 0 {
+			old = keys.Get(ck)
+		}
+		if len(old) != 8*pos {
+			return fmt.Errorf("%w: key index chunk %x holds %d offsets, sequence %d follows %d", errCorrupt, ck, len(old)/8, seq, pos)
+		}
+		v := alloc(len(old) + 8*n)[:0]
+		v = append(v, old...)
+		for _, off := range offsets[j : j+n] {
+			v = binary.BigEndian.AppendUint64(v, off)
+		}
+		if err := keys.Put(ck, v); err != nil {
+			return err
+		}
+		seq += uint64(n)
+		j += n
+	}
+	return nil
+}
+
+// migrateKeyIndex rewrites the partition bucket pb's key index from one
+// entry per sequence (bucketKeysV1, files written before 2026-11-24) into
+// chunks, in the caller's transaction.
+func migrateKeyIndex(pb *bolt.Bucket) error {
+	old := pb.Bucket(bucketKeysV1)
+	if old == nil {
+		return nil
+	}
+	keys := pb.Bucket(bucketKeys)
+	alloc := func(n int) []byte { return make([]byte, n) }
+	var prefix []byte
+	var offsets []uint64
+	put := func() error {
+		if len(offsets) == 0 {
+			return nil
+		}
+		return putKeyOffsets(keys, prefix, 1, offsets, alloc)
+	}
+	c := old.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if len(k) < 9 || len(v) != 8 {
+			return fmt.Errorf("%w: key index entry %x", errCorrupt, k)
+		}
+		p, seq := k[:len(k)-8], binary.BigEndian.Uint64(k[len(k)-8:])
+		if !bytes.Equal(p, prefix) {
+			if err := put(); err != nil {
+				return err
+			}
+			prefix, offsets = slices.Clone(p), offsets[:0]
+		}
+		if seq != uint64(len(offsets))+1 {
+			return fmt.Errorf("%w: key index entry %x: sequence %d after %d", errCorrupt, k, seq, len(offsets))
+		}
+		offsets = append(offsets, binary.BigEndian.Uint64(v))
+	}
+	if err := put(); err != nil {
+		return err
+	}
+	return pb.DeleteBucket(bucketKeysV1)
 }
 
 func (v *layers) keysBucket(p, slot int) *bolt.Bucket {
@@ -534,11 +664,15 @@ func (v *layers) keyOffset(p, slot int, key string, seq uint64) (uint64, bool) {
 			return mk.offsets[seq-mk.first], true
 		}
 	}
-	b := v.keysBucket(p, slot).Get(keyIndexKey(nil, key, seq))
-	if b == nil {
+	if seq == 0 {
 		return 0, false
 	}
-	return binary.BigEndian.Uint64(b), true
+	b := v.keysBucket(p, slot).Get(keyChunkKey(nil, appendString(nil, key), seq))
+	i := int((seq-1)%keyChunk) * 8
+	if len(b) < i+8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(b[i:]), true
 }
 
 // record is the stored record at offset off of partition p (at slot).
@@ -830,15 +964,17 @@ func (f *fsm) readKey(p int, key string, from uint64, maxRecs, maxBytes int) ([]
 		if len(runs) > 0 {
 			memFirst = runs[0].first
 		}
-		prefix := appendString(nil, key)
-		cur := v.keysBucket(p, slot).Cursor()
-		for k, val := cur.Seek(keyIndexKey(nil, key, from)); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, val = cur.Next() {
-			if binary.BigEndian.Uint64(k[len(prefix):]) >= memFirst {
-				break
+		more := true
+		err := eachKeyOffset(v.keysBucket(p, slot), key, from, func(seq, off uint64) (bool, error) {
+			if seq >= memFirst {
+				return false, nil
 			}
-			if more, err := take(binary.BigEndian.Uint64(val)); !more || err != nil {
-				return err
-			}
+			var err error
+			more, err = take(off)
+			return more, err
+		})
+		if !more || err != nil {
+			return err
 		}
 		for _, mk := range runs {
 			for seq := max(from, mk.first); seq <= mk.last(); seq++ {
@@ -956,9 +1092,12 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("raftlog: open restored state: %w", err)
 	}
 	f.db = db
-	if err := db.View(func(tx *bolt.Tx) error {
+	if err := db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketMeta) == nil {
 			return fmt.Errorf("raftlog: restored state has no meta bucket")
+		}
+		if err := f.migrate(tx); err != nil {
+			return err
 		}
 		return f.load(tx)
 	}); err != nil {

@@ -699,3 +699,161 @@ func TestFSMKeyAndGroupChangesWhileFrozen(t *testing.T) {
 	ref.flush()
 	require.Equal(t, stateHash(t, ref), stateHash(t, f))
 }
+
+// keyOffsets returns key's sequence -> offset, from a read of the whole
+// partition p.
+func keyOffsets(t *testing.T, f *fsm, p int, key string) map[uint64]uint64 {
+	t.Helper()
+	recs, err := f.read(p, 0, 1<<20, 1<<30)
+	require.NoError(t, err)
+	out := map[uint64]uint64{}
+	for _, r := range recs {
+		if r.Key == key {
+			out[r.KeySeq] = r.Offset
+		}
+	}
+	return out
+}
+
+// checkKeyReads reads key from every sequence first..last+1, whole and 3
+// at a time, and compares with want (sequence -> offset).
+func checkKeyReads(t *testing.T, f *fsm, key string, first, last uint64, want map[uint64]uint64) {
+	t.Helper()
+	for from := first; from <= last+1; from++ {
+		got, err := f.readKey(0, key, from, 1<<20, 1<<30)
+		require.NoError(t, err)
+		require.Len(t, got, int(last+1-from), "from %d", from)
+		for i, r := range got {
+			require.Equal(t, from+uint64(i), r.KeySeq)
+			require.Equal(t, want[r.KeySeq], r.Offset, "seq %d", r.KeySeq)
+		}
+		few, err := f.readKey(0, key, from, 3, 1<<30)
+		require.NoError(t, err)
+		require.Len(t, few, min(3, int(last+1-from)))
+	}
+	seq, err := f.keySeq(0, key)
+	require.NoError(t, err)
+	require.Equal(t, last, seq)
+}
+
+// The state file's key index holds chunks of keyChunk offsets that flushes
+// complete and extend: reads from every sequence find the right records,
+// across chunk and flush boundaries, in the file and in the tables, before
+// and after a restart, and erasure below a key's floor still reaches
+// every record.
+func TestFSMKeyIndexChunksAcrossFlushes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	f, err := openFSM(path, 0, 4, 1, time.Hour)
+	require.NoError(t, err)
+	idx, id, seqA := uint64(0), 0, uint64(0)
+	run := func(n int) {
+		idx++
+		var reqs []appendRequest
+		for i := 0; i < n; i++ {
+			id++
+			reqs = append(reqs, req(0, "a", int64(seqA), id))
+			seqA++
+			id++
+			reqs = append(reqs, req(0, "b", -1, id)) // a's offsets are not contiguous
+		}
+		f.ApplyBatch([]*raft.Log{entryLog(idx, int64(idx), reqs...)})
+	}
+	for _, n := range []int{5, 11, 20, 16, 1, 40} {
+		run(n)
+		f.flush()
+	}
+	run(7) // in the active table only
+	want := keyOffsets(t, f, 0, "a")
+	require.Len(t, want, int(seqA))
+	checkKeyReads(t, f, "a", 1, seqA, want)
+	var chunks int
+	require.NoError(t, f.view(func(tx *bolt.Tx) error {
+		keys := tx.Bucket(partitionBucketName(0)).Bucket(bucketKeys)
+		return eachKeyOffset(keys, "a", 1, func(seq, off uint64) (bool, error) {
+			require.Equal(t, want[seq], off)
+			if (seq-1)%keyChunk == 0 {
+				chunks++
+			}
+			return true, nil
+		})
+	}))
+	require.Equal(t, int(seqA-7+keyChunk-1)/keyChunk, chunks, "one index entry per chunk of flushed sequences")
+
+	require.NoError(t, f.close())
+	f, err = openFSM(path, 0, 4, 1, time.Hour)
+	require.NoError(t, err)
+	defer f.close()
+	flushed := seqA - 7 // the active table was flushed by close
+	run(3)
+	want = keyOffsets(t, f, 0, "a")
+	checkKeyReads(t, f, "a", 1, seqA, want)
+	require.Greater(t, seqA, flushed)
+	// A retry finds each original through the index (a's seq s has ID 2s-1).
+	for seq := uint64(1); seq <= seqA; seq++ {
+		idx++
+		out := f.ApplyBatch([]*raft.Log{entryLog(idx, int64(idx), req(0, "a", -1, int(2*seq-1)))})
+		require.Equal(t, fmt.Sprintf("p0@%d seq%d n1 dup=true idx=%d ", want[seq], seq, idx), outcomeString(out[0]))
+	}
+
+	// Truncate below 37 (inside the third chunk) and flush: the file keeps
+	// no record of a below it, and reads start there.
+	idx++
+	f.ApplyBatch([]*raft.Log{entryLog(idx, int64(idx), keyOp(0, "a", -1, 37))})
+	f.flush()
+	require.NoError(t, f.view(func(tx *bolt.Tx) error {
+		recs := tx.Bucket(partitionBucketName(0)).Bucket(bucketRecs)
+		for seq, off := range want {
+			require.Equal(t, seq >= 37, recs.Get(be64(off)) != nil, "seq %d", seq)
+		}
+		return nil
+	}))
+	got, err := f.readKey(0, "a", 1, 1<<20, 1<<30)
+	require.NoError(t, err)
+	require.Equal(t, uint64(37), got[0].KeySeq)
+	require.Len(t, got, int(seqA-36))
+}
+
+// A state file written with one key index entry per sequence is rewritten
+// into chunks when it is opened, and reads the same.
+func TestFSMMigratesKeyIndexV1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	f, err := openFSM(path, 0, 4, 1, time.Hour)
+	require.NoError(t, err)
+	var reqs []appendRequest
+	for i := 1; i <= 40; i++ {
+		reqs = append(reqs, req(0, "a", -1, i))
+		if i%10 == 0 {
+			reqs = append(reqs, req(0, "b", -1, 100+i))
+		}
+	}
+	f.ApplyBatch([]*raft.Log{entryLog(1, 1, reqs...)})
+	f.flush()
+	wantA, wantB := keyOffsets(t, f, 0, "a"), keyOffsets(t, f, 0, "b")
+	// Rewrite the index as the old layout had it: (key, sequence) -> offset.
+	require.NoError(t, f.db.Update(func(tx *bolt.Tx) error {
+		pb := tx.Bucket(partitionBucketName(0))
+		old, err := pb.CreateBucket(bucketKeysV1)
+		require.NoError(t, err)
+		for key, want := range map[string]map[uint64]uint64{"a": wantA, "b": wantB} {
+			for seq, off := range want {
+				require.NoError(t, old.Put(binary.BigEndian.AppendUint64(appendString(nil, key), seq), be64(off)))
+			}
+		}
+		return pb.DeleteBucket(bucketKeys)
+	}))
+	require.NoError(t, f.close())
+
+	f, err = openFSM(path, 0, 4, 1, time.Hour)
+	require.NoError(t, err)
+	defer f.close()
+	require.NoError(t, f.view(func(tx *bolt.Tx) error {
+		require.Nil(t, tx.Bucket(partitionBucketName(0)).Bucket(bucketKeysV1), "the old index is gone")
+		return nil
+	}))
+	checkKeyReads(t, f, "a", 1, 40, wantA)
+	checkKeyReads(t, f, "b", 1, 4, wantB)
+	out := f.ApplyBatch([]*raft.Log{entryLog(2, 2, req(0, "a", 40, 500))})
+	require.Equal(t, "p0@44 seq41 n1 dup=false idx=2 ", outcomeString(out[0]))
+	f.flush()
+	checkKeyReads(t, f, "a", 1, 41, keyOffsets(t, f, 0, "a"))
+}

@@ -277,9 +277,7 @@ func (f *fsm) writeTable(m *memTable) {
 		sort.Strings(names)
 		for _, k := range names {
 			mk := m.keys[slot][k]
-			for j, off := range mk.offsets {
-				put(keys, keyIndexKey(alloc(binary.MaxVarintLen64+len(k)+8), k, mk.first+uint64(j)), u64(off))
-			}
+			errs = append(errs, putKeyOffsets(keys, appendString(alloc(binary.MaxVarintLen64 + len(k))[:0], k), mk.first, mk.offsets, alloc))
 		}
 		errs = append(errs, flushKeyMeta(pb, meta))
 		// The next offset, stored because erasure can empty the partition's end.
@@ -404,14 +402,13 @@ func flushKeyMeta(pb *bolt.Bucket, meta map[string]*keyMeta) error {
 			km.erased = max(km.erased, stored.erased)
 		}
 		if km.floor > km.erased {
-			prefix := appendString(nil, k)
-			c := keys.Cursor()
-			for ik, iv := c.Seek(keyIndexKey(nil, k, max(km.erased, 1))); ik != nil && bytes.HasPrefix(ik, prefix) && len(ik) == len(prefix)+8; ik, iv = c.Next() {
-				if binary.BigEndian.Uint64(ik[len(prefix):]) >= km.floor {
-					break
+			floor := km.floor
+			errs = append(errs, eachKeyOffset(keys, k, km.erased, func(seq, off uint64) (bool, error) {
+				if seq >= floor {
+					return false, nil
 				}
-				errs = append(errs, recs.Delete(iv))
-			}
+				return true, recs.Delete(be64(off))
+			}))
 			km.erased = km.floor
 		}
 		errs = append(errs, metaB.Put([]byte(k), encodeKeyMeta(nil, km)))
