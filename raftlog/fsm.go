@@ -488,7 +488,7 @@ func keyChunkKey(b, prefix []byte, seq uint64) []byte {
 func keyHeadIn(keys *bolt.Bucket, key string) uint64 {
 	prefix := appendString(nil, key)
 	c := keys.Cursor()
-	k, v := c.Seek(binary.BigEndian.AppendUint64(slices.Clone(prefix), ^uint64(0)))
+	k, v := c.Seek(binary.BigEndian.AppendUint64(prefix, ^uint64(0))) // prefix[:len] unchanged
 	if k == nil {
 		k, v = c.Last()
 	} else {
