@@ -12,7 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/require"
 
-	"github.com/esraft/esraft/internal/testnet"
+	"github.com/esraft/esraft/systemtest/testnet"
 )
 
 // testTimings are raft timings short enough for quick failovers yet safe on

@@ -7,7 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"github.com/esraft/esraft/internal/faulttest/wire"
+	"github.com/esraft/esraft/systemtest/faulttest/wire"
 )
 
 // history builds a clean three-node history: n appends of one event each

@@ -11,7 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/esraft/esraft/internal/faulttest/wire"
+	"github.com/esraft/esraft/systemtest/faulttest/wire"
 )
 
 // Attempt outcomes besides the node's own (wire.Outcome*).

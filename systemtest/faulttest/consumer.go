@@ -16,7 +16,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/esraft/esraft/internal/faulttest/wire"
+	"github.com/esraft/esraft/systemtest/faulttest/wire"
 )
 
 // ConsumerGroupWorkload is the consumer-group part of issue #8: every node
@@ -29,7 +29,7 @@ import (
 // grant has applied) and every commit attempt (generation carried, start
 // and end, outcome); all of it goes, one O_APPEND write per record, to a
 // file in the node's data directory, so it survives SIGKILL (see
-// internal/faultnode).
+// systemtest/faultnode).
 //
 // After the final barrier, the harness waits (polling the nodes' /group,
 // with a deadline) until the group has committed up to the end of every

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/esraft/esraft/internal/faulttest/wire"
+	"github.com/esraft/esraft/systemtest/faulttest/wire"
 )
 
 // client calls the nodes' HTTP APIs.

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/esraft/esraft/internal/faulttest/wire"
+	"github.com/esraft/esraft/systemtest/faulttest/wire"
 )
 
 // ClusterConfig describes the nodes of a run.
@@ -76,14 +76,14 @@ type spawnReq struct {
 	done chan error
 }
 
-// BuildNode compiles internal/faultnode into dir and returns its path.
+// BuildNode compiles systemtest/faultnode into dir and returns its path.
 func BuildNode(ctx context.Context, dir string) (string, error) {
 	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	if p, err := exec.LookPath("go"); err == nil {
 		gobin = p
 	}
 	out := filepath.Join(dir, "faultnode")
-	cmd := exec.CommandContext(ctx, gobin, "build", "-o", out, "github.com/esraft/esraft/internal/faultnode")
+	cmd := exec.CommandContext(ctx, gobin, "build", "-o", out, "github.com/esraft/esraft/systemtest/faultnode")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {

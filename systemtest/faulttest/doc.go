@@ -1,5 +1,5 @@
 // Package faulttest is esraft's fault-injection suite (issue #8): it runs
-// a 3-node cluster as separate processes (internal/faultnode) on
+// a 3-node cluster as separate processes (systemtest/faultnode) on
 // 127.0.0.1, drives appends and reads through their HTTP APIs while a
 // seeded nemesis kills, pauses and partitions them, and checks the history
 // and every node's final log for what Jepsen found in Kafka, Redpanda and

@@ -1,6 +1,6 @@
 // Package wire holds the JSON messages of the fault-injection node's HTTP
-// API (internal/faultnode), shared by the node and the suite that drives
-// it (internal/faulttest).
+// API (systemtest/faultnode), shared by the node and the suite that drives
+// it (systemtest/faulttest).
 package wire
 
 import (

@@ -1,5 +1,5 @@
 // Command faultnode runs one eventstore node for the fault-injection suite
-// (package internal/faulttest): a voter of a statically bootstrapped
+// (package systemtest/faulttest): a voter of a statically bootstrapped
 // cluster, plus a small HTTP/JSON API on a second port through which the
 // suite appends, reads and inspects the node.
 //
@@ -55,9 +55,9 @@ import (
 	"time"
 
 	"github.com/esraft/esraft/eventstore"
-	"github.com/esraft/esraft/internal/faulttest/wire"
 	"github.com/esraft/esraft/projection"
 	"github.com/esraft/esraft/raftlog"
+	"github.com/esraft/esraft/systemtest/faulttest/wire"
 )
 
 func main() {

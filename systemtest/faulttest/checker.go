@@ -10,7 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/esraft/esraft/internal/faulttest/wire"
+	"github.com/esraft/esraft/systemtest/faulttest/wire"
 )
 
 // NodeLog is everything one node holds after the run, read once the
