@@ -11,7 +11,7 @@ import (
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/eventstore/eventstoretest"
-	"github.com/esraft/esraft/internal/rawraftbench"
+	"github.com/esraft/esraft/systemtest/rawraftbench"
 )
 
 // Benchmarks of the store (figures in BENCHMARKS.md):

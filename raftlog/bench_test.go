@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/esraft/esraft/internal/rawraftbench"
+	"github.com/esraft/esraft/systemtest/rawraftbench"
 )
 
 // Benchmarks of one 200-byte record per call from concurrent appenders,

@@ -2,10 +2,11 @@
 // hashicorp/raft backed by raft-boltdb/v2 (fsync on), a FileSnapshotStore and
 // a trivial counting FSM.
 //
-// The harness is exported so that other packages' benchmarks (e.g. raftlog)
-// can reuse the cluster plumbing (StartCluster / StartClusterWithStores) and
-// the timed apply loop with its metrics (Run), and so report numbers that are
-// directly comparable with BenchmarkRawRaft.
+// The harness is exported so that other packages' benchmarks (raftlog's
+// and eventstore's, which is why it is not under raftlog/internal) can
+// reuse the cluster plumbing (StartCluster / StartClusterWithStores) and
+// the timed apply loop with its metrics (Run, RunUnit), and so report
+// numbers that are directly comparable with BenchmarkRawRaft.
 package rawraftbench
 
 import (
