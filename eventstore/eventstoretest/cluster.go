@@ -208,7 +208,11 @@ func (c *tcluster) leader(t testing.TB) int {
 }
 
 // Eventually polls cond every 10 ms until it holds, failing t after
-// timeout.
+// timeout. It is the tree's one poll-with-a-deadline helper for tests
+// above raftlog (raftlog's own tests cannot import this package). Unlike
+// testify's require.Eventually, cond runs on the calling goroutine, so it
+// may call require or t.Fatal and set variables the test reads afterwards,
+// and a slow cond is never abandoned mid-call.
 func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
