@@ -7,7 +7,9 @@ import (
 
 // Errors returned by the store. Errors that carry data are typed
 // (WrongVersionError); the others are sentinels, wrapped with detail, for
-// errors.Is.
+// errors.Is. An error translated from the log's (package raftlog) wraps
+// the log's error too, so errors.Is and errors.As reach both: an
+// oversized event matches ErrEventTooLarge and raftlog.ErrRecordTooLarge.
 var (
 	// ErrEmptyStream: a stream name is empty.
 	ErrEmptyStream = errors.New("eventstore: empty stream name")
@@ -51,7 +53,10 @@ var (
 )
 
 // WrongVersionError reports an append, delete or truncate whose expected
-// version did not hold. Nothing was written.
+// version did not hold. Nothing was written. It carries everything a
+// caller needs in the store's terms; it also unwraps to the log's
+// *raftlog.KeySeqError it was translated from (with the partition), like
+// every store error that comes from the log.
 type WrongVersionError struct {
 	Stream   string
 	Expected ExpectedVersion
@@ -60,6 +65,8 @@ type WrongVersionError struct {
 	Actual uint64
 	// Deleted reports that the stream is soft-deleted.
 	Deleted bool
+
+	cause error // the log's error, a *raftlog.KeySeqError
 }
 
 func (e *WrongVersionError) Error() string {
@@ -72,3 +79,7 @@ func (e *WrongVersionError) Error() string {
 
 // Is makes errors.Is(err, ErrWrongVersion) true.
 func (e *WrongVersionError) Is(target error) bool { return target == ErrWrongVersion }
+
+// Unwrap returns the log's error (a *raftlog.KeySeqError), or nil for an
+// error not made by the store.
+func (e *WrongVersionError) Unwrap() error { return e.cause }

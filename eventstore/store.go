@@ -276,28 +276,29 @@ func checkStream(stream string) error {
 	return nil
 }
 
-// translate maps the log's errors to the store's.
+// translate maps the log's errors to the store's. Each store error wraps
+// the log's error it came from, so errors.Is and errors.As reach both.
 func (s *Store) translate(err error, stream string, expected ExpectedVersion) error {
 	var kse *raftlog.KeySeqError
 	switch {
 	case errors.As(err, &kse):
-		return &WrongVersionError{Stream: stream, Expected: expected, Actual: kse.Actual, Deleted: kse.Deleted}
+		return &WrongVersionError{Stream: stream, Expected: expected, Actual: kse.Actual, Deleted: kse.Deleted, cause: err}
 	case errors.Is(err, raftlog.ErrKeyDeleted):
-		return fmt.Errorf("%w: %q (append with Recreate to recreate it)", ErrStreamDeleted, stream)
+		return fmt.Errorf("%w: %q (append with Recreate to recreate it): %w", ErrStreamDeleted, stream, err)
 	case errors.Is(err, raftlog.ErrIDConflict):
-		return fmt.Errorf("%w: %v", ErrEventIDConflict, err)
+		return fmt.Errorf("%w: %w", ErrEventIDConflict, err)
 	case errors.Is(err, raftlog.ErrBatchTooLarge):
-		return fmt.Errorf("%w: %v", ErrAppendTooLarge, err)
+		return fmt.Errorf("%w: %w", ErrAppendTooLarge, err)
 	case errors.Is(err, raftlog.ErrRecordTooLarge):
-		return fmt.Errorf("%w: %v", ErrEventTooLarge, err)
+		return fmt.Errorf("%w: %w", ErrEventTooLarge, err)
 	case errors.Is(err, raftlog.ErrUnknownPartition):
-		return fmt.Errorf("%w: %v", ErrUnknownPartition, err)
+		return fmt.Errorf("%w: %w", ErrUnknownPartition, err)
 	case errors.Is(err, raftlog.ErrUnknownOutcome):
-		return fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+		return fmt.Errorf("%w: %w", ErrUnknownOutcome, err)
 	case errors.Is(err, raftlog.ErrClosed):
-		return ErrClosed
+		return fmt.Errorf("%w: %w", ErrClosed, err)
 	case errors.Is(err, raftlog.ErrNoLeader):
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err
 }
@@ -370,7 +371,7 @@ func (s *Store) Barrier(ctx context.Context) error {
 	for g := 0; g < s.log.Groups(); g++ {
 		if err := s.log.ReadBarrier(ctx, g); err != nil {
 			if errors.Is(err, raftlog.ErrNoLeader) {
-				return fmt.Errorf("%w: %v", ErrUnavailable, err)
+				return fmt.Errorf("%w: %w", ErrUnavailable, err)
 			}
 			return s.readErr(err)
 		}
@@ -383,9 +384,9 @@ func (s *Store) readErr(err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, raftlog.ErrClosed):
-		return ErrClosed
+		return fmt.Errorf("%w: %w", ErrClosed, err)
 	case errors.Is(err, raftlog.ErrUnknownPartition):
-		return fmt.Errorf("%w: %v", ErrUnknownPartition, err)
+		return fmt.Errorf("%w: %w", ErrUnknownPartition, err)
 	}
 	return err
 }
