@@ -20,16 +20,24 @@ var (
 	// ErrReservedHeader: a metadata header whose name starts with '$'
 	// (reserved for the store's own fields) or is empty.
 	ErrReservedHeader = errors.New("eventstore: reserved or empty header name")
-	// ErrEventTooLarge: an event's data plus metadata exceeds MaxEventBytes.
+	// ErrEventTooLarge: an event as stored exceeds MaxEventBytes (the
+	// log's MaxRecordBytes; see MaxEventBytes for what counts). It wraps
+	// raftlog.ErrRecordTooLarge, whose message names the event by its
+	// index in the append ("record 2") and gives its size and the limit.
 	ErrEventTooLarge = errors.New("eventstore: event too large")
-	// ErrTooManyEvents: more events in one append than MaxAppendEvents.
+	// ErrTooManyEvents: more events in one append than MaxAppendEvents
+	// (the log's MaxBatchRecords). It wraps raftlog.ErrBatchTooLarge. A
+	// store from New reports ErrAppendTooLarge instead.
 	ErrTooManyEvents = errors.New("eventstore: too many events in one append")
 	// ErrAppendTooLarge: the events of one append exceed the log's batch
-	// byte limit together.
+	// byte limit (MaxBatchBytes) together; over a log from New, or its
+	// record limit (MaxBatchRecords). It wraps raftlog.ErrBatchTooLarge.
 	ErrAppendTooLarge = errors.New("eventstore: append too large")
-	// ErrNoEvents: an append with no events.
+	// ErrNoEvents: an append with no events. It wraps
+	// raftlog.ErrEmptyBatch.
 	ErrNoEvents = errors.New("eventstore: no events to append")
-	// ErrDuplicateEventID: the same event ID twice in one append.
+	// ErrDuplicateEventID: the same event ID twice in one append. It
+	// wraps raftlog.ErrDuplicateID.
 	ErrDuplicateEventID = errors.New("eventstore: duplicate event id in append")
 	// ErrEventIDConflict: some event IDs of the append were appended
 	// before and others were not, or they were appended to another stream.
