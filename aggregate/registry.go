@@ -249,7 +249,7 @@ func (r *Registry) decode(ev *eventstore.Event) (string, any, error) {
 		if et != nil && et.rev == rev && v == nil {
 			e, err := et.decode(r.codec, ev.Data)
 			if err != nil {
-				return "", nil, fmt.Errorf("%w: %q at %s version %d: %v", ErrUndecodable, name, ev.Stream, ev.Version, err)
+				return "", nil, fmt.Errorf("%w: %q at %s version %d: %w", ErrUndecodable, name, ev.Stream, ev.Version, err)
 			}
 			return name, e, nil
 		}
@@ -263,7 +263,7 @@ func (r *Registry) decode(ev *eventstore.Event) (string, any, error) {
 		}
 		out, err := u.apply(r.codec, ev.Data, v)
 		if err != nil {
-			return "", nil, fmt.Errorf("%w: upcasting %q revision %d at %s version %d: %v", ErrUndecodable, name, rev, ev.Stream, ev.Version, err)
+			return "", nil, fmt.Errorf("%w: upcasting %q revision %d at %s version %d: %w", ErrUndecodable, name, rev, ev.Stream, ev.Version, err)
 		}
 		ot := reflect.TypeOf(out)
 		if et := r.byType[ot]; et != nil {
@@ -271,7 +271,7 @@ func (r *Registry) decode(ev *eventstore.Event) (string, any, error) {
 		}
 		next, err := r.nextUpcastLocked(upKey{name, rev + 1}, ot)
 		if err != nil {
-			return "", nil, fmt.Errorf("%w: upcasting %q revision %d at %s version %d: %v", ErrUndecodable, name, rev, ev.Stream, ev.Version, err)
+			return "", nil, fmt.Errorf("%w: upcasting %q revision %d at %s version %d: %w", ErrUndecodable, name, rev, ev.Stream, ev.Version, err)
 		}
 		v, name, rev = out, next.name, next.rev
 	}

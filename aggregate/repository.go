@@ -262,8 +262,8 @@ func (r *Repository[S]) readSnapshot(ctx context.Context, id string, l *loaded[S
 
 // Create runs cmd on the zero state and appends its events as the first
 // of aggregate id. If the aggregate has events already, nothing is
-// appended and the error matches ErrAlreadyExists. cmd's own error is
-// returned as is.
+// appended and the error matches ErrAlreadyExists (it wraps the store's
+// *eventstore.WrongVersionError). cmd's own error is returned as is.
 func (r *Repository[S]) Create(ctx context.Context, id string, cmd Command[S]) (Aggregate[S], error) {
 	if id == "" {
 		return Aggregate[S]{}, ErrEmptyID
@@ -279,7 +279,7 @@ func (r *Repository[S]) Create(ctx context.Context, id string, cmd Command[S]) (
 	if _, err := r.save(ctx, l, events, eventstore.NoStream); err != nil {
 		var wv *eventstore.WrongVersionError
 		if errors.As(err, &wv) {
-			return Aggregate[S]{}, fmt.Errorf("%w: %s %q is at version %d", ErrAlreadyExists, r.typ.category, id, wv.Actual)
+			return Aggregate[S]{}, fmt.Errorf("%w: %s %q: %w", ErrAlreadyExists, r.typ.category, id, err)
 		}
 		return Aggregate[S]{}, err
 	}
@@ -329,7 +329,8 @@ func (r *Repository[S]) execute(ctx context.Context, id string, cmd Command[S]) 
 // the fresh state, up to the repository's RetryPolicy.Attempts times in
 // all. Other errors, cmd's own included, are returned at once. When the
 // attempts run out the error is the last *ConflictError, with Attempts
-// set.
+// set; if ctx ends while waiting to retry, the error wraps ctx's error
+// and that *ConflictError.
 func (r *Repository[S]) Update(ctx context.Context, id string, cmd Command[S]) (Aggregate[S], error) {
 	p := r.cfg.retry
 	bound := p.Backoff
@@ -347,7 +348,7 @@ func (r *Repository[S]) Update(ctx context.Context, id string, cmd Command[S]) (
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return Aggregate[S]{}, fmt.Errorf("aggregate: update %s %q: %w (after %d conflicts: %v)", r.typ.category, id, ctx.Err(), attempt, err)
+			return Aggregate[S]{}, fmt.Errorf("aggregate: update %s %q: %w (after %d conflicts: %w)", r.typ.category, id, ctx.Err(), attempt, err)
 		case <-t.C:
 		}
 		bound = min(2*bound, p.MaxBackoff)

@@ -88,7 +88,7 @@ func checkKey(consumer, id string) error {
 // dbErr translates a database error, naming a missing table.
 func dbErr(op string, err error) error {
 	if err != nil && strings.Contains(err.Error(), "no such table") {
-		return fmt.Errorf("%w: %s: %v", ErrNoSchema, op, err)
+		return fmt.Errorf("%w: %s: %w", ErrNoSchema, op, err)
 	}
 	return fmt.Errorf("dedup: %s: %w", op, err)
 }

@@ -49,8 +49,12 @@
 //     applies the operation, and is erased from the node's state file
 //     soon after.
 //
-// Limits: an event's data plus metadata is at most MaxEventBytes (1 MiB
-// by default), an append holds at most MaxAppendEvents events (1,000), a
-// stream name at most 4,096 bytes. Bad input is rejected before anything
-// is written, with the errors listed in this package.
+// Limits: an event as stored (data, type and metadata, with the two-byte
+// names of the store's own fields) is at most MaxEventBytes (1 MiB by
+// default), an append holds at most MaxAppendEvents events (1,000) and
+// 8 MiB, a stream name at most 4,096 bytes. The log enforces the limits,
+// which are its own (raftlog.Config's MaxRecordBytes, MaxBatchRecords,
+// MaxBatchBytes); the store checks only what is its own (stream names,
+// event types, header names). Bad input is rejected before anything is
+// written, with the errors listed in this package.
 package eventstore

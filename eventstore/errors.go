@@ -7,7 +7,9 @@ import (
 
 // Errors returned by the store. Errors that carry data are typed
 // (WrongVersionError); the others are sentinels, wrapped with detail, for
-// errors.Is.
+// errors.Is. An error translated from the log's (package raftlog) wraps
+// the log's error too, so errors.Is and errors.As reach both: an
+// oversized event matches ErrEventTooLarge and raftlog.ErrRecordTooLarge.
 var (
 	// ErrEmptyStream: a stream name is empty.
 	ErrEmptyStream = errors.New("eventstore: empty stream name")
@@ -18,16 +20,24 @@ var (
 	// ErrReservedHeader: a metadata header whose name starts with '$'
 	// (reserved for the store's own fields) or is empty.
 	ErrReservedHeader = errors.New("eventstore: reserved or empty header name")
-	// ErrEventTooLarge: an event's data plus metadata exceeds MaxEventBytes.
+	// ErrEventTooLarge: an event as stored exceeds MaxEventBytes (the
+	// log's MaxRecordBytes; see MaxEventBytes for what counts). It wraps
+	// raftlog.ErrRecordTooLarge, whose message names the event by its
+	// index in the append ("record 2") and gives its size and the limit.
 	ErrEventTooLarge = errors.New("eventstore: event too large")
-	// ErrTooManyEvents: more events in one append than MaxAppendEvents.
+	// ErrTooManyEvents: more events in one append than MaxAppendEvents
+	// (the log's MaxBatchRecords). It wraps raftlog.ErrBatchTooLarge. A
+	// store from New reports ErrAppendTooLarge instead.
 	ErrTooManyEvents = errors.New("eventstore: too many events in one append")
 	// ErrAppendTooLarge: the events of one append exceed the log's batch
-	// byte limit together.
+	// byte limit (MaxBatchBytes) together; over a log from New, or its
+	// record limit (MaxBatchRecords). It wraps raftlog.ErrBatchTooLarge.
 	ErrAppendTooLarge = errors.New("eventstore: append too large")
-	// ErrNoEvents: an append with no events.
+	// ErrNoEvents: an append with no events. It wraps
+	// raftlog.ErrEmptyBatch.
 	ErrNoEvents = errors.New("eventstore: no events to append")
-	// ErrDuplicateEventID: the same event ID twice in one append.
+	// ErrDuplicateEventID: the same event ID twice in one append. It
+	// wraps raftlog.ErrDuplicateID.
 	ErrDuplicateEventID = errors.New("eventstore: duplicate event id in append")
 	// ErrEventIDConflict: some event IDs of the append were appended
 	// before and others were not, or they were appended to another stream.
@@ -51,7 +61,10 @@ var (
 )
 
 // WrongVersionError reports an append, delete or truncate whose expected
-// version did not hold. Nothing was written.
+// version did not hold. Nothing was written. It carries everything a
+// caller needs in the store's terms; it also unwraps to the log's
+// *raftlog.KeySeqError it was translated from (with the partition), like
+// every store error that comes from the log.
 type WrongVersionError struct {
 	Stream   string
 	Expected ExpectedVersion
@@ -60,6 +73,8 @@ type WrongVersionError struct {
 	Actual uint64
 	// Deleted reports that the stream is soft-deleted.
 	Deleted bool
+
+	cause error // the log's error, a *raftlog.KeySeqError
 }
 
 func (e *WrongVersionError) Error() string {
@@ -72,3 +87,7 @@ func (e *WrongVersionError) Error() string {
 
 // Is makes errors.Is(err, ErrWrongVersion) true.
 func (e *WrongVersionError) Is(target error) bool { return target == ErrWrongVersion }
+
+// Unwrap returns the log's error (a *raftlog.KeySeqError), or nil for an
+// error not made by the store.
+func (e *WrongVersionError) Unwrap() error { return e.cause }

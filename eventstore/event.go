@@ -71,15 +71,6 @@ const (
 	hdrCausation   = "$k"
 )
 
-// eventSize is what counts against MaxEventBytes: data plus metadata.
-func eventSize(e *EventData) int {
-	n := len(e.Data) + len(e.Type) + len(e.Metadata.CorrelationID) + len(e.Metadata.CausationID)
-	for k, v := range e.Metadata.Headers {
-		n += len(k) + len(v)
-	}
-	return n
-}
-
 // toRecord converts an event to a log record; headers go in a fixed order
 // (type, correlation, causation, then user headers by name).
 func toRecord(e *EventData) raftlog.NewRecord {

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/esraft/esraft/raftlog"
 )
 
@@ -18,19 +16,25 @@ type Position = raftlog.Position
 // Peer is a voter of a statically bootstrapped cluster.
 type Peer = raftlog.Peer
 
-// Defaults of the limits.
+// Defaults of the limits Open gives the log (MaxEventBytes,
+// MaxAppendEvents).
 const (
 	DefaultMaxEventBytes   = 1 << 20
 	DefaultMaxAppendEvents = 1000
-	maxStreamBytes         = 4096
+	// maxStreamBytes is the log's key limit. The store checks stream
+	// names itself because reads must reject the same names and the log
+	// checks keys only on writes.
+	maxStreamBytes = 4096
 )
 
 // Store is an event store over a replicated log. It is safe for
 // concurrent use.
 type Store struct {
-	log             *raftlog.Log
-	owned           bool // Close closes the log
-	maxEventBytes   int
+	log   *raftlog.Log
+	owned bool // Close closes the log
+	// maxAppendEvents is the log's MaxBatchRecords when Open set it, 0
+	// over a log from New. It tells ErrTooManyEvents from
+	// ErrAppendTooLarge: the log reports both as raftlog.ErrBatchTooLarge.
 	maxAppendEvents int
 }
 
@@ -38,10 +42,8 @@ type Store struct {
 type Option interface{ apply(*settings) }
 
 type settings struct {
-	log             raftlog.Config
-	tune            []func(*raftlog.Config)
-	maxEventBytes   int
-	maxAppendEvents int
+	log  raftlog.Config
+	tune []func(*raftlog.Config)
 }
 
 type optionFunc func(*settings)
@@ -75,14 +77,29 @@ func NonVoter() Option { return optionFunc(func(s *settings) { s.log.NonVoter = 
 // store is created.
 func Partitions(n int) Option { return optionFunc(func(s *settings) { s.log.Partitions = n }) }
 
-// MaxEventBytes bounds one event's data plus metadata (default 1 MiB).
-func MaxEventBytes(n int) Option { return optionFunc(func(s *settings) { s.maxEventBytes = n }) }
+// MaxEventBytes bounds one event as the log stores it (default 1 MiB;
+// n <= 0: the default): its data, type, correlation and causation IDs and
+// headers, names and values, the store's own two-byte names for the type,
+// correlation and causation included ("$t", "$c", "$k"). An event of type
+// "E" with no metadata is len(Data)+3 bytes. It sets the log's
+// MaxRecordBytes, and the log enforces it. Open only: see New.
+func MaxEventBytes(n int) Option {
+	return optionFunc(func(s *settings) { s.log.MaxRecordBytes = max(n, 0) })
+}
 
-// MaxAppendEvents bounds the events of one append (default 1,000).
-func MaxAppendEvents(n int) Option { return optionFunc(func(s *settings) { s.maxAppendEvents = n }) }
+// MaxAppendEvents bounds the events of one append (default 1,000; n <= 0:
+// the default). It sets the log's MaxBatchRecords, and the log enforces
+// it. Open only: see New.
+func MaxAppendEvents(n int) Option {
+	return optionFunc(func(s *settings) { s.log.MaxBatchRecords = max(n, 0) })
+}
 
 // LogConfig adjusts the underlying log's configuration (raft timings,
 // batching, ID retention, a listener or dialer for tests) before it opens.
+// It runs after the other options: a MaxRecordBytes or MaxBatchRecords it
+// sets overrides MaxEventBytes or MaxAppendEvents. The bytes of one
+// append together are bounded by the log's MaxBatchBytes (8 MiB by
+// default), set here.
 func LogConfig(fn func(*raftlog.Config)) Option {
 	return optionFunc(func(s *settings) { s.tune = append(s.tune, fn) })
 }
@@ -99,38 +116,29 @@ func Open(ctx context.Context, dir string, opts ...Option) (*Store, error) {
 	for _, fn := range s.tune {
 		fn(&s.log)
 	}
+	// The log enforces the limits; the store only names them.
 	if s.log.MaxRecordBytes == 0 {
-		// The log counts data plus headers; the header names are ours.
-		s.log.MaxRecordBytes = max(s.maxEventBytes, DefaultMaxEventBytes) + 64
+		s.log.MaxRecordBytes = DefaultMaxEventBytes
+	}
+	if s.log.MaxBatchRecords == 0 {
+		s.log.MaxBatchRecords = DefaultMaxAppendEvents
 	}
 	l, err := raftlog.Open(ctx, s.log)
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: open: %w", err)
 	}
-	st := newStore(l, &s)
-	st.owned = true
-	return st, nil
+	return &Store{log: l, owned: true, maxAppendEvents: s.log.MaxBatchRecords}, nil
 }
 
 // New returns a store over an open log, which the caller keeps and closes.
-// Only the limit options apply.
+// The log's limits are the store's: an event is bounded by its
+// MaxRecordBytes, an append by its MaxBatchRecords and MaxBatchBytes.
+// Options are ignored, the limit options included (they configure the
+// log Open creates). A store from New cannot tell an append with too many
+// events from one with too many bytes (the log reports both alike): both
+// are ErrAppendTooLarge, never ErrTooManyEvents.
 func New(l *raftlog.Log, opts ...Option) *Store {
-	var s settings
-	for _, o := range opts {
-		o.apply(&s)
-	}
-	return newStore(l, &s)
-}
-
-func newStore(l *raftlog.Log, s *settings) *Store {
-	st := &Store{log: l, maxEventBytes: s.maxEventBytes, maxAppendEvents: s.maxAppendEvents}
-	if st.maxEventBytes <= 0 {
-		st.maxEventBytes = DefaultMaxEventBytes
-	}
-	if st.maxAppendEvents <= 0 {
-		st.maxAppendEvents = DefaultMaxAppendEvents
-	}
-	return st
+	return &Store{log: l}
 }
 
 // Close closes the store and, if Open created it, its log. Subscriptions
@@ -200,7 +208,10 @@ func Recreate() AppendOption { return appendOptionFunc(func(s *appendSettings) {
 // does not hold; ErrStreamDeleted; the validation errors (ErrEmptyStream,
 // ErrEmptyEventType, ErrEventTooLarge, ErrTooManyEvents, ...);
 // ErrEventIDConflict; ErrUnavailable or ErrUnknownOutcome when ctx ends
-// without an outcome; ErrClosed.
+// without an outcome; ErrClosed. The store checks what is its own (stream
+// names, event types, header names); the log checks the rest (the limits,
+// event IDs, which it assigns when zero) and the store translates its
+// errors, wrapping them.
 func (s *Store) Append(ctx context.Context, stream string, expected ExpectedVersion, events []EventData, opts ...AppendOption) (AppendResult, error) {
 	var as appendSettings
 	for _, o := range opts {
@@ -209,7 +220,7 @@ func (s *Store) Append(ctx context.Context, stream string, expected ExpectedVers
 	if err := checkStream(stream); err != nil {
 		return AppendResult{}, err
 	}
-	recs, err := s.records(events)
+	recs, err := records(events)
 	if err != nil {
 		return AppendResult{}, err
 	}
@@ -222,7 +233,7 @@ func (s *Store) Append(ctx context.Context, stream string, expected ExpectedVers
 	}
 	res, err := s.log.Append(ctx, stream, recs, lopts...)
 	if err != nil {
-		return AppendResult{}, s.translate(err, stream, expected)
+		return AppendResult{}, s.translate(err, stream, expected, len(events))
 	}
 	s.readYourWrite(ctx, res.Position)
 	return AppendResult{
@@ -231,16 +242,10 @@ func (s *Store) Append(ctx context.Context, stream string, expected ExpectedVers
 	}, nil
 }
 
-// records validates events and converts them to log records.
-func (s *Store) records(events []EventData) ([]raftlog.NewRecord, error) {
-	switch {
-	case len(events) == 0:
-		return nil, ErrNoEvents
-	case len(events) > s.maxAppendEvents:
-		return nil, fmt.Errorf("%w: %d events, limit %d", ErrTooManyEvents, len(events), s.maxAppendEvents)
-	}
+// records checks what the log cannot (event types, header names) and
+// converts events to log records. The log checks the rest.
+func records(events []EventData) ([]raftlog.NewRecord, error) {
 	recs := make([]raftlog.NewRecord, len(events))
-	seen := make(map[uuid.UUID]struct{}, len(events))
 	for i := range events {
 		e := &events[i]
 		if e.Type == "" {
@@ -251,17 +256,7 @@ func (s *Store) records(events []EventData) ([]raftlog.NewRecord, error) {
 				return nil, fmt.Errorf("%w: %q in event %d", ErrReservedHeader, k, i)
 			}
 		}
-		if n := eventSize(e); n > s.maxEventBytes {
-			return nil, fmt.Errorf("%w: event %d is %d bytes, limit %d", ErrEventTooLarge, i, n, s.maxEventBytes)
-		}
 		recs[i] = toRecord(e)
-		if recs[i].ID == uuid.Nil {
-			recs[i].ID = uuid.Must(uuid.NewV7())
-		}
-		if _, dup := seen[recs[i].ID]; dup {
-			return nil, fmt.Errorf("%w: %s", ErrDuplicateEventID, recs[i].ID)
-		}
-		seen[recs[i].ID] = struct{}{}
 	}
 	return recs, nil
 }
@@ -276,28 +271,38 @@ func checkStream(stream string) error {
 	return nil
 }
 
-// translate maps the log's errors to the store's.
-func (s *Store) translate(err error, stream string, expected ExpectedVersion) error {
+// translate maps the log's errors to the store's. Each store error wraps
+// the log's error it came from, so errors.Is and errors.As reach both.
+// events is the number of events appended (0 for a delete or truncate).
+// The log's messages count records; record i is event i.
+func (s *Store) translate(err error, stream string, expected ExpectedVersion, events int) error {
 	var kse *raftlog.KeySeqError
 	switch {
 	case errors.As(err, &kse):
-		return &WrongVersionError{Stream: stream, Expected: expected, Actual: kse.Actual, Deleted: kse.Deleted}
+		return &WrongVersionError{Stream: stream, Expected: expected, Actual: kse.Actual, Deleted: kse.Deleted, cause: err}
 	case errors.Is(err, raftlog.ErrKeyDeleted):
-		return fmt.Errorf("%w: %q (append with Recreate to recreate it)", ErrStreamDeleted, stream)
+		return fmt.Errorf("%w: %q (append with Recreate to recreate it): %w", ErrStreamDeleted, stream, err)
+	case errors.Is(err, raftlog.ErrEmptyBatch):
+		return fmt.Errorf("%w: %w", ErrNoEvents, err)
+	case errors.Is(err, raftlog.ErrDuplicateID):
+		return fmt.Errorf("%w: %w", ErrDuplicateEventID, err)
 	case errors.Is(err, raftlog.ErrIDConflict):
-		return fmt.Errorf("%w: %v", ErrEventIDConflict, err)
+		return fmt.Errorf("%w: %w", ErrEventIDConflict, err)
 	case errors.Is(err, raftlog.ErrBatchTooLarge):
-		return fmt.Errorf("%w: %v", ErrAppendTooLarge, err)
+		if s.maxAppendEvents > 0 && events > s.maxAppendEvents {
+			return fmt.Errorf("%w: %w", ErrTooManyEvents, err)
+		}
+		return fmt.Errorf("%w: %w", ErrAppendTooLarge, err)
 	case errors.Is(err, raftlog.ErrRecordTooLarge):
-		return fmt.Errorf("%w: %v", ErrEventTooLarge, err)
+		return fmt.Errorf("%w: %w", ErrEventTooLarge, err)
 	case errors.Is(err, raftlog.ErrUnknownPartition):
-		return fmt.Errorf("%w: %v", ErrUnknownPartition, err)
+		return fmt.Errorf("%w: %w", ErrUnknownPartition, err)
 	case errors.Is(err, raftlog.ErrUnknownOutcome):
-		return fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+		return fmt.Errorf("%w: %w", ErrUnknownOutcome, err)
 	case errors.Is(err, raftlog.ErrClosed):
-		return ErrClosed
+		return fmt.Errorf("%w: %w", ErrClosed, err)
 	case errors.Is(err, raftlog.ErrNoLeader):
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err
 }
@@ -318,7 +323,7 @@ func (s *Store) DeleteStream(ctx context.Context, stream string, expected Expect
 	}
 	res, err := s.log.DeleteKey(ctx, stream, opts...)
 	if err != nil {
-		return Position{}, s.translate(err, stream, expected)
+		return Position{}, s.translate(err, stream, expected, 0)
 	}
 	s.readYourWrite(ctx, res.Position)
 	return res.Position, nil
@@ -341,7 +346,7 @@ func (s *Store) TruncateStream(ctx context.Context, stream string, before uint64
 	}
 	res, err := s.log.TruncateKey(ctx, stream, before, opts...)
 	if err != nil {
-		return Position{}, s.translate(err, stream, expected)
+		return Position{}, s.translate(err, stream, expected, 0)
 	}
 	s.readYourWrite(ctx, res.Position)
 	return res.Position, nil
@@ -370,7 +375,7 @@ func (s *Store) Barrier(ctx context.Context) error {
 	for g := 0; g < s.log.Groups(); g++ {
 		if err := s.log.ReadBarrier(ctx, g); err != nil {
 			if errors.Is(err, raftlog.ErrNoLeader) {
-				return fmt.Errorf("%w: %v", ErrUnavailable, err)
+				return fmt.Errorf("%w: %w", ErrUnavailable, err)
 			}
 			return s.readErr(err)
 		}
@@ -383,9 +388,9 @@ func (s *Store) readErr(err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, raftlog.ErrClosed):
-		return ErrClosed
+		return fmt.Errorf("%w: %w", ErrClosed, err)
 	case errors.Is(err, raftlog.ErrUnknownPartition):
-		return fmt.Errorf("%w: %v", ErrUnknownPartition, err)
+		return fmt.Errorf("%w: %w", ErrUnknownPartition, err)
 	}
 	return err
 }

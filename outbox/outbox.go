@@ -111,7 +111,7 @@ func Migrate(ctx context.Context, db Execer) error {
 
 func dbErr(op string, err error) error {
 	if strings.Contains(err.Error(), "no such table") {
-		return fmt.Errorf("%w: %s: %v", ErrNoSchema, op, err)
+		return fmt.Errorf("%w: %s: %w", ErrNoSchema, op, err)
 	}
 	return fmt.Errorf("outbox: %s: %w", op, err)
 }

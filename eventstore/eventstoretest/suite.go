@@ -713,6 +713,11 @@ func testBadInput(t *testing.T, c Cluster) {
 	}
 	dupID := uuid.New()
 	long := string(make([]byte, 4097))
+	// An event counts as stored: data, type and metadata, plus two bytes
+	// for the name of each of the store's fields present ("$t" for the
+	// type, "$c" for the correlation ID). Type "E" alone: data + 3.
+	const maxData = eventstore.DefaultMaxEventBytes - 3
+	corr := eventstore.Metadata{CorrelationID: "abc"} // 5 more bytes
 	cases := []struct {
 		name   string
 		stream string
@@ -724,8 +729,8 @@ func testBadInput(t *testing.T, c Cluster) {
 		{"no events", "bad-1", nil, eventstore.ErrNoEvents},
 		{"empty type", "bad-1", []eventstore.EventData{ev("", "x")}, eventstore.ErrEmptyEventType},
 		{"event too large", "bad-1", []eventstore.EventData{{Type: "E", Data: big}}, eventstore.ErrEventTooLarge},
-		{"metadata counts", "bad-1", []eventstore.EventData{{Type: "E", Data: big[:eventstore.DefaultMaxEventBytes-2],
-			Metadata: eventstore.Metadata{CorrelationID: "abc"}}}, eventstore.ErrEventTooLarge},
+		{"one byte too large", "bad-1", []eventstore.EventData{{Type: "E", Data: big[:maxData+1]}}, eventstore.ErrEventTooLarge},
+		{"metadata counts", "bad-1", []eventstore.EventData{{Type: "E", Data: big[:maxData-5+1], Metadata: corr}}, eventstore.ErrEventTooLarge},
 		{"too many events", "bad-1", many, eventstore.ErrTooManyEvents},
 		{"reserved header", "bad-1", []eventstore.EventData{{Type: "E", Metadata: eventstore.Metadata{Headers: map[string]string{"$t": "x"}}}}, eventstore.ErrReservedHeader},
 		{"empty header name", "bad-1", []eventstore.EventData{{Type: "E", Metadata: eventstore.Metadata{Headers: map[string]string{"": "x"}}}}, eventstore.ErrReservedHeader},
@@ -748,8 +753,10 @@ func testBadInput(t *testing.T, c Cluster) {
 		require.NoError(t, err)
 		require.Zero(t, head, "rejected input appended nothing")
 	}
-	// The largest event allowed goes through.
-	_, err = s.Append(ctx, "bad-1", eventstore.Any, []eventstore.EventData{{Type: "E", Data: big[:eventstore.DefaultMaxEventBytes-1]}})
+	// The largest events allowed go through.
+	_, err = s.Append(ctx, "bad-1", eventstore.Any, []eventstore.EventData{{Type: "E", Data: big[:maxData]}})
+	require.NoError(t, err)
+	_, err = s.Append(ctx, "bad-1", eventstore.Any, []eventstore.EventData{{Type: "E", Data: big[:maxData-5], Metadata: corr}})
 	require.NoError(t, err)
 }
 
