@@ -44,11 +44,11 @@ func BenchmarkAppendExpectedVersion(b *testing.B) {
 			data := make([]byte, 200)
 			var n atomic.Uint64
 			ctx := context.Background()
-			term := s.Log().Status().Groups[0].Term
+			term := s.Log().Status().Shards[0].Term
 			defer func() {
 				// Elections during the run (a loaded machine starving a
 				// node's heartbeats) explain outliers; report them.
-				b.ReportMetric(float64(s.Log().Status().Groups[0].Term-term), "elections")
+				b.ReportMetric(float64(s.Log().Status().Shards[0].Term-term), "elections")
 			}()
 			rawraftbench.RunUnit(b, func() error {
 				i := n.Add(1) % streams

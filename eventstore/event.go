@@ -108,7 +108,7 @@ func recordType(r *raftlog.Record) []byte {
 // fromRecord converts a log record to an event.
 func fromRecord(r *raftlog.Record) (Event, error) {
 	ev := Event{
-		ID: r.ID, Stream: r.Key, Version: r.KeySeq, Partition: r.Partition, Offset: r.Offset,
+		ID: r.ID, Stream: r.Key, Version: r.KeySeq, Partition: int(r.Partition), Offset: r.Offset,
 		Time: r.Time, Data: r.Value,
 	}
 	for _, h := range r.Headers {

@@ -34,7 +34,7 @@ func (s *Store) Stream(ctx context.Context, stream string) (StreamInfo, error) {
 	if err != nil {
 		return StreamInfo{}, s.readErr(err)
 	}
-	return StreamInfo{Stream: stream, Partition: p, Version: k.Seq, First: k.First, Deleted: k.Deleted}, nil
+	return StreamInfo{Stream: stream, Partition: int(p), Version: k.Seq, First: k.First, Deleted: k.Deleted}, nil
 }
 
 // ReadStream returns up to limit events of stream in version order,
@@ -59,7 +59,7 @@ func (s *Store) readStream(ctx context.Context, p int, stream string, from uint6
 	}
 	var out []Event
 	for len(out) < limit {
-		recs, err := s.log.ReadKey(ctx, p, stream, from, raftlog.ReadOptions{MaxRecords: limit - len(out)})
+		recs, err := s.log.ReadKey(ctx, raftlog.Partition(p), stream, from, raftlog.ReadOptions{MaxRecords: limit - len(out)})
 		if err != nil {
 			return nil, s.readErr(err)
 		}
@@ -119,11 +119,11 @@ func (s *Store) ReadPartition(ctx context.Context, p int, from uint64, limit int
 	if limit <= 0 {
 		limit = 1000
 	}
-	head, err := s.log.NextOffset(p)
+	head, err := s.log.NextOffset(raftlog.Partition(p))
 	if err != nil {
 		return nil, from, s.readErr(err)
 	}
-	recs, err := s.log.Read(ctx, p, from, raftlog.ReadOptions{MaxRecords: limit})
+	recs, err := s.log.Read(ctx, raftlog.Partition(p), from, raftlog.ReadOptions{MaxRecords: limit})
 	if err != nil {
 		return nil, from, s.readErr(err)
 	}
@@ -142,6 +142,6 @@ func (s *Store) ReadPartition(ctx context.Context, p int, from uint64, limit int
 // Head returns the offset the next event of partition p will take on this
 // node: a subscription "from now" starts there.
 func (s *Store) Head(p int) (uint64, error) {
-	n, err := s.log.NextOffset(p)
+	n, err := s.log.NextOffset(raftlog.Partition(p))
 	return n, s.readErr(err)
 }

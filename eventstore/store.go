@@ -158,7 +158,7 @@ func (s *Store) Log() *raftlog.Log { return s.log }
 func (s *Store) Partitions() int { return s.log.Partitions() }
 
 // PartitionOf returns the partition stream's events go to.
-func (s *Store) PartitionOf(stream string) int { return s.log.Partition(stream) }
+func (s *Store) PartitionOf(stream string) int { return int(s.log.Partition(stream)) }
 
 // AppendResult reports where an acknowledged append went.
 type AppendResult struct {
@@ -237,7 +237,7 @@ func (s *Store) Append(ctx context.Context, stream string, expected ExpectedVers
 	}
 	s.readYourWrite(ctx, res.Position)
 	return AppendResult{
-		Stream: stream, Partition: res.Partition, FirstVersion: res.FirstKeySeq, LastVersion: res.LastKeySeq(),
+		Stream: stream, Partition: int(res.Partition), FirstVersion: res.FirstKeySeq, LastVersion: res.LastKeySeq(),
 		FirstOffset: res.FirstOffset, Time: res.Time, Position: res.Position, Duplicate: res.Duplicate,
 	}, nil
 }
@@ -372,8 +372,8 @@ func (s *Store) Sync(ctx context.Context, pos Position) error {
 // may not have taken the writes itself; it costs a round trip to the
 // leader.
 func (s *Store) Barrier(ctx context.Context) error {
-	for g := 0; g < s.log.Groups(); g++ {
-		if err := s.log.ReadBarrier(ctx, g); err != nil {
+	for sh := raftlog.Shard(0); int(sh) < s.log.Shards(); sh++ {
+		if err := s.log.ReadBarrier(ctx, sh); err != nil {
 			if errors.Is(err, raftlog.ErrNoLeader) {
 				return fmt.Errorf("%w: %w", ErrUnavailable, err)
 			}

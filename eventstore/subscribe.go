@@ -93,7 +93,7 @@ func (s *Store) Subscribe(ctx context.Context, opt SubscribeOptions) (*Subscript
 			return nil, fmt.Errorf("%w: %d", ErrUnknownPartition, p)
 		}
 		if opt.FromNow {
-			head, err := s.log.NextOffset(p)
+			head, err := s.log.NextOffset(raftlog.Partition(p))
 			if err != nil {
 				return nil, s.readErr(err)
 			}
@@ -177,14 +177,14 @@ func (sub *Subscription) read(ctx context.Context, p int, from uint64, size int,
 		}
 	}
 	for {
-		head, err := l.NextOffset(p)
+		head, err := l.NextOffset(raftlog.Partition(p))
 		if err != nil {
 			send(batch{partition: p, err: sub.store.readErr(err)})
 			return
 		}
 		var recs []raftlog.Record
 		if from < head {
-			recs, err = l.Read(ctx, p, from, raftlog.ReadOptions{MaxRecords: size})
+			recs, err = l.Read(ctx, raftlog.Partition(p), from, raftlog.ReadOptions{MaxRecords: size})
 			if err != nil {
 				send(batch{partition: p, err: sub.store.readErr(err)})
 				return
@@ -192,7 +192,7 @@ func (sub *Subscription) read(ctx context.Context, p int, from uint64, size int,
 		}
 		if len(recs) == 0 {
 			from = max(from, head)
-			if err := l.Wait(ctx, p, from); err != nil {
+			if err := l.Wait(ctx, raftlog.Partition(p), from); err != nil {
 				if ctx.Err() == nil {
 					send(batch{partition: p, err: sub.store.readErr(err)})
 				}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/esraft/esraft/raftlog/internal/state"
 	"github.com/google/uuid"
 	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/require"
@@ -27,11 +28,11 @@ import (
 // what was sent.
 type ctAck struct {
 	key       string
-	partition int
+	partition Partition
 	offset    uint64
 	keySeq    uint64
 	time      time.Time
-	group     int // Position.Group of the result, -1 if unknown
+	group     Shard // Position.Shard of the result, -1 if unknown
 	rec       NewRecord
 }
 
@@ -45,7 +46,7 @@ func newCtAcks() *ctAcks { return &ctAcks{m: map[uuid.UUID]ctAck{}} }
 
 // add records the acknowledgement of a whole batch. It reports an error if
 // a record ID was acknowledged before at another place.
-func (a *ctAcks) add(key string, recs []NewRecord, res AppendResult, group int) error {
+func (a *ctAcks) add(key string, recs []NewRecord, res AppendResult, group Shard) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for i, r := range recs {
@@ -150,7 +151,7 @@ func ctVerifyNodes(t *testing.T, c *testCluster, acks *ctAcks, minNodes int) {
 	require.GreaterOrEqual(t, len(running), minNodes, "running nodes")
 	finalSeq := map[[2]string]uint64{} // partition, key -> highest acknowledged key sequence
 	for _, a := range acks.m {
-		k := [2]string{strconv.Itoa(a.partition), a.key}
+		k := [2]string{strconv.Itoa(int(a.partition)), a.key}
 		finalSeq[k] = max(finalSeq[k], a.keySeq)
 	}
 	var ref [][]Record
@@ -159,7 +160,7 @@ func ctVerifyNodes(t *testing.T, c *testCluster, acks *ctAcks, minNodes int) {
 		who := c.nodes[i].id
 		seen := map[uuid.UUID]Record{}
 		var parts [][]Record
-		for p := 0; p < l.Partitions(); p++ {
+		for p := Partition(0); int(p) < l.Partitions(); p++ {
 			recs := readAll(t, l, p)
 			keySeq := map[string]uint64{}
 			for j, r := range recs {
@@ -173,7 +174,7 @@ func ctVerifyNodes(t *testing.T, c *testCluster, acks *ctAcks, minNodes int) {
 				require.Equal(t, keySeq[r.Key], r.KeySeq, "%s: partition %d offset %d: key %q sequences must be dense from 1", who, p, j, r.Key)
 			}
 			for key, n := range keySeq {
-				require.Equal(t, finalSeq[[2]string{strconv.Itoa(p), key}], n, "%s: key %q holds %d records", who, key, n)
+				require.Equal(t, finalSeq[[2]string{strconv.Itoa(int(p)), key}], n, "%s: key %q holds %d records", who, key, n)
 				got, err := l.KeySeq(context.Background(), p, key)
 				require.NoError(t, err)
 				require.Equal(t, n, got, "%s: KeySeq of %q", who, key)
@@ -192,7 +193,7 @@ func ctVerifyNodes(t *testing.T, c *testCluster, acks *ctAcks, minNodes int) {
 			require.True(t, bytes.Equal(a.rec.Value, r.Value), "%s: %s value", who, id)
 			require.True(t, ctSameHeaders(a.rec.Headers, r.Headers), "%s: %s headers", who, id)
 			if a.group >= 0 {
-				require.Equal(t, l.GroupOf(a.partition), a.group, "%s: %s acknowledged from group %d", who, id, a.group)
+				require.Equal(t, l.ShardOf(a.partition), a.group, "%s: %s acknowledged from group %d", who, id, a.group)
 			}
 		}
 		if ref == nil {
@@ -323,8 +324,8 @@ func (w *ctWorkload) worker(ctx context.Context, id, n int) error {
 
 // appendUntilKnown appends recs under key expecting the key at sequence
 // expect, to random running nodes, until the outcome is known. group is
-// the result's Position.Group, -1 if the result was reconstructed.
-func (w *ctWorkload) appendUntilKnown(ctx context.Context, r *rand.Rand, key string, recs []NewRecord, expect uint64) (AppendResult, int, error) {
+// the result's Position.Shard, -1 if the result was reconstructed.
+func (w *ctWorkload) appendUntilKnown(ctx context.Context, r *rand.Rand, key string, recs []NewRecord, expect uint64) (AppendResult, Shard, error) {
 	n := uint64(len(recs))
 	var lastErr error
 	for attempt := 0; ; attempt++ {
@@ -349,7 +350,7 @@ func (w *ctWorkload) appendUntilKnown(ctx context.Context, r *rand.Rand, key str
 			if res.Duplicate {
 				w.dups.Add(1)
 			}
-			return res, res.Position.Group, nil
+			return res, res.Position.Shard, nil
 		case errors.As(err, &kse):
 			// The key belongs to this goroutine alone, so its sequence can
 			// only have moved past expect through an earlier attempt of
@@ -385,7 +386,7 @@ func (w *ctWorkload) appendUntilKnown(ctx context.Context, r *rand.Rand, key str
 // ctFindBatch reads key back from fromSeq on a running node that has
 // applied at least that far, and checks that it holds exactly recs, in
 // consecutive offsets. It returns the result the append would have had.
-func ctFindBatch(ctx context.Context, c *testCluster, p int, key string, fromSeq uint64, recs []NewRecord) (AppendResult, error) {
+func ctFindBatch(ctx context.Context, c *testCluster, p Partition, key string, fromSeq uint64, recs []NewRecord) (AppendResult, error) {
 	last := fromSeq + uint64(len(recs)) - 1
 	for {
 		for _, i := range ctRunning(c) {
@@ -435,7 +436,7 @@ func TestClusterLeaderStopsDuringAppends(t *testing.T) {
 // only in its group.
 func TestClusterGroups3(t *testing.T) {
 	const groups, partitions = 3, 8
-	c := newCluster(t, 3, func(cfg *Config) { cfg.Groups, cfg.Partitions = groups, partitions })
+	c := newCluster(t, 3, func(cfg *Config) { cfg.Shards, cfg.Partitions = groups, partitions })
 	for g := 0; g < groups; g++ {
 		target := c.nodes[g].id
 		eventually(t, 30*time.Second, fmt.Sprintf("%s to lead group %d", target, g), func() bool {
@@ -443,7 +444,7 @@ func TestClusterGroups3(t *testing.T) {
 			if li == g {
 				return true
 			}
-			if err := c.node(li).TransferLeadership(g, target); err != nil {
+			if err := c.node(li).TransferLeadership(Shard(g), target); err != nil {
 				t.Logf("transfer group %d from %s to %s: %v", g, c.nodes[li].id, target, err)
 			}
 			return false
@@ -469,7 +470,7 @@ func TestClusterGroups3(t *testing.T) {
 			var parts []int
 			ids := 0
 			ctFlush(t, l, g)
-			err := l.groups[g].fsm.view(func(tx *bolt.Tx) error {
+			err := l.shards[g].engine.Probe().View(func(tx *bolt.Tx) error {
 				if err := tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
 					if len(name) == 5 && name[0] == 'p' {
 						parts = append(parts, int(binary.BigEndian.Uint32(name[1:])))
@@ -478,17 +479,15 @@ func TestClusterGroups3(t *testing.T) {
 				}); err != nil {
 					return err
 				}
-				return tx.Bucket(bucketIDs).ForEach(func(k, v []byte) error {
-					e, err := decodeIDEntry(v)
-					if err != nil {
-						return err
-					}
-					if e.Partition%groups != g {
-						return fmt.Errorf("group %d remembers record %x of partition %d", g, k, e.Partition)
-					}
-					ids++
-					return nil
-				})
+				return nil
+			})
+			require.NoError(t, err)
+			err = l.shards[g].engine.Probe().EachID(func(id uuid.UUID, p Partition) error {
+				if int(p)%groups != g {
+					return fmt.Errorf("shard %d remembers record %s of partition %d", g, id, p)
+				}
+				ids++
+				return nil
 			})
 			require.NoError(t, err, "%s group %d", c.nodes[i].id, g)
 			var want []int
@@ -509,7 +508,7 @@ func ctMustAppend(t *testing.T, c *testCluster, acks *ctAcks, i int, key string,
 	res, err := c.node(i).Append(ctx, key, recs, opts...)
 	require.NoError(t, err, "append %q through %s", key, c.nodes[i].id)
 	require.Equal(t, len(recs), res.Count)
-	require.NoError(t, acks.add(key, recs, res, res.Position.Group))
+	require.NoError(t, acks.add(key, recs, res, res.Position.Shard))
 	return res
 }
 
@@ -521,7 +520,7 @@ func ctMustAppend(t *testing.T, c *testCluster, acks *ctAcks, i int, key string,
 // snapshot already covered everything applied.
 func ctFlush(t *testing.T, l *Log, g int) {
 	t.Helper()
-	if err := l.groups[g].raft.Snapshot().Error(); !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+	if err := l.shards[g].Raft.Snapshot().Error(); !errors.Is(err, raft.ErrNothingNewToSnapshot) {
 		require.NoError(t, err)
 	}
 }
@@ -548,9 +547,9 @@ func ctBucketDigests(t *testing.T, l *Log, g int) map[string]string {
 		out[path] = fmt.Sprintf("%d:%x", n, h.Sum(nil))
 		return err
 	}
-	err := l.groups[g].fsm.view(func(tx *bolt.Tx) error {
+	err := l.shards[g].engine.Probe().View(func(tx *bolt.Tx) error {
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			if bytes.Equal(name, bucketMeta) {
+			if bytes.Equal(name, l.shards[g].engine.Probe().MetaBucket()) {
 				return nil
 			}
 			return walk(fmt.Sprintf("%q", name), b)
@@ -580,8 +579,8 @@ func ctFollowerBehindCompaction(t *testing.T, more func(c *testCluster, acks *ct
 		ctMustAppend(t, c, acks, li, key, ctRecords(key, 0, 2))
 	}
 	c.converged()
-	prevApplied = c.node(f).Applied(0).Index
-	prevLast := c.node(f).groups[0].raft.LastIndex()
+	prevApplied = appliedIndex(t, c.node(f), 0)
+	prevLast := c.node(f).shards[0].Raft.LastIndex()
 	t.Logf("stopping follower %s at applied index %d, last log index %d", c.nodes[f].id, prevApplied, prevLast)
 	c.stop(f)
 	more(c, acks, li)
@@ -589,16 +588,16 @@ func ctFollowerBehindCompaction(t *testing.T, more func(c *testCluster, acks *ct
 		t.FailNow()
 	}
 	for _, i := range ctRunning(c) {
-		require.NoError(t, c.node(i).groups[0].raft.Snapshot().Error(), "snapshot on %s", c.nodes[i].id)
+		require.NoError(t, c.node(i).shards[0].Raft.Snapshot().Error(), "snapshot on %s", c.nodes[i].id)
 	}
 	li = c.leader(0)
-	first, err := c.node(li).groups[0].store.FirstIndex()
+	first, err := c.node(li).shards[0].store.FirstIndex()
 	require.NoError(t, err)
-	t.Logf("leader %s: first log index %d, last %d", c.nodes[li].id, first, c.node(li).groups[0].raft.LastIndex())
+	t.Logf("leader %s: first log index %d, last %d", c.nodes[li].id, first, c.node(li).shards[0].Raft.LastIndex())
 	require.Greater(t, first, prevLast+1, "the leader's log must no longer hold the entries the follower lacks")
 	require.Greater(t, first, prevApplied+1)
 	var entry raft.Log
-	require.Error(t, c.node(li).groups[0].store.GetLog(prevApplied+1, &entry), "the leader's log store must no longer hold index %d", prevApplied+1)
+	require.Error(t, c.node(li).shards[0].store.GetLog(prevApplied+1, &entry), "the leader's log store must no longer hold index %d", prevApplied+1)
 	return c, acks, li, f, prevApplied
 }
 
@@ -625,7 +624,7 @@ func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 						t.Errorf("append %q: %v", key, err)
 						return
 					}
-					if err := acks.add(key, recs, res, res.Position.Group); err != nil {
+					if err := acks.add(key, recs, res, res.Position.Shard); err != nil {
 						t.Error(err)
 						return
 					}
@@ -641,13 +640,13 @@ func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 	// Restore returns, which is what let converged() pass: poll for it.
 	var snapIdx uint64
 	eventually(t, 10*time.Second, "the follower to record an installed snapshot", func() bool {
-		stats := c.node(f).groups[0].raft.Stats()
+		stats := c.node(f).shards[0].Raft.Stats()
 		snapIdx, err = strconv.ParseUint(stats["last_snapshot_index"], 10, 64)
 		require.NoError(t, err, "last_snapshot_index %q", stats["last_snapshot_index"])
 		return snapIdx > prevApplied
 	})
-	t.Logf("follower %s: last_snapshot_index %d, applied %d", c.nodes[f].id, snapIdx, c.node(f).Applied(0).Index)
-	require.GreaterOrEqual(t, c.node(f).Applied(0).Index, snapIdx)
+	t.Logf("follower %s: last_snapshot_index %d, applied %d", c.nodes[f].id, snapIdx, appliedIndex(t, c.node(f), 0))
+	require.GreaterOrEqual(t, appliedIndex(t, c.node(f), 0), snapIdx)
 
 	ctVerifyNodes(t, c, acks, 3)
 	want := ctBucketDigests(t, c.node(li), 0)
@@ -663,8 +662,8 @@ func ctIDOnAnyNode(t *testing.T, c *testCluster, id uuid.UUID) []string {
 	var where []string
 	for _, i := range ctRunning(c) {
 		l := c.node(i)
-		for _, g := range l.groups {
-			_, found, err := g.fsm.lookupID(id)
+		for _, s := range l.shards {
+			_, found, err := s.engine.Probe().LookupID(id)
 			require.NoError(t, err)
 			if found {
 				where = append(where, c.nodes[i].id)
@@ -712,7 +711,7 @@ func TestIsolatedLeaderCannotAcknowledge(t *testing.T) {
 	c.net.Heal()
 	c.converged()
 	eventually(t, 20*time.Second, c.nodes[L].id+" to follow again", func() bool {
-		r := c.node(L).groups[0].raft
+		r := c.node(L).shards[0].Raft
 		_, id := r.LeaderWithID()
 		return r.State() == raft.Follower && id != "" && id != raft.ServerID(c.nodes[L].id)
 	})
@@ -845,14 +844,14 @@ func TestRetryAfterUnknownOutcome(t *testing.T) {
 	// lookup can only miss, never invent.)
 	type where struct {
 		found bool
-		e     idEntry
+		e     state.IDEntry
 	}
 	pre := make([]where, len(batches))
 	preCommitted := 0
 	for bi, b := range batches {
-		var found []idEntry
+		var found []state.IDEntry
 		for _, r := range b.recs {
-			e, ok, err := c.node(L).groups[0].fsm.lookupID(r.ID)
+			e, ok, err := c.node(L).shards[0].engine.Probe().LookupID(r.ID)
 			require.NoError(t, err)
 			if ok {
 				found = append(found, e)
@@ -922,7 +921,7 @@ func TestRetryAfterUnknownOutcome(t *testing.T) {
 		if b.phase == 'B' {
 			require.False(t, res.Duplicate, "batch %q handed to an isolated leader was committed", b.key)
 		}
-		require.NoError(t, acks.add(b.key, b.recs, res, res.Position.Group))
+		require.NoError(t, acks.add(b.key, b.recs, res, res.Position.Shard))
 	}
 	t.Logf("retries: %d duplicates, %d appended now", dups, len(batches)-dups)
 
@@ -986,7 +985,7 @@ func TestNonVoterJoins(t *testing.T) {
 				t.Errorf("background append %d: %v", i, err)
 				return
 			}
-			if err := acks.add(key, recs, res, res.Position.Group); err != nil {
+			if err := acks.add(key, recs, res, res.Position.Shard); err != nil {
 				t.Error(err)
 				return
 			}
@@ -1004,16 +1003,16 @@ func TestNonVoterJoins(t *testing.T) {
 	nv := c.add(via, true)
 	nvID := c.nodes[nv].id
 	eventually(t, 20*time.Second, "the leader to list "+nvID+" as a non-voter", func() bool {
-		for _, s := range c.node(L).Status().Groups[0].Servers {
+		for _, s := range c.node(L).Status().Shards[0].Servers {
 			if s.ID == nvID {
 				return !s.Voter && s.Addr == c.nodes[nv].addr
 			}
 		}
 		return false
 	})
-	commit := c.node(L).groups[0].raft.CommitIndex()
+	commit := c.node(L).shards[0].Raft.CommitIndex()
 	eventually(t, 30*time.Second, nvID+" to apply the leader's commit index", func() bool {
-		return c.node(nv).Applied(0).Index >= commit
+		return appliedIndex(t, c.node(nv), 0) >= commit
 	})
 	atJoin := bgAppends.Load()
 	eventually(t, 20*time.Second, "more background appends", func() bool { return bgAppends.Load() >= atJoin+50 || t.Failed() })
@@ -1023,21 +1022,21 @@ func TestNonVoterJoins(t *testing.T) {
 
 	L = c.leader(0) // all four agree on it
 	st := c.node(L).Status()
-	require.Len(t, st.Groups[0].Servers, 4)
+	require.Len(t, st.Shards[0].Servers, 4)
 	nVoters := 0
-	for _, s := range st.Groups[0].Servers {
+	for _, s := range st.Shards[0].Servers {
 		if s.Voter {
 			nVoters++
 		}
 	}
 	require.Equal(t, 3, nVoters)
-	nvs := c.node(nv).Status().Groups[0]
+	nvs := c.node(nv).Status().Shards[0]
 	require.Equal(t, raft.Follower.String(), nvs.State)
 	require.Equal(t, c.nodes[L].id, nvs.LeaderID)
 
 	// Same reads on the non-voter as on the leader.
 	c.converged()
-	for p := 0; p < c.node(L).Partitions(); p++ {
+	for p := Partition(0); int(p) < c.node(L).Partitions(); p++ {
 		ctRequireSameRecords(t, fmt.Sprintf("partition %d on %s vs leader", p, nvID), readAll(t, c.node(L), p), readAll(t, c.node(nv), p))
 	}
 	ctVerifyNodes(t, c, acks, 4)
@@ -1067,7 +1066,7 @@ func TestNonVoterJoins(t *testing.T) {
 		res, err := c.node(L).Append(ctx, key, recs)
 		cancel()
 		require.NoError(t, err, "append %d after the non-voter stopped", i)
-		require.NoError(t, acks.add(key, recs, res, res.Position.Group))
+		require.NoError(t, acks.add(key, recs, res, res.Position.Shard))
 	}
 	t.Logf("100 appends without the non-voter in %v", time.Since(start))
 	c.converged()
@@ -1168,7 +1167,7 @@ func TestFollowerCrashDuringSnapshotInstall(t *testing.T) {
 	// A new leader does not know the follower still needs the snapshot:
 	// it probes, the follower answers with the saved snapshot's index as
 	// its last, and the leader sends the entries after it.
-	require.NoError(t, c.node(li).groups[0].raft.LeadershipTransfer().Error())
+	require.NoError(t, c.node(li).shards[0].Raft.LeadershipTransfer().Error())
 	li = c.leader(0, ctRunning(c)...)
 	c.open(f, nil)
 	c.converged()

@@ -6,13 +6,8 @@ import (
 	"io"
 	"net"
 	"time"
-)
 
-// Limits that bound the encodings.
-const (
-	maxPartitions = 1 << 16
-	maxGroups     = 200 // one mux service byte each
-	maxKeyBytes   = 4096
+	"github.com/esraft/esraft/raftlog/internal/core"
 )
 
 // Peer is a voter of a statically bootstrapped cluster.
@@ -24,14 +19,14 @@ type Peer struct {
 // Config configures a Log. Only Dir is required: with Addr empty the log is
 // the embedded single-node default, with no network listener at all.
 type Config struct {
-	// Dir holds the node's data: one sub-directory per raft group.
+	// Dir holds the node's data: one sub-directory per shard.
 	Dir string
 
 	// NodeID names this node in the cluster; default "node1". It must not
 	// change across restarts.
 	NodeID string
-	// Addr is the cluster address to listen on ("127.0.0.1:7000"). All raft
-	// groups and node-to-node calls share it. Empty: single node, no network.
+	// Addr is the cluster address to listen on ("127.0.0.1:7000"). All shards
+	// and node-to-node calls share it. Empty: single node, no network.
 	Addr string
 	// Advertise is the address other nodes dial; default the listener's
 	// address.
@@ -44,17 +39,17 @@ type Config struct {
 	// the same list on every node. Ignored once the node has state.
 	Peers []Peer
 	// Join is the cluster address of any member; a node with no state asks
-	// it to add this node to every group.
+	// it to add this node to every shard.
 	Join string
-	// NonVoter joins as a non-voter: it receives every group's log and
+	// NonVoter joins as a non-voter: it receives every shard's log and
 	// serves reads but never counts toward a quorum.
 	NonVoter bool
 
-	// Partitions is the number of partitions P (default 8); Groups the
-	// number of raft groups G (default 1). Partition p lives in group p mod G.
-	// Both are fixed when the log is created.
+	// Partitions is the number of partitions P (default 8); Shards the
+	// number of raft groups S (default 1). Partition p lives in shard
+	// p mod S. Both are fixed when the log is created.
 	Partitions int
-	Groups     int
+	Shards     int
 
 	// MaxRecordBytes bounds one record's value plus headers (default 1 MiB).
 	MaxRecordBytes int
@@ -71,7 +66,7 @@ type Config struct {
 	// proposing an entry when the pipeline is idle (default 0: appends wait
 	// only while earlier entries are in flight).
 	Linger time.Duration
-	// MaxInflight is how many raft entries of one group may be in flight
+	// MaxInflight is how many raft entries of one shard may be in flight
 	// at once (default 1).
 	MaxInflight int
 	// CohortWait is how long, at most, after an entry's appends were
@@ -80,8 +75,8 @@ type Config struct {
 	// all). Callers that append in a loop then share one raft round
 	// instead of alternating between two (see batcher.go).
 	CohortWait time.Duration
-	// LogStore holds each raft group's log: LogStoreWAL (the default for a
-	// new group) or LogStoreBolt. A group that already has a log keeps the
+	// LogStore holds each shard's raft log: LogStoreWAL (the default for a
+	// new shard) or LogStoreBolt. A shard that already has a log keeps the
 	// store it was created with; naming the other one is an ErrConfig.
 	LogStore LogStore
 	// IDRetention is how long record IDs are remembered for deduplication
@@ -126,8 +121,8 @@ func (c *Config) setDefaults() {
 	if c.Partitions == 0 {
 		c.Partitions = 8
 	}
-	if c.Groups == 0 {
-		c.Groups = 1
+	if c.Shards == 0 {
+		c.Shards = 1
 	}
 	if c.MaxRecordBytes == 0 {
 		c.MaxRecordBytes = 1 << 20
@@ -167,10 +162,10 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Dir == "":
 		return bad("Dir is required")
-	case c.Partitions < 1 || c.Partitions > maxPartitions:
-		return bad("Partitions %d not in 1..%d", c.Partitions, maxPartitions)
-	case c.Groups < 1 || c.Groups > maxGroups || c.Groups > c.Partitions:
-		return bad("Groups %d not in 1..min(%d, Partitions)", c.Groups, maxGroups)
+	case c.Partitions < 1 || c.Partitions > core.MaxPartitions:
+		return bad("Partitions %d not in 1..%d", c.Partitions, core.MaxPartitions)
+	case c.Shards < 1 || c.Shards > core.MaxShards || c.Shards > c.Partitions:
+		return bad("Shards %d not in 1..min(%d, Partitions)", c.Shards, core.MaxShards)
 	case c.MaxRecordBytes < 1 || c.MaxBatchRecords < 1 || c.MaxBatchBytes < 1 ||
 		c.MaxEntryBytes < 1 || c.MaxEntryRequests < 1 || c.MaxInflight < 1:
 		return bad("limits must be positive")

@@ -199,7 +199,7 @@ func (c *testCluster) leader(g int, among ...int) int {
 			if l == nil {
 				return false
 			}
-			r := l.groups[g].raft
+			r := l.shards[g].Raft
 			_, id := r.LeaderWithID()
 			if id == "" || (leaderID != "" && id != leaderID) {
 				return false
@@ -220,12 +220,12 @@ func (c *testCluster) leader(g int, among ...int) int {
 // commit index.) Call it once appends have stopped.
 func (c *testCluster) converged() {
 	c.t.Helper()
-	for g := 0; g < c.base.Groups || (g == 0 && c.base.Groups == 0); g++ {
+	for g := 0; g < c.base.Shards || (g == 0 && c.base.Shards == 0); g++ {
 		li := c.leader(g)
 		eventually(c.t, 30*time.Second, fmt.Sprintf("replicas of group %d to converge", g), func() bool {
-			want := c.node(li).Applied(g).Index
+			want := appliedIndex(c.t, c.node(li), Shard(g))
 			for i := range c.nodes {
-				if l := c.node(i); l != nil && l.Applied(g).Index < want {
+				if l := c.node(i); l != nil && appliedIndex(c.t, l, Shard(g)) < want {
 					return false
 				}
 			}
@@ -235,7 +235,7 @@ func (c *testCluster) converged() {
 }
 
 // readAll reads every record of partition p on l.
-func readAll(t testing.TB, l *Log, p int) []Record {
+func readAll(t testing.TB, l *Log, p Partition) []Record {
 	t.Helper()
 	var out []Record
 	for from := uint64(0); ; {
@@ -247,4 +247,12 @@ func readAll(t testing.TB, l *Log, p int) []Record {
 		out = append(out, recs...)
 		from = recs[len(recs)-1].Offset + 1
 	}
+}
+
+// appliedIndex is the raft index l has applied in shard s.
+func appliedIndex(t testing.TB, l *Log, s Shard) uint64 {
+	t.Helper()
+	pos, err := l.Applied(s)
+	require.NoError(t, err)
+	return pos.Index
 }

@@ -14,17 +14,18 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/esraft/esraft/internal/mux"
+	"github.com/esraft/esraft/raftlog/internal/route"
+	"github.com/esraft/esraft/raftlog/internal/state"
 )
 
-// Mux service bytes: node-to-node calls, then one per raft group.
+// Mux service bytes: node-to-node calls, then one per shard.
 const (
-	serviceRPC       byte = 0
-	serviceRaftGroup byte = 1 // + group
+	serviceRPC   byte = 0
+	serviceShard byte = 1 // + shard
 )
 
 // Log is a partitioned, replicated, durable log. All methods are safe for
@@ -36,22 +37,21 @@ type Log struct {
 	mux    *mux.Mux
 	rpc    *mux.Server
 	client *mux.Client
-	groups []*group
+	shards []*shard
+	router *route.Router
 
 	closeOnce sync.Once
 	closing   chan struct{}
 	wg        sync.WaitGroup
 }
 
-// group is one raft group on this node.
-type group struct {
-	id        int
-	raft      *raft.Raft
-	fsm       *fsm
+// shard is one raft group on this node: its raft instance and routing
+// (route.Shard), its state engine and its stores.
+type shard struct {
+	*route.Shard
+	engine    *state.Engine
 	store     groupLog
 	transport raft.Transport
-	batcher   *batcher
-	leaderSig signal // woken on every leader change seen by this node
 	observer  *raft.Observer
 	obsCh     chan raft.Observation
 }
@@ -61,7 +61,7 @@ type identity struct {
 	Format     int    `json:"format"`
 	NodeID     string `json:"node_id"`
 	Partitions int    `json:"partitions"`
-	Groups     int    `json:"groups"`
+	Shards     int    `json:"groups"` // named before shards were
 }
 
 // Open starts the log in cfg.Dir: it bootstraps a new single-node log or a
@@ -107,41 +107,46 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		logger = hclog.NewNullLogger()
 	}
 	fresh := false
-	for gi := 0; gi < cfg.Groups; gi++ {
-		g, isNew, err := l.openGroup(gi, logger)
+	var routed []*route.Shard
+	for si := 0; si < cfg.Shards; si++ {
+		s, isNew, err := l.openShard(Shard(si), logger)
 		if err != nil {
 			return nil, err
 		}
 		fresh = fresh || isNew
-		l.groups = append(l.groups, g)
+		l.shards = append(l.shards, s)
+		routed = append(routed, s.Shard)
 	}
 	if l.mux != nil {
-		l.rpc = mux.NewServer(l.mux.Listen(serviceRPC), l.handleRPC)
 		l.client = mux.NewClient(l.mux, serviceRPC)
+	}
+	l.router = route.New(cfg.NodeID, cfg.Partitions, l.client, routed, l.closing)
+	if l.mux != nil {
+		l.rpc = mux.NewServer(l.mux.Listen(serviceRPC), l.router.Handle)
 		l.goRun(func() { l.mux.Serve() })
 		l.goRun(func() { l.rpc.Serve() })
 	}
-	for _, g := range l.groups {
-		g.batcher.start()
+	for _, s := range l.shards {
+		s.Batcher.Start()
 	}
 	if cfg.Join != "" && fresh {
-		if err := l.join(ctx); err != nil {
+		if err := l.router.Join(ctx, cfg.Join, cfg.NodeID, l.advertise, !cfg.NonVoter); err != nil {
 			return nil, err
 		}
 	}
 	if l.mux == nil {
 		// The embedded single node elects itself within milliseconds:
 		// return a log that is ready to append.
-		for _, g := range l.groups {
+		for _, s := range l.shards {
 			for {
-				changed := g.leaderSig.wait()
-				if g.raft.State() == raft.Leader {
+				changed := s.LeaderWait() // before the check, so no change is missed
+				if s.Raft.State() == raft.Leader {
 					break
 				}
 				select {
 				case <-changed:
 				case <-ctx.Done():
-					return nil, fmt.Errorf("%w: group %d: %w", ErrNoLeader, g.id, ctx.Err())
+					return nil, fmt.Errorf("%w: shard %d: %w", ErrNoLeader, s.ID, ctx.Err())
 				}
 			}
 		}
@@ -160,18 +165,18 @@ func (l *Log) goRun(fn func()) {
 
 func checkIdentity(cfg *Config) error {
 	path := filepath.Join(cfg.Dir, "raftlog.json")
-	want := identity{Format: 1, NodeID: cfg.NodeID, Partitions: cfg.Partitions, Groups: cfg.Groups}
+	want := identity{Format: 1, NodeID: cfg.NodeID, Partitions: cfg.Partitions, Shards: cfg.Shards}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		b, _ = json.MarshalIndent(want, "", "  ")
 		tmp := path + ".tmp"
-		if err := writeFileSync(tmp, bytes.NewReader(b)); err != nil {
+		if err := state.WriteFileSync(tmp, bytes.NewReader(b)); err != nil {
 			return fmt.Errorf("raftlog: %w", err)
 		}
 		if err := os.Rename(tmp, path); err != nil {
 			return fmt.Errorf("raftlog: %w", err)
 		}
-		return syncDir(cfg.Dir)
+		return state.SyncDir(cfg.Dir)
 	}
 	if err != nil {
 		return fmt.Errorf("raftlog: %w", err)
@@ -227,51 +232,51 @@ func (l *Log) raftConfig(logger hclog.Logger) *raft.Config {
 	return rc
 }
 
-// openGroup opens group gi's stores and starts its raft instance. isNew
-// reports that the group had no state before.
-func (l *Log) openGroup(gi int, logger hclog.Logger) (*group, bool, error) {
-	dir := filepath.Join(l.cfg.Dir, fmt.Sprintf("g%d", gi))
+// openShard opens shard si's stores and starts its raft instance. isNew
+// reports that the shard had no state before.
+func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, bool, error) {
+	dir := filepath.Join(l.cfg.Dir, fmt.Sprintf("g%d", si))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, false, fmt.Errorf("raftlog: %w", err)
 	}
-	g := &group{id: gi}
+	s := &shard{Shard: &route.Shard{ID: si}}
 	var err error
-	g.fsm, err = openFSM(filepath.Join(dir, "fsm.db"), gi, l.cfg.Partitions, l.cfg.Groups, l.cfg.IDRetention)
+	s.engine, err = state.Open(state.Options{
+		Path: filepath.Join(dir, "fsm.db"), Shard: si, Partitions: l.cfg.Partitions, Shards: l.cfg.Shards,
+		IDRetention: l.cfg.IDRetention, FlushRecords: l.cfg.flushRecords, FailRestore: l.cfg.failRestore,
+	})
 	if err != nil {
 		return nil, false, err
 	}
-	if l.cfg.flushRecords > 0 {
-		g.fsm.flushAtRecords = l.cfg.flushRecords
-	}
-	g.store, err = openGroupLog(dir, &l.cfg, logger)
+	s.Applied = s.engine.Applied
+	s.store, err = openGroupLog(dir, &l.cfg, logger)
 	if err != nil {
-		g.fsm.close()
+		s.engine.Close()
 		return nil, false, fmt.Errorf("raftlog: open raft log: %w", err)
 	}
 	closeStores := func() {
-		g.store.Close()
-		g.fsm.close()
+		s.store.Close()
+		s.engine.Close()
 	}
 	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, logger)
 	if err != nil {
 		closeStores()
 		return nil, false, fmt.Errorf("raftlog: snapshot store: %w", err)
 	}
-	g.fsm.failRestore = l.cfg.failRestore
-	if err := g.fsm.catchUpToSnapshot(fileSnaps); err != nil {
+	if err := s.engine.CatchUpToSnapshot(fileSnaps); err != nil {
 		closeStores()
-		return nil, false, fmt.Errorf("raftlog: group %d: %w", gi, err)
+		return nil, false, fmt.Errorf("raftlog: shard %d: %w", si, err)
 	}
-	snaps := &snapshotStore{SnapshotStore: fileSnaps, fsm: g.fsm}
-	logs, err := raft.NewLogCache(1024, g.store)
+	snaps := state.NewSnapshotStore(fileSnaps, s.engine)
+	logs, err := raft.NewLogCache(1024, s.store)
 	if err != nil {
 		closeStores()
 		return nil, false, err
 	}
 	var self raft.ServerAddress
 	if l.mux != nil {
-		g.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-			Stream:  l.mux.StreamLayer(serviceRaftGroup + byte(gi)),
+		s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream:  l.mux.StreamLayer(serviceShard + byte(si)),
 			MaxPool: 4,
 			Timeout: 10 * time.Second,
 			Logger:  logger,
@@ -279,10 +284,10 @@ func (l *Log) openGroup(gi int, logger hclog.Logger) (*group, bool, error) {
 		self = raft.ServerAddress(l.advertise)
 	} else {
 		// A single node without network: nothing else will ever dial it.
-		self, g.transport = raft.NewInmemTransport(raft.ServerAddress("local:" + l.cfg.NodeID))
+		self, s.transport = raft.NewInmemTransport(raft.ServerAddress("local:" + l.cfg.NodeID))
 	}
 	rc := l.raftConfig(logger)
-	has, err := raft.HasExistingState(logs, g.store, snaps)
+	has, err := raft.HasExistingState(logs, s.store, snaps)
 	if err != nil {
 		closeStores()
 		return nil, false, fmt.Errorf("raftlog: %w", err)
@@ -298,35 +303,38 @@ func (l *Log) openGroup(gi int, logger hclog.Logger) (*group, bool, error) {
 			servers = []raft.Server{{ID: rc.LocalID, Address: self, Suffrage: raft.Voter}}
 		}
 		if servers != nil {
-			if err := raft.BootstrapCluster(rc, logs, g.store, snaps, g.transport, raft.Configuration{Servers: servers}); err != nil {
+			if err := raft.BootstrapCluster(rc, logs, s.store, snaps, s.transport, raft.Configuration{Servers: servers}); err != nil {
 				closeStores()
-				return nil, false, fmt.Errorf("raftlog: bootstrap group %d: %w", gi, err)
+				return nil, false, fmt.Errorf("raftlog: bootstrap shard %d: %w", si, err)
 			}
 		}
 	}
-	g.raft, err = raft.NewRaft(rc, g.fsm, logs, g.store, snaps, g.transport)
+	s.Raft, err = raft.NewRaft(rc, state.NewFSM(s.engine), logs, s.store, snaps, s.transport)
 	if err != nil {
 		closeStores()
-		return nil, false, fmt.Errorf("raftlog: start group %d: %w", gi, err)
+		return nil, false, fmt.Errorf("raftlog: start shard %d: %w", si, err)
 	}
-	g.obsCh = make(chan raft.Observation, 16)
-	g.observer = raft.NewObserver(g.obsCh, false, func(o *raft.Observation) bool {
+	s.obsCh = make(chan raft.Observation, 16)
+	s.observer = raft.NewObserver(s.obsCh, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
 		return ok
 	})
-	g.raft.RegisterObserver(g.observer)
+	s.Raft.RegisterObserver(s.observer)
 	l.goRun(func() {
 		for {
 			select {
-			case <-g.obsCh:
-				g.leaderSig.notify()
+			case <-s.obsCh:
+				s.LeaderChanged()
 			case <-l.closing:
 				return
 			}
 		}
 	})
-	g.batcher = newBatcher(g.raft, &l.cfg)
-	return g, !has, nil
+	s.Batcher = route.NewBatcher(s.Raft, route.BatcherConfig{
+		MaxEntryRequests: l.cfg.MaxEntryRequests, MaxEntryBytes: l.cfg.MaxEntryBytes,
+		Linger: l.cfg.Linger, MaxInflight: l.cfg.MaxInflight, CohortWait: l.cfg.CohortWait,
+	})
+	return s, !has, nil
 }
 
 // Close stops the node: appends in progress fail with ErrClosed (their
@@ -339,17 +347,17 @@ func (l *Log) Close() error {
 		// Batchers first, while raft runs: their in-flight entries resolve
 		// (commit or leadership loss), and none is left in raft's apply
 		// queue at shutdown, where its future would never resolve.
-		for _, g := range l.groups {
-			if g.batcher != nil {
-				g.batcher.close()
+		for _, s := range l.shards {
+			if s.Batcher != nil {
+				s.Batcher.Close()
 			}
 		}
-		for _, g := range l.groups {
-			if g.raft == nil {
+		for _, s := range l.shards {
+			if s.Raft == nil {
 				continue
 			}
-			g.raft.DeregisterObserver(g.observer)
-			errs = append(errs, g.raft.Shutdown().Error())
+			s.Raft.DeregisterObserver(s.observer)
+			errs = append(errs, s.Raft.Shutdown().Error())
 		}
 		if l.rpc != nil {
 			errs = append(errs, l.rpc.Close())
@@ -361,18 +369,18 @@ func (l *Log) Close() error {
 			errs = append(errs, l.mux.Close())
 		}
 		l.wg.Wait()
-		for _, g := range l.groups {
-			if nt, ok := g.transport.(*raft.NetworkTransport); ok {
+		for _, s := range l.shards {
+			if nt, ok := s.transport.(*raft.NetworkTransport); ok {
 				nt.CloseStreams() // Close alone leaves pooled connections open
 			}
-			if c, ok := g.transport.(io.Closer); ok {
+			if c, ok := s.transport.(io.Closer); ok {
 				c.Close()
 			}
-			if g.store != nil {
-				errs = append(errs, g.store.Close())
+			if s.store != nil {
+				errs = append(errs, s.store.Close())
 			}
-			if g.fsm != nil {
-				errs = append(errs, g.fsm.close())
+			if s.engine != nil {
+				errs = append(errs, s.engine.Close())
 			}
 		}
 	})
@@ -397,374 +405,32 @@ func (l *Log) Addr() string { return l.advertise }
 // Partitions is the number of partitions.
 func (l *Log) Partitions() int { return l.cfg.Partitions }
 
-// Groups is the number of raft groups.
-func (l *Log) Groups() int { return l.cfg.Groups }
+// Shards is the number of shards (raft groups).
+func (l *Log) Shards() int { return l.cfg.Shards }
 
 // Partition is the partition key routes to: FNV-1a of the key modulo the
 // number of partitions. It never changes for a given key and partition count.
-func (l *Log) Partition(key string) int {
+func (l *Log) Partition(key string) Partition {
 	h := fnv.New64a()
 	h.Write([]byte(key))
-	return int(h.Sum64() % uint64(l.cfg.Partitions))
+	return Partition(h.Sum64() % uint64(l.cfg.Partitions))
 }
 
-// GroupOf is the raft group hosting partition p.
-func (l *Log) GroupOf(p int) int { return p % l.cfg.Groups }
+// ShardOf is the shard hosting partition p.
+func (l *Log) ShardOf(p Partition) Shard { return Shard(int(p) % l.cfg.Shards) }
 
-func (l *Log) groupOf(p int) (*group, error) {
-	if p < 0 || p >= l.cfg.Partitions {
+// shardOf is the shard of partition p, or ErrUnknownPartition.
+func (l *Log) shardOf(p Partition) (*shard, error) {
+	if p < 0 || int(p) >= l.cfg.Partitions {
 		return nil, fmt.Errorf("%w: %d (partitions 0..%d)", ErrUnknownPartition, p, l.cfg.Partitions-1)
 	}
-	return l.groups[p%l.cfg.Groups], nil
+	return l.shards[int(p)%l.cfg.Shards], nil
 }
 
-// Append appends records under key, in order, to the key's partition (or
-// the one chosen with ToPartition), and returns once the batch is committed
-// by a quorum and applied. Any node accepts appends: they are forwarded to
-// the group's leader, retried across leader changes with the same record
-// IDs (never appended twice) until ctx ends.
-//
-// A batch whose record IDs were all committed before is not appended again:
-// the original result comes back with Duplicate set. Errors: the
-// validation sentinels (ErrEmptyBatch, ErrRecordTooLarge, ...), a
-// *KeySeqError, ErrIDConflict, ErrClosed, or ErrNoLeader when ctx ends
-// (wrapping ErrUnknownOutcome if the batch may have been committed).
-func (l *Log) Append(ctx context.Context, key string, recs []NewRecord, opts ...AppendOption) (AppendResult, error) {
-	if l.isClosed() {
-		return AppendResult{}, ErrClosed
+// shard is shard s, or ErrUnknownPartition.
+func (l *Log) shard(s Shard) (*shard, error) {
+	if s < 0 || int(s) >= len(l.shards) {
+		return nil, fmt.Errorf("%w: shard %d (shards 0..%d)", ErrUnknownPartition, s, len(l.shards)-1)
 	}
-	return l.run(ctx, l.request(key, recs, 0, opts))
-}
-
-// DeleteKey soft-deletes key: its records are hidden from every read (and
-// erased from the state file at the next flush, like TruncateKey), its
-// sequence is kept, and appends to it fail with ErrKeyDeleted unless made
-// with Recreate. The conditions ExpectKeySeq, ExpectKeyExists and
-// ExpectKeyAbsent apply as they do to Append. Deleting a deleted key is a
-// no-op that succeeds. The result has Count 0 and FirstKeySeq set to the
-// key's first readable sequence afterwards.
-func (l *Log) DeleteKey(ctx context.Context, key string, opts ...AppendOption) (AppendResult, error) {
-	return l.run(ctx, l.request(key, nil, reqDelete, opts))
-}
-
-// TruncateKey hides key's records with a sequence below before from every
-// read, at once on every replica that applies it, and erases them from the
-// state file at the next flush (for retention and erasure; the raft log
-// keeps its copy until raft compacts it past the entry). Offsets of
-// erased records are skipped by partition reads. A key is never truncated
-// past its last record plus one, and never un-truncated: a lower before is
-// a no-op. Conditions apply as they do to Append. The result has Count 0
-// and FirstKeySeq set to the key's first readable sequence afterwards.
-func (l *Log) TruncateKey(ctx context.Context, key string, before uint64, opts ...AppendOption) (AppendResult, error) {
-	req := l.request(key, nil, reqTruncate, opts)
-	req.Before = before
-	return l.run(ctx, req)
-}
-
-// request builds an append request from the options.
-func (l *Log) request(key string, recs []NewRecord, op uint64, opts []AppendOption) appendRequest {
-	var o appendOptions
-	if len(opts) > 0 { // options escape: allocate only when there are some
-		po := new(appendOptions)
-		for _, opt := range opts {
-			opt(po)
-		}
-		o = *po
-	}
-	req := appendRequest{Key: key, Records: recs, Flags: o.flags | op, Expected: o.expected}
-	if o.hasPartition {
-		req.Partition = o.partition
-	} else {
-		req.Partition = l.Partition(key)
-	}
-	return req
-}
-
-// run validates req and runs it on its group's leader.
-func (l *Log) run(ctx context.Context, req appendRequest) (AppendResult, error) {
-	if l.isClosed() {
-		return AppendResult{}, ErrClosed
-	}
-	if err := l.validate(&req); err != nil {
-		return AppendResult{}, err
-	}
-	g, _ := l.groupOf(req.Partition)
-	return l.submit(ctx, g, encodeRequest(make([]byte, 0, requestSize(&req)), &req))
-}
-
-// validate checks an append against the limits and gives records without
-// an ID a new one (in a copy: the caller's slice is not modified).
-func (l *Log) validate(r *appendRequest) error {
-	switch {
-	case r.Key == "":
-		return ErrEmptyKey
-	case len(r.Key) > maxKeyBytes:
-		return fmt.Errorf("%w: key of %d bytes, limit %d", ErrRecordTooLarge, len(r.Key), maxKeyBytes)
-	case r.isKeyOp():
-		if _, err := l.groupOf(r.Partition); err != nil {
-			return err
-		}
-		return nil
-	case len(r.Records) == 0:
-		return ErrEmptyBatch
-	case len(r.Records) > l.cfg.MaxBatchRecords:
-		return fmt.Errorf("%w: %d records, limit %d", ErrBatchTooLarge, len(r.Records), l.cfg.MaxBatchRecords)
-	}
-	if _, err := l.groupOf(r.Partition); err != nil {
-		return err
-	}
-	total := 0
-	copied := false
-	var seen map[uuid.UUID]struct{} // for large batches; small ones compare pairwise
-	if len(r.Records) > 16 {
-		seen = make(map[uuid.UUID]struct{}, len(r.Records))
-	}
-	for i := range r.Records {
-		rec := &r.Records[i]
-		size := len(rec.Value)
-		for _, h := range rec.Headers {
-			size += len(h.Key) + len(h.Value)
-		}
-		if size > l.cfg.MaxRecordBytes {
-			return fmt.Errorf("%w: record %d is %d bytes, limit %d", ErrRecordTooLarge, i, size, l.cfg.MaxRecordBytes)
-		}
-		total += size
-		if rec.ID == uuid.Nil {
-			if !copied {
-				r.Records = append([]NewRecord(nil), r.Records...)
-				rec = &r.Records[i]
-				copied = true
-			}
-			rec.ID = uuid.Must(uuid.NewV7())
-		}
-		if seen != nil {
-			if _, dup := seen[rec.ID]; dup {
-				return fmt.Errorf("%w: %s", ErrDuplicateID, rec.ID)
-			}
-			seen[rec.ID] = struct{}{}
-			continue
-		}
-		for j := range i {
-			if r.Records[j].ID == rec.ID {
-				return fmt.Errorf("%w: %s", ErrDuplicateID, rec.ID)
-			}
-		}
-	}
-	if total > l.cfg.MaxBatchBytes {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrBatchTooLarge, total, l.cfg.MaxBatchBytes)
-	}
-	return nil
-}
-
-// submit runs an encoded append on the group's leader, wherever it is,
-// until it has an outcome or ctx ends.
-func (l *Log) submit(ctx context.Context, g *group, enc []byte) (AppendResult, error) {
-	unknown := false
-	bo := backoff{}
-	for {
-		if l.isClosed() {
-			return AppendResult{}, l.giveUp(ErrClosed, unknown)
-		}
-		changed := g.leaderSig.wait()
-		var res AppendResult
-		var err error
-		addr, id := g.raft.LeaderWithID()
-		switch {
-		case id == raft.ServerID(l.cfg.NodeID):
-			res, err = g.batcher.submit(ctx, enc)
-		case addr != "" && l.client != nil:
-			res, err = l.forwardWhileLeader(ctx, string(addr), enc, changed)
-		default:
-			err = &retryError{cause: ErrNoLeader}
-		}
-		var re *retryError
-		if !errors.As(err, &re) {
-			return res, err
-		}
-		unknown = unknown || re.unknown
-		if ctx.Err() != nil {
-			return AppendResult{}, l.giveUp(ctx.Err(), unknown)
-		}
-		select {
-		case <-changed:
-			bo.reset()
-		case <-bo.next():
-		case <-ctx.Done():
-			return AppendResult{}, l.giveUp(ctx.Err(), unknown)
-		case <-l.closing:
-			return AppendResult{}, l.giveUp(ErrClosed, unknown)
-		}
-	}
-}
-
-// forwardWhileLeader forwards an append to addr, abandoning the call if
-// this node learns of another leader meanwhile: a leader that was paused
-// or cut off would otherwise hold the append until ctx ends. An abandoned
-// call's outcome is unknown and submit retries it, with the same IDs, on
-// the new leader.
-func (l *Log) forwardWhileLeader(ctx context.Context, addr string, enc []byte, changed <-chan struct{}) (AppendResult, error) {
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-changed:
-			cancel()
-		case <-fctx.Done():
-		}
-	}()
-	return l.forwardAppend(fctx, addr, enc)
-}
-
-// giveUp builds the error of an append that ran out of time or was closed.
-func (l *Log) giveUp(cause error, unknown bool) error {
-	base := ErrNoLeader
-	if errors.Is(cause, ErrClosed) {
-		base = ErrClosed
-	}
-	if unknown {
-		return fmt.Errorf("%w (%w): %w", base, ErrUnknownOutcome, cause)
-	}
-	if base == cause {
-		return base
-	}
-	return fmt.Errorf("%w: %w", base, cause)
-}
-
-// backoff paces retries that no leader change will wake (a leader that is
-// known but unreachable): 5 ms doubling to 500 ms.
-type backoff struct{ d time.Duration }
-
-func (b *backoff) next() <-chan time.Time {
-	switch {
-	case b.d == 0:
-		b.d = 5 * time.Millisecond
-	case b.d < 500*time.Millisecond:
-		b.d *= 2
-	}
-	return time.After(b.d)
-}
-
-func (b *backoff) reset() { b.d = 0 }
-
-// Read returns committed records of partition p from offset from, bounded
-// by opt. It reads this node's replica and never waits. Records hidden by
-// DeleteKey or TruncateKey are skipped (their offsets are missing from the
-// result); an empty result means nothing visible at or after from has been
-// applied here yet, so a reader that took NextOffset before the call may
-// go on from there.
-func (l *Log) Read(ctx context.Context, p int, from uint64, opt ReadOptions) ([]Record, error) {
-	g, err := l.readable(p)
-	if err != nil {
-		return nil, err
-	}
-	maxRecs, maxBytes := readLimits(opt)
-	return g.fsm.read(p, from, maxRecs, maxBytes)
-}
-
-// ReadKey returns committed records of key in partition p (see Partition)
-// from key sequence from, bounded by opt.
-func (l *Log) ReadKey(ctx context.Context, p int, key string, from uint64, opt ReadOptions) ([]Record, error) {
-	g, err := l.readable(p)
-	if err != nil {
-		return nil, err
-	}
-	if from == 0 {
-		from = 1
-	}
-	maxRecs, maxBytes := readLimits(opt)
-	return g.fsm.readKey(p, key, from, maxRecs, maxBytes)
-}
-
-// KeySeq returns the current sequence of key in partition p on this
-// replica: the number of records appended under it.
-func (l *Log) KeySeq(ctx context.Context, p int, key string) (uint64, error) {
-	g, err := l.readable(p)
-	if err != nil {
-		return 0, err
-	}
-	return g.fsm.keySeq(p, key)
-}
-
-// KeyInfo returns the state of key in partition p on this replica.
-func (l *Log) KeyInfo(ctx context.Context, p int, key string) (KeyInfo, error) {
-	g, err := l.readable(p)
-	if err != nil {
-		return KeyInfo{}, err
-	}
-	return g.fsm.keyInfo(p, key)
-}
-
-// NextOffset returns the offset the next record of partition p will take,
-// as applied on this replica.
-func (l *Log) NextOffset(p int) (uint64, error) {
-	g, err := l.readable(p)
-	if err != nil {
-		return 0, err
-	}
-	i, _ := g.fsm.slot(p)
-	return g.fsm.next[i].Load(), nil
-}
-
-func (l *Log) readable(p int) (*group, error) {
-	if l.isClosed() {
-		return nil, ErrClosed
-	}
-	return l.groupOf(p)
-}
-
-func readLimits(opt ReadOptions) (int, int) {
-	maxRecs, maxBytes := opt.MaxRecords, opt.MaxBytes
-	if maxRecs <= 0 {
-		maxRecs = 1000
-	}
-	if maxBytes <= 0 {
-		maxBytes = 4 << 20
-	}
-	return maxRecs, maxBytes
-}
-
-// Wait blocks until partition p holds a record at offset (its next offset
-// is beyond it) on this replica, or ctx ends. It is woken by the apply path.
-func (l *Log) Wait(ctx context.Context, p int, offset uint64) error {
-	g, err := l.readable(p)
-	if err != nil {
-		return err
-	}
-	i, _ := g.fsm.slot(p)
-	return l.waitUntil(ctx, &g.fsm.signals[i], func() bool { return g.fsm.next[i].Load() > offset })
-}
-
-// WaitApplied blocks until this replica has applied pos, so that reads here
-// see every write acknowledged up to it (read-your-writes on any node).
-func (l *Log) WaitApplied(ctx context.Context, pos Position) error {
-	if l.isClosed() {
-		return ErrClosed
-	}
-	if pos.Group < 0 || pos.Group >= len(l.groups) {
-		return fmt.Errorf("%w: group %d", ErrUnknownPartition, pos.Group)
-	}
-	f := l.groups[pos.Group].fsm
-	return l.waitUntil(ctx, &f.appSig, func() bool { return f.applied.Load() >= pos.Index })
-}
-
-// waitUntil blocks until cond holds, re-checking it whenever sig fires.
-func (l *Log) waitUntil(ctx context.Context, sig *signal, cond func() bool) error {
-	for {
-		ch := sig.wait() // before the check, so no notify is missed
-		if cond() {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-l.closing:
-			return ErrClosed
-		}
-	}
-}
-
-// Applied is the position this replica has applied in group g.
-func (l *Log) Applied(g int) Position {
-	return Position{Group: g, Index: l.groups[g].fsm.applied.Load()}
+	return l.shards[s], nil
 }

@@ -8,10 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/esraft/esraft/raftlog/internal/core"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 )
@@ -66,7 +66,7 @@ func TestSingleNodeRestartKeepsEveryRecord(t *testing.T) {
 	l = openSingle(t, dir, nil)
 	byID := map[uuid.UUID]Record{}
 	total := 0
-	for p := 0; p < l.Partitions(); p++ {
+	for p := Partition(0); int(p) < l.Partitions(); p++ {
 		recs := readAll(t, l, p)
 		for i, r := range recs {
 			require.Equal(t, uint64(i), r.Offset, "dense offsets")
@@ -118,7 +118,7 @@ func TestAppendRejectsBadInput(t *testing.T) {
 		want error
 	}{
 		{"empty key", "", []NewRecord{rec("x")}, nil, ErrEmptyKey},
-		{"huge key", strings.Repeat("k", maxKeyBytes+1), []NewRecord{rec("x")}, nil, ErrRecordTooLarge},
+		{"huge key", strings.Repeat("k", core.MaxKeyBytes+1), []NewRecord{rec("x")}, nil, ErrRecordTooLarge},
 		{"empty batch", "k", nil, nil, ErrEmptyBatch},
 		{"record too large", "k", []NewRecord{{Value: make([]byte, 101)}}, nil, ErrRecordTooLarge},
 		{"headers count", "k", []NewRecord{{Value: make([]byte, 90), Headers: []Header{{Key: "h", Value: make([]byte, 10)}}}}, nil, ErrRecordTooLarge},
@@ -134,7 +134,7 @@ func TestAppendRejectsBadInput(t *testing.T) {
 			require.ErrorIs(t, err, c.want)
 		})
 	}
-	for p := 0; p < l.Partitions(); p++ {
+	for p := Partition(0); int(p) < l.Partitions(); p++ {
 		next, _ := l.NextOffset(p)
 		require.Zero(t, next, "nothing appended by rejected input")
 	}
@@ -245,7 +245,7 @@ func TestWaitIsWokenByApply(t *testing.T) {
 func TestGroupCommitCoalescesAppends(t *testing.T) {
 	l := openSingle(t, t.TempDir(), nil)
 	ctx := context.Background()
-	before := l.groups[0].raft.LastIndex()
+	before := l.shards[0].Raft.LastIndex()
 	const n = 256
 	start := make(chan struct{})
 	errs := make(chan error, n)
@@ -265,7 +265,7 @@ func TestGroupCommitCoalescesAppends(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
-	entries := l.groups[0].raft.LastIndex() - before
+	entries := l.shards[0].Raft.LastIndex() - before
 	t.Logf("%d appends in %d raft entries", n, entries)
 	require.Less(t, entries, uint64(n/4), "concurrent appends share raft entries")
 }
@@ -280,20 +280,20 @@ func TestOpenChecksDataDirectory(t *testing.T) {
 	require.ErrorIs(t, err, ErrConfig)
 	_, err = Open(context.Background(), Config{})
 	require.ErrorIs(t, err, ErrConfig)
-	_, err = Open(context.Background(), Config{Dir: t.TempDir(), Groups: 9})
+	_, err = Open(context.Background(), Config{Dir: t.TempDir(), Shards: 9})
 	require.ErrorIs(t, err, ErrConfig)
 	_, err = Open(context.Background(), Config{Dir: t.TempDir(), Join: "127.0.0.1:1"})
 	require.ErrorIs(t, err, ErrConfig)
 }
 
 func TestStatus(t *testing.T) {
-	l := openSingle(t, t.TempDir(), func(c *Config) { c.Partitions = 4; c.Groups = 2 })
+	l := openSingle(t, t.TempDir(), func(c *Config) { c.Partitions = 4; c.Shards = 2 })
 	_, err := l.Append(context.Background(), "k", []NewRecord{rec("x")}, ToPartition(3))
 	require.NoError(t, err)
 	s := l.Status()
 	require.Equal(t, "node1", s.NodeID)
-	require.Len(t, s.Groups, 2)
-	for _, g := range s.Groups {
+	require.Len(t, s.Shards, 2)
+	for _, g := range s.Shards {
 		require.Equal(t, "Leader", g.State)
 		require.Equal(t, "node1", g.LeaderID)
 		require.LessOrEqual(t, g.AppliedIndex, g.CommitIndex)
@@ -309,14 +309,14 @@ func TestStatus(t *testing.T) {
 func crash(t *testing.T, l *Log) {
 	t.Helper()
 	close(l.closing)
-	for _, g := range l.groups {
-		g.batcher.close()
-		require.NoError(t, g.raft.Shutdown().Error())
+	for _, s := range l.shards {
+		s.Batcher.Close()
+		require.NoError(t, s.Raft.Shutdown().Error())
 	}
 	l.wg.Wait()
-	for _, g := range l.groups {
-		require.NoError(t, g.store.Close())
-		crashFSM(t, g.fsm)
+	for _, s := range l.shards {
+		require.NoError(t, s.store.Close())
+		require.NoError(t, s.engine.Probe().Crash())
 	}
 }
 
@@ -335,23 +335,14 @@ func testCrashLosesNothing(t *testing.T, holdFrozen bool) {
 	ctx := context.Background()
 	l, err := Open(ctx, cfg)
 	require.NoError(t, err)
-	f := l.groups[0].fsm
+	probe := l.shards[0].engine.Probe()
 	perWriter := 130
 	var held <-chan struct{}
 	if holdFrozen {
 		// The first table is written; the second stays frozen until the
 		// crash; the active one stays below the threshold (8 x 100 records).
 		perWriter = 100
-		var flushes atomic.Int32
-		release := make(chan struct{})
-		hold := holdFlushes(f, release)
-		inner := f.beforeFlush
-		f.beforeFlush = func() {
-			if flushes.Add(1) > 1 {
-				inner()
-			}
-		}
-		held = hold
+		held = probe.HoldFlushes(make(chan struct{}), 1)
 	}
 	var mu sync.Mutex
 	acked := map[uuid.UUID]AppendResult{}
@@ -373,12 +364,15 @@ func testCrashLosesNothing(t *testing.T, holdFrozen bool) {
 		}()
 	}
 	wg.Wait()
-	require.Less(t, f.mem.n, 300)
-	require.Positive(t, f.mem.n, "the crash must lose a non-empty table")
+	require.Less(t, probe.ActiveRecords(), 300)
+	require.Positive(t, probe.ActiveRecords(), "the crash must lose a non-empty table")
 	if holdFrozen {
 		<-held
-		require.NotNil(t, f.frozen)
-		require.Less(t, fileAppliedOf(t, f), f.frozen.last)
+		frozenLast, frozen := probe.Frozen()
+		require.True(t, frozen)
+		fileApplied, err := probe.FileApplied()
+		require.NoError(t, err)
+		require.Less(t, fileApplied, frozenLast)
 	}
 	crash(t, l)
 
@@ -396,7 +390,7 @@ func testCrashLosesNothing(t *testing.T, holdFrozen bool) {
 	defer cancel()
 	require.NoError(t, l.WaitApplied(wctx, last.Position))
 	found := 0
-	for p := 0; p < l.Partitions(); p++ {
+	for p := Partition(0); int(p) < l.Partitions(); p++ {
 		for i, r := range readAll(t, l, p) {
 			require.Equal(t, uint64(i), r.Offset)
 			res, ok := acked[r.ID]
@@ -475,7 +469,7 @@ func TestSnapshotStreamDoesNotBlockAppends(t *testing.T) {
 	ctx := context.Background()
 	_, err := l.Append(ctx, "k", []NewRecord{rec("before")})
 	require.NoError(t, err)
-	stream, _, err := l.groups[0].fsm.openFullCopy()
+	stream, _, err := l.shards[0].engine.Probe().OpenFullCopy()
 	require.NoError(t, err)
 	defer stream.Close()
 	_, err = stream.Read(make([]byte, 100)) // started, and left hanging
@@ -508,14 +502,14 @@ func TestOpenRefusesStateFileBehindSnapshot(t *testing.T) {
 		_, err := l.Append(ctx, "k", []NewRecord{rec("more")})
 		require.NoError(t, err)
 	}
-	require.NoError(t, l.groups[0].raft.Snapshot().Error())
+	require.NoError(t, l.shards[0].Raft.Snapshot().Error())
 	require.NoError(t, l.Close())
 	require.NoError(t, os.WriteFile(state, old, 0o600))
 
 	octx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	_, err = Open(octx, Config{Dir: dir})
-	require.ErrorIs(t, err, errCorrupt)
+	require.ErrorIs(t, err, core.ErrCorrupt)
 	require.ErrorContains(t, err, "behind snapshot marker")
 }
 
@@ -548,7 +542,7 @@ func TestLogStoreIsChosenOnceAndKept(t *testing.T) {
 			_, err = l.Append(ctx, "k", []NewRecord{rec("c")})
 			require.NoError(t, err)
 			var got []string
-			for p := 0; p < l.Partitions(); p++ {
+			for p := Partition(0); int(p) < l.Partitions(); p++ {
 				for _, r := range readAll(t, l, p) {
 					got = append(got, string(r.Value))
 				}

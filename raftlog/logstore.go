@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/esraft/esraft/raftlog/internal/core"
+	"github.com/esraft/esraft/raftlog/internal/state"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -60,7 +62,7 @@ func storedLogKind(dir string) (LogStore, error) {
 	case 1:
 		return found[0], nil
 	}
-	return "", fmt.Errorf("%w: %s holds both a bolt and a WAL raft log", errCorrupt, dir)
+	return "", fmt.Errorf("%w: %s holds both a bolt and a WAL raft log", core.ErrCorrupt, dir)
 }
 
 // openGroupLog opens the raft log in group directory dir: the store it
@@ -80,7 +82,7 @@ func openGroupLog(dir string, cfg *Config, logger hclog.Logger) (groupLog, error
 		return nil, fmt.Errorf("%w: %s holds a %q raft log, LogStore is %q", ErrConfig, dir, kind, want)
 	}
 	if kind == LogStoreBolt {
-		opts := boltOptions()
+		opts := state.BoltOptions()
 		opts.InitialMmapSize = 0
 		return raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, boltLogFile), BoltOptions: opts})
 	}

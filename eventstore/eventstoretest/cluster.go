@@ -192,7 +192,7 @@ func (c *tcluster) leader(t testing.TB) int {
 			if s == nil {
 				continue
 			}
-			for _, g := range s.Log().Status().Groups {
+			for _, g := range s.Log().Status().Shards {
 				if g.LeaderID == "" || (id != "" && g.LeaderID != id) {
 					return false
 				}

@@ -176,9 +176,9 @@ func TestEndToEndThreeNodeCluster(t *testing.T) {
 	eventstoretest.Eventually(t, 30*time.Second, "a leader", func() bool {
 		for i, p := range procs {
 			var st struct {
-				Groups []struct{ State string } `json:"raft_groups"`
+				Shards []struct{ State string } `json:"shards"`
 			}
-			if code, err := call("GET", "http://"+p.http+"/status", "", nil, &st); err == nil && code == 200 && len(st.Groups) > 0 && st.Groups[0].State == "Leader" {
+			if code, err := call("GET", "http://"+p.http+"/status", "", nil, &st); err == nil && code == 200 && len(st.Shards) > 0 && st.Shards[0].State == "Leader" {
 				victim = i
 				return true
 			}

@@ -300,8 +300,8 @@ func (a *app) rebuild(w http.ResponseWriter, r *http.Request) {
 
 func (a *app) status(w http.ResponseWriter, r *http.Request) {
 	ls := a.store.Log().Status()
-	type group struct {
-		Group    int    `json:"group"`
+	type shard struct {
+		Shard    int    `json:"shard"`
 		State    string `json:"state"`
 		Leader   string `json:"leader"`
 		Term     uint64 `json:"term"`
@@ -315,17 +315,17 @@ func (a *app) status(w http.ResponseWriter, r *http.Request) {
 		Voter bool   `json:"voter"`
 	}
 	out := map[string]any{"node": ls.NodeID, "addr": ls.Addr}
-	var groups []group
+	var shards []shard
 	var members []member
-	for _, g := range ls.Groups {
-		groups = append(groups, group{g.Group, g.State, g.LeaderID, g.Term, g.AppliedIndex, g.CommitIndex, g.LastIndex})
-		if g.Group == 0 {
+	for _, g := range ls.Shards {
+		shards = append(shards, shard{int(g.Shard), g.State, g.LeaderID, g.Term, g.AppliedIndex, g.CommitIndex, g.LastIndex})
+		if g.Shard == 0 {
 			for _, s := range g.Servers {
 				members = append(members, member{s.ID, s.Addr, s.Voter})
 			}
 		}
 	}
-	out["raft_groups"], out["members"] = groups, members
+	out["shards"], out["members"] = shards, members
 	heads := map[string]uint64{}
 	for p := 0; p < a.store.Partitions(); p++ {
 		h, _ := a.store.Head(p)

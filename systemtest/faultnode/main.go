@@ -122,7 +122,7 @@ func run(id, dir, advertise, peerList, source, ready string, partitions, groups 
 		eventstore.Node(id, advertise), eventstore.Peers(peers...),
 		eventstore.Partitions(partitions),
 		eventstore.LogConfig(func(c *raftlog.Config) {
-			c.Groups = groups
+			c.Shards = groups
 			c.Listener = clusterLn
 			c.Advertise = advertise
 			c.Dialer = func(ctx context.Context, addr string) (net.Conn, error) {
@@ -313,7 +313,7 @@ func (a *api) append(w http.ResponseWriter, r *http.Request) {
 		out = wire.AppendResponse{
 			Outcome: wire.OutcomeOK, Partition: res.Partition, FirstOffset: res.FirstOffset,
 			FirstVersion: res.FirstVersion, LastVersion: res.LastVersion, Duplicate: res.Duplicate,
-			Group: res.Position.Group, Index: res.Position.Index,
+			Group: int(res.Position.Shard), Index: res.Position.Index,
 		}
 	case errors.As(err, &wv):
 		out = wire.AppendResponse{Outcome: wire.OutcomeWrongVersion, Actual: wv.Actual}
@@ -422,7 +422,7 @@ scan:
 
 func (a *api) status(w http.ResponseWriter, r *http.Request) {
 	s := a.st.Log().Status()
-	writeJSON(w, wire.StatusResponse{PID: a.pid, Groups: s.Groups, Heads: s.Partitions})
+	writeJSON(w, wire.StatusResponse{PID: a.pid, Groups: s.Shards, Heads: s.Partitions})
 }
 
 func (a *api) group(w http.ResponseWriter, r *http.Request) {

@@ -152,7 +152,7 @@ func (w *ConsumerGroupWorkload) await(ctx context.Context, c *Cluster, cl *clien
 				continue
 			}
 			for _, a := range res.State.Partitions {
-				if a.Partition < len(committed) {
+				if int(a.Partition) < len(committed) {
 					committed[a.Partition] = max(committed[a.Partition], a.Committed)
 				}
 			}

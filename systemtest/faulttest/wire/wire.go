@@ -83,7 +83,7 @@ type DigestResponse struct {
 // StatusResponse is the reply of GET /status.
 type StatusResponse struct {
 	PID    int                       `json:"pid"`
-	Groups []raftlog.GroupStatus     `json:"groups"`
+	Groups []raftlog.ShardStatus     `json:"groups"` // one per shard
 	Heads  []raftlog.PartitionStatus `json:"heads"`
 }
 

@@ -1,4 +1,4 @@
-package raftlog
+package route
 
 import (
 	"context"
@@ -8,10 +8,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/esraft/esraft/raftlog/internal/core"
+	"github.com/esraft/esraft/raftlog/internal/wire"
 	"github.com/hashicorp/raft"
 )
 
-// batcher is one raft group's group commit: concurrent appends on the
+// Batcher is one shard's group commit: concurrent appends on the
 // leader are coalesced into one raft entry, bounded by MaxEntryRequests,
 // MaxEntryBytes and Linger. At most MaxInflight entries are proposed and not
 // yet applied; appends that arrive meanwhile gather into the next entry, so
@@ -25,7 +27,7 @@ import (
 // answered, until the batch holds as many appends as were waiting then
 // plus as many as that entry answered: the callers it expects back. A
 // caller that does not come back costs the others at most CohortWait.
-type batcher struct {
+type Batcher struct {
 	r        *raft.Raft
 	reqs     chan *pendingAppend
 	slots    chan struct{}
@@ -60,7 +62,7 @@ type pendingAppend struct {
 var pendingPool = sync.Pool{New: func() any { return &pendingAppend{done: make(chan appendReply, 1)} }}
 
 type appendReply struct {
-	res AppendResult
+	res core.AppendResult
 	err error
 }
 
@@ -82,8 +84,18 @@ func (e *retryError) Error() string {
 }
 func (e *retryError) Unwrap() error { return e.cause }
 
-func newBatcher(r *raft.Raft, cfg *Config) *batcher {
-	return &batcher{
+// BatcherConfig bounds group commit (see raftlog.Config).
+type BatcherConfig struct {
+	MaxEntryRequests int
+	MaxEntryBytes    int
+	Linger           time.Duration
+	MaxInflight      int
+	CohortWait       time.Duration
+}
+
+// NewBatcher returns the group commit of raft r; Start starts it.
+func NewBatcher(r *raft.Raft, cfg BatcherConfig) *Batcher {
+	return &Batcher{
 		r:        r,
 		reqs:     make(chan *pendingAppend, 1024),
 		slots:    make(chan struct{}, cfg.MaxInflight),
@@ -101,7 +113,7 @@ func newBatcher(r *raft.Raft, cfg *Config) *batcher {
 // submit hands one encoded append to the batcher and waits for its
 // outcome. A ctx that ends after the hand-off gives an unknown outcome;
 // one that ends before it, a retryError that is not unknown.
-func (b *batcher) submit(ctx context.Context, enc []byte) (AppendResult, error) {
+func (b *Batcher) Submit(ctx context.Context, enc []byte) (core.AppendResult, error) {
 	p := pendingPool.Get().(*pendingAppend)
 	p.enc = enc
 	select {
@@ -109,11 +121,11 @@ func (b *batcher) submit(ctx context.Context, enc []byte) (AppendResult, error) 
 	case <-ctx.Done():
 		p.enc = nil
 		pendingPool.Put(p)
-		return AppendResult{}, &retryError{cause: ctx.Err()}
+		return core.AppendResult{}, &retryError{cause: ctx.Err()}
 	case <-b.stop:
 		p.enc = nil
 		pendingPool.Put(p)
-		return AppendResult{}, ErrClosed
+		return core.AppendResult{}, core.ErrClosed
 	}
 	select {
 	case r := <-p.done:
@@ -121,7 +133,7 @@ func (b *batcher) submit(ctx context.Context, enc []byte) (AppendResult, error) 
 		pendingPool.Put(p)
 		return r.res, r.err
 	case <-ctx.Done():
-		return AppendResult{}, &retryError{unknown: true, cause: ctx.Err()}
+		return core.AppendResult{}, &retryError{unknown: true, cause: ctx.Err()}
 	case <-b.done:
 		// Every append run took was answered before done closed; one
 		// queued after run stopped was never proposed.
@@ -129,12 +141,12 @@ func (b *batcher) submit(ctx context.Context, enc []byte) (AppendResult, error) 
 		case r := <-p.done:
 			return r.res, r.err
 		default:
-			return AppendResult{}, ErrClosed
+			return core.AppendResult{}, core.ErrClosed
 		}
 	}
 }
 
-func (b *batcher) start() {
+func (b *Batcher) Start() {
 	b.started = true
 	go b.complete()
 	go b.run()
@@ -145,14 +157,14 @@ func (b *batcher) start() {
 // raft does not resolve an Apply future still queued in its buffered
 // apply channel at shutdown (BatchApplyCh), and complete() would wait for
 // it forever.
-func (b *batcher) close() {
+func (b *Batcher) Close() {
 	close(b.stop)
 	if b.started {
 		<-b.done
 	}
 }
 
-func (b *batcher) run() {
+func (b *Batcher) run() {
 	defer close(b.inflight) // lets complete() finish after the last entry
 	var (
 		batch []*pendingAppend
@@ -175,12 +187,12 @@ func (b *batcher) run() {
 			batch = append(batch, carry)
 		}
 		for _, p := range batch {
-			p.done <- appendReply{err: ErrClosed}
+			p.done <- appendReply{err: core.ErrClosed}
 		}
 		for {
 			select {
 			case p := <-b.reqs:
-				p.done <- appendReply{err: ErrClosed}
+				p.done <- appendReply{err: core.ErrClosed}
 			default:
 				return
 			}
@@ -214,7 +226,7 @@ func (b *batcher) run() {
 			failAll()
 			return
 		}
-		// wait for a free slot, taking more appends meanwhile
+		// Wait for a free slot, taking more appends meanwhile
 	wait:
 		for {
 			reqs := b.reqs
@@ -235,7 +247,7 @@ func (b *batcher) run() {
 			failAll()
 			return
 		}
-		data := encodeEntryHeader(make([]byte, 0, size+16), time.Now().UnixNano(), len(batch))
+		data := wire.EncodeEntryHeader(make([]byte, 0, size+16), time.Now().UnixNano(), len(batch))
 		for _, p := range batch {
 			data = append(data, p.enc...)
 		}
@@ -245,13 +257,13 @@ func (b *batcher) run() {
 }
 
 // complete resolves in-flight entries in proposal order.
-func (b *batcher) complete() {
+func (b *Batcher) complete() {
 	defer close(b.done)
 	for e := range b.inflight {
 		err := e.fut.Error()
-		var outs []appendOutcome
+		var outs []core.AppendOutcome
 		if err == nil {
-			outs, _ = e.fut.Response().([]appendOutcome)
+			outs, _ = e.fut.Response().([]core.AppendOutcome)
 			if len(outs) != len(e.batch) {
 				err = fmt.Errorf("raftlog: entry applied with %d outcomes for %d appends", len(outs), len(e.batch))
 			}
@@ -279,7 +291,7 @@ func classifyApplyError(err error) error {
 	case errors.Is(err, raft.ErrNotLeader):
 		return &retryError{cause: err} // rejected before it was proposed
 	case errors.Is(err, raft.ErrRaftShutdown):
-		return &retryError{unknown: true, cause: ErrClosed}
+		return &retryError{unknown: true, cause: core.ErrClosed}
 	default: // ErrLeadershipLost, ErrEnqueueTimeout, log store failures
 		return &retryError{unknown: true, cause: err}
 	}
@@ -287,7 +299,7 @@ func classifyApplyError(err error) error {
 
 // lingerFor gathers appends for up to Linger or until the batch is full. It
 // reports false if the batcher was stopped.
-func (b *batcher) lingerFor(add func(*pendingAppend) bool, full func() bool) bool {
+func (b *Batcher) lingerFor(add func(*pendingAppend) bool, full func() bool) bool {
 	t := time.NewTimer(b.linger)
 	defer t.Stop()
 	for !full() {
@@ -308,7 +320,7 @@ func (b *batcher) lingerFor(add func(*pendingAppend) bool, full func() bool) boo
 // holds the appends taken before that answer plus as many as it answered,
 // the batch is full, or CohortWait has passed since the answer. It reports
 // false if the batcher was stopped.
-func (b *batcher) awaitCohort(batch []*pendingAppend, add func(*pendingAppend) bool, full func() bool) bool {
+func (b *Batcher) awaitCohort(batch []*pendingAppend, add func(*pendingAppend) bool, full func() bool) bool {
 	if b.cohortWait <= 0 {
 		return true
 	}

@@ -1,10 +1,22 @@
-package raftlog
+// Package core holds the log's value types and errors: records, results,
+// positions, key conditions and consumer-group state, and the sentinel
+// errors every layer returns. It imports nothing of the log; every package
+// of raftlog may import it, and the raftlog facade re-exports it.
+package core
 
 import (
 	"time"
 
 	"github.com/google/uuid"
 )
+
+// Partition numbers a partition of the log: the unit of ordering and of
+// consumer assignment, 0 .. partitions-1.
+type Partition int
+
+// Shard numbers a raft group of the log: the unit of replication and
+// leadership, 0 .. shards-1. Partition p lives in shard p mod shards.
+type Shard int
 
 // Header is a named value carried with a record.
 type Header struct {
@@ -24,7 +36,7 @@ type NewRecord struct {
 
 // Record is a committed record as read back from the log.
 type Record struct {
-	Partition int
+	Partition Partition
 	Offset    uint64 // dense from 0 within the partition
 	Key       string
 	KeySeq    uint64 // dense from 1 within the key
@@ -34,10 +46,11 @@ type Record struct {
 	Value     []byte
 }
 
-// Position names a point in one raft group's applied history. A follower
-// that has applied a Position holds every record acknowledged up to it.
+// Position names a point in one shard's applied history: a raft index of
+// the shard's log. A replica that has applied a Position holds every record
+// acknowledged up to it.
 type Position struct {
-	Group int
+	Shard Shard
 	Index uint64
 }
 
@@ -45,7 +58,7 @@ type Position struct {
 // batch occupy offsets FirstOffset..FirstOffset+Count-1 and key sequences
 // FirstKeySeq..FirstKeySeq+Count-1.
 type AppendResult struct {
-	Partition   int
+	Partition   Partition
 	FirstOffset uint64
 	FirstKeySeq uint64
 	Count       int
@@ -69,51 +82,6 @@ func (r AppendResult) LastOffset() uint64 { return r.FirstOffset + uint64(r.Coun
 // LastKeySeq is the key sequence of the batch's last record.
 func (r AppendResult) LastKeySeq() uint64 { return r.FirstKeySeq + uint64(r.Count) - 1 }
 
-// AppendOption adjusts one Append call.
-type AppendOption func(*appendOptions)
-
-type appendOptions struct {
-	partition    int
-	hasPartition bool
-	expected     uint64
-	flags        uint64 // reqExpected, reqExists, reqAbsent, reqRecreate
-}
-
-// ToPartition appends to partition p instead of the partition the key
-// routes to. Key sequences are kept per partition and key.
-func ToPartition(p int) AppendOption {
-	return func(o *appendOptions) { o.partition, o.hasPartition = p, true }
-}
-
-// ExpectKeySeq makes the append conditional: it succeeds only if the key's
-// current sequence (the sequence of its last record, 0 for a new key; a
-// deleted or truncated key keeps its sequence) equals seq. The check runs
-// inside the replicated state machine, so two appends racing on one key
-// cannot both pass it. The last condition option given wins.
-func ExpectKeySeq(seq uint64) AppendOption {
-	return func(o *appendOptions) { o.expected, o.flags = seq, o.flags&reqRecreate|reqExpected }
-}
-
-// ExpectKeyExists makes the append conditional on the key having records
-// and not being deleted.
-func ExpectKeyExists() AppendOption {
-	return func(o *appendOptions) { o.flags = o.flags&reqRecreate | reqExists }
-}
-
-// ExpectKeyAbsent makes the append conditional on the key having no
-// records, or being deleted (then Recreate is needed as well).
-func ExpectKeyAbsent() AppendOption {
-	return func(o *appendOptions) { o.flags = o.flags&reqRecreate | reqAbsent }
-}
-
-// Recreate lets an append to a soft-deleted key succeed: the key is no
-// longer deleted, its sequence goes on from where it was, and the records
-// from before the deletion stay hidden. Without it such an append fails
-// with ErrKeyDeleted.
-func Recreate() AppendOption {
-	return func(o *appendOptions) { o.flags |= reqRecreate }
-}
-
 // KeyInfo is the state of a key in its partition.
 type KeyInfo struct {
 	// Seq is the sequence of the key's last record, 0 if it has none. A
@@ -128,11 +96,3 @@ type KeyInfo struct {
 
 // Exists reports whether the key has records and is not deleted.
 func (k KeyInfo) Exists() bool { return k.Seq > 0 && !k.Deleted }
-
-// ReadOptions bounds a read. Zero values take the log's defaults. A read
-// returns at least one record when one exists, even if it alone exceeds
-// MaxBytes.
-type ReadOptions struct {
-	MaxRecords int
-	MaxBytes   int
-}

@@ -1,4 +1,4 @@
-package raftlog
+package state
 
 import (
 	"bytes"
@@ -8,8 +8,12 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/google/uuid"
+	"github.com/esraft/esraft/raftlog/internal/cgroup"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/google/uuid"
+
+	"github.com/esraft/esraft/raftlog/internal/wire"
 )
 
 // The in-memory table.
@@ -66,7 +70,7 @@ type memTable struct {
 	start []uint64             // per hosted partition: the offset of recs[slot][0]
 	recs  [][][]byte           // per hosted partition: stored records, in offset order
 	keys  []map[string]*memKey // per hosted partition: the key runs held here
-	ids   map[uuid.UUID]idEntry
+	ids   map[uuid.UUID]IDEntry
 	idLog []memIDList // retention entries
 	// metaDirty[slot] names the keys whose fsm.meta changed in this
 	// table; groupsDirty the consumer groups changed in it. When the table
@@ -124,14 +128,14 @@ func newMemTable(next []uint64, base uint64, lastTime int64, size int) *memTable
 		m.metaDirty[i] = map[string]struct{}{}
 	}
 	m.groupsDirty = map[string]struct{}{}
-	m.ids = make(map[uuid.UUID]idEntry, size)
+	m.ids = make(map[uuid.UUID]IDEntry, size)
 	return m
 }
 
 // end is the offset after the last record of partition slot held here.
 func (m *memTable) end(slot int) uint64 { return m.start[slot] + uint64(len(m.recs[slot])) }
 
-func (f *fsm) nextOffsets() []uint64 {
+func (f *Engine) nextOffsets() []uint64 {
 	next := make([]uint64, len(f.next))
 	for i := range next {
 		next[i] = f.next[i].Load()
@@ -144,7 +148,7 @@ func (f *fsm) nextOffsets() []uint64 {
 // outside any read transaction. If the previous frozen table is still
 // being written, it waits for it first: memory stays bounded by two tables,
 // and applies are held up only when flushes cannot keep pace.
-func (f *fsm) freeze() {
+func (f *Engine) freeze() {
 	if f.mem.last == f.mem.base {
 		return // nothing applied since the last freeze
 	}
@@ -159,7 +163,7 @@ func (f *fsm) freeze() {
 	}
 	m.groupsAt = make(map[string][]byte, len(m.groupsDirty))
 	for name := range m.groupsDirty {
-		m.groupsAt[name] = encodeCGroup(nil, f.cgroups[name])
+		m.groupsAt[name] = cgroup.Encode(nil, f.cgroups[name])
 	}
 	f.mu.Lock()
 	f.frozen = m
@@ -172,9 +176,9 @@ func (f *fsm) freeze() {
 }
 
 // waitFlushed waits until no frozen table is left.
-func (f *fsm) waitFlushed() {
+func (f *Engine) waitFlushed() {
 	for {
-		ch := f.flushed.wait() // before the check, so no notify is missed
+		ch := f.flushed.Wait() // before the check, so no notify is missed
 		f.mu.RLock()
 		done := f.frozen == nil
 		f.mu.RUnlock()
@@ -187,7 +191,7 @@ func (f *fsm) waitFlushed() {
 
 // flush makes the state file cover everything applied: it freezes the
 // active table and waits for the flusher to write it.
-func (f *fsm) flush() {
+func (f *Engine) flush() {
 	f.freeze()
 	f.waitFlushed()
 }
@@ -195,7 +199,7 @@ func (f *fsm) flush() {
 // runFlusher is the flusher goroutine: it writes each frozen table to the
 // state file and then drops it from memory. It is started by openFSM and
 // stopped by close (or, in tests, by halt).
-func (f *fsm) runFlusher() {
+func (f *Engine) runFlusher() {
 	defer close(f.flushDone)
 	for {
 		select {
@@ -225,7 +229,7 @@ func (f *fsm) runFlusher() {
 		}
 		f.mu.Unlock()
 		f.dbMu.RUnlock()
-		f.flushed.notify()
+		f.flushed.Notify()
 	}
 }
 
@@ -233,10 +237,10 @@ func (f *fsm) runFlusher() {
 // transaction, with its applied index and time, and prunes expired record
 // IDs. Readers meanwhile still find every record in the table: they read
 // the file only below the oldest table's start offsets.
-func (f *fsm) writeTable(m *memTable) {
+func (f *Engine) writeTable(m *memTable) {
 	tx, err := f.db.Begin(true)
 	if err != nil {
-		panic(fmt.Sprintf("raftlog: group %d: begin flush: %v", f.group, err))
+		panic(fmt.Sprintf("raftlog: shard %d: begin flush: %v", f.shard, err))
 	}
 	var errs []error
 	put := func(b *bolt.Bucket, k, v []byte) {
@@ -277,7 +281,7 @@ func (f *fsm) writeTable(m *memTable) {
 		sort.Strings(names)
 		for _, k := range names {
 			mk := m.keys[slot][k]
-			errs = append(errs, putKeyOffsets(keys, appendString(alloc(binary.MaxVarintLen64 + len(k))[:0], k), mk.first, mk.offsets, alloc))
+			errs = append(errs, putKeyOffsets(keys, wire.AppendString(alloc(binary.MaxVarintLen64 + len(k))[:0], k), mk.first, mk.offsets, alloc))
 		}
 		errs = append(errs, flushKeyMeta(pb, meta))
 		// The next offset, stored because erasure can empty the partition's end.
@@ -318,19 +322,19 @@ func (f *fsm) writeTable(m *memTable) {
 	put(meta, metaTime, be64(uint64(m.lastTime)))
 	if err := errors.Join(errs...); err != nil {
 		tx.Rollback()
-		panic(fmt.Sprintf("raftlog: group %d: flush: %v", f.group, err))
+		panic(fmt.Sprintf("raftlog: shard %d: flush: %v", f.shard, err))
 	}
 	if err := tx.Commit(); err != nil {
 		// The table cannot be kept without a way to make it durable; the
 		// raft log still holds its entries, and a restart re-applies them.
-		panic(fmt.Sprintf("raftlog: group %d: commit flush: %v", f.group, err))
+		panic(fmt.Sprintf("raftlog: shard %d: commit flush: %v", f.shard, err))
 	}
 }
 
 // pruneIDs deletes record IDs that expired before the retention window
 // ending at t, a whole append at a time, until about limit IDs are gone.
 // An ID appended again after it expired has a newer entry, which stays.
-func (f *fsm) pruneIDs(ids, idTime *bolt.Bucket, t int64, limit int) error {
+func (f *Engine) pruneIDs(ids, idTime *bolt.Bucket, t int64, limit int) error {
 	if f.retention <= 0 {
 		return nil
 	}
@@ -362,10 +366,10 @@ func (f *fsm) pruneIDs(ids, idTime *bolt.Bucket, t int64, limit int) error {
 
 // hidden reports whether the stored record v lies below its key's floor
 // in meta (key metadata of its partition).
-func (f *fsm) hidden(meta map[string]*keyMeta, v []byte) bool {
+func (f *Engine) hidden(meta map[string]*keyMeta, v []byte) bool {
 	key, seq, err := storedKeySeq(v)
 	if err != nil {
-		panic(fmt.Sprintf("raftlog: group %d: stored record: %v", f.group, err))
+		panic(fmt.Sprintf("raftlog: shard %d: stored record: %v", f.shard, err))
 	}
 	km := meta[string(key)]
 	return km != nil && seq < km.floor

@@ -1,4 +1,4 @@
-package raftlog
+package state
 
 import (
 	"bytes"
@@ -12,17 +12,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/esraft/esraft/raftlog/internal/cgroup"
+	"github.com/esraft/esraft/raftlog/internal/core"
+	"github.com/esraft/esraft/raftlog/internal/wire"
 	"github.com/google/uuid"
 	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 )
 
-func newTestFSM(t testing.TB, retention time.Duration) *fsm {
+func newTestFSM(t testing.TB, retention time.Duration) *Engine {
 	t.Helper()
-	f, err := openFSM(filepath.Join(t.TempDir(), "fsm.db"), 0, 4, 1, retention)
+	f, err := openTest(filepath.Join(t.TempDir(), "fsm.db"), 0, 4, 1, retention)
 	require.NoError(t, err)
-	t.Cleanup(func() { f.close() })
+	t.Cleanup(func() { f.Close() })
 	return f
 }
 
@@ -33,15 +36,15 @@ func testID(n int) uuid.UUID {
 	return id
 }
 
-func req(p int, key string, expect int64, ids ...int) appendRequest {
-	r := appendRequest{Partition: p, Key: key}
+func req(p core.Partition, key string, expect int64, ids ...int) wire.Request {
+	r := wire.Request{Partition: p, Key: key}
 	if expect >= 0 {
-		r.Flags, r.Expected = reqExpected, uint64(expect)
+		r.Flags, r.Expected = wire.ReqExpected, uint64(expect)
 	}
 	for _, id := range ids {
-		r.Records = append(r.Records, NewRecord{
+		r.Records = append(r.Records, core.NewRecord{
 			ID:      testID(id),
-			Headers: []Header{{Key: "h", Value: []byte(fmt.Sprint(id))}},
+			Headers: []core.Header{{Key: "h", Value: []byte(fmt.Sprint(id))}},
 			Value:   []byte(fmt.Sprintf("value-%d", id)),
 		})
 	}
@@ -49,46 +52,46 @@ func req(p int, key string, expect int64, ids ...int) appendRequest {
 }
 
 // flagged returns r with flags added.
-func flagged(r appendRequest, flags uint64) appendRequest {
+func flagged(r wire.Request, flags uint64) wire.Request {
 	r.Flags |= flags
 	return r
 }
 
 // keyOp is a delete (before 0) or truncate request on key.
-func keyOp(p int, key string, expect int64, before uint64) appendRequest {
+func keyOp(p core.Partition, key string, expect int64, before uint64) wire.Request {
 	r := req(p, key, expect)
 	if before == 0 {
-		r.Flags |= reqDelete
+		r.Flags |= wire.ReqDelete
 	} else {
-		r.Flags, r.Before = r.Flags|reqTruncate, before
+		r.Flags, r.Before = r.Flags|wire.ReqTruncate, before
 	}
 	return r
 }
 
-func entryLog(index uint64, t int64, reqs ...appendRequest) *raft.Log {
-	data := encodeEntryHeader(nil, t, len(reqs))
+func entryLog(index uint64, t int64, reqs ...wire.Request) *raft.Log {
+	data := wire.EncodeEntryHeader(nil, t, len(reqs))
 	for i := range reqs {
-		data = encodeRequest(data, &reqs[i])
+		data = wire.EncodeRequest(data, &reqs[i])
 	}
 	return &raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data}
 }
 
 // outcomeString renders outcomes for comparison in transcripts.
 func outcomeString(resp any) string {
-	outs, ok := resp.([]appendOutcome)
+	outs, ok := resp.([]core.AppendOutcome)
 	if !ok {
 		return fmt.Sprintf("%v", resp)
 	}
 	var b bytes.Buffer
 	for _, o := range outs {
 		r := o.Result
-		var kse *KeySeqError
+		var kse *core.KeySeqError
 		switch {
 		case errors.As(o.Err, &kse):
 			fmt.Fprintf(&b, "keyseq(cond=%d actual=%d deleted=%v) ", kse.Condition, kse.Actual, kse.Deleted)
-		case errors.Is(o.Err, ErrKeyDeleted):
+		case errors.Is(o.Err, core.ErrKeyDeleted):
 			b.WriteString("deleted ")
-		case errors.Is(o.Err, ErrIDConflict):
+		case errors.Is(o.Err, core.ErrIDConflict):
 			b.WriteString("idconflict ")
 		case o.Err != nil:
 			fmt.Fprintf(&b, "err(%v) ", o.Err)
@@ -101,7 +104,7 @@ func outcomeString(resp any) string {
 
 // stateHash hashes every key and value of every bucket except the
 // bookkeeping that legitimately differs (none today: meta included).
-func stateHash(t testing.TB, f *fsm) string {
+func stateHash(t testing.TB, f *Engine) string {
 	t.Helper()
 	h := sha256.New()
 	require.NoError(t, f.view(func(tx *bolt.Tx) error {
@@ -149,15 +152,15 @@ var transcript = []struct {
 	// truncation hides a key's first records; its sequence goes on
 	{entryLog(10, 2000, req(0, "e", 0, 20, 21, 22)), "p0@0 seq1 n3 dup=false idx=10 "},
 	{entryLog(11, 2001, keyOp(0, "e", 3, 3)), "p0@0 seq3 n0 dup=false idx=11 "},
-	{entryLog(12, 2002, flagged(req(0, "e", -1, 23), reqExists)), "p0@3 seq4 n1 dup=false idx=12 "},
+	{entryLog(12, 2002, flagged(req(0, "e", -1, 23), wire.ReqExists)), "p0@3 seq4 n1 dup=false idx=12 "},
 	// deletion: conditional, then hides everything, then blocks appends
 	{entryLog(13, 2003, keyOp(0, "e", 3, 0)), "keyseq(cond=0 actual=4 deleted=false) "},
 	{entryLog(14, 2004, keyOp(0, "e", -1, 0), keyOp(0, "e", -1, 0)), "p0@0 seq5 n0 dup=false idx=14 p0@0 seq5 n0 dup=false idx=14 "},
 	{entryLog(15, 2005, req(0, "e", -1, 24)), "deleted "},
-	{entryLog(16, 2006, flagged(req(0, "e", -1, 24), reqExists|reqRecreate)), "keyseq(cond=1 actual=4 deleted=true) "},
+	{entryLog(16, 2006, flagged(req(0, "e", -1, 24), wire.ReqExists|wire.ReqRecreate)), "keyseq(cond=1 actual=4 deleted=true) "},
 	// recreation goes on from the old sequence; the old records stay hidden
-	{entryLog(17, 2007, flagged(req(0, "e", -1, 25), reqAbsent|reqRecreate)), "p0@4 seq5 n1 dup=false idx=17 "},
-	{entryLog(18, 2008, flagged(req(0, "e", -1, 26), reqAbsent)), "keyseq(cond=2 actual=5 deleted=false) "},
+	{entryLog(17, 2007, flagged(req(0, "e", -1, 25), wire.ReqAbsent|wire.ReqRecreate)), "p0@4 seq5 n1 dup=false idx=17 "},
+	{entryLog(18, 2008, flagged(req(0, "e", -1, 26), wire.ReqAbsent)), "keyseq(cond=2 actual=5 deleted=false) "},
 	// truncating a key with no records changes nothing; deleting one
 	// still marks it deleted
 	{entryLog(19, 2009, keyOp(0, "never", -1, 10)), "p0@0 seq1 n0 dup=false idx=19 "},
@@ -173,7 +176,7 @@ func TestFSMTranscript(t *testing.T) {
 		got := f.ApplyBatch([]*raft.Log{step.entry})
 		require.Equal(t, step.want, outcomeString(got[0]), "step %d", i)
 	}
-	recs, err := f.read(1, 0, 100, 1<<20)
+	recs, err := f.Read(1, 0, 100, 1<<20)
 	require.NoError(t, err)
 	require.Len(t, recs, 4)
 	var keys []string
@@ -182,32 +185,32 @@ func TestFSMTranscript(t *testing.T) {
 		keys = append(keys, fmt.Sprintf("%s%d", r.Key, r.KeySeq))
 	}
 	require.Equal(t, []string{"a1", "a2", "b1", "a3"}, keys)
-	d, err := f.read(3, 0, 10, 1<<20)
+	d, err := f.Read(3, 0, 10, 1<<20)
 	require.NoError(t, err)
 	require.Equal(t, time.Unix(0, 1007).UTC(), d[0].Time, "time is max(entry time, last time)")
-	seq, err := f.keySeq(1, "a")
+	seq, err := f.KeySeq(1, "a")
 	require.NoError(t, err)
 	require.Equal(t, uint64(3), seq)
 
 	// Partition 0: only e5 and f3 are visible; offsets of hidden records
 	// are skipped.
-	recs, err = f.read(0, 0, 100, 1<<20)
+	recs, err = f.Read(0, 0, 100, 1<<20)
 	require.NoError(t, err)
 	keys = keys[:0]
 	for _, r := range recs {
 		keys = append(keys, fmt.Sprintf("%s%d@%d", r.Key, r.KeySeq, r.Offset))
 	}
 	require.Equal(t, []string{"e5@4", "f3@7"}, keys)
-	recs, err = f.readKey(0, "e", 1, 100, 1<<20)
+	recs, err = f.ReadKey(0, "e", 1, 100, 1<<20)
 	require.NoError(t, err)
 	require.Len(t, recs, 1)
 	require.Equal(t, uint64(5), recs[0].KeySeq)
-	info, err := f.keyInfo(0, "e")
+	info, err := f.KeyInfo(0, "e")
 	require.NoError(t, err)
-	require.Equal(t, KeyInfo{Seq: 5, First: 5}, info)
-	info, err = f.keyInfo(0, "ghost")
+	require.Equal(t, core.KeyInfo{Seq: 5, First: 5}, info)
+	info, err = f.KeyInfo(0, "ghost")
 	require.NoError(t, err)
-	require.Equal(t, KeyInfo{Seq: 0, First: 1, Deleted: true}, info)
+	require.Equal(t, core.KeyInfo{Seq: 0, First: 1, Deleted: true}, info)
 	require.False(t, info.Exists())
 }
 
@@ -247,14 +250,14 @@ func TestFSMDeterministicAcrossBatching(t *testing.T) {
 
 func TestFSMRestartSkipsApplied(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "fsm.db")
-	f, err := openFSM(path, 0, 4, 1, time.Hour)
+	f, err := openTest(path, 0, 4, 1, time.Hour)
 	require.NoError(t, err)
 	f.ApplyBatch([]*raft.Log{entryLog(1, 1, req(0, "k", -1, 1)), entryLog(2, 2, req(0, "k", -1, 2))})
-	require.NoError(t, f.close())
+	require.NoError(t, f.Close())
 
-	f, err = openFSM(path, 0, 4, 1, time.Hour)
+	f, err = openTest(path, 0, 4, 1, time.Hour)
 	require.NoError(t, err)
-	defer f.close()
+	defer f.Close()
 	require.Equal(t, uint64(2), f.applied.Load())
 	require.Equal(t, uint64(2), f.next[0].Load())
 	// raft hands a restarted node entries it already applied: skipped
@@ -269,43 +272,43 @@ func TestFSMRestartSkipsApplied(t *testing.T) {
 // and the same outcomes as before the crash.
 func TestFSMReappliesUnflushedAfterCrash(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "fsm.db")
-	f, err := openFSM(path, 0, 4, 1, time.Hour)
+	f, err := openTest(path, 0, 4, 1, time.Hour)
 	require.NoError(t, err)
 	logs := []*raft.Log{entryLog(1, 1, req(0, "k", 0, 1)), entryLog(2, 2, req(0, "k", 1, 2))}
 	f.ApplyBatch(logs[:1])
 	f.flush() // as a snapshot at index 1 would
 	before := outcomeString(f.ApplyBatch(logs[1:])[0])
-	recs, err := f.read(0, 0, 10, 1<<20)
+	recs, err := f.Read(0, 0, 10, 1<<20)
 	require.NoError(t, err)
 	require.Len(t, recs, 2)
 	crashFSM(t, f) // the table is gone
 
-	f, err = openFSM(path, 0, 4, 1, time.Hour)
+	f, err = openTest(path, 0, 4, 1, time.Hour)
 	require.NoError(t, err)
-	defer f.close()
+	defer f.Close()
 	require.Equal(t, uint64(1), f.applied.Load(), "the file covers what was flushed")
 	again := f.ApplyBatch(logs) // raft replays from its last snapshot
 	require.Nil(t, again[0])
 	require.Equal(t, before, outcomeString(again[1]))
-	got, err := f.read(0, 0, 10, 1<<20)
+	got, err := f.Read(0, 0, 10, 1<<20)
 	require.NoError(t, err)
 	require.Equal(t, recs, got)
 }
 
 func TestFSMPartitioningIsChecked(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "fsm.db")
-	f, err := openFSM(path, 0, 4, 1, time.Hour)
+	f, err := openTest(path, 0, 4, 1, time.Hour)
 	require.NoError(t, err)
-	require.NoError(t, f.close())
-	_, err = openFSM(path, 0, 8, 1, time.Hour)
-	require.ErrorIs(t, err, ErrConfig)
+	require.NoError(t, f.Close())
+	_, err = openTest(path, 0, 8, 1, time.Hour)
+	require.ErrorIs(t, err, core.ErrConfig)
 }
 
 func TestFSMIDRetention(t *testing.T) {
 	const hour = int64(time.Hour)
 	f := newTestFSM(t, time.Hour)
 	idx := uint64(0)
-	apply := func(tm int64, r appendRequest) string {
+	apply := func(tm int64, r wire.Request) string {
 		idx++
 		return outcomeString(f.ApplyBatch([]*raft.Log{entryLog(idx, tm, r)})[0])
 	}
@@ -313,7 +316,7 @@ func TestFSMIDRetention(t *testing.T) {
 		apply(int64(i), req(0, fmt.Sprint("k", i), -1, i))
 	}
 	f.flush()
-	n, err := f.flushedIDCount()
+	n, err := f.FlushedIDCount()
 	require.NoError(t, err)
 	require.Equal(t, 100, n)
 	// Within the window, a retry is deduplicated.
@@ -323,10 +326,10 @@ func TestFSMIDRetention(t *testing.T) {
 		apply(2*hour+int64(i), req(1, "new", -1, 1000+i))
 	}
 	f.flush()
-	n, err = f.flushedIDCount()
+	n, err = f.FlushedIDCount()
 	require.NoError(t, err)
 	require.Equal(t, 20, n, "only IDs inside the retention window remain")
-	_, found, err := f.lookupID(testID(5))
+	_, found, err := f.LookupID(testID(5))
 	require.NoError(t, err)
 	require.False(t, found)
 	// A retry older than the window is appended again: the documented limit.
@@ -353,7 +356,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	// Opening it through the store streams a full copy of the live state.
 	fileSnaps, err := raft.NewFileSnapshotStore(t.TempDir(), 2, io.Discard)
 	require.NoError(t, err)
-	store := &snapshotStore{SnapshotStore: fileSnaps, fsm: src}
+	store := NewSnapshotStore(fileSnaps, src)
 	s, err := store.Create(raft.SnapshotVersionMax, 8, 1, raft.Configuration{}, 1, nil)
 	require.NoError(t, err)
 	require.NoError(t, snap.Persist(s))
@@ -373,7 +376,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	for i := range src.next {
 		require.Equal(t, src.next[i].Load(), dst.next[i].Load())
 	}
-	_, found, err := dst.lookupID(testID(99))
+	_, found, err := dst.LookupID(testID(99))
 	require.NoError(t, err)
 	require.False(t, found)
 
@@ -400,7 +403,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 
 // crashFSM stops f the way a killed process would: the flusher stops after
 // the flush in progress, if any, and the tables are lost.
-func crashFSM(t testing.TB, f *fsm) {
+func crashFSM(t testing.TB, f *Engine) {
 	t.Helper()
 	f.stopFlusher()
 	f.dbMu.Lock()
@@ -419,7 +422,7 @@ func (s *memSink) Close() error  { return nil }
 // when erasure emptied the partition's end.
 func TestFSMErasesAndKeepsKeyStateAcrossRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "fsm.db")
-	f, err := openFSM(path, 0, 4, 1, time.Hour)
+	f, err := openTest(path, 0, 4, 1, time.Hour)
 	require.NoError(t, err)
 	f.ApplyBatch([]*raft.Log{entryLog(1, 1, req(0, "x", 0, 1, 2, 3))})
 	f.flush() // x1..x3 in the file
@@ -431,15 +434,15 @@ func TestFSMErasesAndKeepsKeyStateAcrossRestart(t *testing.T) {
 		return nil
 	}))
 	require.Zero(t, stored, "deleted records are gone from the file")
-	require.NoError(t, f.close())
+	require.NoError(t, f.Close())
 
-	f, err = openFSM(path, 0, 4, 1, time.Hour)
+	f, err = openTest(path, 0, 4, 1, time.Hour)
 	require.NoError(t, err)
-	defer f.close()
+	defer f.Close()
 	require.Equal(t, uint64(4), f.next[0].Load(), "offsets are never reused")
-	out := f.ApplyBatch([]*raft.Log{entryLog(3, 3, req(0, "x", -1, 5), flagged(req(0, "x", 4, 6), reqRecreate))})
+	out := f.ApplyBatch([]*raft.Log{entryLog(3, 3, req(0, "x", -1, 5), flagged(req(0, "x", 4, 6), wire.ReqRecreate))})
 	require.Equal(t, "deleted p0@4 seq5 n1 dup=false idx=3 ", outcomeString(out[0]))
-	recs, err := f.read(0, 0, 10, 1<<20)
+	recs, err := f.Read(0, 0, 10, 1<<20)
 	require.NoError(t, err)
 	require.Len(t, recs, 1)
 	require.Equal(t, uint64(4), recs[0].Offset)
@@ -451,7 +454,7 @@ func TestFSMErasesAndKeepsKeyStateAcrossRestart(t *testing.T) {
 // holdFlushes makes f's flusher wait before writing each table until
 // release is closed or the flusher is stopped; every table it holds is
 // announced on the returned channel.
-func holdFlushes(f *fsm, release <-chan struct{}) <-chan struct{} {
+func holdFlushes(f *Engine, release <-chan struct{}) <-chan struct{} {
 	held := make(chan struct{}, 100)
 	f.beforeFlush = func() {
 		held <- struct{}{}
@@ -463,7 +466,7 @@ func holdFlushes(f *fsm, release <-chan struct{}) <-chan struct{} {
 	return held
 }
 
-func fileAppliedOf(t testing.TB, f *fsm) uint64 {
+func fileAppliedOf(t testing.TB, f *Engine) uint64 {
 	t.Helper()
 	var applied uint64
 	require.NoError(t, f.view(func(tx *bolt.Tx) error {
@@ -494,7 +497,7 @@ func TestFSMFrozenTableIsVisible(t *testing.T) {
 
 	check := func() {
 		t.Helper()
-		recs, err := f.read(0, 0, 100, 1<<20)
+		recs, err := f.Read(0, 0, 100, 1<<20)
 		require.NoError(t, err)
 		var got []string
 		for i, r := range recs {
@@ -503,7 +506,7 @@ func TestFSMFrozenTableIsVisible(t *testing.T) {
 		}
 		require.Equal(t, []string{"a1", "b1", "a2", "a3", "a4", "b2"}, got)
 		for from, want := range map[uint64][]uint64{1: {0, 2, 3, 4}, 2: {2, 3, 4}, 4: {4}} {
-			byKey, err := f.readKey(0, "a", from, 100, 1<<20)
+			byKey, err := f.ReadKey(0, "a", from, 100, 1<<20)
 			require.NoError(t, err)
 			var offs []uint64
 			for i, r := range byKey {
@@ -514,15 +517,15 @@ func TestFSMFrozenTableIsVisible(t *testing.T) {
 		}
 		// bounds stop a read inside any layer without skipping records
 		for max := 1; max <= 6; max++ {
-			part, err := f.read(0, 1, max, 1<<20)
+			part, err := f.Read(0, 1, max, 1<<20)
 			require.NoError(t, err)
 			require.Len(t, part, min(max, 5))
 			require.Equal(t, uint64(1), part[0].Offset)
 		}
-		seq, err := f.keySeq(0, "a")
+		seq, err := f.KeySeq(0, "a")
 		require.NoError(t, err)
 		require.Equal(t, uint64(4), seq)
-		e, found, err := f.lookupID(testID(4))
+		e, found, err := f.LookupID(testID(4))
 		require.NoError(t, err)
 		require.True(t, found)
 		require.Equal(t, uint64(3), e.Offset)
@@ -549,7 +552,7 @@ func TestFSMFrozenTableIsVisible(t *testing.T) {
 // nothing that raft does not hand back.
 func TestFSMCrashWithFrozenTableUnflushed(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "fsm.db")
-	f, err := openFSM(path, 0, 4, 1, time.Hour)
+	f, err := openTest(path, 0, 4, 1, time.Hour)
 	require.NoError(t, err)
 	f.flushAtRecords = 2
 	release := make(chan struct{})
@@ -564,22 +567,22 @@ func TestFSMCrashWithFrozenTableUnflushed(t *testing.T) {
 		before = append(before, outcomeString(f.ApplyBatch([]*raft.Log{l})[0]))
 	}
 	<-held
-	recs, err := f.read(0, 0, 10, 1<<20)
+	recs, err := f.Read(0, 0, 10, 1<<20)
 	require.NoError(t, err)
 	require.Len(t, recs, 3)
 	require.Equal(t, uint64(0), fileAppliedOf(t, f))
 	crashFSM(t, f)
 
-	f, err = openFSM(path, 0, 4, 1, time.Hour)
+	f, err = openTest(path, 0, 4, 1, time.Hour)
 	require.NoError(t, err)
-	defer f.close()
+	defer f.Close()
 	require.Equal(t, uint64(0), f.applied.Load(), "nothing was flushed")
 	var again []string
 	for _, r := range f.ApplyBatch(logs) {
 		again = append(again, outcomeString(r))
 	}
 	require.Equal(t, before, again)
-	got, err := f.read(0, 0, 10, 1<<20)
+	got, err := f.Read(0, 0, 10, 1<<20)
 	require.NoError(t, err)
 	require.Equal(t, recs, got)
 }
@@ -625,8 +628,8 @@ func TestFSMSnapshotWaitsForFrozenTables(t *testing.T) {
 // the next flush recovers to exactly the same state as never freezing.
 func TestFSMKeyAndGroupChangesWhileFrozen(t *testing.T) {
 	group := func(idx uint64, sec int64, member string) *raft.Log {
-		op := groupOp{Op: gopJoin, Group: "g", Member: member, Session: int64(time.Minute)}
-		return &raft.Log{Index: idx, Term: 1, Type: raft.LogCommand, Data: encodeGroupEntry(sec*int64(time.Second), &op)}
+		op := wire.GroupOp{Op: wire.GopJoin, Group: "g", Member: member, Session: int64(time.Minute)}
+		return &raft.Log{Index: idx, Term: 1, Type: raft.LogCommand, Data: wire.EncodeGroupEntry(sec*int64(time.Second), &op)}
 	}
 	logs := []*raft.Log{
 		entryLog(1, 1, req(0, "x", 0, 1, 2, 3)),
@@ -635,8 +638,8 @@ func TestFSMKeyAndGroupChangesWhileFrozen(t *testing.T) {
 		entryLog(4, 4, keyOp(0, "x", -1, 3)), // hides x1, x2
 		group(5, 5, "m2"),
 	}
-	members := func(f *fsm) []string {
-		s, ok := f.groupState("g")
+	members := func(f *Engine) []string {
+		s, ok := f.GroupState("g")
 		require.True(t, ok)
 		var names []string
 		for _, m := range s.Members {
@@ -645,8 +648,8 @@ func TestFSMKeyAndGroupChangesWhileFrozen(t *testing.T) {
 		sort.Strings(names)
 		return names
 	}
-	keySeqs := func(f *fsm) []uint64 {
-		recs, err := f.read(0, 0, 10, 1<<20)
+	keySeqs := func(f *Engine) []uint64 {
+		recs, err := f.Read(0, 0, 10, 1<<20)
 		require.NoError(t, err)
 		var seqs []uint64
 		for _, r := range recs {
@@ -656,7 +659,7 @@ func TestFSMKeyAndGroupChangesWhileFrozen(t *testing.T) {
 	}
 
 	path := filepath.Join(t.TempDir(), "fsm.db")
-	f, err := openFSM(path, 0, 4, 1, time.Hour)
+	f, err := openTest(path, 0, 4, 1, time.Hour)
 	require.NoError(t, err)
 	f.ApplyBatch(logs[:1])
 	f.flush() // x1..x3 in the file
@@ -676,16 +679,16 @@ func TestFSMKeyAndGroupChangesWhileFrozen(t *testing.T) {
 		pb := tx.Bucket(partitionBucketName(0))
 		require.Equal(t, 4, pb.Bucket(bucketRecs).Stats().KeyN, "x1..x4: the truncation is not the frozen table's")
 		require.Nil(t, pb.Bucket(bucketKeyMeta).Get([]byte("x")))
-		g, err := decodeCGroup(tx.Bucket(bucketGroups).Get([]byte("g")))
+		g, err := cgroup.Decode(tx.Bucket(bucketGroups).Get([]byte("g")))
 		require.NoError(t, err)
-		require.Len(t, g.members, 1, "the group as of the frozen table's last index")
+		require.Len(t, g.State("g").Members, 1, "the group as of the frozen table's last index")
 		return nil
 	}))
 	crashFSM(t, f) // the active table is lost
 
-	f, err = openFSM(path, 0, 4, 1, time.Hour)
+	f, err = openTest(path, 0, 4, 1, time.Hour)
 	require.NoError(t, err)
-	defer f.close()
+	defer f.Close()
 	require.Equal(t, uint64(3), f.applied.Load())
 	require.Equal(t, []uint64{1, 2, 3, 4}, keySeqs(f))
 	require.Equal(t, []string{"m1"}, members(f))
@@ -702,9 +705,9 @@ func TestFSMKeyAndGroupChangesWhileFrozen(t *testing.T) {
 
 // keyOffsets returns key's sequence -> offset, from a read of the whole
 // partition p.
-func keyOffsets(t *testing.T, f *fsm, p int, key string) map[uint64]uint64 {
+func keyOffsets(t *testing.T, f *Engine, p core.Partition, key string) map[uint64]uint64 {
 	t.Helper()
-	recs, err := f.read(p, 0, 1<<20, 1<<30)
+	recs, err := f.Read(p, 0, 1<<20, 1<<30)
 	require.NoError(t, err)
 	out := map[uint64]uint64{}
 	for _, r := range recs {
@@ -717,21 +720,21 @@ func keyOffsets(t *testing.T, f *fsm, p int, key string) map[uint64]uint64 {
 
 // checkKeyReads reads key from every sequence first..last+1, whole and 3
 // at a time, and compares with want (sequence -> offset).
-func checkKeyReads(t *testing.T, f *fsm, key string, first, last uint64, want map[uint64]uint64) {
+func checkKeyReads(t *testing.T, f *Engine, key string, first, last uint64, want map[uint64]uint64) {
 	t.Helper()
 	for from := first; from <= last+1; from++ {
-		got, err := f.readKey(0, key, from, 1<<20, 1<<30)
+		got, err := f.ReadKey(0, key, from, 1<<20, 1<<30)
 		require.NoError(t, err)
 		require.Len(t, got, int(last+1-from), "from %d", from)
 		for i, r := range got {
 			require.Equal(t, from+uint64(i), r.KeySeq)
 			require.Equal(t, want[r.KeySeq], r.Offset, "seq %d", r.KeySeq)
 		}
-		few, err := f.readKey(0, key, from, 3, 1<<30)
+		few, err := f.ReadKey(0, key, from, 3, 1<<30)
 		require.NoError(t, err)
 		require.Len(t, few, min(3, int(last+1-from)))
 	}
-	seq, err := f.keySeq(0, key)
+	seq, err := f.KeySeq(0, key)
 	require.NoError(t, err)
 	require.Equal(t, last, seq)
 }
@@ -743,12 +746,12 @@ func checkKeyReads(t *testing.T, f *fsm, key string, first, last uint64, want ma
 // every record.
 func TestFSMKeyIndexChunksAcrossFlushes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "fsm.db")
-	f, err := openFSM(path, 0, 4, 1, time.Hour)
+	f, err := openTest(path, 0, 4, 1, time.Hour)
 	require.NoError(t, err)
 	idx, id, seqA := uint64(0), 0, uint64(0)
 	run := func(n int) {
 		idx++
-		var reqs []appendRequest
+		var reqs []wire.Request
 		for i := 0; i < n; i++ {
 			id++
 			reqs = append(reqs, req(0, "a", int64(seqA), id))
@@ -779,10 +782,10 @@ func TestFSMKeyIndexChunksAcrossFlushes(t *testing.T) {
 	}))
 	require.Equal(t, int(seqA-7+keyChunk-1)/keyChunk, chunks, "one index entry per chunk of flushed sequences")
 
-	require.NoError(t, f.close())
-	f, err = openFSM(path, 0, 4, 1, time.Hour)
+	require.NoError(t, f.Close())
+	f, err = openTest(path, 0, 4, 1, time.Hour)
 	require.NoError(t, err)
-	defer f.close()
+	defer f.Close()
 	flushed := seqA - 7 // the active table was flushed by close
 	run(3)
 	want = keyOffsets(t, f, 0, "a")
@@ -807,7 +810,7 @@ func TestFSMKeyIndexChunksAcrossFlushes(t *testing.T) {
 		}
 		return nil
 	}))
-	got, err := f.readKey(0, "a", 1, 1<<20, 1<<30)
+	got, err := f.ReadKey(0, "a", 1, 1<<20, 1<<30)
 	require.NoError(t, err)
 	require.Equal(t, uint64(37), got[0].KeySeq)
 	require.Len(t, got, int(seqA-36))
@@ -817,9 +820,9 @@ func TestFSMKeyIndexChunksAcrossFlushes(t *testing.T) {
 // into chunks when it is opened, and reads the same.
 func TestFSMMigratesKeyIndexV1(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "fsm.db")
-	f, err := openFSM(path, 0, 4, 1, time.Hour)
+	f, err := openTest(path, 0, 4, 1, time.Hour)
 	require.NoError(t, err)
-	var reqs []appendRequest
+	var reqs []wire.Request
 	for i := 1; i <= 40; i++ {
 		reqs = append(reqs, req(0, "a", -1, i))
 		if i%10 == 0 {
@@ -836,16 +839,16 @@ func TestFSMMigratesKeyIndexV1(t *testing.T) {
 		require.NoError(t, err)
 		for key, want := range map[string]map[uint64]uint64{"a": wantA, "b": wantB} {
 			for seq, off := range want {
-				require.NoError(t, old.Put(binary.BigEndian.AppendUint64(appendString(nil, key), seq), be64(off)))
+				require.NoError(t, old.Put(binary.BigEndian.AppendUint64(wire.AppendString(nil, key), seq), be64(off)))
 			}
 		}
 		return pb.DeleteBucket(bucketKeys)
 	}))
-	require.NoError(t, f.close())
+	require.NoError(t, f.Close())
 
-	f, err = openFSM(path, 0, 4, 1, time.Hour)
+	f, err = openTest(path, 0, 4, 1, time.Hour)
 	require.NoError(t, err)
-	defer f.close()
+	defer f.Close()
 	require.NoError(t, f.view(func(tx *bolt.Tx) error {
 		require.Nil(t, tx.Bucket(partitionBucketName(0)).Bucket(bucketKeysV1), "the old index is gone")
 		return nil
@@ -856,4 +859,131 @@ func TestFSMMigratesKeyIndexV1(t *testing.T) {
 	require.Equal(t, "p0@44 seq41 n1 dup=false idx=2 ", outcomeString(out[0]))
 	f.flush()
 	checkKeyReads(t, f, "a", 1, 41, keyOffsets(t, f, 0, "a"))
+}
+
+// groupFSM applies group operations to a fresh FSM of 8 partitions, at
+// times given in seconds.
+type groupFSM struct {
+	t   *testing.T
+	f   *Engine
+	idx uint64
+}
+
+func newGroupFSM(t *testing.T) *groupFSM {
+	f, err := openTest(t.TempDir()+"/fsm.db", 0, 8, 1, time.Hour)
+	require.NoError(t, err)
+	g := &groupFSM{t: t, f: f}
+	t.Cleanup(func() { g.f.Close() })
+	return g
+}
+
+func (g *groupFSM) apply(sec int64, op wire.GroupOp) core.GroupOutcome {
+	g.idx++
+	data := wire.EncodeGroupEntry(sec*int64(time.Second), &op)
+	out := g.f.ApplyBatch([]*raft.Log{{Index: g.idx, Term: 1, Type: raft.LogCommand, Data: data}})
+	return out[0].(core.GroupOutcome)
+}
+
+func owners(s core.GroupState) string {
+	out := ""
+	for _, a := range s.Partitions {
+		o := a.Owner
+		if o == "" {
+			o = "-"
+		}
+		if a.Revoking() {
+			o += ">" + a.Next
+		}
+		out += o + " "
+	}
+	return out
+}
+
+func TestGroupMembershipAndFencing(t *testing.T) {
+	g := newGroupFSM(t)
+	const session = int64(10 * time.Second)
+	join := func(sec int64, m string) core.GroupOutcome {
+		return g.apply(sec, wire.GroupOp{Op: wire.GopJoin, Group: "g", Member: m, Session: session})
+	}
+	hb := func(sec int64, m string, release ...core.Partition) core.GroupOutcome {
+		return g.apply(sec, wire.GroupOp{Op: wire.GopHeartbeat, Group: "g", Member: m, Release: release})
+	}
+	commit := func(sec int64, m string, p core.Partition, gen, off uint64) core.GroupOutcome {
+		return g.apply(sec, wire.GroupOp{Op: wire.GopCommit, Group: "g", Member: m, Commits: []core.OffsetCommit{{Partition: p, Generation: gen, Offset: off}}})
+	}
+
+	out := join(0, "a")
+	require.NoError(t, out.Err)
+	require.Equal(t, "a a a a a a a a ", owners(out.State))
+	genA := out.State.Partitions[0].Generation
+	require.Equal(t, uint64(1), out.State.Generation)
+
+	// b joins: half of a's partitions are to move, but a keeps them until
+	// it releases them: never two owners.
+	out = join(1, "b")
+	require.Equal(t, "a a a a a>b a>b a>b a>b ", owners(out.State))
+	require.NoError(t, commit(2, "a", 5, genA, 40).Err, "the owner may commit before it releases")
+	out = hb(3, "a", 4, 5, 6, 7)
+	require.NoError(t, out.Err)
+	require.Equal(t, "a a a a b b b b ", owners(out.State))
+	genB := out.State.Partitions[5].Generation
+	require.Greater(t, genB, genA)
+	require.Equal(t, uint64(40), out.State.Partitions[5].Committed, "the new owner resumes where a stopped")
+
+	// a's late commit to a partition it released is rejected.
+	out = commit(4, "a", 5, genA, 50)
+	var sge *core.StaleGenerationError
+	require.ErrorAs(t, out.Err, &sge)
+	require.Equal(t, core.StaleGenerationError{Group: "g", Member: "a", Partition: 5, Generation: genA, Current: genB, Owner: "b"}, *sge)
+	require.NoError(t, commit(4, "b", 5, genB, 60).Err)
+	require.NoError(t, commit(4, "b", 5, genB, 55).Err)
+	require.Equal(t, uint64(60), commit(4, "b", 5, genB, 55).State.Partitions[5].Committed, "a commit never moves back")
+
+	// b stops heartbeating (paused). a's heartbeats after b's session
+	// expired hand b's partitions to a at once.
+	require.NoError(t, hb(9, "a").Err)
+	out = hb(15, "a")
+	require.NoError(t, out.Err)
+	require.Equal(t, "a a a a a a a a ", owners(out.State))
+	require.Len(t, out.State.Members, 1)
+	genA2 := out.State.Partitions[5].Generation
+
+	// b comes back from its pause: its commits are rejected, its heartbeat
+	// tells it to join again.
+	require.ErrorAs(t, commit(16, "b", 5, genB, 70).Err, &sge)
+	require.ErrorIs(t, hb(16, "b").Err, core.ErrUnknownMember)
+	out = join(17, "b")
+	require.Equal(t, "a a a a a>b a>b a>b a>b ", owners(out.State), "sticky: the same partitions move")
+	out = hb(18, "a", 4, 5, 6, 7)
+	genB2 := out.State.Partitions[5].Generation
+	require.Greater(t, genB2, genA2)
+	require.ErrorAs(t, commit(19, "b", 5, genB, 70).Err, &sge, "a grant from before the pause stays stale")
+	require.NoError(t, commit(19, "b", 5, genB2, 70).Err)
+
+	// Leaving hands partitions over at once.
+	require.NoError(t, g.apply(20, wire.GroupOp{Op: wire.GopLeave, Group: "g", Member: "a"}).Err)
+	s, ok := g.f.GroupState("g")
+	require.True(t, ok)
+	require.Equal(t, "b b b b b b b b ", owners(s))
+
+	// Parking and retry are recorded with commits, fenced the same way.
+	out = g.apply(21, wire.GroupOp{Op: wire.GopCommit, Group: "g", Member: "b", Commits: []core.OffsetCommit{{Partition: 2, Generation: s.Partitions[2].Generation, Offset: 9,
+		Park: []core.ParkedRecord{{Offset: 7, Key: "k", Error: "boom", Attempts: 3}, {Offset: 8, Key: "k", Error: "behind 7"}}}}})
+	require.NoError(t, out.Err)
+	require.Len(t, out.State.Partitions[2].Parked, 2)
+	out = g.apply(22, wire.GroupOp{Op: wire.GopRetry, Group: "g", Partition: 2, Offset: 7})
+	require.True(t, out.State.Partitions[2].Parked[0].Retry)
+	out = g.apply(23, wire.GroupOp{Op: wire.GopCommit, Group: "g", Member: "b", Commits: []core.OffsetCommit{{Partition: 2, Generation: s.Partitions[2].Generation, Offset: 9, Unpark: []uint64{7, 8}}}})
+	require.Empty(t, out.State.Partitions[2].Parked)
+
+	// The state survives a restart of the FSM.
+	before, _ := g.f.GroupState("g")
+	path := g.f.path
+	require.NoError(t, g.f.Close())
+	f, err := openTest(path, 0, 8, 1, time.Hour)
+	require.NoError(t, err)
+	g.f = f
+	after, ok := f.GroupState("g")
+	require.True(t, ok)
+	require.Equal(t, before, after)
 }

@@ -1,9 +1,20 @@
-package raftlog
+package core
 
 import (
 	"errors"
 	"fmt"
 )
+
+// Limits that bound the encodings.
+const (
+	MaxPartitions = 1 << 16
+	MaxShards     = 200 // one mux service byte each
+	MaxKeyBytes   = 4096
+)
+
+// ErrCorrupt is returned by decoders for input they cannot parse, and for a
+// state file or snapshot that contradicts itself.
+var ErrCorrupt = errors.New("raftlog: corrupt encoding")
 
 // Errors returned by the log. Errors that carry data are typed (see
 // KeySeqError); everything else wraps one of these sentinels, so callers use
@@ -58,7 +69,7 @@ const (
 
 // KeySeqError reports a failed key condition. Nothing was appended.
 type KeySeqError struct {
-	Partition int
+	Partition Partition
 	Key       string
 	Condition KeyCondition
 	Expected  uint64 // with CondSeq

@@ -1,15 +1,18 @@
-package raftlog
+package state
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"sync"
 
-	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/esraft/esraft/raftlog/internal/core"
 )
 
 // Snapshots.
@@ -56,7 +59,7 @@ func (h snapshotHeader) encode() []byte {
 func decodeSnapshotHeader(b []byte) (snapshotHeader, error) {
 	if len(b) != snapshotHdrLen || string(b[:8]) != snapshotMagic || b[8] != snapshotVersion ||
 		(b[9] != snapshotMarker && b[9] != snapshotFull) {
-		return snapshotHeader{}, fmt.Errorf("%w: snapshot header %q", errCorrupt, b)
+		return snapshotHeader{}, fmt.Errorf("%w: snapshot header %q", core.ErrCorrupt, b)
 	}
 	return snapshotHeader{kind: b[9], index: binary.BigEndian.Uint64(b[10:])}, nil
 }
@@ -69,55 +72,6 @@ func readSnapshotHeader(r io.Reader) (snapshotHeader, error) {
 	return decodeSnapshotHeader(b)
 }
 
-// markerSnapshot is what the FSM hands raft for compaction.
-type markerSnapshot struct{ index uint64 }
-
-func (s markerSnapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := sink.Write(snapshotHeader{kind: snapshotMarker, index: s.index}.encode()); err != nil {
-		sink.Cancel()
-		return err
-	}
-	return sink.Close()
-}
-
-func (markerSnapshot) Release() {}
-
-// snapshotStore wraps raft's file store so that opening a marker yields a
-// full copy of the live state.
-type snapshotStore struct {
-	raft.SnapshotStore
-	fsm *fsm
-}
-
-func (s *snapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
-	meta, rc, err := s.SnapshotStore.Open(id)
-	if err != nil {
-		return nil, nil, err
-	}
-	br := bufio.NewReader(rc)
-	hb, err := br.Peek(snapshotHdrLen)
-	if err != nil {
-		rc.Close()
-		return nil, nil, fmt.Errorf("raftlog: snapshot %s: %w", id, err)
-	}
-	h, err := decodeSnapshotHeader(hb)
-	if err != nil {
-		rc.Close()
-		return nil, nil, err
-	}
-	if h.kind == snapshotFull {
-		return meta, readCloser{br, rc}, nil
-	}
-	rc.Close()
-	full, size, err := s.fsm.openFullCopy()
-	if err != nil {
-		return nil, nil, err
-	}
-	m := *meta
-	m.Size = size
-	return &m, full, nil
-}
-
 type readCloser struct {
 	io.Reader
 	io.Closer
@@ -125,7 +79,7 @@ type readCloser struct {
 
 // openFullCopy returns a reader of a full snapshot of the current state
 // and its exact length. The copy is produced only as it is read.
-func (f *fsm) openFullCopy() (io.ReadCloser, int64, error) {
+func (f *Engine) openFullCopy() (io.ReadCloser, int64, error) {
 	f.dbMu.RLock() // not mu: a long stream must not hold up applies
 	tx, err := f.db.Begin(false)
 	if err != nil {
@@ -182,52 +136,62 @@ func (c *fullCopy) Close() error {
 	return nil
 }
 
-// catchUpToSnapshot brings the state file up to the newest snapshot in
-// store when it is behind it, before raft starts. A follower that installs
-// a snapshot from the leader has raft save it before the FSM restores it,
-// and with NoSnapshotRestoreOnStart a restart takes the saved snapshot's
-// index as applied without restoring anything: after a crash (or a failed
-// Restore) in between, the file would stay behind, and the entries between
-// its index and the snapshot's are in neither the file nor the raft log.
-// The snapshot's own header says which state it holds (raft's index in
-// its metadata may be higher: entries the FSM never sees, such as a new
-// leader's no-op, count there). A full copy above the file is restored
-// here. A marker above it means the file is not the one the marker was
-// taken from (Snapshot flushes before it returns one), and opening fails
-// rather than run on a state with a hole in it.
-func (f *fsm) catchUpToSnapshot(store raft.SnapshotStore) error {
-	metas, err := store.List()
+// Restore replaces the whole state with a full copy received from the
+// leader (see snapshot.go for the format). It runs on raft's FSM
+// goroutine.
+func (f *Engine) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	if f.failRestore != nil && f.failRestore() {
+		return errors.New("raftlog: restore failed (test)")
+	}
+	h, err := readSnapshotHeader(rc)
 	if err != nil {
-		return fmt.Errorf("list snapshots: %w", err)
+		return err
 	}
-	applied := f.applied.Load()
-	if len(metas) == 0 || metas[0].Index <= applied {
-		return nil
+	if h.kind != snapshotFull {
+		return fmt.Errorf("raftlog: restore from a snapshot marker (index %d): a full copy is required", h.index)
 	}
-	m := metas[0]
-	_, rc, err := store.Open(m.ID)
+	tmp := f.path + ".restore"
+	if err := WriteFileSync(tmp, rc); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("raftlog: receive snapshot: %w", err)
+	}
+	// A flush in progress writes the file being replaced; let it end (its
+	// state is discarded with the rest). No table is frozen after it: this
+	// is the FSM goroutine, the only one that freezes.
+	f.waitFlushed()
+	f.dbMu.Lock()
+	defer f.dbMu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.db.Close(); err != nil {
+		return fmt.Errorf("raftlog: close state for restore: %w", err)
+	}
+	if err := os.Rename(tmp, f.path); err != nil {
+		return fmt.Errorf("raftlog: install snapshot: %w", err)
+	}
+	if err := SyncDir(filepath.Dir(f.path)); err != nil {
+		return err
+	}
+	db, err := bolt.Open(f.path, 0o600, BoltOptions())
 	if err != nil {
-		return fmt.Errorf("open snapshot %s: %w", m.ID, err)
+		return fmt.Errorf("raftlog: open restored state: %w", err)
 	}
-	br := bufio.NewReader(rc)
-	var h snapshotHeader
-	hb, err := br.Peek(snapshotHdrLen)
-	if err == nil {
-		h, err = decodeSnapshotHeader(hb)
+	f.db = db
+	if err := db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketMeta) == nil {
+			return fmt.Errorf("raftlog: restored state has no meta bucket")
+		}
+		if err := f.migrate(tx); err != nil {
+			return err
+		}
+		return f.load(tx)
+	}); err != nil {
+		return err
 	}
-	switch {
-	case err != nil:
-		rc.Close()
-		return fmt.Errorf("snapshot %s: %w", m.ID, err)
-	case h.index <= applied:
-		rc.Close()
-		return nil
-	case h.kind != snapshotFull:
-		rc.Close()
-		return fmt.Errorf("%w: the state file's applied index %d is behind snapshot marker %s (index %d): it is not the file the snapshot was taken from", errCorrupt, applied, m.ID, h.index)
+	for i := range f.signals {
+		f.signals[i].Notify()
 	}
-	if err := f.Restore(readCloser{br, rc}); err != nil {
-		return fmt.Errorf("restore snapshot %s, saved but not restored: %w", m.ID, err)
-	}
+	f.appSig.Notify()
 	return nil
 }

@@ -1,4 +1,4 @@
-package raftlog
+package route
 
 import (
 	"testing"
@@ -9,8 +9,8 @@ import (
 
 // cohortBatcher is a batcher whose last answered entry held answered
 // appends, answered ago; its run loop is not started.
-func cohortBatcher(answered int, ago, wait time.Duration) *batcher {
-	b := &batcher{reqs: make(chan *pendingAppend, 100), stop: make(chan struct{}), maxReqs: 1024, maxBytes: 1 << 20, cohortWait: wait}
+func cohortBatcher(answered int, ago, wait time.Duration) *Batcher {
+	b := &Batcher{reqs: make(chan *pendingAppend, 100), stop: make(chan struct{}), maxReqs: 1024, maxBytes: 1 << 20, cohortWait: wait}
 	b.lastAnswered.Store(int64(answered))
 	b.answeredAt.Store(time.Now().Add(-ago).UnixNano())
 	b.answered.Add(1)
@@ -26,7 +26,7 @@ func TestAwaitCohort(t *testing.T) {
 		add   func(*pendingAppend) bool
 		full  func() bool
 	}
-	newGather := func(b *batcher, before, after int) *gather {
+	newGather := func(b *Batcher, before, after int) *gather {
 		g := &gather{}
 		for i := 0; i < before+after; i++ {
 			p := &pendingAppend{enc: []byte("x"), epoch: b.answered.Load()}

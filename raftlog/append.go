@@ -1,0 +1,148 @@
+package raftlog
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/esraft/esraft/raftlog/internal/core"
+	"github.com/esraft/esraft/raftlog/internal/wire"
+	"github.com/google/uuid"
+)
+
+// Append appends records under key, in order, to the key's partition (or
+// the one chosen with ToPartition), and returns once the batch is committed
+// by a quorum and applied. Any node accepts appends: they are forwarded to
+// the group's leader, retried across leader changes with the same record
+// IDs (never appended twice) until ctx ends.
+//
+// A batch whose record IDs were all committed before is not appended again:
+// the original result comes back with Duplicate set. Errors: the
+// validation sentinels (ErrEmptyBatch, ErrRecordTooLarge, ...), a
+// *KeySeqError, ErrIDConflict, ErrClosed, or ErrNoLeader when ctx ends
+// (wrapping ErrUnknownOutcome if the batch may have been committed).
+func (l *Log) Append(ctx context.Context, key string, recs []NewRecord, opts ...AppendOption) (AppendResult, error) {
+	if l.isClosed() {
+		return AppendResult{}, ErrClosed
+	}
+	return l.run(ctx, l.request(key, recs, 0, opts))
+}
+
+// DeleteKey soft-deletes key: its records are hidden from every read (and
+// erased from the state file at the next flush, like TruncateKey), its
+// sequence is kept, and appends to it fail with ErrKeyDeleted unless made
+// with Recreate. The conditions ExpectKeySeq, ExpectKeyExists and
+// ExpectKeyAbsent apply as they do to Append. Deleting a deleted key is a
+// no-op that succeeds. The result has Count 0 and FirstKeySeq set to the
+// key's first readable sequence afterwards.
+func (l *Log) DeleteKey(ctx context.Context, key string, opts ...AppendOption) (AppendResult, error) {
+	return l.run(ctx, l.request(key, nil, wire.ReqDelete, opts))
+}
+
+// TruncateKey hides key's records with a sequence below before from every
+// read, at once on every replica that applies it, and erases them from the
+// state file at the next flush (for retention and erasure; the raft log
+// keeps its copy until raft compacts it past the entry). Offsets of
+// erased records are skipped by partition reads. A key is never truncated
+// past its last record plus one, and never un-truncated: a lower before is
+// a no-op. Conditions apply as they do to Append. The result has Count 0
+// and FirstKeySeq set to the key's first readable sequence afterwards.
+func (l *Log) TruncateKey(ctx context.Context, key string, before uint64, opts ...AppendOption) (AppendResult, error) {
+	req := l.request(key, nil, wire.ReqTruncate, opts)
+	req.Before = before
+	return l.run(ctx, req)
+}
+
+// request builds an append request from the options.
+func (l *Log) request(key string, recs []NewRecord, op uint64, opts []AppendOption) wire.Request {
+	var o appendOptions
+	if len(opts) > 0 { // options escape: allocate only when there are some
+		po := new(appendOptions)
+		for _, opt := range opts {
+			opt(po)
+		}
+		o = *po
+	}
+	req := wire.Request{Key: key, Records: recs, Flags: o.flags | op, Expected: o.expected}
+	if o.hasPartition {
+		req.Partition = o.partition
+	} else {
+		req.Partition = l.Partition(key)
+	}
+	return req
+}
+
+// run validates req and runs it on its group's leader.
+func (l *Log) run(ctx context.Context, req wire.Request) (AppendResult, error) {
+	if l.isClosed() {
+		return AppendResult{}, ErrClosed
+	}
+	if err := l.validate(&req); err != nil {
+		return AppendResult{}, err
+	}
+	s, _ := l.shardOf(req.Partition)
+	return l.router.Append(ctx, s.Shard, wire.EncodeRequest(make([]byte, 0, wire.RequestSize(&req)), &req))
+}
+
+// validate checks an append against the limits and gives records without
+// an ID a new one (in a copy: the caller's slice is not modified).
+func (l *Log) validate(r *wire.Request) error {
+	switch {
+	case r.Key == "":
+		return ErrEmptyKey
+	case len(r.Key) > core.MaxKeyBytes:
+		return fmt.Errorf("%w: key of %d bytes, limit %d", ErrRecordTooLarge, len(r.Key), core.MaxKeyBytes)
+	case r.IsKeyOp():
+		if _, err := l.shardOf(r.Partition); err != nil {
+			return err
+		}
+		return nil
+	case len(r.Records) == 0:
+		return ErrEmptyBatch
+	case len(r.Records) > l.cfg.MaxBatchRecords:
+		return fmt.Errorf("%w: %d records, limit %d", ErrBatchTooLarge, len(r.Records), l.cfg.MaxBatchRecords)
+	}
+	if _, err := l.shardOf(r.Partition); err != nil {
+		return err
+	}
+	total := 0
+	copied := false
+	var seen map[uuid.UUID]struct{} // for large batches; small ones compare pairwise
+	if len(r.Records) > 16 {
+		seen = make(map[uuid.UUID]struct{}, len(r.Records))
+	}
+	for i := range r.Records {
+		rec := &r.Records[i]
+		size := len(rec.Value)
+		for _, h := range rec.Headers {
+			size += len(h.Key) + len(h.Value)
+		}
+		if size > l.cfg.MaxRecordBytes {
+			return fmt.Errorf("%w: record %d is %d bytes, limit %d", ErrRecordTooLarge, i, size, l.cfg.MaxRecordBytes)
+		}
+		total += size
+		if rec.ID == uuid.Nil {
+			if !copied {
+				r.Records = append([]NewRecord(nil), r.Records...)
+				rec = &r.Records[i]
+				copied = true
+			}
+			rec.ID = uuid.Must(uuid.NewV7())
+		}
+		if seen != nil {
+			if _, dup := seen[rec.ID]; dup {
+				return fmt.Errorf("%w: %s", ErrDuplicateID, rec.ID)
+			}
+			seen[rec.ID] = struct{}{}
+			continue
+		}
+		for j := range i {
+			if r.Records[j].ID == rec.ID {
+				return fmt.Errorf("%w: %s", ErrDuplicateID, rec.ID)
+			}
+		}
+	}
+	if total > l.cfg.MaxBatchBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrBatchTooLarge, total, l.cfg.MaxBatchBytes)
+	}
+	return nil
+}

@@ -1,0 +1,64 @@
+package cgroup
+
+import (
+	"fmt"
+	"math/rand"
+	"slices"
+	"testing"
+
+	"github.com/esraft/esraft/raftlog/internal/core"
+	"github.com/stretchr/testify/require"
+)
+
+// The assignment is balanced after every change and sticky: a join or a
+// leave moves no more partitions than the balance needs.
+func TestGroupAssignmentBalancedAndSticky(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	for _, parts := range []int{1, 7, 8, 64} {
+		g := &Group{members: map[string]*member{}, parts: make([]core.PartitionAssignment, parts)}
+		for step := 0; step < 200; step++ {
+			before := slices.Clone(g.parts)
+			ids := sortedMembers(g)
+			if len(ids) == 0 || (len(ids) < 10 && rng.Intn(2) == 0) {
+				g.members[fmt.Sprint("m", rng.Intn(1000))] = &member{}
+			} else {
+				gone := ids[rng.Intn(len(ids))]
+				delete(g.members, gone)
+				g.dropOwner(gone)
+			}
+			g.rebalance()
+			// settle: every owner releases what it must
+			for i := range g.parts {
+				if g.parts[i].Revoking() {
+					g.parts[i].Owner = ""
+				}
+			}
+			g.rebalance()
+			counts := map[string]int{}
+			for _, a := range g.parts {
+				require.False(t, a.Revoking())
+				if len(g.members) > 0 {
+					require.Contains(t, g.members, a.Owner)
+				}
+				counts[a.Owner]++
+			}
+			lo, hi := parts, 0
+			for id := range g.members {
+				lo, hi = min(lo, counts[id]), max(hi, counts[id])
+			}
+			if len(g.members) > 0 {
+				require.LessOrEqual(t, hi-lo, 1, "balanced")
+			}
+			moved := 0
+			for i := range before {
+				if before[i].Owner != "" && before[i].Owner != g.parts[i].Owner {
+					if _, alive := g.members[before[i].Owner]; alive {
+						moved++
+					}
+				}
+			}
+			// A surviving member gives up only what exceeds its new quota.
+			require.LessOrEqual(t, moved, parts/max(1, len(g.members))+1, "sticky")
+		}
+	}
+}

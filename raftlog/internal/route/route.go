@@ -1,0 +1,352 @@
+// Package route runs every write of the log on the leader of its shard,
+// wherever that is: group commit on the leader (Batcher), one
+// leader-or-forward path shared by appends, consumer group operations,
+// membership changes and the read barrier, and the node-to-node calls that
+// carry them (rpc.go: one table of methods, one reply codec).
+//
+// A call that may have been applied when it failed (a leadership loss, a
+// forward cut mid-way, a context that ended after hand-off) is retried with
+// the same payload until it has an outcome or its context ends: appends are
+// deduplicated by record ID in the state machine and every other call is
+// idempotent, so a retry never applies twice.
+//
+// It imports core, wire, cgroup (for the encoding of a group's state),
+// internal/mux and internal/backoff.
+package route
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/esraft/esraft/internal/backoff"
+	"github.com/esraft/esraft/internal/mux"
+	"github.com/esraft/esraft/raftlog/internal/core"
+	"github.com/esraft/esraft/raftlog/internal/wire"
+)
+
+// Shard is one raft group of this node, as routing sees it.
+type Shard struct {
+	ID      core.Shard
+	Raft    *raft.Raft
+	Batcher *Batcher
+	// Applied returns the raft index this node has applied in the shard.
+	Applied func() uint64
+
+	leader core.Signal // woken on every leader change seen by this node
+}
+
+// LeaderChanged wakes the calls waiting for a new leader of s; the owner
+// of raft's leader observations calls it.
+func (s *Shard) LeaderChanged() { s.leader.Notify() }
+
+// Router routes calls to shard leaders.
+type Router struct {
+	self       raft.ServerID
+	partitions int
+	client     *mux.Client // nil without a network: every shard is local
+	shards     []*Shard
+	closing    <-chan struct{}
+}
+
+// New returns the router of node self over shards, for a log of the given
+// number of partitions. client carries calls to
+// other nodes (nil for a node without a network); closing ends every call
+// in progress with ErrClosed.
+func New(self string, partitions int, client *mux.Client, shards []*Shard, closing <-chan struct{}) *Router {
+	return &Router{self: raft.ServerID(self), partitions: partitions, client: client, shards: shards, closing: closing}
+}
+
+// retryPolicy paces retries that no leader change will wake (a leader that
+// is known but unreachable).
+var retryPolicy = backoff.Policy{Initial: 5 * time.Millisecond, Max: 500 * time.Millisecond}
+
+// Append runs an encoded append request on its shard's leader.
+func (r *Router) Append(ctx context.Context, s *Shard, enc []byte) (core.AppendResult, error) {
+	return onLeader(ctx, r, s, appendMethod, enc)
+}
+
+// Group runs a consumer group operation on the coordinator, shard 0.
+func (r *Router) Group(ctx context.Context, op *wire.GroupOp) (core.GroupState, error) {
+	return onLeader(ctx, r, r.shards[0], groupMethod, wire.EncodeGroupOp(nil, op))
+}
+
+// ReadIndex returns the index shard s's leader had applied when the call
+// reached it, after the leader confirmed it still leads.
+func (r *Router) ReadIndex(ctx context.Context, s *Shard) (uint64, error) {
+	return onLeader(ctx, r, s, readIndexMethod, binary.AppendUvarint(nil, uint64(s.ID)))
+}
+
+// Membership operations.
+const (
+	OpAddVoter    byte = 1
+	OpAddNonvoter byte = 2
+	OpRemove      byte = 3
+)
+
+// ChangeMembership applies a membership change to every shard.
+func (r *Router) ChangeMembership(ctx context.Context, op byte, id, addr string) error {
+	for _, s := range r.shards {
+		payload := []byte{op}
+		payload = binary.AppendUvarint(payload, uint64(s.ID))
+		payload = wire.AppendString(payload, id)
+		payload = wire.AppendString(payload, addr)
+		if _, err := onLeader(ctx, r, s, membershipMethod, payload); err != nil {
+			return fmt.Errorf("raftlog: shard %d: %w", s.ID, err)
+		}
+	}
+	return nil
+}
+
+// onLeader runs call m with payload on shard s's leader: here if this node
+// leads s, else forwarded to the leader it knows. It retries what may be
+// retried (retryError) after a leader change or a backoff, until an outcome
+// or the end of ctx.
+func onLeader[T any](ctx context.Context, r *Router, s *Shard, m method[T], payload []byte) (T, error) {
+	var zero T
+	unknown := false
+	bo := backoff.Backoff{Policy: retryPolicy}
+	for {
+		if r.closed() {
+			return zero, GiveUp(core.ErrClosed, unknown)
+		}
+		changed := s.leader.Wait()
+		var res T
+		var err error
+		addr, id := s.Raft.LeaderWithID()
+		switch {
+		case id == r.self:
+			res, err = m.local(ctx, s, payload)
+		case addr != "" && r.client != nil:
+			res, err = forward(ctx, r, string(addr), m, payload, changed)
+		default:
+			err = &retryError{cause: core.ErrNoLeader}
+		}
+		var re *retryError
+		if !errors.As(err, &re) {
+			return res, err
+		}
+		unknown = unknown || re.unknown
+		if ctx.Err() != nil {
+			return zero, GiveUp(ctx.Err(), unknown)
+		}
+		select {
+		case <-changed:
+			bo.Reset()
+		case <-bo.After():
+		case <-ctx.Done():
+			return zero, GiveUp(ctx.Err(), unknown)
+		case <-r.closing:
+			return zero, GiveUp(core.ErrClosed, unknown)
+		}
+	}
+}
+
+// forward sends a call to addr, believed to lead its shard, abandoning it
+// if this node learns of another leader meanwhile: a leader that was
+// paused or cut off would otherwise hold the call until ctx ends. An
+// abandoned call's outcome is unknown and onLeader retries it on the new
+// leader.
+func forward[T any](ctx context.Context, r *Router, addr string, m method[T], payload []byte, changed <-chan struct{}) (T, error) {
+	var zero T
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-changed:
+			cancel()
+		case <-fctx.Done():
+		}
+	}()
+	resp, err := r.client.Call(fctx, addr, m.code, payload)
+	if err != nil {
+		// The call may have reached the leader before the failure.
+		return zero, &retryError{unknown: !errors.Is(err, mux.ErrClosed), cause: err}
+	}
+	d, err := decodeReply(resp)
+	if err != nil {
+		return zero, err
+	}
+	v := m.decode(d)
+	if d.Err != nil {
+		return zero, undecodable(d.Err)
+	}
+	return v, nil
+}
+
+// GiveUp builds the error of a call that ran out of time or was closed:
+// ErrNoLeader or ErrClosed, wrapping ErrUnknownOutcome if an attempt may
+// have been applied.
+func GiveUp(cause error, unknown bool) error {
+	base := core.ErrNoLeader
+	if errors.Is(cause, core.ErrClosed) {
+		base = core.ErrClosed
+	}
+	if unknown {
+		return fmt.Errorf("%w (%w): %w", base, core.ErrUnknownOutcome, cause)
+	}
+	if base == cause {
+		return base
+	}
+	return fmt.Errorf("%w: %w", base, cause)
+}
+
+func (r *Router) closed() bool {
+	select {
+	case <-r.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// Handle serves a node-to-node call (the mux RPC handler).
+func (r *Router) Handle(ctx context.Context, code byte, payload []byte) ([]byte, error) {
+	switch code {
+	case MethodAppend:
+		return appendMethod.serve(ctx, r, payload), nil
+	case MethodGroup:
+		return groupMethod.serve(ctx, r, payload), nil
+	case MethodMembership:
+		return membershipMethod.serve(ctx, r, payload), nil
+	case MethodReadIndex:
+		return readIndexMethod.serve(ctx, r, payload), nil
+	case MethodJoin:
+		d := wire.Decoder{B: payload}
+		id, addr, voter := d.Str(), d.Str(), d.Byte() == 1
+		if d.Err != nil {
+			return nil, d.Err
+		}
+		op := OpAddNonvoter
+		if voter {
+			op = OpAddVoter
+		}
+		return nil, r.ChangeMembership(ctx, op, id, addr)
+	}
+	return nil, fmt.Errorf("raftlog: unknown method %d", code)
+}
+
+// Join asks the node at addr to add node id, reachable at advertise, to
+// every shard, retrying until ctx ends.
+func (r *Router) Join(ctx context.Context, addr, id, advertise string, voter bool) error {
+	payload := wire.AppendString(nil, id)
+	payload = wire.AppendString(payload, advertise)
+	payload = appendBool(payload, voter)
+	bo := backoff.Backoff{Policy: retryPolicy}
+	for {
+		_, err := r.client.Call(ctx, addr, MethodJoin, payload)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-bo.After():
+		case <-ctx.Done():
+			return fmt.Errorf("raftlog: join %s: %w (last error: %v)", addr, ctx.Err(), err)
+		}
+	}
+}
+
+// shardOfRequest is the shard of an encoded append request's partition.
+func (r *Router) shardOfRequest(enc []byte) (*Shard, error) {
+	d := wire.Decoder{B: enc}
+	p := d.Uvarint()
+	if d.Err != nil || p >= uint64(r.partitions) {
+		return nil, fmt.Errorf("%w: %d", core.ErrUnknownPartition, p)
+	}
+	return r.shards[p%uint64(len(r.shards))], nil
+}
+
+// coordinator is shard 0, which holds the consumer groups. A payload that
+// is not a group operation is refused before it reaches raft.
+func (r *Router) coordinator(enc []byte) (*Shard, error) {
+	d := wire.Decoder{B: enc}
+	d.GroupOp()
+	if d.Finish() != nil {
+		return nil, errors.New("raftlog: undecodable group operation")
+	}
+	return r.shards[0], nil
+}
+
+func (r *Router) shardOfMembership(payload []byte) (*Shard, error) {
+	d := wire.Decoder{B: payload}
+	d.Byte()
+	return r.shardAt(&d, "membership change")
+}
+
+func (r *Router) shardOfReadIndex(payload []byte) (*Shard, error) {
+	return r.shardAt(&wire.Decoder{B: payload}, "read index request")
+}
+
+// shardAt reads a shard number from d.
+func (r *Router) shardAt(d *wire.Decoder, what string) (*Shard, error) {
+	s := d.Uvarint()
+	if d.Err != nil || s >= uint64(len(r.shards)) {
+		return nil, fmt.Errorf("raftlog: malformed %s", what)
+	}
+	return r.shards[s], nil
+}
+
+// applyGroupOp proposes an encoded group operation on this node, the
+// leader of shard 0, and waits for its outcome.
+func applyGroupOp(ctx context.Context, s *Shard, enc []byte) (core.GroupState, error) {
+	data := []byte{wire.CmdGroup}
+	data = binary.AppendVarint(data, time.Now().UnixNano())
+	data = append(data, enc...)
+	var timeout time.Duration
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = max(time.Until(dl), time.Millisecond)
+	}
+	fut := s.Raft.Apply(data, timeout)
+	if err := fut.Error(); err != nil {
+		return core.GroupState{}, classifyApplyError(err)
+	}
+	out, ok := fut.Response().(core.GroupOutcome)
+	if !ok {
+		return core.GroupState{}, fmt.Errorf("raftlog: group operation applied with response %T", fut.Response())
+	}
+	return out.State, out.Err
+}
+
+// applyMembership applies a membership change on this node, the leader of
+// the shard the payload names.
+func applyMembership(_ context.Context, s *Shard, payload []byte) (struct{}, error) {
+	d := wire.Decoder{B: payload}
+	op, _, id, addr := d.Byte(), d.Uvarint(), d.Str(), d.Str()
+	if d.Err != nil {
+		return struct{}{}, errors.New("raftlog: malformed membership change")
+	}
+	var f raft.IndexFuture
+	switch op {
+	case OpAddVoter:
+		f = s.Raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 0)
+	case OpAddNonvoter:
+		f = s.Raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 0)
+	case OpRemove:
+		f = s.Raft.RemoveServer(raft.ServerID(id), 0, 0)
+	default:
+		return struct{}{}, fmt.Errorf("raftlog: unknown membership op %d", op)
+	}
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return struct{}{}, &retryError{cause: err}
+		}
+		return struct{}{}, err
+	}
+	return struct{}{}, nil
+}
+
+// leaderReadIndex confirms that this node still leads s and returns what
+// it has applied.
+func leaderReadIndex(_ context.Context, s *Shard, _ []byte) (uint64, error) {
+	if err := s.Raft.VerifyLeader().Error(); err != nil {
+		return 0, &retryError{cause: err}
+	}
+	return s.Applied(), nil
+}
+
+// LeaderWait returns a channel closed at the next leader change of s.
+func (s *Shard) LeaderWait() <-chan struct{} { return s.leader.Wait() }

@@ -1,0 +1,90 @@
+package route
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/esraft/esraft/raftlog/internal/core"
+)
+
+// decodeAppendReply decodes a forwarded append's reply as forward does.
+func decodeAppendReply(b []byte) (core.AppendResult, error) {
+	d, err := decodeReply(b)
+	if err != nil {
+		return core.AppendResult{}, err
+	}
+	res := decodeAppendResult(d)
+	if d.Err != nil {
+		return core.AppendResult{}, undecodable(d.Err)
+	}
+	return res, nil
+}
+
+func encodeAppendReply(res core.AppendResult, err error) []byte {
+	return encodeReply(err, func(b []byte) []byte { return encodeAppendResult(b, res) })
+}
+
+func TestRepliesRoundTrip(t *testing.T) {
+	for _, res := range []core.AppendResult{
+		{Partition: 3, FirstOffset: 10, FirstKeySeq: 2, Count: 4, Time: time.Unix(0, 77).UTC(), Position: core.Position{Shard: 1, Index: 900}, Duplicate: true},
+	} {
+		got, err := decodeAppendReply(encodeAppendReply(res, nil))
+		require.NoError(t, err)
+		require.Equal(t, res, got)
+	}
+	for _, want := range []core.KeySeqError{
+		{Partition: 1, Key: "x", Expected: 2, Actual: 5},
+		{Partition: 2, Key: "y", Condition: core.CondExists, Actual: 3, Deleted: true},
+		{Partition: 3, Key: "z", Condition: core.CondAbsent, Actual: 4},
+	} {
+		_, err := decodeAppendReply(encodeAppendReply(core.AppendResult{}, &want))
+		var kse *core.KeySeqError
+		require.ErrorAs(t, err, &kse)
+		require.Equal(t, want, *kse)
+	}
+	for _, sentinel := range []error{core.ErrKeyDeleted, core.ErrIDConflict, core.ErrUnknownPartition, core.ErrUnknownMember} {
+		_, err := decodeAppendReply(encodeAppendReply(core.AppendResult{}, sentinel))
+		require.ErrorIs(t, err, sentinel)
+	}
+	want := core.StaleGenerationError{Group: "g", Member: "m", Partition: 3, Generation: 4, Current: 5, Owner: "o"}
+	_, err := decodeReply(encodeReply(&want, nil))
+	var sge *core.StaleGenerationError
+	require.ErrorAs(t, err, &sge)
+	require.Equal(t, want, *sge)
+
+	st := core.GroupState{Group: "g", Generation: 2, Members: []core.GroupMember{{ID: "m", SessionTimeout: time.Second, LastSeen: time.Unix(5, 0).UTC()}},
+		Partitions: []core.PartitionAssignment{{Partition: 0, Owner: "m", Generation: 2, Committed: 7}}}
+	d, err := decodeReply(encodeReply(nil, func(b []byte) []byte { return groupMethod.encode(b, st) }))
+	require.NoError(t, err)
+	require.Equal(t, st, decodeGroupState(d))
+	require.NoError(t, d.Err)
+
+	for _, code := range []byte{replyNotLeader, replyUnknown} {
+		_, err := decodeReply([]byte{code})
+		var re *retryError
+		require.ErrorAs(t, err, &re)
+		require.Equal(t, code == replyUnknown, re.unknown)
+	}
+}
+
+// FuzzReplies feeds arbitrary bytes to the reply decoders: none may panic.
+func FuzzReplies(f *testing.F) {
+	for _, s := range [][]byte{
+		encodeAppendReply(core.AppendResult{Count: 1}, nil),
+		encodeReply(nil, func(b []byte) []byte {
+			return groupMethod.encode(b, core.GroupState{Group: "g", Generation: 2, Partitions: []core.PartitionAssignment{{Owner: "m"}}})
+		}),
+		encodeReply(&core.KeySeqError{Key: "k"}, nil),
+		{}, {replyIDConflict}, {0xff},
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		decodeAppendReply(b)
+		if d, err := decodeReply(b); err == nil {
+			decodeGroupState(d)
+		}
+	})
+}

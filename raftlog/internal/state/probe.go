@@ -1,0 +1,104 @@
+package state
+
+import (
+	"io"
+
+	"github.com/google/uuid"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/esraft/esraft/raftlog/internal/core"
+)
+
+// Probe reaches into an engine for the tests of the packages above it:
+// crash simulation, held flushes, the tables' sizes and the state file as
+// stored. Production code never uses it.
+type Probe struct{ f *Engine }
+
+// Probe returns the engine's probe.
+func (f *Engine) Probe() Probe { return Probe{f} }
+
+// Crash stops the engine as a killed process would: the flusher stops
+// after the flush in progress, nothing else is written, the tables are
+// lost.
+func (p Probe) Crash() error {
+	f := p.f
+	f.stopFlusher()
+	f.dbMu.Lock()
+	defer f.dbMu.Unlock()
+	return f.db.Close()
+}
+
+// HoldFlushes makes the flusher wait, before it writes each table after
+// the first skip ones, until release is closed (or the engine stops); it
+// reports on the returned channel each table it holds. Call it before the
+// first apply.
+func (p Probe) HoldFlushes(release <-chan struct{}, skip int) <-chan struct{} {
+	f := p.f
+	held := make(chan struct{}, 100)
+	n := 0
+	f.beforeFlush = func() {
+		if n++; n <= skip {
+			return
+		}
+		held <- struct{}{}
+		select {
+		case <-release:
+		case <-f.flushStop:
+		}
+	}
+	return held
+}
+
+// ActiveRecords is the number of records in the active table.
+func (p Probe) ActiveRecords() int {
+	p.f.mu.RLock()
+	defer p.f.mu.RUnlock()
+	return p.f.mem.n
+}
+
+// Frozen reports the last raft index of the frozen table, if one is.
+func (p Probe) Frozen() (uint64, bool) {
+	p.f.mu.RLock()
+	defer p.f.mu.RUnlock()
+	if p.f.frozen == nil {
+		return 0, false
+	}
+	return p.f.frozen.last, true
+}
+
+// FileApplied is the applied index stored in the state file.
+func (p Probe) FileApplied() (uint64, error) {
+	var applied uint64
+	err := p.f.view(func(tx *bolt.Tx) error {
+		applied = fileApplied(tx)
+		return nil
+	})
+	return applied, err
+}
+
+// View runs fn in a read transaction of the state file alone.
+func (p Probe) View(fn func(tx *bolt.Tx) error) error { return p.f.view(fn) }
+
+// MetaBucket is the name of the state file's per-replica bucket.
+func (Probe) MetaBucket() []byte { return bucketMeta }
+
+// EachID calls fn with every record ID in the state file's ID index and
+// the partition it was appended to.
+func (p Probe) EachID(fn func(id uuid.UUID, partition core.Partition) error) error {
+	return p.f.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketIDs).ForEach(func(k, v []byte) error {
+			e, err := decodeIDEntry(v)
+			if err != nil {
+				return err
+			}
+			return fn(uuid.UUID(k), e.Partition)
+		})
+	})
+}
+
+// LookupID reports where record ID id was appended (tables, then file),
+// whether or not it has expired.
+func (p Probe) LookupID(id uuid.UUID) (IDEntry, bool, error) { return p.f.LookupID(id) }
+
+// OpenFullCopy starts a full copy of the state, as sent to a follower.
+func (p Probe) OpenFullCopy() (io.ReadCloser, int64, error) { return p.f.openFullCopy() }

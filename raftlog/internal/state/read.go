@@ -1,0 +1,255 @@
+package state
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/esraft/esraft/raftlog/internal/core"
+	"github.com/google/uuid"
+	bolt "go.etcd.io/bbolt"
+)
+
+// layers is the state as a reader sees it: the active table, then the
+// frozen one (if any), then the state file as a read transaction sees it,
+// which holds everything below the oldest table.
+type layers struct {
+	tx     *bolt.Tx
+	frozen *memTable
+	active *memTable
+
+	// Looked up on first use: the file's ID bucket and its greatest ID
+	// (new IDs are time-ordered UUIDs, mostly above it, which saves a
+	// B-tree search each), and the partitions' key buckets.
+	ids     *bolt.Bucket
+	maxID   []byte
+	keyBkts []*bolt.Bucket
+}
+
+// oldest is the lowest table: the file holds every record below its start
+// offsets.
+func (v *layers) oldest() *memTable {
+	if v.frozen != nil {
+		return v.frozen
+	}
+	return v.active
+}
+
+// tables are the tables from the oldest.
+func (v *layers) tables() []*memTable {
+	if v.frozen != nil {
+		return []*memTable{v.frozen, v.active}
+	}
+	return []*memTable{v.active}
+}
+
+// beginRead opens a read transaction of the state file and read-locks the
+// tables (the caller unlocks mu and rolls tx back). It retries until the
+// two agree: a flush that ends between the two steps has dropped a table
+// whose records the transaction does not see. The transaction is opened
+// before mu is taken: see the lock order in memtable.go.
+func (f *Engine) beginRead() (layers, error) {
+	for {
+		tx, err := f.db.Begin(false)
+		if err != nil {
+			return layers{}, err
+		}
+		f.mu.RLock()
+		v := layers{tx: tx, frozen: f.frozen, active: f.mem}
+		if fileApplied(tx) >= v.oldest().base {
+			return v, nil
+		}
+		f.mu.RUnlock()
+		tx.Rollback()
+	}
+}
+
+// fileApplied is the applied index stored in the state file.
+func fileApplied(tx *bolt.Tx) uint64 {
+	if v := tx.Bucket(bucketMeta).Get(metaApplied); v != nil {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+// readView runs fn on a consistent view of the state, tables read-locked.
+func (f *Engine) readView(fn func(v *layers) error) error {
+	f.dbMu.RLock()
+	defer f.dbMu.RUnlock()
+	v, err := f.beginRead()
+	if err != nil {
+		return err
+	}
+	defer v.tx.Rollback()
+	defer f.mu.RUnlock()
+	return fn(&v)
+}
+
+// Read returns records of partition p from offset from: those flushed to
+// the state file, then those in the tables, oldest first.
+func (f *Engine) Read(p core.Partition, from uint64, maxRecs, maxBytes int) ([]core.Record, error) {
+	c := collector{p: p, maxRecs: maxRecs, maxBytes: maxBytes}
+	err := f.readView(func(v *layers) error {
+		slot, _ := f.slot(p)
+		c.meta = f.meta[slot]
+		start := v.oldest().start[slot]
+		if from < start {
+			cur := v.tx.Bucket(partitionBucketName(p)).Bucket(bucketRecs).Cursor()
+			for k, val := cur.Seek(be64(from)); k != nil; k, val = cur.Next() {
+				off := binary.BigEndian.Uint64(k)
+				if off >= start {
+					break
+				}
+				if more, err := c.take(val, off); !more || err != nil {
+					return err
+				}
+			}
+		}
+		for _, m := range v.tables() {
+			for off := max(from, m.start[slot]); off < m.end(slot); off++ {
+				if more, err := c.take(m.recs[slot][off-m.start[slot]], off); !more || err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return c.out, err
+}
+
+// collector gathers decoded records of partition p within read bounds: at
+// least one, at most maxRecs, and no more than maxBytes after the first.
+type collector struct {
+	p                 core.Partition
+	maxRecs, maxBytes int
+	meta              map[string]*keyMeta // the partition's; records below a key's floor are skipped
+	size              int
+	out               []core.Record
+}
+
+// take adds the stored record v at offset off; false means a bound is met.
+func (c *collector) take(v []byte, off uint64) (bool, error) {
+	if len(c.out) >= c.maxRecs || (len(c.out) > 0 && c.size+len(v) > c.maxBytes) {
+		return false, nil
+	}
+	if len(c.meta) > 0 {
+		key, seq, err := storedKeySeq(v)
+		if err != nil {
+			return false, fmt.Errorf("raftlog: partition %d offset %d: %w", c.p, off, err)
+		}
+		if km := c.meta[string(key)]; km != nil && seq < km.floor {
+			return true, nil
+		}
+	}
+	rec, err := decodeRecord(v, c.p, off)
+	if err != nil {
+		return false, fmt.Errorf("raftlog: partition %d offset %d: %w", c.p, off, err)
+	}
+	c.size += len(v)
+	c.out = append(c.out, rec)
+	return true, nil
+}
+
+// ReadKey returns records of key in partition p from key sequence from:
+// those indexed in the state file below the first sequence a table holds,
+// then the key's runs in the tables, oldest first.
+func (f *Engine) ReadKey(p core.Partition, key string, from uint64, maxRecs, maxBytes int) ([]core.Record, error) {
+	c := collector{p: p, maxRecs: maxRecs, maxBytes: maxBytes}
+	err := f.readView(func(v *layers) error {
+		slot, _ := f.slot(p)
+		if km := f.meta[slot][key]; km != nil {
+			from = max(from, km.floor)
+		}
+		take := func(off uint64) (bool, error) {
+			rec := v.record(p, slot, off)
+			if rec == nil {
+				return false, fmt.Errorf("raftlog: key %q index names missing offset %d", key, off)
+			}
+			return c.take(rec, off)
+		}
+		var runs []*memKey
+		for _, m := range v.tables() {
+			if mk := m.keys[slot][key]; mk != nil {
+				runs = append(runs, mk)
+			}
+		}
+		memFirst := ^uint64(0)
+		if len(runs) > 0 {
+			memFirst = runs[0].first
+		}
+		more := true
+		err := eachKeyOffset(v.keysBucket(p, slot), key, from, func(seq, off uint64) (bool, error) {
+			if seq >= memFirst {
+				return false, nil
+			}
+			var err error
+			more, err = take(off)
+			return more, err
+		})
+		if !more || err != nil {
+			return err
+		}
+		for _, mk := range runs {
+			for seq := max(from, mk.first); seq <= mk.last(); seq++ {
+				if more, err := take(mk.offsets[seq-mk.first]); !more || err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return c.out, err
+}
+
+// KeyInfo returns the state of key in partition p.
+func (f *Engine) KeyInfo(p core.Partition, key string) (core.KeyInfo, error) {
+	info := core.KeyInfo{First: 1}
+	err := f.readView(func(v *layers) error {
+		slot, _ := f.slot(p)
+		if km := f.meta[slot][key]; km != nil {
+			info.First, info.Deleted = km.floor, km.deleted
+		}
+		info.Seq = v.keyHead(p, slot, key)
+		return nil
+	})
+	return info, err
+}
+
+// KeySeq returns the current sequence of key in partition p.
+func (f *Engine) KeySeq(p core.Partition, key string) (uint64, error) {
+	var seq uint64
+	err := f.readView(func(v *layers) error {
+		slot, _ := f.slot(p)
+		seq = v.keyHead(p, slot, key)
+		return nil
+	})
+	return seq, err
+}
+
+// LookupID returns where a record ID was appended, if it is held.
+func (f *Engine) LookupID(id uuid.UUID) (IDEntry, bool, error) {
+	var e IDEntry
+	var found bool
+	err := f.readView(func(v *layers) error {
+		var err error
+		e, found, err = v.ID(id)
+		return err
+	})
+	return e, found, err
+}
+
+// FlushedIDCount is the number of record IDs in the state file.
+func (f *Engine) FlushedIDCount() (int, error) {
+	var n int
+	err := f.view(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketIDs).Stats().KeyN
+		return nil
+	})
+	return n, err
+}
+
+// view runs fn in a read transaction of the state file alone.
+func (f *Engine) view(fn func(tx *bolt.Tx) error) error {
+	f.dbMu.RLock()
+	defer f.dbMu.RUnlock()
+	return f.db.View(fn)
+}
