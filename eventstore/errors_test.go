@@ -46,7 +46,7 @@ func TestErrorsReachTheLog(t *testing.T) {
 		require.ErrorAs(t, err, &kse, "WrongVersionError unwraps to the log's KeySeqError")
 		require.Equal(t, "acct-1", kse.Key)
 		require.Equal(t, uint64(7), kse.Expected)
-		require.Equal(t, s.PartitionOf("acct-1"), kse.Partition)
+		require.Equal(t, raftlog.Partition(s.PartitionOf("acct-1")), kse.Partition)
 	})
 	t.Run("stream deleted", func(t *testing.T) {
 		_, err := s.DeleteStream(ctx, "acct-1", eventstore.Any)

@@ -4,9 +4,10 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/google/uuid"
+
 	"github.com/esraft/esraft/raftlog/internal/core"
 	"github.com/esraft/esraft/raftlog/internal/wire"
-	"github.com/google/uuid"
 )
 
 // Append appends records under key, in order, to the key's partition (or

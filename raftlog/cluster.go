@@ -4,8 +4,9 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/esraft/esraft/raftlog/internal/route"
 	"github.com/hashicorp/raft"
+
+	"github.com/esraft/esraft/raftlog/internal/route"
 )
 
 // AddVoter adds (or re-addresses) a voter in every shard. The node must be

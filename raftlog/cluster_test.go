@@ -14,11 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/esraft/esraft/raftlog/internal/state"
 	"github.com/google/uuid"
 	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/esraft/esraft/raftlog/internal/state"
 )
 
 // Multi-node tests over real TCP (see harness_test.go). Helpers here are

@@ -11,9 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/esraft/esraft/raftlog/internal/core"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
+
+	"github.com/esraft/esraft/raftlog/internal/core"
 )
 
 func openSingle(t testing.TB, dir string, mod func(*Config)) *Log {

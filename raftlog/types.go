@@ -117,3 +117,6 @@ var (
 	// (never joined, left, or its session expired); it must join again.
 	ErrUnknownMember = core.ErrUnknownMember
 )
+
+// MaxKeyBytes is the longest key, in bytes, an append accepts.
+const MaxKeyBytes = core.MaxKeyBytes

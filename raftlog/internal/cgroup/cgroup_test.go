@@ -6,8 +6,9 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/esraft/esraft/raftlog/internal/core"
 	"github.com/stretchr/testify/require"
+
+	"github.com/esraft/esraft/raftlog/internal/core"
 )
 
 // The assignment is balanced after every change and sticky: a join or a

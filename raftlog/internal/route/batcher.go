@@ -8,9 +8,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/esraft/esraft/raftlog/internal/core"
 	"github.com/esraft/esraft/raftlog/internal/wire"
-	"github.com/hashicorp/raft"
 )
 
 // Batcher is one shard's group commit: concurrent appends on the

@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/esraft/esraft/raftlog/internal/core"
 	"github.com/esraft/esraft/raftlog/internal/wire"
-	"github.com/google/uuid"
 )
 
 // Batch applies a run of committed entries of the shard's raft log: Begin

@@ -1,3 +1,14 @@
+// Package state is the state engine of one shard: the records of its
+// partitions, their key indexes, the record-ID index, key metadata and (in
+// shard 0) the consumer groups, held in a bbolt state file written by
+// large fsynced flushes of in-memory tables. FSM (fsm.go) adapts it to
+// hashicorp/raft: it decodes each committed entry and dispatches it by its
+// command byte to a Batch. Applies are deterministic (they read only the
+// entry and the state) and idempotent by raft index (the file stores the
+// index it covers), so a restart replays nothing twice. DESIGN.md beside
+// raftlog documents the file's format and the crash argument.
+//
+// It imports core, wire and cgroup.
 package state
 
 import (
@@ -9,19 +20,17 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/esraft/esraft/raftlog/internal/cgroup"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/esraft/esraft/raftlog/internal/cgroup"
 	"github.com/esraft/esraft/raftlog/internal/core"
 )
 
-// Engine is one shard's state machine: the records of the group's
-// partitions, their key indexes and the record-ID index, in a bbolt file.
+// Engine is one shard's state: the records of the shard's partitions,
+// their key indexes and the record-ID index, in a bbolt file.
 //
-// Contracts (hashicorp/raft): ApplyBatch and Restore run on raft's FSM
-// goroutine, one at a time; Snapshot runs there too and must be quick;
-// Persist of a returned snapshot runs concurrently with later applies.
-// Readers run on any goroutine.
+// Batches (apply.go), Flush and Restore run on raft's FSM goroutine, one
+// at a time; readers run on any goroutine.
 //
 // Applies go to an in-memory table that is flushed to the file in large
 // fsynced transactions, in the background (memtable.go). Every flush stores

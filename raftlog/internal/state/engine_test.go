@@ -12,13 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/esraft/esraft/raftlog/internal/cgroup"
-	"github.com/esraft/esraft/raftlog/internal/core"
-	"github.com/esraft/esraft/raftlog/internal/wire"
 	"github.com/google/uuid"
 	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/esraft/esraft/raftlog/internal/cgroup"
+	"github.com/esraft/esraft/raftlog/internal/core"
+	"github.com/esraft/esraft/raftlog/internal/wire"
 )
 
 func newTestFSM(t testing.TB, retention time.Duration) *Engine {

@@ -4,8 +4,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/esraft/esraft/raftlog/internal/core"
 	"github.com/hashicorp/raft"
+
+	"github.com/esraft/esraft/raftlog/internal/core"
 )
 
 // The engine's tests drive it as raft does, through its FSM.

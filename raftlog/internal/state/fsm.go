@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/esraft/esraft/raftlog/internal/core"
 	"github.com/esraft/esraft/raftlog/internal/wire"
-	"github.com/hashicorp/raft"
 )
 
 // FSM is the shard's raft.FSM: a thin adapter that reads each entry's

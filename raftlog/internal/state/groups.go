@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/esraft/esraft/raftlog/internal/cgroup"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/esraft/esraft/raftlog/internal/cgroup"
 	"github.com/esraft/esraft/raftlog/internal/core"
 	"github.com/esraft/esraft/raftlog/internal/wire"
 )

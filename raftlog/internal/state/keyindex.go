@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/esraft/esraft/raftlog/internal/core"
-	"github.com/esraft/esraft/raftlog/internal/wire"
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/esraft/esraft/raftlog/internal/core"
+	"github.com/esraft/esraft/raftlog/internal/wire"
 )
 
 // The key index in the state file maps a key's sequences to offsets in

@@ -8,11 +8,10 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/esraft/esraft/raftlog/internal/cgroup"
+	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/google/uuid"
-
+	"github.com/esraft/esraft/raftlog/internal/cgroup"
 	"github.com/esraft/esraft/raftlog/internal/wire"
 )
 

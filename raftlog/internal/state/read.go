@@ -4,9 +4,10 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"github.com/esraft/esraft/raftlog/internal/core"
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/esraft/esraft/raftlog/internal/core"
 )
 
 // layers is the state as a reader sees it: the active table, then the
