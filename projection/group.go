@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/esraft/esraft/eventstore"
-	"github.com/esraft/esraft/raftlog"
 )
 
 // GroupOptions tune a group runner.
@@ -48,17 +47,16 @@ type CommitAttempt struct {
 	// known: the log applied the commit, if it did, in between.
 	Start, End time.Time
 	// Err is nil if the commit was acknowledged, a
-	// *raftlog.StaleGenerationError if it was rejected because the member
-	// no longer holds the partition at Generation, and another error if
-	// the outcome is unknown (no leader reached before the timeout) or the
-	// log is closed.
+	// *eventstore.StaleGenerationError if it was rejected because the
+	// member no longer holds the partition at Generation, and another
+	// error if the outcome is unknown (no leader reached before the
+	// timeout) or the store is closed.
 	Err error
 }
 
 // Group is one member of a consumer group of handlers.
 type Group struct {
 	store  *eventstore.Store
-	log    *raftlog.Log
 	group  string
 	member string
 	h      Handler
@@ -66,7 +64,7 @@ type Group struct {
 
 	mu       sync.Mutex
 	state    string
-	gs       raftlog.GroupState
+	gs       eventstore.ConsumerGroupState
 	workers  map[int]*worker
 	releases []int // revoked partitions whose workers stopped, to release
 
@@ -88,7 +86,7 @@ func NewGroup(store *eventstore.Store, group, member string, h Handler, opt Grou
 	if opt.SessionTimeout <= 0 {
 		opt.SessionTimeout = 10 * time.Second
 	}
-	return &Group{store: store, log: store.Log(), group: group, member: member, h: h, opt: opt, state: "starting", workers: map[int]*worker{}}
+	return &Group{store: store, group: group, member: member, h: h, opt: opt, state: "starting", workers: map[int]*worker{}}
 }
 
 // Run joins the group and handles the partitions assigned to this member
@@ -103,12 +101,12 @@ func (g *Group) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			if !g.testNoLeave {
 				lctx, cancel := context.WithTimeout(context.Background(), g.opt.SessionTimeout)
-				g.log.LeaveGroup(lctx, g.group, g.member)
+				g.store.LeaveGroup(lctx, g.group, g.member)
 				cancel()
 			}
 			return nil
 		}
-		if !errors.Is(err, raftlog.ErrUnknownMember) {
+		if !errors.Is(err, eventstore.ErrUnknownMember) {
 			return err
 		}
 		// Our session expired (a long pause): join again.
@@ -124,10 +122,10 @@ func (g *Group) setState(s string) {
 // session is one membership: join, then heartbeat and follow the
 // assignment until ctx ends or the member is expelled.
 func (g *Group) session(ctx context.Context) error {
-	var gs raftlog.GroupState
+	var gs eventstore.ConsumerGroupState
 	for {
 		var err error
-		gs, err = g.log.JoinGroup(ctx, g.group, g.member, g.opt.SessionTimeout)
+		gs, err = g.store.JoinGroup(ctx, g.group, g.member, g.opt.SessionTimeout)
 		if err == nil {
 			break
 		}
@@ -161,7 +159,7 @@ func (g *Group) session(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-changed:
-			if s, ok, err := g.log.GroupState(g.group); err == nil && ok && s.Generation > gs.Generation {
+			if s, ok, err := g.store.GroupState(g.group); err == nil && ok && s.Generation > gs.Generation {
 				gs = s
 			}
 			continue
@@ -175,9 +173,9 @@ func (g *Group) session(ctx context.Context) error {
 		release = g.releases
 		g.releases = nil
 		g.mu.Unlock()
-		s, err := g.log.Heartbeat(ctx, g.group, g.member, release)
+		s, err := g.store.Heartbeat(ctx, g.group, g.member, release)
 		if err != nil {
-			if errors.Is(err, raftlog.ErrUnknownMember) || ctx.Err() != nil {
+			if errors.Is(err, eventstore.ErrUnknownMember) || ctx.Err() != nil {
 				return err
 			}
 			g.mu.Lock()
@@ -194,10 +192,10 @@ func (g *Group) session(ctx context.Context) error {
 func (g *Group) watch(ctx context.Context, changed chan<- uint64) {
 	var gen uint64
 	for {
-		if err := g.log.WaitGroupChange(ctx, g.group, gen); err != nil {
+		if err := g.store.WaitGroupChange(ctx, g.group, gen); err != nil {
 			return
 		}
-		s, ok, err := g.log.GroupState(g.group)
+		s, ok, err := g.store.GroupState(g.group)
 		if err != nil || !ok {
 			return
 		}
@@ -211,7 +209,7 @@ func (g *Group) watch(ctx context.Context, changed chan<- uint64) {
 
 // reconcile starts workers for partitions granted to this member and
 // stops those it must give up.
-func (g *Group) reconcile(ctx context.Context, gs raftlog.GroupState) {
+func (g *Group) reconcile(ctx context.Context, gs eventstore.ConsumerGroupState) {
 	g.mu.Lock()
 	g.gs = gs
 	g.mu.Unlock()
@@ -274,7 +272,7 @@ type worker struct {
 	lost   bool
 }
 
-func (g *Group) start(ctx context.Context, a raftlog.PartitionAssignment) {
+func (g *Group) start(ctx context.Context, a eventstore.PartitionAssignment) {
 	wctx, cancel := context.WithCancel(ctx)
 	w := &worker{g: g, p: a.Partition, gen: a.Generation, cancel: cancel, done: make(chan struct{}), next: a.Committed, parked: map[string]bool{}}
 	for _, pr := range a.Parked {
@@ -328,7 +326,7 @@ func (w *worker) run(ctx context.Context) {
 		if len(batch) == 0 { // only skipped events: commit how far they go
 			next := sub.Checkpoint()[w.p]
 			w.mu.Lock()
-			ok := next <= w.next || w.commit(context.WithoutCancel(ctx), raftlog.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: next})
+			ok := next <= w.next || w.commit(context.WithoutCancel(ctx), eventstore.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: next})
 			if ok {
 				w.next = max(w.next, next)
 			}
@@ -358,7 +356,7 @@ func (w *worker) handle(ctx context.Context, evs []eventstore.Event, after uint6
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	next := max(after, evs[len(evs)-1].Offset+1)
-	var park []raftlog.ParkedRecord
+	var park []eventstore.ParkedRecord
 	for len(evs) > 0 {
 		n, herr, err := w.handlePrefix(ctx, evs, &park)
 		if err != nil {
@@ -372,7 +370,7 @@ func (w *worker) handle(ctx context.Context, evs []eventstore.Event, after uint6
 		}
 		evs = evs[n+1:]
 	}
-	if !w.commit(ctx, raftlog.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: next, Park: park}) {
+	if !w.commit(ctx, eventstore.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: next, Park: park}) {
 		return false
 	}
 	w.next = next
@@ -385,13 +383,13 @@ func (w *worker) handle(ctx context.Context, evs []eventstore.Event, after uint6
 // those of the events before it committed), or len(evs) and nil. Events of
 // a stream parked earlier are parked behind it, unhandled. err is a
 // failure of the transaction: nothing was committed.
-func (w *worker) handlePrefix(ctx context.Context, evs []eventstore.Event, park *[]raftlog.ParkedRecord) (n int, herr, err error) {
-	var waiting []raftlog.ParkedRecord
+func (w *worker) handlePrefix(ctx context.Context, evs []eventstore.Event, park *[]eventstore.ParkedRecord) (n int, herr, err error) {
+	var waiting []eventstore.ParkedRecord
 	err = w.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		for n = 0; n < len(evs); n++ {
 			ev := evs[n]
 			if w.parked[ev.Stream] {
-				waiting = append(waiting, raftlog.ParkedRecord{Offset: ev.Offset, Key: ev.Stream, Error: "waiting behind an earlier parked event of its stream"})
+				waiting = append(waiting, eventstore.ParkedRecord{Offset: ev.Offset, Key: ev.Stream, Error: "waiting behind an earlier parked event of its stream"})
 				continue
 			}
 			if herr = w.try(ctx, tx, ev); herr != nil {
@@ -414,7 +412,7 @@ func (w *worker) handlePrefix(ctx context.Context, evs []eventstore.Event, park 
 // MaxAttempts in all, sleeping between attempts outside any transaction,
 // and parks it (and, from then on, its stream) if it still fails. false
 // means the worker must stop: ctx ended or the database failed.
-func (w *worker) retryOrPark(ctx context.Context, ev eventstore.Event, herr error, park *[]raftlog.ParkedRecord) bool {
+func (w *worker) retryOrPark(ctx context.Context, ev eventstore.Event, herr error, park *[]eventstore.ParkedRecord) bool {
 	for attempt := 2; attempt <= w.g.opt.MaxAttempts; attempt++ {
 		if sleep(ctx, w.g.opt.delay(attempt-1)) != nil {
 			return false
@@ -430,7 +428,7 @@ func (w *worker) retryOrPark(ctx context.Context, ev eventstore.Event, herr erro
 			return false // the database failed, not the handler
 		}
 	}
-	*park = append(*park, raftlog.ParkedRecord{Offset: ev.Offset, Key: ev.Stream, Error: herr.Error(), Attempts: w.g.opt.MaxAttempts})
+	*park = append(*park, eventstore.ParkedRecord{Offset: ev.Offset, Key: ev.Stream, Error: herr.Error(), Attempts: w.g.opt.MaxAttempts})
 	w.parked[ev.Stream] = true
 	return true
 }
@@ -466,20 +464,20 @@ func (w *worker) inTx(ctx context.Context, fn func(ctx context.Context, tx *sql.
 
 // commit records progress in the log, retrying while no leader is
 // reachable; false if the partition was lost (stale generation).
-func (w *worker) commit(ctx context.Context, c raftlog.OffsetCommit) bool {
+func (w *worker) commit(ctx context.Context, c eventstore.OffsetCommit) bool {
 	for attempt := 1; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, w.g.opt.SessionTimeout)
 		start := time.Now()
-		_, err := w.g.log.CommitOffsets(cctx, w.g.group, w.g.member, []raftlog.OffsetCommit{c})
+		_, err := w.g.store.CommitOffsets(cctx, w.g.group, w.g.member, []eventstore.OffsetCommit{c})
 		cancel()
 		if w.g.opt.OnCommit != nil {
 			w.g.opt.OnCommit(CommitAttempt{Partition: c.Partition, Generation: c.Generation, Offset: c.Offset, Start: start, End: time.Now(), Err: err})
 		}
-		var sge *raftlog.StaleGenerationError
+		var sge *eventstore.StaleGenerationError
 		switch {
 		case err == nil:
 			return true
-		case errors.As(err, &sge), errors.Is(err, raftlog.ErrClosed):
+		case errors.As(err, &sge), errors.Is(err, eventstore.ErrClosed):
 			w.lost = true
 			return false
 		}
@@ -491,7 +489,7 @@ func (w *worker) commit(ctx context.Context, c raftlog.OffsetCommit) bool {
 
 // retryParked handles parked records the group was asked to retry, on
 // the partitions this member owns.
-func (g *Group) retryParked(ctx context.Context, gs raftlog.GroupState) {
+func (g *Group) retryParked(ctx context.Context, gs eventstore.ConsumerGroupState) {
 	for _, a := range gs.Partitions {
 		if a.Owner != g.member || a.Revoking() {
 			continue
@@ -513,11 +511,11 @@ func (g *Group) retryParked(ctx context.Context, gs raftlog.GroupState) {
 
 // retry handles the parked records of key again, oldest first, stopping
 // at the first that fails; the handled ones are unparked.
-func (w *worker) retry(ctx context.Context, parked []raftlog.ParkedRecord, key string) {
+func (w *worker) retry(ctx context.Context, parked []eventstore.ParkedRecord, key string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var unpark []uint64
-	var again []raftlog.ParkedRecord
+	var again []eventstore.ParkedRecord
 	for _, pr := range parked {
 		if pr.Key != key {
 			continue
@@ -540,7 +538,7 @@ func (w *worker) retry(ctx context.Context, parked []raftlog.ParkedRecord, key s
 		}
 		unpark = append(unpark, pr.Offset)
 	}
-	if w.commit(ctx, raftlog.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: w.next, Park: again, Unpark: unpark}) {
+	if w.commit(ctx, eventstore.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: w.next, Park: again, Unpark: unpark}) {
 		w.count -= len(unpark)
 		if len(again) == 0 {
 			delete(w.parked, key)
@@ -551,7 +549,7 @@ func (w *worker) retry(ctx context.Context, parked []raftlog.ParkedRecord, key s
 // Parked lists the group's parked records, as this node has applied the
 // group's state.
 func (g *Group) Parked() ([]ParkedEvent, error) {
-	gs, ok, err := g.log.GroupState(g.group)
+	gs, ok, err := g.store.GroupState(g.group)
 	if err != nil || !ok {
 		return nil, err
 	}
@@ -567,7 +565,7 @@ func (g *Group) Parked() ([]ParkedEvent, error) {
 // Retry asks the owner of partition (any member, on any node) to handle
 // the parked records of the stream of the parked record at offset again.
 func (g *Group) Retry(ctx context.Context, partition int, offset uint64) error {
-	return g.log.RetryParked(ctx, g.group, partition, offset)
+	return g.store.RetryParked(ctx, g.group, partition, offset)
 }
 
 // Status reports the group as this node sees it: every partition's owner
@@ -577,24 +575,27 @@ func (g *Group) Status() Status {
 	state := g.state
 	g.mu.Unlock()
 	st := Status{Name: g.group, State: state}
-	gs, ok, err := g.log.GroupState(g.group)
+	gs, ok, err := g.store.GroupState(g.group)
 	if err != nil || !ok {
 		return st
 	}
-	lag := g.log.Lag(gs)
-	for i, a := range gs.Partitions {
+	for _, a := range gs.Partitions {
 		head, _ := g.store.Head(a.Partition)
-		st.Partitions = append(st.Partitions, PartitionStatus{Partition: a.Partition, Position: a.Committed, Head: head, Lag: lag[i], Parked: len(a.Parked)})
-		st.Lag += lag[i]
-		st.Parked += len(a.Parked)
+		ps := PartitionStatus{Partition: a.Partition, Position: a.Committed, Head: head, Parked: len(a.Parked)}
+		if head > a.Committed {
+			ps.Lag = head - a.Committed
+		}
+		st.Partitions = append(st.Partitions, ps)
+		st.Lag += ps.Lag
+		st.Parked += ps.Parked
 	}
 	return st
 }
 
 // Assignment returns the group's state as this node has applied it:
 // generation, members, and each partition's owner.
-func (g *Group) Assignment() (raftlog.GroupState, bool) {
-	gs, ok, _ := g.log.GroupState(g.group)
+func (g *Group) Assignment() (eventstore.ConsumerGroupState, bool) {
+	gs, ok, _ := g.store.GroupState(g.group)
 	return gs, ok
 }
 
