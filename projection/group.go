@@ -2,7 +2,6 @@ package projection
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/internal/backoff"
 )
 
 // GroupOptions tune a group runner.
@@ -68,10 +68,9 @@ type Group struct {
 	workers  map[int]*worker
 	releases []int // revoked partitions whose workers stopped, to release
 
-	// testBeforeCommit, if set, runs after a batch is handled and before
-	// its offsets are committed; an error stops the worker there (a crash
-	// between handling and commit).
-	testBeforeCommit func() error
+	// testHooks' testBeforeCommit runs after a batch is handled and before
+	// its offsets are committed.
+	testHooks
 	// testBeforeHeartbeat runs before each heartbeat (a test blocks it to
 	// pause the member); testNoLeave skips leaving on stop (a crash).
 	testBeforeHeartbeat func()
@@ -132,7 +131,7 @@ func (g *Group) session(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err := sleep(ctx, g.opt.delay(1)); err != nil {
+		if err := backoff.Sleep(ctx, g.opt.delay(1)); err != nil {
 			return err
 		}
 	}
@@ -257,27 +256,31 @@ func (g *Group) stopAll(ctx context.Context) {
 	}
 }
 
-// worker handles one owned partition.
+// worker handles one owned partition: a runner core whose progress is
+// committed to the log after each batch, with the generation of the
+// grant.
 type worker struct {
+	core
 	g      *Group
 	p      int
 	gen    uint64
 	cancel context.CancelFunc
 	done   chan struct{}
-
-	mu     sync.Mutex // one batch or retry at a time
-	next   uint64
-	parked map[string]bool // streams with parked events
-	count  int
 	lost   bool
 }
 
 func (g *Group) start(ctx context.Context, a eventstore.PartitionAssignment) {
 	wctx, cancel := context.WithCancel(ctx)
-	w := &worker{g: g, p: a.Partition, gen: a.Generation, cancel: cancel, done: make(chan struct{}), next: a.Committed, parked: map[string]bool{}}
+	w := &worker{g: g, p: a.Partition, gen: a.Generation, cancel: cancel, done: make(chan struct{}), core: core{
+		name: g.group, h: g.h, opt: &g.opt.Options, store: g.store, hooks: &g.testHooks,
+	}}
+	if g.opt.DB != nil {
+		w.writer = g.opt.DB
+	}
+	cur := w.cursorLocked(a.Partition)
+	cur.next = a.Committed
 	for _, pr := range a.Parked {
-		w.parked[pr.Key] = true
-		w.count++
+		cur.parked[pr.Key]++
 	}
 	g.mu.Lock()
 	g.workers[a.Partition] = w
@@ -308,163 +311,55 @@ func (w *worker) stop() {
 	<-w.done
 }
 
+// run handles the partition until ctx ends or the worker must stop (it
+// lost the partition, the database failed, or the crash hook fired).
 func (w *worker) run(ctx context.Context) {
-	o := w.g.opt
-	sub, err := w.g.store.Subscribe(ctx, eventstore.SubscribeOptions{
-		Partitions: []int{w.p}, From: eventstore.Checkpoint{w.p: w.next},
-		Categories: o.Categories, EventTypes: o.EventTypes, BatchSize: o.BatchSize,
-	})
-	if err != nil {
-		return
-	}
-	defer sub.Close()
-	for {
-		batch, err := sub.Poll(ctx, o.BatchSize)
-		if err != nil {
-			return
-		}
-		if len(batch) == 0 { // only skipped events: commit how far they go
-			next := sub.Checkpoint()[w.p]
-			w.mu.Lock()
-			ok := next <= w.next || w.commit(context.WithoutCancel(ctx), eventstore.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: next})
-			if ok {
-				w.next = max(w.next, next)
-			}
-			w.mu.Unlock()
-			if !ok {
-				return
-			}
-			continue
-		}
+	w.follow(ctx, []int{w.p}, eventstore.Checkpoint{w.p: w.next()}, func(ctx context.Context, _ int, evs []eventstore.Event, after uint64) error {
 		// The batch in hand is finished even if ctx ends meanwhile: a
 		// revoked partition is committed before it is released.
-		if !w.handle(context.WithoutCancel(ctx), batch, sub.Checkpoint()[w.p]) {
-			return
+		ctx = context.WithoutCancel(ctx)
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if len(evs) == 0 { // only skipped events: commit how far they go
+			moved, _ := w.advanceLocked(ctx, w.p, after)
+			if !moved {
+				return nil
+			}
+			return w.commit(ctx, eventstore.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: after})
 		}
-	}
-}
-
-// handle handles a batch and commits its offsets; false means the worker
-// must stop (it lost the partition, the database failed, or the crash hook
-// fired). The events go through the handler in one transaction up to the
-// first that fails; that transaction commits, and the failed event is
-// retried alone with backoff, each attempt in a transaction of its own and
-// none held while waiting (other partitions share the database's one
-// writer), then parked if it keeps failing; the rest of the batch follows.
-// The log's offsets are committed once, after the whole batch.
-func (w *worker) handle(ctx context.Context, evs []eventstore.Event, after uint64) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	next := max(after, evs[len(evs)-1].Offset+1)
-	var park []eventstore.ParkedRecord
-	for len(evs) > 0 {
-		n, herr, err := w.handlePrefix(ctx, evs, &park)
+		next := max(after, evs[len(evs)-1].Offset+1)
+		parks, err := w.handleBatchLocked(ctx, evs, after)
 		if err != nil {
-			return false
+			return err
 		}
-		if herr == nil {
-			break
+		// The log's offsets are committed once, after the whole batch.
+		if err := w.commit(ctx, eventstore.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: next, Park: parkedRecords(parks)}); err != nil {
+			return err
 		}
-		if !w.retryOrPark(ctx, evs[n], herr, &park) {
-			return false
-		}
-		evs = evs[n+1:]
-	}
-	if !w.commit(ctx, eventstore.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: next, Park: park}) {
-		return false
-	}
-	w.next = next
-	w.count += len(park)
-	return true
-}
-
-// handlePrefix handles evs in one transaction until the handler fails on
-// one: it returns that event's index and error (its writes rolled back,
-// those of the events before it committed), or len(evs) and nil. Events of
-// a stream parked earlier are parked behind it, unhandled. err is a
-// failure of the transaction: nothing was committed.
-func (w *worker) handlePrefix(ctx context.Context, evs []eventstore.Event, park *[]eventstore.ParkedRecord) (n int, herr, err error) {
-	var waiting []eventstore.ParkedRecord
-	err = w.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		for n = 0; n < len(evs); n++ {
-			ev := evs[n]
-			if w.parked[ev.Stream] {
-				waiting = append(waiting, eventstore.ParkedRecord{Offset: ev.Offset, Key: ev.Stream, Error: "waiting behind an earlier parked event of its stream"})
-				continue
-			}
-			if herr = w.try(ctx, tx, ev); herr != nil {
-				break
-			}
-		}
-		if w.g.testBeforeCommit != nil {
-			return w.g.testBeforeCommit()
-		}
+		w.committedLocked(w.p, next, nil)
 		return nil
 	})
-	if err != nil {
-		return 0, nil, err
-	}
-	*park = append(*park, waiting...)
-	return n, herr, nil
 }
 
-// retryOrPark handles ev again after it failed with herr, up to
-// MaxAttempts in all, sleeping between attempts outside any transaction,
-// and parks it (and, from then on, its stream) if it still fails. false
-// means the worker must stop: ctx ended or the database failed.
-func (w *worker) retryOrPark(ctx context.Context, ev eventstore.Event, herr error, park *[]eventstore.ParkedRecord) bool {
-	for attempt := 2; attempt <= w.g.opt.MaxAttempts; attempt++ {
-		if sleep(ctx, w.g.opt.delay(attempt-1)) != nil {
-			return false
-		}
-		err := w.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-			herr = w.g.h(ctx, tx, ev)
-			return herr
-		})
-		if err == nil {
-			return true
-		}
-		if herr == nil {
-			return false // the database failed, not the handler
-		}
-	}
-	*park = append(*park, eventstore.ParkedRecord{Offset: ev.Offset, Key: ev.Stream, Error: herr.Error(), Attempts: w.g.opt.MaxAttempts})
-	w.parked[ev.Stream] = true
-	return true
+// next is the offset the worker resumes from.
+func (w *worker) next() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cursorLocked(w.p).next
 }
 
-// try runs the handler on ev inside a savepoint of tx (if any), so a
-// failed attempt leaves no trace.
-func (w *worker) try(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
-	if tx == nil {
-		return w.g.h(ctx, nil, ev)
+func parkedRecords(parks []parking) []eventstore.ParkedRecord {
+	var out []eventstore.ParkedRecord
+	for _, p := range parks {
+		out = append(out, eventstore.ParkedRecord{Offset: p.Offset, Key: p.Stream, Error: p.Error, Attempts: p.Attempts})
 	}
-	if _, err := tx.ExecContext(ctx, "SAVEPOINT ev"); err != nil {
-		return err
-	}
-	if herr := w.g.h(ctx, tx, ev); herr != nil {
-		if _, err := tx.ExecContext(ctx, "ROLLBACK TO ev; RELEASE ev"); err != nil {
-			return errors.Join(herr, err)
-		}
-		return herr
-	}
-	_, err := tx.ExecContext(ctx, "RELEASE ev")
-	return err
-}
-
-// inTx runs fn in a transaction of the member's database, ctx carrying
-// the transaction's statement cache (see Exec), or with a nil tx if the
-// member has none.
-func (w *worker) inTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	if w.g.opt.DB == nil {
-		return fn(ctx, nil)
-	}
-	return w.g.opt.DB.Update(ctx, func(tx *sql.Tx) error { return fn(withTxStmts(ctx, tx), tx) })
+	return out
 }
 
 // commit records progress in the log, retrying while no leader is
-// reachable; false if the partition was lost (stale generation).
-func (w *worker) commit(ctx context.Context, c eventstore.OffsetCommit) bool {
+// reachable; it fails if the partition was lost (stale generation), the
+// store closed or ctx ended.
+func (w *worker) commit(ctx context.Context, c eventstore.OffsetCommit) error {
 	for attempt := 1; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, w.g.opt.SessionTimeout)
 		start := time.Now()
@@ -476,13 +371,13 @@ func (w *worker) commit(ctx context.Context, c eventstore.OffsetCommit) bool {
 		var sge *eventstore.StaleGenerationError
 		switch {
 		case err == nil:
-			return true
+			return nil
 		case errors.As(err, &sge), errors.Is(err, eventstore.ErrClosed):
 			w.lost = true
-			return false
+			return err
 		}
-		if sleep(ctx, w.g.opt.delay(attempt)) != nil {
-			return false
+		if err := backoff.Sleep(ctx, w.g.opt.delay(attempt)); err != nil {
+			return err
 		}
 	}
 }
@@ -514,35 +409,26 @@ func (g *Group) retryParked(ctx context.Context, gs eventstore.ConsumerGroupStat
 func (w *worker) retry(ctx context.Context, parked []eventstore.ParkedRecord, key string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var unpark []uint64
-	var again []eventstore.ParkedRecord
+	var chain []eventstore.ParkedRecord
+	var offsets []uint64
 	for _, pr := range parked {
-		if pr.Key != key {
-			continue
+		if pr.Key == key {
+			chain, offsets = append(chain, pr), append(offsets, pr.Offset)
 		}
-		evs, _, err := w.g.store.ReadPartition(ctx, w.p, pr.Offset, 1)
-		if err != nil {
-			return
-		}
-		var herr error
-		err = w.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-			if len(evs) == 1 && evs[0].Offset == pr.Offset {
-				herr = w.try(ctx, tx, evs[0])
-			}
-			return herr
-		})
-		if err != nil {
-			pr.Error, pr.Attempts, pr.Retry = fmt.Sprint(err), pr.Attempts+1, false
-			again = append(again, pr)
-			break
-		}
-		unpark = append(unpark, pr.Offset)
 	}
-	if w.commit(ctx, eventstore.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: w.next, Park: again, Unpark: unpark}) {
-		w.count -= len(unpark)
-		if len(again) == 0 {
-			delete(w.parked, key)
-		}
+	handled, failed, err := w.retryParkedLocked(ctx, w.p, offsets)
+	if err != nil {
+		return
+	}
+	var again []eventstore.ParkedRecord
+	if failed != nil {
+		pr := chain[handled]
+		pr.Error, pr.Attempts, pr.Retry = fmt.Sprint(failed), pr.Attempts+1, false
+		again = append(again, pr)
+	}
+	c := eventstore.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: w.cursorLocked(w.p).next, Park: again, Unpark: offsets[:handled]}
+	if w.commit(ctx, c) == nil {
+		w.unparkedLocked(w.p, key, handled)
 	}
 }
 
@@ -580,14 +466,7 @@ func (g *Group) Status() Status {
 		return st
 	}
 	for _, a := range gs.Partitions {
-		head, _ := g.store.Head(a.Partition)
-		ps := PartitionStatus{Partition: a.Partition, Position: a.Committed, Head: head, Parked: len(a.Parked)}
-		if head > a.Committed {
-			ps.Lag = head - a.Committed
-		}
-		st.Partitions = append(st.Partitions, ps)
-		st.Lag += ps.Lag
-		st.Parked += ps.Parked
+		st.add(partitionStatus(g.store, a.Partition, a.Committed, len(a.Parked)))
 	}
 	return st
 }
