@@ -6,12 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"reflect"
 	"strconv"
 	"time"
 
 	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/internal/backoff"
 )
 
 // Store is what a Repository needs of the event store; *eventstore.Store
@@ -333,7 +333,7 @@ func (r *Repository[S]) execute(ctx context.Context, id string, cmd Command[S]) 
 // and that *ConflictError.
 func (r *Repository[S]) Update(ctx context.Context, id string, cmd Command[S]) (Aggregate[S], error) {
 	p := r.cfg.retry
-	bound := p.Backoff
+	bounds := backoff.Policy{Initial: p.Backoff, Max: p.MaxBackoff}
 	for attempt := 1; ; attempt++ {
 		agg, conflict, err := r.execute(ctx, id, cmd)
 		if !conflict {
@@ -344,14 +344,9 @@ func (r *Repository[S]) Update(ctx context.Context, id string, cmd Command[S]) (
 			ce.Attempts = attempt
 			return Aggregate[S]{}, ce
 		}
-		t := time.NewTimer(rand.N(bound + 1))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if backoff.Sleep(ctx, backoff.Full(bounds.Delay(attempt))) != nil {
 			return Aggregate[S]{}, fmt.Errorf("aggregate: update %s %q: %w (after %d conflicts: %w)", r.typ.category, id, ctx.Err(), attempt, err)
-		case <-t.C:
 		}
-		bound = min(2*bound, p.MaxBackoff)
 	}
 }
 

@@ -46,7 +46,7 @@ func TestErrorsReachTheLog(t *testing.T) {
 		require.ErrorAs(t, err, &kse, "WrongVersionError unwraps to the log's KeySeqError")
 		require.Equal(t, "acct-1", kse.Key)
 		require.Equal(t, uint64(7), kse.Expected)
-		require.Equal(t, raftlog.Partition(s.PartitionOf("acct-1")), kse.Partition)
+		require.Equal(t, s.PartitionOf("acct-1"), kse.Partition)
 	})
 	t.Run("stream deleted", func(t *testing.T) {
 		_, err := s.DeleteStream(ctx, "acct-1", eventstore.Any)
@@ -56,7 +56,7 @@ func TestErrorsReachTheLog(t *testing.T) {
 		require.ErrorIs(t, err, raftlog.ErrKeyDeleted)
 	})
 	t.Run("unknown partition", func(t *testing.T) {
-		_, err := s.Head(s.Partitions())
+		_, err := s.Head(eventstore.Partition(s.Partitions()))
 		require.ErrorIs(t, err, eventstore.ErrUnknownPartition)
 		require.ErrorIs(t, err, raftlog.ErrUnknownPartition)
 	})

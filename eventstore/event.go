@@ -33,6 +33,11 @@ type Metadata struct {
 	Headers map[string]string
 }
 
+// Partition numbers a partition of the log, 0 .. Store.Partitions()-1:
+// the unit of ordering (a stream's events all go to one) and of consumer
+// assignment.
+type Partition = raftlog.Partition
+
 // Event is a committed event as read back.
 type Event struct {
 	ID     uuid.UUID
@@ -42,7 +47,7 @@ type Event struct {
 	Version uint64
 	// Partition and Offset are its position in the log: dense per
 	// partition, ordered with every other event of the partition.
-	Partition int
+	Partition Partition
 	Offset    uint64
 	// Time is stamped by the leader that committed it.
 	Time     time.Time
@@ -108,7 +113,7 @@ func recordType(r *raftlog.Record) []byte {
 // fromRecord converts a log record to an event.
 func fromRecord(r *raftlog.Record) (Event, error) {
 	ev := Event{
-		ID: r.ID, Stream: r.Key, Version: r.KeySeq, Partition: int(r.Partition), Offset: r.Offset,
+		ID: r.ID, Stream: r.Key, Version: r.KeySeq, Partition: r.Partition, Offset: r.Offset,
 		Time: r.Time, Data: r.Value,
 	}
 	for _, h := range r.Headers {

@@ -11,7 +11,7 @@ import (
 // StreamInfo is the state of a stream on this node.
 type StreamInfo struct {
 	Stream    string
-	Partition int
+	Partition Partition
 	// Version is the version of the stream's last event, 0 if it never had
 	// one. Deleted and truncated streams keep their version.
 	Version uint64
@@ -34,7 +34,7 @@ func (s *Store) Stream(ctx context.Context, stream string) (StreamInfo, error) {
 	if err != nil {
 		return StreamInfo{}, s.readErr(err)
 	}
-	return StreamInfo{Stream: stream, Partition: int(p), Version: k.Seq, First: k.First, Deleted: k.Deleted}, nil
+	return StreamInfo{Stream: stream, Partition: p, Version: k.Seq, First: k.First, Deleted: k.Deleted}, nil
 }
 
 // ReadStream returns up to limit events of stream in version order,
@@ -53,13 +53,13 @@ func (s *Store) ReadStream(ctx context.Context, stream string, from uint64, limi
 	return s.readStream(ctx, info.Partition, stream, from, limit)
 }
 
-func (s *Store) readStream(ctx context.Context, p int, stream string, from uint64, limit int) ([]Event, error) {
+func (s *Store) readStream(ctx context.Context, p Partition, stream string, from uint64, limit int) ([]Event, error) {
 	if limit <= 0 {
 		limit = 1000
 	}
 	var out []Event
 	for len(out) < limit {
-		recs, err := s.log.ReadKey(ctx, raftlog.Partition(p), stream, from, raftlog.ReadOptions{MaxRecords: limit - len(out)})
+		recs, err := s.log.ReadKey(ctx, p, stream, from, raftlog.ReadOptions{MaxRecords: limit - len(out)})
 		if err != nil {
 			return nil, s.readErr(err)
 		}
@@ -115,15 +115,15 @@ func (s *Store) ReadStreamBackward(ctx context.Context, stream string, from uint
 // ReadPartition returns up to limit events of partition p from offset
 // from, in offset order, and the offset to read from next. Offsets of
 // deleted or truncated events are skipped.
-func (s *Store) ReadPartition(ctx context.Context, p int, from uint64, limit int) ([]Event, uint64, error) {
+func (s *Store) ReadPartition(ctx context.Context, p Partition, from uint64, limit int) ([]Event, uint64, error) {
 	if limit <= 0 {
 		limit = 1000
 	}
-	head, err := s.log.NextOffset(raftlog.Partition(p))
+	head, err := s.log.NextOffset(p)
 	if err != nil {
 		return nil, from, s.readErr(err)
 	}
-	recs, err := s.log.Read(ctx, raftlog.Partition(p), from, raftlog.ReadOptions{MaxRecords: limit})
+	recs, err := s.log.Read(ctx, p, from, raftlog.ReadOptions{MaxRecords: limit})
 	if err != nil {
 		return nil, from, s.readErr(err)
 	}
@@ -141,7 +141,7 @@ func (s *Store) ReadPartition(ctx context.Context, p int, from uint64, limit int
 
 // Head returns the offset the next event of partition p will take on this
 // node: a subscription "from now" starts there.
-func (s *Store) Head(p int) (uint64, error) {
-	n, err := s.log.NextOffset(raftlog.Partition(p))
+func (s *Store) Head(p Partition) (uint64, error) {
+	n, err := s.log.NextOffset(p)
 	return n, s.readErr(err)
 }

@@ -158,12 +158,12 @@ func (s *Store) Log() *raftlog.Log { return s.log }
 func (s *Store) Partitions() int { return s.log.Partitions() }
 
 // PartitionOf returns the partition stream's events go to.
-func (s *Store) PartitionOf(stream string) int { return int(s.log.Partition(stream)) }
+func (s *Store) PartitionOf(stream string) Partition { return s.log.Partition(stream) }
 
 // AppendResult reports where an acknowledged append went.
 type AppendResult struct {
 	Stream    string
-	Partition int
+	Partition Partition
 	// FirstVersion and LastVersion are the versions of the first and last
 	// appended event; LastVersion is the expected version of the next
 	// append.
@@ -237,7 +237,7 @@ func (s *Store) Append(ctx context.Context, stream string, expected ExpectedVers
 	}
 	s.readYourWrite(ctx, res.Position)
 	return AppendResult{
-		Stream: stream, Partition: int(res.Partition), FirstVersion: res.FirstKeySeq, LastVersion: res.LastKeySeq(),
+		Stream: stream, Partition: res.Partition, FirstVersion: res.FirstKeySeq, LastVersion: res.LastKeySeq(),
 		FirstOffset: res.FirstOffset, Time: res.Time, Position: res.Position, Duplicate: res.Duplicate,
 	}, nil
 }

@@ -14,7 +14,7 @@ import (
 // Checkpoint is a subscription's position: for each partition, the offset
 // of the next event to deliver. Store it with what you derived from the
 // events and pass it back as SubscribeOptions.From to resume.
-type Checkpoint map[int]uint64
+type Checkpoint map[Partition]uint64
 
 // SubscribeOptions choose what a subscription delivers.
 type SubscribeOptions struct {
@@ -26,7 +26,7 @@ type SubscribeOptions struct {
 	FromNow bool
 	// Partitions restricts the subscription to these partitions (default
 	// all).
-	Partitions []int
+	Partitions []Partition
 	// Categories, if set, delivers only events of streams in these
 	// categories (see Category).
 	Categories []string
@@ -71,7 +71,7 @@ type Subscription struct {
 // batch is what a partition reader hands over: events to deliver, and the
 // offset to continue from once they are delivered.
 type batch struct {
-	partition int
+	partition Partition
 	events    []Event
 	next      uint64
 	err       error
@@ -82,18 +82,18 @@ type batch struct {
 func (s *Store) Subscribe(ctx context.Context, opt SubscribeOptions) (*Subscription, error) {
 	parts := opt.Partitions
 	if len(parts) == 0 {
-		parts = make([]int, s.Partitions())
+		parts = make([]Partition, s.Partitions())
 		for p := range parts {
-			parts[p] = p
+			parts[p] = Partition(p)
 		}
 	}
 	start := make(Checkpoint, len(parts))
 	for _, p := range parts {
-		if p < 0 || p >= s.Partitions() {
+		if p < 0 || int(p) >= s.Partitions() {
 			return nil, fmt.Errorf("%w: %d", ErrUnknownPartition, p)
 		}
 		if opt.FromNow {
-			head, err := s.log.NextOffset(raftlog.Partition(p))
+			head, err := s.log.NextOffset(p)
 			if err != nil {
 				return nil, s.readErr(err)
 			}
@@ -165,7 +165,7 @@ func (f filter) match(r *raftlog.Record) bool {
 
 // read is the reader of partition p: it reads from offset from, hands
 // batches over, and waits on the apply path when it has read everything.
-func (sub *Subscription) read(ctx context.Context, p int, from uint64, size int, f filter) {
+func (sub *Subscription) read(ctx context.Context, p Partition, from uint64, size int, f filter) {
 	defer sub.wg.Done()
 	l := sub.store.log
 	send := func(b batch) bool {
@@ -177,14 +177,14 @@ func (sub *Subscription) read(ctx context.Context, p int, from uint64, size int,
 		}
 	}
 	for {
-		head, err := l.NextOffset(raftlog.Partition(p))
+		head, err := l.NextOffset(p)
 		if err != nil {
 			send(batch{partition: p, err: sub.store.readErr(err)})
 			return
 		}
 		var recs []raftlog.Record
 		if from < head {
-			recs, err = l.Read(ctx, raftlog.Partition(p), from, raftlog.ReadOptions{MaxRecords: size})
+			recs, err = l.Read(ctx, p, from, raftlog.ReadOptions{MaxRecords: size})
 			if err != nil {
 				send(batch{partition: p, err: sub.store.readErr(err)})
 				return
@@ -192,7 +192,7 @@ func (sub *Subscription) read(ctx context.Context, p int, from uint64, size int,
 		}
 		if len(recs) == 0 {
 			from = max(from, head)
-			if err := l.Wait(ctx, raftlog.Partition(p), from); err != nil {
+			if err := l.Wait(ctx, p, from); err != nil {
 				if ctx.Err() == nil {
 					send(batch{partition: p, err: sub.store.readErr(err)})
 				}
@@ -254,7 +254,7 @@ func (sub *Subscription) take(n int) []Event {
 // fill makes sure the current batch has an event to deliver, waiting for
 // one; it returns -1 when it has, or the partition whose checkpoint moved
 // past filtered-out events without any event to deliver.
-func (sub *Subscription) fill(ctx context.Context) (int, error) {
+func (sub *Subscription) fill(ctx context.Context) (Partition, error) {
 	select {
 	case <-sub.closed:
 		return 0, ErrClosed
@@ -306,7 +306,7 @@ func (sub *Subscription) Poll(ctx context.Context, limit int) ([]Event, error) {
 
 // PollPartition is the partition of the batch Poll returned last (also
 // when it returned no events).
-func (sub *Subscription) PollPartition() int { return sub.cur.partition }
+func (sub *Subscription) PollPartition() Partition { return sub.cur.partition }
 
 func (sub *Subscription) fail(err error) {
 	sub.errOnce.Do(func() { sub.err = err })

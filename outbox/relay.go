@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/esraft/esraft/internal/backoff"
 )
 
 // Publisher delivers a message to the outside world. A nil error means the
@@ -123,11 +125,7 @@ func (c *Config) setDefaults() {
 // Backoff is the wait after the attempts-th failure of a message, before
 // jitter.
 func (c Config) backoff(attempts int) time.Duration {
-	d := c.InitialBackoff
-	for i := 1; i < attempts && d < c.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, c.MaxBackoff)
+	d := backoff.Policy{Initial: c.InitialBackoff, Max: c.MaxBackoff}.Delay(attempts)
 	return d - time.Duration(float64(d)*c.Jitter*c.Rand())
 }
 

@@ -122,7 +122,7 @@ func BenchmarkEndToEndLatency(b *testing.B) {
 	}
 	defer db.Close()
 	type key struct {
-		p   int
+		p   eventstore.Partition
 		off uint64
 	}
 	var mu sync.Mutex

@@ -2,7 +2,6 @@ package projection
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -10,7 +9,7 @@ import (
 	"time"
 
 	"github.com/esraft/esraft/eventstore"
-	"github.com/esraft/esraft/raftlog"
+	"github.com/esraft/esraft/internal/backoff"
 )
 
 // GroupOptions tune a group runner.
@@ -28,7 +27,7 @@ type GroupOptions struct {
 	// handled: the grant's generation (which the member's commits carry)
 	// and the offset it resumes from. The grant had applied on this node
 	// when it is called.
-	OnGrant func(partition int, generation, from uint64)
+	OnGrant func(partition eventstore.Partition, generation, from uint64)
 	// OnCommit, if set, is called after every attempt to commit a
 	// partition's offsets, acknowledged or not (see CommitAttempt).
 	//
@@ -41,24 +40,23 @@ type GroupOptions struct {
 // CommitAttempt is one attempt of a group member to commit a partition's
 // offsets, as seen by GroupOptions.OnCommit.
 type CommitAttempt struct {
-	Partition  int
+	Partition  eventstore.Partition
 	Generation uint64 // the grant generation the commit carried
 	Offset     uint64 // the next offset to handle, committed
 	// Start is taken before the request is sent, End once its outcome is
 	// known: the log applied the commit, if it did, in between.
 	Start, End time.Time
 	// Err is nil if the commit was acknowledged, a
-	// *raftlog.StaleGenerationError if it was rejected because the member
-	// no longer holds the partition at Generation, and another error if
-	// the outcome is unknown (no leader reached before the timeout) or the
-	// log is closed.
+	// *eventstore.StaleGenerationError if it was rejected because the
+	// member no longer holds the partition at Generation, and another
+	// error if the outcome is unknown (no leader reached before the
+	// timeout) or the store is closed.
 	Err error
 }
 
 // Group is one member of a consumer group of handlers.
 type Group struct {
 	store  *eventstore.Store
-	log    *raftlog.Log
 	group  string
 	member string
 	h      Handler
@@ -66,14 +64,13 @@ type Group struct {
 
 	mu       sync.Mutex
 	state    string
-	gs       raftlog.GroupState
-	workers  map[int]*worker
-	releases []int // revoked partitions whose workers stopped, to release
+	gs       eventstore.ConsumerGroupState
+	workers  map[eventstore.Partition]*worker
+	releases []eventstore.Partition // revoked partitions whose workers stopped, to release
 
-	// testBeforeCommit, if set, runs after a batch is handled and before
-	// its offsets are committed; an error stops the worker there (a crash
-	// between handling and commit).
-	testBeforeCommit func() error
+	// testHooks' testBeforeCommit runs after a batch is handled and before
+	// its offsets are committed.
+	testHooks
 	// testBeforeHeartbeat runs before each heartbeat (a test blocks it to
 	// pause the member); testNoLeave skips leaving on stop (a crash).
 	testBeforeHeartbeat func()
@@ -88,7 +85,7 @@ func NewGroup(store *eventstore.Store, group, member string, h Handler, opt Grou
 	if opt.SessionTimeout <= 0 {
 		opt.SessionTimeout = 10 * time.Second
 	}
-	return &Group{store: store, log: store.Log(), group: group, member: member, h: h, opt: opt, state: "starting", workers: map[int]*worker{}}
+	return &Group{store: store, group: group, member: member, h: h, opt: opt, state: "starting", workers: map[eventstore.Partition]*worker{}}
 }
 
 // Run joins the group and handles the partitions assigned to this member
@@ -103,12 +100,12 @@ func (g *Group) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			if !g.testNoLeave {
 				lctx, cancel := context.WithTimeout(context.Background(), g.opt.SessionTimeout)
-				g.log.LeaveGroup(lctx, g.group, g.member)
+				g.store.LeaveGroup(lctx, g.group, g.member)
 				cancel()
 			}
 			return nil
 		}
-		if !errors.Is(err, raftlog.ErrUnknownMember) {
+		if !errors.Is(err, eventstore.ErrUnknownMember) {
 			return err
 		}
 		// Our session expired (a long pause): join again.
@@ -124,17 +121,17 @@ func (g *Group) setState(s string) {
 // session is one membership: join, then heartbeat and follow the
 // assignment until ctx ends or the member is expelled.
 func (g *Group) session(ctx context.Context) error {
-	var gs raftlog.GroupState
+	var gs eventstore.ConsumerGroupState
 	for {
 		var err error
-		gs, err = g.log.JoinGroup(ctx, g.group, g.member, g.opt.SessionTimeout)
+		gs, err = g.store.JoinGroup(ctx, g.group, g.member, g.opt.SessionTimeout)
 		if err == nil {
 			break
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err := sleep(ctx, g.opt.delay(1)); err != nil {
+		if err := backoff.Sleep(ctx, g.opt.delay(1)); err != nil {
 			return err
 		}
 	}
@@ -161,7 +158,7 @@ func (g *Group) session(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-changed:
-			if s, ok, err := g.log.GroupState(g.group); err == nil && ok && s.Generation > gs.Generation {
+			if s, ok, err := g.store.GroupState(g.group); err == nil && ok && s.Generation > gs.Generation {
 				gs = s
 			}
 			continue
@@ -175,9 +172,9 @@ func (g *Group) session(ctx context.Context) error {
 		release = g.releases
 		g.releases = nil
 		g.mu.Unlock()
-		s, err := g.log.Heartbeat(ctx, g.group, g.member, release)
+		s, err := g.store.Heartbeat(ctx, g.group, g.member, release)
 		if err != nil {
-			if errors.Is(err, raftlog.ErrUnknownMember) || ctx.Err() != nil {
+			if errors.Is(err, eventstore.ErrUnknownMember) || ctx.Err() != nil {
 				return err
 			}
 			g.mu.Lock()
@@ -194,10 +191,10 @@ func (g *Group) session(ctx context.Context) error {
 func (g *Group) watch(ctx context.Context, changed chan<- uint64) {
 	var gen uint64
 	for {
-		if err := g.log.WaitGroupChange(ctx, g.group, gen); err != nil {
+		if err := g.store.WaitGroupChange(ctx, g.group, gen); err != nil {
 			return
 		}
-		s, ok, err := g.log.GroupState(g.group)
+		s, ok, err := g.store.GroupState(g.group)
 		if err != nil || !ok {
 			return
 		}
@@ -211,7 +208,7 @@ func (g *Group) watch(ctx context.Context, changed chan<- uint64) {
 
 // reconcile starts workers for partitions granted to this member and
 // stops those it must give up.
-func (g *Group) reconcile(ctx context.Context, gs raftlog.GroupState) {
+func (g *Group) reconcile(ctx context.Context, gs eventstore.ConsumerGroupState) {
 	g.mu.Lock()
 	g.gs = gs
 	g.mu.Unlock()
@@ -252,34 +249,38 @@ func (g *Group) reconcile(ctx context.Context, gs raftlog.GroupState) {
 func (g *Group) stopAll(ctx context.Context) {
 	g.mu.Lock()
 	ws := g.workers
-	g.workers = map[int]*worker{}
+	g.workers = map[eventstore.Partition]*worker{}
 	g.mu.Unlock()
 	for _, w := range ws {
 		w.stop()
 	}
 }
 
-// worker handles one owned partition.
+// worker handles one owned partition: a runner core whose progress is
+// committed to the log after each batch, with the generation of the
+// grant.
 type worker struct {
+	core
 	g      *Group
-	p      int
+	p      eventstore.Partition
 	gen    uint64
 	cancel context.CancelFunc
 	done   chan struct{}
-
-	mu     sync.Mutex // one batch or retry at a time
-	next   uint64
-	parked map[string]bool // streams with parked events
-	count  int
 	lost   bool
 }
 
-func (g *Group) start(ctx context.Context, a raftlog.PartitionAssignment) {
+func (g *Group) start(ctx context.Context, a eventstore.PartitionAssignment) {
 	wctx, cancel := context.WithCancel(ctx)
-	w := &worker{g: g, p: a.Partition, gen: a.Generation, cancel: cancel, done: make(chan struct{}), next: a.Committed, parked: map[string]bool{}}
+	w := &worker{g: g, p: a.Partition, gen: a.Generation, cancel: cancel, done: make(chan struct{}), core: core{
+		name: g.group, h: g.h, opt: &g.opt.Options, store: g.store, hooks: &g.testHooks,
+	}}
+	if g.opt.DB != nil {
+		w.writer = g.opt.DB
+	}
+	cur := w.cursorLocked(a.Partition)
+	cur.next = a.Committed
 	for _, pr := range a.Parked {
-		w.parked[pr.Key] = true
-		w.count++
+		cur.parked[pr.Key]++
 	}
 	g.mu.Lock()
 	g.workers[a.Partition] = w
@@ -310,188 +311,80 @@ func (w *worker) stop() {
 	<-w.done
 }
 
+// run handles the partition until ctx ends or the worker must stop (it
+// lost the partition, the database failed, or the crash hook fired).
 func (w *worker) run(ctx context.Context) {
-	o := w.g.opt
-	sub, err := w.g.store.Subscribe(ctx, eventstore.SubscribeOptions{
-		Partitions: []int{w.p}, From: eventstore.Checkpoint{w.p: w.next},
-		Categories: o.Categories, EventTypes: o.EventTypes, BatchSize: o.BatchSize,
-	})
-	if err != nil {
-		return
-	}
-	defer sub.Close()
-	for {
-		batch, err := sub.Poll(ctx, o.BatchSize)
-		if err != nil {
-			return
-		}
-		if len(batch) == 0 { // only skipped events: commit how far they go
-			next := sub.Checkpoint()[w.p]
-			w.mu.Lock()
-			ok := next <= w.next || w.commit(context.WithoutCancel(ctx), raftlog.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: next})
-			if ok {
-				w.next = max(w.next, next)
-			}
-			w.mu.Unlock()
-			if !ok {
-				return
-			}
-			continue
-		}
+	w.follow(ctx, []eventstore.Partition{w.p}, eventstore.Checkpoint{w.p: w.next()}, func(ctx context.Context, _ eventstore.Partition, evs []eventstore.Event, after uint64) error {
 		// The batch in hand is finished even if ctx ends meanwhile: a
 		// revoked partition is committed before it is released.
-		if !w.handle(context.WithoutCancel(ctx), batch, sub.Checkpoint()[w.p]) {
-			return
+		ctx = context.WithoutCancel(ctx)
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if len(evs) == 0 { // only skipped events: commit how far they go
+			moved, _ := w.advanceLocked(ctx, w.p, after)
+			if !moved {
+				return nil
+			}
+			return w.commit(ctx, eventstore.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: after})
 		}
-	}
-}
-
-// handle handles a batch and commits its offsets; false means the worker
-// must stop (it lost the partition, the database failed, or the crash hook
-// fired). The events go through the handler in one transaction up to the
-// first that fails; that transaction commits, and the failed event is
-// retried alone with backoff, each attempt in a transaction of its own and
-// none held while waiting (other partitions share the database's one
-// writer), then parked if it keeps failing; the rest of the batch follows.
-// The log's offsets are committed once, after the whole batch.
-func (w *worker) handle(ctx context.Context, evs []eventstore.Event, after uint64) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	next := max(after, evs[len(evs)-1].Offset+1)
-	var park []raftlog.ParkedRecord
-	for len(evs) > 0 {
-		n, herr, err := w.handlePrefix(ctx, evs, &park)
+		next := max(after, evs[len(evs)-1].Offset+1)
+		parks, err := w.handleBatchLocked(ctx, evs, after)
 		if err != nil {
-			return false
+			return err
 		}
-		if herr == nil {
-			break
+		// The log's offsets are committed once, after the whole batch.
+		if err := w.commit(ctx, eventstore.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: next, Park: parkedRecords(parks)}); err != nil {
+			return err
 		}
-		if !w.retryOrPark(ctx, evs[n], herr, &park) {
-			return false
-		}
-		evs = evs[n+1:]
-	}
-	if !w.commit(ctx, raftlog.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: next, Park: park}) {
-		return false
-	}
-	w.next = next
-	w.count += len(park)
-	return true
-}
-
-// handlePrefix handles evs in one transaction until the handler fails on
-// one: it returns that event's index and error (its writes rolled back,
-// those of the events before it committed), or len(evs) and nil. Events of
-// a stream parked earlier are parked behind it, unhandled. err is a
-// failure of the transaction: nothing was committed.
-func (w *worker) handlePrefix(ctx context.Context, evs []eventstore.Event, park *[]raftlog.ParkedRecord) (n int, herr, err error) {
-	var waiting []raftlog.ParkedRecord
-	err = w.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		for n = 0; n < len(evs); n++ {
-			ev := evs[n]
-			if w.parked[ev.Stream] {
-				waiting = append(waiting, raftlog.ParkedRecord{Offset: ev.Offset, Key: ev.Stream, Error: "waiting behind an earlier parked event of its stream"})
-				continue
-			}
-			if herr = w.try(ctx, tx, ev); herr != nil {
-				break
-			}
-		}
-		if w.g.testBeforeCommit != nil {
-			return w.g.testBeforeCommit()
-		}
+		w.committedLocked(w.p, next, nil)
 		return nil
 	})
-	if err != nil {
-		return 0, nil, err
-	}
-	*park = append(*park, waiting...)
-	return n, herr, nil
 }
 
-// retryOrPark handles ev again after it failed with herr, up to
-// MaxAttempts in all, sleeping between attempts outside any transaction,
-// and parks it (and, from then on, its stream) if it still fails. false
-// means the worker must stop: ctx ended or the database failed.
-func (w *worker) retryOrPark(ctx context.Context, ev eventstore.Event, herr error, park *[]raftlog.ParkedRecord) bool {
-	for attempt := 2; attempt <= w.g.opt.MaxAttempts; attempt++ {
-		if sleep(ctx, w.g.opt.delay(attempt-1)) != nil {
-			return false
-		}
-		err := w.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-			herr = w.g.h(ctx, tx, ev)
-			return herr
-		})
-		if err == nil {
-			return true
-		}
-		if herr == nil {
-			return false // the database failed, not the handler
-		}
-	}
-	*park = append(*park, raftlog.ParkedRecord{Offset: ev.Offset, Key: ev.Stream, Error: herr.Error(), Attempts: w.g.opt.MaxAttempts})
-	w.parked[ev.Stream] = true
-	return true
+// next is the offset the worker resumes from.
+func (w *worker) next() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cursorLocked(w.p).next
 }
 
-// try runs the handler on ev inside a savepoint of tx (if any), so a
-// failed attempt leaves no trace.
-func (w *worker) try(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
-	if tx == nil {
-		return w.g.h(ctx, nil, ev)
+func parkedRecords(parks []parking) []eventstore.ParkedRecord {
+	var out []eventstore.ParkedRecord
+	for _, p := range parks {
+		out = append(out, eventstore.ParkedRecord{Offset: p.Offset, Key: p.Stream, Error: p.Error, Attempts: p.Attempts})
 	}
-	if _, err := tx.ExecContext(ctx, "SAVEPOINT ev"); err != nil {
-		return err
-	}
-	if herr := w.g.h(ctx, tx, ev); herr != nil {
-		if _, err := tx.ExecContext(ctx, "ROLLBACK TO ev; RELEASE ev"); err != nil {
-			return errors.Join(herr, err)
-		}
-		return herr
-	}
-	_, err := tx.ExecContext(ctx, "RELEASE ev")
-	return err
-}
-
-// inTx runs fn in a transaction of the member's database, ctx carrying
-// the transaction's statement cache (see Exec), or with a nil tx if the
-// member has none.
-func (w *worker) inTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	if w.g.opt.DB == nil {
-		return fn(ctx, nil)
-	}
-	return w.g.opt.DB.Update(ctx, func(tx *sql.Tx) error { return fn(withTxStmts(ctx, tx), tx) })
+	return out
 }
 
 // commit records progress in the log, retrying while no leader is
-// reachable; false if the partition was lost (stale generation).
-func (w *worker) commit(ctx context.Context, c raftlog.OffsetCommit) bool {
+// reachable; it fails if the partition was lost (stale generation), the
+// store closed or ctx ended.
+func (w *worker) commit(ctx context.Context, c eventstore.OffsetCommit) error {
 	for attempt := 1; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, w.g.opt.SessionTimeout)
 		start := time.Now()
-		_, err := w.g.log.CommitOffsets(cctx, w.g.group, w.g.member, []raftlog.OffsetCommit{c})
+		_, err := w.g.store.CommitOffsets(cctx, w.g.group, w.g.member, []eventstore.OffsetCommit{c})
 		cancel()
 		if w.g.opt.OnCommit != nil {
 			w.g.opt.OnCommit(CommitAttempt{Partition: c.Partition, Generation: c.Generation, Offset: c.Offset, Start: start, End: time.Now(), Err: err})
 		}
-		var sge *raftlog.StaleGenerationError
+		var sge *eventstore.StaleGenerationError
 		switch {
 		case err == nil:
-			return true
-		case errors.As(err, &sge), errors.Is(err, raftlog.ErrClosed):
+			return nil
+		case errors.As(err, &sge), errors.Is(err, eventstore.ErrClosed):
 			w.lost = true
-			return false
+			return err
 		}
-		if sleep(ctx, w.g.opt.delay(attempt)) != nil {
-			return false
+		if err := backoff.Sleep(ctx, w.g.opt.delay(attempt)); err != nil {
+			return err
 		}
 	}
 }
 
 // retryParked handles parked records the group was asked to retry, on
 // the partitions this member owns.
-func (g *Group) retryParked(ctx context.Context, gs raftlog.GroupState) {
+func (g *Group) retryParked(ctx context.Context, gs eventstore.ConsumerGroupState) {
 	for _, a := range gs.Partitions {
 		if a.Owner != g.member || a.Revoking() {
 			continue
@@ -513,45 +406,36 @@ func (g *Group) retryParked(ctx context.Context, gs raftlog.GroupState) {
 
 // retry handles the parked records of key again, oldest first, stopping
 // at the first that fails; the handled ones are unparked.
-func (w *worker) retry(ctx context.Context, parked []raftlog.ParkedRecord, key string) {
+func (w *worker) retry(ctx context.Context, parked []eventstore.ParkedRecord, key string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var unpark []uint64
-	var again []raftlog.ParkedRecord
+	var chain []eventstore.ParkedRecord
+	var offsets []uint64
 	for _, pr := range parked {
-		if pr.Key != key {
-			continue
+		if pr.Key == key {
+			chain, offsets = append(chain, pr), append(offsets, pr.Offset)
 		}
-		evs, _, err := w.g.store.ReadPartition(ctx, w.p, pr.Offset, 1)
-		if err != nil {
-			return
-		}
-		var herr error
-		err = w.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-			if len(evs) == 1 && evs[0].Offset == pr.Offset {
-				herr = w.try(ctx, tx, evs[0])
-			}
-			return herr
-		})
-		if err != nil {
-			pr.Error, pr.Attempts, pr.Retry = fmt.Sprint(err), pr.Attempts+1, false
-			again = append(again, pr)
-			break
-		}
-		unpark = append(unpark, pr.Offset)
 	}
-	if w.commit(ctx, raftlog.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: w.next, Park: again, Unpark: unpark}) {
-		w.count -= len(unpark)
-		if len(again) == 0 {
-			delete(w.parked, key)
-		}
+	handled, failed, err := w.retryParkedLocked(ctx, w.p, offsets)
+	if err != nil {
+		return
+	}
+	var again []eventstore.ParkedRecord
+	if failed != nil {
+		pr := chain[handled]
+		pr.Error, pr.Attempts, pr.Retry = fmt.Sprint(failed), pr.Attempts+1, false
+		again = append(again, pr)
+	}
+	c := eventstore.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: w.cursorLocked(w.p).next, Park: again, Unpark: offsets[:handled]}
+	if w.commit(ctx, c) == nil {
+		w.unparkedLocked(w.p, key, handled)
 	}
 }
 
 // Parked lists the group's parked records, as this node has applied the
 // group's state.
 func (g *Group) Parked() ([]ParkedEvent, error) {
-	gs, ok, err := g.log.GroupState(g.group)
+	gs, ok, err := g.store.GroupState(g.group)
 	if err != nil || !ok {
 		return nil, err
 	}
@@ -566,8 +450,8 @@ func (g *Group) Parked() ([]ParkedEvent, error) {
 
 // Retry asks the owner of partition (any member, on any node) to handle
 // the parked records of the stream of the parked record at offset again.
-func (g *Group) Retry(ctx context.Context, partition int, offset uint64) error {
-	return g.log.RetryParked(ctx, g.group, partition, offset)
+func (g *Group) Retry(ctx context.Context, partition eventstore.Partition, offset uint64) error {
+	return g.store.RetryParked(ctx, g.group, partition, offset)
 }
 
 // Status reports the group as this node sees it: every partition's owner
@@ -577,32 +461,28 @@ func (g *Group) Status() Status {
 	state := g.state
 	g.mu.Unlock()
 	st := Status{Name: g.group, State: state}
-	gs, ok, err := g.log.GroupState(g.group)
+	gs, ok, err := g.store.GroupState(g.group)
 	if err != nil || !ok {
 		return st
 	}
-	lag := g.log.Lag(gs)
-	for i, a := range gs.Partitions {
-		head, _ := g.store.Head(a.Partition)
-		st.Partitions = append(st.Partitions, PartitionStatus{Partition: a.Partition, Position: a.Committed, Head: head, Lag: lag[i], Parked: len(a.Parked)})
-		st.Lag += lag[i]
-		st.Parked += len(a.Parked)
+	for _, a := range gs.Partitions {
+		st.add(partitionStatus(g.store, a.Partition, a.Committed, len(a.Parked)))
 	}
 	return st
 }
 
 // Assignment returns the group's state as this node has applied it:
 // generation, members, and each partition's owner.
-func (g *Group) Assignment() (raftlog.GroupState, bool) {
-	gs, ok, _ := g.log.GroupState(g.group)
+func (g *Group) Assignment() (eventstore.ConsumerGroupState, bool) {
+	gs, ok, _ := g.store.GroupState(g.group)
 	return gs, ok
 }
 
 // Owned returns the partitions this member is working on.
-func (g *Group) Owned() []int {
+func (g *Group) Owned() []eventstore.Partition {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	var out []int
+	var out []eventstore.Partition
 	for p := range g.workers {
 		out = append(out, p)
 	}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/eventstore/eventstoretest"
-	"github.com/esraft/esraft/raftlog"
 )
 
 const testSession = 1500 * time.Millisecond
@@ -79,7 +78,7 @@ func waitOwners(t *testing.T, s *eventstore.Store, ids ...string) map[string]int
 	t.Helper()
 	var counts map[string]int
 	eventstoretest.Eventually(t, 30*time.Second, "every partition owned by one of the members", func() bool {
-		gs, ok, err := s.Log().GroupState("workers")
+		gs, ok, err := s.GroupState("workers")
 		if err != nil || !ok || len(gs.Partitions) == 0 {
 			return false
 		}
@@ -158,8 +157,8 @@ func TestGroupSharesPartitionsAndSurvivesMemberCrash(t *testing.T) {
 		appendEvents(t, c.Node(0), "acct", total, 64, 100)
 	}()
 	eventstoretest.Eventually(t, 60*time.Second, "a fifth of the workload handled", func() bool { return sn.distinct() >= total/5 })
-	gs, _, _ := c.Node(0).Log().GroupState("workers")
-	var crashedParts []int
+	gs, _, _ := c.Node(0).GroupState("workers")
+	var crashedParts []eventstore.Partition
 	for _, a := range gs.Partitions {
 		if a.Owner == "m3" {
 			crashedParts = append(crashedParts, a.Partition)
@@ -210,7 +209,7 @@ func TestGroupZombieCommitIsRejected(t *testing.T) {
 	var observedStale atomic.Pointer[CommitAttempt]
 	opt1 := groupOptions()
 	opt1.OnCommit = func(a CommitAttempt) {
-		var sge *raftlog.StaleGenerationError
+		var sge *eventstore.StaleGenerationError
 		if errors.As(a.Err, &sge) {
 			observedStale.Store(&a)
 		}
@@ -220,7 +219,7 @@ func TestGroupZombieCommitIsRejected(t *testing.T) {
 		g.testNoLeave = true
 	})
 	waitOwners(t, s, "m1")
-	gs, _, _ := s.Log().GroupState("workers")
+	gs, _, _ := s.GroupState("workers")
 	oldGen := gs.Partitions[0].Generation
 
 	// m1 freezes: inside a batch, and its heartbeats stop.
@@ -233,11 +232,11 @@ func TestGroupZombieCommitIsRejected(t *testing.T) {
 	sn := newSeen()
 	startMember(t, c.Node(1), "m2", sn.handler, groupOptions(), nil)
 	waitOwners(t, s, "m2")
-	gs, _, _ = s.Log().GroupState("workers")
+	gs, _, _ = s.GroupState("workers")
 	require.Greater(t, gs.Partitions[0].Generation, oldGen)
 	eventstoretest.Eventually(t, 30*time.Second, "m2 handled the event", func() bool { return sn.distinct() == 1 })
 	eventstoretest.Eventually(t, 30*time.Second, "m2 committed", func() bool {
-		gs, _, _ := s.Log().GroupState("workers")
+		gs, _, _ := s.GroupState("workers")
 		return gs.Partitions[0].Committed == 1
 	})
 
@@ -245,7 +244,7 @@ func TestGroupZombieCommitIsRejected(t *testing.T) {
 	zombieHandling.Store(false)
 	pause.Unlock()
 	eventstoretest.Eventually(t, 30*time.Second, "the zombie's commit to be rejected", func() bool { return observedStale.Load() != nil })
-	gs, _, _ = s.Log().GroupState("workers")
+	gs, _, _ = s.GroupState("workers")
 	require.Equal(t, "m2", gs.Partitions[0].Owner)
 	// OnCommit saw the rejected attempt, with the generation it carried.
 	a := observedStale.Load()
@@ -256,14 +255,14 @@ func TestGroupZombieCommitIsRejected(t *testing.T) {
 
 	// The rejection is the log's: a direct commit at the old generation
 	// fails too.
-	_, err = s.Log().CommitOffsets(context.Background(), "workers", "m1", []raftlog.OffsetCommit{{Partition: 0, Generation: oldGen, Offset: 1}})
-	var sge *raftlog.StaleGenerationError
+	_, err = s.CommitOffsets(context.Background(), "workers", "m1", []eventstore.OffsetCommit{{Partition: 0, Generation: oldGen, Offset: 1}})
+	var sge *eventstore.StaleGenerationError
 	require.True(t, errors.As(err, &sge), "got %v", err)
 	m1.stop()
 }
 
 // streamIn returns a stream name that routes to partition p.
-func streamIn(s *eventstore.Store, p int) string {
+func streamIn(s *eventstore.Store, p eventstore.Partition) string {
 	for i := 0; ; i++ {
 		name := "acct-" + string(rune('a'+i%26)) + string(rune('a'+i/26%26))
 		if s.PartitionOf(name) == p {
@@ -305,7 +304,7 @@ func TestGroupParksAndRetries(t *testing.T) {
 	require.Equal(t, "poison", parked[0].Error)
 	require.Contains(t, parked[1].Error, "waiting behind")
 	broken.Store(false)
-	require.NoError(t, c.Node(2).Log().RetryParked(ctx, "workers", p, parked[0].Offset))
+	require.NoError(t, c.Node(2).RetryParked(ctx, "workers", p, parked[0].Offset))
 	eventstoretest.Eventually(t, 30*time.Second, "parked events handled", func() bool {
 		parked, _ := m.g.Parked()
 		return sn.distinct() == 6 && len(parked) == 0
@@ -326,11 +325,11 @@ func TestGroupObserverHooks(t *testing.T) {
 		handled   bool // an event of the partition was handled before the grant was seen
 	}
 	var mu sync.Mutex
-	grants := map[int]grant{}
-	handled := map[int]bool{}
+	grants := map[eventstore.Partition]grant{}
+	handled := map[eventstore.Partition]bool{}
 	var commits []CommitAttempt
 	opt := groupOptions()
-	opt.OnGrant = func(p int, gen, from uint64) {
+	opt.OnGrant = func(p eventstore.Partition, gen, from uint64) {
 		mu.Lock()
 		grants[p] = grant{gen: gen, from: from, handled: handled[p]}
 		mu.Unlock()
@@ -348,7 +347,7 @@ func TestGroupObserverHooks(t *testing.T) {
 	}
 	startMember(t, s, "m1", h, opt, nil)
 	waitOwners(t, s, "m1")
-	gs, _, _ := s.Log().GroupState("workers")
+	gs, _, _ := s.GroupState("workers")
 	eventstoretest.Eventually(t, 10*time.Second, "a grant seen for every partition", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -379,7 +378,7 @@ func TestGroupObserverHooks(t *testing.T) {
 	require.False(t, got.End.Before(got.Start))
 	// This node applies the acknowledged commit in its own time.
 	eventstoretest.Eventually(t, 10*time.Second, "the commit applied on this node", func() bool {
-		gs, _, _ := s.Log().GroupState("workers")
+		gs, _, _ := s.GroupState("workers")
 		return gs.Partitions[res.Partition].Committed == res.FirstOffset+2
 	})
 }
@@ -412,7 +411,7 @@ func TestGroupRetryHoldsNoTransaction(t *testing.T) {
 	_, err = s.Append(ctx, "poison", eventstore.Any, []eventstore.EventData{{Type: "Tick"}})
 	require.NoError(t, err)
 	<-failed
-	other := streamIn(s, (s.PartitionOf("poison")+1)%s.Partitions())
+	other := streamIn(s, (s.PartitionOf("poison")+1)%eventstore.Partition(s.Partitions()))
 	_, err = s.Append(ctx, other, eventstore.Any, []eventstore.EventData{{Type: "Tick"}})
 	require.NoError(t, err)
 	var atHandled int32

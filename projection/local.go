@@ -30,12 +30,7 @@ type Local struct {
 	resume     chan struct{}
 	rebuild    *rebuildState
 
-	// testBeforeCommit, if set, runs before each batch commits; an error
-	// aborts the batch and stops the runner (a crash between handling and
-	// commit).
-	testBeforeCommit func() error
-	// testAfterCommit, if set, sees the events of each committed batch.
-	testAfterCommit func(evs []eventstore.Event)
+	testHooks
 }
 
 type rebuildState struct {
@@ -121,35 +116,49 @@ func (r *Local) resumeLive() {
 // proc handles events into one database: the live read model, or a
 // rebuild's new one.
 type proc struct {
-	r  *Local
+	core
 	db *sqlitex.DB
-
-	mu          sync.Mutex // one batch or retry at a time; guards the maps
-	checkpoints map[int]uint64
-	parkedKeys  map[parkKey]bool
-	parked      map[int]int
 }
 
-type parkKey struct {
-	partition int
-	stream    string
+// tables keep a local projection's progress in its read model, written in
+// the handler's transaction: the read model never applies an event twice
+// nor skips one.
+type tables struct{ projection string }
+
+func (t tables) checkpoint(ctx context.Context, tx *sql.Tx, part eventstore.Partition, next uint64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO esraft_checkpoints (projection, partition, next_offset) VALUES (?, ?, ?)
+		ON CONFLICT (projection, partition) DO UPDATE SET next_offset = excluded.next_offset`, t.projection, part, next)
+	return err
+}
+
+func (t tables) park(ctx context.Context, tx *sql.Tx, p parking) error {
+	_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO esraft_parked (projection, partition, offset, stream, event_type, error, attempts)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, t.projection, p.Partition, p.Offset, p.Stream, p.eventType, p.Error, p.Attempts)
+	return err
+}
+
+func (t tables) unpark(ctx context.Context, tx *sql.Tx, part eventstore.Partition, offset uint64) error {
+	_, err := tx.ExecContext(ctx, `DELETE FROM esraft_parked WHERE projection = ? AND partition = ? AND offset = ?`, t.projection, part, offset)
+	return err
 }
 
 func (r *Local) newProc(db *sqlitex.DB) (*proc, error) {
-	p := &proc{r: r, db: db, checkpoints: map[int]uint64{}, parkedKeys: map[parkKey]bool{}, parked: map[int]int{}}
+	p := &proc{db: db, core: core{
+		name: r.name, h: r.h, opt: &r.opt, store: r.store, writer: db, journal: tables{r.name}, replay: true, hooks: &r.testHooks,
+	}}
 	ctx := context.Background()
 	rows, err := db.Write.QueryContext(ctx, `SELECT partition, next_offset FROM esraft_checkpoints WHERE projection = ?`, r.name)
 	if err != nil {
 		return nil, fmt.Errorf("projection %s: load checkpoints: %w", r.name, err)
 	}
 	for rows.Next() {
-		var part int
+		var part eventstore.Partition
 		var off uint64
 		if err := rows.Scan(&part, &off); err != nil {
 			rows.Close()
 			return nil, err
 		}
-		p.checkpoints[part] = off
+		p.cursorLocked(part).next = off
 	}
 	rows.Close()
 	rows, err = db.Write.QueryContext(ctx, `SELECT partition, stream FROM esraft_parked WHERE projection = ?`, r.name)
@@ -158,12 +167,12 @@ func (r *Local) newProc(db *sqlitex.DB) (*proc, error) {
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var k parkKey
-		if err := rows.Scan(&k.partition, &k.stream); err != nil {
+		var part eventstore.Partition
+		var stream string
+		if err := rows.Scan(&part, &stream); err != nil {
 			return nil, err
 		}
-		p.parkedKeys[k] = true
-		p.parked[k.partition]++
+		p.cursorLocked(part).parked[stream]++
 	}
 	return p, rows.Err()
 }
@@ -172,201 +181,20 @@ func (r *Local) newProc(db *sqlitex.DB) (*proc, error) {
 func (p *proc) run(ctx context.Context) error {
 	p.mu.Lock()
 	from := eventstore.Checkpoint{}
-	for part, off := range p.checkpoints {
-		from[part] = off
+	for part, cur := range p.cursors {
+		from[part] = cur.next
 	}
 	p.mu.Unlock()
-	sub, err := p.r.store.Subscribe(ctx, eventstore.SubscribeOptions{
-		From: from, Categories: p.r.opt.Categories, EventTypes: p.r.opt.EventTypes, BatchSize: p.r.opt.BatchSize,
-	})
-	if err != nil {
+	return p.follow(ctx, nil, from, func(ctx context.Context, part eventstore.Partition, evs []eventstore.Event, after uint64) error {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if len(evs) == 0 { // only skipped events: store how far they go
+			_, err := p.advanceLocked(ctx, part, after)
+			return err
+		}
+		_, err := p.handleBatchLocked(ctx, evs, after)
 		return err
-	}
-	defer sub.Close()
-	for {
-		batch, err := sub.Poll(ctx, p.r.opt.BatchSize)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return err
-		}
-		part := sub.PollPartition()
-		if len(batch) == 0 { // only skipped events: store how far they go
-			if err := p.advance(ctx, part, sub.Checkpoint()[part]); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := p.handleBatch(ctx, batch, sub.Checkpoint()[part]); err != nil {
-			return err
-		}
-	}
-}
-
-// handleBatch handles events of one partition, in order; after is where
-// the partition resumes once all are handled (past filtered events too).
-func (p *proc) handleBatch(ctx context.Context, evs []eventstore.Event, after uint64) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for len(evs) > 0 {
-		n, herr, err := p.applyTx(ctx, evs, after)
-		if err != nil {
-			return err
-		}
-		if n == len(evs) {
-			return nil
-		}
-		if err := p.retryOrPark(ctx, evs[n], herr); err != nil {
-			return err
-		}
-		evs = evs[n+1:]
-	}
-	return nil
-}
-
-// applyTx handles evs in one transaction. If the handler fails on one,
-// the transaction is rolled back and the events before it are handled
-// again in a new one (handlers are deterministic on the read model), so
-// the common case pays no savepoint per event. It returns how many events
-// were committed and the handler's error that stopped it.
-func (p *proc) applyTx(ctx context.Context, evs []eventstore.Event, after uint64) (int, error, error) {
-	limit := len(evs)
-	for {
-		n, herr, err := p.applyPrefix(ctx, evs, limit, after)
-		if err != nil || herr == nil || n == 0 {
-			return n, herr, err
-		}
-		limit = n // roll back and commit the events before the failing one
-		if _, herr2, err := p.applyPrefix(ctx, evs, limit, after); err != nil || herr2 != nil {
-			if err == nil {
-				err = fmt.Errorf("projection %s: handler failed on an event it handled a moment before: %w", p.r.name, herr2)
-			}
-			return 0, nil, err
-		}
-		return n, herr, nil
-	}
-}
-
-// applyPrefix handles evs[:limit] in one transaction and commits it with
-// the checkpoint, or, if the handler fails on evs[i], rolls back and
-// returns i and the error. The in-memory checkpoint and parking change only
-// once the transaction has committed.
-func (p *proc) applyPrefix(ctx context.Context, evs []eventstore.Event, limit int, after uint64) (int, error, error) {
-	part := evs[0].Partition
-	var herr error
-	n := 0
-	parked := map[parkKey]int{}
-	next := max(after, evs[len(evs)-1].Offset+1)
-	if limit < len(evs) {
-		next = evs[limit].Offset
-	}
-	err := p.db.Update(ctx, func(tx *sql.Tx) error {
-		ctx := withTxStmts(ctx, tx)
-		for n = 0; n < limit; n++ {
-			ev := evs[n]
-			if k := (parkKey{part, ev.Stream}); p.parkedKeys[k] || parked[k] > 0 {
-				if err := p.park(ctx, tx, ev, "waiting behind an earlier parked event of its stream", 0, parked); err != nil {
-					return err
-				}
-				continue
-			}
-			if herr = p.r.h(ctx, tx, ev); herr != nil {
-				return herr
-			}
-		}
-		if err := p.setCheckpoint(ctx, tx, part, next); err != nil {
-			return err
-		}
-		if p.r.testBeforeCommit != nil {
-			return p.r.testBeforeCommit()
-		}
-		return nil
 	})
-	if herr != nil {
-		return n, herr, nil
-	}
-	if err != nil {
-		return 0, nil, err
-	}
-	p.committed(part, next, parked)
-	if p.r.testAfterCommit != nil {
-		p.r.testAfterCommit(evs[:limit])
-	}
-	return limit, nil, nil
-}
-
-// committed records in memory what a committed transaction wrote.
-func (p *proc) committed(part int, next uint64, parked map[parkKey]int) {
-	p.checkpoints[part] = max(p.checkpoints[part], next)
-	for k, n := range parked {
-		p.parkedKeys[k] = true
-		p.parked[k.partition] += n
-	}
-}
-
-// advance stores a checkpoint moved past events the filters skip.
-func (p *proc) advance(ctx context.Context, part int, next uint64) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.checkpoints[part] >= next {
-		return nil
-	}
-	err := p.db.Update(ctx, func(tx *sql.Tx) error { return p.setCheckpoint(ctx, tx, part, next) })
-	if err == nil {
-		p.committed(part, next, nil)
-	}
-	return err
-}
-
-func (p *proc) setCheckpoint(ctx context.Context, tx *sql.Tx, part int, next uint64) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO esraft_checkpoints (projection, partition, next_offset) VALUES (?, ?, ?)
-		ON CONFLICT (projection, partition) DO UPDATE SET next_offset = excluded.next_offset`, p.r.name, part, next)
-	return err
-}
-
-// park writes ev to the parked table in tx and counts it in pending.
-func (p *proc) park(ctx context.Context, tx *sql.Tx, ev eventstore.Event, msg string, attempts int, pending map[parkKey]int) error {
-	_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO esraft_parked (projection, partition, offset, stream, event_type, error, attempts)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`, p.r.name, ev.Partition, ev.Offset, ev.Stream, ev.Type, msg, attempts)
-	if err == nil {
-		pending[parkKey{ev.Partition, ev.Stream}]++
-	}
-	return err
-}
-
-// retryOrPark tries ev again with backoff, each attempt in its own
-// transaction, and parks it after MaxAttempts.
-func (p *proc) retryOrPark(ctx context.Context, ev eventstore.Event, herr error) error {
-	for attempt := 2; attempt <= p.r.opt.MaxAttempts; attempt++ {
-		if err := sleep(ctx, p.r.opt.delay(attempt-1)); err != nil {
-			return err
-		}
-		err := p.db.Update(ctx, func(tx *sql.Tx) error {
-			if herr = p.r.h(ctx, tx, ev); herr != nil {
-				return herr
-			}
-			return p.setCheckpoint(ctx, tx, ev.Partition, ev.Offset+1)
-		})
-		if err == nil {
-			p.committed(ev.Partition, ev.Offset+1, nil)
-			return nil
-		}
-		if herr == nil {
-			return err // the database failed, not the handler
-		}
-	}
-	parked := map[parkKey]int{}
-	err := p.db.Update(ctx, func(tx *sql.Tx) error {
-		if err := p.park(ctx, tx, ev, herr.Error(), p.r.opt.MaxAttempts, parked); err != nil {
-			return err
-		}
-		return p.setCheckpoint(ctx, tx, ev.Partition, ev.Offset+1)
-	})
-	if err == nil {
-		p.committed(ev.Partition, ev.Offset+1, parked)
-	}
-	return err
 }
 
 // Parked lists the parked events of this projection, by partition and
@@ -396,7 +224,7 @@ func (r *Local) Parked(ctx context.Context) ([]ParkedEvent, error) {
 // (partition, offset) again, oldest first, each in its own transaction,
 // stopping at the first that fails again (its error and attempts are
 // updated). When none is left, the stream flows again.
-func (r *Local) Retry(ctx context.Context, partition int, offset uint64) error {
+func (r *Local) Retry(ctx context.Context, partition eventstore.Partition, offset uint64) error {
 	r.mu.Lock()
 	p := r.live
 	r.mu.Unlock()
@@ -406,12 +234,12 @@ func (r *Local) Retry(ctx context.Context, partition int, offset uint64) error {
 	return p.retry(ctx, partition, offset)
 }
 
-func (p *proc) retry(ctx context.Context, partition int, offset uint64) error {
+func (p *proc) retry(ctx context.Context, partition eventstore.Partition, offset uint64) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var stream string
 	err := p.db.Write.QueryRowContext(ctx, `SELECT stream FROM esraft_parked WHERE projection = ? AND partition = ? AND offset = ?`,
-		p.r.name, partition, offset).Scan(&stream)
+		p.name, partition, offset).Scan(&stream)
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("%w: partition %d offset %d", ErrNotParked, partition, offset)
 	}
@@ -419,51 +247,31 @@ func (p *proc) retry(ctx context.Context, partition int, offset uint64) error {
 		return err
 	}
 	rows, err := p.db.Write.QueryContext(ctx, `SELECT offset, attempts FROM esraft_parked WHERE projection = ? AND partition = ? AND stream = ? ORDER BY offset`,
-		p.r.name, partition, stream)
+		p.name, partition, stream)
 	if err != nil {
 		return err
 	}
-	type row struct {
-		off      uint64
-		attempts int
-	}
-	var chain []row
+	var offsets []uint64
+	var attempts []int
 	for rows.Next() {
-		var rw row
-		if err := rows.Scan(&rw.off, &rw.attempts); err != nil {
+		var off uint64
+		var n int
+		if err := rows.Scan(&off, &n); err != nil {
 			rows.Close()
 			return err
 		}
-		chain = append(chain, rw)
+		offsets, attempts = append(offsets, off), append(attempts, n)
 	}
 	rows.Close()
-	for _, rw := range chain {
-		evs, _, err := p.r.store.ReadPartition(ctx, partition, rw.off, 1)
-		if err != nil {
-			return err
-		}
-		var herr error
-		err = p.db.Update(ctx, func(tx *sql.Tx) error {
-			if len(evs) == 1 && evs[0].Offset == rw.off { // else deleted since: drop it
-				if herr = p.r.h(ctx, tx, evs[0]); herr != nil {
-					return herr
-				}
-			}
-			_, err := tx.ExecContext(ctx, `DELETE FROM esraft_parked WHERE projection = ? AND partition = ? AND offset = ?`, p.r.name, partition, rw.off)
-			return err
-		})
-		if herr != nil {
-			_, err := p.db.Write.ExecContext(ctx, `UPDATE esraft_parked SET error = ?, attempts = ? WHERE projection = ? AND partition = ? AND offset = ?`,
-				herr.Error(), rw.attempts+1, p.r.name, partition, rw.off)
-			return errors.Join(fmt.Errorf("projection %s: retry of partition %d offset %d: %w", p.r.name, partition, rw.off, herr), err)
-		}
-		if err != nil {
-			return err
-		}
-		p.parked[partition]--
+	handled, failed, err := p.retryParkedLocked(ctx, partition, offsets)
+	p.unparkedLocked(partition, stream, handled)
+	if failed != nil {
+		off := offsets[handled]
+		_, err := p.db.Write.ExecContext(ctx, `UPDATE esraft_parked SET error = ?, attempts = ? WHERE projection = ? AND partition = ? AND offset = ?`,
+			failed.Error(), attempts[handled]+1, p.name, partition, off)
+		return errors.Join(fmt.Errorf("projection %s: retry of partition %d offset %d: %w", p.name, partition, off, failed), err)
 	}
-	delete(p.parkedKeys, parkKey{partition, stream})
-	return nil
+	return err
 }
 
 // Status reports the projection's progress on this node.
@@ -473,10 +281,11 @@ func (r *Local) Status() Status {
 	r.mu.Unlock()
 	st := Status{Name: r.name, State: state}
 	if p != nil {
-		st.Partitions, st.Lag, st.Parked = p.status()
+		live := p.status()
+		st.Partitions, st.Lag, st.Parked = live.Partitions, live.Lag, live.Parked
 	}
 	if rb != nil {
-		_, lag, _ := rb.shadow.status()
+		lag := rb.shadow.status().Lag
 		total := uint64(0)
 		for _, ps := range st.Partitions {
 			total += ps.Head
@@ -487,24 +296,16 @@ func (r *Local) Status() Status {
 	return st
 }
 
-func (p *proc) status() ([]PartitionStatus, uint64, int) {
+// status reports p's progress in every partition of the store.
+func (p *proc) status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []PartitionStatus
-	var lag uint64
-	parked := 0
-	for part := 0; part < p.r.store.Partitions(); part++ {
-		head, _ := p.r.store.Head(part)
-		pos := p.checkpoints[part]
-		ps := PartitionStatus{Partition: part, Position: pos, Head: head, Parked: p.parked[part]}
-		if head > pos {
-			ps.Lag = head - pos
-		}
-		lag += ps.Lag
-		parked += ps.Parked
-		out = append(out, ps)
+	var st Status
+	for part := range eventstore.Partition(p.store.Partitions()) {
+		cur := p.cursorLocked(part)
+		st.add(partitionStatus(p.store, part, cur.next, cur.parkedCount()))
 	}
-	return out, lag, parked
+	return st
 }
 
 // caughtUp reports whether p has handled every partition up to heads.
@@ -512,7 +313,7 @@ func (p *proc) caughtUp(heads []uint64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for part, h := range heads {
-		if p.checkpoints[part] < h {
+		if p.cursorLocked(eventstore.Partition(part)).next < h {
 			return false
 		}
 	}
@@ -522,7 +323,7 @@ func (p *proc) caughtUp(heads []uint64) bool {
 func (r *Local) heads() ([]uint64, error) {
 	heads := make([]uint64, r.store.Partitions())
 	for part := range heads {
-		h, err := r.store.Head(part)
+		h, err := r.store.Head(eventstore.Partition(part))
 		if err != nil {
 			return nil, err
 		}

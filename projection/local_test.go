@@ -67,7 +67,7 @@ func countHandled(t testing.TB, db *DB) (rows, distinct int) {
 
 func totalHeads(t testing.TB, s *eventstore.Store) int {
 	n := 0
-	for p := 0; p < s.Partitions(); p++ {
+	for p := range eventstore.Partition(s.Partitions()) {
 		h, err := s.Head(p)
 		require.NoError(t, err)
 		n += int(h)
@@ -126,7 +126,7 @@ func TestLocalExactlyOnceAcrossCrashes(t *testing.T) {
 	require.Greater(t, crashes, 3, "crashes were injected")
 	rows, distinct := countHandled(t, db)
 	if rows != total {
-		for p := 0; p < s.Partitions(); p++ {
+		for p := range eventstore.Partition(s.Partitions()) {
 			head, _ := s.Head(p)
 			var n, maxOff int
 			var cp int64

@@ -45,10 +45,10 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"math/rand/v2"
 	"time"
 
 	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/internal/backoff"
 )
 
 // Handler handles one event. tx is the runner's SQLite write transaction
@@ -89,31 +89,14 @@ func (o *Options) defaults() {
 	}
 }
 
-// delay is the wait before attempt n (n >= 1 is the first retry).
+// delay is the wait before retry n (n >= 1 is the first retry).
 func (o *Options) delay(n int) time.Duration {
-	d := o.Backoff
-	for i := 1; i < n && d < o.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, o.MaxBackoff)
-	return d*3/4 + time.Duration(rand.Int64N(int64(d)/2+1))
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return backoff.Spread(backoff.Policy{Initial: o.Backoff, Max: o.MaxBackoff}.Delay(n), 0.25)
 }
 
 // ParkedEvent is an event set aside after failing.
 type ParkedEvent struct {
-	Partition int
+	Partition eventstore.Partition
 	Offset    uint64
 	Stream    string
 	Error     string
@@ -122,7 +105,7 @@ type ParkedEvent struct {
 
 // PartitionStatus is a runner's progress in one partition.
 type PartitionStatus struct {
-	Partition int
+	Partition eventstore.Partition
 	Position  uint64 // the next offset to handle
 	Head      uint64 // the partition's next offset on this node
 	Lag       uint64 // Head - Position

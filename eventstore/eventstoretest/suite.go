@@ -306,7 +306,7 @@ func versions(evs []eventstore.Event) []uint64 {
 }
 
 // streamsIn returns n stream names of category cat that route to partition p.
-func streamsIn(s *eventstore.Store, cat string, p, n int) []string {
+func streamsIn(s *eventstore.Store, cat string, p eventstore.Partition, n int) []string {
 	var out []string
 	for i := 0; len(out) < n; i++ {
 		name := fmt.Sprintf("%s-%d", cat, i)
@@ -349,7 +349,7 @@ func testReadPartition(t *testing.T, c Cluster) {
 		require.Empty(t, empty)
 		require.Equal(t, uint64(9), next)
 	}
-	_, _, err := s.ReadPartition(ctx, s.Partitions(), 0, 1)
+	_, _, err := s.ReadPartition(ctx, eventstore.Partition(s.Partitions()), 0, 1)
 	require.ErrorIs(t, err, eventstore.ErrUnknownPartition)
 }
 
@@ -387,7 +387,7 @@ func collectUntilIdle(t testing.TB, sub *eventstore.Subscription) []eventstore.E
 // comes twice.
 func checkOrder(t testing.TB, evs []eventstore.Event) {
 	t.Helper()
-	last := map[int]uint64{}
+	last := map[eventstore.Partition]uint64{}
 	seen := map[uuid.UUID]bool{}
 	for _, e := range evs {
 		if prev, ok := last[e.Partition]; ok {
@@ -515,14 +515,14 @@ func testSubscribeFilters(t *testing.T, c Cluster) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	cp := sub.Checkpoint()
 	sub.Close()
-	for p := 0; p < s.Partitions(); p++ {
+	for p := range eventstore.Partition(s.Partitions()) {
 		head, err := s.Head(p)
 		require.NoError(t, err)
 		require.Equal(t, head, cp[p], "checkpoint of partition %d is past the filtered events", p)
 	}
 	// Poll reports a partition read only to be skipped as an empty batch,
 	// with the checkpoint moved past it.
-	none, err := s.Subscribe(ctx, eventstore.SubscribeOptions{EventTypes: []string{"Nope"}, Partitions: []int{last.Partition}})
+	none, err := s.Subscribe(ctx, eventstore.SubscribeOptions{EventTypes: []string{"Nope"}, Partitions: []eventstore.Partition{last.Partition}})
 	require.NoError(t, err)
 	empty, err := none.Poll(ctx, 10)
 	require.NoError(t, err)
@@ -536,13 +536,13 @@ func testSubscribeFilters(t *testing.T, c Cluster) {
 	// System streams ('$...') are skipped unless asked for.
 	sys, err := s.Append(ctx, "$snapshot-order-1", eventstore.Any, []eventstore.EventData{ev("Snapshot", "{}")})
 	require.NoError(t, err)
-	all, err := s.Subscribe(ctx, eventstore.SubscribeOptions{Partitions: []int{sys.Partition}, FromNow: false})
+	all, err := s.Subscribe(ctx, eventstore.SubscribeOptions{Partitions: []eventstore.Partition{sys.Partition}, FromNow: false})
 	require.NoError(t, err)
 	for _, e := range collectUntilIdle(t, all) {
 		require.False(t, eventstore.IsSystemStream(e.Stream))
 	}
 	all.Close()
-	withSys, err := s.Subscribe(ctx, eventstore.SubscribeOptions{Partitions: []int{sys.Partition}, IncludeSystemStreams: true, From: eventstore.Checkpoint{sys.Partition: sys.FirstOffset}})
+	withSys, err := s.Subscribe(ctx, eventstore.SubscribeOptions{Partitions: []eventstore.Partition{sys.Partition}, IncludeSystemStreams: true, From: eventstore.Checkpoint{sys.Partition: sys.FirstOffset}})
 	require.NoError(t, err)
 	require.Equal(t, "$snapshot-order-1", collect(t, withSys, 1)[0].Stream)
 	withSys.Close()
@@ -648,7 +648,7 @@ func testSoftDelete(t *testing.T, c Cluster) {
 	require.Equal(t, "c", string(got[0].Data))
 
 	// A subscription from the beginning never sees the deleted events.
-	sub, err := s.Subscribe(ctx, eventstore.SubscribeOptions{Partitions: []int{res.Partition}})
+	sub, err := s.Subscribe(ctx, eventstore.SubscribeOptions{Partitions: []eventstore.Partition{res.Partition}})
 	require.NoError(t, err)
 	defer sub.Close()
 	e := collect(t, sub, 1)[0]
@@ -746,9 +746,9 @@ func testBadInput(t *testing.T, c Cluster) {
 	require.ErrorIs(t, err, eventstore.ErrEmptyStream)
 	_, err = s.ReadStream(ctx, "", 0, 1)
 	require.ErrorIs(t, err, eventstore.ErrEmptyStream)
-	_, err = s.Subscribe(ctx, eventstore.SubscribeOptions{Partitions: []int{-1}})
+	_, err = s.Subscribe(ctx, eventstore.SubscribeOptions{Partitions: []eventstore.Partition{-1}})
 	require.ErrorIs(t, err, eventstore.ErrUnknownPartition)
-	for p := 0; p < s.Partitions(); p++ {
+	for p := range eventstore.Partition(s.Partitions()) {
 		head, err := s.Head(p)
 		require.NoError(t, err)
 		require.Zero(t, head, "rejected input appended nothing")

@@ -327,9 +327,9 @@ func (a *app) status(w http.ResponseWriter, r *http.Request) {
 	}
 	out["shards"], out["members"] = shards, members
 	heads := map[string]uint64{}
-	for p := 0; p < a.store.Partitions(); p++ {
+	for p := range eventstore.Partition(a.store.Partitions()) {
 		h, _ := a.store.Head(p)
-		heads[strconv.Itoa(p)] = h
+		heads[strconv.Itoa(int(p))] = h
 	}
 	out["partition_heads"] = heads
 	projs := map[string]projection.Status{}
@@ -342,7 +342,7 @@ func (a *app) status(w http.ResponseWriter, r *http.Request) {
 			assign := map[string]any{"generation": gs.Generation}
 			owners := map[string]string{}
 			for _, p := range gs.Partitions {
-				owners[strconv.Itoa(p.Partition)] = p.Owner
+				owners[strconv.Itoa(int(p.Partition))] = p.Owner
 			}
 			assign["owners"] = owners
 			var ids []string

@@ -45,6 +45,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/esraft/esraft/internal/backoff"
 )
 
 // headerTimeout bounds how long an accepted connection may take to send its
@@ -281,11 +283,11 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 // being closed (then it returns that error). Other accept errors, such as
 // running out of file descriptors, are retried with capped backoff.
 func acceptLoop(ln net.Listener, done <-chan struct{}, handle func(net.Conn)) error {
-	var delay time.Duration
+	retry := backoff.Backoff{Policy: backoff.Policy{Initial: 5 * time.Millisecond, Max: time.Second}}
 	for {
 		conn, err := ln.Accept()
 		if err == nil {
-			delay = 0
+			retry.Reset()
 			handle(conn)
 			continue
 		}
@@ -297,13 +299,10 @@ func acceptLoop(ln net.Listener, done <-chan struct{}, handle func(net.Conn)) er
 		if errors.Is(err, net.ErrClosed) {
 			return err
 		}
-		delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-		t := time.NewTimer(delay)
 		select {
 		case <-done:
-			t.Stop()
 			return nil
-		case <-t.C:
+		case <-retry.After():
 		}
 	}
 }

@@ -198,16 +198,16 @@ func startMember(st *eventstore.Store, id, dir string, session time.Duration) (s
 		// handled, the generation kept for the handler's records. One
 		// worker per partition at a time: a grant's worker starts once the
 		// previous one stopped.
-		OnGrant: func(p int, gen, from uint64) {
+		OnGrant: func(p eventstore.Partition, gen, from uint64) {
 			r.mu.Lock()
-			r.gen[p] = gen
+			r.gen[int(p)] = gen
 			r.mu.Unlock()
-			if err := r.write(wire.ConsumerRecord{Kind: wire.RecordGrant, Partition: p, Generation: gen, Offset: from, Start: time.Now().UnixNano()}); err != nil {
+			if err := r.write(wire.ConsumerRecord{Kind: wire.RecordGrant, Partition: int(p), Generation: gen, Offset: from, Start: time.Now().UnixNano()}); err != nil {
 				log.Printf("consumer record: %v", err)
 			}
 		},
 		OnCommit: func(a projection.CommitAttempt) {
-			rec := wire.ConsumerRecord{Kind: wire.RecordCommit, Partition: a.Partition, Generation: a.Generation, Offset: a.Offset,
+			rec := wire.ConsumerRecord{Kind: wire.RecordCommit, Partition: int(a.Partition), Generation: a.Generation, Offset: a.Offset,
 				Start: a.Start.UnixNano(), End: a.End.UnixNano(), Outcome: wire.CommitAcked}
 			var sge *raftlog.StaleGenerationError
 			switch {
@@ -226,9 +226,9 @@ func startMember(st *eventstore.Store, id, dir string, session time.Duration) (s
 	// written) makes the runner retry the event.
 	h := func(ctx context.Context, _ *sql.Tx, ev eventstore.Event) error {
 		r.mu.Lock()
-		gen := r.gen[ev.Partition]
+		gen := r.gen[int(ev.Partition)]
 		r.mu.Unlock()
-		return r.write(wire.ConsumerRecord{Kind: wire.RecordHandle, Partition: ev.Partition, Generation: gen, Offset: ev.Offset, ID: ev.ID, Start: time.Now().UnixNano()})
+		return r.write(wire.ConsumerRecord{Kind: wire.RecordHandle, Partition: int(ev.Partition), Generation: gen, Offset: ev.Offset, ID: ev.ID, Start: time.Now().UnixNano()})
 	}
 	g := projection.NewGroup(st, wire.ConsumerGroup, id, h, opt)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -311,7 +311,7 @@ func (a *api) append(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 		out = wire.AppendResponse{
-			Outcome: wire.OutcomeOK, Partition: res.Partition, FirstOffset: res.FirstOffset,
+			Outcome: wire.OutcomeOK, Partition: int(res.Partition), FirstOffset: res.FirstOffset,
 			FirstVersion: res.FirstVersion, LastVersion: res.LastVersion, Duplicate: res.Duplicate,
 			Group: int(res.Position.Shard), Index: res.Position.Index,
 		}
@@ -337,7 +337,7 @@ func (a *api) append(w http.ResponseWriter, r *http.Request) {
 func compact(evs []eventstore.Event) []wire.ReadEvent {
 	out := make([]wire.ReadEvent, len(evs))
 	for i, e := range evs {
-		out[i] = wire.ReadEvent{ID: e.ID, Stream: e.Stream, Version: e.Version, Partition: e.Partition, Offset: e.Offset}
+		out[i] = wire.ReadEvent{ID: e.ID, Stream: e.Stream, Version: e.Version, Partition: int(e.Partition), Offset: e.Offset}
 	}
 	return out
 }
@@ -349,7 +349,7 @@ func uintParam(r *http.Request, name string) uint64 {
 
 func (a *api) read(w http.ResponseWriter, r *http.Request) {
 	p, from, limit := int(uintParam(r, "p")), uintParam(r, "from"), int(uintParam(r, "limit"))
-	evs, next, err := a.st.ReadPartition(r.Context(), p, from, limit)
+	evs, next, err := a.st.ReadPartition(r.Context(), eventstore.Partition(p), from, limit)
 	out := wire.ReadResponse{Events: compact(evs), Next: next}
 	if err != nil {
 		out.Error = err.Error()
@@ -377,7 +377,7 @@ func (a *api) digest(w http.ResponseWriter, r *http.Request) {
 	from := uint64(0)
 scan:
 	for from < upto {
-		evs, next, err := a.st.ReadPartition(r.Context(), p, from, int(min(upto-from, 1000)))
+		evs, next, err := a.st.ReadPartition(r.Context(), eventstore.Partition(p), from, int(min(upto-from, 1000)))
 		if err != nil {
 			out.Error = err.Error()
 			break
