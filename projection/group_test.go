@@ -249,7 +249,7 @@ func TestGroupZombieCommitIsRejected(t *testing.T) {
 	// OnCommit saw the rejected attempt, with the generation it carried.
 	a := observedStale.Load()
 	require.NotNil(t, a)
-	require.Equal(t, 0, a.Partition)
+	require.Equal(t, eventstore.Partition(0), a.Partition)
 	require.Equal(t, oldGen, a.Generation)
 	require.Equal(t, uint64(1), a.Offset)
 
