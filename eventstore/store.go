@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/esraft/esraft/internal/logging"
 	"github.com/esraft/esraft/raftlog"
 )
 
@@ -32,6 +34,7 @@ type Store struct {
 	owned           bool // Close closes the log
 	maxEventBytes   int
 	maxAppendEvents int
+	logger          *slog.Logger
 }
 
 // Option configures Open or New.
@@ -42,6 +45,7 @@ type settings struct {
 	tune            []func(*raftlog.Config)
 	maxEventBytes   int
 	maxAppendEvents int
+	logger          *slog.Logger
 }
 
 type optionFunc func(*settings)
@@ -81,6 +85,12 @@ func MaxEventBytes(n int) Option { return optionFunc(func(s *settings) { s.maxEv
 // MaxAppendEvents bounds the events of one append (default 1,000).
 func MaxAppendEvents(n int) Option { return optionFunc(func(s *settings) { s.maxAppendEvents = n }) }
 
+// Logger sets the logger of the store and of the log Open opens (raft's
+// lines included); the default writes WARN and above to stderr. Packages
+// built on the store (projection, aggregate) use it unless given their
+// own; see Store.Logger.
+func Logger(l *slog.Logger) Option { return optionFunc(func(s *settings) { s.logger = l }) }
+
 // LogConfig adjusts the underlying log's configuration (raft timings,
 // batching, ID retention, a listener or dialer for tests) before it opens.
 func LogConfig(fn func(*raftlog.Config)) Option {
@@ -96,8 +106,12 @@ func Open(ctx context.Context, dir string, opts ...Option) (*Store, error) {
 	for _, o := range opts {
 		o.apply(&s)
 	}
+	s.log.Logger = s.logger
 	for _, fn := range s.tune {
 		fn(&s.log)
+	}
+	if s.logger == nil {
+		s.logger = s.log.Logger // set through LogConfig
 	}
 	if s.log.MaxRecordBytes == 0 {
 		// The log counts data plus headers; the header names are ours.
@@ -113,7 +127,7 @@ func Open(ctx context.Context, dir string, opts ...Option) (*Store, error) {
 }
 
 // New returns a store over an open log, which the caller keeps and closes.
-// Only the limit options apply.
+// Only the limit options and Logger apply.
 func New(l *raftlog.Log, opts ...Option) *Store {
 	var s settings
 	for _, o := range opts {
@@ -123,7 +137,7 @@ func New(l *raftlog.Log, opts ...Option) *Store {
 }
 
 func newStore(l *raftlog.Log, s *settings) *Store {
-	st := &Store{log: l, maxEventBytes: s.maxEventBytes, maxAppendEvents: s.maxAppendEvents}
+	st := &Store{log: l, maxEventBytes: s.maxEventBytes, maxAppendEvents: s.maxAppendEvents, logger: logging.OrDefault(s.logger)}
 	if st.maxEventBytes <= 0 {
 		st.maxEventBytes = DefaultMaxEventBytes
 	}
@@ -145,6 +159,10 @@ func (s *Store) Close() error {
 // Log returns the underlying log, for packages that build on it
 // (projections, consumer groups, status pages).
 func (s *Store) Log() *raftlog.Log { return s.log }
+
+// Logger returns the store's logger (see the Logger option), for the
+// packages that build on the store.
+func (s *Store) Logger() *slog.Logger { return s.logger }
 
 // Partitions returns the number of partitions.
 func (s *Store) Partitions() int { return s.log.Partitions() }
@@ -352,7 +370,14 @@ func (s *Store) TruncateStream(ctx context.Context, stream string, before uint64
 // ctx ends first the write still stands (it is committed): the wait is
 // best effort, and the caller is told of success.
 func (s *Store) readYourWrite(ctx context.Context, pos Position) {
-	_ = s.log.WaitApplied(ctx, pos)
+	if err := s.log.WaitApplied(ctx, pos); err != nil {
+		level := slog.LevelWarn
+		if ctx.Err() != nil {
+			level = slog.LevelDebug // the caller's deadline: expected under load
+		}
+		s.logger.Log(ctx, level, "eventstore: write committed but not yet applied on this node; reads here may miss it",
+			"group", pos.Group, "index", pos.Index, "err", err)
+	}
 }
 
 // Sync waits until this node has applied pos (from an AppendResult or a

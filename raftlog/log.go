@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/esraft/esraft/internal/logging"
 	"github.com/esraft/esraft/internal/mux"
 )
 
@@ -98,14 +99,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		}
 		l.mux = mux.New(ln, cfg.Dialer)
 	}
-	logger := hclog.New(&hclog.LoggerOptions{
-		Name:   "raftlog." + cfg.NodeID,
-		Output: cfg.LogOutput,
-		Level:  hclog.LevelFromString(cfg.LogLevel),
-	})
-	if cfg.LogOutput == nil {
-		logger = hclog.NewNullLogger()
-	}
+	logger := logging.Hclog(cfg.Logger.With("node", cfg.NodeID), "raftlog")
 	fresh := false
 	for gi := 0; gi < cfg.Groups; gi++ {
 		g, isNew, err := l.openGroup(gi, logger)
