@@ -88,6 +88,7 @@ func NewGroup(store *eventstore.Store, group, member string, h Handler, opt Grou
 	if opt.SessionTimeout <= 0 {
 		opt.SessionTimeout = 10 * time.Second
 	}
+	opt.Logger = runnerLogger(opt.Logger, store, "group", group, "member", member)
 	return &Group{store: store, log: store.Log(), group: group, member: member, h: h, opt: opt, state: "starting", workers: map[int]*worker{}}
 }
 
@@ -112,6 +113,7 @@ func (g *Group) Run(ctx context.Context) error {
 			return err
 		}
 		// Our session expired (a long pause): join again.
+		g.opt.Logger.Warn("projection: group session expired; joining again", "err", err)
 	}
 }
 
@@ -134,6 +136,7 @@ func (g *Group) session(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		g.opt.Logger.Debug("projection: join failed; retrying", "err", err)
 		if err := sleep(ctx, g.opt.delay(1)); err != nil {
 			return err
 		}
@@ -183,6 +186,7 @@ func (g *Group) session(ctx context.Context) error {
 			g.mu.Lock()
 			g.releases = append(g.releases, release...)
 			g.mu.Unlock()
+			g.opt.Logger.Debug("projection: heartbeat failed; retrying at the next beat", "err", err)
 			continue // no leader for now: try at the next beat
 		}
 		gs = s
@@ -232,6 +236,7 @@ func (g *Group) reconcile(ctx context.Context, gs raftlog.GroupState) {
 			g.start(ctx, a)
 		case mine && a.Revoking():
 			if w != nil {
+				g.opt.Logger.Info("projection: partition revoked; releasing it", "partition", p, "generation", a.Generation)
 				w.stop() // finishes its batch and commits it
 			}
 			g.mu.Lock()
@@ -241,6 +246,7 @@ func (g *Group) reconcile(ctx context.Context, gs raftlog.GroupState) {
 			}
 			g.mu.Unlock()
 		case w != nil:
+			g.opt.Logger.Info("projection: partition moved to another member", "partition", p, "owner", a.Owner)
 			w.stop()
 			g.mu.Lock()
 			delete(g.workers, p)
@@ -284,6 +290,7 @@ func (g *Group) start(ctx context.Context, a raftlog.PartitionAssignment) {
 	g.mu.Lock()
 	g.workers[a.Partition] = w
 	g.mu.Unlock()
+	g.opt.Logger.Info("projection: partition granted", "partition", a.Partition, "generation", a.Generation, "from", a.Committed)
 	if g.opt.OnGrant != nil {
 		g.opt.OnGrant(a.Partition, a.Generation, a.Committed)
 	}
@@ -317,12 +324,16 @@ func (w *worker) run(ctx context.Context) {
 		Categories: o.Categories, EventTypes: o.EventTypes, BatchSize: o.BatchSize,
 	})
 	if err != nil {
+		o.Logger.Warn("projection: worker stopped: subscribe", "partition", w.p, "err", err)
 		return
 	}
 	defer sub.Close()
 	for {
 		batch, err := sub.Poll(ctx, o.BatchSize)
 		if err != nil {
+			if ctx.Err() == nil {
+				o.Logger.Warn("projection: worker stopped: read", "partition", w.p, "err", err)
+			}
 			return
 		}
 		if len(batch) == 0 { // only skipped events: commit how far they go
@@ -362,6 +373,7 @@ func (w *worker) handle(ctx context.Context, evs []eventstore.Event, after uint6
 	for len(evs) > 0 {
 		n, herr, err := w.handlePrefix(ctx, evs, &park)
 		if err != nil {
+			w.g.opt.Logger.Warn("projection: worker stopped: batch failed", "partition", w.p, "err", err)
 			return false
 		}
 		if herr == nil {
@@ -416,6 +428,8 @@ func (w *worker) handlePrefix(ctx context.Context, evs []eventstore.Event, park 
 // means the worker must stop: ctx ended or the database failed.
 func (w *worker) retryOrPark(ctx context.Context, ev eventstore.Event, herr error, park *[]raftlog.ParkedRecord) bool {
 	for attempt := 2; attempt <= w.g.opt.MaxAttempts; attempt++ {
+		w.g.opt.Logger.Debug("projection: handler failed; retrying",
+			"partition", w.p, "offset", ev.Offset, "stream", ev.Stream, "attempts", attempt-1, "err", herr)
 		if sleep(ctx, w.g.opt.delay(attempt-1)) != nil {
 			return false
 		}
@@ -427,9 +441,12 @@ func (w *worker) retryOrPark(ctx context.Context, ev eventstore.Event, herr erro
 			return true
 		}
 		if herr == nil {
+			w.g.opt.Logger.Warn("projection: worker stopped: retry failed", "partition", w.p, "err", err)
 			return false // the database failed, not the handler
 		}
 	}
+	w.g.opt.Logger.Warn("projection: event parked",
+		"partition", w.p, "offset", ev.Offset, "stream", ev.Stream, "attempts", w.g.opt.MaxAttempts, "err", herr)
 	*park = append(*park, raftlog.ParkedRecord{Offset: ev.Offset, Key: ev.Stream, Error: herr.Error(), Attempts: w.g.opt.MaxAttempts})
 	w.parked[ev.Stream] = true
 	return true
@@ -480,9 +497,11 @@ func (w *worker) commit(ctx context.Context, c raftlog.OffsetCommit) bool {
 		case err == nil:
 			return true
 		case errors.As(err, &sge), errors.Is(err, raftlog.ErrClosed):
+			w.g.opt.Logger.Info("projection: partition lost; offsets not committed", "partition", c.Partition, "offset", c.Offset, "err", err)
 			w.lost = true
 			return false
 		}
+		w.g.opt.Logger.Debug("projection: offset commit failed; retrying", "partition", c.Partition, "attempts", attempt, "err", err)
 		if sleep(ctx, w.g.opt.delay(attempt)) != nil {
 			return false
 		}
@@ -524,6 +543,7 @@ func (w *worker) retry(ctx context.Context, parked []raftlog.ParkedRecord, key s
 		}
 		evs, _, err := w.g.store.ReadPartition(ctx, w.p, pr.Offset, 1)
 		if err != nil {
+			w.g.opt.Logger.Warn("projection: retry of parked events: read", "partition", w.p, "offset", pr.Offset, "err", err)
 			return
 		}
 		var herr error
@@ -534,6 +554,7 @@ func (w *worker) retry(ctx context.Context, parked []raftlog.ParkedRecord, key s
 			return herr
 		})
 		if err != nil {
+			w.g.opt.Logger.Warn("projection: parked event failed again", "partition", w.p, "offset", pr.Offset, "stream", key, "err", err)
 			pr.Error, pr.Attempts, pr.Retry = fmt.Sprint(err), pr.Attempts+1, false
 			again = append(again, pr)
 			break

@@ -50,6 +50,7 @@ type rebuildState struct {
 // h. A read model belongs to one local projection. Run starts it.
 func NewLocal(store *eventstore.Store, db *DB, name string, h Handler, opt Options) *Local {
 	opt.defaults()
+	opt.Logger = runnerLogger(opt.Logger, store, "projection", name)
 	return &Local{store: store, db: db, name: name, h: h, opt: opt, state: "starting"}
 }
 
@@ -290,6 +291,10 @@ func (p *proc) applyPrefix(ctx context.Context, evs []eventstore.Event, limit in
 		return 0, nil, err
 	}
 	p.committed(part, next, parked)
+	for k, n := range parked {
+		p.r.opt.Logger.Warn("projection: events parked behind an earlier parked event of their stream",
+			"partition", k.partition, "stream", k.stream, "events", n)
+	}
 	if p.r.testAfterCommit != nil {
 		p.r.testAfterCommit(evs[:limit])
 	}
@@ -339,6 +344,8 @@ func (p *proc) park(ctx context.Context, tx *sql.Tx, ev eventstore.Event, msg st
 // transaction, and parks it after MaxAttempts.
 func (p *proc) retryOrPark(ctx context.Context, ev eventstore.Event, herr error) error {
 	for attempt := 2; attempt <= p.r.opt.MaxAttempts; attempt++ {
+		p.r.opt.Logger.Debug("projection: handler failed; retrying",
+			"partition", ev.Partition, "offset", ev.Offset, "stream", ev.Stream, "attempts", attempt-1, "err", herr)
 		if err := sleep(ctx, p.r.opt.delay(attempt-1)); err != nil {
 			return err
 		}
@@ -365,6 +372,8 @@ func (p *proc) retryOrPark(ctx context.Context, ev eventstore.Event, herr error)
 	})
 	if err == nil {
 		p.committed(ev.Partition, ev.Offset+1, parked)
+		p.r.opt.Logger.Warn("projection: event parked",
+			"partition", ev.Partition, "offset", ev.Offset, "stream", ev.Stream, "attempts", p.r.opt.MaxAttempts, "err", herr)
 	}
 	return err
 }
@@ -557,6 +566,7 @@ func (r *Local) Rebuild(ctx context.Context) error {
 	r.mu.Unlock()
 	go func() {
 		rb.err = r.runRebuild(ctx, sp, shadowDB, gen)
+		logRebuild(r.opt.Logger, rb.err)
 		r.mu.Lock()
 		r.rebuild = nil
 		r.mu.Unlock()
