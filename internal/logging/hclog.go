@@ -3,11 +3,14 @@ package logging
 import (
 	"bytes"
 	"context"
+	"encoding"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -63,22 +66,38 @@ func slogLevel(l hclog.Level) (slog.Level, bool) {
 	return slog.LevelInfo, true // Info, NoLevel (hclog's default)
 }
 
-// convertArgs turns hclog's special values into plain ones; the rest is
-// slog's key/value convention already.
+// convertArgs turns hclog's special values into plain ones, and values
+// that only a String method describes into that string (JSON would
+// encode a *raft.Raft as {}); the rest is slog's key/value convention
+// already.
 func convertArgs(args []any) []any {
 	var out []any
 	for i, a := range args {
-		if f, ok := a.(hclog.Format); ok {
-			if out == nil {
-				out = append([]any(nil), args...)
-			}
-			out[i] = formatValue(f)
+		v, ok := convertValue(a)
+		if !ok {
+			continue
 		}
+		if out == nil {
+			out = append([]any(nil), args...)
+		}
+		out[i] = v
 	}
 	if out == nil {
 		return args
 	}
 	return out
+}
+
+func convertValue(v any) (any, bool) {
+	switch v := v.(type) {
+	case hclog.Format:
+		return formatValue(v), true
+	case error, json.Marshaler, encoding.TextMarshaler, slog.LogValuer, time.Duration:
+		return nil, false // slog's handlers render these well
+	case fmt.Stringer:
+		return fmt.Sprint(v), true // fmt survives a nil receiver
+	}
+	return nil, false
 }
 
 func formatValue(f hclog.Format) string {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/stretchr/testify/require"
@@ -109,6 +110,24 @@ func TestHclogNamesAndArgs(t *testing.T) {
 	require.NotContains(t, recs[2], "group", "With on a child does not reach its parent")
 }
 
+// node stands for *raft.Raft: a String method and no exported fields.
+type node struct{ id string }
+
+func (n *node) String() string { return "Node at " + n.id }
+
+func TestHclogStringers(t *testing.T) {
+	var buf bytes.Buffer
+	h := Hclog(jsonLogger(&buf, slog.LevelInfo), "")
+	var none *node
+	h.Info("state", "leader", &node{"n1"}, "none", none, "wait", 1500*time.Millisecond, "err", errors.New("boom"))
+	recs := records(t, &buf)
+	require.Len(t, recs, 1)
+	require.Equal(t, "Node at n1", recs[0]["leader"])
+	require.Equal(t, "<nil>", recs[0]["none"])
+	require.EqualValues(t, 1500*time.Millisecond, recs[0]["wait"], "a duration stays a duration")
+	require.Equal(t, "boom", recs[0]["err"])
+}
+
 func TestHclogStandardLogger(t *testing.T) {
 	var buf bytes.Buffer
 	h := Hclog(jsonLogger(&buf, slog.LevelDebug), "std")
@@ -161,7 +180,7 @@ func TestNewAndParseLevel(t *testing.T) {
 	require.Equal(t, "v", recs[0]["k"])
 
 	buf.Reset()
-	l, err = New(&buf, "warn", "")
+	l, err = New(&buf, "", "")
 	require.NoError(t, err)
 	l.Info("hidden")
 	l.Warn("shown")

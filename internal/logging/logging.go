@@ -55,12 +55,15 @@ func ParseLevel(s string) (slog.Level, error) {
 }
 
 // New returns a logger writing records of level and above to w in format
-// (FormatText or FormatJSON; empty means text): what a command builds
-// from its -log-level and -log-format flags.
+// (FormatText or FormatJSON): what a command builds from its -log-level
+// and -log-format flags. Empty means Default's: warn, text.
 func New(w io.Writer, level, format string) (*slog.Logger, error) {
-	lvl, err := ParseLevel(level)
-	if err != nil {
-		return nil, err
+	lvl := slog.LevelWarn
+	if level != "" {
+		var err error
+		if lvl, err = ParseLevel(level); err != nil {
+			return nil, err
+		}
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
 	switch strings.ToLower(format) {
