@@ -12,6 +12,7 @@ import (
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/internal/backoff"
+	"github.com/esraft/esraft/internal/logging"
 )
 
 // Store is what a Repository needs of the event store; *eventstore.Store
@@ -62,6 +63,7 @@ type RepositoryOption interface{ applyRepo(*repoConfig) }
 type repoConfig struct {
 	retry      RetryPolicy
 	onSnapshot func(ctx context.Context, stream string, err error)
+	logger     *slog.Logger
 }
 
 type repoOptionFunc func(*repoConfig)
@@ -74,9 +76,17 @@ func WithRetry(p RetryPolicy) RepositoryOption {
 	return repoOptionFunc(func(c *repoConfig) { c.retry = p })
 }
 
+// WithLogger sets the repository's logger: snapshot failures (without
+// OnSnapshotError) at WARN, version conflicts Update retries at DEBUG.
+// The default is the store's logger if it has one (a Logger method, as
+// *eventstore.Store), else WARN and above to stderr.
+func WithLogger(l *slog.Logger) RepositoryOption {
+	return repoOptionFunc(func(c *repoConfig) { c.logger = l })
+}
+
 // OnSnapshotError sets the function told about snapshots that could not
-// be written, or read and decoded (the default logs them with slog at
-// warning level). Such failures never fail a command or a load: the
+// be written, or read and decoded (the default logs them at WARN to the
+// repository's logger, see WithLogger). Such failures never fail a command or a load: the
 // aggregate is loaded from its events instead.
 func OnSnapshotError(fn func(ctx context.Context, stream string, err error)) RepositoryOption {
 	return repoOptionFunc(func(c *repoConfig) { c.onSnapshot = fn })
@@ -107,9 +117,16 @@ func NewRepository[S any](store Store, t *Type[S], opts ...RepositoryOption) *Re
 	if cfg.retry.MaxBackoff <= 0 {
 		cfg.retry.MaxBackoff = max(d.MaxBackoff, cfg.retry.Backoff)
 	}
+	if cfg.logger == nil {
+		if s, ok := store.(interface{ Logger() *slog.Logger }); ok {
+			cfg.logger = s.Logger()
+		}
+		cfg.logger = logging.OrDefault(cfg.logger)
+	}
 	if cfg.onSnapshot == nil {
+		log := cfg.logger
 		cfg.onSnapshot = func(ctx context.Context, stream string, err error) {
-			slog.WarnContext(ctx, "aggregate: snapshot failed", "stream", stream, "err", err)
+			log.WarnContext(ctx, "aggregate: snapshot failed", "stream", stream, "err", err)
 		}
 	}
 	if t.snapEvery > 0 {
@@ -344,7 +361,9 @@ func (r *Repository[S]) Update(ctx context.Context, id string, cmd Command[S]) (
 			ce.Attempts = attempt
 			return Aggregate[S]{}, ce
 		}
-		if backoff.Sleep(ctx, backoff.Full(bounds.Delay(attempt))) != nil {
+		wait := backoff.Full(bounds.Delay(attempt))
+		r.cfg.logger.DebugContext(ctx, "aggregate: version conflict; retrying", "type", r.typ.category, "id", id, "attempts", attempt, "in", wait, "err", err)
+		if backoff.Sleep(ctx, wait) != nil {
 			return Aggregate[S]{}, fmt.Errorf("aggregate: update %s %q: %w (after %d conflicts: %w)", r.typ.category, id, ctx.Err(), attempt, err)
 		}
 	}

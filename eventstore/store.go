@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/esraft/esraft/raftlog"
@@ -36,14 +37,16 @@ type Store struct {
 	// over a log from New. It tells ErrTooManyEvents from
 	// ErrAppendTooLarge: the log reports both as raftlog.ErrBatchTooLarge.
 	maxAppendEvents int
+	logger          *slog.Logger
 }
 
 // Option configures Open or New.
 type Option interface{ apply(*settings) }
 
 type settings struct {
-	log  raftlog.Config
-	tune []func(*raftlog.Config)
+	log    raftlog.Config
+	tune   []func(*raftlog.Config)
+	logger *slog.Logger
 }
 
 type optionFunc func(*settings)
@@ -94,6 +97,12 @@ func MaxAppendEvents(n int) Option {
 	return optionFunc(func(s *settings) { s.log.MaxBatchRecords = max(n, 0) })
 }
 
+// Logger sets the logger of the store and of the log Open opens (raft's
+// lines included); the default writes WARN and above to stderr. Packages
+// built on the store (projection, aggregate) use it unless given their
+// own; see Store.Logger.
+func Logger(l *slog.Logger) Option { return optionFunc(func(s *settings) { s.logger = l }) }
+
 // LogConfig adjusts the underlying log's configuration (raft timings,
 // batching, ID retention, a listener or dialer for tests) before it opens.
 // It runs after the other options: a MaxRecordBytes or MaxBatchRecords it
@@ -113,6 +122,7 @@ func Open(ctx context.Context, dir string, opts ...Option) (*Store, error) {
 	for _, o := range opts {
 		o.apply(&s)
 	}
+	s.log.Logger = s.logger
 	for _, fn := range s.tune {
 		fn(&s.log)
 	}
@@ -127,18 +137,26 @@ func Open(ctx context.Context, dir string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: open: %w", err)
 	}
-	return &Store{log: l, owned: true, maxAppendEvents: s.log.MaxBatchRecords}, nil
+	return &Store{log: l, owned: true, maxAppendEvents: s.log.MaxBatchRecords, logger: l.Logger()}, nil
 }
 
 // New returns a store over an open log, which the caller keeps and closes.
 // The log's limits are the store's: an event is bounded by its
 // MaxRecordBytes, an append by its MaxBatchRecords and MaxBatchBytes.
-// Options are ignored, the limit options included (they configure the
-// log Open creates). A store from New cannot tell an append with too many
-// events from one with too many bytes (the log reports both alike): both
-// are ErrAppendTooLarge, never ErrTooManyEvents.
+// Only the Logger option applies (the default is the log's logger); the
+// limit options configure the log Open creates. A store from New cannot
+// tell an append with too many events from one with too many bytes (the
+// log reports both alike): both are ErrAppendTooLarge, never
+// ErrTooManyEvents.
 func New(l *raftlog.Log, opts ...Option) *Store {
-	return &Store{log: l}
+	var s settings
+	for _, o := range opts {
+		o.apply(&s)
+	}
+	if s.logger == nil {
+		s.logger = l.Logger()
+	}
+	return &Store{log: l, logger: s.logger}
 }
 
 // Close closes the store and, if Open created it, its log. Subscriptions
@@ -153,6 +171,10 @@ func (s *Store) Close() error {
 // Log returns the underlying log, for packages that build on it
 // (projections, consumer groups, status pages).
 func (s *Store) Log() *raftlog.Log { return s.log }
+
+// Logger returns the store's logger (see the Logger option), for the
+// packages that build on the store.
+func (s *Store) Logger() *slog.Logger { return s.logger }
 
 // Partitions returns the number of partitions.
 func (s *Store) Partitions() int { return s.log.Partitions() }
@@ -357,7 +379,14 @@ func (s *Store) TruncateStream(ctx context.Context, stream string, before uint64
 // ctx ends first the write still stands (it is committed): the wait is
 // best effort, and the caller is told of success.
 func (s *Store) readYourWrite(ctx context.Context, pos Position) {
-	_ = s.log.WaitApplied(ctx, pos)
+	if err := s.log.WaitApplied(ctx, pos); err != nil {
+		level := slog.LevelWarn
+		if ctx.Err() != nil {
+			level = slog.LevelDebug // the caller's deadline: expected under load
+		}
+		s.logger.Log(ctx, level, "eventstore: write committed but not yet applied on this node; reads here may miss it",
+			"shard", pos.Shard, "index", pos.Index, "err", err)
+	}
 }
 
 // Sync waits until this node has applied pos (from an AppendResult or a

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"log/slog"
 	"maps"
 	"sync"
 
@@ -176,17 +177,21 @@ func (sub *Subscription) read(ctx context.Context, p Partition, from uint64, siz
 			return false
 		}
 	}
+	fail := func(err error) {
+		sub.store.readerFailed(p, err)
+		send(batch{partition: p, err: err})
+	}
 	for {
 		head, err := l.NextOffset(p)
 		if err != nil {
-			send(batch{partition: p, err: sub.store.readErr(err)})
+			fail(sub.store.readErr(err))
 			return
 		}
 		var recs []raftlog.Record
 		if from < head {
 			recs, err = l.Read(ctx, p, from, raftlog.ReadOptions{MaxRecords: size})
 			if err != nil {
-				send(batch{partition: p, err: sub.store.readErr(err)})
+				fail(sub.store.readErr(err))
 				return
 			}
 		}
@@ -194,7 +199,7 @@ func (sub *Subscription) read(ctx context.Context, p Partition, from uint64, siz
 			from = max(from, head)
 			if err := l.Wait(ctx, p, from); err != nil {
 				if ctx.Err() == nil {
-					send(batch{partition: p, err: sub.store.readErr(err)})
+					fail(sub.store.readErr(err))
 				}
 				return
 			}
@@ -208,7 +213,7 @@ func (sub *Subscription) read(ctx context.Context, p Partition, from uint64, siz
 			}
 			ev, err := fromRecord(&recs[i])
 			if err != nil {
-				send(batch{partition: p, err: err})
+				fail(err)
 				return
 			}
 			b.events = append(b.events, ev)
@@ -218,6 +223,16 @@ func (sub *Subscription) read(ctx context.Context, p Partition, from uint64, siz
 		}
 		from = b.next
 	}
+}
+
+// readerFailed logs the error that ended partition p's reader: the
+// subscriber is told only the first reader's error.
+func (s *Store) readerFailed(p Partition, err error) {
+	level := slog.LevelWarn
+	if errors.Is(err, ErrClosed) {
+		level = slog.LevelDebug
+	}
+	s.logger.Log(context.Background(), level, "eventstore: subscription reader stopped", "partition", p, "err", err)
 }
 
 // Next returns the next event, waiting for one to be applied if the

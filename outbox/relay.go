@@ -5,11 +5,13 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/esraft/esraft/internal/backoff"
+	"github.com/esraft/esraft/internal/logging"
 )
 
 // Publisher delivers a message to the outside world. A nil error means the
@@ -72,6 +74,10 @@ type Config struct {
 	// OnError is told of a round that failed on the database (the relay
 	// tries again after PollInterval) [ignore].
 	OnError func(error)
+	// Logger receives the relay's lines: failed publishes at WARN,
+	// parked messages at ERROR, failed rounds at WARN [WARN and above to
+	// stderr].
+	Logger *slog.Logger
 }
 
 // Validate reports a missing publisher or a setting out of range.
@@ -120,6 +126,7 @@ func (c *Config) setDefaults() {
 	if c.Rand == nil {
 		c.Rand = rand.Float64
 	}
+	c.Logger = logging.OrDefault(c.Logger)
 }
 
 // Backoff is the wait after the attempts-th failure of a message, before
@@ -210,6 +217,7 @@ func (r *Relay) run(ctx context.Context) {
 		wait := r.cfg.PollInterval
 		switch {
 		case err != nil:
+			r.cfg.Logger.Warn("outbox: relay round failed; trying again", "in", wait, "err", err)
 			if r.cfg.OnError != nil {
 				r.cfg.OnError(err)
 			}
@@ -383,6 +391,7 @@ func (r *Relay) record(ctx context.Context, now time.Time, results [][]outcome, 
 		return dbErr("record", err)
 	}
 	defer tx.Rollback()
+	var failed []failure
 	for _, rs := range results {
 		for _, o := range rs {
 			if o.published {
@@ -411,10 +420,32 @@ func (r *Relay) record(ctx context.Context, now time.Time, results [][]outcome, 
 				attempts, next, parked, o.err.Error(), o.row.seq); err != nil {
 				return dbErr("record", err)
 			}
+			failed = append(failed, failure{o.row, o.err, attempts, parked.Valid, time.UnixMilli(next)})
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		return dbErr("record", err)
 	}
+	for _, f := range failed {
+		f.log(r.cfg.Logger)
+	}
 	return nil
+}
+
+// failure is a failed publish as recorded.
+type failure struct {
+	row      *row
+	err      error
+	attempts int
+	parked   bool
+	next     time.Time
+}
+
+func (f failure) log(l *slog.Logger) {
+	args := []any{"id", f.row.id, "key", f.row.key, "type", f.row.typ, "handler", f.row.handler, "attempts", f.attempts, "err", f.err}
+	if f.parked {
+		l.Error("outbox: message parked; it waits for Retry or Discard, and holds back its key", args...)
+		return
+	}
+	l.Warn("outbox: publish failed; will retry", append(args, "next", f.next)...)
 }

@@ -85,6 +85,7 @@ func NewGroup(store *eventstore.Store, group, member string, h Handler, opt Grou
 	if opt.SessionTimeout <= 0 {
 		opt.SessionTimeout = 10 * time.Second
 	}
+	opt.Logger = runnerLogger(opt.Logger, store, "group", group, "member", member)
 	return &Group{store: store, group: group, member: member, h: h, opt: opt, state: "starting", workers: map[eventstore.Partition]*worker{}}
 }
 
@@ -109,6 +110,7 @@ func (g *Group) Run(ctx context.Context) error {
 			return err
 		}
 		// Our session expired (a long pause): join again.
+		g.opt.Logger.Warn("projection: group session expired; joining again", "err", err)
 	}
 }
 
@@ -131,6 +133,7 @@ func (g *Group) session(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		g.opt.Logger.Debug("projection: join failed; retrying", "err", err)
 		if err := backoff.Sleep(ctx, g.opt.delay(1)); err != nil {
 			return err
 		}
@@ -180,6 +183,7 @@ func (g *Group) session(ctx context.Context) error {
 			g.mu.Lock()
 			g.releases = append(g.releases, release...)
 			g.mu.Unlock()
+			g.opt.Logger.Debug("projection: heartbeat failed; retrying at the next beat", "err", err)
 			continue // no leader for now: try at the next beat
 		}
 		gs = s
@@ -229,6 +233,7 @@ func (g *Group) reconcile(ctx context.Context, gs eventstore.ConsumerGroupState)
 			g.start(ctx, a)
 		case mine && a.Revoking():
 			if w != nil {
+				g.opt.Logger.Info("projection: partition revoked; releasing it", "partition", p, "generation", a.Generation)
 				w.stop() // finishes its batch and commits it
 			}
 			g.mu.Lock()
@@ -238,6 +243,7 @@ func (g *Group) reconcile(ctx context.Context, gs eventstore.ConsumerGroupState)
 			}
 			g.mu.Unlock()
 		case w != nil:
+			g.opt.Logger.Info("projection: partition moved to another member", "partition", p, "owner", a.Owner)
 			w.stop()
 			g.mu.Lock()
 			delete(g.workers, p)
@@ -285,6 +291,7 @@ func (g *Group) start(ctx context.Context, a eventstore.PartitionAssignment) {
 	g.mu.Lock()
 	g.workers[a.Partition] = w
 	g.mu.Unlock()
+	g.opt.Logger.Info("projection: partition granted", "partition", a.Partition, "generation", a.Generation, "from", a.Committed)
 	if g.opt.OnGrant != nil {
 		g.opt.OnGrant(a.Partition, a.Generation, a.Committed)
 	}
@@ -314,7 +321,7 @@ func (w *worker) stop() {
 // run handles the partition until ctx ends or the worker must stop (it
 // lost the partition, the database failed, or the crash hook fired).
 func (w *worker) run(ctx context.Context) {
-	w.follow(ctx, []eventstore.Partition{w.p}, eventstore.Checkpoint{w.p: w.next()}, func(ctx context.Context, _ eventstore.Partition, evs []eventstore.Event, after uint64) error {
+	err := w.follow(ctx, []eventstore.Partition{w.p}, eventstore.Checkpoint{w.p: w.next()}, func(ctx context.Context, _ eventstore.Partition, evs []eventstore.Event, after uint64) error {
 		// The batch in hand is finished even if ctx ends meanwhile: a
 		// revoked partition is committed before it is released.
 		ctx = context.WithoutCancel(ctx)
@@ -339,6 +346,9 @@ func (w *worker) run(ctx context.Context) {
 		w.committedLocked(w.p, next, nil)
 		return nil
 	})
+	if ctx.Err() == nil && !w.lost {
+		w.g.opt.Logger.Warn("projection: worker stopped", "partition", w.p, "err", err)
+	}
 }
 
 // next is the offset the worker resumes from.
@@ -373,9 +383,11 @@ func (w *worker) commit(ctx context.Context, c eventstore.OffsetCommit) error {
 		case err == nil:
 			return nil
 		case errors.As(err, &sge), errors.Is(err, eventstore.ErrClosed):
+			w.g.opt.Logger.Info("projection: partition lost; offsets not committed", "partition", c.Partition, "offset", c.Offset, "err", err)
 			w.lost = true
 			return err
 		}
+		w.g.opt.Logger.Debug("projection: offset commit failed; retrying", "partition", c.Partition, "attempts", attempt, "err", err)
 		if err := backoff.Sleep(ctx, w.g.opt.delay(attempt)); err != nil {
 			return err
 		}

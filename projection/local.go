@@ -45,6 +45,7 @@ type rebuildState struct {
 // h. A read model belongs to one local projection. Run starts it.
 func NewLocal(store *eventstore.Store, db *DB, name string, h Handler, opt Options) *Local {
 	opt.defaults()
+	opt.Logger = runnerLogger(opt.Logger, store, "projection", name)
 	return &Local{store: store, db: db, name: name, h: h, opt: opt, state: "starting"}
 }
 
@@ -358,6 +359,7 @@ func (r *Local) Rebuild(ctx context.Context) error {
 	r.mu.Unlock()
 	go func() {
 		rb.err = r.runRebuild(ctx, sp, shadowDB, gen)
+		logRebuild(r.opt.Logger, rb.err)
 		r.mu.Lock()
 		r.rebuild = nil
 		r.mu.Unlock()

@@ -45,6 +45,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/esraft/esraft/eventstore"
@@ -72,6 +73,10 @@ type Options struct {
 	// eventstore.SubscribeOptions); others are skipped but checkpointed.
 	Categories []string
 	EventTypes []string
+	// Logger receives the runner's lines: parked events at WARN,
+	// retries at DEBUG, partitions granted and revoked at INFO. Nil means
+	// the store's logger (see eventstore.Logger).
+	Logger *slog.Logger
 }
 
 func (o *Options) defaults() {

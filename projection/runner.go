@@ -297,6 +297,7 @@ func (c *core) prefixLocked(ctx context.Context, evs []eventstore.Event, limit i
 		return 0, nil, nil, err
 	}
 	c.committedLocked(part, next, parks)
+	logWaiting(c.opt.Logger, parks)
 	if c.hooks.testAfterCommit != nil {
 		c.hooks.testAfterCommit(evs[:n])
 	}
@@ -330,6 +331,8 @@ func (c *core) try(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
 // or a failure of the database.
 func (c *core) retryOrParkLocked(ctx context.Context, ev eventstore.Event, herr error) (*parking, error) {
 	for attempt := 2; attempt <= c.opt.MaxAttempts; attempt++ {
+		c.opt.Logger.Debug("projection: handler failed; retrying",
+			"partition", ev.Partition, "offset", ev.Offset, "stream", ev.Stream, "attempts", attempt-1, "err", herr)
 		if err := backoff.Sleep(ctx, c.opt.delay(attempt-1)); err != nil {
 			return nil, err
 		}
@@ -351,6 +354,8 @@ func (c *core) retryOrParkLocked(ctx context.Context, ev eventstore.Event, herr 
 	if err := c.saveLocked(ctx, ev.Partition, ev.Offset+1, []parking{pe}); err != nil {
 		return nil, err
 	}
+	c.opt.Logger.Warn("projection: event parked",
+		"partition", ev.Partition, "offset", ev.Offset, "stream", ev.Stream, "attempts", c.opt.MaxAttempts, "err", herr)
 	return &pe, nil
 }
 
@@ -366,6 +371,7 @@ func (c *core) retryParkedLocked(ctx context.Context, part eventstore.Partition,
 	for _, off := range offsets {
 		evs, _, err := c.store.ReadPartition(ctx, part, off, 1)
 		if err != nil {
+			c.opt.Logger.Warn("projection: retry of parked events: read", "partition", part, "offset", off, "err", err)
 			return handled, nil, err
 		}
 		failed = c.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -380,6 +386,7 @@ func (c *core) retryParkedLocked(ctx context.Context, part eventstore.Partition,
 			return c.journal.unpark(ctx, tx, part, off)
 		})
 		if failed != nil {
+			c.opt.Logger.Warn("projection: parked event failed again", "partition", part, "offset", off, "err", failed)
 			return handled, failed, nil
 		}
 		handled++

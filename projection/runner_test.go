@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"log/slog"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -46,6 +47,7 @@ func TestCoreSplitsBatchAtFailingEvent(t *testing.T) {
 				return recordHandler(ctx, tx, ev)
 			}
 			opt := fastOptions()
+			opt.Logger = slog.New(slog.DiscardHandler) // NewLocal and NewGroup set one
 			c := &core{name: "test", h: h, opt: &opt, replay: tc.replay, hooks: &testHooks{}}
 			var db *DB
 			if tc.db {
@@ -126,6 +128,7 @@ func TestCoreFailedTransactionMovesNothing(t *testing.T) {
 	require.NoError(t, err)
 	defer db.Close()
 	opt := fastOptions()
+	opt.Logger = slog.New(slog.DiscardHandler) // NewLocal and NewGroup set one
 	crash := errors.New("crash before commit")
 	c := &core{name: "test", h: recordHandler, opt: &opt, writer: db, journal: tables{"test"}, replay: true,
 		hooks: &testHooks{testBeforeCommit: func() error { return crash }}}

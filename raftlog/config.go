@@ -3,10 +3,11 @@ package raftlog
 import (
 	"context"
 	"fmt"
-	"io"
+	"log/slog"
 	"net"
 	"time"
 
+	"github.com/esraft/esraft/internal/logging"
 	"github.com/esraft/esraft/raftlog/internal/core"
 )
 
@@ -98,10 +99,11 @@ type Config struct {
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
 
-	// LogOutput receives raft's log lines (default: discarded) at LogLevel
-	// ("error", "warn", "info", "debug"; default "warn").
-	LogOutput io.Writer
-	LogLevel  string
+	// Logger receives the log's lines, raft's included (named "raftlog",
+	// with a "node" attribute); nil means WARN and above, as text, to
+	// stderr. Raft reports normal leader changes with some WARN and ERROR
+	// lines ("failed to contact", "failed to appendEntries").
+	Logger *slog.Logger
 
 	// walSegmentBytes overrides raft-wal's segment size (tests: the WAL
 	// drops compacted entries a whole segment at a time).
@@ -148,9 +150,7 @@ func (c *Config) setDefaults() {
 	if c.IDRetention == 0 {
 		c.IDRetention = 24 * time.Hour
 	}
-	if c.LogLevel == "" {
-		c.LogLevel = "warn"
-	}
+	c.Logger = logging.OrDefault(c.Logger)
 }
 
 // Validate reports the first problem with the configuration, after defaults.

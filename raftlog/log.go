@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/esraft/esraft/internal/logging"
 	"github.com/esraft/esraft/internal/mux"
 	"github.com/esraft/esraft/raftlog/internal/route"
 	"github.com/esraft/esraft/raftlog/internal/state"
@@ -39,6 +41,7 @@ type Log struct {
 	client *mux.Client
 	shards []*shard
 	router *route.Router
+	logger *slog.Logger
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -98,14 +101,8 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		}
 		l.mux = mux.New(ln, cfg.Dialer)
 	}
-	logger := hclog.New(&hclog.LoggerOptions{
-		Name:   "raftlog." + cfg.NodeID,
-		Output: cfg.LogOutput,
-		Level:  hclog.LevelFromString(cfg.LogLevel),
-	})
-	if cfg.LogOutput == nil {
-		logger = hclog.NewNullLogger()
-	}
+	l.logger = cfg.Logger.With("logger", "raftlog", "node", cfg.NodeID)
+	logger := logging.Hclog(cfg.Logger.With("node", cfg.NodeID), "raftlog")
 	fresh := false
 	var routed []*route.Shard
 	for si := 0; si < cfg.Shards; si++ {
@@ -120,7 +117,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	if l.mux != nil {
 		l.client = mux.NewClient(l.mux, serviceRPC)
 	}
-	l.router = route.New(cfg.NodeID, cfg.Partitions, l.client, routed, l.closing)
+	l.router = route.New(cfg.NodeID, cfg.Partitions, l.client, routed, l.closing, l.logger)
 	if l.mux != nil {
 		l.rpc = mux.NewServer(l.mux.Listen(serviceRPC), l.router.Handle)
 		l.goRun(func() { l.mux.Serve() })
@@ -244,6 +241,7 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, bool, error) {
 	s.engine, err = state.Open(state.Options{
 		Path: filepath.Join(dir, "fsm.db"), Shard: si, Partitions: l.cfg.Partitions, Shards: l.cfg.Shards,
 		IDRetention: l.cfg.IDRetention, FlushRecords: l.cfg.flushRecords, FailRestore: l.cfg.failRestore,
+		Logger: l.logger.With("shard", si),
 	})
 	if err != nil {
 		return nil, false, err
@@ -323,7 +321,10 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, bool, error) {
 	l.goRun(func() {
 		for {
 			select {
-			case <-s.obsCh:
+			case o := <-s.obsCh:
+				if lo, ok := o.Data.(raft.LeaderObservation); ok {
+					l.logger.Info("raftlog: leader changed", "shard", s.ID, "leader", string(lo.LeaderID), "addr", string(lo.LeaderAddr))
+				}
 				s.LeaderChanged()
 			case <-l.closing:
 				return
@@ -395,6 +396,9 @@ func (l *Log) isClosed() bool {
 		return false
 	}
 }
+
+// Logger is the log's logger (Config.Logger, or the default).
+func (l *Log) Logger() *slog.Logger { return l.cfg.Logger }
 
 // NodeID is this node's ID.
 func (l *Log) NodeID() string { return l.cfg.NodeID }

@@ -8,6 +8,10 @@
 //	go run ./examples/orders                       # one node, data in ./data, HTTP on :8080
 //	go run ./examples/orders -data d1 -http 127.0.0.1:8081 -node n1 -addr 127.0.0.1:7001 \
 //	    -peers n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003
+//
+// Logs go to stderr, WARN and above by default; -log-level info shows the
+// service's lines (partitions granted, the HTTP address) and -log-format
+// json writes them as JSON.
 package main
 
 import (
@@ -15,7 +19,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -27,12 +30,14 @@ import (
 
 	"github.com/esraft/esraft/aggregate"
 	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/internal/logging"
 	"github.com/esraft/esraft/projection"
 )
 
 type config struct {
 	data, http, node, addr, peers, join, notifyURL string
 	nonVoter                                       bool
+	logLevel, logFormat                            string
 }
 
 func main() {
@@ -45,6 +50,8 @@ func main() {
 	flag.StringVar(&cfg.join, "join", "", "cluster address of a member to join through")
 	flag.BoolVar(&cfg.nonVoter, "worker", false, "join as a non-voting worker node")
 	flag.StringVar(&cfg.notifyURL, "notify-url", "", "webhook URL for notifications (default: a JSONL file in the data directory)")
+	flag.StringVar(&cfg.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	flag.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -69,11 +76,15 @@ type app struct {
 // run starts the service and serves until ctx ends; ready, if set, is told
 // the HTTP address once requests are served.
 func run(ctx context.Context, cfg config, ready func(httpAddr string)) error {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	log, err := logging.New(os.Stderr, cfg.logLevel, cfg.logFormat)
+	if err != nil {
+		return err
+	}
 	opts, err := storeOptions(cfg)
 	if err != nil {
 		return err
 	}
+	opts = append(opts, eventstore.Logger(log))
 	openCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	store, err := eventstore.Open(openCtx, filepath.Join(cfg.data, "log"), opts...)
 	cancel()
@@ -83,7 +94,7 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string)) error {
 	defer store.Close()
 
 	a := &app{ctx: ctx, store: store, projections: map[string]*projection.Local{}}
-	a.orders = aggregate.NewRepository(store, orders())
+	a.orders = aggregate.NewRepository(store, orders(), aggregate.WithLogger(log))
 	if a.ordersDB, err = projection.OpenSQLite(ctx, filepath.Join(cfg.data, "views", "orders"), ordersSchema...); err != nil {
 		return err
 	}
@@ -92,7 +103,7 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string)) error {
 		return err
 	}
 	defer a.statsDB.Close()
-	only := projection.Options{Categories: []string{"order"}}
+	only := projection.Options{Categories: []string{"order"}, Logger: log}
 	a.projections["orders"] = projection.NewLocal(store, a.ordersDB, "orders", ordersHandler, only)
 	a.projections["stats"] = projection.NewLocal(store, a.statsDB, "stats", statsHandler, only)
 

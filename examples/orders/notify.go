@@ -67,8 +67,7 @@ func startNotifications(ctx context.Context, store *eventstore.Store, cfg config
 		pub = n.pub
 	}
 	n.relay, err = outbox.NewRelay(db.WriteDB(), outbox.Config{
-		Publisher: pub, PollInterval: 200 * time.Millisecond, MaxBackoff: 10 * time.Second,
-		OnError: func(err error) { log.Warn("outbox relay", "err", err) },
+		Publisher: pub, PollInterval: 200 * time.Millisecond, MaxBackoff: 10 * time.Second, Logger: log,
 	})
 	if err != nil {
 		db.Close()
@@ -98,7 +97,7 @@ func startNotifications(ctx context.Context, store *eventstore.Store, cfg config
 	}
 	member := store.Log().NodeID()
 	n.group = projection.NewGroup(store, "notifier", member, projection.Handler(h), projection.GroupOptions{
-		Options:        projection.Options{Categories: []string{"order"}, EventTypes: []string{"OrderPaid", "OrderShipped"}},
+		Options:        projection.Options{Categories: []string{"order"}, EventTypes: []string{"OrderPaid", "OrderShipped"}, Logger: log},
 		SessionTimeout: 5 * time.Second,
 		DB:             db,
 	})

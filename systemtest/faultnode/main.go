@@ -41,7 +41,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -55,6 +55,7 @@ import (
 	"time"
 
 	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/internal/logging"
 	"github.com/esraft/esraft/projection"
 	"github.com/esraft/esraft/raftlog"
 	"github.com/esraft/esraft/systemtest/faulttest/wire"
@@ -76,26 +77,42 @@ func main() {
 		snapThresh = flag.Uint64("snapshot-threshold", 0, "raft snapshot threshold (0: default)")
 		snapEvery  = flag.Duration("snapshot-interval", 0, "raft snapshot interval (0: default)")
 		trailing   = flag.Uint64("trailing-logs", 0, "raft trailing logs (0: default)")
-		logLevel   = flag.String("log-level", "info", "raft log level")
+		logLevel   = flag.String("log-level", "info", "log level (raft's lines included)")
 		session    = flag.Duration("group-session", 0, "run a consumer group member with this session timeout (0: none)")
 	)
 	flag.Parse()
-	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
-	log.SetPrefix(*id + " ")
-	if err := run(*id, *dir, *advertise, *peers, *source, *ready, *partitions, *groups, *session,
+	level, err := logging.ParseLevel(*logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "faultnode:", err)
+		os.Exit(2)
+	}
+	// raftlog adds the node attribute to its own lines.
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: microseconds}))
+	log := logger.With("node", *id)
+	if err := run(logger, *id, *dir, *advertise, *peers, *source, *ready, *partitions, *groups, *session,
 		func(c *raftlog.Config) {
 			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = *heartbeat, *election, *lease
 			c.SnapshotThreshold, c.SnapshotInterval, c.TrailingLogs = *snapThresh, *snapEvery, *trailing
-			c.LogOutput, c.LogLevel = os.Stderr, *logLevel
 		}); err != nil {
-		log.Fatal(err)
+		log.Error("faultnode failed", "err", err)
+		os.Exit(1)
 	}
 }
 
-func run(id, dir, advertise, peerList, source, ready string, partitions, groups int, session time.Duration, tune func(*raftlog.Config)) error {
+// microseconds keeps the record times to the microsecond, for lining a
+// node's lines up with the nemesis log.
+func microseconds(groups []string, a slog.Attr) slog.Attr {
+	if a.Key == slog.TimeKey && len(groups) == 0 {
+		return slog.String(a.Key, a.Value.Time().Format("2006-01-02T15:04:05.000000Z07:00"))
+	}
+	return a
+}
+
+func run(logger *slog.Logger, id, dir, advertise, peerList, source, ready string, partitions, groups int, session time.Duration, tune func(*raftlog.Config)) error {
 	if id == "" || dir == "" || advertise == "" || peerList == "" || ready == "" {
 		return errors.New("faultnode: -id, -dir, -advertise, -peers and -ready are required")
 	}
+	log := logger.With("node", id)
 	var peers []eventstore.Peer
 	for _, p := range strings.Split(peerList, ",") {
 		pid, addr, ok := strings.Cut(p, "=")
@@ -120,7 +137,7 @@ func run(id, dir, advertise, peerList, source, ready string, partitions, groups 
 	defer cancel()
 	st, err := eventstore.Open(ctx, dir,
 		eventstore.Node(id, advertise), eventstore.Peers(peers...),
-		eventstore.Partitions(partitions),
+		eventstore.Partitions(partitions), eventstore.Logger(logger),
 		eventstore.LogConfig(func(c *raftlog.Config) {
 			c.Shards = groups
 			c.Listener = clusterLn
@@ -136,7 +153,7 @@ func run(id, dir, advertise, peerList, source, ready string, partitions, groups 
 	defer st.Close()
 	stopMember := func() {}
 	if session > 0 {
-		if stopMember, err = startMember(st, id, dir, session); err != nil {
+		if stopMember, err = startMember(log, st, id, dir, session); err != nil {
 			return err
 		}
 		defer stopMember()
@@ -148,12 +165,12 @@ func run(id, dir, advertise, peerList, source, ready string, partitions, groups 
 	if err := writeAtomic(ready, info); err != nil {
 		return err
 	}
-	log.Printf("serving: %s", info)
+	log.Info("serving", "ready", string(info))
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	select {
 	case s := <-sig:
-		log.Printf("%v: closing", s)
+		log.Info("closing", "signal", s)
 	case err := <-serveErr:
 		return err
 	}
@@ -186,7 +203,7 @@ func (r *recorder) write(rec wire.ConsumerRecord) error {
 
 // startMember runs this node's member of the consumer group until the
 // returned function is called.
-func startMember(st *eventstore.Store, id, dir string, session time.Duration) (stop func(), err error) {
+func startMember(log *slog.Logger, st *eventstore.Store, id, dir string, session time.Duration) (stop func(), err error) {
 	f, err := os.OpenFile(filepath.Join(dir, wire.ConsumerRecordFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -203,7 +220,7 @@ func startMember(st *eventstore.Store, id, dir string, session time.Duration) (s
 			r.gen[int(p)] = gen
 			r.mu.Unlock()
 			if err := r.write(wire.ConsumerRecord{Kind: wire.RecordGrant, Partition: int(p), Generation: gen, Offset: from, Start: time.Now().UnixNano()}); err != nil {
-				log.Printf("consumer record: %v", err)
+				log.Error("consumer record", "err", err)
 			}
 		},
 		OnCommit: func(a projection.CommitAttempt) {
@@ -217,7 +234,7 @@ func startMember(st *eventstore.Store, id, dir string, session time.Duration) (s
 				rec.Outcome, rec.Error = wire.CommitError, a.Err.Error()
 			}
 			if err := r.write(rec); err != nil {
-				log.Printf("consumer record: %v", err)
+				log.Error("consumer record", "err", err)
 			}
 		},
 	}
@@ -236,7 +253,7 @@ func startMember(st *eventstore.Store, id, dir string, session time.Duration) (s
 	go func() {
 		defer close(done)
 		if err := g.Run(ctx); err != nil {
-			log.Printf("consumer group member: %v", err)
+			log.Error("consumer group member", "err", err)
 		}
 	}()
 	var once sync.Once

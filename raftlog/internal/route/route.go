@@ -19,6 +19,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -51,14 +52,15 @@ type Router struct {
 	client     *mux.Client // nil without a network: every shard is local
 	shards     []*Shard
 	closing    <-chan struct{}
+	logger     *slog.Logger
 }
 
 // New returns the router of node self over shards, for a log of the given
-// number of partitions. client carries calls to
+// number of partitions, logging to logger. client carries calls to
 // other nodes (nil for a node without a network); closing ends every call
 // in progress with ErrClosed.
-func New(self string, partitions int, client *mux.Client, shards []*Shard, closing <-chan struct{}) *Router {
-	return &Router{self: raft.ServerID(self), partitions: partitions, client: client, shards: shards, closing: closing}
+func New(self string, partitions int, client *mux.Client, shards []*Shard, closing <-chan struct{}, logger *slog.Logger) *Router {
+	return &Router{self: raft.ServerID(self), partitions: partitions, client: client, shards: shards, closing: closing, logger: logger}
 }
 
 // retryPolicy paces retries that no leader change will wake (a leader that
@@ -130,6 +132,7 @@ func onLeader[T any](ctx context.Context, r *Router, s *Shard, m method[T], payl
 		if !errors.As(err, &re) {
 			return res, err
 		}
+		r.logger.Debug("raftlog: retrying on the leader", "shard", s.ID, "method", m.code, "leader", string(id), "unknown", re.unknown, "err", re.cause)
 		unknown = unknown || re.unknown
 		if ctx.Err() != nil {
 			return zero, GiveUp(ctx.Err(), unknown)
@@ -242,6 +245,7 @@ func (r *Router) Join(ctx context.Context, addr, id, advertise string, voter boo
 		if err == nil {
 			return nil
 		}
+		r.logger.Warn("raftlog: join failed; retrying", "via", addr, "err", err)
 		select {
 		case <-bo.After():
 		case <-ctx.Done():

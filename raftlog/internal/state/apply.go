@@ -26,7 +26,7 @@ type Batch struct {
 func (f *Engine) Begin() Batch {
 	v, err := f.beginRead()
 	if err != nil {
-		panic(fmt.Sprintf("raftlog: shard %d: begin apply: %v", f.shard, err))
+		f.fatal("begin apply: %v", err)
 	}
 	f.mu.RUnlock() // this goroutine is the active table's only writer; the frozen one is fixed
 	b := Batch{
@@ -66,7 +66,7 @@ func (b *Batch) End() {
 	f, a := b.a.f, &b.a
 	a.v.tx.Rollback()
 	if a.err != nil {
-		panic(fmt.Sprintf("raftlog: shard %d: apply: %v", f.shard, a.err))
+		f.fatal("apply: %v", a.err)
 	}
 	f.lastTime = b.lastTime
 	f.mem.last, f.mem.lastTime = b.applied, b.lastTime

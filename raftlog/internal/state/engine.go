@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -94,6 +95,7 @@ type Engine struct {
 	beforeFlush func()
 	// failRestore, if set, makes Restore fail while it returns true.
 	failRestore func() bool
+	logger      *slog.Logger
 }
 
 // Bucket and meta key names.
@@ -142,6 +144,8 @@ type Options struct {
 	FlushRecords int
 	// FailRestore, if set, makes Restore fail while it returns true (tests).
 	FailRestore func() bool
+	// Logger receives the engine's lines (nil: discarded).
+	Logger *slog.Logger
 }
 
 // Open opens (creating if needed) the shard's state file and checks that
@@ -151,7 +155,10 @@ func Open(o Options) (*Engine, error) {
 		shard: o.Shard, shards: o.Shards, retention: int64(o.IDRetention), path: o.Path,
 		flushAtRecords: flushRecords, flushAtBytes: flushBytes, totalPartitions: o.Partitions,
 		flushKick: make(chan struct{}, 1), flushStop: make(chan struct{}), flushDone: make(chan struct{}),
-		failRestore: o.FailRestore,
+		failRestore: o.FailRestore, logger: o.Logger,
+	}
+	if f.logger == nil {
+		f.logger = slog.New(slog.DiscardHandler)
 	}
 	if o.FlushRecords > 0 {
 		f.flushAtRecords = o.FlushRecords
@@ -365,3 +372,12 @@ func (f *Engine) PartitionSignal(p core.Partition) *core.Signal {
 
 // AppliedSignal is woken by every apply.
 func (f *Engine) AppliedSignal() *core.Signal { return &f.appSig }
+
+// fatal stops the node: a replica that cannot apply or store what its
+// peers do must not go on and diverge. The line is logged first, so it
+// reaches the log's logger as well as the panic's output.
+func (f *Engine) fatal(format string, args ...any) {
+	msg := fmt.Sprintf("raftlog: shard %d: "+format, append([]any{f.shard}, args...)...)
+	f.logger.Error(msg)
+	panic(msg)
+}

@@ -80,7 +80,7 @@ func (f FSM) dispatch(b *Batch, l *raft.Log) any {
 }
 
 func (f FSM) undecodable(l *raft.Log, err error) {
-	panic(fmt.Sprintf("raftlog: shard %d: undecodable entry at index %d: %v", f.e.shard, l.Index, err))
+	f.e.fatal("undecodable entry at index %d: %v", l.Index, err)
 }
 
 // Snapshot implements raft.FSM. It freezes the active table and waits for

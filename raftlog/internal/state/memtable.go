@@ -239,7 +239,7 @@ func (f *Engine) runFlusher() {
 func (f *Engine) writeTable(m *memTable) {
 	tx, err := f.db.Begin(true)
 	if err != nil {
-		panic(fmt.Sprintf("raftlog: shard %d: begin flush: %v", f.shard, err))
+		f.fatal("begin flush: %v", err)
 	}
 	var errs []error
 	put := func(b *bolt.Bucket, k, v []byte) {
@@ -321,12 +321,12 @@ func (f *Engine) writeTable(m *memTable) {
 	put(meta, metaTime, be64(uint64(m.lastTime)))
 	if err := errors.Join(errs...); err != nil {
 		tx.Rollback()
-		panic(fmt.Sprintf("raftlog: shard %d: flush: %v", f.shard, err))
+		f.fatal("flush: %v", err)
 	}
 	if err := tx.Commit(); err != nil {
 		// The table cannot be kept without a way to make it durable; the
 		// raft log still holds its entries, and a restart re-applies them.
-		panic(fmt.Sprintf("raftlog: shard %d: commit flush: %v", f.shard, err))
+		f.fatal("commit flush: %v", err)
 	}
 }
 
@@ -368,7 +368,7 @@ func (f *Engine) pruneIDs(ids, idTime *bolt.Bucket, t int64, limit int) error {
 func (f *Engine) hidden(meta map[string]*keyMeta, v []byte) bool {
 	key, seq, err := storedKeySeq(v)
 	if err != nil {
-		panic(fmt.Sprintf("raftlog: shard %d: stored record: %v", f.shard, err))
+		f.fatal("stored record: %v", err)
 	}
 	km := meta[string(key)]
 	return km != nil && seq < km.floor

@@ -193,5 +193,6 @@ func (f *Engine) Restore(rc io.ReadCloser) error {
 		f.signals[i].Notify()
 	}
 	f.appSig.Notify()
+	f.logger.Info("raftlog: installed a full copy of the state", "applied", f.applied.Load())
 	return nil
 }
