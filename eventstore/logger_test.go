@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/esraft/esraft/eventstore"
-	"github.com/esraft/esraft/eventstore/eventstoretest"
 	"github.com/esraft/esraft/raftlog"
+	"github.com/esraft/esraft/systemtest/wait"
 )
 
 // lockedBuffer is a buffer that raft's goroutines and the test share.
@@ -44,7 +44,7 @@ func TestLoggerReachesRaft(t *testing.T) {
 	// The embedded node elected itself before Open returned; raft may
 	// log it a moment later.
 	var leader string
-	eventstoretest.Eventually(t, 10*time.Second, "raft's INFO lines in the store's logger", func() bool {
+	wait.Until(t, 10*time.Second, "raft's INFO lines in the store's logger", func() bool {
 		for _, line := range strings.Split(out.String(), "\n") {
 			if strings.Contains(line, "entering leader state") {
 				leader = line

@@ -14,6 +14,7 @@ import (
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/eventstore/eventstoretest"
+	"github.com/esraft/esraft/systemtest/wait"
 )
 
 const testSession = 1500 * time.Millisecond
@@ -77,7 +78,7 @@ func startMember(t *testing.T, s *eventstore.Store, id string, h Handler, opt Gr
 func waitOwners(t *testing.T, s *eventstore.Store, ids ...string) map[string]int {
 	t.Helper()
 	var counts map[string]int
-	eventstoretest.Eventually(t, 30*time.Second, "every partition owned by one of the members", func() bool {
+	wait.Until(t, 30*time.Second, "every partition owned by one of the members", func() bool {
 		gs, ok, err := s.GroupState("workers")
 		if err != nil || !ok || len(gs.Partitions) == 0 {
 			return false
@@ -156,7 +157,7 @@ func TestGroupSharesPartitionsAndSurvivesMemberCrash(t *testing.T) {
 		defer close(loaded)
 		appendEvents(t, c.Node(0), "acct", total, 64, 100)
 	}()
-	eventstoretest.Eventually(t, 60*time.Second, "a fifth of the workload handled", func() bool { return sn.distinct() >= total/5 })
+	wait.Until(t, 60*time.Second, "a fifth of the workload handled", func() bool { return sn.distinct() >= total/5 })
 	gs, _, _ := c.Node(0).GroupState("workers")
 	var crashedParts []eventstore.Partition
 	for _, a := range gs.Partitions {
@@ -165,7 +166,7 @@ func TestGroupSharesPartitionsAndSurvivesMemberCrash(t *testing.T) {
 		}
 	}
 	crashing.Store(true)
-	eventstoretest.Eventually(t, 30*time.Second, "m3 to handle a batch it never commits", func() bool { return uncommitted.Load() > 0 })
+	wait.Until(t, 30*time.Second, "m3 to handle a batch it never commits", func() bool { return uncommitted.Load() > 0 })
 	crashAt := time.Now()
 	members[2].stop()
 	waitOwners(t, c.Node(0), "m1", "m2", "m4")
@@ -173,7 +174,7 @@ func TestGroupSharesPartitionsAndSurvivesMemberCrash(t *testing.T) {
 	t.Logf("m3's partitions %v moved %v after the crash (session timeout %v)", crashedParts, moved, testSession)
 	require.Less(t, moved, testSession+testSession/3+2*time.Second, "within the session timeout plus a heartbeat and a rebalance")
 	<-loaded
-	eventstoretest.Eventually(t, 120*time.Second, "every event handled", func() bool { return sn.distinct() == total })
+	wait.Until(t, 120*time.Second, "every event handled", func() bool { return sn.distinct() == total })
 	dup := 0
 	sn.mu.Lock()
 	for _, n := range sn.count {
@@ -234,8 +235,8 @@ func TestGroupZombieCommitIsRejected(t *testing.T) {
 	waitOwners(t, s, "m2")
 	gs, _, _ = s.GroupState("workers")
 	require.Greater(t, gs.Partitions[0].Generation, oldGen)
-	eventstoretest.Eventually(t, 30*time.Second, "m2 handled the event", func() bool { return sn.distinct() == 1 })
-	eventstoretest.Eventually(t, 30*time.Second, "m2 committed", func() bool {
+	wait.Until(t, 30*time.Second, "m2 handled the event", func() bool { return sn.distinct() == 1 })
+	wait.Until(t, 30*time.Second, "m2 committed", func() bool {
 		gs, _, _ := s.GroupState("workers")
 		return gs.Partitions[0].Committed == 1
 	})
@@ -243,7 +244,7 @@ func TestGroupZombieCommitIsRejected(t *testing.T) {
 	// m1 wakes up and tries to commit the batch it had in hand.
 	zombieHandling.Store(false)
 	pause.Unlock()
-	eventstoretest.Eventually(t, 30*time.Second, "the zombie's commit to be rejected", func() bool { return observedStale.Load() != nil })
+	wait.Until(t, 30*time.Second, "the zombie's commit to be rejected", func() bool { return observedStale.Load() != nil })
 	gs, _, _ = s.GroupState("workers")
 	require.Equal(t, "m2", gs.Partitions[0].Owner)
 	// OnCommit saw the rejected attempt, with the generation it carried.
@@ -296,7 +297,7 @@ func TestGroupParksAndRetries(t *testing.T) {
 			require.NoError(t, err)
 		}
 	}
-	eventstoretest.Eventually(t, 30*time.Second, "good events handled and bad ones parked", func() bool {
+	wait.Until(t, 30*time.Second, "good events handled and bad ones parked", func() bool {
 		parked, _ := m.g.Parked()
 		return sn.distinct() == 3 && len(parked) == 3
 	})
@@ -305,7 +306,7 @@ func TestGroupParksAndRetries(t *testing.T) {
 	require.Contains(t, parked[1].Error, "waiting behind")
 	broken.Store(false)
 	require.NoError(t, c.Node(2).RetryParked(ctx, "workers", p, parked[0].Offset))
-	eventstoretest.Eventually(t, 30*time.Second, "parked events handled", func() bool {
+	wait.Until(t, 30*time.Second, "parked events handled", func() bool {
 		parked, _ := m.g.Parked()
 		return sn.distinct() == 6 && len(parked) == 0
 	})
@@ -348,7 +349,7 @@ func TestGroupObserverHooks(t *testing.T) {
 	startMember(t, s, "m1", h, opt, nil)
 	waitOwners(t, s, "m1")
 	gs, _, _ := s.GroupState("workers")
-	eventstoretest.Eventually(t, 10*time.Second, "a grant seen for every partition", func() bool {
+	wait.Until(t, 10*time.Second, "a grant seen for every partition", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(grants) == len(gs.Partitions)
@@ -362,7 +363,7 @@ func TestGroupObserverHooks(t *testing.T) {
 	res, err := s.Append(context.Background(), streamIn(s, 1), eventstore.Any, []eventstore.EventData{{Type: "Tick"}, {Type: "Tick"}})
 	require.NoError(t, err)
 	var got CommitAttempt
-	eventstoretest.Eventually(t, 10*time.Second, "the commit of partition 1 observed", func() bool {
+	wait.Until(t, 10*time.Second, "the commit of partition 1 observed", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, a := range commits {
@@ -377,7 +378,7 @@ func TestGroupObserverHooks(t *testing.T) {
 	require.Equal(t, gs.Partitions[res.Partition].Generation, got.Generation)
 	require.False(t, got.End.Before(got.Start))
 	// This node applies the acknowledged commit in its own time.
-	eventstoretest.Eventually(t, 10*time.Second, "the commit applied on this node", func() bool {
+	wait.Until(t, 10*time.Second, "the commit applied on this node", func() bool {
 		gs, _, _ := s.GroupState("workers")
 		return gs.Partitions[res.Partition].Committed == res.FirstOffset+2
 	})
@@ -415,7 +416,7 @@ func TestGroupRetryHoldsNoTransaction(t *testing.T) {
 	_, err = s.Append(ctx, other, eventstore.Any, []eventstore.EventData{{Type: "Tick"}})
 	require.NoError(t, err)
 	var atHandled int32
-	eventstoretest.Eventually(t, 30*time.Second, "the other partition's event handled", func() bool {
+	wait.Until(t, 30*time.Second, "the other partition's event handled", func() bool {
 		rows, _ := countHandled(t, db)
 		atHandled = attempts.Load()
 		return rows == 1

@@ -14,6 +14,7 @@ import (
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/eventstore/eventstoretest"
+	"github.com/esraft/esraft/systemtest/wait"
 )
 
 // The read model of the tests: every handled event is a row (duplicates
@@ -51,7 +52,7 @@ func appendEvents(t testing.TB, s *eventstore.Store, prefix string, n, streams, 
 
 func waitCaughtUp(t testing.TB, status func() Status) {
 	t.Helper()
-	eventstoretest.Eventually(t, 60*time.Second, "projection caught up", func() bool {
+	wait.Until(t, 60*time.Second, "projection caught up", func() bool {
 		st := status()
 		return st.Lag == 0 && len(st.Partitions) > 0
 	})
@@ -104,7 +105,7 @@ func TestLocalExactlyOnceAcrossCrashes(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			eventstoretest.Eventually(t, 60*time.Second, "caught up or crashed", func() bool {
+			wait.Until(t, 60*time.Second, "caught up or crashed", func() bool {
 				select {
 				case err := <-errc:
 					errc <- err
@@ -282,7 +283,7 @@ func TestLocalRebuildSwitchesWithoutReadErrors(t *testing.T) {
 	require.ErrorIs(t, r.Rebuild(ctx), ErrRebuildRunning)
 	done, rbErr := r.RebuildDone()
 	sawProgress := false
-	eventstoretest.Eventually(t, 120*time.Second, "rebuild to finish", func() bool {
+	wait.Until(t, 120*time.Second, "rebuild to finish", func() bool {
 		if st := r.Status(); st.Rebuild != nil && st.Rebuild.Total > 0 {
 			sawProgress = true
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/eventstore/eventstoretest"
+	"github.com/esraft/esraft/systemtest/wait"
 )
 
 // logRecords is a slog handler that keeps every record, with the
@@ -89,7 +90,7 @@ func TestLocalLogsRetriesAndParks(t *testing.T) {
 		require.NoError(t, err)
 	}
 	waitCaughtUp(t, r.Status)
-	eventstoretest.Eventually(t, 10*time.Second, "the parked events logged", func() bool {
+	wait.Until(t, 10*time.Second, "the parked events logged", func() bool {
 		return len(logs.find("projection: events parked behind an earlier parked event of their stream")) > 0
 	})
 
@@ -120,7 +121,7 @@ func TestGroupLogsGrants(t *testing.T) {
 	opt.Logger = l
 	startMember(t, s, "m1", newSeen().handler, opt, nil)
 	waitOwners(t, s, "m1")
-	eventstoretest.Eventually(t, 10*time.Second, "every grant logged", func() bool {
+	wait.Until(t, 10*time.Second, "every grant logged", func() bool {
 		return len(logs.find("projection: partition granted")) == s.Partitions()
 	})
 	g := logs.find("projection: partition granted")[0]

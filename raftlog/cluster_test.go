@@ -20,6 +20,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/esraft/esraft/raftlog/internal/state"
+	"github.com/esraft/esraft/systemtest/wait"
 )
 
 // Multi-node tests over real TCP (see harness_test.go). Helpers here are
@@ -258,7 +259,7 @@ func ctRunWorkload(t *testing.T, c *testCluster, stopGroup int, crash bool) *ctW
 	}
 	if stopGroup >= 0 {
 		third := int64(w.appends / 3)
-		eventually(t, 2*time.Minute, "a third of the appends", func() bool { return w.acked.Load() >= third || t.Failed() })
+		wait.Until(t, 2*time.Minute, "a third of the appends", func() bool { return w.acked.Load() >= third || t.Failed() })
 		if t.Failed() {
 			t.FailNow()
 		}
@@ -275,7 +276,7 @@ func ctRunWorkload(t *testing.T, c *testCluster, stopGroup int, crash bool) *ctW
 		}
 		c.stop(li)
 		c.net.Heal()
-		eventually(t, 2*time.Minute, "two thirds of the appends", func() bool { return w.acked.Load() >= 2*third || t.Failed() })
+		wait.Until(t, 2*time.Minute, "two thirds of the appends", func() bool { return w.acked.Load() >= 2*third || t.Failed() })
 		if t.Failed() {
 			t.FailNow()
 		}
@@ -440,7 +441,7 @@ func TestClusterGroups3(t *testing.T) {
 	c := newCluster(t, 3, func(cfg *Config) { cfg.Shards, cfg.Partitions = groups, partitions })
 	for g := 0; g < groups; g++ {
 		target := c.nodes[g].id
-		eventually(t, 30*time.Second, fmt.Sprintf("%s to lead group %d", target, g), func() bool {
+		wait.Until(t, 30*time.Second, fmt.Sprintf("%s to lead group %d", target, g), func() bool {
 			li := c.leader(g)
 			if li == g {
 				return true
@@ -640,7 +641,7 @@ func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 	// Raft records the installed snapshot's index just after the FSM's
 	// Restore returns, which is what let converged() pass: poll for it.
 	var snapIdx uint64
-	eventually(t, 10*time.Second, "the follower to record an installed snapshot", func() bool {
+	wait.Until(t, 10*time.Second, "the follower to record an installed snapshot", func() bool {
 		stats := c.node(f).shards[0].Raft.Stats()
 		snapIdx, err = strconv.ParseUint(stats["last_snapshot_index"], 10, 64)
 		require.NoError(t, err, "last_snapshot_index %q", stats["last_snapshot_index"])
@@ -711,7 +712,7 @@ func TestIsolatedLeaderCannotAcknowledge(t *testing.T) {
 
 	c.net.Heal()
 	c.converged()
-	eventually(t, 20*time.Second, c.nodes[L].id+" to follow again", func() bool {
+	wait.Until(t, 20*time.Second, c.nodes[L].id+" to follow again", func() bool {
 		r := c.node(L).shards[0].Raft
 		_, id := r.LeaderWithID()
 		return r.State() == raft.Follower && id != "" && id != raft.ServerID(c.nodes[L].id)
@@ -999,11 +1000,11 @@ func TestNonVoterJoins(t *testing.T) {
 		bg.Wait()
 	}
 	defer stopBG()
-	eventually(t, 20*time.Second, "background appends", func() bool { return bgAppends.Load() >= 50 || t.Failed() })
+	wait.Until(t, 20*time.Second, "background appends", func() bool { return bgAppends.Load() >= 50 || t.Failed() })
 
 	nv := c.add(via, true)
 	nvID := c.nodes[nv].id
-	eventually(t, 20*time.Second, "the leader to list "+nvID+" as a non-voter", func() bool {
+	wait.Until(t, 20*time.Second, "the leader to list "+nvID+" as a non-voter", func() bool {
 		for _, s := range c.node(L).Status().Shards[0].Servers {
 			if s.ID == nvID {
 				return !s.Voter && s.Addr == c.nodes[nv].addr
@@ -1012,11 +1013,11 @@ func TestNonVoterJoins(t *testing.T) {
 		return false
 	})
 	commit := c.node(L).shards[0].Raft.CommitIndex()
-	eventually(t, 30*time.Second, nvID+" to apply the leader's commit index", func() bool {
+	wait.Until(t, 30*time.Second, nvID+" to apply the leader's commit index", func() bool {
 		return appliedIndex(t, c.node(nv), 0) >= commit
 	})
 	atJoin := bgAppends.Load()
-	eventually(t, 20*time.Second, "more background appends", func() bool { return bgAppends.Load() >= atJoin+50 || t.Failed() })
+	wait.Until(t, 20*time.Second, "more background appends", func() bool { return bgAppends.Load() >= atJoin+50 || t.Failed() })
 	stopBG()
 	require.False(t, t.Failed())
 	t.Logf("%d background appends", bgAppends.Load())
@@ -1162,7 +1163,7 @@ func TestFollowerCrashDuringSnapshotInstall(t *testing.T) {
 		return failing.Load()
 	}
 	c.open(f, nil)
-	eventually(t, 30*time.Second, "the follower to be sent a snapshot", func() bool { return attempts.Load() > 0 })
+	wait.Until(t, 30*time.Second, "the follower to be sent a snapshot", func() bool { return attempts.Load() > 0 })
 	c.stop(f)
 	failing.Store(false)
 	// A new leader does not know the follower still needs the snapshot:

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/esraft/esraft/systemtest/wait"
 	"github.com/stretchr/testify/require"
 )
 
@@ -36,7 +37,7 @@ func TestGroupOperationsFromFollower(t *testing.T) {
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		require.NoError(t, c.node(i).WaitGroupChange(wctx, "workers", s.Generation-1))
 		cancel()
-		eventually(t, 10*time.Second, "replica has the commit", func() bool {
+		wait.Until(t, 10*time.Second, "replica has the commit", func() bool {
 			st, ok, err := c.node(i).GroupState("workers")
 			return err == nil && ok && st.Partitions[3].Committed == 3
 		})

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/esraft/esraft/systemtest/testnet"
+	"github.com/esraft/esraft/systemtest/wait"
 )
 
 // testTimings are raft timings short enough for quick failovers yet safe on
@@ -22,18 +23,6 @@ func testTimings(c *Config) {
 	c.ElectionTimeout = 400 * time.Millisecond
 	c.LeaderLeaseTimeout = 200 * time.Millisecond
 	c.CommitTimeout = 5 * time.Millisecond
-}
-
-// eventually polls cond every 10 ms until it holds or timeout passes.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // testCluster runs nodes in this process over real TCP on 127.0.0.1, every
@@ -90,7 +79,7 @@ func (c *testCluster) open(i int, ln net.Listener) {
 	if ln == nil {
 		var err error
 		// The port was ours a moment ago; retry while the kernel releases it.
-		eventually(c.t, 10*time.Second, "listen on "+nd.addr, func() bool {
+		wait.Until(c.t, 10*time.Second, "listen on "+nd.addr, func() bool {
 			ln, err = net.Listen("tcp", nd.addr)
 			return err == nil
 		})
@@ -191,7 +180,7 @@ func (c *testCluster) leader(g int, among ...int) int {
 		}
 	}
 	found := -1
-	eventually(c.t, 20*time.Second, fmt.Sprintf("a leader of group %d", g), func() bool {
+	wait.Until(c.t, 20*time.Second, fmt.Sprintf("a leader of group %d", g), func() bool {
 		found = -1
 		var leaderID raft.ServerID
 		for _, i := range among {
@@ -222,7 +211,7 @@ func (c *testCluster) converged() {
 	c.t.Helper()
 	for g := 0; g < c.base.Shards || (g == 0 && c.base.Shards == 0); g++ {
 		li := c.leader(g)
-		eventually(c.t, 30*time.Second, fmt.Sprintf("replicas of group %d to converge", g), func() bool {
+		wait.Until(c.t, 30*time.Second, fmt.Sprintf("replicas of group %d to converge", g), func() bool {
 			want := appliedIndex(c.t, c.node(li), Shard(g))
 			for i := range c.nodes {
 				if l := c.node(i); l != nil && appliedIndex(c.t, l, Shard(g)) < want {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/raftlog"
+	"github.com/esraft/esraft/systemtest/wait"
 )
 
 // Cluster is what the conformance suite runs against: the nodes of one
@@ -163,7 +164,7 @@ func (c *tcluster) restart(t testing.TB, i int) {
 	t.Helper()
 	var ln net.Listener
 	// The port was this node's a moment ago; retry while the kernel frees it.
-	Eventually(t, 10*time.Second, "listen on "+c.peers[i].Addr, func() bool {
+	wait.Until(t, 10*time.Second, "listen on "+c.peers[i].Addr, func() bool {
 		var err error
 		ln, err = net.Listen("tcp", c.peers[i].Addr)
 		return err == nil
@@ -184,7 +185,7 @@ func (c *tcluster) closeAll() {
 func (c *tcluster) leader(t testing.TB) int {
 	t.Helper()
 	found := -1
-	Eventually(t, 20*time.Second, "one leader of every group", func() bool {
+	wait.Until(t, 20*time.Second, "one leader of every shard", func() bool {
 		found = -1
 		var id string
 		for i := range c.nodes {
@@ -205,21 +206,4 @@ func (c *tcluster) leader(t testing.TB) int {
 		return found >= 0
 	})
 	return found
-}
-
-// Eventually polls cond every 10 ms until it holds, failing t after
-// timeout. It is the tree's one poll-with-a-deadline helper for tests
-// above raftlog (raftlog's own tests cannot import this package). Unlike
-// testify's require.Eventually, cond runs on the calling goroutine, so it
-// may call require or t.Fatal and set variables the test reads afterwards,
-// and a slow cond is never abandoned mid-call.
-func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

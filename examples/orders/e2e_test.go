@@ -17,9 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/esraft/esraft/systemtest/wait"
 	"github.com/stretchr/testify/require"
-
-	"github.com/esraft/esraft/eventstore/eventstoretest"
 )
 
 // The end-to-end test: the service as a user runs it, three processes on
@@ -136,7 +135,7 @@ func TestEndToEndThreeNodeCluster(t *testing.T) {
 		defer p.kill()
 	}
 	for _, p := range procs {
-		eventstoretest.Eventually(t, 60*time.Second, "node "+p.http+" serving", func() bool {
+		wait.Until(t, 60*time.Second, "node "+p.http+" serving", func() bool {
 			code, err := call("GET", "http://"+p.http+"/status", "", nil, nil)
 			return err == nil && code == 200
 		})
@@ -173,7 +172,7 @@ func TestEndToEndThreeNodeCluster(t *testing.T) {
 	paid := map[string]bool{}
 	// The victim is the leader: the hardest node to lose.
 	victim := -1
-	eventstoretest.Eventually(t, 30*time.Second, "a leader", func() bool {
+	wait.Until(t, 30*time.Second, "a leader", func() bool {
 		for i, p := range procs {
 			var st struct {
 				Shards []struct{ State string } `json:"shards"`
@@ -212,7 +211,7 @@ func TestEndToEndThreeNodeCluster(t *testing.T) {
 	// Every acknowledged order is readable on every node.
 	for _, p := range procs {
 		for _, id := range acked {
-			eventstoretest.Eventually(t, 60*time.Second, "order "+id+" on "+p.http, func() bool {
+			wait.Until(t, 60*time.Second, "order "+id+" on "+p.http, func() bool {
 				var o struct{ Status string }
 				code, err := call("GET", "http://"+p.http+"/orders/"+id, "", nil, &o)
 				return err == nil && code == 200 && (o.Status == "paid") == paid[id]
@@ -225,14 +224,14 @@ func TestEndToEndThreeNodeCluster(t *testing.T) {
 		want.RevenueCents += int64((1 + i%3) * 1000)
 	}
 	for _, p := range procs {
-		eventstoretest.Eventually(t, 60*time.Second, "stats on "+p.http, func() bool {
+		wait.Until(t, 60*time.Second, "stats on "+p.http, func() bool {
 			var s statsView
 			code, err := call("GET", "http://"+p.http+"/views/stats", "", nil, &s)
 			return err == nil && code == 200 && s == want
 		})
 	}
 	// Every payment was notified at least once, each with a single ID.
-	eventstoretest.Eventually(t, 60*time.Second, "every notification", func() bool {
+	wait.Until(t, 60*time.Second, "every notification", func() bool {
 		hooks.mu.Lock()
 		defer hooks.mu.Unlock()
 		for id := range paid {

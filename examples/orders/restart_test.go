@@ -8,9 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/esraft/esraft/systemtest/wait"
 	"github.com/stretchr/testify/require"
-
-	"github.com/esraft/esraft/eventstore/eventstoretest"
 )
 
 // startApp runs the service in this process on dir until the returned
@@ -62,7 +61,7 @@ func TestSingleNodeRestartKeepsEverything(t *testing.T) {
 		}
 	}
 	want := statsView{Orders: 20, Paid: 10, RevenueCents: 5000}
-	eventstoretest.Eventually(t, 10*time.Second, "views", func() bool {
+	wait.Until(t, 10*time.Second, "views", func() bool {
 		var s statsView
 		code, err := call("GET", base+"/views/stats", "", nil, &s)
 		return err == nil && code == 200 && s == want
