@@ -402,6 +402,56 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	require.Error(t, dst.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))))
 }
 
+// A follower can be sent a full copy older than the state it has applied:
+// the copy is the leader's state file, which covers the leader's last
+// flush, not its last apply, and the follower may already be ahead of it
+// (after CatchUpToSnapshot restored a copy from an earlier leader, raft's
+// log store still refuses the next entries, and the new leader falls back
+// to a snapshot: TestFollowerCrashDuringSnapshotInstall). Restoring it
+// would move the replica back: an acknowledged record it had shown would
+// vanish until raft sent the entry again. Restore keeps the newer state,
+// and makes the file cover it, as a restored one would.
+func TestRestoreOlderFullCopyKeepsNewerState(t *testing.T) {
+	logs := []*raft.Log{
+		entryLog(1, 1000, req(0, "k", 0, 1, 2)),
+		entryLog(2, 1001, req(0, "k", 2, 3)),
+		entryLog(3, 1002, req(0, "k", 3, 4, 5, 6)),
+	}
+	// The leader: entry 3 applied but not yet flushed.
+	leader := newTestFSM(t, time.Hour)
+	leader.ApplyBatch(logs[:2])
+	leader.flush()
+	leader.ApplyBatch(logs[2:])
+	full, size, err := leader.openFullCopy()
+	require.NoError(t, err)
+	copyBytes, err := io.ReadAll(full)
+	require.NoError(t, err)
+	require.NoError(t, full.Close())
+	require.Equal(t, size, int64(len(copyBytes)))
+	h, err := readSnapshotHeader(bytes.NewReader(copyBytes))
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), h.index, "the copy is the leader's file: its last flush")
+
+	// The follower has applied all three entries.
+	follower := newTestFSM(t, time.Hour)
+	follower.ApplyBatch(logs)
+	seen, err := follower.Read(0, 0, 10, 1<<20)
+	require.NoError(t, err)
+	require.Len(t, seen, 6)
+
+	require.NoError(t, follower.Restore(io.NopCloser(bytes.NewReader(copyBytes))))
+	require.Equal(t, uint64(3), follower.Applied(), "a restore never moves the applied index back")
+	got, err := follower.Read(0, 0, 10, 1<<20)
+	require.NoError(t, err)
+	require.Equal(t, seen, got, "records the replica showed stay visible")
+	require.Equal(t, uint64(3), fileAppliedOf(t, follower), "the file covers the state kept")
+
+	// Raft then hands over the entries after its snapshot index: skipped.
+	require.Nil(t, follower.ApplyBatch(logs[2:])[0])
+	leader.flush()
+	require.Equal(t, stateHash(t, leader), stateHash(t, follower))
+}
+
 // crashFSM stops f the way a killed process would: the flusher stops after
 // the flush in progress, if any, and the tables are lost.
 func crashFSM(t testing.TB, f *Engine) {

@@ -151,6 +151,21 @@ func (f *Engine) Restore(rc io.ReadCloser) error {
 	if h.kind != snapshotFull {
 		return fmt.Errorf("raftlog: restore from a snapshot marker (index %d): a full copy is required", h.index)
 	}
+	if h.index <= f.applied.Load() {
+		// The copy is not newer than what this replica has applied: it
+		// is the leader's state file, which covers the leader's last
+		// flush, not its last apply, and a follower can be ahead of it
+		// (after CatchUpToSnapshot restored a copy from an earlier
+		// leader, say). Both are states of the same committed history,
+		// so ours holds everything the copy does; replacing it would
+		// move the replica back and hide records it has shown until
+		// raft sends their entries again. Keep it, flushed, so the file
+		// covers the installed snapshot as a restored one would; the
+		// entries raft sends after the snapshot's index are skipped up
+		// to ours (TestRestoreOlderFullCopyKeepsNewerState).
+		f.flush()
+		return nil
+	}
 	tmp := f.path + ".restore"
 	if err := WriteFileSync(tmp, rc); err != nil {
 		os.Remove(tmp)
