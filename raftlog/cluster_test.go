@@ -19,7 +19,9 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/esraft/esraft/raftlog/internal/route"
 	"github.com/esraft/esraft/raftlog/internal/state"
+	"github.com/esraft/esraft/raftlog/internal/wire"
 	"github.com/esraft/esraft/systemtest/wait"
 )
 
@@ -1178,5 +1180,43 @@ func TestFollowerCrashDuringSnapshotInstall(t *testing.T) {
 	want := ctBucketDigests(t, c.node(li), 0)
 	for _, i := range ctRunning(c) {
 		require.Equal(t, want, ctBucketDigests(t, c.node(i), 0), "state of %s vs leader %s", c.nodes[i].id, c.nodes[li].id)
+	}
+}
+
+// A leader checks an append a peer forwards as the node that took it
+// checked it: bytes that do not decode, a record over the limit or a
+// record without an ID are refused before anything is proposed, so no
+// replica can ever be handed an entry it cannot apply.
+func TestForwardedAppendIsValidated(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) { cfg.MaxRecordBytes = 1 << 10 })
+	ctx := context.Background()
+	li := c.leader(0)
+	f := c.node((li + 1) % 3)
+	leader := c.node(li)
+	_, err := leader.Append(ctx, "k", []NewRecord{rec("before")})
+	require.NoError(t, err)
+	c.converged()
+	lastBefore := leader.shards[0].Raft.LastIndex()
+
+	big := wire.Request{Partition: leader.Partition("k"), Key: "k", Records: []NewRecord{{ID: uuid.New(), Value: make([]byte, 2<<10)}}}
+	noID := wire.Request{Partition: leader.Partition("k"), Key: "k", Records: []NewRecord{{Value: []byte("x")}}}
+	badPart := wire.Request{Partition: 999, Key: "k", Records: []NewRecord{{ID: uuid.New(), Value: []byte("x")}}}
+	for name, payload := range map[string][]byte{
+		"garbage":           {0xde, 0xad, 0xbe, 0xef},
+		"record too large":  wire.EncodeRequest(nil, &big),
+		"record without ID": wire.EncodeRequest(nil, &noID),
+		"unknown partition": wire.EncodeRequest(nil, &badPart),
+	} {
+		resp, err := f.client.Call(ctx, leader.Addr(), route.MethodAppend, payload)
+		require.NoError(t, err, name)
+		require.NotEmpty(t, resp, name)
+		require.NotEqual(t, byte(0), resp[0], "%s: the leader must refuse it", name)
+	}
+	require.Equal(t, lastBefore, leader.shards[0].Raft.LastIndex(), "nothing was proposed")
+	// The cluster is whole: every node applies the next append.
+	res, err := f.Append(ctx, "k", []NewRecord{rec("after")})
+	require.NoError(t, err)
+	for i := 0; i < 3; i++ {
+		require.NoError(t, c.node(i).WaitApplied(ctx, res.Position))
 	}
 }

@@ -117,7 +117,10 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	if l.mux != nil {
 		l.client = mux.NewClient(l.mux, serviceRPC)
 	}
-	l.router = route.New(cfg.NodeID, cfg.Partitions, l.client, routed, l.closing, l.logger)
+	l.router = route.New(route.Config{
+		Self: cfg.NodeID, Partitions: cfg.Partitions, Shards: routed, Client: l.client,
+		Validate: l.validate, Closing: l.closing, Logger: l.logger,
+	})
 	if l.mux != nil {
 		l.rpc = mux.NewServer(l.mux.Listen(serviceRPC), l.router.Handle)
 		l.goRun(func() { l.mux.Serve() })

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hashicorp/raft"
 
 	"github.com/esraft/esraft/internal/backoff"
@@ -45,22 +46,36 @@ type Shard struct {
 // of raft's leader observations calls it.
 func (s *Shard) LeaderChanged() { s.leader.Notify() }
 
+// Config is what a Router needs.
+type Config struct {
+	Self       string      // this node's ID
+	Partitions int         // the log's partitions
+	Shards     []*Shard    // this node's shards, by ID
+	Client     *mux.Client // carries calls to other nodes; nil for a node without a network
+	// Validate checks an append request as the node that took it did
+	// (limits, key, IDs): a forwarded one is checked again before it is
+	// proposed, so that no entry a peer sends can fail to apply.
+	Validate func(*wire.Request) error
+	// Closing ends every call in progress with ErrClosed.
+	Closing <-chan struct{}
+	Logger  *slog.Logger
+}
+
 // Router routes calls to shard leaders.
 type Router struct {
 	self       raft.ServerID
 	partitions int
-	client     *mux.Client // nil without a network: every shard is local
+	client     *mux.Client
 	shards     []*Shard
+	validate   func(*wire.Request) error
 	closing    <-chan struct{}
 	logger     *slog.Logger
 }
 
-// New returns the router of node self over shards, for a log of the given
-// number of partitions, logging to logger. client carries calls to
-// other nodes (nil for a node without a network); closing ends every call
-// in progress with ErrClosed.
-func New(self string, partitions int, client *mux.Client, shards []*Shard, closing <-chan struct{}, logger *slog.Logger) *Router {
-	return &Router{self: raft.ServerID(self), partitions: partitions, client: client, shards: shards, closing: closing, logger: logger}
+// New returns a router.
+func New(c Config) *Router {
+	return &Router{self: raft.ServerID(c.Self), partitions: c.Partitions, client: c.Client, shards: c.Shards,
+		validate: c.Validate, closing: c.Closing, logger: c.Logger}
 }
 
 // retryPolicy paces retries that no leader change will wake (a leader that
@@ -254,14 +269,26 @@ func (r *Router) Join(ctx context.Context, addr, id, advertise string, voter boo
 	}
 }
 
-// shardOfRequest is the shard of an encoded append request's partition.
-func (r *Router) shardOfRequest(enc []byte) (*Shard, error) {
-	d := wire.Decoder{B: enc}
-	p := d.Uvarint()
-	if d.Err != nil || p >= uint64(r.partitions) {
-		return nil, fmt.Errorf("%w: %d", core.ErrUnknownPartition, p)
+// forwardedAppend checks an append request a peer forwarded, as the node
+// that took it checked it, and returns the shard of its partition. Only
+// what passes is proposed: an entry that reaches raft must apply.
+func (r *Router) forwardedAppend(enc []byte) (*Shard, error) {
+	req, err := wire.DecodeRequest(enc)
+	if err != nil {
+		return nil, fmt.Errorf("raftlog: undecodable forwarded append: %w", err)
 	}
-	return r.shards[p%uint64(len(r.shards))], nil
+	if req.Partition < 0 || int(req.Partition) >= r.partitions {
+		return nil, fmt.Errorf("%w: %d", core.ErrUnknownPartition, req.Partition)
+	}
+	for i := range req.Records {
+		if req.Records[i].ID == uuid.Nil {
+			return nil, fmt.Errorf("raftlog: forwarded append: record %d has no ID", i)
+		}
+	}
+	if err := r.validate(&req); err != nil {
+		return nil, err
+	}
+	return r.shards[int(req.Partition)%len(r.shards)], nil
 }
 
 // coordinator is shard 0, which holds the consumer groups. A payload that

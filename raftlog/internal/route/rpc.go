@@ -66,7 +66,7 @@ type method[T any] struct {
 // The table of leader-run methods.
 var (
 	appendMethod = method[core.AppendResult]{
-		code: MethodAppend, shard: (*Router).shardOfRequest,
+		code: MethodAppend, shard: (*Router).forwardedAppend,
 		local: func(ctx context.Context, s *Shard, enc []byte) (core.AppendResult, error) {
 			return s.Batcher.Submit(ctx, enc)
 		},
