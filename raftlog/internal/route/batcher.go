@@ -263,9 +263,15 @@ func (b *Batcher) complete() {
 	for e := range b.inflight {
 		err := e.fut.Error()
 		var outs []core.AppendOutcome
+		var rejected error // the state machine refused the entry: final, not retried
 		if err == nil {
-			outs, _ = e.fut.Response().([]core.AppendOutcome)
-			if len(outs) != len(e.batch) {
+			switch r := e.fut.Response().(type) {
+			case []core.AppendOutcome:
+				outs = r
+			case error:
+				rejected = r
+			}
+			if rejected == nil && len(outs) != len(e.batch) {
 				err = fmt.Errorf("raftlog: entry applied with %d outcomes for %d appends", len(outs), len(e.batch))
 			}
 		}
@@ -277,7 +283,11 @@ func (b *Batcher) complete() {
 		b.answered.Add(1)
 		<-b.slots
 		for i, p := range e.batch {
-			if err != nil {
+			switch {
+			case rejected != nil:
+				p.done <- appendReply{err: rejected}
+				continue
+			case err != nil:
 				p.done <- appendReply{err: classifyApplyError(err)}
 				continue
 			}

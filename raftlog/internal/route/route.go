@@ -335,6 +335,9 @@ func applyGroupOp(ctx context.Context, s *Shard, enc []byte) (core.GroupState, e
 	if err := fut.Error(); err != nil {
 		return core.GroupState{}, classifyApplyError(err)
 	}
+	if err, ok := fut.Response().(error); ok {
+		return core.GroupState{}, err // the state machine refused the entry
+	}
 	out, ok := fut.Response().(core.GroupOutcome)
 	if !ok {
 		return core.GroupState{}, fmt.Errorf("raftlog: group operation applied with response %T", fut.Response())

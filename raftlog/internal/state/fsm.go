@@ -14,9 +14,12 @@ import (
 // FSM is the shard's raft.FSM: a thin adapter that reads each entry's
 // command byte, decodes it and dispatches it to the engine, one handler
 // per command type. An entry that cannot be decoded, or has a command type
-// this version does not know, panics the node: every replica holds the
-// same entry, and one that skipped it would diverge silently from a peer
-// that applied it, which is worse than a crash.
+// this version does not know, is rejected: its response is an error
+// wrapping ErrCorrupt, it changes nothing, and every replica, holding the
+// same bytes and running the same decoder, rejects it alike. (A panic
+// instead would crash every replica again on every restart: the entry
+// stays in the log.) Leaders check what they propose, so only a bug or a
+// mixed-version cluster produces one; DESIGN.md says how versions mix.
 //
 // Contracts (hashicorp/raft): ApplyBatch and Restore run on raft's FSM
 // goroutine, one at a time; Snapshot runs there too and must be quick;
@@ -34,7 +37,8 @@ func (f FSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 // ApplyBatch applies committed entries above the engine's applied index
 // (raft hands a restarted node entries the state file already holds). The
 // response of an append entry is a []core.AppendOutcome, one per request;
-// of a group operation, a core.GroupOutcome.
+// of a group operation, a core.GroupOutcome; of an entry that cannot be
+// decoded, an error.
 func (f FSM) ApplyBatch(logs []*raft.Log) []any {
 	resp := make([]any, len(logs))
 	applied := f.e.Applied()
@@ -65,22 +69,24 @@ func (f FSM) dispatch(b *Batch, l *raft.Log) any {
 	case wire.CmdAppend:
 		e, err := wire.DecodeEntry(l.Data)
 		if err != nil {
-			f.undecodable(l, err)
+			return f.rejected(l, err)
 		}
 		return b.Append(&e, l.Index)
 	case wire.CmdGroup:
 		t, op, err := wire.DecodeGroupEntry(l.Data)
 		if err != nil {
-			f.undecodable(l, err)
+			return f.rejected(l, err)
 		}
 		return b.Group(&op, t)
 	}
-	f.undecodable(l, fmt.Errorf("%w: unknown command type %d", core.ErrCorrupt, cmd))
-	return nil
+	return f.rejected(l, fmt.Errorf("%w: unknown command type %d", core.ErrCorrupt, cmd))
 }
 
-func (f FSM) undecodable(l *raft.Log, err error) {
-	f.e.fatal("undecodable entry at index %d: %v", l.Index, err)
+// rejected is the response to an entry that cannot be applied.
+func (f FSM) rejected(l *raft.Log, err error) error {
+	err = fmt.Errorf("raftlog: shard %d: entry at index %d rejected: %w", f.e.shard, l.Index, err)
+	f.e.logger.Error(err.Error())
+	return err
 }
 
 // Snapshot implements raft.FSM. It freezes the active table and waits for
