@@ -69,23 +69,36 @@ func slogLevel(l hclog.Level) (slog.Level, bool) {
 // convertArgs turns hclog's special values into plain ones, and values
 // that only a String method describes into that string (JSON would
 // encode a *raft.Raft as {}); the rest is slog's key/value convention
-// already.
+// already. A key that names one of slog's own fields (raft logs a
+// duration as "time") gets a trailing underscore, so that a handler's
+// time, level or message is never shadowed or misread.
 func convertArgs(args []any) []any {
 	var out []any
-	for i, a := range args {
-		v, ok := convertValue(a)
-		if !ok {
-			continue
-		}
+	set := func(i int, v any) {
 		if out == nil {
 			out = append([]any(nil), args...)
 		}
 		out[i] = v
 	}
+	for i, a := range args {
+		if i%2 == 0 {
+			if k, ok := a.(string); ok && reservedKey(k) {
+				set(i, k+"_")
+			}
+			continue
+		}
+		if v, ok := convertValue(a); ok {
+			set(i, v)
+		}
+	}
 	if out == nil {
 		return args
 	}
 	return out
+}
+
+func reservedKey(k string) bool {
+	return k == slog.TimeKey || k == slog.LevelKey || k == slog.MessageKey || k == slog.SourceKey
 }
 
 func convertValue(v any) (any, bool) {

@@ -192,3 +192,25 @@ func TestNewAndParseLevel(t *testing.T) {
 	_, err = New(&buf, "loud", "text")
 	require.Error(t, err)
 }
+
+// raft logs durations under "time"; such keys must not shadow the
+// record's own time (a handler's ReplaceAttr that reads "time" as a
+// time.Time would panic on them).
+func TestHclogReservedKeys(t *testing.T) {
+	var buf bytes.Buffer
+	var seen []slog.Kind
+	l := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey && len(groups) == 0 {
+			seen = append(seen, a.Value.Kind())
+		}
+		return a
+	}}))
+	Hclog(l, "").Warn("failed to contact", "server-id", "n3", "time", 201*time.Millisecond, "msg", "x", "level", 1)
+	recs := records(t, &buf)
+	require.Len(t, recs, 1)
+	require.Equal(t, []slog.Kind{slog.KindTime}, seen, "only the record's time is named time")
+	require.EqualValues(t, 201*time.Millisecond, recs[0]["time_"])
+	require.Equal(t, "failed to contact", recs[0]["msg"])
+	require.Equal(t, "x", recs[0]["msg_"])
+	require.EqualValues(t, 1, recs[0]["level_"])
+}

@@ -102,7 +102,7 @@ func main() {
 // microseconds keeps the record times to the microsecond, for lining a
 // node's lines up with the nemesis log.
 func microseconds(groups []string, a slog.Attr) slog.Attr {
-	if a.Key == slog.TimeKey && len(groups) == 0 {
+	if a.Key == slog.TimeKey && len(groups) == 0 && a.Value.Kind() == slog.KindTime {
 		return slog.String(a.Key, a.Value.Time().Format("2006-01-02T15:04:05.000000Z07:00"))
 	}
 	return a
