@@ -1220,3 +1220,59 @@ func TestForwardedAppendIsValidated(t *testing.T) {
 		require.NoError(t, c.node(i).WaitApplied(ctx, res.Position))
 	}
 }
+
+// A new leader may hold entries a previous leader acknowledged without
+// having applied them yet (or knowing they are committed): a read barrier
+// answered from its applied index alone would let a read miss them. The
+// barrier waits until the new leader has committed an entry of its own
+// term and applied everything before it.
+func TestReadBarrierAfterLeaderChange(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	ctx := context.Background()
+	l1 := c.leader(0)
+	l2 := (l1 + 1) % 3
+	_, err := c.node(l1).Append(ctx, "k", []NewRecord{rec("first")})
+	require.NoError(t, err)
+	c.converged()
+
+	// l2 stores and acknowledges entries but applies none of them.
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	resume := func() { releaseOnce.Do(func() { close(release) }) }
+	defer resume() // before the cluster closes, even if the test fails
+	c.node(l2).shards[0].engine.Probe().HoldApplies(release)
+	res, err := c.node(l1).Append(ctx, "k", []NewRecord{rec("acknowledged")})
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), res.FirstKeySeq)
+	require.NoError(t, c.node(l1).TransferLeadership(0, c.nodes[l2].id))
+	wait.Until(t, 10*time.Second, c.nodes[l2].id+" to lead", func() bool {
+		return c.node(l2).shards[0].Raft.State() == raft.Leader
+	})
+
+	p := c.node(l2).Partition("k")
+	done := make(chan error, 1)
+	go func() { done <- c.node(l2).ReadBarrier(ctx, 0) }()
+	select {
+	case err := <-done:
+		// Returned while l2 has not applied the acknowledged write: a read
+		// here must still see it.
+		require.NoError(t, err)
+		seq, err := c.node(l2).KeySeq(ctx, p, "k")
+		require.NoError(t, err)
+		require.Equal(t, uint64(2), seq, "the barrier returned before the acknowledged write was applied")
+	case <-time.After(500 * time.Millisecond):
+		// Still waiting for l2 to apply: as it must.
+	}
+	resume()
+	bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-bctx.Done():
+		t.Fatal("the read barrier did not return once applies resumed")
+	}
+	seq, err := c.node(l2).KeySeq(ctx, p, "k")
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), seq)
+}

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -40,7 +41,26 @@ type Shard struct {
 	Applied func() uint64
 
 	leader core.Signal // woken on every leader change seen by this node
+	reads  readIndexer
 }
+
+// readIndexer coalesces this node's read-index requests while it leads:
+// each round commits one raft barrier entry, in the leader's own term,
+// for every request that arrived before the round began.
+type readIndexer struct {
+	mu      sync.Mutex
+	waiting []chan readIndexResult
+	running bool
+}
+
+type readIndexResult struct {
+	index uint64
+	err   error
+}
+
+// barrierTimeout bounds one round's barrier; a leader that cannot commit
+// it in that time is asked again by the callers' retry loop.
+const barrierTimeout = 5 * time.Second
 
 // LeaderChanged wakes the calls waiting for a new leader of s; the owner
 // of raft's leader observations calls it.
@@ -373,13 +393,56 @@ func applyMembership(_ context.Context, s *Shard, payload []byte) (struct{}, err
 	return struct{}{}, nil
 }
 
-// leaderReadIndex confirms that this node still leads s and returns what
-// it has applied.
-func leaderReadIndex(_ context.Context, s *Shard, _ []byte) (uint64, error) {
-	if err := s.Raft.VerifyLeader().Error(); err != nil {
-		return 0, &retryError{cause: err}
+// leaderReadIndex returns an index of s's state that covers every write
+// acknowledged before the call, by any leader. Confirming leadership
+// (VerifyLeader) is not enough: a leader new in its term may hold entries
+// its predecessor acknowledged without knowing them committed or having
+// applied them. So the index comes from a raft barrier appended after the
+// call: once it commits, in this leader's term, every entry before it is
+// committed and applied here, and a leader that lost its majority cannot
+// commit it. Concurrent calls share one barrier per round.
+func leaderReadIndex(ctx context.Context, s *Shard, _ []byte) (uint64, error) {
+	ch := make(chan readIndexResult, 1)
+	ri := &s.reads
+	ri.mu.Lock()
+	ri.waiting = append(ri.waiting, ch)
+	if !ri.running {
+		ri.running = true
+		go s.readIndexRounds()
 	}
-	return s.Applied(), nil
+	ri.mu.Unlock()
+	select {
+	case r := <-ch:
+		return r.index, r.err
+	case <-ctx.Done():
+		return 0, &retryError{cause: ctx.Err()}
+	}
+}
+
+// readIndexRounds answers the waiting read-index requests, a barrier per
+// round, until none is left.
+func (s *Shard) readIndexRounds() {
+	ri := &s.reads
+	for {
+		ri.mu.Lock()
+		batch := ri.waiting
+		ri.waiting = nil
+		if len(batch) == 0 {
+			ri.running = false
+			ri.mu.Unlock()
+			return
+		}
+		ri.mu.Unlock()
+		var r readIndexResult
+		if err := s.Raft.Barrier(barrierTimeout).Error(); err != nil {
+			r.err = &retryError{cause: err}
+		} else {
+			r.index = s.Applied()
+		}
+		for _, ch := range batch {
+			ch <- r
+		}
+	}
 }
 
 // LeaderWait returns a channel closed at the next leader change of s.

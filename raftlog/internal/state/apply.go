@@ -24,6 +24,9 @@ type Batch struct {
 // Begin starts a batch. A storage error panics: a replica that cannot
 // apply what its peers apply must stop rather than diverge.
 func (f *Engine) Begin() Batch {
+	if hook := f.beforeApply.Load(); hook != nil {
+		(*hook)()
+	}
 	v, err := f.beginRead()
 	if err != nil {
 		f.fatal("begin apply: %v", err)

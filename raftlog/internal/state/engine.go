@@ -93,6 +93,9 @@ type Engine struct {
 	// beforeFlush, if set before the first apply, runs on the flusher
 	// before it writes each table (tests hold a table frozen with it).
 	beforeFlush func()
+	// beforeApply, if set, runs on the FSM goroutine before each batch
+	// (tests hold applies with it; see Probe.HoldApplies).
+	beforeApply atomic.Pointer[func()]
 	// failRestore, if set, makes Restore fail while it returns true.
 	failRestore func() bool
 	logger      *slog.Logger

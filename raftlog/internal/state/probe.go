@@ -49,6 +49,15 @@ func (p Probe) HoldFlushes(release <-chan struct{}, skip int) <-chan struct{} {
 	return held
 }
 
+// HoldApplies makes the state machine wait, before it applies its next
+// batch and every one after it, until release is closed. raft goes on
+// storing and committing entries meanwhile: the replica's log is ahead of
+// its state.
+func (p Probe) HoldApplies(release <-chan struct{}) {
+	hold := func() { <-release }
+	p.f.beforeApply.Store(&hold)
+}
+
 // ActiveRecords is the number of records in the active table.
 func (p Probe) ActiveRecords() int {
 	p.f.mu.RLock()
