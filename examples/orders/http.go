@@ -30,9 +30,6 @@ func (a *app) routes() http.Handler {
 		if err := decodeJSON(r, &body); err != nil {
 			return nil, err
 		}
-		if body.AmountCents <= 0 {
-			return nil, badRequest("amount_cents must be positive")
-		}
 		return Pay(body.AmountCents), nil
 	}))
 	mux.HandleFunc("POST /orders/{id}/ship", a.command(func(*http.Request) (aggregate.Command[Order], error) { return Ship(), nil }))
@@ -87,10 +84,13 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // writeError maps errors to status codes.
 func writeError(w http.ResponseWriter, err error) {
 	var he *httpError
+	var ie *InvalidError
 	code := http.StatusInternalServerError
 	switch {
 	case errors.As(err, &he):
 		code = he.code
+	case errors.As(err, &ie):
+		code = http.StatusBadRequest
 	case errors.Is(err, aggregate.ErrNotFound):
 		code = http.StatusNotFound
 	case errors.Is(err, ErrVersionMismatch):
@@ -112,26 +112,12 @@ type placeRequest struct {
 }
 
 func (p *placeRequest) validate() error {
-	if p.Customer == "" {
-		return badRequest("customer is required")
-	}
-	if len(p.Items) == 0 {
-		return badRequest("items must not be empty")
-	}
-	for i, it := range p.Items {
-		switch {
-		case it.SKU == "":
-			return badRequest("items[%d].sku is required", i)
-		case it.Qty <= 0:
-			return badRequest("items[%d].qty must be positive", i)
-		case it.PriceCents < 0:
-			return badRequest("items[%d].price_cents must not be negative", i)
+	if p.ID != "" {
+		if err := ValidateOrderID(p.ID); err != nil {
+			return err
 		}
 	}
-	if len(p.ID) > 128 || strings.ContainsAny(p.ID, "/ \t\n") {
-		return badRequest("id must be at most 128 characters, without spaces or slashes")
-	}
-	return nil
+	return ValidatePlace(p.Customer, p.Items)
 }
 
 // placeOrder creates an order. With an Idempotency-Key, a retry of the
@@ -192,6 +178,11 @@ func (a *app) command(parse func(*http.Request) (aggregate.Command[Order], error
 			}
 			ifMatch = v
 		}
+		id, err := pathOrderID(r)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
 		cmd, err := parse(r)
 		if err != nil {
 			writeError(w, err)
@@ -201,7 +192,7 @@ func (a *app) command(parse func(*http.Request) (aggregate.Command[Order], error
 			writeError(w, err)
 			return
 		}
-		agg, err := a.orders.Update(r.Context(), r.PathValue("id"), expect(ifMatch, cmd))
+		agg, err := a.orders.Update(r.Context(), id, expect(ifMatch, cmd))
 		if err != nil {
 			writeError(w, err)
 			return
@@ -210,14 +201,25 @@ func (a *app) command(parse func(*http.Request) (aggregate.Command[Order], error
 	}
 }
 
+// pathOrderID is the request's {id}, checked like an order ID in a body.
+func pathOrderID(r *http.Request) (string, error) {
+	id := r.PathValue("id")
+	return id, ValidateOrderID(id)
+}
+
 func (a *app) getOrder(w http.ResponseWriter, r *http.Request) {
+	id, err := pathOrderID(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	// The aggregate's current state: every write acknowledged before this
 	// request, on any node.
 	if err := a.store.Barrier(r.Context()); err != nil {
 		writeError(w, err)
 		return
 	}
-	agg, err := a.orders.Load(r.Context(), r.PathValue("id"))
+	agg, err := a.orders.Load(r.Context(), id)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -229,7 +231,12 @@ func (a *app) getOrder(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *app) viewOrder(w http.ResponseWriter, r *http.Request) {
-	rows, err := queryOrders(r.Context(), a.ordersDB, "WHERE id = ?", r.PathValue("id"))
+	id, err := pathOrderID(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	rows, err := queryOrders(r.Context(), a.ordersDB, "WHERE id = ?", id)
 	if err != nil {
 		writeError(w, err)
 		return

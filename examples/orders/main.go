@@ -74,8 +74,8 @@ type app struct {
 }
 
 // run starts the service and serves until ctx ends; ready, if set, is told
-// the HTTP address once requests are served.
-func run(ctx context.Context, cfg config, ready func(httpAddr string)) error {
+// the HTTP address once requests are served, and given the service.
+func run(ctx context.Context, cfg config, ready func(httpAddr string, a *app)) error {
 	log, err := logging.New(os.Stderr, cfg.logLevel, cfg.logFormat)
 	if err != nil {
 		return err
@@ -137,7 +137,7 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string)) error {
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("serving", "http", ln.Addr().String(), "node", store.Log().NodeID(), "cluster", store.Log().Addr())
 	if ready != nil {
-		ready(ln.Addr().String())
+		ready(ln.Addr().String(), a)
 	}
 	select {
 	case <-ctx.Done():
