@@ -40,7 +40,20 @@ func (a *app) routes() http.Handler {
 	mux.HandleFunc("GET /views/stats", a.viewStats)
 	mux.HandleFunc("POST /admin/projections/{name}/rebuild", a.rebuild)
 	mux.HandleFunc("GET /status", a.status)
-	return mux
+	return limitBody(maxBodyBytes, mux)
+}
+
+// maxBodyBytes is the largest request body read: 1 MiB.
+const maxBodyBytes = 1 << 20
+
+// limitBody makes reading a body past max fail (and decodeJSON answer
+// 413) instead of reading on: the server closes the connection rather
+// than consume the rest.
+func limitBody(max int64, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, max)
+		h.ServeHTTP(w, r)
+	})
 }
 
 type httpError struct {
@@ -55,9 +68,14 @@ func badRequest(format string, args ...any) error {
 }
 
 // decodeJSON decodes one JSON object, rejecting unknown fields and
-// trailing data.
+// trailing data; an empty body is an empty object. A body over the limit
+// is a 413.
 func decodeJSON(r *http.Request, v any) error {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	body, err := io.ReadAll(r.Body)
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("the request body is over the limit of %d bytes", tooLarge.Limit)}
+	}
 	if err != nil {
 		return badRequest("read body: %v", err)
 	}
@@ -69,7 +87,7 @@ func decodeJSON(r *http.Request, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return badRequest("malformed JSON: %v", err)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); err != io.EOF {
 		return badRequest("malformed JSON: data after the object")
 	}
 	return nil

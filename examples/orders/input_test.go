@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,6 +60,8 @@ func TestOrderInputChecked(t *testing.T) {
 		{"zero price", `{"id":"o-1","customer":"a","items":[{"sku":"a","qty":1,"price_cents":0}]}`, "items[0].price_cents must be positive"},
 		{"zero qty", `{"id":"o-1","customer":"a","items":[{"sku":"a","qty":0,"price_cents":1}]}`, "items[0].qty must be positive"},
 		{"qty past int64", `{"id":"o-1","customer":"a","items":[{"sku":"a","qty":9223372036854775808,"price_cents":1}]}`, "malformed JSON"},
+		{"trailing brace", `{"id":"o-1","customer":"a","items":[{"sku":"a","qty":1,"price_cents":1}]}}`, "data after the object"},
+		{"trailing text", `{"id":"o-1","customer":"a","items":[{"sku":"a","qty":1,"price_cents":1}]}x`, "data after the object"},
 		{"id with a slash", `{"id":"a/b","customer":"a","items":[{"sku":"a","qty":1,"price_cents":1}]}`, "id must be 1 to 128 characters"},
 		{"id with a space", `{"id":"a b","customer":"a","items":[{"sku":"a","qty":1,"price_cents":1}]}`, "id must be"},
 		{"id of dots", `{"id":"..","customer":"a","items":[{"sku":"a","qty":1,"price_cents":1}]}`, "id must be"},
@@ -84,4 +89,49 @@ func TestOrderInputChecked(t *testing.T) {
 	code, out, _ := send(t, "GET", base+"/orders/Big_1.x", "", nil)
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, float64(math.MaxInt64), out["total_cents"])
+}
+
+// A 50 MB body is refused with 413 after the first MiB: the server
+// answers while the client is still sending, then closes the connection
+// rather than read the rest.
+func TestOversizedBody(t *testing.T) {
+	addr, _, _, stop := startAppWith(t, config{data: filepath.Join(t.TempDir(), "data")})
+	defer stop()
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	const size = 50 << 20
+	_, err = fmt.Fprintf(conn, "POST /orders HTTP/1.1\r\nHost: orders\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", size)
+	require.NoError(t, err)
+	var sent atomic.Int64
+	writer := make(chan error, 1)
+	go func() {
+		chunk := []byte(strings.Repeat(" ", 64<<10)) // JSON whitespace
+		for sent.Load() < size {
+			n, err := conn.Write(chunk)
+			sent.Add(int64(n))
+			if err != nil {
+				writer <- err
+				return
+			}
+		}
+		writer <- nil
+	}()
+
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	sentAtAnswer := sent.Load()
+	body, _ := io.ReadAll(resp.Body)
+	require.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode, "%s", body)
+	require.JSONEq(t, `{"error":"the request body is over the limit of 1048576 bytes"}`, string(body))
+	require.Less(t, sentAtAnswer, int64(size), "answered before the client sent the whole body")
+
+	select {
+	case err := <-writer:
+		require.Error(t, err, "the server closed the connection instead of reading the body to its end")
+	case <-time.After(20 * time.Second):
+		t.Fatal("the client is still sending 20 s after the answer: the server reads on")
+	}
+	require.Less(t, sent.Load(), int64(size))
+	t.Logf("sent %d bytes of %d when answered, %d when the server cut the connection", sentAtAnswer, size, sent.Load())
 }
