@@ -121,8 +121,6 @@ func writeError(w http.ResponseWriter, err error) {
 	writeJSON(w, code, map[string]string{"error": err.Error()})
 }
 
-var idempotencyNamespace = uuid.MustParse("6f1c9a52-4d0e-4b8e-9d33-0c6c0f0a8d11")
-
 type placeRequest struct {
 	ID       string `json:"id"`
 	Customer string `json:"customer"`
@@ -139,8 +137,9 @@ func (p *placeRequest) validate() error {
 }
 
 // placeOrder creates an order. With an Idempotency-Key, a retry of the
-// same request gets the same result: the key names the order (unless the
-// body does) and is recorded as the events' correlation ID.
+// same request gets the same result (see idempotency.go): the key names
+// the order (unless the body does) and is recorded as the events'
+// correlation ID.
 func (a *app) placeOrder(w http.ResponseWriter, r *http.Request) {
 	var req placeRequest
 	if err := decodeJSON(r, &req); err != nil {
@@ -152,21 +151,26 @@ func (a *app) placeOrder(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := r.Header.Get("Idempotency-Key")
-	id := req.ID
-	switch {
-	case id == "" && key != "":
-		id = uuid.NewSHA1(idempotencyNamespace, []byte(key)).String()
-	case id == "":
-		id = uuid.Must(uuid.NewV7()).String()
+	if len(key) > maxIdempotencyKeyLen {
+		writeError(w, badRequest("Idempotency-Key must be at most %d characters", maxIdempotencyKeyLen))
+		return
 	}
 	ctx := r.Context()
-	if key != "" {
-		ctx = aggregate.WithCorrelationID(ctx, "idem:"+key)
-	}
 	// Decide on the latest state, whichever node took the last writes.
 	if err := a.store.Barrier(ctx); err != nil {
 		writeError(w, err)
 		return
+	}
+	id := req.ID
+	if key != "" {
+		var err error
+		if id, err = a.claimIdempotencyKey(ctx, key, req); err != nil {
+			writeError(w, err)
+			return
+		}
+		ctx = aggregate.WithCorrelationID(ctx, "idem:"+key)
+	} else if id == "" {
+		id = uuid.Must(uuid.NewV7()).String()
 	}
 	agg, err := a.orders.Create(ctx, id, Place(req.Customer, req.Items))
 	if errors.Is(err, aggregate.ErrAlreadyExists) && key != "" {

@@ -91,6 +91,45 @@ func TestOrderInputChecked(t *testing.T) {
 	require.Equal(t, float64(math.MaxInt64), out["total_cents"])
 }
 
+// An Idempotency-Key names one request: sent again with the same body
+// (however formatted) it gets the first answer; with a different body it
+// is a 422 and nothing is created.
+func TestIdempotencyKeyReuse(t *testing.T) {
+	addr, _, _, stop := startAppWith(t, config{data: filepath.Join(t.TempDir(), "data")})
+	defer stop()
+	base := "http://" + addr
+	key := func(k string) map[string]string { return map[string]string{"Idempotency-Key": k} }
+
+	first := `{"customer":"ann","items":[{"sku":"book","qty":2,"price_cents":1250}]}`
+	code, created, _ := send(t, "POST", base+"/orders", first, key("k1"))
+	require.Equal(t, http.StatusCreated, code)
+	reformatted := "{ \"items\": [ {\"price_cents\": 1250, \"sku\": \"book\", \"qty\": 2} ],\n \"customer\": \"ann\" }"
+	code, again, _ := send(t, "POST", base+"/orders", reformatted, key("k1"))
+	require.Equal(t, http.StatusCreated, code)
+	require.Equal(t, created, again, "same key, same request: same id and version")
+
+	before := heads(t, base)
+	code, out, _ := send(t, "POST", base+"/orders", `{"customer":"ann","items":[{"sku":"book","qty":3,"price_cents":1250}]}`, key("k1"))
+	require.Equal(t, http.StatusUnprocessableEntity, code, "same key, different body")
+	require.Contains(t, out["error"], "Idempotency-Key was already used with a different request body")
+	require.Equal(t, before, heads(t, base), "a refused reuse appended nothing")
+
+	// The body's id names the order: a key reused for another id is refused
+	// too, and that order is not created.
+	code, _, _ = send(t, "POST", base+"/orders", `{"id":"o-x","customer":"bob","items":[{"sku":"pen","qty":1,"price_cents":300}]}`, key("k2"))
+	require.Equal(t, http.StatusCreated, code)
+	before = heads(t, base)
+	code, _, _ = send(t, "POST", base+"/orders", `{"id":"o-y","customer":"bob","items":[{"sku":"pen","qty":1,"price_cents":300}]}`, key("k2"))
+	require.Equal(t, http.StatusUnprocessableEntity, code)
+	code, _, _ = send(t, "GET", base+"/orders/o-y", "", nil)
+	require.Equal(t, http.StatusNotFound, code)
+	require.Equal(t, before, heads(t, base), "a refused reuse appended nothing")
+
+	code, out, _ = send(t, "POST", base+"/orders", first, key(strings.Repeat("k", maxIdempotencyKeyLen+1)))
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Contains(t, out["error"], "Idempotency-Key must be at most 255 characters")
+}
+
 // A 50 MB body is refused with 413 after the first MiB: the server
 // answers while the client is still sending, then closes the connection
 // rather than read the rest.
