@@ -38,7 +38,7 @@ func (a *app) routes() http.Handler {
 	mux.HandleFunc("GET /views/orders/{id}", a.viewOrder)
 	mux.HandleFunc("GET /views/orders", a.listOrders)
 	mux.HandleFunc("GET /views/stats", a.viewStats)
-	mux.HandleFunc("POST /admin/projections/{name}/rebuild", a.rebuild)
+	mux.HandleFunc("POST /admin/projections/{name}/rebuild", requireAdmin(a.adminToken, a.rebuild))
 	mux.HandleFunc("GET /status", a.status)
 	return limitBody(maxBodyBytes, mux)
 }

@@ -12,6 +12,10 @@
 // Logs go to stderr, WARN and above by default; -log-level info shows the
 // service's lines (partitions granted, the HTTP address) and -log-format
 // json writes them as JSON.
+//
+// The admin endpoints (/admin/...) need a bearer token, set with
+// -admin-token or, to keep it out of the process list, the
+// ESRAFT_ADMIN_TOKEN environment variable; without one they answer 403.
 package main
 
 import (
@@ -38,6 +42,9 @@ type config struct {
 	data, http, node, addr, peers, join, notifyURL string
 	nonVoter                                       bool
 	logLevel, logFormat                            string
+	// adminToken is the bearer token of the admin endpoints; "" turns
+	// them off.
+	adminToken string
 }
 
 func main() {
@@ -52,7 +59,11 @@ func main() {
 	flag.StringVar(&cfg.notifyURL, "notify-url", "", "webhook URL for notifications (default: a JSONL file in the data directory)")
 	flag.StringVar(&cfg.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	flag.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
+	flag.StringVar(&cfg.adminToken, "admin-token", "", "bearer token for the /admin endpoints (default $ESRAFT_ADMIN_TOKEN; none: the admin endpoints are off)")
 	flag.Parse()
+	if cfg.adminToken == "" {
+		cfg.adminToken = os.Getenv("ESRAFT_ADMIN_TOKEN")
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -71,6 +82,7 @@ type app struct {
 	statsDB     *projection.DB
 	projections map[string]*projection.Local
 	notifier    *projection.Group
+	adminToken  string
 }
 
 // run starts the service and serves until ctx ends; ready, if set, is told
@@ -93,7 +105,7 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string, a *app)) e
 	}
 	defer store.Close()
 
-	a := &app{ctx: ctx, store: store, projections: map[string]*projection.Local{}}
+	a := &app{ctx: ctx, store: store, projections: map[string]*projection.Local{}, adminToken: cfg.adminToken}
 	a.orders = aggregate.NewRepository(store, orders(), aggregate.WithLogger(log))
 	if a.ordersDB, err = projection.OpenSQLite(ctx, filepath.Join(cfg.data, "views", "orders"), ordersSchema...); err != nil {
 		return err

@@ -20,7 +20,7 @@ import (
 // views: /views/stats and the order's row keep being served, with the
 // sums of the events that fit, before and after a rebuild.
 func TestViewsSurviveOverflowingEvents(t *testing.T) {
-	addr, a, _, stop := startAppWith(t, config{data: filepath.Join(t.TempDir(), "data")})
+	addr, a, _, stop := startAppWith(t, config{data: filepath.Join(t.TempDir(), "data"), adminToken: "t0ken"})
 	defer stop()
 	base := "http://" + addr
 	ctx := context.Background()
@@ -68,7 +68,7 @@ func TestViewsSurviveOverflowingEvents(t *testing.T) {
 	check("live")
 
 	for _, name := range []string{"orders", "stats"} {
-		code, _, _ := send(t, "POST", base+"/admin/projections/"+name+"/rebuild", "", nil)
+		code, _, _ := send(t, "POST", base+"/admin/projections/"+name+"/rebuild", "", map[string]string{"Authorization": "Bearer t0ken"})
 		require.Equal(t, http.StatusAccepted, code)
 	}
 	for _, name := range []string{"orders", "stats"} {
