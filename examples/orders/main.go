@@ -45,6 +45,28 @@ type config struct {
 	// adminToken is the bearer token of the admin endpoints; "" turns
 	// them off.
 	adminToken string
+	// timeouts of the HTTP server; zero fields take the defaults.
+	timeouts httpTimeouts
+}
+
+// httpTimeouts bound how long a client may hold a connection: to send its
+// request headers, its whole request, to take the response, and idle
+// between requests (the http.Server fields of the same names).
+type httpTimeouts struct {
+	ReadHeader, Read, Write, Idle time.Duration
+}
+
+var defaultHTTPTimeouts = httpTimeouts{ReadHeader: 5 * time.Second, Read: 30 * time.Second, Write: time.Minute, Idle: 2 * time.Minute}
+
+func (t httpTimeouts) withDefaults() httpTimeouts {
+	def := defaultHTTPTimeouts
+	or := func(d, dflt time.Duration) time.Duration {
+		if d > 0 {
+			return d
+		}
+		return dflt
+	}
+	return httpTimeouts{or(t.ReadHeader, def.ReadHeader), or(t.Read, def.Read), or(t.Write, def.Write), or(t.Idle, def.Idle)}
 }
 
 func main() {
@@ -144,7 +166,9 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string, a *app)) e
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	t := cfg.timeouts.withDefaults()
+	srv := &http.Server{Handler: a.routes(),
+		ReadHeaderTimeout: t.ReadHeader, ReadTimeout: t.Read, WriteTimeout: t.Write, IdleTimeout: t.Idle}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("serving", "http", ln.Addr().String(), "node", store.Log().NodeID(), "cluster", store.Log().Addr())
