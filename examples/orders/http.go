@@ -30,9 +30,6 @@ func (a *app) routes() http.Handler {
 		if err := decodeJSON(r, &body); err != nil {
 			return nil, err
 		}
-		if body.AmountCents <= 0 {
-			return nil, badRequest("amount_cents must be positive")
-		}
 		return Pay(body.AmountCents), nil
 	}))
 	mux.HandleFunc("POST /orders/{id}/ship", a.command(func(*http.Request) (aggregate.Command[Order], error) { return Ship(), nil }))
@@ -41,9 +38,22 @@ func (a *app) routes() http.Handler {
 	mux.HandleFunc("GET /views/orders/{id}", a.viewOrder)
 	mux.HandleFunc("GET /views/orders", a.listOrders)
 	mux.HandleFunc("GET /views/stats", a.viewStats)
-	mux.HandleFunc("POST /admin/projections/{name}/rebuild", a.rebuild)
+	mux.HandleFunc("POST /admin/projections/{name}/rebuild", requireAdmin(a.adminToken, a.rebuild))
 	mux.HandleFunc("GET /status", a.status)
-	return mux
+	return limitBody(maxBodyBytes, mux)
+}
+
+// maxBodyBytes is the largest request body read: 1 MiB.
+const maxBodyBytes = 1 << 20
+
+// limitBody makes reading a body past max fail (and decodeJSON answer
+// 413) instead of reading on: the server closes the connection rather
+// than consume the rest.
+func limitBody(max int64, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, max)
+		h.ServeHTTP(w, r)
+	})
 }
 
 type httpError struct {
@@ -58,9 +68,14 @@ func badRequest(format string, args ...any) error {
 }
 
 // decodeJSON decodes one JSON object, rejecting unknown fields and
-// trailing data.
+// trailing data; an empty body is an empty object. A body over the limit
+// is a 413.
 func decodeJSON(r *http.Request, v any) error {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	body, err := io.ReadAll(r.Body)
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("the request body is over the limit of %d bytes", tooLarge.Limit)}
+	}
 	if err != nil {
 		return badRequest("read body: %v", err)
 	}
@@ -72,7 +87,7 @@ func decodeJSON(r *http.Request, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return badRequest("malformed JSON: %v", err)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); err != io.EOF {
 		return badRequest("malformed JSON: data after the object")
 	}
 	return nil
@@ -87,10 +102,13 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // writeError maps errors to status codes.
 func writeError(w http.ResponseWriter, err error) {
 	var he *httpError
+	var ie *InvalidError
 	code := http.StatusInternalServerError
 	switch {
 	case errors.As(err, &he):
 		code = he.code
+	case errors.As(err, &ie):
+		code = http.StatusBadRequest
 	case errors.Is(err, aggregate.ErrNotFound):
 		code = http.StatusNotFound
 	case errors.Is(err, ErrVersionMismatch):
@@ -103,8 +121,6 @@ func writeError(w http.ResponseWriter, err error) {
 	writeJSON(w, code, map[string]string{"error": err.Error()})
 }
 
-var idempotencyNamespace = uuid.MustParse("6f1c9a52-4d0e-4b8e-9d33-0c6c0f0a8d11")
-
 type placeRequest struct {
 	ID       string `json:"id"`
 	Customer string `json:"customer"`
@@ -112,31 +128,18 @@ type placeRequest struct {
 }
 
 func (p *placeRequest) validate() error {
-	if p.Customer == "" {
-		return badRequest("customer is required")
-	}
-	if len(p.Items) == 0 {
-		return badRequest("items must not be empty")
-	}
-	for i, it := range p.Items {
-		switch {
-		case it.SKU == "":
-			return badRequest("items[%d].sku is required", i)
-		case it.Qty <= 0:
-			return badRequest("items[%d].qty must be positive", i)
-		case it.PriceCents < 0:
-			return badRequest("items[%d].price_cents must not be negative", i)
+	if p.ID != "" {
+		if err := ValidateOrderID(p.ID); err != nil {
+			return err
 		}
 	}
-	if len(p.ID) > 128 || strings.ContainsAny(p.ID, "/ \t\n") {
-		return badRequest("id must be at most 128 characters, without spaces or slashes")
-	}
-	return nil
+	return ValidatePlace(p.Customer, p.Items)
 }
 
 // placeOrder creates an order. With an Idempotency-Key, a retry of the
-// same request gets the same result: the key names the order (unless the
-// body does) and is recorded as the events' correlation ID.
+// same request gets the same result (see idempotency.go): the key names
+// the order (unless the body does) and is recorded as the events'
+// correlation ID.
 func (a *app) placeOrder(w http.ResponseWriter, r *http.Request) {
 	var req placeRequest
 	if err := decodeJSON(r, &req); err != nil {
@@ -148,21 +151,26 @@ func (a *app) placeOrder(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := r.Header.Get("Idempotency-Key")
-	id := req.ID
-	switch {
-	case id == "" && key != "":
-		id = uuid.NewSHA1(idempotencyNamespace, []byte(key)).String()
-	case id == "":
-		id = uuid.Must(uuid.NewV7()).String()
+	if len(key) > maxIdempotencyKeyLen {
+		writeError(w, badRequest("Idempotency-Key must be at most %d characters", maxIdempotencyKeyLen))
+		return
 	}
 	ctx := r.Context()
-	if key != "" {
-		ctx = aggregate.WithCorrelationID(ctx, "idem:"+key)
-	}
 	// Decide on the latest state, whichever node took the last writes.
 	if err := a.store.Barrier(ctx); err != nil {
 		writeError(w, err)
 		return
+	}
+	id := req.ID
+	if key != "" {
+		var err error
+		if id, err = a.claimIdempotencyKey(ctx, key, req); err != nil {
+			writeError(w, err)
+			return
+		}
+		ctx = aggregate.WithCorrelationID(ctx, "idem:"+key)
+	} else if id == "" {
+		id = uuid.Must(uuid.NewV7()).String()
 	}
 	agg, err := a.orders.Create(ctx, id, Place(req.Customer, req.Items))
 	if errors.Is(err, aggregate.ErrAlreadyExists) && key != "" {
@@ -192,6 +200,11 @@ func (a *app) command(parse func(*http.Request) (aggregate.Command[Order], error
 			}
 			ifMatch = v
 		}
+		id, err := pathOrderID(r)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
 		cmd, err := parse(r)
 		if err != nil {
 			writeError(w, err)
@@ -201,7 +214,7 @@ func (a *app) command(parse func(*http.Request) (aggregate.Command[Order], error
 			writeError(w, err)
 			return
 		}
-		agg, err := a.orders.Update(r.Context(), r.PathValue("id"), expect(ifMatch, cmd))
+		agg, err := a.orders.Update(r.Context(), id, expect(ifMatch, cmd))
 		if err != nil {
 			writeError(w, err)
 			return
@@ -210,14 +223,25 @@ func (a *app) command(parse func(*http.Request) (aggregate.Command[Order], error
 	}
 }
 
+// pathOrderID is the request's {id}, checked like an order ID in a body.
+func pathOrderID(r *http.Request) (string, error) {
+	id := r.PathValue("id")
+	return id, ValidateOrderID(id)
+}
+
 func (a *app) getOrder(w http.ResponseWriter, r *http.Request) {
+	id, err := pathOrderID(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	// The aggregate's current state: every write acknowledged before this
 	// request, on any node.
 	if err := a.store.Barrier(r.Context()); err != nil {
 		writeError(w, err)
 		return
 	}
-	agg, err := a.orders.Load(r.Context(), r.PathValue("id"))
+	agg, err := a.orders.Load(r.Context(), id)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -229,7 +253,12 @@ func (a *app) getOrder(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *app) viewOrder(w http.ResponseWriter, r *http.Request) {
-	rows, err := queryOrders(r.Context(), a.ordersDB, "WHERE id = ?", r.PathValue("id"))
+	id, err := pathOrderID(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	rows, err := queryOrders(r.Context(), a.ordersDB, "WHERE id = ?", id)
 	if err != nil {
 		writeError(w, err)
 		return

@@ -12,6 +12,10 @@
 // Logs go to stderr, WARN and above by default; -log-level info shows the
 // service's lines (partitions granted, the HTTP address) and -log-format
 // json writes them as JSON.
+//
+// The admin endpoints (/admin/...) need a bearer token, set with
+// -admin-token or, to keep it out of the process list, the
+// ESRAFT_ADMIN_TOKEN environment variable; without one they answer 403.
 package main
 
 import (
@@ -38,6 +42,31 @@ type config struct {
 	data, http, node, addr, peers, join, notifyURL string
 	nonVoter                                       bool
 	logLevel, logFormat                            string
+	// adminToken is the bearer token of the admin endpoints; "" turns
+	// them off.
+	adminToken string
+	// timeouts of the HTTP server; zero fields take the defaults.
+	timeouts httpTimeouts
+}
+
+// httpTimeouts bound how long a client may hold a connection: to send its
+// request headers, its whole request, to take the response, and idle
+// between requests (the http.Server fields of the same names).
+type httpTimeouts struct {
+	ReadHeader, Read, Write, Idle time.Duration
+}
+
+var defaultHTTPTimeouts = httpTimeouts{ReadHeader: 5 * time.Second, Read: 30 * time.Second, Write: time.Minute, Idle: 2 * time.Minute}
+
+func (t httpTimeouts) withDefaults() httpTimeouts {
+	def := defaultHTTPTimeouts
+	or := func(d, dflt time.Duration) time.Duration {
+		if d > 0 {
+			return d
+		}
+		return dflt
+	}
+	return httpTimeouts{or(t.ReadHeader, def.ReadHeader), or(t.Read, def.Read), or(t.Write, def.Write), or(t.Idle, def.Idle)}
 }
 
 func main() {
@@ -52,7 +81,11 @@ func main() {
 	flag.StringVar(&cfg.notifyURL, "notify-url", "", "webhook URL for notifications (default: a JSONL file in the data directory)")
 	flag.StringVar(&cfg.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	flag.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
+	flag.StringVar(&cfg.adminToken, "admin-token", "", "bearer token for the /admin endpoints (default $ESRAFT_ADMIN_TOKEN; none: the admin endpoints are off)")
 	flag.Parse()
+	if cfg.adminToken == "" {
+		cfg.adminToken = os.Getenv("ESRAFT_ADMIN_TOKEN")
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -71,11 +104,12 @@ type app struct {
 	statsDB     *projection.DB
 	projections map[string]*projection.Local
 	notifier    *projection.Group
+	adminToken  string
 }
 
 // run starts the service and serves until ctx ends; ready, if set, is told
-// the HTTP address once requests are served.
-func run(ctx context.Context, cfg config, ready func(httpAddr string)) error {
+// the HTTP address once requests are served, and given the service.
+func run(ctx context.Context, cfg config, ready func(httpAddr string, a *app)) error {
 	log, err := logging.New(os.Stderr, cfg.logLevel, cfg.logFormat)
 	if err != nil {
 		return err
@@ -93,7 +127,7 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string)) error {
 	}
 	defer store.Close()
 
-	a := &app{ctx: ctx, store: store, projections: map[string]*projection.Local{}}
+	a := &app{ctx: ctx, store: store, projections: map[string]*projection.Local{}, adminToken: cfg.adminToken}
 	a.orders = aggregate.NewRepository(store, orders(), aggregate.WithLogger(log))
 	if a.ordersDB, err = projection.OpenSQLite(ctx, filepath.Join(cfg.data, "views", "orders"), ordersSchema...); err != nil {
 		return err
@@ -132,12 +166,14 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string)) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	t := cfg.timeouts.withDefaults()
+	srv := &http.Server{Handler: a.routes(),
+		ReadHeaderTimeout: t.ReadHeader, ReadTimeout: t.Read, WriteTimeout: t.Write, IdleTimeout: t.Idle}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("serving", "http", ln.Addr().String(), "node", store.Log().NodeID(), "cluster", store.Log().Addr())
 	if ready != nil {
-		ready(ln.Addr().String())
+		ready(ln.Addr().String(), a)
 	}
 	select {
 	case <-ctx.Done():

@@ -111,10 +111,17 @@ type jsonlPublisher struct {
 	f  *os.File
 }
 
+// openJSONL opens the file for appending, readable by its owner only: the
+// messages name customers' orders. A file left readable to others by an
+// earlier version is narrowed to 0600 too.
 func openJSONL(path string) (*jsonlPublisher, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, err
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("notifications file: %w", err)
 	}
 	return &jsonlPublisher{f: f}, nil
 }

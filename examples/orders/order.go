@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/esraft/esraft/aggregate"
 )
@@ -57,6 +58,88 @@ var (
 // ErrVersionMismatch: an If-Match precondition failed (HTTP 412).
 var ErrVersionMismatch = errors.New("the order is not at the expected version")
 
+// InvalidError is a command's input that no order may hold, whatever its
+// state (HTTP 400): Field names the input as the API spells it.
+type InvalidError struct {
+	Field  string // "id", "customer", "items[2].qty", "amount_cents"
+	Reason string // "must be positive"
+}
+
+func (e *InvalidError) Error() string { return e.Field + " " + e.Reason }
+
+func invalid(field, format string, args ...any) error {
+	return &InvalidError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// Order IDs are 1 to maxOrderIDLen ASCII letters, digits, '-', '_' and
+// '.', starting with a letter or a digit: safe in a URL path, a stream
+// name and a log line as they are.
+const maxOrderIDLen = 128
+
+// ValidateOrderID checks an order ID against that character set.
+func ValidateOrderID(id string) error {
+	const rule = "must be 1 to 128 characters: ASCII letters, digits, '-', '_' and '.', starting with a letter or a digit"
+	if id == "" || len(id) > maxOrderIDLen {
+		return invalid("id", rule)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '-' && c != '_' && c != '.') {
+			return invalid("id", rule)
+		}
+	}
+	return nil
+}
+
+// orderTotal is the sum of qty × price_cents over the items, in checked
+// int64 arithmetic: an order whose total does not fit is refused, as is
+// an item with a quantity or a price that is not positive (the total
+// must be a positive amount that can be paid).
+func orderTotal(items []Item) (int64, error) {
+	if len(items) == 0 {
+		return 0, invalid("items", "must not be empty")
+	}
+	var total int64
+	for i, it := range items {
+		field := fmt.Sprintf("items[%d]", i)
+		switch {
+		case it.SKU == "":
+			return 0, invalid(field+".sku", "is required")
+		case it.Qty <= 0:
+			return 0, invalid(field+".qty", "must be positive")
+		case it.PriceCents <= 0:
+			return 0, invalid(field+".price_cents", "must be positive")
+		}
+		line, ok := mulCents(it.Qty, it.PriceCents)
+		if !ok {
+			return 0, invalid(field, "is too large: qty × price_cents is over %d cents", int64(math.MaxInt64))
+		}
+		if total, ok = addCents(total, line); !ok {
+			return 0, invalid("items", "total too large: the sum of qty × price_cents is over %d cents", int64(math.MaxInt64))
+		}
+	}
+	return total, nil
+}
+
+// addCents is a + b, and false if that overflows an int64.
+func addCents(a, b int64) (int64, bool) {
+	s := a + b
+	if (b > 0 && s < a) || (b < 0 && s > a) {
+		return 0, false
+	}
+	return s, true
+}
+
+// mulCents is a × b for positive a and b, and false if that overflows an
+// int64.
+func mulCents(a, b int64) (int64, bool) {
+	if a > math.MaxInt64/b {
+		return 0, false
+	}
+	return a * b, true
+}
+
 // orders declares the aggregate type: streams "order-<id>", a snapshot
 // every 50 events, and how each event changes the state.
 func orders() *aggregate.Type[Order] {
@@ -75,12 +158,27 @@ func orders() *aggregate.Type[Order] {
 	return t
 }
 
-// Place starts an order. Input is validated by the HTTP layer.
+// ValidatePlace reports, as an *InvalidError, input Place refuses; a
+// caller checks it before doing any work on the request's behalf.
+func ValidatePlace(customer string, items []Item) error {
+	_, err := placeTotal(customer, items)
+	return err
+}
+
+func placeTotal(customer string, items []Item) (int64, error) {
+	if customer == "" {
+		return 0, invalid("customer", "is required")
+	}
+	return orderTotal(items)
+}
+
+// Place starts an order; its total is computed in checked arithmetic,
+// and input no order may hold is an *InvalidError.
 func Place(customer string, items []Item) aggregate.Command[Order] {
 	return func(Order) ([]any, error) {
-		var total int64
-		for _, it := range items {
-			total += it.Qty * it.PriceCents
+		total, err := placeTotal(customer, items)
+		if err != nil {
+			return nil, err
 		}
 		return []any{OrderPlaced{Customer: customer, Items: items, TotalCents: total}}, nil
 	}
@@ -100,6 +198,8 @@ func expect(version uint64, cmd aggregate.Command[Order]) aggregate.Command[Orde
 func Pay(amount int64) aggregate.Command[Order] {
 	return func(o Order) ([]any, error) {
 		switch {
+		case amount <= 0:
+			return nil, invalid("amount_cents", "must be positive")
 		case o.Status == "paid" || o.Status == "shipped":
 			return nil, ErrAlreadyPaid
 		case o.Status != "placed":

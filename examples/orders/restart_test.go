@@ -17,23 +17,38 @@ import (
 // serve.
 func startApp(t *testing.T, dir string) (string, time.Duration, func()) {
 	t.Helper()
+	addr, _, took, stop := startAppWith(t, config{data: dir})
+	return addr, took, stop
+}
+
+// startAppWith is startApp with a config of the test's (cfg.http is
+// always 127.0.0.1:0), and returns the service too.
+func startAppWith(t *testing.T, cfg config) (string, *app, time.Duration, func()) {
+	t.Helper()
+	cfg.http = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
-	addrc := make(chan string, 1)
+	type started struct {
+		addr string
+		a    *app
+	}
+	startc := make(chan started, 1)
 	done := make(chan error, 1)
 	begin := time.Now()
 	go func() {
-		done <- run(ctx, config{data: dir, http: "127.0.0.1:0"}, func(a string) { addrc <- a })
+		done <- run(ctx, cfg, func(addr string, a *app) { startc <- started{addr, a} })
 	}()
-	var addr string
+	var st started
 	select {
-	case addr = <-addrc:
+	case st = <-startc:
 	case err := <-done:
+		cancel()
 		t.Fatalf("service stopped: %v", err)
 	case <-time.After(30 * time.Second):
+		cancel()
 		t.Fatal("service did not start")
 	}
 	took := time.Since(begin)
-	return addr, took, func() {
+	return st.addr, st.a, took, func() {
 		cancel()
 		require.NoError(t, <-done)
 	}
