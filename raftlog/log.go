@@ -268,6 +268,10 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, bool, error) {
 		closeStores()
 		return nil, false, fmt.Errorf("raftlog: shard %d: %w", si, err)
 	}
+	if err := checkLogCoversState(s.store, fileSnaps, s.engine.Applied()); err != nil {
+		closeStores()
+		return nil, false, fmt.Errorf("raftlog: shard %d (%s): %w", si, dir, err)
+	}
 	snaps := state.NewSnapshotStore(fileSnaps, s.engine)
 	logs, err := raft.NewLogCache(1024, s.store)
 	if err != nil {
@@ -339,6 +343,33 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, bool, error) {
 		Linger: l.cfg.Linger, MaxInflight: l.cfg.MaxInflight, CohortWait: l.cfg.CohortWait,
 	})
 	return s, !has, nil
+}
+
+// checkLogCoversState refuses to start on a raft log that ends below the
+// index the state file has applied (raft's snapshots included): entries
+// the state holds, acknowledged ones among them, are gone from the log, so
+// it was damaged, truncated or replaced. Raft would run on the shorter log,
+// hand this node's vote to a peer missing those entries, and never repair
+// the gap.
+func checkLogCoversState(logs raft.LogStore, snaps raft.SnapshotStore, applied uint64) error {
+	last, err := logs.LastIndex()
+	if err != nil {
+		return fmt.Errorf("raftlog: read the raft log: %w", err)
+	}
+	metas, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("raftlog: list snapshots: %w", err)
+	}
+	if len(metas) > 0 {
+		last = max(last, metas[0].Index)
+	}
+	if applied > last {
+		return fmt.Errorf("%w: the raft log ends at index %d but the state file has applied index %d: "+
+			"the log lost entries (damaged, truncated or replaced). Recovery: move this node's data "+
+			"directory aside and start the node empty, so that it rejoins and copies the state from its peers",
+			ErrCorrupt, last, applied)
+	}
+	return nil
 }
 
 // Close stops the node: appends in progress fail with ErrClosed (their

@@ -552,3 +552,26 @@ func TestLogStoreIsChosenOnceAndKept(t *testing.T) {
 		})
 	}
 }
+
+// A raft log that ends below what the state file has applied (lost,
+// truncated or replaced) is refused at start with a message naming the
+// recovery, instead of running, or bootstrapping again, on a shorter
+// history.
+func TestOpenRefusesRaftLogBehindState(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	l := openSingle(t, dir, nil)
+	for i := 0; i < 5; i++ {
+		_, err := l.Append(ctx, "k", []NewRecord{rec(fmt.Sprint(i))})
+		require.NoError(t, err)
+	}
+	require.NoError(t, l.Close())
+	require.NoError(t, os.RemoveAll(filepath.Join(dir, "g0", "wal")))
+
+	octx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	_, err := Open(octx, Config{Dir: dir})
+	require.ErrorIs(t, err, ErrCorrupt)
+	require.ErrorContains(t, err, "the raft log ends at index 0")
+	require.ErrorContains(t, err, "Recovery")
+}

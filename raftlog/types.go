@@ -113,6 +113,10 @@ var (
 	// ErrConfig: the configuration is invalid or does not match the data
 	// directory.
 	ErrConfig = core.ErrConfig
+	// ErrCorrupt: stored data (the state file, the raft log, a snapshot)
+	// or an encoding received is damaged or contradicts itself. The error
+	// names the file and, where there is one, the recovery.
+	ErrCorrupt = core.ErrCorrupt
 	// ErrUnknownMember: the consumer group member is not in the group
 	// (never joined, left, or its session expired); it must join again.
 	ErrUnknownMember = core.ErrUnknownMember
