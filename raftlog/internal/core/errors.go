@@ -14,7 +14,7 @@ const (
 
 // ErrCorrupt is returned by decoders for input they cannot parse, and for a
 // state file or snapshot that contradicts itself.
-var ErrCorrupt = errors.New("raftlog: corrupt encoding")
+var ErrCorrupt = errors.New("raftlog: corrupt data")
 
 // Errors returned by the log. Errors that carry data are typed (see
 // KeySeqError); everything else wraps one of these sentinels, so callers use
