@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/internal/backoff"
 	"github.com/esraft/esraft/internal/sqlitex"
 )
 
@@ -180,6 +181,9 @@ func (r *Local) newProc(db *sqlitex.DB) (*proc, error) {
 
 // run handles events from the checkpoints until ctx ends.
 func (p *proc) run(ctx context.Context) error {
+	if err := p.checkNotAhead(ctx); err != nil {
+		return err
+	}
 	p.mu.Lock()
 	from := eventstore.Checkpoint{}
 	for part, cur := range p.cursors {
@@ -434,4 +438,47 @@ func (r *Local) runRebuild(ctx context.Context, sp *proc, shadowDB *sqlitex.DB, 
 		return err
 	}
 	return r.db.switchTo(shadowDB, gen)
+}
+
+// checkNotAhead refuses to handle anything while a checkpoint is beyond
+// its partition's head once this node holds every acknowledged event: the
+// log lost events, or was restored from a copy older than the read model.
+// Going on from the checkpoint would skip, silently and for good, the
+// events later appended at the offsets in between. Right after a restart
+// a replica may still be applying what it held, so the heads are judged
+// after a read barrier, retried while no leader is reachable.
+func (p *proc) checkNotAhead(ctx context.Context) error {
+	ahead := func() (eventstore.Partition, uint64, uint64, bool) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for part, cur := range p.cursors {
+			if head, err := p.store.Head(part); err == nil && cur.next > head {
+				return part, cur.next, head, true
+			}
+		}
+		return 0, 0, 0, false
+	}
+	if _, _, _, found := ahead(); !found {
+		return nil
+	}
+	bo := backoff.Backoff{Policy: backoff.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second}}
+	for {
+		err := p.store.Barrier(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		p.opt.Logger.Warn("projection: waiting for the log to check the checkpoints", "err", err)
+		if err := backoff.Sleep(ctx, bo.Next()); err != nil {
+			return err
+		}
+	}
+	if part, cp, head, found := ahead(); found {
+		return fmt.Errorf("%w: projection %s: partition %d is checkpointed at offset %d but the log's head is %d: "+
+			"the log lost events or was restored from an older copy; rebuild the projection (Rebuild) to replay "+
+			"it from the log, or restore the log that matches the read model", ErrCheckpointAhead, p.name, part, cp, head)
+	}
+	return nil
 }

@@ -326,3 +326,37 @@ func TestLocalRebuildSwitchesWithoutReadErrors(t *testing.T) {
 	rows, _ = countHandled(t, db2)
 	require.Equal(t, total, rows)
 }
+
+// A read model whose checkpoints are beyond the log's heads (the log lost
+// events, or was restored from an older copy) stops with a clear error
+// instead of skipping the events later appended at those offsets; a
+// rebuild replays it from the log.
+func TestLocalRefusesCheckpointAheadOfLog(t *testing.T) {
+	ctx := context.Background()
+	db, err := OpenSQLite(ctx, t.TempDir(), testSchema...)
+	require.NoError(t, err)
+	defer db.Close()
+
+	// The read model follows a log of 200 events...
+	first := eventstoretest.Single(t).Node(0)
+	appendEvents(t, first, "acct", 200, 10, 20)
+	r := NewLocal(first, db, "model", recordHandler, fastOptions())
+	rctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- r.Run(rctx) }()
+	wait.Until(t, 30*time.Second, "caught up", func() bool { return r.Status().Lag == 0 && len(r.Status().Partitions) > 0 })
+	cancel()
+	require.NoError(t, <-errc)
+
+	// ...and is then run against a log that holds fewer.
+	second := eventstoretest.Single(t).Node(0)
+	appendEvents(t, second, "acct", 20, 10, 20)
+	r = NewLocal(second, db, "model", recordHandler, fastOptions())
+	tctx, stop := context.WithTimeout(ctx, 10*time.Second) // without the check, Run follows on until ctx ends
+	defer stop()
+	err = r.Run(tctx)
+	require.ErrorIs(t, err, ErrCheckpointAhead)
+	require.ErrorContains(t, err, "rebuild")
+	rows, _ := countHandled(t, db)
+	require.Equal(t, 200, rows, "nothing of the second log was handled")
+}

@@ -143,4 +143,9 @@ var (
 	ErrRebuildRunning = errors.New("projection: a rebuild is already running")
 	// ErrNotRunning: the runner is not running.
 	ErrNotRunning = errors.New("projection: not running")
+	// ErrCheckpointAhead: a local projection's checkpoint is beyond its
+	// partition's head in the log, which lost events or was restored from
+	// an older copy: the runner stops rather than skip what is appended at
+	// the offsets in between. Rebuild replays the read model from the log.
+	ErrCheckpointAhead = errors.New("projection: checkpoint beyond the log's head")
 )
