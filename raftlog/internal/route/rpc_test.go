@@ -4,9 +4,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/esraft/esraft/raftlog/internal/core"
+	"github.com/esraft/esraft/raftlog/internal/wire"
 )
 
 // decodeAppendReply decodes a forwarded append's reply as forward does.
@@ -86,5 +88,40 @@ func FuzzReplies(f *testing.F) {
 		if d, err := decodeReply(b); err == nil {
 			decodeGroupState(d)
 		}
+	})
+}
+
+// FuzzRequests feeds arbitrary bytes to the decoding of every node-to-node
+// request a node serves (a forwarded append, a group operation, a
+// membership change, a read index, a join): none may panic, and only a
+// request that decodes and passes validation names a shard.
+func FuzzRequests(f *testing.F) {
+	good := wire.Request{Partition: 3, Key: "k", Records: []core.NewRecord{{ID: uuid.New(), Value: []byte("v")}}}
+	f.Add(wire.EncodeRequest(nil, &good))
+	f.Add(wire.EncodeGroupOp(nil, &wire.GroupOp{Op: wire.GopJoin, Group: "g", Member: "m", Session: 5}))
+	f.Add([]byte{OpAddVoter, 0, 2, 'n', '1', 4, 'a', ':', '1', '2'})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f})
+	f.Add([]byte{})
+	shards := []*Shard{{ID: 0}, {ID: 1}}
+	r := New(Config{Self: "n1", Partitions: 8, Shards: shards, Validate: func(req *wire.Request) error {
+		if req.Key == "" {
+			return core.ErrEmptyKey
+		}
+		return nil
+	}})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if s, err := r.forwardedAppend(b); err == nil {
+			req, derr := wire.DecodeRequest(b)
+			if derr != nil || int(req.Partition)%len(shards) != int(s.ID) {
+				t.Fatalf("forwarded append accepted for the wrong shard or undecodable: %v", derr)
+			}
+		}
+		r.coordinator(b)
+		r.shardOfMembership(b)
+		r.shardOfReadIndex(b)
+		d := wire.Decoder{B: b}
+		d.Str()
+		d.Str()
+		d.Byte()
 	})
 }
