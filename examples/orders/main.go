@@ -23,6 +23,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -34,7 +36,6 @@ import (
 
 	"github.com/esraft/esraft/aggregate"
 	"github.com/esraft/esraft/eventstore"
-	"github.com/esraft/esraft/internal/logging"
 	"github.com/esraft/esraft/projection"
 )
 
@@ -110,7 +111,7 @@ type app struct {
 // run starts the service and serves until ctx ends; ready, if set, is told
 // the HTTP address once requests are served, and given the service.
 func run(ctx context.Context, cfg config, ready func(httpAddr string, a *app)) error {
-	log, err := logging.New(os.Stderr, cfg.logLevel, cfg.logFormat)
+	log, err := newLogger(os.Stderr, cfg.logLevel, cfg.logFormat)
 	if err != nil {
 		return err
 	}
@@ -220,4 +221,21 @@ func storeOptions(cfg config) ([]eventstore.Option, error) {
 		opts = append(opts, eventstore.NonVoter())
 	}
 	return opts, nil
+}
+
+// newLogger builds the service's one logger from its -log-level and
+// -log-format flags; every layer of the library logs through it.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("-log-format %q: use text or json", format)
 }
