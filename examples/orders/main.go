@@ -225,14 +225,15 @@ func storeOptions(cfg config) ([]eventstore.Option, error) {
 
 // newLogger builds the service's one logger from its -log-level and
 // -log-format flags; every layer of the library logs through it.
+// Empty means warn and text.
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+	lvl := slog.LevelWarn
+	if level != "" && lvl.UnmarshalText([]byte(level)) != nil {
 		return nil, fmt.Errorf("-log-level %q: use debug, info, warn or error", level)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
 	switch format {
-	case "text":
+	case "", "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
