@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/esraft/esraft/internal/backoff"
 )
 
 // Fault kinds.
@@ -112,29 +114,17 @@ func (n *nemesis) pick() string {
 	panic("unreachable")
 }
 
-// wait holds for d unless ctx ends first.
-func wait(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
 // run injects faults until ctx ends; every fault is healed before it
 // returns.
 func (n *nemesis) run(ctx context.Context) {
 	for seq := 1; ; seq++ {
-		if !wait(ctx, n.between(n.quiet[0], n.quiet[1])) {
+		if backoff.Sleep(ctx, n.between(n.quiet[0], n.quiet[1])) != nil {
 			return
 		}
 		f := n.plan(seq)
 		n.inject(&f)
 		n.logf("nemesis: %s", f)
-		wait(ctx, f.Hold) // a cancelled run heals at once
+		_ = backoff.Sleep(ctx, f.Hold) // a cancelled run heals at once
 		n.heal(&f)
 		rctx, cancel := context.WithTimeout(context.Background(), n.recover)
 		err := awaitHealthy(rctx, n.c, n.mon, n.groups)
