@@ -13,7 +13,7 @@ import (
 // Append appends records under key, in order, to the key's partition (or
 // the one chosen with ToPartition), and returns once the batch is committed
 // by a quorum and applied. Any node accepts appends: they are forwarded to
-// the group's leader, retried across leader changes with the same record
+// the shard's leader, retried across leader changes with the same record
 // IDs (never appended twice) until ctx ends.
 //
 // A batch whose record IDs were all committed before is not appended again:
@@ -72,7 +72,7 @@ func (l *Log) request(key string, recs []NewRecord, op uint64, opts []AppendOpti
 	return req
 }
 
-// run validates req and runs it on its group's leader.
+// run validates req and runs it on its shard's leader.
 func (l *Log) run(ctx context.Context, req wire.Request) (AppendResult, error) {
 	if l.isClosed() {
 		return AppendResult{}, ErrClosed

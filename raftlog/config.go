@@ -74,7 +74,7 @@ type Config struct {
 	// answered, group commit waits for their callers to append again
 	// before it proposes the next entry (default 500us; negative: not at
 	// all). Callers that append in a loop then share one raft round
-	// instead of alternating between two (see batcher.go).
+	// instead of alternating between two (see internal/route/batcher.go).
 	CohortWait time.Duration
 	// LogStore holds each shard's raft log: LogStoreWAL (the default for a
 	// new shard) or LogStoreBolt. A shard that already has a log keeps the

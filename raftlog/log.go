@@ -250,7 +250,7 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, bool, error) {
 		return nil, false, err
 	}
 	s.Applied = s.engine.Applied
-	s.store, err = openGroupLog(dir, &l.cfg, logger)
+	s.store, err = openShardLog(dir, &l.cfg, logger)
 	if err != nil {
 		s.engine.Close()
 		return nil, false, fmt.Errorf("raftlog: open raft log: %w", err)
@@ -373,7 +373,7 @@ func checkLogCoversState(logs raft.LogStore, snaps raft.SnapshotStore, applied u
 }
 
 // Close stops the node: appends in progress fail with ErrClosed (their
-// outcome unknown), raft groups shut down and files are closed. Close is
+// outcome unknown), shards shut down and files are closed. Close is
 // idempotent.
 func (l *Log) Close() error {
 	var errs []error

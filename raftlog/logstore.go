@@ -16,7 +16,7 @@ import (
 	"github.com/esraft/esraft/raftlog/internal/state"
 )
 
-// LogStore names the storage engine of a raft group's log (the entries
+// LogStore names the storage engine of a shard's raft log (the entries
 // raft replicates, and its term and vote).
 type LogStore string
 
@@ -66,9 +66,9 @@ func storedLogKind(dir string) (LogStore, error) {
 	return "", fmt.Errorf("%w: %s holds both a bolt and a WAL raft log", core.ErrCorrupt, dir)
 }
 
-// openGroupLog opens the raft log in group directory dir: the store it
+// openShardLog opens the raft log in shard directory dir: the store it
 // already holds, or want (default LogStoreWAL) for a new group.
-func openGroupLog(dir string, cfg *Config, logger hclog.Logger) (groupLog, error) {
+func openShardLog(dir string, cfg *Config, logger hclog.Logger) (groupLog, error) {
 	want := cfg.LogStore
 	kind, err := storedLogKind(dir)
 	if err != nil {

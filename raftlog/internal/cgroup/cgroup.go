@@ -7,7 +7,7 @@
 //
 // A consumer group shares the partitions of the log among its members,
 // each partition processed by one member at a time. Membership,
-// generation, assignment and committed offsets are state of raft group
+// generation, assignment and committed offsets are state of shard
 // 0's state machine (the coordinator), replicated like records, so every
 // node can read them and every change is fenced by the log's order.
 //

@@ -73,7 +73,7 @@ type Engine struct {
 	// tables; changes reach the file with the flush of the table they were
 	// applied in.
 	meta []map[string]*keyMeta
-	// cgroups are the consumer groups (groups.go), held by group 0 only;
+	// cgroups are the consumer groups (groups.go), held by shard 0 only;
 	// guarded like the tables and flushed with them.
 	cgroups         map[string]*cgroup.Group
 	totalPartitions int
@@ -169,14 +169,14 @@ func Open(o Options) (*Engine, error) {
 	for p := int(o.Shard); p < o.Partitions; p += o.Shards {
 		f.partitions = append(f.partitions, core.Partition(p))
 	}
-	path, partitions, groups := o.Path, o.Partitions, o.Shards
+	path, partitions, shards := o.Path, o.Partitions, o.Shards
 	f.next = make([]atomic.Uint64, len(f.partitions))
 	f.signals = make([]core.Signal, len(f.partitions))
 	db, err := bolt.Open(path, 0o600, BoltOptions())
 	if err != nil {
 		return nil, fmt.Errorf("raftlog: open %s: %w", path, err)
 	}
-	if err := f.init(db, partitions, groups); err != nil {
+	if err := f.init(db, partitions, shards); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -187,7 +187,7 @@ func Open(o Options) (*Engine, error) {
 
 // init creates missing buckets, checks the partitioning and loads the
 // in-memory state from db.
-func (f *Engine) init(db *bolt.DB, partitions, groups int) error {
+func (f *Engine) init(db *bolt.DB, partitions, shards int) error {
 	return db.Update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
@@ -196,7 +196,7 @@ func (f *Engine) init(db *bolt.DB, partitions, groups int) error {
 		for _, kv := range []struct {
 			k []byte
 			v int
-		}{{metaPartitions, partitions}, {metaGroups, groups}, {metaGroup, int(f.shard)}} {
+		}{{metaPartitions, partitions}, {metaGroups, shards}, {metaGroup, int(f.shard)}} {
 			if old := meta.Get(kv.k); old != nil {
 				if got := binary.BigEndian.Uint64(old); got != uint64(kv.v) {
 					return fmt.Errorf("%w: %s holds %s=%d, configured %d", core.ErrConfig, f.path, kv.k, got, kv.v)
