@@ -45,6 +45,10 @@ type Config struct {
 	// NonVoter joins as a non-voter: it receives every shard's log and
 	// serves reads but never counts toward a quorum.
 	NonVoter bool
+	// ManualPromotion leaves a node that joined, or rejoined after losing
+	// its data, a non-voter until an operator calls AddVoter; by default
+	// it promotes itself once caught up with the leader.
+	ManualPromotion bool
 
 	// Partitions is the number of partitions P (default 8); Shards the
 	// number of raft groups S (default 1). Partition p lives in shard

@@ -60,15 +60,29 @@ func newCluster(t testing.TB, n int, mod func(*Config)) *testCluster {
 		peers = append(peers, Peer{ID: id, Addr: ln.Addr().String()})
 	}
 	dir := t.TempDir()
-	for i, ln := range lns {
+	for i := range lns {
 		cfg := c.base
 		cfg.NodeID = peers[i].ID
 		cfg.Dir = filepath.Join(dir, peers[i].ID)
 		cfg.Peers = peers
 		c.nodes = append(c.nodes, &testNode{id: peers[i].ID, addr: peers[i].Addr, dir: cfg.Dir, cfg: cfg})
-		c.open(i, ln)
 	}
 	t.Cleanup(c.closeAll)
+	// A node with no data waits for a majority of its peers before it
+	// forms the cluster: start them together, as processes would be.
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, ln := range lns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = c.openErr(i, ln)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
 	return c
 }
 
@@ -84,6 +98,12 @@ func (c *testCluster) open(i int, ln net.Listener) {
 			return err == nil
 		})
 	}
+	require.NoError(c.t, c.openErr(i, ln))
+}
+
+// openErr starts node i on ln, which must be set.
+func (c *testCluster) openErr(i int, ln net.Listener) error {
+	nd := c.nodes[i]
 	cfg := nd.cfg
 	cfg.Listener = ln
 	cfg.Advertise = nd.addr
@@ -91,10 +111,14 @@ func (c *testCluster) open(i int, ln net.Listener) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	l, err := Open(ctx, cfg)
-	require.NoError(c.t, err, "open %s", nd.id)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("open %s: %w", nd.id, err)
+	}
 	c.mu.Lock()
 	nd.log = l
 	c.mu.Unlock()
+	return nil
 }
 
 // add starts a new node that joins through node via, as a non-voter if
