@@ -45,6 +45,17 @@ type testNode struct {
 // if not nil, adjusts the shared configuration.
 func newCluster(t testing.TB, n int, mod func(*Config)) *testCluster {
 	t.Helper()
+	c, lns := newStoppedCluster(t, n, mod)
+	// A node with no data waits for a majority of its peers before it
+	// forms the cluster: start them together, as processes would be.
+	c.openTogether(lns, nil)
+	return c
+}
+
+// newStoppedCluster configures n voters with one peer list and returns the
+// listeners reserved at their addresses; none is started.
+func newStoppedCluster(t testing.TB, n int, mod func(*Config)) (*testCluster, []net.Listener) {
+	t.Helper()
 	c := &testCluster{t: t, net: testnet.New()}
 	testTimings(&c.base)
 	if mod != nil {
@@ -68,22 +79,31 @@ func newCluster(t testing.TB, n int, mod func(*Config)) *testCluster {
 		c.nodes = append(c.nodes, &testNode{id: peers[i].ID, addr: peers[i].Addr, dir: cfg.Dir, cfg: cfg})
 	}
 	t.Cleanup(c.closeAll)
-	// A node with no data waits for a majority of its peers before it
-	// forms the cluster: start them together, as processes would be.
-	errs := make([]error, n)
+	return c, lns
+}
+
+// openTogether starts the nodes with the given indexes (all when idx is
+// nil) concurrently, node i on lns[i].
+func (c *testCluster) openTogether(lns []net.Listener, idx []int) {
+	c.t.Helper()
+	if idx == nil {
+		for i := range lns {
+			idx = append(idx, i)
+		}
+	}
+	errs := make([]error, len(idx))
 	var wg sync.WaitGroup
-	for i, ln := range lns {
+	for k, i := range idx {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = c.openErr(i, ln)
+			errs[k] = c.openErr(i, lns[i])
 		}()
 	}
 	wg.Wait()
 	for _, err := range errs {
-		require.NoError(t, err)
+		require.NoError(c.t, err)
 	}
-	return c
 }
 
 // open starts node i, on ln or on a new listener at its address.

@@ -58,7 +58,9 @@ func (l *Log) start(ctx context.Context, logger hclog.Logger) error {
 	}
 	var tok [16]byte
 	rand.Read(tok[:])
+	l.startState.mu.Lock()
 	l.startState.incarnation = hex.EncodeToString(tok[:])
+	l.startState.mu.Unlock()
 
 	cfg := l.cfg
 	var servers []raft.Server // the bootstrap configuration of a shard with no state
@@ -159,6 +161,9 @@ func (l *Log) probeState() route.NodeState {
 func (l *Log) findCluster(ctx context.Context) ([]string, error) {
 	need := len(l.cfg.Peers)/2 + 1
 	bo := backoff.Backoff{Policy: startPolicy}
+	l.startState.mu.Lock()
+	incarnation := l.startState.incarnation
+	l.startState.mu.Unlock()
 	for round := 0; ; round++ {
 		type answer struct {
 			st  route.NodeState
@@ -197,7 +202,7 @@ func (l *Log) findCluster(ctx context.Context) ([]string, error) {
 				for _, m := range a.st.Members {
 					members[m], knowsMembers = true, true
 				}
-				formedWithMe = formedWithMe || a.st.FormedWith[l.cfg.NodeID] == l.startState.incarnation
+				formedWithMe = formedWithMe || a.st.FormedWith[l.cfg.NodeID] == incarnation
 			default:
 				empty = append(empty, p.ID)
 				incarnations[p.ID] = a.st.Incarnation
