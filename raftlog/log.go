@@ -75,7 +75,9 @@ type identity struct {
 
 // Open starts the log in cfg.Dir: it bootstraps a new single-node log or a
 // cluster from cfg.Peers on first start, joins through cfg.Join, or reopens
-// what is on disk. ctx bounds the join.
+// what is on disk. A node with no state and Peers waits for a majority of
+// them before forming a cluster, and rejoins one that exists (rejoin.go);
+// ctx bounds that wait and the join.
 func Open(ctx context.Context, cfg Config) (*Log, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
