@@ -37,14 +37,22 @@ type Config struct {
 	// Dialer, if set, opens connections to other nodes (TLS, tests).
 	Dialer func(ctx context.Context, addr string) (net.Conn, error)
 	// Peers bootstraps a new cluster: every voter, this node included, with
-	// the same list on every node. Ignored once the node has state.
+	// the same list on every node. A node with no state first probes its
+	// peers: it forms the cluster with a majority of them that have no
+	// state either, or, if a cluster exists, rejoins it as a non-voter and
+	// is promoted once caught up (DESIGN.md). Ignored once the node has
+	// state.
 	Peers []Peer
 	// Join is the cluster address of any member; a node with no state asks
-	// it to add this node to every shard.
+	// it to add this node to every shard, as a non-voter until caught up.
 	Join string
 	// NonVoter joins as a non-voter: it receives every shard's log and
 	// serves reads but never counts toward a quorum.
 	NonVoter bool
+	// ManualPromotion leaves a node that joined, or rejoined after losing
+	// its data, a non-voter until an operator calls AddVoter; by default
+	// it promotes itself once caught up with the leader.
+	ManualPromotion bool
 
 	// Partitions is the number of partitions P (default 8); Shards the
 	// number of raft groups S (default 1). Partition p lives in shard

@@ -45,6 +45,17 @@ type testNode struct {
 // if not nil, adjusts the shared configuration.
 func newCluster(t testing.TB, n int, mod func(*Config)) *testCluster {
 	t.Helper()
+	c, lns := newStoppedCluster(t, n, mod)
+	// A node with no data waits for a majority of its peers before it
+	// forms the cluster: start them together, as processes would be.
+	c.openTogether(lns, nil)
+	return c
+}
+
+// newStoppedCluster configures n voters with one peer list and returns the
+// listeners reserved at their addresses; none is started.
+func newStoppedCluster(t testing.TB, n int, mod func(*Config)) (*testCluster, []net.Listener) {
+	t.Helper()
 	c := &testCluster{t: t, net: testnet.New()}
 	testTimings(&c.base)
 	if mod != nil {
@@ -60,16 +71,39 @@ func newCluster(t testing.TB, n int, mod func(*Config)) *testCluster {
 		peers = append(peers, Peer{ID: id, Addr: ln.Addr().String()})
 	}
 	dir := t.TempDir()
-	for i, ln := range lns {
+	for i := range lns {
 		cfg := c.base
 		cfg.NodeID = peers[i].ID
 		cfg.Dir = filepath.Join(dir, peers[i].ID)
 		cfg.Peers = peers
 		c.nodes = append(c.nodes, &testNode{id: peers[i].ID, addr: peers[i].Addr, dir: cfg.Dir, cfg: cfg})
-		c.open(i, ln)
 	}
 	t.Cleanup(c.closeAll)
-	return c
+	return c, lns
+}
+
+// openTogether starts the nodes with the given indexes (all when idx is
+// nil) concurrently, node i on lns[i].
+func (c *testCluster) openTogether(lns []net.Listener, idx []int) {
+	c.t.Helper()
+	if idx == nil {
+		for i := range lns {
+			idx = append(idx, i)
+		}
+	}
+	errs := make([]error, len(idx))
+	var wg sync.WaitGroup
+	for k, i := range idx {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[k] = c.openErr(i, lns[i])
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(c.t, err)
+	}
 }
 
 // open starts node i, on ln or on a new listener at its address.
@@ -84,6 +118,12 @@ func (c *testCluster) open(i int, ln net.Listener) {
 			return err == nil
 		})
 	}
+	require.NoError(c.t, c.openErr(i, ln))
+}
+
+// openErr starts node i on ln, which must be set.
+func (c *testCluster) openErr(i int, ln net.Listener) error {
+	nd := c.nodes[i]
 	cfg := nd.cfg
 	cfg.Listener = ln
 	cfg.Advertise = nd.addr
@@ -91,10 +131,14 @@ func (c *testCluster) open(i int, ln net.Listener) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	l, err := Open(ctx, cfg)
-	require.NoError(c.t, err, "open %s", nd.id)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("open %s: %w", nd.id, err)
+	}
 	c.mu.Lock()
 	nd.log = l
 	c.mu.Unlock()
+	return nil
 }
 
 // add starts a new node that joins through node via, as a non-voter if

@@ -42,6 +42,9 @@ type Log struct {
 	shards []*shard
 	router *route.Router
 	logger *slog.Logger
+	// startState is what the node says to probes while and after it
+	// starts (rejoin.go).
+	startState startState
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -54,6 +57,9 @@ type shard struct {
 	*route.Shard
 	engine    *state.Engine
 	store     groupLog
+	logs      raft.LogStore      // store behind a cache
+	snaps     raft.SnapshotStore // markers and full copies
+	hasState  bool               // raft state on disk when the node opened
 	transport raft.Transport
 	observer  *raft.Observer
 	obsCh     chan raft.Observation
@@ -69,7 +75,9 @@ type identity struct {
 
 // Open starts the log in cfg.Dir: it bootstraps a new single-node log or a
 // cluster from cfg.Peers on first start, joins through cfg.Join, or reopens
-// what is on disk. ctx bounds the join.
+// what is on disk. A node with no state and Peers waits for a majority of
+// them before forming a cluster, and rejoins one that exists (rejoin.go);
+// ctx bounds that wait and the join.
 func Open(ctx context.Context, cfg Config) (*Log, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -103,14 +111,12 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	}
 	l.logger = cfg.Logger.With("logger", "raftlog", "node", cfg.NodeID)
 	logger := logging.Hclog(cfg.Logger.With("node", cfg.NodeID), "raftlog")
-	fresh := false
 	var routed []*route.Shard
 	for si := 0; si < cfg.Shards; si++ {
-		s, isNew, err := l.openShard(Shard(si), logger)
+		s, err := l.openShard(Shard(si), logger)
 		if err != nil {
 			return nil, err
 		}
-		fresh = fresh || isNew
 		l.shards = append(l.shards, s)
 		routed = append(routed, s.Shard)
 	}
@@ -119,20 +125,22 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	}
 	l.router = route.New(route.Config{
 		Self: cfg.NodeID, Partitions: cfg.Partitions, Shards: routed, Client: l.client,
-		Validate: l.validate, Closing: l.closing, Logger: l.logger,
+		Validate: l.validate, Closing: l.closing, Logger: l.logger, Probe: l.probeState,
 	})
 	if l.mux != nil {
 		l.rpc = mux.NewServer(l.mux.Listen(serviceRPC), l.router.Handle)
 		l.goRun(func() { l.mux.Serve() })
 		l.goRun(func() { l.rpc.Serve() })
 	}
+	// Until start returns, no raft transport is registered on the mux: a
+	// node that is deciding whether to form or rejoin a cluster answers
+	// probes and nothing else, and cannot vote (rejoin.go).
+	if err := l.start(ctx, logger); err != nil {
+		return nil, err
+	}
+	l.router.Running()
 	for _, s := range l.shards {
 		s.Batcher.Start()
-	}
-	if cfg.Join != "" && fresh {
-		if err := l.router.Join(ctx, cfg.Join, cfg.NodeID, l.advertise, !cfg.NonVoter); err != nil {
-			return nil, err
-		}
 	}
 	if l.mux == nil {
 		// The embedded single node elects itself within milliseconds:
@@ -232,12 +240,11 @@ func (l *Log) raftConfig(logger hclog.Logger) *raft.Config {
 	return rc
 }
 
-// openShard opens shard si's stores and starts its raft instance. isNew
-// reports that the shard had no state before.
-func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, bool, error) {
+// openShard opens shard si's stores; startShard starts its raft.
+func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, error) {
 	dir := filepath.Join(l.cfg.Dir, fmt.Sprintf("g%d", si))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, false, fmt.Errorf("raftlog: %w", err)
+		return nil, fmt.Errorf("raftlog: %w", err)
 	}
 	s := &shard{Shard: &route.Shard{ID: si}}
 	var err error
@@ -247,13 +254,13 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, bool, error) {
 		Logger: l.logger.With("shard", si),
 	})
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	s.Applied = s.engine.Applied
 	s.store, err = openShardLog(dir, &l.cfg, logger)
 	if err != nil {
 		s.engine.Close()
-		return nil, false, fmt.Errorf("raftlog: open raft log: %w", err)
+		return nil, fmt.Errorf("raftlog: open raft log: %w", err)
 	}
 	closeStores := func() {
 		s.store.Close()
@@ -262,23 +269,33 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, bool, error) {
 	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, logger)
 	if err != nil {
 		closeStores()
-		return nil, false, fmt.Errorf("raftlog: snapshot store: %w", err)
+		return nil, fmt.Errorf("raftlog: snapshot store: %w", err)
 	}
 	if err := s.engine.CatchUpToSnapshot(fileSnaps); err != nil {
 		closeStores()
-		return nil, false, fmt.Errorf("raftlog: shard %d: %w", si, err)
+		return nil, fmt.Errorf("raftlog: shard %d: %w", si, err)
 	}
 	if err := checkLogCoversState(s.store, fileSnaps, s.engine.Applied()); err != nil {
 		closeStores()
-		return nil, false, fmt.Errorf("raftlog: shard %d (%s): %w", si, dir, err)
+		return nil, fmt.Errorf("raftlog: shard %d (%s): %w", si, dir, err)
 	}
-	snaps := state.NewSnapshotStore(fileSnaps, s.engine)
-	logs, err := raft.NewLogCache(1024, s.store)
-	if err != nil {
+	s.snaps = state.NewSnapshotStore(fileSnaps, s.engine)
+	if s.logs, err = raft.NewLogCache(1024, s.store); err != nil {
 		closeStores()
-		return nil, false, err
+		return nil, err
 	}
-	var self raft.ServerAddress
+	if s.hasState, err = raft.HasExistingState(s.logs, s.store, s.snaps); err != nil {
+		closeStores()
+		return nil, fmt.Errorf("raftlog: %w", err)
+	}
+	return s, nil
+}
+
+// startShard starts s's raft instance, first bootstrapping it with
+// servers if it has no state and servers is not nil. Only now is its raft
+// transport registered on the mux.
+func (l *Log) startShard(s *shard, servers []raft.Server, logger hclog.Logger) error {
+	si := s.ID
 	if l.mux != nil {
 		s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream:  l.mux.StreamLayer(serviceShard + byte(si)),
@@ -286,38 +303,20 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, bool, error) {
 			Timeout: 10 * time.Second,
 			Logger:  logger,
 		})
-		self = raft.ServerAddress(l.advertise)
 	} else {
 		// A single node without network: nothing else will ever dial it.
-		self, s.transport = raft.NewInmemTransport(raft.ServerAddress("local:" + l.cfg.NodeID))
+		_, s.transport = raft.NewInmemTransport(raft.ServerAddress("local:" + l.cfg.NodeID))
 	}
 	rc := l.raftConfig(logger)
-	has, err := raft.HasExistingState(logs, s.store, snaps)
-	if err != nil {
-		closeStores()
-		return nil, false, fmt.Errorf("raftlog: %w", err)
-	}
-	if !has {
-		var servers []raft.Server
-		switch {
-		case len(l.cfg.Peers) > 0:
-			for _, p := range l.cfg.Peers {
-				servers = append(servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr), Suffrage: raft.Voter})
-			}
-		case l.cfg.Join == "":
-			servers = []raft.Server{{ID: rc.LocalID, Address: self, Suffrage: raft.Voter}}
-		}
-		if servers != nil {
-			if err := raft.BootstrapCluster(rc, logs, s.store, snaps, s.transport, raft.Configuration{Servers: servers}); err != nil {
-				closeStores()
-				return nil, false, fmt.Errorf("raftlog: bootstrap shard %d: %w", si, err)
-			}
+	if !s.hasState && servers != nil {
+		if err := raft.BootstrapCluster(rc, s.logs, s.store, s.snaps, s.transport, raft.Configuration{Servers: servers}); err != nil {
+			return fmt.Errorf("raftlog: bootstrap shard %d: %w", si, err)
 		}
 	}
-	s.Raft, err = raft.NewRaft(rc, state.NewFSM(s.engine), logs, s.store, snaps, s.transport)
+	var err error
+	s.Raft, err = raft.NewRaft(rc, state.NewFSM(s.engine), s.logs, s.store, s.snaps, s.transport)
 	if err != nil {
-		closeStores()
-		return nil, false, fmt.Errorf("raftlog: start shard %d: %w", si, err)
+		return fmt.Errorf("raftlog: start shard %d: %w", si, err)
 	}
 	s.obsCh = make(chan raft.Observation, 16)
 	s.observer = raft.NewObserver(s.obsCh, false, func(o *raft.Observation) bool {
@@ -342,7 +341,7 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, bool, error) {
 		MaxEntryRequests: l.cfg.MaxEntryRequests, MaxEntryBytes: l.cfg.MaxEntryBytes,
 		Linger: l.cfg.Linger, MaxInflight: l.cfg.MaxInflight, CohortWait: l.cfg.CohortWait,
 	})
-	return s, !has, nil
+	return nil
 }
 
 // checkLogCoversState refuses to start on a raft log that ends below the

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -79,6 +80,8 @@ type Config struct {
 	// Closing ends every call in progress with ErrClosed.
 	Closing <-chan struct{}
 	Logger  *slog.Logger
+	// Probe reports this node's state to a peer that asks (MethodProbe).
+	Probe func() NodeState
 }
 
 // Router routes calls to shard leaders.
@@ -90,13 +93,22 @@ type Router struct {
 	validate   func(*wire.Request) error
 	closing    <-chan struct{}
 	logger     *slog.Logger
+	probe      func() NodeState
+	// running is set once every shard's raft runs: until then the node
+	// answers probes only (it may be deciding whether to form a cluster or
+	// rejoin one, and has no raft to run calls on).
+	running atomic.Bool
 }
 
-// New returns a router.
+// New returns a router. It serves probes at once, and every other call
+// once Running was called.
 func New(c Config) *Router {
 	return &Router{self: raft.ServerID(c.Self), partitions: c.Partitions, client: c.Client, shards: c.Shards,
-		validate: c.Validate, closing: c.Closing, logger: c.Logger}
+		validate: c.Validate, closing: c.Closing, logger: c.Logger, probe: c.Probe}
 }
+
+// Running tells the router that every shard's Raft and Batcher are set.
+func (r *Router) Running() { r.running.Store(true) }
 
 // retryPolicy paces retries that no leader change will wake (a leader that
 // is known but unreachable).
@@ -123,18 +135,26 @@ const (
 	OpAddVoter    byte = 1
 	OpAddNonvoter byte = 2
 	OpRemove      byte = 3
+	OpRejoin      byte = 4 // demote if a voter, then add as a non-voter (rejoin.go)
 )
 
 // ChangeMembership applies a membership change to every shard.
 func (r *Router) ChangeMembership(ctx context.Context, op byte, id, addr string) error {
 	for _, s := range r.shards {
-		payload := []byte{op}
-		payload = binary.AppendUvarint(payload, uint64(s.ID))
-		payload = wire.AppendString(payload, id)
-		payload = wire.AppendString(payload, addr)
-		if _, err := onLeader(ctx, r, s, membershipMethod, payload); err != nil {
-			return fmt.Errorf("raftlog: shard %d: %w", s.ID, err)
+		if err := r.changeShardMembership(ctx, s, op, id, addr); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+func (r *Router) changeShardMembership(ctx context.Context, s *Shard, op byte, id, addr string) error {
+	payload := []byte{op}
+	payload = binary.AppendUvarint(payload, uint64(s.ID))
+	payload = wire.AppendString(payload, id)
+	payload = wire.AppendString(payload, addr)
+	if _, err := onLeader(ctx, r, s, membershipMethod, payload); err != nil {
+		return fmt.Errorf("raftlog: shard %d: %w", s.ID, err)
 	}
 	return nil
 }
@@ -244,7 +264,18 @@ func (r *Router) closed() bool {
 
 // Handle serves a node-to-node call (the mux RPC handler).
 func (r *Router) Handle(ctx context.Context, code byte, payload []byte) ([]byte, error) {
+	if code == MethodProbe {
+		return encodeNodeState(r.probe()), nil
+	}
+	if !r.running.Load() {
+		if code == MethodJoin || code == MethodRejoin {
+			return nil, errors.New("raftlog: node not running yet")
+		}
+		return []byte{replyNotLeader}, nil
+	}
 	switch code {
+	case MethodRejoin:
+		return nil, r.serveRejoin(ctx, payload)
 	case MethodAppend:
 		return appendMethod.serve(ctx, r, payload), nil
 	case MethodGroup:
@@ -381,6 +412,8 @@ func applyMembership(_ context.Context, s *Shard, payload []byte) (struct{}, err
 		f = s.Raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 0)
 	case OpRemove:
 		f = s.Raft.RemoveServer(raft.ServerID(id), 0, 0)
+	case OpRejoin:
+		f = rejoinMembership(s, id, addr)
 	default:
 		return struct{}{}, fmt.Errorf("raftlog: unknown membership op %d", op)
 	}

@@ -15,16 +15,18 @@ import (
 )
 
 // Node-to-node calls, carried by the mux's RPC service on the cluster
-// address. Every call but MethodJoin is run by the leader of one shard (a
-// node that does not lead it answers replyNotLeader and never forwards
-// again, so a stale view of the leader costs one round trip) and has its
-// descriptor in the table below.
+// address. Every call but MethodJoin, MethodProbe and MethodRejoin is run
+// by the leader of one shard (a node that does not lead it answers
+// replyNotLeader and never forwards again, so a stale view of the leader
+// costs one round trip) and has its descriptor in the table below.
 const (
 	MethodAppend     byte = 1 // an encoded append request, run on its shard's leader
 	MethodMembership byte = 2 // a membership change of one shard, run on its leader
 	MethodJoin       byte = 3 // a new node asks to be added to every shard
 	MethodGroup      byte = 4 // a consumer group operation, run on shard 0's leader
 	MethodReadIndex  byte = 5 // a shard's applied index, from its leader (the read barrier)
+	MethodProbe      byte = 6 // a node's own state (NodeState), answered by that node
+	MethodRejoin     byte = 7 // a node with no data asks to be (re)added to every shard as a non-voter
 )
 
 // Reply status bytes: the first byte of every reply.

@@ -1,0 +1,347 @@
+package raftlog
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/esraft/esraft/internal/backoff"
+	"github.com/esraft/esraft/raftlog/internal/route"
+)
+
+// How a node begins (DESIGN.md, "Bootstrap, identity and rejoin"): a node
+// with raft state starts its shards at once. A node without state never
+// runs raft until it knows it may: with Peers it probes them and forms the
+// cluster only if none has state and a majority of the voters (itself
+// included) answered; if a cluster exists (or with Join) it asks the
+// cluster to demote its ID and add it as a non-voter, then starts raft
+// with an empty log and no configuration, catches up, and is promoted.
+
+const (
+	// probeTimeout bounds one probe of one peer.
+	probeTimeout = 2 * time.Second
+	// rejoinAttempt bounds one attempt to be re-added through one peer.
+	rejoinAttempt = 15 * time.Second
+	// promoteLag is how many raft entries behind the leader's commit index
+	// a rejoined node may be when it is promoted to voter.
+	promoteLag = 16
+)
+
+// startPolicy paces probes and rejoin attempts.
+var startPolicy = backoff.Policy{Initial: 100 * time.Millisecond, Max: 2 * time.Second}
+
+// startState is what a node that has not started raft yet says of itself
+// to probes: its incarnation (a random token of this process's attempt to
+// start with no data) and, once it decided to form the cluster, the
+// incarnations of the peers it counted.
+type startState struct {
+	mu          sync.Mutex
+	incarnation string
+	started     bool              // every shard's raft runs
+	formedWith  map[string]string // peer ID -> the incarnation counted when forming
+}
+
+// start decides how this node's shards begin and starts their raft
+// instances.
+func (l *Log) start(ctx context.Context, logger hclog.Logger) error {
+	hasState := false
+	for _, s := range l.shards {
+		hasState = hasState || s.hasState
+	}
+	var tok [16]byte
+	rand.Read(tok[:])
+	l.startState.mu.Lock()
+	l.startState.incarnation = hex.EncodeToString(tok[:])
+	l.startState.mu.Unlock()
+
+	cfg := l.cfg
+	var servers []raft.Server // the bootstrap configuration of a shard with no state
+	var via []string          // rejoin through these nodes
+	switch {
+	case l.mux == nil || (len(cfg.Peers) == 0 && cfg.Join == ""):
+		servers = []raft.Server{{ID: raft.ServerID(cfg.NodeID), Address: raft.ServerAddress(l.selfAddr()), Suffrage: raft.Voter}}
+	case hasState:
+		// Shards without state on a node with state were not bootstrapped
+		// when the node first started (it stopped in between): they are
+		// bootstrapped as they would have been.
+		servers = peerServers(cfg.Peers)
+	case cfg.Join != "":
+		via = []string{cfg.Join}
+	default:
+		var err error
+		if via, err = l.findCluster(ctx); err != nil {
+			return err
+		}
+		if via == nil {
+			servers = peerServers(cfg.Peers)
+		}
+	}
+	if via != nil {
+		if err := l.rejoin(ctx, via); err != nil {
+			return err
+		}
+		servers = nil
+	}
+	for _, s := range l.shards {
+		if err := l.startShard(s, servers, logger); err != nil {
+			return err
+		}
+	}
+	l.startState.mu.Lock()
+	l.startState.started = true
+	l.startState.mu.Unlock()
+	if via != nil && !cfg.NonVoter && !cfg.ManualPromotion {
+		l.goRun(l.promoteWhenCaughtUp)
+	}
+	return nil
+}
+
+func (l *Log) selfAddr() string {
+	if l.mux == nil {
+		return "local:" + l.cfg.NodeID
+	}
+	return l.advertise
+}
+
+func peerServers(peers []Peer) []raft.Server {
+	var servers []raft.Server
+	for _, p := range peers {
+		servers = append(servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr), Suffrage: raft.Voter})
+	}
+	return servers
+}
+
+// probeState answers MethodProbe.
+func (l *Log) probeState() route.NodeState {
+	ss := &l.startState
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	st := route.NodeState{NodeID: l.cfg.NodeID}
+	if !ss.started {
+		for _, s := range l.shards {
+			st.HasState = st.HasState || s.hasState
+		}
+		if !st.HasState {
+			st.Incarnation = ss.incarnation
+		}
+		return st
+	}
+	st.HasState = true
+	if ss.formedWith != nil {
+		st.FormedWith = ss.formedWith
+	}
+	for _, s := range l.shards {
+		_, leader := s.Raft.LeaderWithID()
+		st.Shards = append(st.Shards, route.ShardState{
+			LastIndex: s.Raft.LastIndex(), CommitIndex: s.Raft.CommitIndex(), Applied: s.Raft.AppliedIndex(), LeaderID: string(leader),
+		})
+	}
+	if cf := l.shards[0].Raft.GetConfiguration(); cf.Error() == nil {
+		for _, srv := range cf.Configuration().Servers {
+			st.Members = append(st.Members, string(srv.ID))
+		}
+	}
+	return st
+}
+
+// findCluster probes the peers of a node with no state until it knows
+// whether a cluster exists. It returns the addresses of peers with state
+// (rejoin through them), or nil when the cluster is to be formed: no peer
+// has state and a majority of the voters, this node included, answered; or
+// a peer formed it counting this very incarnation. A peer list that names
+// the wrong nodes fails at once; too few answers fail when ctx ends.
+func (l *Log) findCluster(ctx context.Context) ([]string, error) {
+	need := len(l.cfg.Peers)/2 + 1
+	bo := backoff.Backoff{Policy: startPolicy}
+	l.startState.mu.Lock()
+	incarnation := l.startState.incarnation
+	l.startState.mu.Unlock()
+	for round := 0; ; round++ {
+		type answer struct {
+			st  route.NodeState
+			err error
+		}
+		answers := make([]answer, len(l.cfg.Peers))
+		var wg sync.WaitGroup
+		for i, p := range l.cfg.Peers {
+			if p.ID == l.cfg.NodeID {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+				defer cancel()
+				answers[i].st, answers[i].err = l.router.Probe(pctx, p.Addr)
+			}()
+		}
+		wg.Wait()
+		empty := []string{l.cfg.NodeID}
+		var withState, unreachable []string
+		members := map[string]bool{}
+		knowsMembers, formedWithMe := false, false
+		incarnations := map[string]string{}
+		for i, p := range l.cfg.Peers {
+			a := answers[i]
+			switch {
+			case p.ID == l.cfg.NodeID:
+			case a.err != nil:
+				unreachable = append(unreachable, fmt.Sprintf("%s at %s (%v)", p.ID, p.Addr, a.err))
+			case a.st.NodeID != p.ID:
+				return nil, fmt.Errorf("%w: Peers lists %s at %s, but the node there is %q", ErrConfig, p.ID, p.Addr, a.st.NodeID)
+			case a.st.HasState:
+				withState = append(withState, p.Addr)
+				for _, m := range a.st.Members {
+					members[m], knowsMembers = true, true
+				}
+				formedWithMe = formedWithMe || a.st.FormedWith[l.cfg.NodeID] == incarnation
+			default:
+				empty = append(empty, p.ID)
+				incarnations[p.ID] = a.st.Incarnation
+			}
+		}
+		switch {
+		case formedWithMe:
+			// A peer formed the cluster counting this incarnation as one
+			// of its empty voters: this node's empty log is the one the
+			// formation assumed, and it forms too.
+			l.logger.Info("raftlog: forming the cluster a peer formed with this node", "peers with state", withState)
+			return nil, nil
+		case len(withState) > 0 && knowsMembers && !members[l.cfg.NodeID]:
+			return nil, fmt.Errorf("%w: a cluster exists (members %v), and this node %q is not a member: add it with Join, or fix Peers",
+				ErrConfig, slices.Sorted(mapKeys(members)), l.cfg.NodeID)
+		case len(withState) > 0 && knowsMembers:
+			l.logger.Info("raftlog: a cluster exists; rejoining it as a new incarnation", "peers with state", withState)
+			return withState, nil
+		case len(withState) == 0 && len(empty) >= need:
+			l.startState.mu.Lock()
+			l.startState.formedWith = incarnations
+			l.startState.mu.Unlock()
+			l.logger.Info("raftlog: forming a new cluster", "empty voters", empty)
+			return nil, nil
+		}
+		if round%5 == 4 {
+			l.logger.Warn("raftlog: no data; waiting for enough peers to answer before forming or rejoining a cluster",
+				"answered empty", empty, "need", need, "unreachable", unreachable)
+		}
+		select {
+		case <-bo.After():
+		case <-l.closing:
+			return nil, ErrClosed
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: no data, no cluster found and too few voters to form one (%d of %d answered with no data, %d needed); unreachable: %s: %w",
+				ErrNoLeader, len(empty), len(l.cfg.Peers), need, strings.Join(unreachable, "; "), ctx.Err())
+		}
+	}
+}
+
+func mapKeys(m map[string]bool) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// rejoin asks the cluster, through any node of via, to demote this node's
+// ID where it is a voter and add it as a non-voter at its address in every
+// shard. Until that is committed this node runs no raft: a voter that lost
+// its log must not vote. With no leader (the cluster lost its quorum) it
+// waits, until ctx ends.
+func (l *Log) rejoin(ctx context.Context, via []string) error {
+	bo := backoff.Backoff{Policy: startPolicy}
+	for attempt := 0; ; attempt++ {
+		addr := via[attempt%len(via)]
+		actx, cancel := context.WithTimeout(ctx, rejoinAttempt)
+		err := l.router.Rejoin(actx, addr, l.cfg.NodeID, l.advertise)
+		cancel()
+		if err == nil {
+			l.logger.Info("raftlog: re-added as a non-voter of every shard; starting raft to catch up", "via", addr)
+			return nil
+		}
+		l.logger.Warn("raftlog: cannot rejoin the cluster yet (no leader?); not running raft meanwhile", "via", addr, "err", err)
+		select {
+		case <-bo.After():
+		case <-l.closing:
+			return ErrClosed
+		case <-ctx.Done():
+			return fmt.Errorf("%w: rejoin the cluster through %v: %w (last error: %v)", ErrNoLeader, via, ctx.Err(), err)
+		}
+	}
+}
+
+// promoteWhenCaughtUp makes this rejoined node a voter of each shard once
+// its applied index is within promoteLag of the leader's commit index.
+func (l *Log) promoteWhenCaughtUp() {
+	bo := backoff.Backoff{Policy: startPolicy}
+	done := make([]bool, len(l.shards))
+	for {
+		left := 0
+		for i, s := range l.shards {
+			if !done[i] {
+				done[i] = l.tryPromote(s)
+			}
+			if !done[i] {
+				left++
+			}
+		}
+		if left == 0 {
+			return
+		}
+		select {
+		case <-bo.After():
+		case <-l.closing:
+			return
+		}
+	}
+}
+
+// tryPromote reports whether this node is a voter of s, promoting it if
+// it has caught up.
+func (l *Log) tryPromote(s *shard) bool {
+	self := raft.ServerID(l.cfg.NodeID)
+	if cf := s.Raft.GetConfiguration(); cf.Error() == nil {
+		for _, srv := range cf.Configuration().Servers {
+			if srv.ID == self && srv.Suffrage == raft.Voter {
+				return true
+			}
+		}
+	}
+	addr, id := s.Raft.LeaderWithID()
+	if id == "" {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rejoinAttempt)
+	defer cancel()
+	go func() {
+		select {
+		case <-l.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	st, err := l.router.Probe(ctx, string(addr))
+	if err != nil || int(s.ID) >= len(st.Shards) {
+		return false
+	}
+	commit, applied := st.Shards[s.ID].CommitIndex, s.Raft.AppliedIndex()
+	if applied+promoteLag < commit {
+		return false
+	}
+	if err := l.router.Promote(ctx, s.Shard, l.cfg.NodeID, l.advertise); err != nil {
+		l.logger.Warn("raftlog: promotion to voter failed; retrying", "shard", s.ID, "err", err)
+		return false
+	}
+	l.logger.Info("raftlog: caught up and promoted to voter", "shard", s.ID, "applied", applied, "leader commit", commit)
+	return true
+}
