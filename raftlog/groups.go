@@ -85,6 +85,9 @@ func (l *Log) groupCall(ctx context.Context, op *wire.GroupOp) (GroupState, erro
 	if l.isClosed() {
 		return GroupState{}, ErrClosed
 	}
+	if err := op.Check(); err != nil {
+		return GroupState{}, err
+	}
 	return l.router.Group(ctx, op)
 }
 

@@ -346,9 +346,12 @@ func (r *Router) forwardedAppend(enc []byte) (*Shard, error) {
 // is not a group operation is refused before it reaches raft.
 func (r *Router) coordinator(enc []byte) (*Shard, error) {
 	d := wire.Decoder{B: enc}
-	d.GroupOp()
+	op := d.GroupOp()
 	if d.Finish() != nil {
 		return nil, errors.New("raftlog: undecodable group operation")
+	}
+	if err := op.Check(); err != nil {
+		return nil, err
 	}
 	return r.shards[0], nil
 }

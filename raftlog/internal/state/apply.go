@@ -151,7 +151,7 @@ func check(r *wire.Request, head uint64, km *keyMeta) error {
 func (a *applier) append(r *wire.Request, t int64, index uint64, reqNo int) core.AppendOutcome {
 	f := a.f
 	slot, ok := f.slot(r.Partition)
-	if !ok || (len(r.Records) == 0) != r.IsKeyOp() || r.Key == "" {
+	if !ok || (len(r.Records) == 0) != r.IsKeyOp() || r.Key == "" || len(r.Key) > core.MaxKeyBytes {
 		return core.AppendOutcome{Err: fmt.Errorf("%w: malformed request for partition %d", core.ErrUnknownPartition, r.Partition)}
 	}
 	pos := core.Position{Shard: f.shard, Index: index}

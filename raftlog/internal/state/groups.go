@@ -15,6 +15,9 @@ import (
 // applyGroup applies one group operation at leader time t. It runs on the
 // FSM goroutine; f.mu guards the groups against readers.
 func (f *Engine) applyGroup(o *wire.GroupOp, t int64) core.GroupOutcome {
+	if err := o.Check(); err != nil {
+		return core.GroupOutcome{Err: err}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	g := f.cgroups[o.Group]

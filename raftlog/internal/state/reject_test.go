@@ -43,9 +43,10 @@ func TestFSMRejectsUndecodableEntries(t *testing.T) {
 	require.Equal(t, stateHash(t, a), stateHash(t, b))
 }
 
-// FuzzFSMApply proposes arbitrary bytes as entries, alone and between
-// valid ones: the state machine never panics, and what it applies
-// afterwards still applies.
+// FuzzFSMApply proposes arbitrary bytes as an entry between valid ones,
+// each input on a fresh state machine: it never panics, applies or
+// rejects the entry, applies the valid entry after it, and flushes what it
+// applied.
 func FuzzFSMApply(f *testing.F) {
 	r := req(1, "key", 0, 1, 2)
 	f.Add(wire.EncodeRequest(wire.EncodeEntryHeader(nil, 5, 1), &r))
@@ -53,15 +54,39 @@ func FuzzFSMApply(f *testing.F) {
 	f.Add([]byte{wire.CmdAppend})
 	f.Add([]byte{wire.CmdGroup, 0, 0})
 	f.Add([]byte{})
-	e := newTestFSM(f, time.Hour)
-	index := uint64(0)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		index += 2
-		good := req(2, "ok", -1, int(index))
-		e.ApplyBatch([]*raft.Log{
-			{Index: index - 1, Term: 1, Type: raft.LogCommand, Data: data},
-			entryLog(index, int64(index), good),
+		e := newTestFSM(t, time.Hour)
+		e.ApplyBatch([]*raft.Log{entryLog(1, 1, req(2, "ok", 0, 1))})
+		resp := e.ApplyBatch([]*raft.Log{
+			{Index: 2, Term: 1, Type: raft.LogCommand, Data: data},
+			entryLog(3, 3, req(2, "ok", -1, 2)),
 		})
-		require.Equal(t, index, e.Applied())
+		require.Equal(t, uint64(3), e.Applied())
+		if _, ok := resp[1].([]core.AppendOutcome); !ok {
+			t.Fatalf("the valid entry after the fuzzed one got %T", resp[1])
+		}
+		require.Equal(t, uint64(3), e.Flush())
 	})
+}
+
+// A group operation without a group or member name (or a join without a
+// session) is refused as the entry's outcome on every replica: a group
+// named "" used to be created and to crash every flush after it.
+func TestFSMRejectsUnfitGroupOperations(t *testing.T) {
+	f := newTestFSM(t, time.Hour)
+	for i, op := range []wire.GroupOp{
+		{Op: wire.GopJoin, Group: "", Member: "m", Session: int64(time.Second)},
+		{Op: wire.GopJoin, Group: "g", Member: "", Session: int64(time.Second)},
+		{Op: wire.GopJoin, Group: "g", Member: "m"},
+		{Op: wire.GopHeartbeat, Group: string(make([]byte, core.MaxKeyBytes+1)), Member: "m"},
+	} {
+		data := wire.EncodeGroupEntry(int64(i+1), &op)
+		resp := f.ApplyBatch([]*raft.Log{{Index: uint64(i + 1), Term: 1, Type: raft.LogCommand, Data: data}})
+		out, ok := resp[0].(core.GroupOutcome)
+		require.True(t, ok, "op %d: %T", i, resp[0])
+		require.ErrorIs(t, out.Err, core.ErrConfig, "op %d", i)
+	}
+	_, found := f.GroupState("")
+	require.False(t, found)
+	require.Equal(t, uint64(4), f.Flush(), "the flush after them succeeds")
 }

@@ -349,6 +349,22 @@ type GroupOp struct {
 	Offset    uint64              // retry
 }
 
+// Check reports what makes o unfit to apply: an empty or oversized group
+// or member name (names are state-file keys), or a join without a positive
+// session. The state machine rejects such an operation with this error on
+// every replica alike; nodes check it before proposing.
+func (o *GroupOp) Check() error {
+	switch {
+	case o.Group == "" || len(o.Group) > core.MaxKeyBytes:
+		return fmt.Errorf("%w: group name of %d bytes (1..%d)", core.ErrConfig, len(o.Group), core.MaxKeyBytes)
+	case o.Op != GopRetry && (o.Member == "" || len(o.Member) > core.MaxKeyBytes):
+		return fmt.Errorf("%w: member name of %d bytes (1..%d)", core.ErrConfig, len(o.Member), core.MaxKeyBytes)
+	case o.Op == GopJoin && o.Session <= 0:
+		return fmt.Errorf("%w: a join needs a positive session timeout", core.ErrConfig)
+	}
+	return nil
+}
+
 func EncodeGroupOp(b []byte, o *GroupOp) []byte {
 	b = append(b, o.Op)
 	b = AppendString(b, o.Group)
