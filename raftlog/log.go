@@ -42,6 +42,7 @@ type Log struct {
 	shards []*shard
 	router *route.Router
 	logger *slog.Logger
+	tls    *clusterTLS // nil without TLS
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -74,7 +75,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}
 	if err := checkIdentity(&cfg); err != nil {
@@ -99,7 +100,12 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		if l.advertise == "" {
 			l.advertise = ln.Addr().String()
 		}
-		l.mux = mux.New(ln, cfg.Dialer)
+		sln, dial, err := l.secure(ln, cfg.Dialer)
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		l.mux = mux.New(sln, dial)
 	}
 	l.logger = cfg.Logger.With("logger", "raftlog", "node", cfg.NodeID)
 	logger := logging.Hclog(cfg.Logger.With("node", cfg.NodeID), "raftlog")
@@ -119,12 +125,15 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	}
 	l.router = route.New(route.Config{
 		Self: cfg.NodeID, Partitions: cfg.Partitions, Shards: routed, Client: l.client,
-		Validate: l.validate, Closing: l.closing, Logger: l.logger,
+		Validate: l.validate, Closing: l.closing, Logger: l.logger, Authorize: l.authorize,
 	})
 	if l.mux != nil {
 		l.rpc = mux.NewServer(l.mux.Listen(serviceRPC), l.router.Handle)
 		l.goRun(func() { l.mux.Serve() })
 		l.goRun(func() { l.rpc.Serve() })
+		if l.tls != nil {
+			l.goRun(func() { l.tls.watch(l.closing) })
+		}
 	}
 	for _, s := range l.shards {
 		s.Batcher.Start()
@@ -236,7 +245,7 @@ func (l *Log) raftConfig(logger hclog.Logger) *raft.Config {
 // reports that the shard had no state before.
 func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, bool, error) {
 	dir := filepath.Join(l.cfg.Dir, fmt.Sprintf("g%d", si))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, false, fmt.Errorf("raftlog: %w", err)
 	}
 	s := &shard{Shard: &route.Shard{ID: si}}
@@ -275,9 +284,11 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, bool, error) {
 		return nil, false, err
 	}
 	var self raft.ServerAddress
+	var guard *guardedStream
 	if l.mux != nil {
+		guard = &guardedStream{StreamLayer: l.mux.StreamLayer(serviceShard + byte(si)), l: l, shard: si}
 		s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-			Stream:  l.mux.StreamLayer(serviceShard + byte(si)),
+			Stream:  guard,
 			MaxPool: 4,
 			Timeout: 10 * time.Second,
 			Logger:  logger,
@@ -314,6 +325,9 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, bool, error) {
 	if err != nil {
 		closeStores()
 		return nil, false, fmt.Errorf("raftlog: start shard %d: %w", si, err)
+	}
+	if guard != nil {
+		guard.raft.Store(s.Raft)
 	}
 	s.obsCh = make(chan raft.Observation, 16)
 	s.observer = raft.NewObserver(s.obsCh, false, func(o *raft.Observation) bool {

@@ -79,6 +79,19 @@ type Config struct {
 	// Closing ends every call in progress with ErrClosed.
 	Closing <-chan struct{}
 	Logger  *slog.Logger
+	// Authorize, if set, decides whether the caller of a node-to-node call
+	// (mux.PeerFromContext(ctx)) may make it; an error refuses the call
+	// before anything runs and should wrap core.ErrUnauthorized.
+	Authorize func(ctx context.Context, c Call) error
+}
+
+// Call is what authorization sees of a node-to-node call.
+type Call struct {
+	Method byte
+	// Op and NodeID name the change of a MethodJoin (OpAddVoter or
+	// OpAddNonvoter of the joining node) or a MethodMembership.
+	Op     byte
+	NodeID string
 }
 
 // Router routes calls to shard leaders.
@@ -90,12 +103,13 @@ type Router struct {
 	validate   func(*wire.Request) error
 	closing    <-chan struct{}
 	logger     *slog.Logger
+	authorize  func(context.Context, Call) error
 }
 
 // New returns a router.
 func New(c Config) *Router {
 	return &Router{self: raft.ServerID(c.Self), partitions: c.Partitions, client: c.Client, shards: c.Shards,
-		validate: c.Validate, closing: c.Closing, logger: c.Logger}
+		validate: c.Validate, closing: c.Closing, logger: c.Logger, authorize: c.Authorize}
 }
 
 // retryPolicy paces retries that no leader change will wake (a leader that
@@ -242,8 +256,18 @@ func (r *Router) closed() bool {
 	}
 }
 
-// Handle serves a node-to-node call (the mux RPC handler).
+// Handle serves a node-to-node call (the mux RPC handler). Every call is
+// authorized first (Config.Authorize).
 func (r *Router) Handle(ctx context.Context, code byte, payload []byte) ([]byte, error) {
+	if r.authorize != nil {
+		if err := r.authorize(ctx, callOf(code, payload)); err != nil {
+			r.logger.Warn("raftlog: node-to-node call refused", "method", code, "err", err)
+			if code == MethodJoin {
+				return nil, err
+			}
+			return encodeReply(err, nil), nil
+		}
+	}
 	switch code {
 	case MethodAppend:
 		return appendMethod.serve(ctx, r, payload), nil
@@ -266,6 +290,30 @@ func (r *Router) Handle(ctx context.Context, code byte, payload []byte) ([]byte,
 		return nil, r.ChangeMembership(ctx, op, id, addr)
 	}
 	return nil, fmt.Errorf("raftlog: unknown method %d", code)
+}
+
+// callOf reads what authorization needs of a call; a malformed payload
+// yields a Call without a node, which the method itself then rejects.
+func callOf(code byte, payload []byte) Call {
+	c := Call{Method: code}
+	d := wire.Decoder{B: payload}
+	switch code {
+	case MethodJoin:
+		c.NodeID = d.Str()
+		d.Str()
+		c.Op = OpAddNonvoter
+		if d.Byte() == 1 {
+			c.Op = OpAddVoter
+		}
+	case MethodMembership:
+		c.Op = d.Byte()
+		d.Uvarint()
+		c.NodeID = d.Str()
+	}
+	if d.Err != nil {
+		c.Op, c.NodeID = 0, ""
+	}
+	return c
 }
 
 // Join asks the node at addr to add node id, reachable at advertise, to
