@@ -17,6 +17,10 @@ type Position = raftlog.Position
 // Peer is a voter of a statically bootstrapped cluster.
 type Peer = raftlog.Peer
 
+// TLSConfig secures the cluster address with mutual TLS 1.3 and node
+// identities in certificates; see raftlog.TLSConfig and SECURITY.md.
+type TLSConfig = raftlog.TLSConfig
+
 // Defaults of the limits Open gives the log (MaxEventBytes,
 // MaxAppendEvents).
 const (
@@ -75,6 +79,20 @@ func Join(addr string) Option { return optionFunc(func(s *settings) { s.log.Join
 // NonVoter joins as a worker: the node holds every event and serves reads
 // and subscriptions, but never counts toward a quorum.
 func NonVoter() Option { return optionFunc(func(s *settings) { s.log.NonVoter = true }) }
+
+// TLS secures the cluster address (Node) with mutual TLS: every node
+// presents a certificate from the cluster's CA naming it, and only
+// members may replicate, forward writes or read (see SECURITY.md).
+// Without TLS, membership changes are accepted from loopback only.
+func TLS(c TLSConfig) Option {
+	return optionFunc(func(s *settings) { s.log.TLS = &c })
+}
+
+// TLSFiles is TLS with this node's certificate and key and the cluster's
+// CA read from PEM files, reloaded when they change.
+func TLSFiles(cluster, certFile, keyFile, caFile string) Option {
+	return TLS(TLSConfig{Cluster: cluster, CertFile: certFile, KeyFile: keyFile, CAFile: caFile})
+}
 
 // Partitions sets the number of partitions (default 8), fixed when the
 // store is created.

@@ -28,11 +28,14 @@ func testTimings(c *Config) {
 // testCluster runs nodes in this process over real TCP on 127.0.0.1, every
 // link through a testnet.Network so tests can partition them.
 type testCluster struct {
-	t     testing.TB
-	net   *testnet.Network
-	base  Config
-	mu    sync.Mutex
-	nodes []*testNode
+	t    testing.TB
+	net  *testnet.Network
+	base Config
+	// perNode, if set, adjusts each node's configuration (its NodeID set)
+	// before its first start: per-node TLS files.
+	perNode func(*Config)
+	mu      sync.Mutex
+	nodes   []*testNode
 }
 
 type testNode struct {
@@ -45,7 +48,13 @@ type testNode struct {
 // if not nil, adjusts the shared configuration.
 func newCluster(t testing.TB, n int, mod func(*Config)) *testCluster {
 	t.Helper()
-	c, lns := newStoppedCluster(t, n, mod)
+	return newClusterPerNode(t, n, mod, nil)
+}
+
+// newClusterPerNode is newCluster with a per-node adjustment (perNode).
+func newClusterPerNode(t testing.TB, n int, mod, perNode func(*Config)) *testCluster {
+	t.Helper()
+	c, lns := newStoppedCluster(t, n, mod, perNode)
 	// A node with no data waits for a majority of its peers before it
 	// forms the cluster: start them together, as processes would be.
 	c.openTogether(lns, nil)
@@ -54,9 +63,9 @@ func newCluster(t testing.TB, n int, mod func(*Config)) *testCluster {
 
 // newStoppedCluster configures n voters with one peer list and returns the
 // listeners reserved at their addresses; none is started.
-func newStoppedCluster(t testing.TB, n int, mod func(*Config)) (*testCluster, []net.Listener) {
+func newStoppedCluster(t testing.TB, n int, mod, perNode func(*Config)) (*testCluster, []net.Listener) {
 	t.Helper()
-	c := &testCluster{t: t, net: testnet.New()}
+	c := &testCluster{t: t, net: testnet.New(), perNode: perNode}
 	testTimings(&c.base)
 	if mod != nil {
 		mod(&c.base)
@@ -76,6 +85,9 @@ func newStoppedCluster(t testing.TB, n int, mod func(*Config)) (*testCluster, []
 		cfg.NodeID = peers[i].ID
 		cfg.Dir = filepath.Join(dir, peers[i].ID)
 		cfg.Peers = peers
+		if c.perNode != nil {
+			c.perNode(&cfg)
+		}
 		c.nodes = append(c.nodes, &testNode{id: peers[i].ID, addr: peers[i].Addr, dir: cfg.Dir, cfg: cfg})
 	}
 	t.Cleanup(c.closeAll)
@@ -153,6 +165,9 @@ func (c *testCluster) add(via int, nonVoter bool) int {
 	cfg.Dir = filepath.Join(c.t.TempDir(), id)
 	cfg.Join = c.nodes[via].addr
 	cfg.NonVoter = nonVoter
+	if c.perNode != nil {
+		c.perNode(&cfg)
+	}
 	c.mu.Lock()
 	c.nodes = append(c.nodes, &testNode{id: id, addr: ln.Addr().String(), dir: cfg.Dir, cfg: cfg})
 	i := len(c.nodes) - 1

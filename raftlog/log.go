@@ -45,6 +45,7 @@ type Log struct {
 	// startState is what the node says to probes while and after it
 	// starts (rejoin.go).
 	startState startState
+	tls        *clusterTLS // nil without TLS
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -82,7 +83,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}
 	if err := checkIdentity(&cfg); err != nil {
@@ -107,7 +108,12 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		if l.advertise == "" {
 			l.advertise = ln.Addr().String()
 		}
-		l.mux = mux.New(ln, cfg.Dialer)
+		sln, dial, err := l.secure(ln, cfg.Dialer)
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		l.mux = mux.New(sln, dial)
 	}
 	l.logger = cfg.Logger.With("logger", "raftlog", "node", cfg.NodeID)
 	logger := logging.Hclog(cfg.Logger.With("node", cfg.NodeID), "raftlog")
@@ -125,12 +131,15 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	}
 	l.router = route.New(route.Config{
 		Self: cfg.NodeID, Partitions: cfg.Partitions, Shards: routed, Client: l.client,
-		Validate: l.validate, Closing: l.closing, Logger: l.logger, Probe: l.probeState,
+		Validate: l.validate, Closing: l.closing, Logger: l.logger, Probe: l.probeState, Authorize: l.authorize,
 	})
 	if l.mux != nil {
 		l.rpc = mux.NewServer(l.mux.Listen(serviceRPC), l.router.Handle)
 		l.goRun(func() { l.mux.Serve() })
 		l.goRun(func() { l.rpc.Serve() })
+		if l.tls != nil {
+			l.goRun(func() { l.tls.watch(l.closing) })
+		}
 	}
 	// Until start returns, no raft transport is registered on the mux: a
 	// node that is deciding whether to form or rejoin a cluster answers
@@ -243,7 +252,7 @@ func (l *Log) raftConfig(logger hclog.Logger) *raft.Config {
 // openShard opens shard si's stores; startShard starts its raft.
 func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, error) {
 	dir := filepath.Join(l.cfg.Dir, fmt.Sprintf("g%d", si))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}
 	s := &shard{Shard: &route.Shard{ID: si}}
@@ -296,9 +305,11 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, error) {
 // transport registered on the mux.
 func (l *Log) startShard(s *shard, servers []raft.Server, logger hclog.Logger) error {
 	si := s.ID
+	var guard *guardedStream
 	if l.mux != nil {
+		guard = &guardedStream{StreamLayer: l.mux.StreamLayer(serviceShard + byte(si)), l: l, shard: si}
 		s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-			Stream:  l.mux.StreamLayer(serviceShard + byte(si)),
+			Stream:  guard,
 			MaxPool: 4,
 			Timeout: 10 * time.Second,
 			Logger:  logger,
@@ -317,6 +328,9 @@ func (l *Log) startShard(s *shard, servers []raft.Server, logger hclog.Logger) e
 	s.Raft, err = raft.NewRaft(rc, state.NewFSM(s.engine), s.logs, s.store, s.snaps, s.transport)
 	if err != nil {
 		return fmt.Errorf("raftlog: start shard %d: %w", si, err)
+	}
+	if guard != nil {
+		guard.raft.Store(s.Raft)
 	}
 	s.obsCh = make(chan raft.Observation, 16)
 	s.observer = raft.NewObserver(s.obsCh, false, func(o *raft.Observation) bool {

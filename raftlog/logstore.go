@@ -88,7 +88,7 @@ func openShardLog(dir string, cfg *Config, logger hclog.Logger) (groupLog, error
 		return raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, boltLogFile), BoltOptions: opts})
 	}
 	wdir := filepath.Join(dir, walLogDir)
-	if err := os.MkdirAll(wdir, 0o755); err != nil {
+	if err := os.MkdirAll(wdir, 0o700); err != nil {
 		return nil, err
 	}
 	withLogger := wal.WithLogger(logger.Named("wal"))

@@ -121,7 +121,7 @@ func TestWipedNodeRejoinsWithoutVoting(t *testing.T) {
 // peer list, finds a cluster and joins it (as a non-voter first, then
 // promoted) instead of forming its own.
 func TestLateVoterJoinsFormedCluster(t *testing.T) {
-	c, lns := newStoppedCluster(t, 3, nil)
+	c, lns := newStoppedCluster(t, 3, nil, nil)
 	c.openTogether(lns, []int{0, 1})
 	li := c.leader(0, 0, 1)
 	acks := newCtAcks()

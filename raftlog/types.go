@@ -120,6 +120,9 @@ var (
 	// ErrUnknownMember: the consumer group member is not in the group
 	// (never joined, left, or its session expired); it must join again.
 	ErrUnknownMember = core.ErrUnknownMember
+	// ErrUnauthorized: this node's cluster peer refused a node-to-node
+	// call (see Config.TLS and SECURITY.md). Nothing was done.
+	ErrUnauthorized = core.ErrUnauthorized
 )
 
 // MaxKeyBytes is the longest key, in bytes, an append accepts.

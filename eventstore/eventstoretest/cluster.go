@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/internal/nodecert"
 	"github.com/esraft/esraft/raftlog"
 	"github.com/esraft/esraft/systemtest/wait"
 )
@@ -85,6 +86,30 @@ func Timings(c *raftlog.Config) {
 // 127.0.0.1, bootstrapped from one peer list, and stops them when t ends.
 func StartCluster(t testing.TB, n int, opts ...eventstore.Option) Cluster {
 	t.Helper()
+	return startCluster(t, n, nil, opts)
+}
+
+// StartTLSCluster is StartCluster with mutual TLS: a fresh development CA
+// for cluster "test" and a voter certificate for every node.
+func StartTLSCluster(t testing.TB, n int, opts ...eventstore.Option) Cluster {
+	t.Helper()
+	ca, err := nodecert.NewCA("test", time.Hour)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	require.NoError(t, nodecert.WriteFile(caFile, ca.PEM))
+	return startCluster(t, n, func(id string) []eventstore.Option {
+		cert, key, err := ca.Issue(nodecert.Identity{Cluster: "test", Role: nodecert.Voter, NodeID: id}, time.Hour)
+		require.NoError(t, err)
+		certFile, keyFile := filepath.Join(dir, id+".pem"), filepath.Join(dir, id+"-key.pem")
+		require.NoError(t, nodecert.WriteFile(certFile, cert))
+		require.NoError(t, nodecert.WriteFile(keyFile, key))
+		return []eventstore.Option{eventstore.TLSFiles("test", certFile, keyFile, caFile)}
+	}, opts)
+}
+
+func startCluster(t testing.TB, n int, perNode func(id string) []eventstore.Option, opts []eventstore.Option) Cluster {
+	t.Helper()
 	tc := &tcluster{t: t, opts: opts, dir: t.TempDir()}
 	var lns []net.Listener
 	for i := 0; i < n; i++ {
@@ -92,6 +117,11 @@ func StartCluster(t testing.TB, n int, opts ...eventstore.Option) Cluster {
 		require.NoError(t, err)
 		lns = append(lns, ln)
 		tc.peers = append(tc.peers, eventstore.Peer{ID: fmt.Sprintf("n%d", i+1), Addr: ln.Addr().String()})
+	}
+	if perNode != nil {
+		for _, p := range tc.peers {
+			tc.perNode = append(tc.perNode, perNode(p.ID))
+		}
 	}
 	tc.nodes = make([]*eventstore.Store, n)
 	var wg sync.WaitGroup
@@ -112,12 +142,14 @@ func StartCluster(t testing.TB, n int, opts ...eventstore.Option) Cluster {
 }
 
 type tcluster struct {
-	t     testing.TB
-	opts  []eventstore.Option
-	dir   string
-	peers []eventstore.Peer
-	mu    sync.Mutex
-	nodes []*eventstore.Store
+	t    testing.TB
+	opts []eventstore.Option
+	// perNode holds each node's own options (its certificate).
+	perNode [][]eventstore.Option
+	dir     string
+	peers   []eventstore.Peer
+	mu      sync.Mutex
+	nodes   []*eventstore.Store
 }
 
 func (c *tcluster) open(i int, ln net.Listener) error {
@@ -130,6 +162,9 @@ func (c *tcluster) open(i int, ln net.Listener) error {
 			cfg.Advertise = p.Addr
 		}),
 	}, c.opts...)
+	if c.perNode != nil {
+		opts = append(opts, c.perNode[i]...)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s, err := eventstore.Open(ctx, filepath.Join(c.dir, p.ID), opts...)

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/esraft/esraft/internal/nodecert"
 	"github.com/esraft/esraft/systemtest/wait"
 	"github.com/stretchr/testify/require"
 )
@@ -116,6 +117,11 @@ func TestEndToEndThreeNodeCluster(t *testing.T) {
 	defer receiver.Close()
 
 	dir := t.TempDir()
+	// The cluster runs with mutual TLS, as cluster.sh runs it.
+	ca, err := nodecert.NewCA("orders", time.Hour)
+	require.NoError(t, err)
+	caFile := filepath.Join(dir, "ca.pem")
+	require.NoError(t, nodecert.WriteFile(caFile, ca.PEM))
 	var cluster, peers []string
 	for i := 0; i < 3; i++ {
 		cluster = append(cluster, freePort(t))
@@ -127,9 +133,16 @@ func TestEndToEndThreeNodeCluster(t *testing.T) {
 		require.NoError(t, err)
 		defer logf.Close()
 		p := &proc{http: freePort(t), log: logf}
-		p.args = []string{"-data", filepath.Join(dir, fmt.Sprintf("n%d", i+1)), "-http", p.http,
-			"-node", fmt.Sprintf("n%d", i+1), "-addr", cluster[i], "-peers", strings.Join(peers, ","),
-			"-notify-url", receiver.URL}
+		id := fmt.Sprintf("n%d", i+1)
+		cert, key, err := ca.Issue(nodecert.Identity{Cluster: "orders", Role: nodecert.Voter, NodeID: id}, time.Hour)
+		require.NoError(t, err)
+		certFile, keyFile := filepath.Join(dir, id+".pem"), filepath.Join(dir, id+"-key.pem")
+		require.NoError(t, nodecert.WriteFile(certFile, cert))
+		require.NoError(t, nodecert.WriteFile(keyFile, key))
+		p.args = []string{"-data", filepath.Join(dir, id), "-http", p.http,
+			"-node", id, "-addr", cluster[i], "-peers", strings.Join(peers, ","),
+			"-notify-url", receiver.URL,
+			"-tls-cluster", "orders", "-tls-cert", certFile, "-tls-key", keyFile, "-tls-ca", caFile}
 		procs[i] = p
 		p.start(t, bin)
 		defer p.kill()

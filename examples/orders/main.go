@@ -6,8 +6,14 @@
 // a replicated cluster, and any node accepts any call.
 //
 //	go run ./examples/orders                       # one node, data in ./data, HTTP on :8080
+//	go run ./cmd/esraft certs -dir certs -cluster orders -nodes n1,n2,n3
 //	go run ./examples/orders -data d1 -http 127.0.0.1:8081 -node n1 -addr 127.0.0.1:7001 \
-//	    -peers n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003
+//	    -peers n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003 \
+//	    -tls-cluster orders -tls-cert certs/n1.pem -tls-key certs/n1-key.pem -tls-ca certs/ca.pem
+//
+// The -tls-* flags secure the cluster port with mutual TLS (see
+// SECURITY.md); without them membership changes are accepted from
+// loopback only, and a cluster port beyond loopback is logged as a WARN.
 //
 // Logs go to stderr, WARN and above by default; -log-level info shows the
 // service's lines (partitions granted, the HTTP address) and -log-format
@@ -46,6 +52,9 @@ type config struct {
 	// adminToken is the bearer token of the admin endpoints; "" turns
 	// them off.
 	adminToken string
+	// tls: the cluster name and this node's certificate, key and the
+	// cluster CA, PEM files; all empty for a plaintext cluster port.
+	tlsCluster, tlsCert, tlsKey, tlsCA string
 	// timeouts of the HTTP server; zero fields take the defaults.
 	timeouts httpTimeouts
 }
@@ -79,6 +88,10 @@ func main() {
 	flag.StringVar(&cfg.peers, "peers", "", "static bootstrap: id1=host:port,id2=host:port,... (the same on every node)")
 	flag.StringVar(&cfg.join, "join", "", "cluster address of a member to join through")
 	flag.BoolVar(&cfg.nonVoter, "worker", false, "join as a non-voting worker node")
+	flag.StringVar(&cfg.tlsCluster, "tls-cluster", "", "cluster name in the node certificates (mutual TLS on the cluster port)")
+	flag.StringVar(&cfg.tlsCert, "tls-cert", "", "this node's certificate, PEM (reloaded when it changes)")
+	flag.StringVar(&cfg.tlsKey, "tls-key", "", "this node's private key, PEM")
+	flag.StringVar(&cfg.tlsCA, "tls-ca", "", "the cluster CA certificate(s), PEM")
 	flag.StringVar(&cfg.notifyURL, "notify-url", "", "webhook URL for notifications (default: a JSONL file in the data directory)")
 	flag.StringVar(&cfg.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	flag.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
@@ -194,8 +207,8 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string, a *app)) e
 // storeOptions turns the cluster flags into store options.
 func storeOptions(cfg config) ([]eventstore.Option, error) {
 	if cfg.node == "" && cfg.addr == "" {
-		if cfg.peers != "" || cfg.join != "" {
-			return nil, errors.New("-peers and -join need -node and -addr")
+		if cfg.peers != "" || cfg.join != "" || cfg.tlsCert != "" {
+			return nil, errors.New("-peers, -join and -tls-* need -node and -addr")
 		}
 		return nil, nil
 	}
@@ -219,6 +232,14 @@ func storeOptions(cfg config) ([]eventstore.Option, error) {
 	}
 	if cfg.nonVoter {
 		opts = append(opts, eventstore.NonVoter())
+	}
+	if tls := []string{cfg.tlsCluster, cfg.tlsCert, cfg.tlsKey, cfg.tlsCA}; strings.Join(tls, "") != "" {
+		for _, f := range tls {
+			if f == "" {
+				return nil, errors.New("TLS needs all of -tls-cluster, -tls-cert, -tls-key and -tls-ca")
+			}
+		}
+		opts = append(opts, eventstore.TLSFiles(cfg.tlsCluster, cfg.tlsCert, cfg.tlsKey, cfg.tlsCA))
 	}
 	return opts, nil
 }

@@ -29,8 +29,8 @@ type RemoteError struct{ Msg string }
 func (e *RemoteError) Error() string { return "mux: remote: " + e.Msg }
 
 // Handler serves one request. ctx is cancelled when the server closes or the
-// request's connection is lost. The returned bytes are the response payload;
-// a non-nil error is sent back as a *RemoteError carrying err.Error().
+// request's connection is lost; PeerFromContext(ctx) is its caller. The
+// returned bytes are the response payload; a non-nil error is sent back as a *RemoteError carrying err.Error().
 // Handlers run concurrently, one goroutine per request, and may retain
 // payload. A panicking handler crashes the process.
 type Handler func(ctx context.Context, method byte, payload []byte) ([]byte, error)
@@ -83,8 +83,9 @@ func (s *Server) Serve() error {
 
 func (s *Server) readLoop(fc *frameConn) {
 	defer s.wg.Done()
-	ctx, cancel := context.WithCancel(s.ctx)
-	defer cancel() // the connection is gone: cancel its handlers
+	// Handlers learn their caller from ctx, and lose ctx with the connection.
+	ctx, cancel := context.WithCancel(withPeer(s.ctx, fc.nc))
+	defer cancel()
 	for {
 		id, method, payload, err := readFrame(fc.br)
 		if err != nil {

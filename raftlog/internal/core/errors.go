@@ -52,6 +52,10 @@ var (
 	// ErrConfig: the configuration is invalid or does not match the data
 	// directory.
 	ErrConfig = errors.New("raftlog: invalid configuration")
+	// ErrUnauthorized: a node-to-node call from a peer that may not make
+	// it (not a member, the wrong role, or a membership change from an
+	// unauthenticated peer). Nothing was done.
+	ErrUnauthorized = errors.New("raftlog: unauthorized")
 )
 
 // KeyCondition names the condition an append or key operation was made

@@ -82,6 +82,20 @@ type Config struct {
 	Logger  *slog.Logger
 	// Probe reports this node's state to a peer that asks (MethodProbe).
 	Probe func() NodeState
+	// Authorize, if set, decides whether the caller of a node-to-node call
+	// (mux.PeerFromContext(ctx)) may make it; an error refuses the call
+	// before anything runs and should wrap core.ErrUnauthorized.
+	Authorize func(ctx context.Context, c Call) error
+}
+
+// Call is what authorization sees of a node-to-node call.
+type Call struct {
+	Method byte
+	// Op and NodeID name the change of a MethodJoin (OpAddVoter or
+	// OpAddNonvoter of the joining node), a MethodRejoin (OpRejoin) or a
+	// MethodMembership.
+	Op     byte
+	NodeID string
 }
 
 // Router routes calls to shard leaders.
@@ -97,18 +111,23 @@ type Router struct {
 	// running is set once every shard's raft runs: until then the node
 	// answers probes only (it may be deciding whether to form a cluster or
 	// rejoin one, and has no raft to run calls on).
-	running atomic.Bool
+	running   atomic.Bool
+	authorize func(context.Context, Call) error
 }
 
 // New returns a router. It serves probes at once, and every other call
 // once Running was called.
 func New(c Config) *Router {
 	return &Router{self: raft.ServerID(c.Self), partitions: c.Partitions, client: c.Client, shards: c.Shards,
-		validate: c.Validate, closing: c.Closing, logger: c.Logger, probe: c.Probe}
+		validate: c.Validate, closing: c.Closing, logger: c.Logger, probe: c.Probe, authorize: c.Authorize}
 }
 
 // Running tells the router that every shard's Raft and Batcher are set.
 func (r *Router) Running() { r.running.Store(true) }
+
+// IsRunning reports whether Running was called: every shard's Raft and
+// Batcher are set and may be read.
+func (r *Router) IsRunning() bool { return r.running.Load() }
 
 // retryPolicy paces retries that no leader change will wake (a leader that
 // is known but unreachable).
@@ -262,8 +281,18 @@ func (r *Router) closed() bool {
 	}
 }
 
-// Handle serves a node-to-node call (the mux RPC handler).
+// Handle serves a node-to-node call (the mux RPC handler). Every call is
+// authorized first (Config.Authorize).
 func (r *Router) Handle(ctx context.Context, code byte, payload []byte) ([]byte, error) {
+	if r.authorize != nil {
+		if err := r.authorize(ctx, callOf(code, payload)); err != nil {
+			r.logger.Warn("raftlog: node-to-node call refused", "method", code, "err", err)
+			if code == MethodJoin || code == MethodRejoin || code == MethodProbe {
+				return nil, err
+			}
+			return encodeReply(err, nil), nil
+		}
+	}
 	if code == MethodProbe {
 		return encodeNodeState(r.probe()), nil
 	}
@@ -297,6 +326,33 @@ func (r *Router) Handle(ctx context.Context, code byte, payload []byte) ([]byte,
 		return nil, r.ChangeMembership(ctx, op, id, addr)
 	}
 	return nil, fmt.Errorf("raftlog: unknown method %d", code)
+}
+
+// callOf reads what authorization needs of a call; a malformed payload
+// yields a Call without a node, which the method itself then rejects.
+func callOf(code byte, payload []byte) Call {
+	c := Call{Method: code}
+	d := wire.Decoder{B: payload}
+	switch code {
+	case MethodJoin:
+		c.NodeID = d.Str()
+		d.Str()
+		c.Op = OpAddNonvoter
+		if d.Byte() == 1 {
+			c.Op = OpAddVoter
+		}
+	case MethodRejoin:
+		c.NodeID = d.Str()
+		c.Op = OpRejoin
+	case MethodMembership:
+		c.Op = d.Byte()
+		d.Uvarint()
+		c.NodeID = d.Str()
+	}
+	if d.Err != nil {
+		c.Op, c.NodeID = 0, ""
+	}
+	return c
 }
 
 // Join asks the node at addr to add node id, reachable at advertise, to

@@ -41,6 +41,7 @@ const (
 	replyDeleted    byte = 7
 	replyStale      byte = 8 // a *StaleGenerationError follows
 	replyMember     byte = 9
+	replyDenied     byte = 10 // the caller may not make this call
 )
 
 // sentinelReplies map the sentinel errors a leader returns to reply codes
@@ -53,6 +54,7 @@ var sentinelReplies = []struct {
 	{replyPartition, core.ErrUnknownPartition},
 	{replyDeleted, core.ErrKeyDeleted},
 	{replyMember, core.ErrUnknownMember},
+	{replyDenied, core.ErrUnauthorized},
 }
 
 // method describes one leader-run call: how its payload finds its shard,

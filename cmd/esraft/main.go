@@ -1,0 +1,167 @@
+// Command esraft is the esraft command-line tool. For now it has one
+// subcommand, certs, which makes a development certificate authority and
+// node certificates for a cluster's mutual TLS, without openssl:
+//
+//	go run ./cmd/esraft certs -dir certs -cluster orders -nodes n1,n2,n3 -workers w1
+//
+// See SECURITY.md for the identity format and for rotating certificates.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/esraft/esraft/internal/nodecert"
+)
+
+const usage = `usage: esraft <command> [flags]
+
+Commands:
+  certs   make a development CA and per-node certificates for mutual TLS
+
+Run 'esraft <command> -h' for a command's flags.
+`
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "esraft:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command")
+	}
+	switch args[0] {
+	case "certs":
+		return certs(args[1:], stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+const certsUsage = `usage: esraft certs -cluster NAME -nodes n1,n2,n3 [-workers w1,w2] [-dir certs] [-hosts 127.0.0.1,localhost] [-days 365]
+
+Makes, in -dir (created 0700; every file 0600):
+  ca.pem, ca-key.pem          a development CA (kept if already there: new
+                              node certificates are then signed by it)
+  <id>.pem, <id>-key.pem      a certificate and key per node, naming it as
+                              esraft://NAME/node/<id> (voters, -nodes) or
+                              esraft://NAME/worker/<id> (workers, -workers)
+
+Give a node -tls-cert <id>.pem -tls-key <id>-key.pem -tls-ca ca.pem and the
+same -tls-cluster NAME. Keep ca-key.pem off the nodes. Running the command
+again issues fresh node certificates from the same CA (rotation: the nodes
+reload changed files by themselves).
+
+Flags:
+`
+
+func certs(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("certs", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, certsUsage)
+		fs.PrintDefaults()
+	}
+	dir := fs.String("dir", "certs", "output directory")
+	cluster := fs.String("cluster", "", "cluster name (required)")
+	nodes := fs.String("nodes", "", "voter node IDs, comma-separated")
+	workers := fs.String("workers", "", "worker (non-voter) node IDs, comma-separated")
+	hosts := fs.String("hosts", "127.0.0.1,localhost", "DNS names and IPs added to every node certificate (informational: esraft checks the identity URI)")
+	days := fs.Int("days", 365, "validity of node certificates, in days (the CA: 10 years)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return fmt.Errorf("certs: unexpected argument %q", fs.Arg(0))
+	}
+	if !nodecert.ValidName(*cluster) {
+		fs.Usage()
+		return fmt.Errorf("certs: -cluster %q is not a valid name", *cluster)
+	}
+	var ids []nodecert.Identity
+	seen := map[string]bool{}
+	for _, l := range []struct {
+		list string
+		role nodecert.Role
+	}{{*nodes, nodecert.Voter}, {*workers, nodecert.Worker}} {
+		for _, id := range splitList(l.list) {
+			if !nodecert.ValidName(id) || seen[id] {
+				return fmt.Errorf("certs: node ID %q is invalid or repeated", id)
+			}
+			seen[id] = true
+			ids = append(ids, nodecert.Identity{Cluster: *cluster, Role: l.role, NodeID: id})
+		}
+	}
+	if len(ids) == 0 {
+		fs.Usage()
+		return errors.New("certs: no -nodes or -workers given")
+	}
+	if err := os.MkdirAll(*dir, 0o700); err != nil {
+		return err
+	}
+	caFile, caKeyFile := filepath.Join(*dir, "ca.pem"), filepath.Join(*dir, "ca-key.pem")
+	ca, err := nodecert.LoadCA(caFile, caKeyFile)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if ca, err = nodecert.NewCA(*cluster, 10*365*24*time.Hour); err != nil {
+			return err
+		}
+		key, err := ca.KeyPEM()
+		if err != nil {
+			return err
+		}
+		if err := nodecert.WriteFile(caKeyFile, key); err != nil {
+			return err
+		}
+		if err := nodecert.WriteFile(caFile, ca.PEM); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "made CA %s (key %s: keep it off the nodes)\n", caFile, caKeyFile)
+	case err != nil:
+		return fmt.Errorf("certs: existing CA: %w", err)
+	default:
+		fmt.Fprintf(stdout, "using CA %s\n", caFile)
+	}
+	for _, id := range ids {
+		cert, key, err := ca.Issue(id, time.Duration(*days)*24*time.Hour, splitList(*hosts)...)
+		if err != nil {
+			return err
+		}
+		certFile, keyFile := filepath.Join(*dir, id.NodeID+".pem"), filepath.Join(*dir, id.NodeID+"-key.pem")
+		// The key first: a node polling its files reloads once both match.
+		if err := nodecert.WriteFile(keyFile, key); err != nil {
+			return err
+		}
+		if err := nodecert.WriteFile(certFile, cert); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: %s, %s\n", id, certFile, keyFile)
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}

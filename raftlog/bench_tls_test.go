@@ -1,0 +1,38 @@
+package raftlog
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/esraft/esraft/systemtest/rawraftbench"
+)
+
+// BenchmarkAppendTLS is BenchmarkAppend's nodes=3/appenders=64 shape with
+// the cluster port in plaintext and in mutual TLS, one after the other in
+// each run, for paired comparisons (BENCHMARKS.md):
+//
+//	for i in 1 2 3; do go test -run '^$' -bench 'BenchmarkAppendTLS' -benchtime 3s -count 1 ./raftlog/; done
+func BenchmarkAppendTLS(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		b.Run(fmt.Sprintf("nodes=3/appenders=64/tls=%s", map[bool]string{false: "off", true: "on"}[on]), func(b *testing.B) {
+			b.StopTimer()
+			var c *testCluster
+			if on {
+				c, _ = newTLSCluster(b, 3, benchConfig)
+			} else {
+				c = newCluster(b, 3, benchConfig)
+			}
+			l := c.node(c.leader(0))
+			value := rawraftbench.Record()
+			ctx := context.Background()
+			var n atomic.Uint64
+			rawraftbench.Run(b, func() error {
+				i := n.Add(1)
+				_, err := l.Append(ctx, fmt.Sprint("key-", i%4096), []NewRecord{{Value: value}})
+				return err
+			}, 64)
+		})
+	}
+}
