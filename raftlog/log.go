@@ -100,6 +100,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 			l.advertise = ln.Addr().String()
 		}
 		l.mux = mux.New(ln, cfg.Dialer)
+		l.mux.SetLimits(cfg.muxLimits())
 	}
 	l.logger = cfg.Logger.With("logger", "raftlog", "node", cfg.NodeID)
 	logger := logging.Hclog(cfg.Logger.With("node", cfg.NodeID), "raftlog")
