@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/esraft/esraft/internal/logging"
+	"github.com/esraft/esraft/internal/mux"
 	"github.com/esraft/esraft/raftlog/internal/core"
 )
 
@@ -113,6 +114,20 @@ type Config struct {
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
 
+	// MaxConns and MaxConnsPerIP bound the connections open at once on
+	// the cluster address, in total and from one remote IP address; an
+	// excess connection is closed as soon as it is accepted. Defaults
+	// 1,024 and 256, each raised to 64 per shard when that is more (a
+	// peer holds up to about six raft connections per shard, and nodes
+	// sharing an address share MaxConnsPerIP). IdleTimeout is how long a
+	// node-to-node call connection may sit with nothing in flight before
+	// it is closed (default 2 min; give every node the same value). A
+	// negative value removes the limit. See mux.Limits for the other
+	// bounds on the cluster port.
+	MaxConns      int
+	MaxConnsPerIP int
+	IdleTimeout   time.Duration
+
 	// Logger receives the log's lines, raft's included (named "raftlog",
 	// with a "node" attribute); nil means WARN and above, as text, to
 	// stderr. Raft reports normal leader changes with some WARN and ERROR
@@ -165,6 +180,19 @@ func (c *Config) setDefaults() {
 		c.IDRetention = 24 * time.Hour
 	}
 	c.Logger = logging.OrDefault(c.Logger)
+}
+
+// muxLimits are the cluster port's limits; zero fields take mux's defaults.
+func (c *Config) muxLimits() mux.Limits {
+	l := mux.Limits{MaxConns: c.MaxConns, MaxConnsPerIP: c.MaxConnsPerIP, IdleTimeout: c.IdleTimeout}
+	perShard := 64 * c.Shards
+	if l.MaxConns == 0 {
+		l.MaxConns = max(mux.DefaultMaxConns, perShard)
+	}
+	if l.MaxConnsPerIP == 0 {
+		l.MaxConnsPerIP = max(mux.DefaultMaxConnsPerIP, perShard)
+	}
+	return l
 }
 
 // Validate reports the first problem with the configuration, after defaults.

@@ -114,6 +114,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 			return nil, err
 		}
 		l.mux = mux.New(sln, dial)
+		l.mux.SetLimits(cfg.muxLimits())
 	}
 	l.logger = cfg.Logger.With("logger", "raftlog", "node", cfg.NodeID)
 	logger := logging.Hclog(cfg.Logger.With("node", cfg.NodeID), "raftlog")

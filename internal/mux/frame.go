@@ -29,6 +29,7 @@ const (
 var (
 	errFrameTooLarge  = errors.New("mux: frame exceeds MaxFrameSize")
 	errMalformedFrame = errors.New("mux: malformed frame")
+	errIdle           = errors.New("mux: connection idle")
 )
 
 // appendFrame appends a frame carrying id, kind (method or status) and
@@ -98,6 +99,48 @@ func readPayload(r io.Reader, n int) ([]byte, error) {
 	}
 }
 
+// nextFrame reads the next frame from f, bounding the wait for its first
+// byte by idle and the rest of it by frame (0: no bound). When idle elapses
+// with no frame started, it asks keep whether to wait another idle period;
+// if keep reports false it returns errIdle, and whatever keep did (such as
+// retiring the connection) stands. The caller must be f's only reader.
+func (f *frameConn) nextFrame(idle, frame time.Duration, keep func() bool) (id uint64, kind byte, payload []byte, err error) {
+	for f.br.Buffered() == 0 {
+		if err := f.setReadDeadline(idle); err != nil {
+			return 0, 0, nil, err
+		}
+		_, err := f.br.Peek(1)
+		if err == nil {
+			break
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			return 0, 0, nil, err
+		}
+		if !keep() {
+			return 0, 0, nil, errIdle
+		}
+	}
+	if err := f.setReadDeadline(frame); err != nil {
+		return 0, 0, nil, err
+	}
+	return readFrame(f.br)
+}
+
+// setReadDeadline sets f's read deadline d from now (0: none), skipping the
+// call when there is neither a deadline to set nor one to clear.
+func (f *frameConn) setReadDeadline(d time.Duration) error {
+	if d <= 0 {
+		if !f.deadline {
+			return nil
+		}
+		f.deadline = false
+		return f.nc.SetReadDeadline(time.Time{})
+	}
+	f.deadline = true
+	return f.nc.SetReadDeadline(time.Now().Add(d))
+}
+
 // frameConn is a framed connection with a dedicated writer goroutine that
 // serializes frames and batches flushes: it flushes only once no further
 // frame is queued, so a burst of concurrent frames costs one syscall.
@@ -107,6 +150,8 @@ type frameConn struct {
 	sendq chan []byte
 	done  chan struct{} // closed by shutdown
 	once  sync.Once
+
+	deadline bool // a read deadline is set; owned by the reader
 }
 
 func newFrameConn(nc net.Conn) *frameConn {

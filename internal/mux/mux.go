@@ -9,7 +9,10 @@
 // byte (with a deadline, in a goroutine per connection so a slow or silent
 // client never holds up the accept loop) and hands the connection, with the
 // header byte consumed, to the [net.Listener] returned by [Mux.Listen] for
-// that service. Connections naming an unregistered service are closed.
+// that service. Connections naming an unregistered service are closed, and
+// so are connections beyond the limits on open connections, in total and
+// per remote IP address, at once and before any goroutine is started for
+// them (see [Limits]).
 // [Mux.Dial] is the client side: it dials and writes the header byte.
 // [Mux.StreamLayer] adapts one service to raft.StreamLayer so that
 // raft.NewNetworkTransport can run over the mux.
@@ -32,7 +35,10 @@
 // and at most [MaxFrameSize]), the request ID echoes the request's, and status
 // is 0 (payload is the handler's response) or 1 (payload is the handler's
 // error text, surfaced to the caller as a [*RemoteError]). A peer that sends a
-// malformed or oversized frame has its connection closed.
+// malformed or oversized frame has its connection closed, before anything is
+// allocated for an oversized one; so has a peer whose frame, once started,
+// takes longer than [Limits.FrameTimeout] to arrive, or that sends nothing for
+// [Limits.IdleTimeout] while it has no request in flight.
 package mux
 
 import (
@@ -49,10 +55,6 @@ import (
 	"github.com/esraft/esraft/internal/backoff"
 )
 
-// headerTimeout bounds how long an accepted connection may take to send its
-// service byte.
-const headerTimeout = 5 * time.Second
-
 // Dialer opens a raw connection to addr. It must honour ctx's deadline and
 // cancellation. A nil Dialer means a net.Dialer whose timeout is taken from
 // ctx.
@@ -61,9 +63,8 @@ type Dialer func(ctx context.Context, addr string) (net.Conn, error)
 // Mux owns a net.Listener; every accepted connection's first byte names its
 // service. All methods are safe for concurrent use.
 type Mux struct {
-	ln            net.Listener
-	dial          Dialer
-	headerTimeout time.Duration
+	ln   net.Listener
+	dial Dialer
 
 	done      chan struct{} // closed by Close
 	closeOnce sync.Once
@@ -73,10 +74,15 @@ type Mux struct {
 	closed   bool
 	services map[byte]*serviceListener
 	pending  map[net.Conn]struct{} // accepted, header not read yet
+	limits   Limits                // with defaults applied
+	open     int                   // accepted connections not yet closed
+	perIP    map[string]int        // open, by remote IP
+	stats    Stats
 }
 
-// New returns a Mux serving ln. It does no I/O and starts no goroutines; call
-// Listen for each service and then Serve. A nil dial uses a net.Dialer.
+// New returns a Mux serving ln with the default [Limits]. It does no I/O and
+// starts no goroutines; call Listen for each service and then Serve. A nil
+// dial uses a net.Dialer.
 func New(ln net.Listener, dial Dialer) *Mux {
 	if dial == nil {
 		var d net.Dialer
@@ -85,12 +91,13 @@ func New(ln net.Listener, dial Dialer) *Mux {
 		}
 	}
 	return &Mux{
-		ln:            ln,
-		dial:          dial,
-		headerTimeout: headerTimeout,
-		done:          make(chan struct{}),
-		services:      make(map[byte]*serviceListener),
-		pending:       make(map[net.Conn]struct{}),
+		ln:       ln,
+		dial:     dial,
+		done:     make(chan struct{}),
+		services: make(map[byte]*serviceListener),
+		pending:  make(map[net.Conn]struct{}),
+		limits:   Limits{}.withDefaults(),
+		perIP:    make(map[string]int),
 	}
 }
 
@@ -128,18 +135,30 @@ func (m *Mux) Serve() error {
 			conn.Close()
 			return
 		}
-		m.pending[conn] = struct{}{}
+		counted := m.admitLocked(conn)
+		if counted == nil {
+			m.mu.Unlock()
+			conn.Close()
+			return
+		}
+		m.pending[counted] = struct{}{}
+		timeout := m.limits.HeaderTimeout
 		m.wg.Add(1)
 		m.mu.Unlock()
-		go m.route(conn)
+		go m.route(counted, timeout)
 	})
 }
 
-// route reads conn's header byte and hands conn to its service.
-func (m *Mux) route(conn net.Conn) {
+// route reads conn's header byte, waiting at most timeout (0: forever), and
+// hands conn to its service.
+func (m *Mux) route(conn net.Conn, timeout time.Duration) {
 	defer m.wg.Done()
 	var hdr [1]byte
-	err := conn.SetReadDeadline(time.Now().Add(m.headerTimeout))
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	err := conn.SetReadDeadline(deadline)
 	if err == nil {
 		_, err = io.ReadFull(conn, hdr[:])
 	}
@@ -149,6 +168,9 @@ func (m *Mux) route(conn net.Conn) {
 	m.mu.Lock()
 	delete(m.pending, conn)
 	l := m.services[hdr[0]]
+	if err != nil || l == nil {
+		m.stats.Dropped++
+	}
 	m.mu.Unlock()
 	if err != nil || l == nil {
 		conn.Close()
@@ -254,6 +276,9 @@ func (l *serviceListener) Close() error {
 func (l *serviceListener) stop() { l.once.Do(func() { close(l.done) }) }
 
 func (l *serviceListener) Addr() net.Addr { return l.m.Addr() }
+
+// limits lets a Server serving this listener apply the Mux's limits.
+func (l *serviceListener) limits() Limits { return l.m.currentLimits() }
 
 // StreamLayer registers service (see Listen) and returns it as a
 // raft.StreamLayer, for use with raft.NewNetworkTransport. Its Dial connects

@@ -134,7 +134,7 @@ func TestMuxRoutesServices(t *testing.T) {
 func TestMuxDropsUnknownAndSlowClients(t *testing.T) {
 	checkGoroutines(t)
 	m := newMux(t, nil)
-	m.headerTimeout = 200 * time.Millisecond
+	m.SetLimits(Limits{HeaderTimeout: 200 * time.Millisecond})
 	la := m.Listen(svcA)
 	serve(t, m.Serve, m.Close)
 	addr := m.Addr().String()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -36,8 +37,11 @@ func (e *RemoteError) Error() string { return "mux: remote: " + e.Msg }
 type Handler func(ctx context.Context, method byte, payload []byte) ([]byte, error)
 
 // Server serves RPC requests arriving on a listener, typically one returned
-// by Mux.Listen. It does not limit the number of concurrent handlers; peers
-// are trusted cluster members.
+// by Mux.Listen, whose [Limits] it applies to every connection (the default
+// Limits on any other listener): a connection is closed when a frame takes
+// longer than FrameTimeout to arrive, or when it sends nothing for
+// IdleTimeout while none of its requests is in flight. It does not limit the
+// number of concurrent handlers; peers are trusted cluster members.
 type Server struct {
 	ln     net.Listener
 	h      Handler
@@ -64,6 +68,10 @@ func NewServer(ln net.Listener, h Handler) *Server {
 // else (e.g. its Mux) it returns an error wrapping net.ErrClosed.
 func (s *Server) Serve() error {
 	return acceptLoop(s.ln, s.ctx.Done(), func(nc net.Conn) {
+		limits := Limits{}.withDefaults()
+		if ml, ok := s.ln.(interface{ limits() Limits }); ok {
+			limits = ml.limits()
+		}
 		fc := newFrameConn(nc)
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -73,7 +81,7 @@ func (s *Server) Serve() error {
 		}
 		s.conns[fc] = struct{}{}
 		s.wg.Add(2)
-		go s.readLoop(fc)
+		go s.readLoop(fc, limits)
 		go func() {
 			defer s.wg.Done()
 			fc.writeLoop(func(error) { fc.shutdown() })
@@ -81,18 +89,24 @@ func (s *Server) Serve() error {
 	})
 }
 
-func (s *Server) readLoop(fc *frameConn) {
+func (s *Server) readLoop(fc *frameConn, limits Limits) {
 	defer s.wg.Done()
 	// Handlers learn their caller from ctx, and lose ctx with the connection.
 	ctx, cancel := context.WithCancel(withPeer(s.ctx, fc.nc))
 	defer cancel()
+	var inflight atomic.Int64
+	busy := func() bool { return inflight.Load() > 0 }
 	for {
-		id, method, payload, err := readFrame(fc.br)
+		id, method, payload, err := fc.nextFrame(limits.IdleTimeout, limits.FrameTimeout, busy)
 		if err != nil {
 			break
 		}
+		inflight.Add(1)
 		s.wg.Add(1) // counter is > 0: this goroutine holds one
-		go s.handle(ctx, fc, id, method, payload)
+		go func() {
+			defer inflight.Add(-1)
+			s.handle(ctx, fc, id, method, payload)
+		}()
 	}
 	fc.shutdown()
 	s.mu.Lock()
@@ -147,9 +161,14 @@ func (s *Server) Close() error {
 
 // Client calls RPC Servers reached through a Mux. It keeps one multiplexed
 // connection per remote address, dialed lazily with the given service byte
-// and redialed by the next Call after a failure (there is no backoff and no
-// idle timeout). Concurrent Calls share the connection; each waits only for
-// its own response. A Client is safe for concurrent use.
+// and redialed by the next Call after a failure (there is no backoff).
+// Concurrent Calls share the connection; each waits only for its own
+// response. A connection with no call in flight that has received nothing
+// for half its Mux's [Limits.IdleTimeout] is closed by the Client, before
+// the server would close it (given the same setting), so that an idle
+// connection never fails a Call: one that finds it closed redials. Responses
+// are bound by the Mux's FrameTimeout as requests are on a Server. A Client
+// is safe for concurrent use.
 type Client struct {
 	m       *Mux
 	service byte
@@ -272,8 +291,9 @@ func (c *Client) dial(cc *clientConn) {
 		return
 	}
 	cc.fc = newFrameConn(nc)
+	limits := c.m.currentLimits()
 	c.wg.Add(2)
-	go cc.readLoop()
+	go cc.readLoop(limits.IdleTimeout/2, limits.FrameTimeout)
 	go func() {
 		defer c.wg.Done()
 		cc.fc.writeLoop(func(err error) { cc.fail(cc.connErr(err)) })
@@ -346,11 +366,15 @@ func (cc *clientConn) roundTrip(ctx context.Context, id uint64, ch chan result, 
 	}
 }
 
-// readLoop dispatches responses to their callers until the connection fails.
-func (cc *clientConn) readLoop() {
+// readLoop dispatches responses to their callers until the connection fails
+// or has been idle for idle (0: never).
+func (cc *clientConn) readLoop(idle, frame time.Duration) {
 	defer cc.c.wg.Done()
 	for {
-		id, status, payload, err := readFrame(cc.fc.br)
+		id, status, payload, err := cc.fc.nextFrame(idle, frame, func() bool { return !cc.retireIfIdle() })
+		if errors.Is(err, errIdle) {
+			return // retired
+		}
 		if err != nil {
 			cc.fail(cc.connErr(err))
 			return
@@ -373,6 +397,30 @@ func (cc *clientConn) readLoop() {
 			ch <- r // buffered; never blocks
 		}
 	}
+}
+
+// retireIfIdle closes cc if no call is in flight on it and reports whether
+// it did. Atomically with that check it removes cc from the Client, so a
+// Call that still picks cc fails to register on it (before sending
+// anything) and its retry dials a fresh connection.
+func (cc *clientConn) retireIfIdle() bool {
+	c := cc.c
+	c.mu.Lock()
+	cc.mu.Lock()
+	if len(cc.pending) > 0 || cc.err != nil {
+		cc.mu.Unlock()
+		c.mu.Unlock()
+		return false
+	}
+	cc.err = cc.connErr(errIdle)
+	cc.pending = nil
+	if c.conns[cc.addr] == cc {
+		delete(c.conns, cc.addr)
+	}
+	cc.mu.Unlock()
+	c.mu.Unlock()
+	cc.fc.shutdown()
+	return true
 }
 
 // fail marks cc broken, removes it from the Client so the next Call redials,

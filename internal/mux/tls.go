@@ -60,10 +60,19 @@ func (p Peer) TLS() bool { return len(p.Certificates) > 0 }
 // not completed has no certificates.
 func PeerOf(conn net.Conn) Peer {
 	p := Peer{Addr: conn.RemoteAddr()}
-	if tc, ok := conn.(*tls.Conn); ok {
-		if cs := tc.ConnectionState(); cs.HandshakeComplete {
-			p.Certificates = cs.PeerCertificates
+	for conn != nil {
+		if tc, ok := conn.(*tls.Conn); ok {
+			if cs := tc.ConnectionState(); cs.HandshakeComplete {
+				p.Certificates = cs.PeerCertificates
+			}
+			break
 		}
+		// The Mux wraps what it accepts (countedConn): look inside.
+		w, ok := conn.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		conn = w.NetConn()
 	}
 	return p
 }
