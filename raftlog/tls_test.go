@@ -21,6 +21,7 @@ import (
 	"github.com/esraft/esraft/internal/nodecert"
 	"github.com/esraft/esraft/raftlog/internal/route"
 	"github.com/esraft/esraft/raftlog/internal/wire"
+	"github.com/esraft/esraft/systemtest/wait"
 )
 
 const testClusterName = "test"
@@ -284,12 +285,18 @@ func TestTLSJoinVoterAndWorker(t *testing.T) {
 	for _, i := range []int{v, w} {
 		require.Len(t, readAll(t, c.node(i), c.node(i).Partition("after")), 1)
 	}
-	st := c.node(li).Status().Shards[0]
-	voters := map[string]bool{}
-	for _, s := range st.Servers {
-		voters[s.ID] = s.Voter
-	}
-	require.Equal(t, map[string]bool{"n1": true, "n2": true, "n3": true, "n4": true, "n5": false}, voters)
+	// A joining voter is added as a non-voter and promoted once it has
+	// caught up (rejoin.go); the worker stays a non-voter.
+	want := map[string]bool{"n1": true, "n2": true, "n3": true, "n4": true, "n5": false}
+	var voters map[string]bool
+	wait.Until(t, 30*time.Second, "n4 promoted", func() bool {
+		voters = map[string]bool{}
+		for _, s := range c.node(c.leader(0)).Status().Shards[0].Servers {
+			voters[s.ID] = s.Voter
+		}
+		return voters["n4"]
+	})
+	require.Equal(t, want, voters)
 }
 
 // Open refuses a certificate that names another node, or a worker

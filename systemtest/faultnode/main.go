@@ -129,6 +129,13 @@ func run(logger *slog.Logger, id, dir, advertise, peerList, source, ready string
 	if err != nil {
 		return err
 	}
+	// The suite's proxy forwards to the cluster address once it knows it,
+	// and Open needs its peers to answer before it forms or rejoins a
+	// cluster: announce the address before Open, the ready file after.
+	listening, _ := json.Marshal(wire.Ready{PID: os.Getpid(), Cluster: clusterLn.Addr().String()})
+	if err := writeAtomic(ready+".listen", listening); err != nil {
+		return err
+	}
 	dialer := &net.Dialer{Timeout: 5 * time.Second}
 	if source != "" {
 		dialer.LocalAddr = &net.TCPAddr{IP: net.ParseIP(source)}

@@ -150,6 +150,7 @@ func (c *Cluster) Start(ctx context.Context, i int) error {
 	dir := filepath.Join(c.cfg.Dir, n.ID)
 	readyPath := filepath.Join(c.cfg.Dir, n.ID+".ready")
 	os.Remove(readyPath)
+	os.Remove(readyPath + ".listen")
 	logf, err := os.OpenFile(filepath.Join(c.cfg.Dir, n.ID+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -205,9 +206,21 @@ func (c *Cluster) Start(ctx context.Context, i int) error {
 			}
 		}
 	}()
-	// Poll for the ready file of this process.
+	// Poll for the process's cluster address (written before it opens its
+	// store, which needs its peers through the proxy), then for its ready
+	// file.
 	deadline := time.Now().Add(60 * time.Second)
+	backend := false
 	for {
+		if !backend {
+			if b, err := os.ReadFile(readyPath + ".listen"); err == nil {
+				var r wire.Ready
+				if json.Unmarshal(b, &r) == nil && r.PID == pid {
+					c.Proxy.SetBackend(i, r.Cluster)
+					backend = true
+				}
+			}
+		}
 		b, err := os.ReadFile(readyPath)
 		if err == nil {
 			var r wire.Ready
