@@ -248,3 +248,70 @@ func TestClusterPortPerIPLimit(t *testing.T) {
 		require.NoError(t, err, "append %d through the flooded follower", i)
 	}
 }
+
+// TestClusterPortFloodTLS is the flood on a mutual-TLS cluster: none of the
+// 1,000 connections gets past the handshake. Garbage (the plaintext hellos
+// of floodStyles) fails it at once and a silent connection is closed when
+// the handshake's deadline passes; appends go on meanwhile, and goroutines
+// and heap return to within 10 % of the baseline.
+func TestClusterPortFloodTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens 1,000 connections")
+	}
+	const perStyle = 200
+	c, _ := newTLSCluster(t, 3, func(cfg *Config) {
+		cfg.MaxConns = 4096
+		cfg.MaxConnsPerIP = 4096
+	})
+	li := c.leader(0)
+	fi := (li + 1) % 3
+	target := c.node(li)
+
+	var warm appender
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { warm.run(c, []int{li, fi}, 5*time.Millisecond, stop); close(done) }()
+	time.Sleep(2 * time.Second) // a fixed amount of load, not a wait for a condition
+	close(stop)
+	<-done
+	_, errs, _ := warm.report()
+	require.Empty(t, errs)
+	baseHeap, baseG := liveHeap()
+
+	var a appender
+	stop, done = make(chan struct{}), make(chan struct{})
+	go func() { a.run(c, []int{li, fi}, 20*time.Millisecond, stop); close(done) }()
+	conns := flood(t, "127.0.0.1", target.Addr(), perStyle)
+	defer func() { closeAll(conns) }()
+	floodHeap, floodG := liveHeap()
+	t.Logf("during the flood: %d goroutines (baseline %d), live heap %.1f MiB (baseline %.1f MiB)",
+		floodG, baseG, float64(floodHeap)/(1<<20), float64(baseHeap)/(1<<20))
+
+	// Every connection is closed by the server: garbage at once, silence
+	// once the 5 s handshake deadline passes.
+	for style, cs := range conns {
+		for _, conn := range cs {
+			require.NoError(t, conn.SetReadDeadline(time.Now().Add(15*time.Second)))
+			_, err := conn.Read(make([]byte, 1))
+			var ne net.Error
+			require.False(t, errors.As(err, &ne) && ne.Timeout(), "%s: the server must close it", style)
+			require.Error(t, err, style)
+		}
+	}
+	closeAll(conns)
+	conns = nil
+	close(stop)
+	<-done
+	n, errs, maxLatency := a.report()
+	t.Logf("appends during the flood: %d, max latency %v", n, maxLatency.Round(time.Millisecond))
+	require.Empty(t, errs)
+	require.Greater(t, n, 50)
+	require.Less(t, maxLatency, 3*time.Second)
+
+	var heap uint64
+	var g int
+	wait.Until(t, 30*time.Second, "goroutines and heap back to the baseline", func() bool {
+		heap, g = liveHeap()
+		return float64(g) <= 1.1*float64(baseG) && float64(heap) <= 1.1*float64(baseHeap)
+	})
+	t.Logf("after: %d goroutines, live heap %.1f MiB", g, float64(heap)/(1<<20))
+}
