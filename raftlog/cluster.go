@@ -68,8 +68,11 @@ func (l *Log) TransferLeadership(s Shard, id string) error {
 
 // Status describes this node's view of the log.
 type Status struct {
-	NodeID     string
-	Addr       string
+	NodeID string
+	Addr   string
+	// ClusterID is the identity of the cluster this node belongs to (see
+	// Log.ClusterID), "" until the node has learned it.
+	ClusterID  string
 	Shards     []ShardStatus
 	Partitions []PartitionStatus
 }
@@ -104,7 +107,7 @@ type PartitionStatus struct {
 // Status reports each shard's leader, term and indexes and each
 // partition's next offset, as this node sees them.
 func (l *Log) Status() Status {
-	s := Status{NodeID: l.cfg.NodeID, Addr: l.advertise}
+	s := Status{NodeID: l.cfg.NodeID, Addr: l.advertise, ClusterID: l.ClusterID()}
 	for _, sh := range l.shards {
 		addr, id := sh.Raft.LeaderWithID()
 		gs := ShardStatus{

@@ -46,6 +46,10 @@ type Log struct {
 	// starts (rejoin.go).
 	startState startState
 	tls        *clusterTLS // nil without TLS
+	// ident is raftlog.json as stored; its ClusterID is the identity this
+	// node knows before (or without) applying it (clusterid.go).
+	identMu sync.Mutex
+	ident   identity
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -72,6 +76,9 @@ type identity struct {
 	NodeID     string `json:"node_id"`
 	Partitions int    `json:"partitions"`
 	Shards     int    `json:"groups"` // named before shards were
+	// ClusterID is the cluster's identity once this node learned it
+	// (clusterid.go); files written before it existed have none.
+	ClusterID string `json:"cluster_id,omitempty"`
 }
 
 // Open starts the log in cfg.Dir: it bootstraps a new single-node log or a
@@ -86,10 +93,11 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}
-	if err := checkIdentity(&cfg); err != nil {
+	ident, err := checkIdentity(&cfg)
+	if err != nil {
 		return nil, err
 	}
-	l := &Log{cfg: cfg, closing: make(chan struct{})}
+	l := &Log{cfg: cfg, closing: make(chan struct{}), ident: ident}
 	ok := false
 	defer func() {
 		if !ok {
@@ -127,6 +135,9 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		l.shards = append(l.shards, s)
 		routed = append(routed, s.Shard)
 	}
+	if err := l.checkStoredClusterID(); err != nil {
+		return nil, err
+	}
 	if l.mux != nil {
 		l.client = mux.NewClient(l.mux, serviceRPC)
 	}
@@ -152,6 +163,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	for _, s := range l.shards {
 		s.Batcher.Start()
 	}
+	l.goRun(l.maintainClusterID)
 	if l.mux == nil {
 		// The embedded single node elects itself within milliseconds:
 		// return a log that is ready to append.
@@ -181,30 +193,43 @@ func (l *Log) goRun(fn func()) {
 	}()
 }
 
-func checkIdentity(cfg *Config) error {
+// checkIdentity checks raftlog.json against cfg, writing it on first
+// start, and returns what it holds.
+func checkIdentity(cfg *Config) (identity, error) {
 	path := filepath.Join(cfg.Dir, "raftlog.json")
 	want := identity{Format: 1, NodeID: cfg.NodeID, Partitions: cfg.Partitions, Shards: cfg.Shards}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		b, _ = json.MarshalIndent(want, "", "  ")
-		tmp := path + ".tmp"
-		if err := state.WriteFileSync(tmp, bytes.NewReader(b)); err != nil {
-			return fmt.Errorf("raftlog: %w", err)
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			return fmt.Errorf("raftlog: %w", err)
-		}
-		return state.SyncDir(cfg.Dir)
+		return want, writeIdentity(cfg.Dir, want)
 	}
 	if err != nil {
-		return fmt.Errorf("raftlog: %w", err)
+		return identity{}, fmt.Errorf("raftlog: %w", err)
 	}
 	var have identity
 	if err := json.Unmarshal(b, &have); err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+		return identity{}, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
 	}
-	if have != want {
-		return fmt.Errorf("%w: %s holds %+v, configured %+v", ErrConfig, path, have, want)
+	cmp := have
+	cmp.ClusterID = "" // learned, not configured
+	if cmp != want {
+		return identity{}, fmt.Errorf("%w: %s holds %+v, configured %+v", ErrConfig, path, have, want)
+	}
+	return have, nil
+}
+
+// writeIdentity replaces raftlog.json in dir with id, durably.
+func writeIdentity(dir string, id identity) error {
+	path := filepath.Join(dir, "raftlog.json")
+	b, _ := json.MarshalIndent(id, "", "  ")
+	tmp := path + ".tmp"
+	if err := state.WriteFileSync(tmp, bytes.NewReader(b)); err != nil {
+		return fmt.Errorf("raftlog: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("raftlog: %w", err)
+	}
+	if err := state.SyncDir(dir); err != nil {
+		return fmt.Errorf("raftlog: %w", err)
 	}
 	return nil
 }

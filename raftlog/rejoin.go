@@ -69,11 +69,19 @@ func (l *Log) start(ctx context.Context, logger hclog.Logger) error {
 	case l.mux == nil || (len(cfg.Peers) == 0 && cfg.Join == ""):
 		servers = []raft.Server{{ID: raft.ServerID(cfg.NodeID), Address: raft.ServerAddress(l.selfAddr()), Suffrage: raft.Voter}}
 	case hasState:
+		// A node with data never starts raft among another cluster's
+		// nodes (clusterid.go).
+		if err := l.checkPeersClusterID(ctx); err != nil {
+			return err
+		}
 		// Shards without state on a node with state were not bootstrapped
 		// when the node first started (it stopped in between): they are
 		// bootstrapped as they would have been.
 		servers = peerServers(cfg.Peers)
 	case cfg.Join != "":
+		if err := l.checkJoinClusterID(ctx); err != nil {
+			return err
+		}
 		via = []string{cfg.Join}
 	default:
 		var err error
@@ -124,7 +132,7 @@ func (l *Log) probeState() route.NodeState {
 	ss := &l.startState
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	st := route.NodeState{NodeID: l.cfg.NodeID}
+	st := route.NodeState{NodeID: l.cfg.NodeID, ClusterID: l.ClusterID()}
 	if !ss.started {
 		for _, s := range l.shards {
 			st.HasState = st.HasState || s.hasState
@@ -189,6 +197,8 @@ func (l *Log) findCluster(ctx context.Context) ([]string, error) {
 		members := map[string]bool{}
 		knowsMembers, formedWithMe := false, false
 		incarnations := map[string]string{}
+		mine := l.ClusterID()
+		var theirs, theirsPeer string // the cluster ID of the peers with state, and one that said so
 		for i, p := range l.cfg.Peers {
 			a := answers[i]
 			switch {
@@ -197,7 +207,16 @@ func (l *Log) findCluster(ctx context.Context) ([]string, error) {
 				unreachable = append(unreachable, fmt.Sprintf("%s at %s (%v)", p.ID, p.Addr, a.err))
 			case a.st.NodeID != p.ID:
 				return nil, fmt.Errorf("%w: Peers lists %s at %s, but the node there is %q", ErrConfig, p.ID, p.Addr, a.st.NodeID)
+			case mine != "" && a.st.ClusterID != "" && a.st.ClusterID != mine:
+				// A foreign cluster: never rejoined, never counted.
+				return nil, l.foreignError(p.ID, p.Addr, a.st.ClusterID)
+			case a.st.HasState && theirs != "" && a.st.ClusterID != "" && a.st.ClusterID != theirs:
+				return nil, fmt.Errorf("%w: Peers names nodes of two clusters: %s belongs to cluster %s, %s to cluster %s",
+					ErrConfig, theirsPeer, theirs, p.ID, a.st.ClusterID)
 			case a.st.HasState:
+				if a.st.ClusterID != "" {
+					theirs, theirsPeer = a.st.ClusterID, p.ID
+				}
 				withState = append(withState, p.Addr)
 				for _, m := range a.st.Members {
 					members[m], knowsMembers = true, true
@@ -214,18 +233,27 @@ func (l *Log) findCluster(ctx context.Context) ([]string, error) {
 			// of its empty voters: this node's empty log is the one the
 			// formation assumed, and it forms too.
 			l.logger.Info("raftlog: forming the cluster a peer formed with this node", "peers with state", withState)
-			return nil, nil
+			return nil, l.adoptClusterID(theirs)
 		case len(withState) > 0 && knowsMembers && !members[l.cfg.NodeID]:
 			return nil, fmt.Errorf("%w: a cluster exists (members %v), and this node %q is not a member: add it with Join, or fix Peers",
 				ErrConfig, slices.Sorted(mapKeys(members)), l.cfg.NodeID)
 		case len(withState) > 0 && knowsMembers:
 			l.logger.Info("raftlog: a cluster exists; rejoining it as a new incarnation", "peers with state", withState)
-			return withState, nil
+			return withState, l.adoptClusterID(theirs)
 		case len(withState) == 0 && len(empty) >= need:
 			l.startState.mu.Lock()
 			l.startState.formedWith = incarnations
 			l.startState.mu.Unlock()
 			l.logger.Info("raftlog: forming a new cluster", "empty voters", empty)
+			if mine != "" {
+				// raftlog.json survived the data: the new cluster gets a
+				// new identity, which this node will learn.
+				l.logger.Warn("raftlog: no data and no peer with data; forming a new cluster in place of the one raftlog.json names",
+					"old cluster", mine)
+				if err := l.storeClusterID(""); err != nil {
+					return nil, err
+				}
+			}
 			return nil, nil
 		}
 		if round%5 == 4 {

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/esraft/esraft/raftlog/internal/cgroup"
@@ -77,6 +78,10 @@ type Engine struct {
 	// guarded like the tables and flushed with them.
 	cgroups         map[string]*cgroup.Group
 	totalPartitions int
+	// clusterID is the cluster's identity as applied (clusterid.go), the
+	// zero UUID until the first CmdClusterID entry is; guarded like the
+	// tables and flushed with them.
+	clusterID uuid.UUID
 
 	// Applied state not yet in db (memtable.go): the active table, which
 	// applies go to, and the frozen one being written by the flusher (nil
@@ -118,6 +123,7 @@ var (
 	metaPartitions = []byte("partitions")
 	metaGroups     = []byte("groups")
 	metaGroup      = []byte("group")
+	metaClusterID  = []byte("cluster") // 16 bytes, a UUID (clusterid.go)
 )
 
 func partitionBucketName(p core.Partition) []byte {
@@ -289,6 +295,13 @@ func (f *Engine) load(tx *bolt.Tx) error {
 	}
 	if err := f.loadGroups(tx); err != nil {
 		return err
+	}
+	f.clusterID = uuid.UUID{}
+	if v := meta.Get(metaClusterID); v != nil {
+		if len(v) != 16 {
+			return fmt.Errorf("%w: %s: cluster ID of %d bytes", core.ErrCorrupt, f.path, len(v))
+		}
+		f.clusterID = uuid.UUID(v)
 	}
 	f.mem = newMemTable(f.nextOffsets(), f.applied.Load(), f.lastTime, f.flushAtRecords)
 	f.frozen = nil

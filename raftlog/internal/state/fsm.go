@@ -37,7 +37,8 @@ func (f FSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 // ApplyBatch applies committed entries above the engine's applied index
 // (raft hands a restarted node entries the state file already holds). The
 // response of an append entry is a []core.AppendOutcome, one per request;
-// of a group operation, a core.GroupOutcome; of an entry that cannot be
+// of a group operation, a core.GroupOutcome; of a cluster ID proposal, the
+// cluster ID in force after it (a string); of an entry that cannot be
 // decoded, an error.
 func (f FSM) ApplyBatch(logs []*raft.Log) []any {
 	resp := make([]any, len(logs))
@@ -78,6 +79,12 @@ func (f FSM) dispatch(b *Batch, l *raft.Log) any {
 			return f.rejected(l, err)
 		}
 		return b.Group(&op, t)
+	case wire.CmdClusterID:
+		id, err := wire.DecodeClusterID(l.Data)
+		if err != nil {
+			return f.rejected(l, err)
+		}
+		return b.ClusterID(id).String()
 	}
 	return f.rejected(l, fmt.Errorf("%w: unknown command type %d", core.ErrCorrupt, cmd))
 }

@@ -80,6 +80,9 @@ type memTable struct {
 	groupsDirty map[string]struct{}
 	metaAt      []map[string]*keyMeta
 	groupsAt    map[string][]byte
+	// clusterID, if not zero, was applied in this table (the cluster ID
+	// never changes once set, so the flusher writes it as is).
+	clusterID uuid.UUID
 
 	n     int // records held
 	bytes int
@@ -319,6 +322,9 @@ func (f *Engine) writeTable(m *memTable) {
 	meta := tx.Bucket(bucketMeta)
 	put(meta, metaApplied, be64(m.last))
 	put(meta, metaTime, be64(uint64(m.lastTime)))
+	if m.clusterID != (uuid.UUID{}) {
+		put(meta, metaClusterID, bytes.Clone(m.clusterID[:]))
+	}
 	if err := errors.Join(errs...); err != nil {
 		tx.Rollback()
 		f.fatal("flush: %v", err)

@@ -45,6 +45,9 @@ import (
 const (
 	CmdAppend byte = 1
 	CmdGroup  byte = 2 // one consumer group operation (groups.go)
+	// CmdClusterID proposes the cluster's identity: the command byte, then
+	// the 16 bytes of a UUID. The first one applied wins (state).
+	CmdClusterID byte = 3
 )
 
 // Request flags. reqDelete and reqTruncate make the request an operation
@@ -470,4 +473,26 @@ func DecodeGroupEntry(b []byte) (int64, GroupOp, error) {
 	t := d.Varint()
 	op := d.GroupOp()
 	return t, op, d.Finish()
+}
+
+// EncodeClusterID returns the raft entry that proposes id as the cluster's
+// identity.
+func EncodeClusterID(id uuid.UUID) []byte {
+	return append([]byte{CmdClusterID}, id[:]...)
+}
+
+// DecodeClusterID decodes an entry of type CmdClusterID.
+func DecodeClusterID(b []byte) (uuid.UUID, error) {
+	d := Decoder{B: b}
+	if c := d.Byte(); d.Err == nil && c != CmdClusterID {
+		return uuid.UUID{}, fmt.Errorf("%w: not a cluster ID Entry", core.ErrCorrupt)
+	}
+	id := d.ID()
+	if err := d.Finish(); err != nil {
+		return uuid.UUID{}, err
+	}
+	if id == (uuid.UUID{}) {
+		return uuid.UUID{}, fmt.Errorf("%w: a nil cluster ID", core.ErrCorrupt)
+	}
+	return id, nil
 }
