@@ -46,6 +46,7 @@ type Log struct {
 	// starts (rejoin.go).
 	startState startState
 	tls        *clusterTLS // nil without TLS
+	balance    balancer    // moves leaders between voters (balance.go)
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -152,6 +153,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	for _, s := range l.shards {
 		s.Batcher.Start()
 	}
+	l.startBalancer()
 	if l.mux == nil {
 		// The embedded single node elects itself within milliseconds:
 		// return a log that is ready to append.
@@ -386,12 +388,17 @@ func checkLogCoversState(logs raft.LogStore, snaps raft.SnapshotStore, applied u
 	return nil
 }
 
-// Close stops the node: appends in progress fail with ErrClosed (their
-// outcome unknown), shards shut down and files are closed. Close is
-// idempotent.
+// Close stops the node: it first hands the leadership of the shards it
+// leads to other voters (Config.HandoffTimeout), then appends in progress
+// fail with ErrClosed (their outcome unknown), shards shut down and files
+// are closed. Close is idempotent.
 func (l *Log) Close() error {
 	var errs []error
 	l.closeOnce.Do(func() {
+		// While everything still runs: appends that reach this node
+		// during the hand-off are retried on the new leader.
+		l.stopBalancer()
+		l.handOff()
 		close(l.closing)
 		// Batchers first, while raft runs: their in-flight entries resolve
 		// (commit or leadership loss), and none is left in raft's apply
