@@ -114,6 +114,19 @@ type Config struct {
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
 
+	// HandoffTimeout bounds how long Close, on a node that leads shards
+	// and has other voters, waits in all for those shards to hand their
+	// leadership to an up-to-date voter before it stops raft, so writes
+	// move on without waiting for an election timeout (default 2 s;
+	// negative: no hand-off, Close stops raft as a crash would).
+	HandoffTimeout time.Duration
+	// BalanceInterval is how often a node checks that it leads no more
+	// than its share, ceil(S / voters), of the S shards, and the least time
+	// between two leadership transfers it makes to give the excess to
+	// voters that lead fewer (balance.go). Default 2 s; negative: never.
+	// A log with one shard has nothing to balance.
+	BalanceInterval time.Duration
+
 	// MaxConns and MaxConnsPerIP bound the connections open at once on
 	// the cluster address, in total and from one remote IP address; an
 	// excess connection is closed as soon as it is accepted. Defaults
@@ -178,6 +191,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.IDRetention == 0 {
 		c.IDRetention = 24 * time.Hour
+	}
+	if c.HandoffTimeout == 0 {
+		c.HandoffTimeout = 2 * time.Second
+	}
+	if c.BalanceInterval == 0 {
+		c.BalanceInterval = 2 * time.Second
 	}
 	c.Logger = logging.OrDefault(c.Logger)
 }

@@ -50,6 +50,7 @@ type Log struct {
 	// node knows before (or without) applying it (clusterid.go).
 	identMu sync.Mutex
 	ident   identity
+	balance balancer // moves leaders between voters (balance.go)
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -164,6 +165,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		s.Batcher.Start()
 	}
 	l.goRun(l.maintainClusterID)
+	l.startBalancer()
 	if l.mux == nil {
 		// The embedded single node elects itself within milliseconds:
 		// return a log that is ready to append.
@@ -411,12 +413,17 @@ func checkLogCoversState(logs raft.LogStore, snaps raft.SnapshotStore, applied u
 	return nil
 }
 
-// Close stops the node: appends in progress fail with ErrClosed (their
-// outcome unknown), shards shut down and files are closed. Close is
-// idempotent.
+// Close stops the node: it first hands the leadership of the shards it
+// leads to other voters (Config.HandoffTimeout), then appends in progress
+// fail with ErrClosed (their outcome unknown), shards shut down and files
+// are closed. Close is idempotent.
 func (l *Log) Close() error {
 	var errs []error
 	l.closeOnce.Do(func() {
+		// While everything still runs: appends that reach this node
+		// during the hand-off are retried on the new leader.
+		l.stopBalancer()
+		l.handOff()
 		close(l.closing)
 		// Batchers first, while raft runs: their in-flight entries resolve
 		// (commit or leadership loss), and none is left in raft's apply
