@@ -101,38 +101,39 @@ func (o *Options) delay(n int) time.Duration {
 
 // ParkedEvent is an event set aside after failing.
 type ParkedEvent struct {
-	Partition eventstore.Partition
-	Offset    uint64
-	Stream    string
-	Error     string
-	Attempts  int
+	Partition eventstore.Partition `json:"partition"`
+	Offset    uint64               `json:"offset"`
+	Stream    string               `json:"stream"`
+	Error     string               `json:"error"`
+	Attempts  int                  `json:"attempts"`
 }
 
 // PartitionStatus is a runner's progress in one partition.
 type PartitionStatus struct {
-	Partition eventstore.Partition
-	Position  uint64 // the next offset to handle
-	Head      uint64 // the partition's next offset on this node
-	Lag       uint64 // Head - Position
-	Parked    int
+	Partition eventstore.Partition `json:"partition"`
+	Position  uint64               `json:"position"` // the next offset to handle
+	Head      uint64               `json:"head"`     // the partition's next offset on this node
+	Lag       uint64               `json:"lag"`      // Head - Position
+	Parked    int                  `json:"parked"`
 }
 
 // Status is a runner's state.
 type Status struct {
-	Name       string
-	State      string // "starting", "running", "rebuilding", "stopped", "failed: ..."
-	Partitions []PartitionStatus
-	Lag        uint64
-	Parked     int
+	Name       string            `json:"name"`
+	State      string            `json:"state"` // "starting", "running", "rebuilding", "stopped", "failed: ..."
+	Partitions []PartitionStatus `json:"partitions"`
+	Lag        uint64            `json:"lag"`
+	Parked     int               `json:"parked"`
 	// Rebuild is the progress of a running rebuild (nil if none): events
 	// replayed into the new read model and the total to replay.
-	Rebuild *RebuildProgress
+	Rebuild *RebuildProgress `json:"rebuild,omitempty"`
 }
 
 // RebuildProgress reports a rebuild.
 type RebuildProgress struct {
-	Replayed, Total uint64
-	Started         time.Time
+	Replayed uint64    `json:"replayed"`
+	Total    uint64    `json:"total"`
+	Started  time.Time `json:"started"`
 }
 
 // Errors of the runners.
