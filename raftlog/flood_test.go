@@ -104,6 +104,27 @@ func (a *appender) run(c *testCluster, nodes []int, interval time.Duration, stop
 	}
 }
 
+// requireRecovered checks what a flood left: the appends made during it
+// (stopped by the caller) all succeeded, more than 50 of them, none slower
+// than 3 s; and the goroutine count and the live heap come back to within
+// 10 % of the baseline.
+func requireRecovered(t *testing.T, a *appender, baseHeap uint64, baseG int) {
+	t.Helper()
+	n, errs, maxLatency := a.report()
+	t.Logf("appends during the flood: %d, max latency %v", n, maxLatency.Round(time.Millisecond))
+	require.Empty(t, errs)
+	require.Greater(t, n, 50)
+	require.Less(t, maxLatency, 3*time.Second)
+	var heap uint64
+	var g int
+	wait.Until(t, 30*time.Second, "goroutines and heap back to the baseline", func() bool {
+		heap, g = liveHeap()
+		return float64(g) <= 1.1*float64(baseG) && float64(heap) <= 1.1*float64(baseHeap)
+	})
+	t.Logf("after: %d goroutines (baseline %d), live heap %.1f MiB (baseline %.1f MiB)",
+		g, baseG, float64(heap)/(1<<20), float64(baseHeap)/(1<<20))
+}
+
 func (a *appender) report() (int, []error, time.Duration) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -189,20 +210,8 @@ func TestClusterPortFlood(t *testing.T) {
 	conns = nil // nor does the test hold on to them
 	close(stop)
 	<-done
-	n, errs, maxLatency := a.report()
-	t.Logf("appends during the flood: %d, max latency %v", n, maxLatency.Round(time.Millisecond))
-	require.Empty(t, errs)
-	require.Greater(t, n, 50)
-	require.Less(t, maxLatency, 3*time.Second)
-
-	var heap uint64
-	var g int
-	wait.Until(t, 30*time.Second, "goroutines and heap back to the baseline", func() bool {
-		heap, g = liveHeap()
-		return float64(g) <= 1.1*float64(baseG) && float64(heap) <= 1.1*float64(baseHeap)
-	})
-	t.Logf("after: %d goroutines (baseline %d), live heap %.1f MiB (baseline %.1f MiB), %d connections",
-		g, baseG, float64(heap)/(1<<20), float64(baseHeap)/(1<<20), target.mux.Stats().Conns)
+	requireRecovered(t, &a, baseHeap, baseG)
+	t.Logf("%d connections on the leader's port", target.mux.Stats().Conns)
 	wait.Until(t, 10*time.Second, "the leader's connection count back to the baseline", func() bool {
 		return target.mux.Stats().Conns <= baseConns
 	})
@@ -301,17 +310,5 @@ func TestClusterPortFloodTLS(t *testing.T) {
 	conns = nil
 	close(stop)
 	<-done
-	n, errs, maxLatency := a.report()
-	t.Logf("appends during the flood: %d, max latency %v", n, maxLatency.Round(time.Millisecond))
-	require.Empty(t, errs)
-	require.Greater(t, n, 50)
-	require.Less(t, maxLatency, 3*time.Second)
-
-	var heap uint64
-	var g int
-	wait.Until(t, 30*time.Second, "goroutines and heap back to the baseline", func() bool {
-		heap, g = liveHeap()
-		return float64(g) <= 1.1*float64(baseG) && float64(heap) <= 1.1*float64(baseHeap)
-	})
-	t.Logf("after: %d goroutines, live heap %.1f MiB", g, float64(heap)/(1<<20))
+	requireRecovered(t, &a, baseHeap, baseG)
 }
