@@ -34,14 +34,7 @@ func BenchmarkAppend(b *testing.B) {
 				c := newCluster(b, s.nodes, benchConfig)
 				l = c.node(c.leader(0))
 			}
-			value := rawraftbench.Record()
-			ctx := context.Background()
-			var n atomic.Uint64
-			rawraftbench.Run(b, func() error {
-				i := n.Add(1)
-				_, err := l.Append(ctx, fmt.Sprint("key-", i%4096), []NewRecord{{Value: value}})
-				return err
-			}, s.appenders)
+			benchAppends(b, l, s.appenders)
 		})
 	}
 }
@@ -71,4 +64,17 @@ func benchConfig(c *Config) {
 	if v := os.Getenv("RAFTLOG_BENCH_FLUSH"); v != "" {
 		c.flushRecords, _ = strconv.Atoi(v)
 	}
+}
+
+// benchAppends times one 200-byte record per Append to l, keys key-0 ..
+// key-4095 in turn, from appenders goroutines.
+func benchAppends(b *testing.B, l *Log, appenders int) {
+	value := rawraftbench.Record()
+	ctx := context.Background()
+	var n atomic.Uint64
+	rawraftbench.Run(b, func() error {
+		i := n.Add(1)
+		_, err := l.Append(ctx, fmt.Sprint("key-", i%4096), []NewRecord{{Value: value}})
+		return err
+	}, appenders)
 }

@@ -1,12 +1,8 @@
 package raftlog
 
 import (
-	"context"
 	"fmt"
-	"sync/atomic"
 	"testing"
-
-	"github.com/esraft/esraft/systemtest/rawraftbench"
 )
 
 // BenchmarkAppendTLS is BenchmarkAppend's nodes=3/appenders=64 shape with
@@ -24,15 +20,7 @@ func BenchmarkAppendTLS(b *testing.B) {
 			} else {
 				c = newCluster(b, 3, benchConfig)
 			}
-			l := c.node(c.leader(0))
-			value := rawraftbench.Record()
-			ctx := context.Background()
-			var n atomic.Uint64
-			rawraftbench.Run(b, func() error {
-				i := n.Add(1)
-				_, err := l.Append(ctx, fmt.Sprint("key-", i%4096), []NewRecord{{Value: value}})
-				return err
-			}, 64)
+			benchAppends(b, c.node(c.leader(0)), 64)
 		})
 	}
 }

@@ -104,6 +104,23 @@ func (a *appender) run(c *testCluster, nodes []int, interval time.Duration, stop
 	}
 }
 
+// warmUp appends through nodes for 2 s, so that the connections between
+// the nodes are made and caches filled, and returns how many appends it
+// made and the baseline heap and goroutine count after them.
+func warmUp(t *testing.T, c *testCluster, nodes []int) (n int, heap uint64, goroutines int) {
+	t.Helper()
+	var warm appender
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { warm.run(c, nodes, 5*time.Millisecond, stop); close(done) }()
+	time.Sleep(2 * time.Second) // a fixed amount of load, not a wait for a condition
+	close(stop)
+	<-done
+	n, errs, _ := warm.report()
+	require.Empty(t, errs)
+	heap, goroutines = liveHeap()
+	return n, heap, goroutines
+}
+
 // requireRecovered checks what a flood left: the appends made during it
 // (stopped by the caller) all succeeded, more than 50 of them, none slower
 // than 3 s; and the goroutine count and the live heap come back to within
@@ -155,23 +172,13 @@ func TestClusterPortFlood(t *testing.T) {
 	target := c.node(li)
 	addr := target.Addr()
 
-	// Warm up: connections between the nodes established, caches filled.
-	var warm appender
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() { warm.run(c, []int{li, fi}, 5*time.Millisecond, stop); close(done) }()
-	time.Sleep(2 * time.Second) // a fixed amount of load, not a wait for a condition
-	close(stop)
-	<-done
-	n, errs, _ := warm.report()
-	require.Empty(t, errs)
-	baseHeap, baseG := liveHeap()
+	n, baseHeap, baseG := warmUp(t, c, []int{li, fi})
 	baseConns := target.mux.Stats().Conns
 	t.Logf("baseline: %d goroutines, live heap %.1f MiB, %d connections on the leader's port (%d warm-up appends)",
 		baseG, float64(baseHeap)/(1<<20), baseConns, n)
 
 	var a appender
-	stop, done = make(chan struct{}), make(chan struct{})
+	stop, done := make(chan struct{}), make(chan struct{})
 	go func() { a.run(c, []int{li, fi}, 20*time.Millisecond, stop); close(done) }()
 
 	start := time.Now()
@@ -276,18 +283,10 @@ func TestClusterPortFloodTLS(t *testing.T) {
 	fi := (li + 1) % 3
 	target := c.node(li)
 
-	var warm appender
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() { warm.run(c, []int{li, fi}, 5*time.Millisecond, stop); close(done) }()
-	time.Sleep(2 * time.Second) // a fixed amount of load, not a wait for a condition
-	close(stop)
-	<-done
-	_, errs, _ := warm.report()
-	require.Empty(t, errs)
-	baseHeap, baseG := liveHeap()
+	_, baseHeap, baseG := warmUp(t, c, []int{li, fi})
 
 	var a appender
-	stop, done = make(chan struct{}), make(chan struct{})
+	stop, done := make(chan struct{}), make(chan struct{})
 	go func() { a.run(c, []int{li, fi}, 20*time.Millisecond, stop); close(done) }()
 	conns := flood(t, "127.0.0.1", target.Addr(), perStyle)
 	defer func() { closeAll(conns) }()

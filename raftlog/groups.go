@@ -3,7 +3,6 @@ package raftlog
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/esraft/esraft/raftlog/internal/wire"
@@ -13,10 +12,9 @@ import (
 // refreshes it if it is a member already, and returns the group's state.
 // The member must then heartbeat at least once per sessionTimeout (a third
 // of it is a good period) or be removed, its partitions given to others.
+// An empty group or member, or a session that is not positive, is an
+// ErrConfig.
 func (l *Log) JoinGroup(ctx context.Context, group, member string, sessionTimeout time.Duration) (GroupState, error) {
-	if group == "" || member == "" || sessionTimeout <= 0 {
-		return GroupState{}, fmt.Errorf("%w: a group, a member and a positive session timeout are required", ErrConfig)
-	}
 	return l.groupCall(ctx, &wire.GroupOp{Op: wire.GopJoin, Group: group, Member: member, Session: int64(sessionTimeout)})
 }
 
