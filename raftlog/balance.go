@@ -252,28 +252,21 @@ type probedVoter struct {
 // probeVoters probes the other voters at once, within timeout, and returns
 // those that answered as themselves and running every shard.
 func (l *Log) probeVoters(ctx context.Context, timeout time.Duration) []probedVoter {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var mu sync.Mutex
-	var out []probedVoter
-	var wg sync.WaitGroup
+	var ids []raft.ServerID
+	var addrs []string
 	for id, addr := range l.commonVoters() {
-		if string(id) == l.cfg.NodeID {
+		if string(id) != l.cfg.NodeID {
+			ids = append(ids, id)
+			addrs = append(addrs, string(addr))
+		}
+	}
+	var out []probedVoter
+	for i, a := range l.router.ProbeAll(ctx, addrs, timeout) {
+		if a.Err != nil || a.State.NodeID != string(ids[i]) || len(a.State.Shards) != len(l.shards) {
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			st, err := l.router.Probe(ctx, string(addr))
-			if err != nil || st.NodeID != string(id) || len(st.Shards) != len(l.shards) {
-				return
-			}
-			mu.Lock()
-			out = append(out, probedVoter{id: id, addr: addr, state: st})
-			mu.Unlock()
-		}()
+		out = append(out, probedVoter{id: ids[i], addr: raft.ServerAddress(addrs[i]), state: a.State})
 	}
-	wg.Wait()
 	return out
 }
 

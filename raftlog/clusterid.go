@@ -3,14 +3,12 @@ package raftlog
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/hashicorp/raft"
 
 	"github.com/esraft/esraft/internal/backoff"
-	"github.com/esraft/esraft/raftlog/internal/route"
 	"github.com/esraft/esraft/raftlog/internal/wire"
 )
 
@@ -107,21 +105,13 @@ func (l *Log) checkPeersClusterID(ctx context.Context) error {
 	if l.cfg.Join != "" {
 		targets = append(targets, target{"the Join node", l.cfg.Join})
 	}
-	answers := make([]route.NodeState, len(targets))
-	var wg sync.WaitGroup
+	addrs := make([]string, len(targets))
 	for i, t := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			pctx, cancel := context.WithTimeout(ctx, identityProbeTimeout)
-			defer cancel()
-			answers[i], _ = l.router.Probe(pctx, t.addr)
-		}()
+		addrs[i] = t.addr
 	}
-	wg.Wait()
-	for i, a := range answers {
-		if a.ClusterID != "" && a.ClusterID != mine {
-			return l.foreignError(targets[i].id, targets[i].addr, a.ClusterID)
+	for i, a := range l.router.ProbeAll(ctx, addrs, identityProbeTimeout) {
+		if a.State.ClusterID != "" && a.State.ClusterID != mine {
+			return l.foreignError(targets[i].id, targets[i].addr, a.State.ClusterID)
 		}
 	}
 	return nil

@@ -173,25 +173,13 @@ func (l *Log) findCluster(ctx context.Context) ([]string, error) {
 	incarnation := l.startState.incarnation
 	l.startState.mu.Unlock()
 	for round := 0; ; round++ {
-		type answer struct {
-			st  route.NodeState
-			err error
-		}
-		answers := make([]answer, len(l.cfg.Peers))
-		var wg sync.WaitGroup
+		addrs := make([]string, len(l.cfg.Peers))
 		for i, p := range l.cfg.Peers {
-			if p.ID == l.cfg.NodeID {
-				continue
+			if p.ID != l.cfg.NodeID {
+				addrs[i] = p.Addr
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				pctx, cancel := context.WithTimeout(ctx, probeTimeout)
-				defer cancel()
-				answers[i].st, answers[i].err = l.router.Probe(pctx, p.Addr)
-			}()
 		}
-		wg.Wait()
+		answers := l.router.ProbeAll(ctx, addrs, probeTimeout)
 		empty := []string{l.cfg.NodeID}
 		var withState, unreachable []string
 		members := map[string]bool{}
@@ -203,28 +191,28 @@ func (l *Log) findCluster(ctx context.Context) ([]string, error) {
 			a := answers[i]
 			switch {
 			case p.ID == l.cfg.NodeID:
-			case a.err != nil:
-				unreachable = append(unreachable, fmt.Sprintf("%s at %s (%v)", p.ID, p.Addr, a.err))
-			case a.st.NodeID != p.ID:
-				return nil, fmt.Errorf("%w: Peers lists %s at %s, but the node there is %q", ErrConfig, p.ID, p.Addr, a.st.NodeID)
-			case mine != "" && a.st.ClusterID != "" && a.st.ClusterID != mine:
+			case a.Err != nil:
+				unreachable = append(unreachable, fmt.Sprintf("%s at %s (%v)", p.ID, p.Addr, a.Err))
+			case a.State.NodeID != p.ID:
+				return nil, fmt.Errorf("%w: Peers lists %s at %s, but the node there is %q", ErrConfig, p.ID, p.Addr, a.State.NodeID)
+			case mine != "" && a.State.ClusterID != "" && a.State.ClusterID != mine:
 				// A foreign cluster: never rejoined, never counted.
-				return nil, l.foreignError(p.ID, p.Addr, a.st.ClusterID)
-			case a.st.HasState && theirs != "" && a.st.ClusterID != "" && a.st.ClusterID != theirs:
+				return nil, l.foreignError(p.ID, p.Addr, a.State.ClusterID)
+			case a.State.HasState && theirs != "" && a.State.ClusterID != "" && a.State.ClusterID != theirs:
 				return nil, fmt.Errorf("%w: Peers names nodes of two clusters: %s belongs to cluster %s, %s to cluster %s",
-					ErrConfig, theirsPeer, theirs, p.ID, a.st.ClusterID)
-			case a.st.HasState:
-				if a.st.ClusterID != "" {
-					theirs, theirsPeer = a.st.ClusterID, p.ID
+					ErrConfig, theirsPeer, theirs, p.ID, a.State.ClusterID)
+			case a.State.HasState:
+				if a.State.ClusterID != "" {
+					theirs, theirsPeer = a.State.ClusterID, p.ID
 				}
 				withState = append(withState, p.Addr)
-				for _, m := range a.st.Members {
+				for _, m := range a.State.Members {
 					members[m], knowsMembers = true, true
 				}
-				formedWithMe = formedWithMe || a.st.FormedWith[l.cfg.NodeID] == incarnation
+				formedWithMe = formedWithMe || a.State.FormedWith[l.cfg.NodeID] == incarnation
 			default:
 				empty = append(empty, p.ID)
-				incarnations[p.ID] = a.st.Incarnation
+				incarnations[p.ID] = a.State.Incarnation
 			}
 		}
 		switch {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -102,6 +103,34 @@ func (r *Router) Probe(ctx context.Context, addr string) (NodeState, error) {
 		return NodeState{}, err
 	}
 	return decodeNodeState(resp)
+}
+
+// Probed is one node's answer to ProbeAll.
+type Probed struct {
+	State NodeState
+	Err   error
+}
+
+// ProbeAll probes every address at once, each within timeout, and returns
+// the answers in the same order; an empty address is skipped (its answer
+// is zero).
+func (r *Router) ProbeAll(ctx context.Context, addrs []string, timeout time.Duration) []Probed {
+	out := make([]Probed, len(addrs))
+	var wg sync.WaitGroup
+	for i, addr := range addrs {
+		if addr == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			out[i].State, out[i].Err = r.Probe(pctx, addr)
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 // rejoinTimeout bounds the membership changes one MethodRejoin call runs on
