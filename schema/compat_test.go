@@ -1,0 +1,150 @@
+package schema_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/esraft/esraft/schema"
+)
+
+func mustParse(t testing.TB, s string) *schema.Schema {
+	t.Helper()
+	sch, err := schema.Parse([]byte(s))
+	require.NoError(t, err, s)
+	return sch
+}
+
+// compatCases are schema changes (old -> new) with the verdicts that
+// follow Confluent's documented rules for JSON Schema: BACKWARD holds when
+// the new schema reads data of the old, FORWARD when the old reads data of
+// the new, FULL when both hold. path is the schema path the first
+// breaking difference must be reported at ("" when both hold).
+var compatCases = []struct {
+	name          string
+	old, new      string
+	backward, fwd bool
+	path          string
+}{
+	{"closed: add optional property", `{"type":"object","properties":{"a":{"type":"string"}},"additionalProperties":false}`,
+		`{"type":"object","properties":{"a":{"type":"string"},"b":{"type":"integer"}},"additionalProperties":false}`, true, false, "#/properties/b"},
+	{"closed: remove optional property", `{"type":"object","properties":{"a":{"type":"string"},"b":{"type":"integer"}},"additionalProperties":false}`,
+		`{"type":"object","properties":{"a":{"type":"string"}},"additionalProperties":false}`, false, true, "#/properties/b"},
+	{"open: add optional property", `{"type":"object","properties":{"a":{"type":"string"}}}`,
+		`{"type":"object","properties":{"a":{"type":"string"},"b":{"type":"integer"}}}`, false, true, "#/properties/b"},
+	{"open: remove optional property", `{"type":"object","properties":{"a":{"type":"string"},"b":{"type":"integer"}}}`,
+		`{"type":"object","properties":{"a":{"type":"string"}}}`, true, false, "#/properties/b"},
+	{"open: add required property", `{"type":"object","properties":{"a":{"type":"string"}}}`,
+		`{"type":"object","properties":{"a":{"type":"string"},"b":{}},"required":["b"]}`, false, true, "#/required"},
+	{"optional property made required", `{"type":"object","properties":{"a":{"type":"string"}}}`,
+		`{"type":"object","properties":{"a":{"type":"string"}},"required":["a"]}`, false, true, "#/required"},
+	{"required property made optional", `{"type":"object","properties":{"a":{"type":"string"}},"required":["a"]}`,
+		`{"type":"object","properties":{"a":{"type":"string"}}}`, true, false, "#/required"},
+	{"type changed string to integer", `{"type":"object","properties":{"a":{"type":"string"}}}`,
+		`{"type":"object","properties":{"a":{"type":"integer"}}}`, false, false, "#/properties/a/type"},
+	{"type widened integer to number", `{"type":"integer"}`, `{"type":"number"}`, true, false, "#/type"},
+	{"type made nullable", `{"type":"string"}`, `{"type":["string","null"]}`, true, false, "#/type"},
+	{"enum value added", `{"enum":["red","green"]}`, `{"enum":["red","green","blue"]}`, true, false, "#/enum"},
+	{"enum value removed", `{"enum":["red","green","blue"]}`, `{"enum":["red","green"]}`, false, true, "#/enum"},
+	{"maxLength increased", `{"type":"string","maxLength":10}`, `{"type":"string","maxLength":20}`, true, false, "#/maxLength"},
+	{"maxLength added", `{"type":"string"}`, `{"type":"string","maxLength":20}`, false, true, "#/maxLength"},
+	{"minimum raised", `{"type":"integer","minimum":0}`, `{"type":"integer","minimum":10}`, false, true, "#/minimum"},
+	{"pattern added", `{"type":"string"}`, `{"type":"string","pattern":"^[a-z]+$"}`, false, true, "#/pattern"},
+	{"array item type changed", `{"type":"array","items":{"type":"string"}}`, `{"type":"array","items":{"type":"integer"}}`, false, false, "#/items/type"},
+	{"nested type changed behind $ref",
+		`{"type":"object","properties":{"addr":{"$ref":"#/$defs/Addr"}},"$defs":{"Addr":{"type":"object","properties":{"zip":{"type":"string"}}}}}`,
+		`{"type":"object","properties":{"addr":{"$ref":"#/$defs/Addr"}},"$defs":{"Addr":{"type":"object","properties":{"zip":{"type":"integer"}}}}}`,
+		false, false, "#/properties/addr/properties/zip/type"},
+	{"partially open: add property matching additionalProperties", `{"type":"object","additionalProperties":{"type":"string"}}`,
+		`{"type":"object","properties":{"note":{"type":"string"}},"additionalProperties":{"type":"string"}}`, true, true, ""},
+	{"partially open: add property not matching additionalProperties", `{"type":"object","additionalProperties":{"type":"string"}}`,
+		`{"type":"object","properties":{"qty":{"type":"integer"}},"additionalProperties":{"type":"string"}}`, false, false, "#/properties/qty/type"},
+	{"anyOf branch added", `{"anyOf":[{"type":"string"}]}`, `{"anyOf":[{"type":"string"},{"type":"integer"}]}`, true, false, "#/anyOf/1"},
+	{"unchanged", `{"type":"object","properties":{"a":{"type":"string"}},"required":["a"]}`,
+		`{"type":"object","properties":{"a":{"type":"string"}},"required":["a"]}`, true, true, ""},
+	{"only annotations changed", `{"type":"string","description":"old"}`, `{"type":"string","description":"new","title":"T"}`, true, true, ""},
+	{"uniqueItems added", `{"type":"array"}`, `{"type":"array","uniqueItems":true}`, false, true, "#/uniqueItems"},
+	{"open model closed", `{"type":"object","properties":{"a":{}}}`, `{"type":"object","properties":{"a":{}},"additionalProperties":false}`, false, true, "#/additionalProperties"},
+	{"multipleOf made stricter", `{"type":"integer","multipleOf":2}`, `{"type":"integer","multipleOf":4}`, false, true, "#/multipleOf"},
+	{"recursive schema unchanged", `{"$defs":{"N":{"type":"object","properties":{"next":{"$ref":"#/$defs/N"}}}},"$ref":"#/$defs/N"}`,
+		`{"$defs":{"N":{"type":"object","properties":{"next":{"$ref":"#/$defs/N"}}}},"$ref":"#/$defs/N"}`, true, true, ""},
+}
+
+func TestCompatibilityTable(t *testing.T) {
+	require.GreaterOrEqual(t, len(compatCases), 20)
+	for _, tc := range compatCases {
+		t.Run(tc.name, func(t *testing.T) {
+			old, next := mustParse(t, tc.old), mustParse(t, tc.new)
+			earlier := []*schema.Schema{old}
+			verdict := func(m schema.Compatibility) []schema.Incompatibility {
+				return schema.CheckCompatibility(m, next, earlier)
+			}
+			for _, m := range []struct {
+				mode schema.Compatibility
+				want bool
+			}{
+				{schema.Backward, tc.backward}, {schema.BackwardTransitive, tc.backward},
+				{schema.Forward, tc.fwd}, {schema.ForwardTransitive, tc.fwd},
+				{schema.Full, tc.backward && tc.fwd}, {schema.FullTransitive, tc.backward && tc.fwd},
+				{schema.None, true},
+			} {
+				got := verdict(m.mode)
+				require.Equal(t, m.want, len(got) == 0, "%s: %v", m.mode, got)
+				for _, in := range got {
+					require.Equal(t, 1, in.Version)
+					require.NotEmpty(t, in.Kind)
+					require.NotEmpty(t, in.Message)
+				}
+			}
+			if tc.path != "" {
+				got := append(verdict(schema.Backward), verdict(schema.Forward)...)
+				require.NotEmpty(t, got)
+				require.Equal(t, tc.path, got[0].Path, "%v", got)
+			}
+		})
+	}
+}
+
+// TestTransitiveModes: version 3 reads version 2's data but not version
+// 1's, so BACKWARD accepts it and BACKWARD_TRANSITIVE refuses it, naming
+// version 1.
+func TestTransitiveModes(t *testing.T) {
+	v1 := mustParse(t, `{"type":"object","properties":{"a":{"type":"string"}},"additionalProperties":false}`)
+	v2 := mustParse(t, `{"type":"object","properties":{"a":{"type":"string"}},"required":["a"],"additionalProperties":false}`)
+	v3 := mustParse(t, `{"type":"object","properties":{"a":{"type":"string"}},"required":["a"],"additionalProperties":false}`)
+	earlier := []*schema.Schema{v1, v2}
+	require.Empty(t, schema.CheckCompatibility(schema.Backward, v3, earlier))
+	got := schema.CheckCompatibility(schema.BackwardTransitive, v3, earlier)
+	require.Len(t, got, 1)
+	require.Equal(t, 1, got[0].Version)
+	require.Equal(t, "backward", got[0].Direction)
+	require.Equal(t, "required_property_added", got[0].Kind)
+	require.Equal(t, "#/required", got[0].Path)
+}
+
+func TestParseRefusesBadSchemas(t *testing.T) {
+	for _, s := range []string{
+		`not json`,
+		`{"type":"object"} trailing`,
+		`[1,2]`,
+		`{"type":12}`,
+		`{"$ref":"https://example.com/other.json"}`,
+		`{"$ref":"other.json"}`,
+	} {
+		_, err := schema.Parse([]byte(s))
+		require.ErrorIs(t, err, schema.ErrInvalidSchema, s)
+	}
+}
+
+func TestValidateNamesThePath(t *testing.T) {
+	s := mustParse(t, `{"type":"object","properties":{"lines":{"type":"array","items":{"type":"object","properties":{"qty":{"type":"integer","minimum":1}}}}}}`)
+	path, reason, ok := s.Validate([]byte(`{"lines":[{"qty":1},{"qty":"two"}]}`))
+	require.False(t, ok)
+	require.Equal(t, "/lines/1/qty", path)
+	require.Contains(t, reason, "string")
+	_, reason, ok = s.Validate([]byte(`{"lines":`))
+	require.False(t, ok)
+	require.Contains(t, reason, "not JSON")
+	_, _, ok = s.Validate([]byte(`{"lines":[{"qty":3}]}`))
+	require.True(t, ok)
+}
