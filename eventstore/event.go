@@ -3,6 +3,7 @@ package eventstore
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +32,11 @@ type Metadata struct {
 	CausationID string
 	// Headers are free name/value pairs; names must not start with '$'.
 	Headers map[string]string
+	// SchemaVersion is the version of the event type's schema the event
+	// was validated against (0: none). On append it declares the version
+	// to validate against (0: the latest); a store with a Validator (see
+	// SetValidator) stores the version it validated against instead.
+	SchemaVersion int
 }
 
 // Partition numbers a partition of the log, 0 .. Store.Partitions()-1:
@@ -74,18 +80,23 @@ const (
 	hdrType        = "$t"
 	hdrCorrelation = "$c"
 	hdrCausation   = "$k"
+	hdrSchema      = "$v"
 )
 
 // toRecord converts an event to a log record; headers go in a fixed order
-// (type, correlation, causation, then user headers by name).
-func toRecord(e *EventData) raftlog.NewRecord {
-	hs := make([]raftlog.Header, 0, 3+len(e.Metadata.Headers))
+// (type, correlation, causation, schema version, then user headers by
+// name).
+func toRecord(e *EventData, schemaVersion int) raftlog.NewRecord {
+	hs := make([]raftlog.Header, 0, 4+len(e.Metadata.Headers))
 	hs = append(hs, raftlog.Header{Key: hdrType, Value: []byte(e.Type)})
 	if e.Metadata.CorrelationID != "" {
 		hs = append(hs, raftlog.Header{Key: hdrCorrelation, Value: []byte(e.Metadata.CorrelationID)})
 	}
 	if e.Metadata.CausationID != "" {
 		hs = append(hs, raftlog.Header{Key: hdrCausation, Value: []byte(e.Metadata.CausationID)})
+	}
+	if schemaVersion > 0 {
+		hs = append(hs, raftlog.Header{Key: hdrSchema, Value: strconv.AppendInt(nil, int64(schemaVersion), 10)})
 	}
 	if len(e.Metadata.Headers) > 0 {
 		names := make([]string, 0, len(e.Metadata.Headers))
@@ -124,6 +135,9 @@ func fromRecord(r *raftlog.Record) (Event, error) {
 			ev.Metadata.CorrelationID = string(h.Value)
 		case hdrCausation:
 			ev.Metadata.CausationID = string(h.Value)
+		case hdrSchema:
+			// Written by toRecord only; a value that does not parse reads as 0.
+			ev.Metadata.SchemaVersion, _ = strconv.Atoi(string(h.Value))
 		default:
 			if ev.Metadata.Headers == nil {
 				ev.Metadata.Headers = make(map[string]string, len(r.Headers))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/esraft/esraft/raftlog"
@@ -42,6 +43,7 @@ type Store struct {
 	// ErrAppendTooLarge: the log reports both as raftlog.ErrBatchTooLarge.
 	maxAppendEvents int
 	logger          *slog.Logger
+	validator       atomic.Pointer[validatorRef] // nil: appends are not validated
 }
 
 // Option configures Open or New.
@@ -99,9 +101,10 @@ func TLSFiles(cluster, certFile, keyFile, caFile string) Option {
 func Partitions(n int) Option { return optionFunc(func(s *settings) { s.log.Partitions = n }) }
 
 // MaxEventBytes bounds one event as the log stores it (default 1 MiB;
-// n <= 0: the default): its data, type, correlation and causation IDs and
-// headers, names and values, the store's own two-byte names for the type,
-// correlation and causation included ("$t", "$c", "$k"). An event of type
+// n <= 0: the default): its data, type, correlation and causation IDs,
+// schema version and headers, names and values, the store's own two-byte
+// names for the type, correlation, causation and schema version included
+// ("$t", "$c", "$k", "$v"). An event of type
 // "E" with no metadata is len(Data)+3 bytes. It sets the log's
 // MaxRecordBytes, and the log enforces it. Open only: see New.
 func MaxEventBytes(n int) Option {
@@ -244,7 +247,8 @@ func Recreate() AppendOption { return appendOptionFunc(func(s *appendSettings) {
 // every event ID was appended before (a retry after a timeout), nothing is
 // written and the original result comes back with Duplicate set.
 //
-// Errors: *WrongVersionError (errors.Is ErrWrongVersion) when expected
+// Errors: the Validator's error (see SetValidator), before anything is
+// proposed; *WrongVersionError (errors.Is ErrWrongVersion) when expected
 // does not hold; ErrStreamDeleted; the validation errors (ErrEmptyStream,
 // ErrEmptyEventType, ErrEventTooLarge, ErrTooManyEvents, ...);
 // ErrEventIDConflict; ErrUnavailable or ErrUnknownOutcome when ctx ends
@@ -260,7 +264,11 @@ func (s *Store) Append(ctx context.Context, stream string, expected ExpectedVers
 	if err := checkStream(stream); err != nil {
 		return AppendResult{}, err
 	}
-	recs, err := records(events)
+	versions, err := s.validate(ctx, stream, events)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	recs, err := records(events, versions)
 	if err != nil {
 		return AppendResult{}, err
 	}
@@ -283,8 +291,9 @@ func (s *Store) Append(ctx context.Context, stream string, expected ExpectedVers
 }
 
 // records checks what the log cannot (event types, header names) and
-// converts events to log records. The log checks the rest.
-func records(events []EventData) ([]raftlog.NewRecord, error) {
+// converts events to log records. The log checks the rest. versions are
+// the schema versions the validator gave, nil without one.
+func records(events []EventData, versions []int) ([]raftlog.NewRecord, error) {
 	recs := make([]raftlog.NewRecord, len(events))
 	for i := range events {
 		e := &events[i]
@@ -296,7 +305,11 @@ func records(events []EventData) ([]raftlog.NewRecord, error) {
 				return nil, fmt.Errorf("%w: %q in event %d", ErrReservedHeader, k, i)
 			}
 		}
-		recs[i] = toRecord(e)
+		v := e.Metadata.SchemaVersion
+		if versions != nil {
+			v = versions[i]
+		}
+		recs[i] = toRecord(e, v)
 	}
 	return recs, nil
 }
