@@ -549,3 +549,10 @@ func intransitive(m Compatibility) Compatibility {
 	}
 	return m
 }
+
+// RegisterSchema is Register returning the version number only (for
+// aggregate.Schemas).
+func (r *Registry) RegisterSchema(ctx context.Context, subj string, text []byte) (int, error) {
+	v, err := r.Register(ctx, subj, text)
+	return v.Version, err
+}
