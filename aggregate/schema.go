@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strings"
 
 	"github.com/invopop/jsonschema"
 )
@@ -35,7 +36,71 @@ func deriveSchema(t reflect.Type) ([]byte, error) {
 	// Anonymous: no $id from the Go package path, so moving a type does
 	// not change its schema.
 	ref := jsonschema.Reflector{Anonymous: true}
-	return json.Marshal(ref.ReflectFromType(t))
+	s := ref.ReflectFromType(t)
+	allowNulls(s, t, s.Definitions, map[reflect.Type]bool{})
+	return json.Marshal(s)
+}
+
+// allowNulls lets the properties encoding/json writes as null (nil
+// pointers, slices, maps and interfaces without omitempty) be null: the
+// generator gives them their element's type only, which would refuse
+// events the code writes.
+func allowNulls(s *jsonschema.Schema, t reflect.Type, defs jsonschema.Definitions, seen map[reflect.Type]bool) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if s == nil {
+		return
+	}
+	if name, ok := strings.CutPrefix(s.Ref, "#/$defs/"); ok {
+		if seen[t] {
+			return
+		}
+		seen[t] = true
+		s = defs[name]
+		if s == nil {
+			return
+		}
+	}
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		allowNulls(s.Items, t.Elem(), defs, seen)
+	case reflect.Map:
+		allowNulls(s.AdditionalProperties, t.Elem(), defs, seen)
+	case reflect.Struct:
+		if s.Properties == nil {
+			return
+		}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			tag := f.Tag.Get("json")
+			name, opts, _ := strings.Cut(tag, ",")
+			if name == "-" && opts == "" {
+				continue
+			}
+			if f.Anonymous && name == "" {
+				allowNulls(s, f.Type, defs, seen) // embedded: its fields are this struct's
+				continue
+			}
+			if !f.IsExported() {
+				continue
+			}
+			if name == "" {
+				name = f.Name
+			}
+			ps, ok := s.Properties.Get(name)
+			if !ok || ps == nil {
+				continue
+			}
+			allowNulls(ps, f.Type, defs, seen)
+			switch f.Type.Kind() {
+			case reflect.Pointer, reflect.Slice, reflect.Map, reflect.Interface:
+				if !strings.Contains(opts, "omitempty") && ps.Type != "null" {
+					s.Properties.Set(name, &jsonschema.Schema{AnyOf: []*jsonschema.Schema{ps, {Type: "null"}}})
+				}
+			}
+		}
+	}
 }
 
 // RegisterSchemas derives the schema of every event type of r (see

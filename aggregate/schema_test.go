@@ -89,3 +89,32 @@ func TestSchemasFromGoTypes(t *testing.T) {
 	})
 	require.ErrorIs(t, err, schema.ErrInvalidEvent)
 }
+
+type Tagged struct {
+	Tags  []string          `json:"tags"`
+	Attrs map[string]string `json:"attrs"`
+	Next  *Tagged           `json:"next"`
+	Note  *string           `json:"note,omitempty"`
+	Count int               `json:"count"`
+}
+
+// TestDerivedSchemaAcceptsWhatTheCodecWrites: nil slices, maps and
+// pointers are written as null, and the derived schema accepts them; a
+// wrong type is still refused.
+func TestDerivedSchemaAcceptsWhatTheCodecWrites(t *testing.T) {
+	r := aggregate.NewRegistry(nil)
+	aggregate.Register[Tagged](r, "Tagged")
+	text, err := r.EventSchema("Tagged")
+	require.NoError(t, err)
+	sch, err := schema.Parse(text)
+	require.NoError(t, err)
+	for _, v := range []Tagged{{}, {Tags: []string{"a"}, Attrs: map[string]string{"k": "v"}, Next: &Tagged{Count: 2}}} {
+		data, err := aggregate.JSON.Marshal(v)
+		require.NoError(t, err)
+		_, reason, ok := sch.Validate(data)
+		require.True(t, ok, "%s: %s", data, reason)
+	}
+	path, _, ok := sch.Validate([]byte(`{"tags":null,"attrs":null,"next":{"tags":[1],"attrs":null,"next":null,"count":1},"count":0}`))
+	require.False(t, ok)
+	require.Equal(t, "/next/tags/0", path)
+}
