@@ -16,6 +16,7 @@ import (
 	"github.com/esraft/esraft/aggregate"
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/projection"
+	"github.com/esraft/esraft/schema"
 )
 
 // routes is the HTTP API. Any node accepts any call: writes go through
@@ -40,7 +41,25 @@ func (a *app) routes() http.Handler {
 	mux.HandleFunc("GET /views/stats", a.viewStats)
 	mux.HandleFunc("POST /admin/projections/{name}/rebuild", requireAdmin(a.adminToken, a.rebuild))
 	mux.HandleFunc("GET /status", a.status)
+	mux.Handle("/registry/", http.StripPrefix("/registry", a.registry()))
 	return limitBody(maxBodyBytes, mux)
+}
+
+// registry serves the schema registry's Confluent-compatible API under
+// /registry (a client's base URL is http://host/registry). Reads are open;
+// registering a schema or changing a compatibility mode changes what
+// every node accepts, so they need the admin token.
+func (a *app) registry() http.Handler {
+	h := schema.Handler(a.schemas)
+	admin := requireAdmin(a.adminToken, h.ServeHTTP)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		changes := r.Method == http.MethodPut || (r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/subjects/"))
+		if changes {
+			admin(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // maxBodyBytes is the largest request body read: 1 MiB.

@@ -43,6 +43,7 @@ import (
 	"github.com/esraft/esraft/aggregate"
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/projection"
+	"github.com/esraft/esraft/schema"
 )
 
 type config struct {
@@ -113,6 +114,7 @@ func main() {
 type app struct {
 	ctx         context.Context
 	store       *eventstore.Store
+	schemas     *schema.Registry
 	orders      *aggregate.Repository[Order]
 	ordersDB    *projection.DB
 	statsDB     *projection.DB
@@ -141,8 +143,25 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string, a *app)) e
 	}
 	defer store.Close()
 
-	a := &app{ctx: ctx, store: store, projections: map[string]*projection.Local{}, adminToken: cfg.adminToken}
-	a.orders = aggregate.NewRepository(store, orders(), aggregate.WithLogger(log))
+	// The schema registry lives in the log: every node validates the
+	// appends it takes, and the order events' schemas, derived from their
+	// Go types, are registered before anything is written, so a code change
+	// that breaks the events already stored stops the node here.
+	schemas, err := schema.Open(ctx, store, schema.Logger(log))
+	if err != nil {
+		return err
+	}
+	defer schemas.Close()
+	orderType := orders()
+	openCtx, cancel = context.WithTimeout(ctx, 2*time.Minute)
+	_, err = orderType.Registry().RegisterSchemas(openCtx, schemas)
+	cancel()
+	if err != nil {
+		return err
+	}
+
+	a := &app{ctx: ctx, store: store, schemas: schemas, projections: map[string]*projection.Local{}, adminToken: cfg.adminToken}
+	a.orders = aggregate.NewRepository(store, orderType, aggregate.WithLogger(log))
 	if a.ordersDB, err = projection.OpenSQLite(ctx, filepath.Join(cfg.data, "views", "orders"), ordersSchema...); err != nil {
 		return err
 	}
