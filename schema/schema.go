@@ -28,6 +28,7 @@ type Schema struct {
 	canonical string
 	doc       any
 	compiled  *jsonschema.Schema
+	fast      *fastNode // nil: the library validates every document
 }
 
 // Parse parses and compiles a JSON Schema (draft 2020-12 unless its
@@ -58,7 +59,7 @@ func Parse(text []byte) (*Schema, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidSchema, err)
 	}
-	return &Schema{canonical: string(canonical), doc: doc, compiled: compiled}, nil
+	return &Schema{canonical: string(canonical), doc: doc, compiled: compiled, fast: compileFast(doc)}, nil
 }
 
 // String returns the schema as compact JSON with sorted keys.
@@ -73,6 +74,9 @@ var printer = message.NewPrinter(language.English)
 // returns the JSON pointer of the offending value in the document ("" for
 // the whole of it) and what is wrong there.
 func (s *Schema) Validate(data []byte) (path, reason string, ok bool) {
+	if s.fast != nil && s.fast.validJSON(data) {
+		return "", "", true
+	}
 	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
 	if err != nil {
 		return "", "not JSON: " + err.Error(), false

@@ -1,0 +1,87 @@
+package schema_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/eventstore/eventstoretest"
+	"github.com/esraft/esraft/schema"
+	"github.com/esraft/esraft/systemtest/rawraftbench"
+)
+
+// Benchmarks of validation at append (figures in BENCHMARKS.md):
+//
+//	go test -run '^$' -bench 'BenchmarkAppendValidation' -benchtime 3s -count 1 ./schema/
+//
+// repeated, each run giving one pair (off, then on).
+
+const benchSchema = `{"type":"object","properties":{
+	"customer":{"type":"string","minLength":1},
+	"items":{"type":"array","minItems":1,"items":{"type":"object","properties":{
+		"sku":{"type":"string","pattern":"^[a-z0-9-]+$"},"qty":{"type":"integer","minimum":1},"price_cents":{"type":"integer","minimum":0}},
+		"required":["sku","qty","price_cents"],"additionalProperties":false}},
+	"total_cents":{"type":"integer","minimum":0},
+	"note":{"type":"string","maxLength":200}},
+	"required":["customer","items","total_cents"],"additionalProperties":false}`
+
+// benchEvent is about 200 bytes, like the other benchmarks' events.
+var benchEvent = []byte(`{"customer":"ann-4711","items":[{"sku":"book-123","qty":2,"price_cents":1250},{"sku":"pen-9","qty":10,"price_cents":300},{"sku":"lamp-77","qty":1,"price_cents":4500}],"total_cents":10000,"note":"leave at the door"}`)
+
+// BenchmarkAppendValidation: one event per append, 64 appenders, 4,096
+// streams, on a single node; validation=off has no registry, on has the
+// event's type registered (every event checked against it).
+func BenchmarkAppendValidation(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		b.Run(fmt.Sprintf("validation=%v", map[bool]string{false: "off", true: "on"}[on]), func(b *testing.B) {
+			b.StopTimer()
+			s := eventstoretest.Single(b).Node(0)
+			ctx := context.Background()
+			if on {
+				r, err := schema.Open(ctx, s)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { r.Close() })
+				if _, err := r.Register(ctx, "OrderPlaced", []byte(benchSchema)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			names := make([]string, 4096)
+			for i := range names {
+				names[i] = fmt.Sprintf("order-%d", i)
+			}
+			var n atomic.Uint64
+			rawraftbench.RunUnit(b, func() error {
+				i := n.Add(1) % uint64(len(names))
+				_, err := s.Append(ctx, names[i], eventstore.Any, []eventstore.EventData{{Type: "OrderPlaced", Data: benchEvent}})
+				return err
+			}, 64, "events/s")
+		})
+	}
+}
+
+// BenchmarkValidateEvent is the validation of one event alone (JSON
+// parsing and the compiled schema), without the append.
+func BenchmarkValidateEvent(b *testing.B) {
+	s := eventstoretest.Single(b).Node(0)
+	ctx := context.Background()
+	r, err := schema.Open(ctx, s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { r.Close() })
+	if _, err := r.Register(ctx, "OrderPlaced", []byte(benchSchema)); err != nil {
+		b.Fatal(err)
+	}
+	e := eventstore.EventData{Type: "OrderPlaced", Data: benchEvent}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := r.ValidateEvent(ctx, "order-1", 0, &e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,300 @@
+package schema
+
+import (
+	"encoding/json"
+	"math/big"
+	"regexp"
+	"strconv"
+)
+
+// The fast path: the validator of the JSON Schema library is general and
+// allocates much (it turns every number into a big.Rat through fmt), which
+// on this machine cost as much CPU as the rest of an append. Schemas made
+// only of the common keywords are also compiled here into a plain tree
+// that decides "valid" cheaply. It is sound by construction: it answers
+// "valid" only when every keyword it checks holds and it knows them all;
+// any other answer ("not sure") sends the document to the library, which
+// gives the verdict and, for an invalid document, the path and reason.
+// FuzzFastPathAgreesWithLibrary checks the soundness.
+
+type jsonType uint8
+
+const (
+	tNull jsonType = 1 << iota
+	tBoolean
+	tObject
+	tArray
+	tNumber
+	tInteger
+	tString
+)
+
+var typeBits = map[string]jsonType{
+	"null": tNull, "boolean": tBoolean, "object": tObject, "array": tArray,
+	"number": tNumber | tInteger, "integer": tInteger, "string": tString,
+}
+
+// fastNode is one compiled schema node.
+type fastNode struct {
+	refuseAll bool
+	types     jsonType // 0: any
+	props     map[string]*fastNode
+	required  []string
+	reqIndex  map[string]int // required name -> bit
+	// additional applies to properties not in props: nil allows any,
+	// closed refuses them.
+	additional *fastNode
+	closed     bool
+	items      *fastNode
+	minItems   int
+	maxItems   int // -1: none
+	minLength  int
+	maxLength  int // -1: none
+	pattern    *regexp.Regexp
+	// Numeric bounds, exact integers only (a bound that is not one makes
+	// the schema ineligible).
+	minimum, maximum, exclMinimum, exclMaximum *int64
+	multipleOf                                 int64 // 0: none
+	enum                                       map[string]bool
+	allOf, anyOf                               []*fastNode
+}
+
+// fastKeywords are the keywords the fast path knows: a schema using any
+// other is validated by the library alone.
+var fastKeywords = map[string]bool{
+	"type": true, "properties": true, "required": true, "additionalProperties": true, "items": true,
+	"minItems": true, "maxItems": true, "minLength": true, "maxLength": true, "pattern": true,
+	"minimum": true, "maximum": true, "exclusiveMinimum": true, "exclusiveMaximum": true, "multipleOf": true,
+	"enum": true, "allOf": true, "anyOf": true, "$ref": true,
+	// Annotations (format is not asserted for 2020-12 schemas).
+	"$defs": true, "definitions": true, "title": true, "description": true, "default": true, "examples": true,
+	"$comment": true, "format": true, "deprecated": true, "readOnly": true, "writeOnly": true, "$schema": true,
+}
+
+const draft2020 = "https://json-schema.org/draft/2020-12/schema"
+
+// compileFast returns the fast tree of doc, or nil when doc uses anything
+// the fast path does not know.
+func compileFast(doc any) *fastNode {
+	if m, ok := doc.(map[string]any); ok {
+		if s, ok := m["$schema"]; ok && s != draft2020 && s != draft2020+"#" {
+			return nil
+		}
+	}
+	c := fastCompiler{root: doc, byRef: map[string]*fastNode{}}
+	n := c.node(doc, 0)
+	if c.failed {
+		return nil
+	}
+	return n
+}
+
+type fastCompiler struct {
+	root   any
+	byRef  map[string]*fastNode
+	failed bool
+}
+
+const maxFastDepth = 64
+
+func (c *fastCompiler) fail() *fastNode { c.failed = true; return &fastNode{} }
+
+func (c *fastCompiler) node(v any, depth int) *fastNode {
+	if c.failed || depth > maxFastDepth {
+		return c.fail()
+	}
+	if b, ok := v.(bool); ok {
+		return &fastNode{refuseAll: !b, maxItems: -1, maxLength: -1}
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return c.fail()
+	}
+	n := &fastNode{maxItems: -1, maxLength: -1}
+	for k, kv := range m {
+		if !fastKeywords[k] {
+			return c.fail()
+		}
+		switch k {
+		case "$schema":
+			if depth > 0 {
+				return c.fail()
+			}
+		case "$ref":
+			ref, ok := kv.(string)
+			if !ok {
+				return c.fail()
+			}
+			n.allOf = append(n.allOf, c.ref(ref, depth))
+		case "type":
+			n.types = c.types(kv)
+		case "properties":
+			pm, ok := kv.(map[string]any)
+			if !ok {
+				return c.fail()
+			}
+			n.props = make(map[string]*fastNode, len(pm))
+			for name, ps := range pm {
+				n.props[name] = c.node(ps, depth+1)
+			}
+		case "required":
+			arr, ok := kv.([]any)
+			if !ok {
+				return c.fail()
+			}
+			for _, r := range arr {
+				s, ok := r.(string)
+				if !ok {
+					return c.fail()
+				}
+				n.required = append(n.required, s)
+			}
+			if len(n.required) > 64 {
+				return c.fail()
+			}
+			n.reqIndex = make(map[string]int, len(n.required))
+			for i, r := range n.required {
+				n.reqIndex[r] = i
+			}
+		case "additionalProperties":
+			if b, ok := kv.(bool); ok {
+				n.closed = !b
+			} else {
+				n.additional = c.node(kv, depth+1)
+			}
+		case "items":
+			if _, tuple := kv.([]any); tuple {
+				return c.fail()
+			}
+			n.items = c.node(kv, depth+1)
+		case "minItems":
+			n.minItems = c.count(kv)
+		case "maxItems":
+			n.maxItems = c.count(kv)
+		case "minLength":
+			n.minLength = c.count(kv)
+		case "maxLength":
+			n.maxLength = c.count(kv)
+		case "pattern":
+			s, ok := kv.(string)
+			if !ok {
+				return c.fail()
+			}
+			re, err := regexp.Compile(s)
+			if err != nil {
+				return c.fail()
+			}
+			n.pattern = re
+		case "minimum":
+			n.minimum = c.int(kv)
+		case "maximum":
+			n.maximum = c.int(kv)
+		case "exclusiveMinimum":
+			n.exclMinimum = c.int(kv)
+		case "exclusiveMaximum":
+			n.exclMaximum = c.int(kv)
+		case "multipleOf":
+			if p := c.int(kv); p != nil && *p > 0 {
+				n.multipleOf = *p
+			} else {
+				return c.fail()
+			}
+		case "enum":
+			arr, ok := kv.([]any)
+			if !ok {
+				return c.fail()
+			}
+			n.enum = make(map[string]bool, len(arr))
+			for _, e := range arr {
+				s, ok := e.(string)
+				if !ok {
+					return c.fail() // numbers compare by value, objects deeply: the library's
+				}
+				n.enum[s] = true
+			}
+		case "allOf", "anyOf":
+			arr, ok := kv.([]any)
+			if !ok || len(arr) == 0 {
+				return c.fail()
+			}
+			subs := make([]*fastNode, len(arr))
+			for i, s := range arr {
+				subs[i] = c.node(s, depth+1)
+			}
+			if k == "allOf" {
+				n.allOf = append(n.allOf, subs...)
+			} else {
+				n.anyOf = subs
+			}
+		}
+	}
+	return n
+}
+
+// ref compiles a local reference once; a recursive one points back at the
+// node being compiled.
+func (c *fastCompiler) ref(ref string, depth int) *fastNode {
+	if n, ok := c.byRef[ref]; ok {
+		return n
+	}
+	target, ok := resolve(c.root, ref)
+	if !ok {
+		return c.fail()
+	}
+	n := &fastNode{}
+	c.byRef[ref] = n
+	*n = *c.node(target, depth+1)
+	return n
+}
+
+func (c *fastCompiler) types(v any) jsonType {
+	var out jsonType
+	add := func(x any) {
+		s, _ := x.(string)
+		b, ok := typeBits[s]
+		if !ok {
+			c.failed = true
+		}
+		out |= b
+	}
+	switch t := v.(type) {
+	case string:
+		add(t)
+	case []any:
+		for _, x := range t {
+			add(x)
+		}
+	default:
+		c.failed = true
+	}
+	return out
+}
+
+func (c *fastCompiler) count(v any) int {
+	p := c.int(v)
+	if p == nil || *p < 0 || *p > 1<<31 {
+		c.failed = true
+		return 0
+	}
+	return int(*p)
+}
+
+func (c *fastCompiler) int(v any) *int64 {
+	num, ok := v.(json.Number)
+	if !ok {
+		c.failed = true
+		return nil
+	}
+	i, err := strconv.ParseInt(num.String(), 10, 64)
+	if err == nil {
+		return &i
+	}
+	// 10.0 or 1e3 as a bound.
+	r, ok := new(big.Rat).SetString(num.String())
+	if !ok || !r.IsInt() || !r.Num().IsInt64() {
+		c.failed = true
+		return nil
+	}
+	i = r.Num().Int64()
+	return &i
+}
