@@ -91,10 +91,20 @@ func tag(ins []Incompatibility, version int, direction string) []Incompatibility
 // reader. The check is structural and conservative: a difference it
 // cannot prove harmless is reported.
 func Readable(writer, reader *Schema) []Incompatibility {
-	c := &compat{wDoc: writer.doc, rDoc: reader.doc, active: map[string]bool{}}
+	c := &compat{wDoc: writer.doc, rDoc: reader.doc, active: map[string]bool{}, budget: new(int)}
+	*c.budget = maxCompareSteps
 	c.check("#", writer.doc, reader.doc)
+	if *c.budget < 0 {
+		return []Incompatibility{{Kind: "too_complex", Path: "#",
+			Message: fmt.Sprintf("comparing the schemas takes more than %d steps (unions nested through $refs multiply): simplify them", maxCompareSteps)}}
+	}
 	return c.out
 }
+
+// maxCompareSteps bounds the work of one comparison: unions nested
+// through $refs can make it exponential, and a registration must not be
+// able to stall a node.
+const maxCompareSteps = 100_000
 
 type compat struct {
 	wDoc, rDoc any
@@ -103,6 +113,7 @@ type compat struct {
 	// which is sound for recursive types).
 	active map[string]bool
 	out    []Incompatibility
+	budget *int // steps left, shared by the nested comparisons
 }
 
 func (c *compat) report(path, kind, format string, args ...any) {
@@ -112,7 +123,7 @@ func (c *compat) report(path, kind, format string, args ...any) {
 // fits reports, without reporting anything, whether writer's data fits
 // reader.
 func (c *compat) fits(path string, w, r any) bool {
-	q := &compat{wDoc: c.wDoc, rDoc: c.rDoc, active: c.active}
+	q := &compat{wDoc: c.wDoc, rDoc: c.rDoc, active: c.active, budget: c.budget}
 	q.check(path, w, r)
 	return len(q.out) == 0
 }
@@ -230,6 +241,9 @@ func acceptsAll(m map[string]any) bool {
 
 // check reports why a document valid under w may be invalid under r.
 func (c *compat) check(path string, w, r any) {
+	if *c.budget--; *c.budget < 0 {
+		return
+	}
 	w, wrefs, ok := c.deref(path, c.wDoc, w, "writer")
 	if !ok {
 		return

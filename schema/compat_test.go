@@ -1,7 +1,9 @@
 package schema_test
 
 import (
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -147,4 +149,29 @@ func TestValidateNamesThePath(t *testing.T) {
 	require.Contains(t, reason, "not JSON")
 	_, _, ok = s.Validate([]byte(`{"lines":[{"qty":3}]}`))
 	require.True(t, ok)
+}
+
+// TestCompatibilityWorkIsBounded: unions nested through $refs would make
+// the comparison exponential; it stops and refuses instead.
+func TestCompatibilityWorkIsBounded(t *testing.T) {
+	nested := func(depth int, leaf string) string {
+		defs := `"D0":` + leaf
+		for i := 1; i <= depth; i++ {
+			defs += fmt.Sprintf(`,"D%d":{"anyOf":[{"$ref":"#/$defs/D%d"},{"$ref":"#/$defs/D%d"}]}`, i, i-1, i-1)
+		}
+		return fmt.Sprintf(`{"$defs":{%s},"$ref":"#/$defs/D%d"}`, defs, depth)
+	}
+	// Too large to register at all.
+	_, err := schema.Parse([]byte(nested(40, `{"type":"string"}`)))
+	require.ErrorIs(t, err, schema.ErrInvalidSchema)
+	require.ErrorContains(t, err, "more than 100000 nodes")
+	// Small enough to register, too costly to compare: the writer's
+	// branches fit none of the reader's, so every pair is tried.
+	a := mustParse(t, nested(11, `{"type":["string","null"]}`))
+	b := mustParse(t, nested(11, `{"type":"string"}`))
+	start := time.Now()
+	got := schema.Readable(a, b)
+	require.Less(t, time.Since(start), 10*time.Second)
+	require.Len(t, got, 1)
+	require.Equal(t, "too_complex", got[0].Kind)
 }

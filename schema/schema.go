@@ -46,6 +46,9 @@ func Parse(text []byte) (*Schema, error) {
 	default:
 		return nil, fmt.Errorf("%w: a schema is a JSON object or a boolean", ErrInvalidSchema)
 	}
+	if n := expandedSize(doc, maxExpandedNodes); n > maxExpandedNodes {
+		return nil, fmt.Errorf("%w: with its $refs expanded the schema has more than %d nodes", ErrInvalidSchema, maxExpandedNodes)
+	}
 	c := jsonschema.NewCompiler()
 	c.DefaultDraft(jsonschema.Draft2020)
 	if err := c.AddResource(schemaURL, doc); err != nil {
@@ -67,6 +70,59 @@ func (s *Schema) String() string { return s.canonical }
 
 // Equal reports whether two schemas are the same JSON document.
 func (s *Schema) Equal(o *Schema) bool { return s.canonical == o.canonical }
+
+// maxExpandedNodes bounds a schema's size with its $refs expanded (a
+// recursive $ref counts once): validating an event, or comparing two
+// schemas, costs up to that many steps, and $refs shared by unions would
+// otherwise make it exponential in the schema's text.
+const maxExpandedNodes = 100_000
+
+// expandedSize counts the JSON values of doc with local $refs replaced by
+// their targets, stopping once past limit.
+func expandedSize(doc any, limit int) int {
+	memo := map[string]int{}
+	var walk func(v any, inProgress map[string]bool) int
+	walk = func(v any, inProgress map[string]bool) int {
+		n := 1
+		switch x := v.(type) {
+		case map[string]any:
+			for k, sub := range x {
+				if ref, ok := sub.(string); ok && k == "$ref" {
+					switch size, done := memo[ref]; {
+					case done:
+						n += size
+					case inProgress[ref]:
+						n++ // recursion: bounded by the document's depth
+					default:
+						target, ok := resolve(doc, ref)
+						if !ok {
+							n++
+							continue
+						}
+						inProgress[ref] = true
+						size := walk(target, inProgress)
+						delete(inProgress, ref)
+						memo[ref] = size
+						n += size
+					}
+				} else {
+					n += walk(sub, inProgress)
+				}
+				if n > limit {
+					return n
+				}
+			}
+		case []any:
+			for _, sub := range x {
+				if n += walk(sub, inProgress); n > limit {
+					return n
+				}
+			}
+		}
+		return n
+	}
+	return walk(doc, map[string]bool{})
+}
 
 var printer = message.NewPrinter(language.English)
 
