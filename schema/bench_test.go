@@ -40,14 +40,7 @@ func BenchmarkAppendValidation(b *testing.B) {
 			s := eventstoretest.Single(b).Node(0)
 			ctx := context.Background()
 			if on {
-				r, err := schema.Open(ctx, s)
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Cleanup(func() { r.Close() })
-				if _, err := r.Register(ctx, "OrderPlaced", []byte(benchSchema)); err != nil {
-					b.Fatal(err)
-				}
+				benchRegistry(b, s)
 			}
 			names := make([]string, 4096)
 			for i := range names {
@@ -63,10 +56,9 @@ func BenchmarkAppendValidation(b *testing.B) {
 	}
 }
 
-// BenchmarkValidateEvent is the validation of one event alone (JSON
-// parsing and the compiled schema), without the append.
-func BenchmarkValidateEvent(b *testing.B) {
-	s := eventstoretest.Single(b).Node(0)
+// benchRegistry opens a registry over s with benchSchema registered.
+func benchRegistry(b *testing.B, s *eventstore.Store) *schema.Registry {
+	b.Helper()
 	ctx := context.Background()
 	r, err := schema.Open(ctx, s)
 	if err != nil {
@@ -76,6 +68,14 @@ func BenchmarkValidateEvent(b *testing.B) {
 	if _, err := r.Register(ctx, "OrderPlaced", []byte(benchSchema)); err != nil {
 		b.Fatal(err)
 	}
+	return r
+}
+
+// BenchmarkValidateEvent is the validation of one event alone (JSON
+// parsing and the compiled schema), without the append.
+func BenchmarkValidateEvent(b *testing.B) {
+	ctx := context.Background()
+	r := benchRegistry(b, eventstoretest.Single(b).Node(0))
 	e := eventstore.EventData{Type: "OrderPlaced", Data: benchEvent}
 	b.ReportAllocs()
 	b.ResetTimer()

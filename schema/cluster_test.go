@@ -35,6 +35,16 @@ func dump(t testing.TB, r *schema.Registry) string {
 	return out
 }
 
+// openRegistries opens a registry on every node of c.
+func openRegistries(t *testing.T, c eventstoretest.Cluster) []*schema.Registry {
+	t.Helper()
+	regs := make([]*schema.Registry, c.Size)
+	for i := range regs {
+		regs[i] = openRegistry(t, c.Node(i))
+	}
+	return regs
+}
+
 // requireSameEverywhere waits until every running node's view equals the
 // first one's.
 func requireSameEverywhere(t *testing.T, regs []*schema.Registry) string {
@@ -57,10 +67,7 @@ func TestClusterValidatesOnLeaderAndFollower(t *testing.T) {
 	c := eventstoretest.StartCluster(t, 3)
 	li := c.Leader(t)
 	fi := (li + 1) % 3
-	regs := make([]*schema.Registry, 3)
-	for i := range regs {
-		regs[i] = openRegistry(t, c.Node(i))
-	}
+	regs := openRegistries(t, c)
 	// Registered through a follower: forwarded to the leader like any append.
 	_, err := regs[fi].Register(ctx, "OrderPlaced", []byte(placedV1))
 	require.NoError(t, err)
@@ -100,10 +107,7 @@ func TestClusterValidatesOnLeaderAndFollower(t *testing.T) {
 func TestConcurrentRegistrationsCannotBothWin(t *testing.T) {
 	ctx := ctxT(t)
 	c := eventstoretest.StartCluster(t, 3)
-	regs := make([]*schema.Registry, 3)
-	for i := range regs {
-		regs[i] = openRegistry(t, c.Node(i))
-	}
+	regs := openRegistries(t, c)
 	base := `{"type":"object","properties":{"a":{"type":"string"}%s},"additionalProperties":false}`
 	_, err := regs[0].Register(ctx, "E", []byte(fmt.Sprintf(base, "")))
 	require.NoError(t, err)
@@ -208,10 +212,7 @@ func TestRegistrySurvivesRestartAndSnapshotInstall(t *testing.T) {
 		}))
 	li := c.Leader(t)
 	fi := (li + 1) % 3
-	regs := make([]*schema.Registry, 3)
-	for i := range regs {
-		regs[i] = openRegistry(t, c.Node(i))
-	}
+	regs := openRegistries(t, c)
 	_, err := regs[li].Register(ctx, "OrderPlaced", []byte(placedV1))
 	require.NoError(t, err)
 	requireSameEverywhere(t, regs)

@@ -3,6 +3,7 @@ package schema
 import (
 	"encoding/json"
 	"math/big"
+	"math/bits"
 	"regexp"
 	"strconv"
 )
@@ -40,7 +41,12 @@ type fastNode struct {
 	types     jsonType // 0: any
 	props     map[string]*fastNode
 	required  []string
-	reqIndex  map[string]int // required name -> bit
+	// keys are the names of props and required together, looked up by
+	// the scanner (a short slice scans faster than a map hashes); keyMap
+	// indexes them when there are many.
+	keys    []fastKey
+	keyMap  map[string]int
+	reqMask uint64 // the bits of every required name
 	// additional applies to properties not in props: nil allows any,
 	// closed refuses them.
 	additional *fastNode
@@ -111,9 +117,19 @@ func (c *fastCompiler) node(v any, depth int) *fastNode {
 		return c.fail()
 	}
 	n := &fastNode{maxItems: -1, maxLength: -1}
+	counts := map[string]*int{"minItems": &n.minItems, "maxItems": &n.maxItems, "minLength": &n.minLength, "maxLength": &n.maxLength}
+	bounds := map[string]**int64{"minimum": &n.minimum, "maximum": &n.maximum, "exclusiveMinimum": &n.exclMinimum, "exclusiveMaximum": &n.exclMaximum}
 	for k, kv := range m {
 		if !fastKeywords[k] {
 			return c.fail()
+		}
+		if p, ok := counts[k]; ok {
+			*p = c.count(kv)
+			continue
+		}
+		if p, ok := bounds[k]; ok {
+			*p = c.int(kv)
+			continue
 		}
 		switch k {
 		case "$schema":
@@ -152,10 +168,6 @@ func (c *fastCompiler) node(v any, depth int) *fastNode {
 			if len(n.required) > 64 {
 				return c.fail()
 			}
-			n.reqIndex = make(map[string]int, len(n.required))
-			for i, r := range n.required {
-				n.reqIndex[r] = i
-			}
 		case "additionalProperties":
 			if b, ok := kv.(bool); ok {
 				n.closed = !b
@@ -167,14 +179,6 @@ func (c *fastCompiler) node(v any, depth int) *fastNode {
 				return c.fail()
 			}
 			n.items = c.node(kv, depth+1)
-		case "minItems":
-			n.minItems = c.count(kv)
-		case "maxItems":
-			n.maxItems = c.count(kv)
-		case "minLength":
-			n.minLength = c.count(kv)
-		case "maxLength":
-			n.maxLength = c.count(kv)
 		case "pattern":
 			s, ok := kv.(string)
 			if !ok {
@@ -185,14 +189,6 @@ func (c *fastCompiler) node(v any, depth int) *fastNode {
 				return c.fail()
 			}
 			n.pattern = re
-		case "minimum":
-			n.minimum = c.int(kv)
-		case "maximum":
-			n.maximum = c.int(kv)
-		case "exclusiveMinimum":
-			n.exclMinimum = c.int(kv)
-		case "exclusiveMaximum":
-			n.exclMaximum = c.int(kv)
 		case "multipleOf":
 			if p := c.int(kv); p != nil && *p > 0 {
 				n.multipleOf = *p
@@ -228,7 +224,59 @@ func (c *fastCompiler) node(v any, depth int) *fastNode {
 			}
 		}
 	}
+	n.index()
 	return n
+}
+
+// fastKey is a property name an object schema names.
+type fastKey struct {
+	name     string
+	node     *fastNode // nil: not in properties (additionalProperties applies)
+	declared bool
+	bit      uint64 // its bit in the seen mask if required, else 0
+}
+
+// maxKeyScan is how many keys are looked up by scanning the slice.
+const maxKeyScan = 16
+
+// index builds n.keys from props and required.
+func (n *fastNode) index() {
+	at := map[string]int{}
+	for name, ps := range n.props {
+		at[name] = len(n.keys)
+		n.keys = append(n.keys, fastKey{name: name, node: ps, declared: true})
+	}
+	for _, r := range n.required {
+		i, ok := at[r]
+		if !ok {
+			i = len(n.keys)
+			at[r] = i
+			n.keys = append(n.keys, fastKey{name: r})
+		}
+		if n.keys[i].bit == 0 {
+			n.keys[i].bit = 1 << bits.OnesCount64(n.reqMask)
+			n.reqMask |= n.keys[i].bit
+		}
+	}
+	if len(n.keys) > maxKeyScan {
+		n.keyMap = at
+	}
+}
+
+// key returns the entry of name, or nil.
+func (n *fastNode) key(name []byte) *fastKey {
+	if n.keyMap != nil {
+		if i, ok := n.keyMap[string(name)]; ok {
+			return &n.keys[i]
+		}
+		return nil
+	}
+	for i := range n.keys {
+		if n.keys[i].name == string(name) {
+			return &n.keys[i]
+		}
+	}
+	return nil
 }
 
 // ref compiles a local reference once; a recursive one points back at the

@@ -222,11 +222,7 @@ func (r *Registry) applyLocked(ev *eventstore.Event, sch *Schema) {
 			skip("not a valid registration")
 			return
 		}
-		s := v.subjects[reg.Subject]
-		if s == nil {
-			s = &subject{}
-			v.subjects[reg.Subject] = s
-		}
+		s := v.subject(reg.Subject)
 		if reg.Version != len(s.versions)+1 {
 			skip(fmt.Sprintf("version %d does not follow %d", reg.Version, len(s.versions)))
 			return
@@ -248,12 +244,7 @@ func (r *Registry) applyLocked(ev *eventstore.Event, sch *Schema) {
 			v.compatibility = cs.Compatibility
 			return
 		}
-		s := v.subjects[cs.Subject]
-		if s == nil {
-			s = &subject{}
-			v.subjects[cs.Subject] = s
-		}
-		s.compatibility = cs.Compatibility
+		v.subject(cs.Subject).compatibility = cs.Compatibility
 	case eventValidation:
 		var vs validationSet
 		if err := json.Unmarshal(ev.Data, &vs); err != nil {
@@ -272,6 +263,16 @@ func (r *Registry) applyLocked(ev *eventstore.Event, sch *Schema) {
 	default:
 		skip("unknown event type")
 	}
+}
+
+// subject returns the view's subject name, created empty if new.
+func (v *view) subject(name string) *subject {
+	s := v.subjects[name]
+	if s == nil {
+		s = &subject{}
+		v.subjects[name] = s
+	}
+	return s
 }
 
 // Sync waits until this node's view includes every registry change
@@ -314,10 +315,6 @@ func (r *Registry) Register(ctx context.Context, subj string, text []byte) (Vers
 	if err != nil {
 		return Version{}, err
 	}
-	data, err := json.Marshal(registered{Subject: subj, Schema: sch.String()})
-	if err != nil {
-		return Version{}, err
-	}
 	id := uuid.New() // one ID for every attempt: a retried append is not doubled
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if err := r.Sync(ctx); err != nil {
@@ -342,11 +339,11 @@ func (r *Registry) Register(ctx context.Context, subj string, text []byte) (Vers
 		if ins := CheckCompatibility(mode, sch, earlier); len(ins) > 0 {
 			return Version{}, &IncompatibleError{Subject: subj, Mode: mode, Incompatibilities: ins}
 		}
-		reg := registered{Subject: subj, Version: len(earlier) + 1, Schema: sch.String()}
-		if data, err = json.Marshal(reg); err != nil {
+		data, err := json.Marshal(registered{Subject: subj, Version: len(earlier) + 1, Schema: sch.String()})
+		if err != nil {
 			return Version{}, err
 		}
-		_, err := r.store.Append(ctx, Stream, eventstore.Exact(applied), []eventstore.EventData{{ID: id, Type: eventRegistered, Data: data}})
+		_, err = r.store.Append(ctx, Stream, eventstore.Exact(applied), []eventstore.EventData{{ID: id, Type: eventRegistered, Data: data}})
 		switch {
 		case err == nil, errors.Is(err, eventstore.ErrWrongVersion), errors.Is(err, eventstore.ErrUnknownOutcome):
 			// Appended, or not: the next round's view says which.

@@ -35,6 +35,17 @@ func openRegistry(t testing.TB, s *eventstore.Store) *schema.Registry {
 	return r
 }
 
+// placedStore is a single-node store with a registry holding placedV1.
+func placedStore(t *testing.T) (context.Context, *eventstore.Store, *schema.Registry) {
+	t.Helper()
+	ctx := ctxT(t)
+	s := eventstoretest.Single(t).Node(0)
+	r := openRegistry(t, s)
+	_, err := r.Register(ctx, "OrderPlaced", []byte(placedV1))
+	require.NoError(t, err)
+	return ctx, s, r
+}
+
 func event(typ, data string) []eventstore.EventData {
 	return []eventstore.EventData{{Type: typ, Data: []byte(data)}}
 }
@@ -89,15 +100,10 @@ func TestRegisterVersionsAndRefuseBreakingChange(t *testing.T) {
 }
 
 func TestValidationModes(t *testing.T) {
-	ctx := ctxT(t)
-	c := eventstoretest.Single(t)
-	s := c.Node(0)
-	r := openRegistry(t, s)
-	_, err := r.Register(ctx, "OrderPlaced", []byte(placedV1))
-	require.NoError(t, err)
+	ctx, s, r := placedStore(t)
 
 	// Default (registered): a registered type is checked, others pass.
-	_, err = s.Append(ctx, "order-1", eventstore.Any, event("OrderPlaced", `{"order_id":"1","qty":0}`))
+	_, err := s.Append(ctx, "order-1", eventstore.Any, event("OrderPlaced", `{"order_id":"1","qty":0}`))
 	var ie *schema.InvalidEventError
 	require.ErrorAs(t, err, &ie)
 	require.Equal(t, "OrderPlaced", ie.Type)
@@ -148,14 +154,9 @@ func TestValidationModes(t *testing.T) {
 // TestInvalidEventFailsTheWholeAppend: one bad event among good ones, and
 // not JSON at all: nothing of either append is written.
 func TestInvalidEventFailsTheWholeAppend(t *testing.T) {
-	ctx := ctxT(t)
-	c := eventstoretest.Single(t)
-	s := c.Node(0)
-	r := openRegistry(t, s)
-	_, err := r.Register(ctx, "OrderPlaced", []byte(placedV1))
-	require.NoError(t, err)
+	ctx, s, r := placedStore(t)
 	evs := append(event("OrderPlaced", `{"order_id":"1","qty":1}`), event("OrderPlaced", `{"order_id":"2","qty":1,"extra":true}`)...)
-	_, err = s.Append(ctx, "order-1", eventstore.NoStream, evs)
+	_, err := s.Append(ctx, "order-1", eventstore.NoStream, evs)
 	var ie *schema.InvalidEventError
 	require.ErrorAs(t, err, &ie)
 	require.Equal(t, 1, ie.Index)

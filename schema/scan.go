@@ -139,7 +139,7 @@ func (s *scanner) object(n *fastNode, depth int) bool {
 	s.ws()
 	if s.i < len(s.b) && s.b[s.i] == '}' {
 		s.i++
-		return n == nil || len(n.required) == 0
+		return n == nil || n.reqMask == 0
 	}
 	for {
 		s.ws()
@@ -155,14 +155,16 @@ func (s *scanner) object(n *fastNode, depth int) bool {
 		s.ws()
 		var sub *fastNode
 		if n != nil {
-			if bit, ok := n.reqIndex[string(key)]; ok {
-				seen |= 1 << bit
+			k := n.key(key)
+			if k != nil {
+				seen |= k.bit
 			}
-			if ps, ok := n.props[string(key)]; ok {
-				sub = ps
-			} else if n.closed {
+			switch {
+			case k != nil && k.declared:
+				sub = k.node
+			case n.closed:
 				return false
-			} else {
+			default:
 				sub = n.additional
 			}
 		}
@@ -178,7 +180,7 @@ func (s *scanner) object(n *fastNode, depth int) bool {
 			s.i++
 		case '}':
 			s.i++
-			return n == nil || seen == (uint64(1)<<len(n.required))-1 || (len(n.required) == 64 && seen == ^uint64(0))
+			return n == nil || seen == n.reqMask
 		default:
 			return false
 		}
