@@ -48,6 +48,9 @@
 //     event disappears from every read on a node as soon as the node
 //     applies the operation, and is erased from the node's state file
 //     soon after.
+//   - Validation: a Validator set with SetValidator (package schema's
+//     registry) checks every append on the node that receives it, before
+//     anything is proposed; a refused append writes nothing.
 //
 // Limits: an event as stored (data, type and metadata, with the two-byte
 // names of the store's own fields) is at most MaxEventBytes (1 MiB by

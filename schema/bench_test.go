@@ -3,8 +3,11 @@ package schema_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/eventstore/eventstoretest"
@@ -84,4 +87,83 @@ func BenchmarkValidateEvent(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkAppendValidationInterleaved measures the same thing with the
+// load of a shared machine cancelled out: one store, 64 appenders running
+// throughout, and validation switched off and on (SetValidator) in phases
+// of 500 ms, the order alternating; each of the b.N rounds is one phase
+// of each. It reports the median of the per-round on/off ratios. The
+// registry stays open in both phases (its follower runs throughout): off
+// measures the append path without validation.
+//
+//	go test -run '^$' -bench BenchmarkAppendValidationInterleaved -benchtime 20x ./schema/
+func BenchmarkAppendValidationInterleaved(b *testing.B) {
+	s := eventstoretest.Single(b).Node(0)
+	r := benchRegistry(b, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	names := make([]string, 4096)
+	for i := range names {
+		names[i] = fmt.Sprintf("order-%d", i)
+	}
+	var n, done atomic.Uint64
+	var failed atomic.Pointer[error]
+	var wg sync.WaitGroup
+	for g := 0; g < 64; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				i := n.Add(1) % uint64(len(names))
+				if _, err := s.Append(ctx, names[i], eventstore.Any, []eventstore.EventData{{Type: "OrderPlaced", Data: benchEvent}}); err != nil {
+					if ctx.Err() == nil {
+						failed.Store(&err)
+					}
+					return
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	phase := func(on bool) float64 {
+		if on {
+			s.SetValidator(r)
+		} else {
+			s.SetValidator(nil)
+		}
+		start, from := time.Now(), done.Load()
+		<-time.After(500 * time.Millisecond) // a measuring window, not a wait for a condition
+		return float64(done.Load()-from) / time.Since(start).Seconds()
+	}
+	phase(true) // warm up
+	var offs, ons, ratios []float64
+	b.ResetTimer()
+	for round := 0; round < b.N; round++ {
+		var off, on float64
+		if round%2 == 0 {
+			off, on = phase(false), phase(true)
+		} else {
+			on, off = phase(true), phase(false)
+		}
+		offs, ons, ratios = append(offs, off), append(ons, on), append(ratios, on/off)
+	}
+	b.StopTimer()
+	cancel()
+	wg.Wait()
+	if err := failed.Load(); err != nil {
+		b.Fatal(*err)
+	}
+	b.ReportMetric(median(offs), "off-events/s")
+	b.ReportMetric(median(ons), "on-events/s")
+	b.ReportMetric(median(ratios), "on/off")
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

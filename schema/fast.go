@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"math/big"
 	"math/bits"
-	"regexp"
 	"strconv"
 )
 
@@ -56,7 +55,7 @@ type fastNode struct {
 	maxItems   int // -1: none
 	minLength  int
 	maxLength  int // -1: none
-	pattern    *regexp.Regexp
+	pattern    *pattern
 	// Numeric bounds, exact integers only (a bound that is not one makes
 	// the schema ineligible).
 	minimum, maximum, exclMinimum, exclMaximum *int64
@@ -184,11 +183,11 @@ func (c *fastCompiler) node(v any, depth int) *fastNode {
 			if !ok {
 				return c.fail()
 			}
-			re, err := regexp.Compile(s)
+			pat, err := compilePattern(s)
 			if err != nil {
 				return c.fail()
 			}
-			n.pattern = re
+			n.pattern = pat
 		case "multipleOf":
 			if p := c.int(kv); p != nil && *p > 0 {
 				n.multipleOf = *p

@@ -178,6 +178,15 @@ func (r *Registry) catchUp(ctx context.Context) error {
 		r.mu.RLock()
 		from := r.view.applied + 1
 		r.mu.RUnlock()
+		// The follower is woken by every apply of the stream's partition:
+		// look at the stream's version first, which is cheaper than a read.
+		info, err := r.store.Stream(ctx, Stream)
+		if err != nil {
+			return fmt.Errorf("schema: read %s: %w", Stream, err)
+		}
+		if info.Version < from {
+			return nil
+		}
 		evs, err := r.store.ReadStream(ctx, Stream, from, 256)
 		if err != nil {
 			return fmt.Errorf("schema: read %s: %w", Stream, err)

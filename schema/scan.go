@@ -272,7 +272,7 @@ func (s *scanner) stringValue(n *fastNode) bool {
 			return false
 		}
 	}
-	if n.pattern != nil && !n.pattern.Match(v) {
+	if n.pattern != nil && !n.pattern.match(v) {
 		return false
 	}
 	return n.enum == nil || n.enum[string(v)]
