@@ -2,6 +2,7 @@ package schema_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,6 +133,7 @@ func TestParseRefusesBadSchemas(t *testing.T) {
 		`{"type":12}`,
 		`{"$ref":"https://example.com/other.json"}`,
 		`{"$ref":"other.json"}`,
+		`{"description":"` + strings.Repeat("x", schema.MaxSchemaBytes) + `"}`,
 	} {
 		_, err := schema.Parse([]byte(s))
 		require.ErrorIs(t, err, schema.ErrInvalidSchema, s)
@@ -174,4 +176,27 @@ func TestCompatibilityWorkIsBounded(t *testing.T) {
 	require.Less(t, time.Since(start), 10*time.Second)
 	require.Len(t, got, 1)
 	require.Equal(t, "too_complex", got[0].Kind)
+}
+
+// FuzzParse: any bytes either parse as a schema or are refused with
+// ErrInvalidSchema; a parsed schema validates documents and compares with
+// itself without failing.
+func FuzzParse(f *testing.F) {
+	for _, c := range compatCases {
+		f.Add([]byte(c.old))
+		f.Add([]byte(c.new))
+	}
+	f.Add([]byte(`{"$ref":"#/$defs/a","$defs":{"a":{"$ref":"#/$defs/a"}}}`))
+	f.Add([]byte(`{"anyOf":[{"$ref":"#"}],"properties":{"x":{"$ref":"#/properties/x"}}}`))
+	f.Add([]byte(`{"anyOf":[{"$ref":"#"},{"$ref":"#"},{"$ref":"#"}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := schema.Parse(data)
+		if err != nil {
+			require.ErrorIs(t, err, schema.ErrInvalidSchema)
+			return
+		}
+		s.Validate(data)
+		s.Validate([]byte(`{"a":[1,"x",null,{"b":true}]}`))
+		schema.Readable(s, s)
+	})
 }

@@ -88,10 +88,36 @@ func compileFast(doc any) *fastNode {
 	}
 	c := fastCompiler{root: doc, byRef: map[string]*fastNode{}}
 	n := c.node(doc, 0)
-	if c.failed {
+	if c.failed || loops(n, map[*fastNode]int{}) {
 		return nil
 	}
 	return n
+}
+
+// loops reports whether a node reaches itself through allOf, anyOf and
+// $ref alone, without going into a property or an item: the scanner would
+// apply it to the same value again and again ({"anyOf":[{"$ref":"#"}]}).
+// state: 1 while visiting, 2 done.
+func loops(n *fastNode, state map[*fastNode]int) bool {
+	switch state[n] {
+	case 1:
+		return true
+	case 2:
+		return false
+	}
+	state[n] = 1
+	for _, s := range n.allOf {
+		if loops(s, state) {
+			return true
+		}
+	}
+	for _, s := range n.anyOf {
+		if loops(s, state) {
+			return true
+		}
+	}
+	state[n] = 2
+	return false
 }
 
 type fastCompiler struct {

@@ -36,7 +36,8 @@ func TestFastPathCompilesTheseSchemas(t *testing.T) {
 			t.Fatalf("not on the fast path: %s", s)
 		}
 	}
-	for _, s := range []string{`{"oneOf":[{}]}`, `{"const":1}`, `{"enum":[1]}`, `{"minimum":1.5}`, `{"$schema":"http://json-schema.org/draft-07/schema#"}`} {
+	for _, s := range []string{`{"oneOf":[{}]}`, `{"const":1}`, `{"enum":[1]}`, `{"minimum":1.5}`, `{"$schema":"http://json-schema.org/draft-07/schema#"}`,
+		`{"anyOf":[{"$ref":"#"},{"type":"string"}]}`, `{"$defs":{"a":{"allOf":[{"$ref":"#/$defs/b"}]},"b":{"anyOf":[{"$ref":"#/$defs/a"}]}},"$ref":"#/$defs/a"}`} {
 		sch, err := Parse([]byte(s))
 		if err != nil {
 			t.Fatal(err)
