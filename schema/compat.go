@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -91,12 +92,12 @@ func tag(ins []Incompatibility, version int, direction string) []Incompatibility
 // reader. The check is structural and conservative: a difference it
 // cannot prove harmless is reported.
 func Readable(writer, reader *Schema) []Incompatibility {
-	c := &compat{wDoc: writer.doc, rDoc: reader.doc, active: map[string]bool{}, budget: new(int)}
+	c := &compat{wDoc: writer.doc, rDoc: reader.doc, active: map[nodePair]bool{}, budget: new(int), depth: new(int)}
 	*c.budget = maxCompareSteps
 	c.check("#", writer.doc, reader.doc)
 	if *c.budget < 0 {
 		return []Incompatibility{{Kind: "too_complex", Path: "#",
-			Message: fmt.Sprintf("comparing the schemas takes more than %d steps (unions nested through $refs multiply): simplify them", maxCompareSteps)}}
+			Message: fmt.Sprintf("comparing the schemas takes more than %d steps or nests more than %d levels: simplify them", maxCompareSteps, maxCompareDepth)}}
 	}
 	return c.out
 }
@@ -106,15 +107,23 @@ func Readable(writer, reader *Schema) []Incompatibility {
 // able to stall a node.
 const maxCompareSteps = 100_000
 
+// maxCompareDepth bounds how deep a comparison nests (and so the length
+// of the paths it reports).
+const maxCompareDepth = 256
+
 type compat struct {
 	wDoc, rDoc any
-	// active holds the pairs of $refs being compared, so a recursive
+	// active holds the pairs of schema nodes being compared, so a recursive
 	// schema is compared once (a pair met again is assumed compatible,
 	// which is sound for recursive types).
-	active map[string]bool
+	active map[nodePair]bool
 	out    []Incompatibility
 	budget *int // steps left, shared by the nested comparisons
+	depth  *int // nesting of the current step, shared likewise
 }
+
+// nodePair names a writer and a reader node by their identity.
+type nodePair struct{ w, r uintptr }
 
 func (c *compat) report(path, kind, format string, args ...any) {
 	c.out = append(c.out, Incompatibility{Kind: kind, Path: path, Message: fmt.Sprintf(format, args...)})
@@ -123,7 +132,7 @@ func (c *compat) report(path, kind, format string, args ...any) {
 // fits reports, without reporting anything, whether writer's data fits
 // reader.
 func (c *compat) fits(path string, w, r any) bool {
-	q := &compat{wDoc: c.wDoc, rDoc: c.rDoc, active: c.active, budget: c.budget}
+	q := &compat{wDoc: c.wDoc, rDoc: c.rDoc, active: c.active, budget: c.budget, depth: c.depth}
 	q.check(path, w, r)
 	return len(q.out) == 0
 }
@@ -252,14 +261,26 @@ func (c *compat) check(path string, w, r any) {
 	if !ok {
 		return
 	}
-	if wrefs != "" && rrefs != "" {
-		key := wrefs + "|" + rrefs
-		if c.active[key] {
-			return
+	if wrefs != "" || rrefs != "" {
+		// Reached through a $ref: the same pair met again is a recursion,
+		// assumed compatible (sound for recursive types).
+		if wmap, ok := w.(map[string]any); ok {
+			if rmap, ok := r.(map[string]any); ok {
+				key := nodePair{reflect.ValueOf(wmap).Pointer(), reflect.ValueOf(rmap).Pointer()}
+				if c.active[key] {
+					return
+				}
+				c.active[key] = true
+				defer delete(c.active, key)
+			}
 		}
-		c.active[key] = true
-		defer delete(c.active, key)
 	}
+	if *c.depth++; *c.depth > maxCompareDepth {
+		*c.depth--
+		*c.budget = -1 // reported as too complex
+		return
+	}
+	defer func() { *c.depth-- }()
 	wm, ok := object(w)
 	if !ok {
 		c.report(path, "invalid_schema", "the writer's schema here is not an object or a boolean")
