@@ -27,6 +27,7 @@ const maxRequestBytes = 2*MaxSchemaBytes + 4096
 //	GET  /subjects                                     ["OrderPlaced", ...]
 //	GET  /subjects/{subject}/versions                  [1, 2]
 //	POST /subjects/{subject}/versions                  {"schema": "...", "schemaType": "JSON"} -> {"id": 7}
+//	POST /subjects/{subject}                           {"schema": "..."} -> the version holding it (40403 if none)
 //	GET  /subjects/{subject}/versions/{version|latest} {"subject", "id", "version", "schemaType", "schema"}
 //	GET  /subjects/{subject}/versions/{version|latest}/schema   the schema itself
 //	GET  /schemas/ids/{id}                             {"schema": "...", "schemaType": "JSON"}
@@ -46,6 +47,7 @@ func Handler(r *Registry) http.Handler {
 	mux.HandleFunc("GET /subjects", h.subjects)
 	mux.HandleFunc("GET /subjects/{subject}/versions", h.versions)
 	mux.HandleFunc("POST /subjects/{subject}/versions", h.register)
+	mux.HandleFunc("POST /subjects/{subject}", h.lookupSchema)
 	mux.HandleFunc("GET /subjects/{subject}/versions/{version}", h.version)
 	mux.HandleFunc("GET /subjects/{subject}/versions/{version}/schema", h.rawSchema)
 	mux.HandleFunc("GET /schemas/ids/{id}", h.byID)
@@ -194,6 +196,23 @@ func (h *handler) lookup(req *http.Request) (Version, error) {
 
 func (h *handler) version(w http.ResponseWriter, req *http.Request) {
 	v, err := h.lookup(req)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	write(w, http.StatusOK, versionBody{Subject: v.Subject, ID: v.ID, Version: v.Version, SchemaType: "JSON", Schema: v.Schema.String()})
+}
+
+// lookupSchema finds the version of subject whose schema is the one
+// given (the same JSON document), as a serializer that does not register
+// asks.
+func (h *handler) lookupSchema(w http.ResponseWriter, req *http.Request) {
+	text, err := h.schemaBody(req)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	v, err := h.r.Find(req.PathValue("subject"), text)
 	if err != nil {
 		fail(w, err)
 		return

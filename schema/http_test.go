@@ -88,6 +88,14 @@ func TestRESTConfluentShapes(t *testing.T) {
 	require.Contains(t, e.Message, "#/properties/qty/type")
 
 	require.Equal(t, 200, call(t, srv, "POST", "/subjects/OrderPlaced/versions", map[string]string{"schema": placedV2}, &reg))
+	var found struct {
+		ID      int `json:"id"`
+		Version int `json:"version"`
+	}
+	require.Equal(t, 200, call(t, srv, "POST", "/subjects/OrderPlaced", map[string]string{"schema": placedV2}, &found), "a serializer that does not register looks its schema up")
+	require.Equal(t, reg.ID, found.ID)
+	require.Equal(t, 2, found.Version)
+
 	var versions []int
 	require.Equal(t, 200, call(t, srv, "GET", "/subjects/OrderPlaced/versions", nil, &versions))
 	require.Equal(t, []int{1, 2}, versions)
@@ -120,6 +128,7 @@ func TestRESTConfluentShapes(t *testing.T) {
 		{"GET", "/subjects/OrderPlaced/versions/9", nil, 404, 40402},
 		{"GET", "/subjects/OrderPlaced/versions/first", nil, 422, 42202},
 		{"GET", "/schemas/ids/999999", nil, 404, 40403},
+		{"POST", "/subjects/OrderPlaced", map[string]string{"schema": `{"type":"null"}`}, 404, 40403},
 		{"POST", "/subjects/X/versions", map[string]string{"schema": `{"type":`}, 422, 42201},
 		{"POST", "/subjects/X/versions", map[string]string{"schema": `{}`, "schemaType": "AVRO"}, 422, 42201},
 		{"POST", "/subjects/X/versions", "not an object", 400, 400},

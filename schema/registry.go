@@ -498,6 +498,27 @@ func (v *view) get(subj string, n int) (*Version, error) {
 	return s.versions[n-1], nil
 }
 
+// Find returns the version of subject whose schema is the same JSON
+// document as text (ErrSchemaNotFound if none).
+func (r *Registry) Find(subj string, text []byte) (Version, error) {
+	sch, err := Parse(text)
+	if err != nil {
+		return Version{}, err
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	s := r.view.subjects[subj]
+	if s == nil || len(s.versions) == 0 {
+		return Version{}, fmt.Errorf("%w: %q", ErrSubjectNotFound, subj)
+	}
+	for _, v := range s.versions {
+		if v.Schema.Equal(sch) {
+			return *v, nil
+		}
+	}
+	return Version{}, fmt.Errorf("%w: under %q", ErrSchemaNotFound, subj)
+}
+
 // ByID returns the registration with schema ID id.
 func (r *Registry) ByID(id int) (Version, error) {
 	r.mu.RLock()
