@@ -186,6 +186,10 @@ type versionBody struct {
 	Schema     string `json:"schema"`
 }
 
+func writeVersion(w http.ResponseWriter, v Version) {
+	write(w, http.StatusOK, versionBody{Subject: v.Subject, ID: v.ID, Version: v.Version, SchemaType: "JSON", Schema: v.Schema.String()})
+}
+
 func (h *handler) lookup(req *http.Request) (Version, error) {
 	n, err := parseVersion(req.PathValue("version"))
 	if err != nil {
@@ -200,7 +204,7 @@ func (h *handler) version(w http.ResponseWriter, req *http.Request) {
 		fail(w, err)
 		return
 	}
-	write(w, http.StatusOK, versionBody{Subject: v.Subject, ID: v.ID, Version: v.Version, SchemaType: "JSON", Schema: v.Schema.String()})
+	writeVersion(w, v)
 }
 
 // lookupSchema finds the version of subject whose schema is the one
@@ -217,7 +221,7 @@ func (h *handler) lookupSchema(w http.ResponseWriter, req *http.Request) {
 		fail(w, err)
 		return
 	}
-	write(w, http.StatusOK, versionBody{Subject: v.Subject, ID: v.ID, Version: v.Version, SchemaType: "JSON", Schema: v.Schema.String()})
+	writeVersion(w, v)
 }
 
 func (h *handler) rawSchema(w http.ResponseWriter, req *http.Request) {
