@@ -1,10 +1,14 @@
-// Command esraft is the esraft command-line tool. For now it has one
-// subcommand, certs, which makes a development certificate authority and
-// node certificates for a cluster's mutual TLS, without openssl:
+// Command esraft is the esraft command-line tool. Its subcommand certs
+// makes a development certificate authority and node certificates for a
+// cluster's mutual TLS, without openssl:
 //
 //	go run ./cmd/esraft certs -dir certs -cluster orders -nodes n1,n2,n3 -workers w1
 //
 // See SECURITY.md for the identity format and for rotating certificates.
+// Its subcommand schemas lists, shows, registers and checks the schemas of
+// a schema registry through its Confluent-compatible API:
+//
+//	go run ./cmd/esraft schemas ls -url http://127.0.0.1:8080/registry
 package main
 
 import (
@@ -23,13 +27,17 @@ import (
 const usage = `usage: esraft <command> [flags]
 
 Commands:
-  certs   make a development CA and per-node certificates for mutual TLS
+  certs     make a development CA and per-node certificates for mutual TLS
+  schemas   list, show, register and check schemas (ls|show|register|check)
 
 Run 'esraft <command> -h' for a command's flags.
 `
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, errIncompatible) {
+			os.Exit(1) // the reasons are printed
+		}
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "esraft:", err)
 		}
@@ -45,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "certs":
 		return certs(args[1:], stdout, stderr)
+	case "schemas":
+		return schemas(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
