@@ -104,8 +104,14 @@ type optionFunc func(*Registry)
 
 func (f optionFunc) apply(r *Registry) { f(r) }
 
-// Logger sets the registry's logger (default: the store's).
-func Logger(l *slog.Logger) Option { return optionFunc(func(r *Registry) { r.logger = l }) }
+// Logger sets the registry's logger (default, or nil: the store's).
+func Logger(l *slog.Logger) Option {
+	return optionFunc(func(r *Registry) {
+		if l != nil {
+			r.logger = l
+		}
+	})
+}
 
 // Open reads the registry from store's Stream into this node's view,
 // keeps the view following the stream, and makes the registry the store's
