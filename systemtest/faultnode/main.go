@@ -18,6 +18,8 @@
 //	               expect >= 0 is an exact version, -1 any, -2 no stream
 //	GET  /read     ?p=&from=&limit=   a partition from an offset
 //	GET  /stream   ?s=&from=&limit=   a stream from a version
+//	GET  /head     ?s=&barrier=       a stream's version and last event ID;
+//	                                  barrier=1 reads after a read barrier
 //	GET  /digest   ?p=&upto=          SHA-256 of every field of offsets [0, upto)
 //	GET  /status                      pid, raft groups, partition heads
 //	GET  /group                       the consumer group as this node applied it
@@ -300,6 +302,7 @@ func newAPI(st *eventstore.Store) http.Handler {
 	mux.HandleFunc("POST /append", a.append)
 	mux.HandleFunc("GET /read", a.read)
 	mux.HandleFunc("GET /stream", a.stream)
+	mux.HandleFunc("GET /head", a.head)
 	mux.HandleFunc("GET /digest", a.digest)
 	mux.HandleFunc("GET /status", a.status)
 	mux.HandleFunc("GET /group", a.group)
@@ -385,6 +388,38 @@ func (a *api) stream(w http.ResponseWriter, r *http.Request) {
 	s, from, limit := r.URL.Query().Get("s"), uintParam(r, "from"), int(uintParam(r, "limit"))
 	evs, err := a.st.ReadStream(r.Context(), s, from, limit)
 	out := wire.ReadResponse{Events: compact(evs)}
+	if err != nil {
+		out.Error = err.Error()
+	}
+	writeJSON(w, out)
+}
+
+// head returns a stream's version and the ID of its last event, after a
+// read barrier if asked: the suite's linearizability check reads streams
+// this way on nodes other than the one that took the writes.
+func (a *api) head(w http.ResponseWriter, r *http.Request) {
+	s := r.URL.Query().Get("s")
+	var out wire.HeadResponse
+	err := func() error {
+		if r.URL.Query().Get("barrier") == "1" {
+			if err := a.st.Barrier(r.Context()); err != nil {
+				return err
+			}
+		}
+		info, err := a.st.Stream(r.Context(), s)
+		if err != nil || info.Version == 0 {
+			return err
+		}
+		evs, err := a.st.ReadStream(r.Context(), s, info.Version, 1)
+		if err != nil {
+			return err
+		}
+		if len(evs) != 1 || evs[0].Version != info.Version {
+			return fmt.Errorf("faultnode: %s has version %d, and a read from it returned %d events", s, info.Version, len(evs))
+		}
+		out.Version, out.LastID = info.Version, evs[0].ID
+		return nil
+	}()
 	if err != nil {
 		out.Error = err.Error()
 	}

@@ -70,8 +70,12 @@ type Report struct {
 	DivergentOffsets    int // offsets holding different events on different nodes
 	HeadsDiffer         int // partitions whose heads differ after the barrier
 	DirtyReads          int // a read saw an event the final log does not hold there
-	ReaderAnomalies     map[string]int
-	AnomalyNotes        map[string][]string
+	// Linearizability of appends and reads after a read barrier on any
+	// node (porcupine, linear.go): stale reads and non-linearizable
+	// streams must be zero.
+	Linearizability LinReport
+	ReaderAnomalies map[string]int
+	AnomalyNotes    map[string][]string
 
 	// Time from a fault to the first acknowledged append sent after it, by
 	// fault kind; for a fault aimed at one group's leader, the first such
@@ -139,6 +143,8 @@ func (r *Report) Violations() []string {
 	add("divergent-offsets", r.DivergentOffsets)
 	add("heads-differ", r.HeadsDiffer)
 	add("dirty-reads", r.DirtyReads)
+	add("stale-reads", r.Linearizability.StaleReads)
+	add("non-linearizable-streams", r.Linearizability.NonLinearizable)
 	if r.EventsNeverHandled != nil {
 		add("events-never-handled", *r.EventsNeverHandled)
 	}
@@ -188,6 +194,12 @@ func (r *Report) String() string {
 		r.OwnedConflicts, r.IDConflicts, r.OffsetGaps, r.OffsetReorders, r.VersionGaps)
 	fmt.Fprintf(&b, "divergence: partitions %d, offsets %d, heads differ %d; dirty reads %d\n",
 		r.DivergentPartitions, r.DivergentOffsets, r.HeadsDiffer, r.DirtyReads)
+	l := r.Linearizability
+	fmt.Fprintf(&b, "linearizability (porcupine): %d reads after a read barrier on %d streams; stale reads %d, non-linearizable streams %d, undecided streams %d\n",
+		l.Reads, l.Streams, l.StaleReads, l.NonLinearizable, l.Unknown)
+	for _, n := range l.Notes {
+		fmt.Fprintf(&b, "  linearizability: %s\n", n)
+	}
 	var an []string
 	for _, k := range sortedKeys(r.ReaderAnomalies) {
 		an = append(an, fmt.Sprintf("%s %d", k, r.ReaderAnomalies[k]))
@@ -439,6 +451,7 @@ func Check(ops []*Op, logs []NodeLog, obs *observed, an *Anomalies, faults []Fau
 			}
 		}
 		obs.mu.Unlock()
+		r.Linearizability = checkLinearizable(ops, obs.lin.all(), refIdx)
 	}
 	if an != nil {
 		an.mu.Lock()

@@ -68,6 +68,9 @@ type observed struct {
 	parts   [][]uuid.UUID
 	seen    [][]bool
 	streams map[string][]uuid.UUID
+	// lin holds the reads made after a read barrier, for the
+	// linearizability check (linear.go).
+	lin linReads
 }
 
 func newObserved(partitions int) *observed {
@@ -129,13 +132,35 @@ func (r *readers) run(ctx context.Context) {
 		}()
 	}
 	for i := range 2 {
-		wg.Add(1)
+		wg.Add(2)
 		go func() {
 			defer wg.Done()
 			r.readStreams(ctx, i)
 		}()
+		go func() {
+			defer wg.Done()
+			r.readAfterBarrier(ctx, i)
+		}()
 	}
 	wg.Wait()
+}
+
+// readAfterBarrier reads the version of random streams on random nodes
+// after a read barrier, for the linearizability check.
+func (r *readers) readAfterBarrier(ctx context.Context, i int) {
+	rng := rand.New(rand.NewPCG(r.seed, 3000+uint64(i)))
+	t := time.NewTicker(r.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+		if node := pickNode(r.c, rng, -1); node >= 0 {
+			barrierRead(ctx, r.c, r.cl, r.obs, node, r.streams(rng))
+		}
+	}
 }
 
 // tail follows partition p from offset 0, switching nodes now and then:

@@ -81,7 +81,7 @@ func Run(ctx context.Context, cfg Config, logf func(string, ...any)) (*Report, e
 
 	hist := &History{}
 	obs := newObserved(cfg.Cluster.Partitions)
-	apps := &appenders{cfg: cfg.Workload, c: c, cl: cl, hist: hist, an: an, seed: cfg.Seed, lastOK: make([]atomic.Int64, cfg.Cluster.Groups)}
+	apps := &appenders{cfg: cfg.Workload, c: c, cl: cl, hist: hist, an: an, obs: obs, seed: cfg.Seed, lastOK: make([]atomic.Int64, cfg.Cluster.Groups)}
 	rds := &readers{
 		c: c, cl: cl, obs: obs, an: an, partitions: cfg.Cluster.Partitions, seed: cfg.Seed, interval: cfg.ReadInterval,
 		streams: func(rng *rand.Rand) string {
