@@ -35,6 +35,13 @@ type Report struct {
 	// FaultErrors counts faults the nemesis could not inject or after
 	// which the cluster did not recover within the deadline.
 	FaultErrors int
+	// DiskOutcomes counts disk faults by kind and how the node took them
+	// (Fault.Outcome without its details).
+	DiskOutcomes map[string]int
+	// Must be zero: damaged nodes that crashed (a panic, a signal) instead
+	// of refusing to start with an error, and full disks on which the node
+	// did not serve reads.
+	DamagedCrashes, FullDiskReadFailures int
 
 	// Workload.
 	Ops, Acked, AckedEvents, Rejected int
@@ -143,6 +150,8 @@ func (r *Report) Violations() []string {
 	add("divergent-offsets", r.DivergentOffsets)
 	add("heads-differ", r.HeadsDiffer)
 	add("dirty-reads", r.DirtyReads)
+	add("damaged-node-crashed", r.DamagedCrashes)
+	add("full-disk-reads-failed", r.FullDiskReadFailures)
 	add("stale-reads", r.Linearizability.StaleReads)
 	add("non-linearizable-streams", r.Linearizability.NonLinearizable)
 	if r.EventsNeverHandled != nil {
@@ -182,6 +191,14 @@ func (r *Report) String() string {
 		ks = append(ks, fmt.Sprintf("%s %d", k, r.ByKind[k]))
 	}
 	fmt.Fprintf(&b, " (%s), fault errors %d\n", strings.Join(ks, ", "), r.FaultErrors)
+	if len(r.DiskOutcomes) > 0 {
+		var ds []string
+		for _, k := range sortedKeys(r.DiskOutcomes) {
+			ds = append(ds, fmt.Sprintf("%s %d", k, r.DiskOutcomes[k]))
+		}
+		fmt.Fprintf(&b, "disk faults: %s; damaged nodes that crashed %d, full disks without reads %d\n",
+			strings.Join(ds, ", "), r.DamagedCrashes, r.FullDiskReadFailures)
+	}
 	fmt.Fprintf(&b, "raft: %d leader elections, %d snapshot installs on followers\n", r.LeaderElections, r.SnapshotInstalls)
 	fmt.Fprintf(&b, "appends: %d ops, %d acknowledged (%d events), %d rejected (wrong version)\n", r.Ops, r.Acked, r.AckedEvents, r.Rejected)
 	fmt.Fprintf(&b, "indeterminate: %d attempts in %d ops; then duplicate %d, appended by a retry %d, rejected %d; unresolved at end %d, of which in the log %d; acknowledged as duplicate on the first attempt %d\n",
@@ -482,6 +499,7 @@ func Check(ops []*Op, logs []NodeLog, obs *observed, an *Anomalies, faults []Fau
 		if f.Err != "" {
 			r.FaultErrors++
 		}
+		r.countDiskOutcome(f)
 		best := time.Duration(-1)
 		for _, a := range oks[sort.Search(len(oks), func(i int) bool { return !oks[i].start.Before(f.Start) }):] {
 			if best >= 0 && a.start.Sub(f.Start) >= best {
@@ -505,6 +523,28 @@ func Check(ops []*Op, logs []NodeLog, obs *observed, an *Anomalies, faults []Fau
 		r.Resume[k] = dist(ds)
 	}
 	return r
+}
+
+// countDiskOutcome adds a disk fault's outcome to the report.
+func (r *Report) countDiskOutcome(f Fault) {
+	switch f.Kind {
+	case FaultCorruptLogOld, FaultCorruptLogNew, FaultCorruptState, FaultTruncateLog, FaultTruncateState:
+		outcome, _, _ := strings.Cut(f.Outcome, ":")
+		if r.DiskOutcomes == nil {
+			r.DiskOutcomes = map[string]int{}
+		}
+		r.DiskOutcomes[f.Kind+" "+outcome]++
+		if strings.HasPrefix(f.Outcome, "crashed") {
+			r.DamagedCrashes++
+		}
+	case FaultFillDisk:
+		if strings.Contains(f.Outcome, "reads on the full disk failed") {
+			r.FullDiskReadFailures++
+		}
+		if strings.Contains(f.Outcome, "crashed") {
+			r.DamagedCrashes++
+		}
+	}
 }
 
 // contiguous reports whether every event of op is in idx, at consecutive

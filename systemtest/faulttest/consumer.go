@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -118,12 +117,14 @@ func (w *ConsumerGroupWorkload) finish(ctx context.Context, c *Cluster, cl *clie
 	var recs []wire.ConsumerRecord
 	bad := 0
 	for i := range c.Size() {
-		rs, b, err := readConsumerRecords(filepath.Join(c.cfg.Dir, c.Node(i).ID, wire.ConsumerRecordFile))
-		if err != nil {
-			return fmt.Errorf("consumer group: %w", err)
+		for _, path := range c.consumerRecordFiles(i) {
+			rs, b, err := readConsumerRecords(path)
+			if err != nil {
+				return fmt.Errorf("consumer group: %w", err)
+			}
+			recs = append(recs, rs...)
+			bad += b
 		}
-		recs = append(recs, rs...)
-		bad += b
 	}
 	g := checkGroup(recs, logs[0], committed)
 	g.CaughtUp, g.BadLines = took, bad

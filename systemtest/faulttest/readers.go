@@ -345,6 +345,14 @@ func (m *monitor) poll(ctx context.Context, i int) {
 	m.last[i], m.lastAt[i] = st, time.Now()
 }
 
+// forget drops what the monitor knows of node i: its data was wiped, so
+// its term and indexes start again from zero.
+func (m *monitor) forget(i int) {
+	m.mu.Lock()
+	m.last[i], m.lastAt[i] = wire.StatusResponse{}, time.Time{}
+	m.mu.Unlock()
+}
+
 // leader returns the node that the freshest statuses name leader of group
 // g (the highest term wins), or -1.
 func (m *monitor) leader(g int) int {
