@@ -174,7 +174,7 @@ func groupHistory(logs []NodeLog) []wire.ConsumerRecord {
 
 func TestCheckGroupClean(t *testing.T) {
 	_, logs := history(5)
-	g := checkGroup(groupHistory(logs), logs[0], []uint64{5})
+	g := checkGroup(groupHistory(logs), logs[0], []uint64{5}, nil)
 	require.Zero(t, g.NeverHandled)
 	require.Zero(t, g.StaleAccepted)
 	require.Zero(t, g.HandledNotInLog)
@@ -244,7 +244,7 @@ func TestCheckGroupFindsViolations(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, logs := history(5)
 			recs, committed := tc.mutate(groupHistory(logs), logs)
-			g := checkGroup(recs, logs[0], committed)
+			g := checkGroup(recs, logs[0], committed, nil)
 			require.Equal(t, 1, tc.want(g), "report:\n%s", g)
 			r := &Report{EventsNeverHandled: &g.NeverHandled, StaleCommitsAccepted: &g.StaleAccepted, Group: g}
 			if tc.violation {

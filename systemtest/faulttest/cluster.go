@@ -67,7 +67,6 @@ type Node struct {
 	expect  bool          // the current process is being killed on purpose
 	starts  int
 	exit    string // how the last process ended ("" while it runs)
-	wipes   int
 	mounted bool // Dir/<ID> is a tmpfs the cluster mounted
 }
 
@@ -207,6 +206,9 @@ func (c *Cluster) Start(ctx context.Context, i int) error {
 		"-snapshot-threshold", fmt.Sprint(c.cfg.SnapshotThreshold), "-snapshot-interval", c.cfg.SnapshotInterval.String(),
 		"-trailing-logs", fmt.Sprint(c.cfg.TrailingLogs),
 		"-group-session", c.cfg.GroupSession.String(),
+		// Beside the data directory: a wipe or a full disk of the node
+		// must not lose what its member did.
+		"-consumer-records", c.consumerRecords(i),
 	}
 	cmd := exec.Command(c.cfg.Binary, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -316,39 +318,21 @@ func (c *Cluster) startExit(n *Node) error {
 }
 
 // Wipe deletes everything in node i's data directory, which must not be
-// running, as an operator recovering a damaged node does. The consumer
-// member's records are moved aside first (they record what the node did,
-// not its state), to <id>.consumer.<k>.jsonl in the cluster's directory.
+// running, as an operator recovering a damaged node does.
 func (c *Cluster) Wipe(i int) error {
 	n := c.nodes[i]
 	n.mu.Lock()
 	running := n.running
-	n.wipes++
-	k := n.wipes
 	n.mu.Unlock()
 	if running {
 		return fmt.Errorf("faulttest: wipe %s: it is running", n.ID)
 	}
-	dir := filepath.Join(c.cfg.Dir, n.ID)
-	recs := filepath.Join(dir, wire.ConsumerRecordFile)
-	if _, err := os.Stat(recs); err == nil {
-		b, err := os.ReadFile(recs)
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(c.cfg.Dir, fmt.Sprintf("%s.consumer.%d.jsonl", n.ID, k)), b, 0o644); err != nil {
-			return err
-		}
-	}
-	return emptyDir(dir)
+	return emptyDir(c.NodeDir(i))
 }
 
-// consumerRecordFiles are node i's consumer record files: those of the
-// data directories Wipe emptied, and the current one.
-func (c *Cluster) consumerRecordFiles(i int) []string {
-	id := c.nodes[i].ID
-	files, _ := filepath.Glob(filepath.Join(c.cfg.Dir, id+".consumer.*.jsonl"))
-	return append(files, filepath.Join(c.cfg.Dir, id, wire.ConsumerRecordFile))
+// consumerRecords is the file node i's consumer member records to.
+func (c *Cluster) consumerRecords(i int) string {
+	return filepath.Join(c.cfg.Dir, c.nodes[i].ID+"."+wire.ConsumerRecordFile)
 }
 
 // Kill sends SIGKILL to node i's process and waits for it to exit.
