@@ -67,7 +67,7 @@ type Node struct {
 	expect  bool          // the current process is being killed on purpose
 	starts  int
 	exit    string // how the last process ended ("" while it runs)
-	mounted bool // Dir/<ID> is a tmpfs the cluster mounted
+	mounted bool   // Dir/<ID> is a tmpfs the cluster mounted
 }
 
 // StartExitError is a node process that ended before it was ready: it
