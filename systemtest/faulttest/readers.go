@@ -148,7 +148,17 @@ func (r *readers) run(ctx context.Context) {
 // readAfterBarrier reads the version of random streams on random nodes
 // after a read barrier, for the linearizability check.
 func (r *readers) readAfterBarrier(ctx context.Context, i int) {
-	rng := rand.New(rand.NewPCG(r.seed, 3000+uint64(i)))
+	r.paced(ctx, 3000+uint64(i), func(rng *rand.Rand) {
+		if node := pickNode(r.c, rng, -1); node >= 0 {
+			barrierRead(ctx, r.c, r.cl, r.obs, node, r.streams(rng))
+		}
+	})
+}
+
+// paced calls step once every interval until ctx ends, with a random
+// generator of its own (seeded by the run's seed and stream).
+func (r *readers) paced(ctx context.Context, stream uint64, step func(rng *rand.Rand)) {
+	rng := rand.New(rand.NewPCG(r.seed, stream))
 	t := time.NewTicker(r.interval)
 	defer t.Stop()
 	for {
@@ -157,29 +167,19 @@ func (r *readers) readAfterBarrier(ctx context.Context, i int) {
 		case <-ctx.Done():
 			return
 		}
-		if node := pickNode(r.c, rng, -1); node >= 0 {
-			barrierRead(ctx, r.c, r.cl, r.obs, node, r.streams(rng))
-		}
+		step(rng)
 	}
 }
 
 // tail follows partition p from offset 0, switching nodes now and then:
 // every read must start at the offset asked for and be dense.
 func (r *readers) tail(ctx context.Context, p int) {
-	rng := rand.New(rand.NewPCG(r.seed, 1000+uint64(p)))
-	t := time.NewTicker(r.interval)
-	defer t.Stop()
 	node, from := -1, uint64(0)
-	for {
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return
-		}
+	r.paced(ctx, 1000+uint64(p), func(rng *rand.Rand) {
 		if node < 0 || rng.IntN(20) == 0 {
 			node = pickNode(r.c, rng, -1)
 			if node < 0 {
-				continue
+				return
 			}
 		}
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -187,7 +187,7 @@ func (r *readers) tail(ctx context.Context, p int) {
 		cancel()
 		if err != nil {
 			node = -1
-			continue
+			return
 		}
 		want := from
 		for i, e := range res.Events {
@@ -212,24 +212,16 @@ func (r *readers) tail(ctx context.Context, p int) {
 		if len(res.Events) > 0 {
 			from = res.Events[len(res.Events)-1].Offset + 1
 		}
-	}
+	})
 }
 
 // readStreams reads random streams from a random recent version, checking
 // versions are dense and agree with every earlier read.
 func (r *readers) readStreams(ctx context.Context, i int) {
-	rng := rand.New(rand.NewPCG(r.seed, 2000+uint64(i)))
-	t := time.NewTicker(r.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return
-		}
+	r.paced(ctx, 2000+uint64(i), func(rng *rand.Rand) {
 		node := pickNode(r.c, rng, -1)
 		if node < 0 {
-			continue
+			return
 		}
 		stream := r.streams(rng)
 		r.obs.mu.Lock()
@@ -243,7 +235,7 @@ func (r *readers) readStreams(ctx context.Context, i int) {
 		res, err := r.cl.stream(rctx, r.c.Node(node).HTTP(), stream, from, 200)
 		cancel()
 		if err != nil {
-			continue
+			return
 		}
 		want := from
 		for _, e := range res.Events {
@@ -258,7 +250,7 @@ func (r *readers) readStreams(ctx context.Context, i int) {
 				r.an.add(anStreamDiverge, "%s v%d on n%d is %s, seen before as %s", stream, e.Version, node+1, e.ID, was)
 			}
 		}
-	}
+	})
 }
 
 // monitor polls every node's status: it tracks leaders for the nemesis
