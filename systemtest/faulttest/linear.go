@@ -171,8 +171,8 @@ func checkLinearizable(ops []*Op, reads []LinRead, final map[uuid.UUID]loc) LinR
 			continue
 		}
 		in := linAppend{Expect: op.Expect, N: uint64(len(op.IDs))}
-		call := op.Attempts[0].Start.UnixNano()
-		ret := op.Attempts[len(op.Attempts)-1].End.UnixNano()
+		call := sinceEpoch(op.Attempts[0].Start)
+		ret := sinceEpoch(op.Attempts[len(op.Attempts)-1].End)
 		var out linAppendOut
 		switch op.Status {
 		case OpAcked:
@@ -207,7 +207,7 @@ func checkLinearizable(ops []*Op, reads []LinRead, final map[uuid.UUID]loc) LinR
 		r.Reads++
 		byStream[rd.Stream] = append(byStream[rd.Stream], porcupine.Operation{
 			ClientId: -1, Input: linRead{}, Output: linReadOut{Version: rd.Version},
-			Call: rd.Start.UnixNano(), Return: rd.End.UnixNano(),
+			Call: sinceEpoch(rd.Start), Return: sinceEpoch(rd.End),
 		})
 		// The highest version acknowledged before the read was sent.
 		as := acked[rd.Stream]
@@ -245,3 +245,10 @@ func checkLinearizable(ops []*Op, reads []LinRead, final map[uuid.UUID]loc) LinR
 }
 
 func lastEnd(op *Op) time.Time { return op.Attempts[len(op.Attempts)-1].End }
+
+// linEpoch and sinceEpoch give porcupine times from the monotonic clock
+// (times taken by time.Now in this process carry it), so that a step of
+// the wall clock during a run cannot reorder operations.
+var linEpoch = time.Now()
+
+func sinceEpoch(t time.Time) int64 { return int64(t.Sub(linEpoch)) }
