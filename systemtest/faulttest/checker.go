@@ -2,6 +2,7 @@ package faulttest
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -20,6 +21,11 @@ type NodeLog struct {
 	Heads   []uint64           // next offset per partition
 	Parts   [][]wire.ReadEvent // per partition, in read order
 	Digests []string           // per partition, SHA-256 of every field up to the common head
+	// Damaged holds the partitions the node refused to read as corrupt
+	// (the error it gave): detected damage, never served. Parts holds
+	// what it read before; the checks of the node against the history
+	// and the other replicas skip those partitions.
+	Damaged map[int]string
 }
 
 // Report holds a run's figures. The fields under "must be zero" are the
@@ -77,6 +83,9 @@ type Report struct {
 	DivergentOffsets    int // offsets holding different events on different nodes
 	HeadsDiffer         int // partitions whose heads differ after the barrier
 	DirtyReads          int // a read saw an event the final log does not hold there
+	// CorruptionDetected counts partitions a node refused to read as
+	// corrupt after the run (a disk fault it detected; not served).
+	CorruptionDetected int
 	// Linearizability of appends and reads after a read barrier on any
 	// node (porcupine, linear.go): stale reads and non-linearizable
 	// streams must be zero.
@@ -211,6 +220,9 @@ func (r *Report) String() string {
 		r.OwnedConflicts, r.IDConflicts, r.OffsetGaps, r.OffsetReorders, r.VersionGaps)
 	fmt.Fprintf(&b, "divergence: partitions %d, offsets %d, heads differ %d; dirty reads %d\n",
 		r.DivergentPartitions, r.DivergentOffsets, r.HeadsDiffer, r.DirtyReads)
+	if r.CorruptionDetected > 0 {
+		fmt.Fprintf(&b, "damage detected: %d partitions refused as corrupt by their node after the run (left out of the checks above)\n", r.CorruptionDetected)
+	}
 	l := r.Linearizability
 	fmt.Fprintf(&b, "linearizability (porcupine): %d reads after a read barrier on %d streams; stale reads %d, non-linearizable streams %d, undecided streams %d\n",
 		l.Reads, l.Streams, l.StaleReads, l.NonLinearizable, l.Unknown)
@@ -316,10 +328,19 @@ func Check(ops []*Op, logs []NodeLog, obs *observed, an *Anomalies, faults []Fau
 	for _, evs := range ref.Parts {
 		r.FinalRecords += len(evs)
 	}
+	for _, nl := range logs {
+		for _, p := range slices.Sorted(maps.Keys(nl.Damaged)) {
+			r.CorruptionDetected++
+			notes("corruption-detected", "n%d p%d: %s", nl.Node+1, p, nl.Damaged[p])
+		}
+	}
 	// Replicas against each other.
 	for p := range ref.Parts {
 		divergent := false
 		for _, nl := range logs[1:] {
+			if damaged(ref, p) || damaged(nl, p) {
+				continue
+			}
 			if nl.Heads[p] != ref.Heads[p] {
 				r.HeadsDiffer++
 				notes("heads-differ", "p%d: n%d head %d, n%d head %d", p, ref.Node+1, ref.Heads[p], nl.Node+1, nl.Heads[p])
@@ -389,6 +410,9 @@ func Check(ops []*Op, logs []NodeLog, obs *observed, an *Anomalies, faults []Fau
 		}
 		appeared := false
 		for ni, idx := range idxs {
+			if damaged(logs[ni], partitionOf(op.Stream, len(logs[ni].Parts))) {
+				continue
+			}
 			present := 0
 			for _, id := range op.IDs {
 				if _, ok := idx[id]; ok {
@@ -545,6 +569,12 @@ func (r *Report) countDiskOutcome(f Fault) {
 			r.DamagedCrashes++
 		}
 	}
+}
+
+// damaged reports whether nl's node refused to read partition p.
+func damaged(nl NodeLog, p int) bool {
+	_, ok := nl.Damaged[p]
+	return ok
 }
 
 // contiguous reports whether every event of op is in idx, at consecutive

@@ -287,3 +287,21 @@ func TestLinearizabilityAcceptsConcurrentReads(t *testing.T) {
 	require.Equal(t, 1, r.Linearizability.NonLinearizable)
 	require.Contains(t, r.Violations(), "stale-reads=1")
 }
+
+// TestCheckLeavesOutDetectedDamage: a partition a node refused to read as
+// corrupt is counted as detected damage, and only that node's copy of it
+// is left out of the checks; the same loss on a node that served the
+// partition is a loss.
+func TestCheckLeavesOutDetectedDamage(t *testing.T) {
+	ops, logs := history(5)
+	logs[2].Parts[0] = logs[2].Parts[0][:2]
+	logs[2].Damaged = map[int]string{0: "raftlog: partition 0 offset 2: raftlog: corrupt data"}
+	logs[2].Digests[0] = "damaged"
+	r := Check(ops, logs, nil, nil, nil)
+	require.Equal(t, 1, r.CorruptionDetected)
+	require.Empty(t, r.Violations(), "report:\n%s", r)
+
+	logs[2].Damaged = nil
+	r = Check(ops, logs, nil, nil, nil)
+	require.Equal(t, 3, r.LostAcked, "report:\n%s", r)
+}

@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -293,6 +295,14 @@ func collect(ctx context.Context, c *Cluster, cl *client, partitions int) ([]Nod
 			from := uint64(0)
 			for {
 				res, err := cl.read(ctx, addr, p, from, 1000)
+				if err != nil && isCorrupt(err) {
+					// Damage the node detected and refuses to serve.
+					if nl.Damaged == nil {
+						nl.Damaged = map[int]string{}
+					}
+					nl.Damaged[p] = err.Error()
+					break
+				}
 				if err != nil {
 					return nil, fmt.Errorf("n%d read p%d from %d: %w", i+1, p, from, err)
 				}
@@ -308,6 +318,10 @@ func collect(ctx context.Context, c *Cluster, cl *client, partitions int) ([]Nod
 	for i := range logs {
 		addr := c.Node(i).HTTP()
 		for p := range partitions {
+			if damaged(logs[i], p) {
+				logs[i].Digests = append(logs[i].Digests, "damaged")
+				continue
+			}
 			d, err := cl.digest(ctx, addr, p, upto[p])
 			if err != nil {
 				return nil, fmt.Errorf("n%d digest p%d: %w", i+1, p, err)
@@ -315,5 +329,14 @@ func collect(ctx context.Context, c *Cluster, cl *client, partitions int) ([]Nod
 			logs[i].Digests = append(logs[i].Digests, d.Hash)
 		}
 	}
+	// The checks take the first log as the reference: one the node could
+	// read in full, if any.
+	slices.SortStableFunc(logs, func(a, b NodeLog) int { return len(a.Damaged) - len(b.Damaged) })
 	return logs, nil
+}
+
+// isCorrupt reports whether a node's read error says the data is
+// damaged (raftlog's ErrCorrupt, whatever the engine adds to it).
+func isCorrupt(err error) bool {
+	return strings.Contains(strings.ToLower(err.Error()), "corrupt")
 }
