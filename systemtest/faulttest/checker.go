@@ -45,8 +45,9 @@ type Report struct {
 	// (Fault.Outcome without its details).
 	DiskOutcomes map[string]int
 	// Must be zero: damaged nodes that crashed (a panic, a signal) instead
-	// of refusing to start with an error, and full disks on which the node
-	// did not serve reads.
+	// of refusing to start with an error, and full disks on which the
+	// running node did not serve reads (one that exited is an unexpected
+	// exit).
 	DamagedCrashes, FullDiskReadFailures int
 
 	// Workload.

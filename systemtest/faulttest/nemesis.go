@@ -361,11 +361,12 @@ func (n *nemesis) restartDamaged(i int) string {
 // then frees the space; a node that exited meanwhile is restarted as a
 // damaged one.
 func (n *nemesis) healFullDisk(i int) string {
-	reads := "reads on the full disk failed"
+	reads := "not running on the full disk"
 	if addr := n.c.Node(i).HTTP(); addr != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if _, err := n.mon.cl.read(ctx, addr, 0, 0, 10); err == nil {
-			reads = "reads on the full disk served"
+		reads = "reads on the full disk served"
+		if _, err := n.mon.cl.read(ctx, addr, 0, 0, 10); err != nil {
+			reads = "reads on the full disk failed: " + err.Error()
 		}
 		cancel()
 	}
