@@ -241,7 +241,7 @@ func (n *nemesis) plan(seq int) Fault {
 	case FaultFillDisk:
 		f.Nodes, f.Hold = []int{randomNode}, n.between(3*time.Second, 8*time.Second)
 	case FaultWipeNode:
-		// Paused, wiped, the third.
+		// Paused, wiped, the third (the suite runs three nodes).
 		third := 3 - randomNode - other
 		f.Nodes, f.Hold = []int{randomNode, other, third}, n.between(2*time.Second, 4*time.Second)
 	}
@@ -383,16 +383,14 @@ func (n *nemesis) healFullDisk(i int) string {
 // one, the one to wipe and the third.
 func (n *nemesis) wipeAndRestart(nodes []int) string {
 	paused, wiped, third := nodes[0], nodes[1], nodes[2]
-	if err := n.c.KillMany([]int{wiped, third}, nil); err != nil {
-		n.logf("nemesis: %v", err)
-	}
-	if err := n.c.Wipe(wiped); err != nil {
-		n.logf("nemesis: %v", err)
+	errs := make([]error, 4)
+	errs[2] = n.c.KillMany([]int{wiped, third}, nil)
+	if errs[2] == nil {
+		errs[3] = n.c.Wipe(wiped)
 	}
 	n.mon.forget(wiped)
 	n.c.Resume(paused)
 	var wg sync.WaitGroup
-	errs := make([]error, len(nodes))
 	for k, i := range []int{wiped, third} {
 		wg.Add(1)
 		go func() {
@@ -404,7 +402,7 @@ func (n *nemesis) wipeAndRestart(nodes []int) string {
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return "restart failed: " + err.Error()
+		return "failed: " + err.Error()
 	}
 	return fmt.Sprintf("n%d wiped and restarted with n%d while n%d, stale, resumed", wiped+1, third+1, paused+1)
 }
