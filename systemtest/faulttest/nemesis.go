@@ -46,9 +46,6 @@ const (
 	FaultWipeNode = "wipe-node"
 )
 
-// diskDamage are the faults that damage a stopped node's files.
-var diskDamage = []string{FaultCorruptLogOld, FaultCorruptLogNew, FaultCorruptState, FaultTruncateLog, FaultTruncateState}
-
 // Kinds returns every fault kind the nemesis knows.
 func Kinds() []string {
 	var ks []string
