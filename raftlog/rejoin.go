@@ -322,17 +322,24 @@ func (l *Log) promoteWhenCaughtUp() {
 	}
 }
 
+// isVoter reports whether this node is a voter in its latest
+// configuration of s.
+func (l *Log) isVoter(s *shard) bool {
+	cf := s.Raft.GetConfiguration()
+	if cf.Error() != nil {
+		return false
+	}
+	for _, srv := range cf.Configuration().Servers {
+		if srv.ID == raft.ServerID(l.cfg.NodeID) && srv.Suffrage == raft.Voter {
+			return true
+		}
+	}
+	return false
+}
+
 // tryPromote reports whether this node is a voter of s, promoting it if
 // it has caught up.
 func (l *Log) tryPromote(s *shard) bool {
-	self := raft.ServerID(l.cfg.NodeID)
-	if cf := s.Raft.GetConfiguration(); cf.Error() == nil {
-		for _, srv := range cf.Configuration().Servers {
-			if srv.ID == self && srv.Suffrage == raft.Voter {
-				return true
-			}
-		}
-	}
 	addr, id := s.Raft.LeaderWithID()
 	if id == "" {
 		return false
@@ -351,6 +358,15 @@ func (l *Log) tryPromote(s *shard) bool {
 		return false
 	}
 	commit, applied := st.Shards[s.ID].CommitIndex, s.Raft.AppliedIndex()
+	// This node's own configuration says whether it is a voter only once
+	// its log reaches the leader's commit index, which is past the rejoin
+	// that made it a non-voter: before, it may be replaying an older
+	// configuration in which it still is one (#16: a node that took such a
+	// configuration for its promotion stopped trying and stayed a
+	// non-voter).
+	if s.Raft.LastIndex() >= commit && l.isVoter(s) {
+		return true
+	}
 	if applied+promoteLag < commit {
 		return false
 	}

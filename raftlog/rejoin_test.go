@@ -116,6 +116,38 @@ func TestWipedNodeRejoinsWithoutVoting(t *testing.T) {
 	}
 }
 
+// TestRejoinedNodePromotedAfterLongReplay wipes a node of a cluster whose
+// log holds many entries: catching up, the node replays the old
+// configurations, in which it is still a voter, before the one that made
+// it a non-voter. It must be promoted all the same once caught up. The
+// fault suite's wipe faults found it never was (#16): the node took an old
+// configuration for its own promotion and stopped trying.
+func TestRejoinedNodePromotedAfterLongReplay(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	acks := newCtAcks()
+	li := c.leader(0)
+	wiped := (li + 1) % 3
+	// One entry per append: the replay takes many AppendEntries rounds.
+	for i := 0; i < 1500; i++ {
+		key := fmt.Sprintf("k-%d", i%50)
+		ctMustAppend(t, c, acks, li, key, ctRecords(key, uint64(i/50)+1, 1))
+	}
+	c.stop(wiped)
+	require.NoError(t, os.RemoveAll(c.nodes[wiped].dir))
+	select {
+	case err := <-rjOpenAsync(c, wiped):
+		require.NoError(t, err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the wiped node did not rejoin")
+	}
+	id := c.nodes[wiped].id
+	wait.Until(t, 30*time.Second, id+" promoted to voter", func() bool {
+		return rjVoter(c.node(c.leader(0)), 0, id)
+	})
+	c.converged()
+	ctVerifyNodes(t, c, acks, 3)
+}
+
 // TestLateVoterJoinsFormedCluster starts two of three voters; they form
 // the cluster and take appends. The third, started 2 s later with the same
 // peer list, finds a cluster and joins it (as a non-voter first, then

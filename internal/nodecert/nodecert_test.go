@@ -53,3 +53,27 @@ func TestParseRejects(t *testing.T) {
 		require.ErrorIs(t, err, ErrNoIdentity, "%v", uris)
 	}
 }
+
+// FuzzParse feeds arbitrary URIs, as a peer's certificate carries them, to
+// the identity parser: it must not panic, and an identity it accepts
+// renders back to a URI it parses the same.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"esraft://c1/node/n1", "esraft://c1/worker/w-1", "esraft://c1/node/n1/x", "esraft://u@c1/node/n1", "spiffe://c1/node/n1", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := url.Parse(s)
+		if err != nil {
+			return
+		}
+		id, err := Parse(&x509.Certificate{URIs: []*url.URL{u}}, u.Host)
+		if err != nil {
+			return
+		}
+		back, err := url.Parse(id.URI())
+		require.NoError(t, err)
+		again, err := Parse(&x509.Certificate{URIs: []*url.URL{back}}, id.Cluster)
+		require.NoError(t, err)
+		require.Equal(t, id, again)
+	})
+}

@@ -18,6 +18,8 @@
 //	               expect >= 0 is an exact version, -1 any, -2 no stream
 //	GET  /read     ?p=&from=&limit=   a partition from an offset
 //	GET  /stream   ?s=&from=&limit=   a stream from a version
+//	GET  /head     ?s=&barrier=       a stream's version and last event ID;
+//	                                  barrier=1 reads after a read barrier
 //	GET  /digest   ?p=&upto=          SHA-256 of every field of offsets [0, upto)
 //	GET  /status                      pid, raft groups, partition heads
 //	GET  /group                       the consumer group as this node applied it
@@ -26,7 +28,8 @@
 // wire.ConsumerGroup (projection.Group, member ID the node ID) whose
 // handler does nothing but record: every partition granted, every event
 // handled and every offset commit attempted is a line of
-// wire.ConsumerRecord in the file wire.ConsumerRecordFile of -dir,
+// wire.ConsumerRecord in the file -consumer-records (by default
+// wire.ConsumerRecordFile in -dir),
 // written with one O_APPEND write before the member goes on (a handling
 // before its offset is committed), so the record survives SIGKILL.
 package main
@@ -79,6 +82,7 @@ func main() {
 		trailing   = flag.Uint64("trailing-logs", 0, "raft trailing logs (0: default)")
 		logLevel   = flag.String("log-level", "info", "log level (raft's lines included)")
 		session    = flag.Duration("group-session", 0, "run a consumer group member with this session timeout (0: none)")
+		records    = flag.String("consumer-records", "", "file the consumer member records to (default: "+wire.ConsumerRecordFile+" in -dir)")
 	)
 	flag.Parse()
 	level, err := logging.ParseLevel(*logLevel)
@@ -89,7 +93,10 @@ func main() {
 	// raftlog adds the node attribute to its own lines.
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: microseconds}))
 	log := logger.With("node", *id)
-	if err := run(logger, *id, *dir, *advertise, *peers, *source, *ready, *partitions, *groups, *session,
+	if *records == "" {
+		*records = filepath.Join(*dir, wire.ConsumerRecordFile)
+	}
+	if err := run(logger, *id, *dir, *advertise, *peers, *source, *ready, *records, *partitions, *groups, *session,
 		func(c *raftlog.Config) {
 			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = *heartbeat, *election, *lease
 			c.SnapshotThreshold, c.SnapshotInterval, c.TrailingLogs = *snapThresh, *snapEvery, *trailing
@@ -108,7 +115,7 @@ func microseconds(groups []string, a slog.Attr) slog.Attr {
 	return a
 }
 
-func run(logger *slog.Logger, id, dir, advertise, peerList, source, ready string, partitions, groups int, session time.Duration, tune func(*raftlog.Config)) error {
+func run(logger *slog.Logger, id, dir, advertise, peerList, source, ready, records string, partitions, groups int, session time.Duration, tune func(*raftlog.Config)) error {
 	if id == "" || dir == "" || advertise == "" || peerList == "" || ready == "" {
 		return errors.New("faultnode: -id, -dir, -advertise, -peers and -ready are required")
 	}
@@ -160,7 +167,7 @@ func run(logger *slog.Logger, id, dir, advertise, peerList, source, ready string
 	defer st.Close()
 	stopMember := func() {}
 	if session > 0 {
-		if stopMember, err = startMember(log, st, id, dir, session); err != nil {
+		if stopMember, err = startMember(log, st, id, records, session); err != nil {
 			return err
 		}
 		defer stopMember()
@@ -210,8 +217,8 @@ func (r *recorder) write(rec wire.ConsumerRecord) error {
 
 // startMember runs this node's member of the consumer group until the
 // returned function is called.
-func startMember(log *slog.Logger, st *eventstore.Store, id, dir string, session time.Duration) (stop func(), err error) {
-	f, err := os.OpenFile(filepath.Join(dir, wire.ConsumerRecordFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+func startMember(log *slog.Logger, st *eventstore.Store, id, records string, session time.Duration) (stop func(), err error) {
+	f, err := os.OpenFile(records, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -300,6 +307,7 @@ func newAPI(st *eventstore.Store) http.Handler {
 	mux.HandleFunc("POST /append", a.append)
 	mux.HandleFunc("GET /read", a.read)
 	mux.HandleFunc("GET /stream", a.stream)
+	mux.HandleFunc("GET /head", a.head)
 	mux.HandleFunc("GET /digest", a.digest)
 	mux.HandleFunc("GET /status", a.status)
 	mux.HandleFunc("GET /group", a.group)
@@ -385,6 +393,38 @@ func (a *api) stream(w http.ResponseWriter, r *http.Request) {
 	s, from, limit := r.URL.Query().Get("s"), uintParam(r, "from"), int(uintParam(r, "limit"))
 	evs, err := a.st.ReadStream(r.Context(), s, from, limit)
 	out := wire.ReadResponse{Events: compact(evs)}
+	if err != nil {
+		out.Error = err.Error()
+	}
+	writeJSON(w, out)
+}
+
+// head returns a stream's version and the ID of its last event, after a
+// read barrier if asked: the suite's linearizability check reads streams
+// this way on nodes other than the one that took the writes.
+func (a *api) head(w http.ResponseWriter, r *http.Request) {
+	s := r.URL.Query().Get("s")
+	var out wire.HeadResponse
+	err := func() error {
+		if r.URL.Query().Get("barrier") == "1" {
+			if err := a.st.Barrier(r.Context()); err != nil {
+				return err
+			}
+		}
+		info, err := a.st.Stream(r.Context(), s)
+		if err != nil || info.Version == 0 {
+			return err
+		}
+		evs, err := a.st.ReadStream(r.Context(), s, info.Version, 1)
+		if err != nil {
+			return err
+		}
+		if len(evs) != 1 || evs[0].Version != info.Version {
+			return fmt.Errorf("faultnode: %s has version %d, and a read from it returned %d events", s, info.Version, len(evs))
+		}
+		out.Version, out.LastID = info.Version, evs[0].ID
+		return nil
+	}()
 	if err != nil {
 		out.Error = err.Error()
 	}

@@ -2,6 +2,7 @@ package faulttest
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -20,6 +21,11 @@ type NodeLog struct {
 	Heads   []uint64           // next offset per partition
 	Parts   [][]wire.ReadEvent // per partition, in read order
 	Digests []string           // per partition, SHA-256 of every field up to the common head
+	// Damaged holds the partitions the node refused to read as corrupt
+	// (the error it gave): detected damage, never served. Parts holds
+	// what it read before; the checks of the node against the history
+	// and the other replicas skip those partitions.
+	Damaged map[int]string
 }
 
 // Report holds a run's figures. The fields under "must be zero" are the
@@ -35,6 +41,14 @@ type Report struct {
 	// FaultErrors counts faults the nemesis could not inject or after
 	// which the cluster did not recover within the deadline.
 	FaultErrors int
+	// DiskOutcomes counts disk faults by kind and how the node took them
+	// (Fault.Outcome without its details).
+	DiskOutcomes map[string]int
+	// Must be zero: damaged nodes that crashed (a panic, a signal) instead
+	// of refusing to start with an error, and full disks on which the
+	// running node did not serve reads (one that exited is an unexpected
+	// exit).
+	DamagedCrashes, FullDiskReadFailures int
 
 	// Workload.
 	Ops, Acked, AckedEvents, Rejected int
@@ -70,8 +84,15 @@ type Report struct {
 	DivergentOffsets    int // offsets holding different events on different nodes
 	HeadsDiffer         int // partitions whose heads differ after the barrier
 	DirtyReads          int // a read saw an event the final log does not hold there
-	ReaderAnomalies     map[string]int
-	AnomalyNotes        map[string][]string
+	// CorruptionDetected counts partitions a node refused to read as
+	// corrupt after the run (a disk fault it detected; not served).
+	CorruptionDetected int
+	// Linearizability of appends and reads after a read barrier on any
+	// node (porcupine, linear.go): stale reads and non-linearizable
+	// streams must be zero.
+	Linearizability LinReport
+	ReaderAnomalies map[string]int
+	AnomalyNotes    map[string][]string
 
 	// Time from a fault to the first acknowledged append sent after it, by
 	// fault kind; for a fault aimed at one group's leader, the first such
@@ -139,6 +160,10 @@ func (r *Report) Violations() []string {
 	add("divergent-offsets", r.DivergentOffsets)
 	add("heads-differ", r.HeadsDiffer)
 	add("dirty-reads", r.DirtyReads)
+	add("damaged-node-crashed", r.DamagedCrashes)
+	add("full-disk-reads-failed", r.FullDiskReadFailures)
+	add("stale-reads", r.Linearizability.StaleReads)
+	add("non-linearizable-streams", r.Linearizability.NonLinearizable)
 	if r.EventsNeverHandled != nil {
 		add("events-never-handled", *r.EventsNeverHandled)
 	}
@@ -176,6 +201,14 @@ func (r *Report) String() string {
 		ks = append(ks, fmt.Sprintf("%s %d", k, r.ByKind[k]))
 	}
 	fmt.Fprintf(&b, " (%s), fault errors %d\n", strings.Join(ks, ", "), r.FaultErrors)
+	if len(r.DiskOutcomes) > 0 {
+		var ds []string
+		for _, k := range sortedKeys(r.DiskOutcomes) {
+			ds = append(ds, fmt.Sprintf("%s %d", k, r.DiskOutcomes[k]))
+		}
+		fmt.Fprintf(&b, "disk faults: %s; damaged nodes that crashed %d, full disks without reads %d\n",
+			strings.Join(ds, ", "), r.DamagedCrashes, r.FullDiskReadFailures)
+	}
 	fmt.Fprintf(&b, "raft: %d leader elections, %d snapshot installs on followers\n", r.LeaderElections, r.SnapshotInstalls)
 	fmt.Fprintf(&b, "appends: %d ops, %d acknowledged (%d events), %d rejected (wrong version)\n", r.Ops, r.Acked, r.AckedEvents, r.Rejected)
 	fmt.Fprintf(&b, "indeterminate: %d attempts in %d ops; then duplicate %d, appended by a retry %d, rejected %d; unresolved at end %d, of which in the log %d; acknowledged as duplicate on the first attempt %d\n",
@@ -188,6 +221,15 @@ func (r *Report) String() string {
 		r.OwnedConflicts, r.IDConflicts, r.OffsetGaps, r.OffsetReorders, r.VersionGaps)
 	fmt.Fprintf(&b, "divergence: partitions %d, offsets %d, heads differ %d; dirty reads %d\n",
 		r.DivergentPartitions, r.DivergentOffsets, r.HeadsDiffer, r.DirtyReads)
+	if r.CorruptionDetected > 0 {
+		fmt.Fprintf(&b, "damage detected: %d partitions refused as corrupt by their node after the run (left out of the checks above)\n", r.CorruptionDetected)
+	}
+	l := r.Linearizability
+	fmt.Fprintf(&b, "linearizability (porcupine): %d reads after a read barrier on %d streams; stale reads %d, non-linearizable streams %d, undecided streams %d\n",
+		l.Reads, l.Streams, l.StaleReads, l.NonLinearizable, l.Unknown)
+	for _, n := range l.Notes {
+		fmt.Fprintf(&b, "  linearizability: %s\n", n)
+	}
 	var an []string
 	for _, k := range sortedKeys(r.ReaderAnomalies) {
 		an = append(an, fmt.Sprintf("%s %d", k, r.ReaderAnomalies[k]))
@@ -287,10 +329,19 @@ func Check(ops []*Op, logs []NodeLog, obs *observed, an *Anomalies, faults []Fau
 	for _, evs := range ref.Parts {
 		r.FinalRecords += len(evs)
 	}
+	for _, nl := range logs {
+		for _, p := range slices.Sorted(maps.Keys(nl.Damaged)) {
+			r.CorruptionDetected++
+			notes("corruption-detected", "n%d p%d: %s", nl.Node+1, p, nl.Damaged[p])
+		}
+	}
 	// Replicas against each other.
 	for p := range ref.Parts {
 		divergent := false
 		for _, nl := range logs[1:] {
+			if damaged(ref, p) || damaged(nl, p) {
+				continue
+			}
 			if nl.Heads[p] != ref.Heads[p] {
 				r.HeadsDiffer++
 				notes("heads-differ", "p%d: n%d head %d, n%d head %d", p, ref.Node+1, ref.Heads[p], nl.Node+1, nl.Heads[p])
@@ -360,6 +411,9 @@ func Check(ops []*Op, logs []NodeLog, obs *observed, an *Anomalies, faults []Fau
 		}
 		appeared := false
 		for ni, idx := range idxs {
+			if damaged(logs[ni], partitionOf(op.Stream, len(logs[ni].Parts))) {
+				continue
+			}
 			present := 0
 			for _, id := range op.IDs {
 				if _, ok := idx[id]; ok {
@@ -439,6 +493,7 @@ func Check(ops []*Op, logs []NodeLog, obs *observed, an *Anomalies, faults []Fau
 			}
 		}
 		obs.mu.Unlock()
+		r.Linearizability = checkLinearizable(ops, obs.lin.all(), refIdx)
 	}
 	if an != nil {
 		an.mu.Lock()
@@ -469,6 +524,7 @@ func Check(ops []*Op, logs []NodeLog, obs *observed, an *Anomalies, faults []Fau
 		if f.Err != "" {
 			r.FaultErrors++
 		}
+		r.countDiskOutcome(f)
 		best := time.Duration(-1)
 		for _, a := range oks[sort.Search(len(oks), func(i int) bool { return !oks[i].start.Before(f.Start) }):] {
 			if best >= 0 && a.start.Sub(f.Start) >= best {
@@ -492,6 +548,34 @@ func Check(ops []*Op, logs []NodeLog, obs *observed, an *Anomalies, faults []Fau
 		r.Resume[k] = dist(ds)
 	}
 	return r
+}
+
+// countDiskOutcome adds a disk fault's outcome to the report.
+func (r *Report) countDiskOutcome(f Fault) {
+	switch f.Kind {
+	case FaultCorruptLogOld, FaultCorruptLogNew, FaultCorruptState, FaultTruncateLog, FaultTruncateState:
+		outcome, _, _ := strings.Cut(f.Outcome, ":")
+		if r.DiskOutcomes == nil {
+			r.DiskOutcomes = map[string]int{}
+		}
+		r.DiskOutcomes[f.Kind+" "+outcome]++
+		if strings.HasPrefix(f.Outcome, "crashed") {
+			r.DamagedCrashes++
+		}
+	case FaultFillDisk:
+		if strings.Contains(f.Outcome, "reads on the full disk failed") {
+			r.FullDiskReadFailures++
+		}
+		if strings.Contains(f.Outcome, "crashed") {
+			r.DamagedCrashes++
+		}
+	}
+}
+
+// damaged reports whether nl's node refused to read partition p.
+func damaged(nl NodeLog, p int) bool {
+	_, ok := nl.Damaged[p]
+	return ok
 }
 
 // contiguous reports whether every event of op is in idx, at consecutive

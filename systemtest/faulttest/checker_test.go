@@ -119,6 +119,16 @@ func TestCheckFindsViolations(t *testing.T) {
 			obs.recordVersionLocked(wire.ReadEvent{ID: logs[0].Parts[0][0].ID, Stream: "s", Version: 2})
 			obs.mu.Unlock()
 		}, func(r *Report) int { return r.DirtyReads }},
+		{"stale read after a barrier", func(ops []*Op, logs []NodeLog, obs *observed) {
+			// Version 4 was acknowledged at 1003.01 s; a read sent later
+			// on another node returns version 2.
+			at := time.Unix(1003, 500e6)
+			obs.lin.add(LinRead{Stream: "s", Node: 1, Start: at, End: at.Add(5 * time.Millisecond), Version: 2, LastID: ops[1].IDs[0]})
+		}, func(r *Report) int { return r.Linearizability.StaleReads }},
+		{"read of a version never appended", func(ops []*Op, logs []NodeLog, obs *observed) {
+			at := time.Unix(1003, 500e6)
+			obs.lin.add(LinRead{Stream: "s", Node: 1, Start: at, End: at.Add(5 * time.Millisecond), Version: 9, LastID: uuid.New()})
+		}, func(r *Report) int { return r.Linearizability.NonLinearizable }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -164,7 +174,7 @@ func groupHistory(logs []NodeLog) []wire.ConsumerRecord {
 
 func TestCheckGroupClean(t *testing.T) {
 	_, logs := history(5)
-	g := checkGroup(groupHistory(logs), logs[0], []uint64{5})
+	g := checkGroup(groupHistory(logs), logs[0], []uint64{5}, nil)
 	require.Zero(t, g.NeverHandled)
 	require.Zero(t, g.StaleAccepted)
 	require.Zero(t, g.HandledNotInLog)
@@ -234,7 +244,7 @@ func TestCheckGroupFindsViolations(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, logs := history(5)
 			recs, committed := tc.mutate(groupHistory(logs), logs)
-			g := checkGroup(recs, logs[0], committed)
+			g := checkGroup(recs, logs[0], committed, nil)
 			require.Equal(t, 1, tc.want(g), "report:\n%s", g)
 			r := &Report{EventsNeverHandled: &g.NeverHandled, StaleCommitsAccepted: &g.StaleAccepted, Group: g}
 			if tc.violation {
@@ -244,4 +254,54 @@ func TestCheckGroupFindsViolations(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLinearizabilityAcceptsConcurrentReads feeds the checker histories
+// that are linearizable although reads return different versions: a read
+// concurrent with an append may see it or not, and an append whose outcome
+// stayed unknown counts from its call on if the final log holds it.
+func TestLinearizabilityAcceptsConcurrentReads(t *testing.T) {
+	ops, logs := history(5)
+	obs := newObserved(1)
+	read := func(startMS, endMS int64, v uint64) {
+		obs.lin.add(LinRead{Stream: "s", Start: time.UnixMilli(startMS), End: time.UnixMilli(endMS), Version: v, LastID: ops[v-1].IDs[0]})
+	}
+	// op 2 (version 3) runs from 1002.000 to 1002.010 s.
+	read(1001500, 1002005, 2) // concurrent with it: before
+	read(1002001, 1002003, 3) // concurrent with it: after
+	read(1002020, 1002030, 3) // after it
+	// op 4's answer was lost: the final log holds it, so it may take
+	// effect any time after its call.
+	ops[4].Status = OpUnresolved
+	ops[4].Attempts[0].Outcome = outcomeTransport
+	read(1004500, 1004510, 4)
+	read(1005500, 1005510, 5)
+	r := Check(ops, logs, obs, nil, nil)
+	require.Equal(t, LinReport{Reads: 5, Streams: 1}, r.Linearizability)
+	require.Empty(t, r.Violations())
+
+	// The same reads in another order are not: version 3 seen, then 2.
+	read(1002040, 1002050, 2)
+	r = Check(ops, logs, obs, nil, nil)
+	require.Equal(t, 1, r.Linearizability.StaleReads)
+	require.Equal(t, 1, r.Linearizability.NonLinearizable)
+	require.Contains(t, r.Violations(), "stale-reads=1")
+}
+
+// TestCheckLeavesOutDetectedDamage: a partition a node refused to read as
+// corrupt is counted as detected damage, and only that node's copy of it
+// is left out of the checks; the same loss on a node that served the
+// partition is a loss.
+func TestCheckLeavesOutDetectedDamage(t *testing.T) {
+	ops, logs := history(5)
+	logs[2].Parts[0] = logs[2].Parts[0][:2]
+	logs[2].Damaged = map[int]string{0: "raftlog: partition 0 offset 2: raftlog: corrupt data"}
+	logs[2].Digests[0] = "damaged"
+	r := Check(ops, logs, nil, nil, nil)
+	require.Equal(t, 1, r.CorruptionDetected)
+	require.Empty(t, r.Violations(), "report:\n%s", r)
+
+	logs[2].Damaged = nil
+	r = Check(ops, logs, nil, nil, nil)
+	require.Equal(t, 3, r.LostAcked, "report:\n%s", r)
 }

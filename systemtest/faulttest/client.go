@@ -84,6 +84,21 @@ func (c *client) stream(ctx context.Context, addr, stream string, from uint64, l
 	return out, err
 }
 
+// head reads a stream's version on a node, after a read barrier if
+// barrier is set.
+func (c *client) head(ctx context.Context, addr, stream string, barrier bool) (wire.HeadResponse, error) {
+	var out wire.HeadResponse
+	b := 0
+	if barrier {
+		b = 1
+	}
+	err := c.do(ctx, http.MethodGet, addr, fmt.Sprintf("/head?s=%s&barrier=%d", url.QueryEscape(stream), b), nil, &out)
+	if err == nil && out.Error != "" {
+		err = errors.New(out.Error)
+	}
+	return out, err
+}
+
 func (c *client) digest(ctx context.Context, addr string, p int, upto uint64) (wire.DigestResponse, error) {
 	var out wire.DigestResponse
 	err := c.do(ctx, http.MethodGet, addr, fmt.Sprintf("/digest?p=%d&upto=%d", p, upto), nil, &out)

@@ -33,6 +33,11 @@ type ClusterConfig struct {
 	// GroupSession, if positive, makes every node run a member of the
 	// consumer group with this session timeout (see ConsumerGroupWorkload).
 	GroupSession time.Duration
+	// DiskSize, if positive, gives every node a disk of its own: a tmpfs
+	// of this many bytes mounted on its data directory (root only), which
+	// the fill-disk fault fills. Close copies the data out to <id>.data
+	// in Dir before unmounting.
+	DiskSize int64
 }
 
 // Cluster runs the nodes as separate processes on 127.0.0.1 behind a
@@ -61,6 +66,30 @@ type Node struct {
 	exited  chan struct{} // closed when the current process has exited
 	expect  bool          // the current process is being killed on purpose
 	starts  int
+	exit    string // how the last process ended ("" while it runs)
+	mounted bool   // Dir/<ID> is a tmpfs the cluster mounted
+}
+
+// StartExitError is a node process that ended before it was ready: it
+// refused to start (faultnode exits with status 1 when Open fails, after
+// logging why) or it crashed (a panic, a fatal signal).
+type StartExitError struct {
+	Node    string
+	Exit    string // the process's end, as os/exec reports it
+	Crashed bool
+	Reason  string // the node's last "faultnode failed" log line, if any
+}
+
+func (e *StartExitError) Error() string {
+	what := "refused to start"
+	if e.Crashed {
+		what = "crashed while starting"
+	}
+	s := fmt.Sprintf("faulttest: %s %s (%s; see %s.log)", e.Node, what, e.Exit, e.Node)
+	if e.Reason != "" {
+		s += ": " + e.Reason
+	}
+	return s
 }
 
 // Exit reports a node process that ended without being asked to.
@@ -104,6 +133,16 @@ func NewCluster(cfg ClusterConfig, logf func(string, ...any), unexpected func(Ex
 		c.nodes = append(c.nodes, &Node{Index: i, ID: fmt.Sprintf("n%d", i+1)})
 	}
 	c.unexpected = unexpected
+	if cfg.DiskSize > 0 {
+		for _, n := range c.nodes {
+			if err := mountTmpfs(filepath.Join(cfg.Dir, n.ID), cfg.DiskSize); err != nil {
+				c.unmount()
+				px.Close()
+				return nil, err
+			}
+			n.mounted = true
+		}
+	}
 	// Node processes are started from one goroutine locked to its thread
 	// and die with it (Pdeathsig): if the test process dies, so do they.
 	ready := make(chan struct{})
@@ -128,6 +167,9 @@ func (c *Cluster) Size() int { return len(c.nodes) }
 
 // Node returns node i.
 func (c *Cluster) Node(i int) *Node { return c.nodes[i] }
+
+// NodeDir is node i's data directory.
+func (c *Cluster) NodeDir(i int) string { return filepath.Join(c.cfg.Dir, c.nodes[i].ID) }
 
 func (c *Cluster) peers() string {
 	var ps []string
@@ -164,6 +206,9 @@ func (c *Cluster) Start(ctx context.Context, i int) error {
 		"-snapshot-threshold", fmt.Sprint(c.cfg.SnapshotThreshold), "-snapshot-interval", c.cfg.SnapshotInterval.String(),
 		"-trailing-logs", fmt.Sprint(c.cfg.TrailingLogs),
 		"-group-session", c.cfg.GroupSession.String(),
+		// Beside the data directory: a wipe or a full disk of the node
+		// must not lose what its member did.
+		"-consumer-records", c.consumerRecords(i),
 	}
 	cmd := exec.Command(c.cfg.Binary, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -181,16 +226,22 @@ func (c *Cluster) Start(ctx context.Context, i int) error {
 	}
 	exited := make(chan struct{})
 	n.mu.Lock()
-	n.pid, n.running, n.paused, n.expect, n.exited, n.http = cmd.Process.Pid, true, false, false, exited, ""
+	n.pid, n.running, n.paused, n.expect, n.exited, n.http, n.exit = cmd.Process.Pid, true, false, false, exited, "", ""
 	n.mu.Unlock()
 	pid := cmd.Process.Pid
 	go func() {
 		err := cmd.Wait()
 		logf.Close()
 		n.mu.Lock()
-		expected := n.expect
+		// A process that ends before it is ready is reported by Start
+		// (StartExitError), which the caller judges.
+		expected := n.expect || n.http == ""
 		if n.pid == pid {
 			n.running, n.paused, n.http = false, false, ""
+			n.exit = "exit status 0"
+			if err != nil {
+				n.exit = err.Error()
+			}
 		}
 		n.mu.Unlock()
 		c.Proxy.SetBackend(i, "")
@@ -234,7 +285,7 @@ func (c *Cluster) Start(ctx context.Context, i int) error {
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("faulttest: %s exited while starting (see %s.log)", n.ID, n.ID)
+			return c.startExit(n)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):
@@ -243,6 +294,45 @@ func (c *Cluster) Start(ctx context.Context, i int) error {
 			return fmt.Errorf("faulttest: %s not ready after 60s", n.ID)
 		}
 	}
+}
+
+// startExit describes how node n's process ended while starting.
+func (c *Cluster) startExit(n *Node) error {
+	n.mu.Lock()
+	e := &StartExitError{Node: n.ID, Exit: n.exit}
+	n.mu.Unlock()
+	// faultnode logs why Open failed and exits with status 1; anything
+	// else (a Go panic exits with 2, a signal) is a crash.
+	e.Crashed = e.Exit != "exit status 1"
+	if b, err := os.ReadFile(filepath.Join(c.cfg.Dir, n.ID+".log")); err == nil {
+		if i := bytes.LastIndex(b, []byte("===== start ")); i >= 0 {
+			b = b[i:]
+		}
+		for _, line := range bytes.Split(b, []byte("\n")) {
+			if bytes.Contains(line, []byte("faultnode failed")) {
+				e.Reason = string(line)
+			}
+		}
+	}
+	return e
+}
+
+// Wipe deletes everything in node i's data directory, which must not be
+// running, as an operator recovering a damaged node does.
+func (c *Cluster) Wipe(i int) error {
+	n := c.nodes[i]
+	n.mu.Lock()
+	running := n.running
+	n.mu.Unlock()
+	if running {
+		return fmt.Errorf("faulttest: wipe %s: it is running", n.ID)
+	}
+	return emptyDir(c.NodeDir(i))
+}
+
+// consumerRecords is the file node i's consumer member records to.
+func (c *Cluster) consumerRecords(i int) string {
+	return filepath.Join(c.cfg.Dir, c.nodes[i].ID+"."+wire.ConsumerRecordFile)
 }
 
 // Kill sends SIGKILL to node i's process and waits for it to exit.
@@ -337,9 +427,29 @@ func (c *Cluster) Close() {
 		}
 	}
 	c.Proxy.Close()
+	c.unmount()
 	select {
 	case <-c.quit:
 	default:
 		close(c.quit)
+	}
+}
+
+// unmount copies every node's data out of its tmpfs (to <id>.data, kept
+// with the run's logs) and unmounts it.
+func (c *Cluster) unmount() {
+	for _, n := range c.nodes {
+		if !n.mounted {
+			continue
+		}
+		dir := filepath.Join(c.cfg.Dir, n.ID)
+		unfillDisk(dir)
+		if out, err := exec.Command("cp", "-a", dir, filepath.Join(c.cfg.Dir, n.ID+".data")).CombinedOutput(); err != nil {
+			c.log("copy %s out of its tmpfs: %v: %s", n.ID, err, out)
+		}
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			c.log("unmount %s: %v", dir, err)
+		}
+		n.mounted = false
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -78,6 +77,7 @@ type GroupReport struct {
 
 	// Must be zero.
 	NeverHandled    int    // events below the committed offset no member handled
+	Parked          int    // events below the committed offset parked, never handled successfully
 	StaleAccepted   int    // acknowledged commits a newer, applied grant should have fenced off
 	StaleRewinding  int    // of StaleAccepted, those below an offset acknowledged at a newer generation
 	HandledNotInLog int    // handlings of an event the final log does not hold at that offset
@@ -100,6 +100,7 @@ func (g *GroupReport) String() string {
 	if g.CaughtUp > 0 {
 		caught = g.CaughtUp.Round(time.Millisecond).String() + " after the final read"
 	}
+	fmt.Fprintf(&b, "consumer group: parked (dead-lettered) %d\n", g.Parked)
 	fmt.Fprintf(&b, "consumer group: committed to the end %s, lag left %d; stale commits accepted below a newer generation's offset %d; handled but not in the final log %d; unparsable record lines %d\n",
 		caught, g.Lag, g.StaleRewinding, g.HandledNotInLog, g.BadLines)
 	for _, n := range g.Notes {
@@ -114,18 +115,18 @@ func (w *ConsumerGroupWorkload) finish(ctx context.Context, c *Cluster, cl *clie
 	if len(logs) == 0 {
 		return fmt.Errorf("consumer group: no final log")
 	}
-	committed, took := w.await(ctx, c, cl, logs[0].Heads)
+	committed, parked, took := w.await(ctx, c, cl, logs[0].Heads)
 	var recs []wire.ConsumerRecord
 	bad := 0
 	for i := range c.Size() {
-		rs, b, err := readConsumerRecords(filepath.Join(c.cfg.Dir, c.Node(i).ID, wire.ConsumerRecordFile))
+		rs, b, err := readConsumerRecords(c.consumerRecords(i))
 		if err != nil {
 			return fmt.Errorf("consumer group: %w", err)
 		}
 		recs = append(recs, rs...)
 		bad += b
 	}
-	g := checkGroup(recs, logs[0], committed)
+	g := checkGroup(recs, logs[0], committed, parked)
 	g.CaughtUp, g.BadLines = took, bad
 	r.Group = g
 	r.EventsNeverHandled, r.StaleCommitsAccepted = &g.NeverHandled, &g.StaleAccepted
@@ -136,7 +137,7 @@ func (w *ConsumerGroupWorkload) finish(ctx context.Context, c *Cluster, cl *clie
 // committed every partition up to heads, or the catch-up deadline passes.
 // It returns the highest committed offset seen per partition and how long
 // it waited (zero if the group never caught up).
-func (w *ConsumerGroupWorkload) await(ctx context.Context, c *Cluster, cl *client, heads []uint64) ([]uint64, time.Duration) {
+func (w *ConsumerGroupWorkload) await(ctx context.Context, c *Cluster, cl *client, heads []uint64) ([]uint64, map[[2]uint64]bool, time.Duration) {
 	catchUp := w.CatchUp
 	if catchUp <= 0 {
 		catchUp = time.Minute
@@ -145,6 +146,7 @@ func (w *ConsumerGroupWorkload) await(ctx context.Context, c *Cluster, cl *clien
 	ctx, cancel := context.WithTimeout(ctx, catchUp)
 	defer cancel()
 	committed := make([]uint64, len(heads))
+	parked := map[[2]uint64]bool{} // (partition, offset) parked by the group
 	for {
 		for i := range c.Size() {
 			res, err := cl.group(ctx, c.Node(i).HTTP())
@@ -155,6 +157,9 @@ func (w *ConsumerGroupWorkload) await(ctx context.Context, c *Cluster, cl *clien
 				if int(a.Partition) < len(committed) {
 					committed[a.Partition] = max(committed[a.Partition], a.Committed)
 				}
+				for _, pr := range a.Parked {
+					parked[[2]uint64{uint64(a.Partition), pr.Offset}] = true
+				}
 			}
 		}
 		done := true
@@ -162,11 +167,11 @@ func (w *ConsumerGroupWorkload) await(ctx context.Context, c *Cluster, cl *clien
 			done = done && committed[p] >= h
 		}
 		if done {
-			return committed, time.Since(start)
+			return committed, parked, time.Since(start)
 		}
 		select {
 		case <-ctx.Done():
-			return committed, 0
+			return committed, parked, 0
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -196,7 +201,7 @@ func readConsumerRecords(path string) ([]wire.ConsumerRecord, int, error) {
 
 // checkGroup checks the members' records against the final log, the
 // group's committed offsets taken as committed (per partition).
-func checkGroup(recs []wire.ConsumerRecord, final NodeLog, committed []uint64) *GroupReport {
+func checkGroup(recs []wire.ConsumerRecord, final NodeLog, committed []uint64, parked map[[2]uint64]bool) *GroupReport {
 	g := &GroupReport{}
 	type handling struct {
 		p      int
@@ -267,6 +272,10 @@ func checkGroup(recs []wire.ConsumerRecord, final NodeLog, committed []uint64) *
 				continue // system streams are not delivered to handlers
 			}
 			if handled[handling{p, e.Offset, e.ID}] == 0 {
+				if parked[[2]uint64{uint64(p), e.Offset}] {
+					g.Parked++ // dead-lettered after failed attempts: not a loss
+					continue
+				}
 				g.NeverHandled++
 				g.note("p%d offset %d (%s) below committed offset %d, never handled", p, e.Offset, e.ID, upto)
 			}

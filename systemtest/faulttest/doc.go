@@ -27,6 +27,15 @@
 //     log once the group has committed every partition to its end.
 //   - nemesis: one fault at a time, drawn from a seeded generator and
 //     logged (nemesis.log in the run's directory), healed, then awaited.
+//     Besides process and network faults it damages a stopped node's
+//     files (disk.go: flipped bytes in old and new raft log regions and in
+//     state files, truncation), fills a node's disk (a tmpfs of its own,
+//     mounted when run as root) and wipes a node as issue #16's first
+//     scenario did; a damaged node that refuses to start is wiped and
+//     restarted with its original command, the documented recovery.
+//   - linearizability: appends and reads after a read barrier on other
+//     nodes, checked per stream with porcupine (linear.go); stale reads
+//     are counted.
 //   - Check: the report; Report.Violations lists every safety figure that
 //     is not zero.
 //

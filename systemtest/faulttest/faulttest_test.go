@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,19 @@ var (
 	flagGroups   = flag.Int("fault.groups", 0, "raft groups (0: 1 in long mode, 1 or 2 by seed in short mode)")
 	flagKinds    = flag.String("fault.kinds", "", "comma-separated fault kinds (default: all)")
 	flagKeep     = flag.String("fault.dir", "", "keep the run's data and logs in this directory")
+	flagDiskSize = flag.Int64("fault.disksize", 1<<30, "bytes of each node's own tmpfs, mounted when run as root, for fill-disk (0: no tmpfs)")
 )
+
+// longOnlyKinds are left out of the short mode (CI) unless -fault.kinds
+// names them; the long mode runs every kind. Measured on 2026-11-29
+// (RELIABILITY.md): the bbolt state file crashes the node when damaged,
+// truncated or on a full disk (issue #16's state engine, segments with
+// checksums and a typed error on a full disk, is built for these), and a
+// flipped byte in a raft log entry not yet in the state file diverges the
+// replica (bug 9); old-region damage can land there too on a young log.
+// truncate-log (refused, wiped, rejoined) and wipe-node pass and run in
+// CI. Move a kind into the short mode once its runs pass.
+var longOnlyKinds = []string{FaultCorruptLogOld, FaultCorruptLogNew, FaultCorruptState, FaultTruncateState, FaultFillDisk}
 
 // TestFaultInjection runs the suite: short mode in CI (a couple of minutes
 // of faults), long mode with -fault.duration. It fails if any safety
@@ -87,9 +100,24 @@ func TestFaultInjection(t *testing.T) {
 	if *flagGroups > 0 {
 		cfg.Cluster.Groups = *flagGroups
 	}
+	kinds := Kinds()
 	if *flagKinds != "" {
-		cfg.Kinds = strings.Split(*flagKinds, ",")
+		kinds = strings.Split(*flagKinds, ",")
+	} else if !long {
+		kinds = slices.DeleteFunc(kinds, func(k string) bool { return slices.Contains(longOnlyKinds, k) })
 	}
+	if slices.Contains(kinds, FaultFillDisk) {
+		// A full disk needs a disk of the node's own: a tmpfs, which only
+		// root can mount (CI runs as root).
+		if os.Geteuid() == 0 && *flagDiskSize > 0 {
+			cfg.Cluster.DiskSize = *flagDiskSize
+		} else {
+			kinds = slices.DeleteFunc(kinds, func(k string) bool { return k == FaultFillDisk })
+			t.Logf("%s left out: it needs a tmpfs per node, mounted as root (-fault.disksize > 0)", FaultFillDisk)
+		}
+	}
+	require.NotEmpty(t, kinds, "no fault kind to run")
+	cfg.Kinds = kinds
 
 	ctx := context.Background()
 	if d, ok := t.Deadline(); ok {

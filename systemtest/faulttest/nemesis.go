@@ -2,6 +2,7 @@ package faulttest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -23,7 +24,36 @@ const (
 	FaultIsolateLeader   = "isolate-leader"     // leader | the other two
 	FaultPartitionRandom = "partition-minority" // a random node | the other two
 	FaultCutLink         = "cut-link"           // one link down, both ends still reach the third
+
+	// Disk faults (disk.go): a random node is killed, its files damaged,
+	// and it is restarted with its original command. A node that refuses
+	// to start (or crashes) is recovered as documented: its data
+	// directory wiped, then restarted with the same command, so that it
+	// rejoins as a new incarnation.
+	FaultCorruptLogOld = "corrupt-log-old" // bytes flipped in the oldest raft log segment's first half (applied entries)
+	FaultCorruptLogNew = "corrupt-log-new" // bytes flipped in the last 4 KiB written to the newest segment
+	FaultCorruptState  = "corrupt-state"   // bytes flipped in a state engine file
+	FaultTruncateLog   = "truncate-log"    // the newest raft log segment cut within its written half
+	FaultTruncateState = "truncate-state"  // a state engine file cut within its second half
+	// FaultFillDisk fills a running node's disk (its tmpfs,
+	// ClusterConfig.DiskSize) for a while, then frees it.
+	FaultFillDisk = "fill-disk"
+	// FaultWipeNode is issue #16's first scenario: one node paused while
+	// the other two acknowledge appends, those two killed, one of them
+	// wiped, the paused one resumed, and both restarted with their
+	// original command. The wiped node must rejoin, never vote for the
+	// stale one with an empty log.
+	FaultWipeNode = "wipe-node"
 )
+
+// Kinds returns every fault kind the nemesis knows.
+func Kinds() []string {
+	var ks []string
+	for _, w := range faultWeights {
+		ks = append(ks, w.kind)
+	}
+	return ks
+}
 
 // faultWeights is the nemesis's mix: process faults and network faults
 // about equally, leader-targeted ones most.
@@ -34,6 +64,8 @@ var faultWeights = []struct {
 	{FaultKillLeader, 4}, {FaultKillNode, 2}, {FaultKillNodeLong, 1}, {FaultKillAll, 1},
 	{FaultPauseLeader, 3}, {FaultPauseNode, 1},
 	{FaultIsolateLeader, 3}, {FaultPartitionRandom, 2}, {FaultCutLink, 2},
+	{FaultCorruptLogOld, 1}, {FaultCorruptLogNew, 1}, {FaultCorruptState, 1},
+	{FaultTruncateLog, 1}, {FaultTruncateState, 1}, {FaultFillDisk, 1}, {FaultWipeNode, 1},
 }
 
 // Fault is one injected fault, as logged.
@@ -51,6 +83,12 @@ type Fault struct {
 	// group (zero if that did not happen within the deadline).
 	Start, Healed, Recovered time.Time
 	Err                      string
+	// Detail says what a disk fault did (the file and bytes damaged, the
+	// space filled); Outcome how the node took it: for damage "started",
+	// "refused" or "crashed" (then ", wiped" once the documented recovery
+	// ran), for a full disk whether the node kept running and served
+	// reads.
+	Detail, Outcome string
 }
 
 func (f Fault) String() string {
@@ -64,6 +102,12 @@ func (f Fault) String() string {
 	}
 	if f.Kind == FaultIsolateLeader || f.Kind == FaultPartitionRandom || f.Kind == FaultCutLink {
 		s += " " + f.Mode.String()
+	}
+	if f.Detail != "" {
+		s += ": " + f.Detail
+	}
+	if f.Outcome != "" {
+		s += "; " + f.Outcome
 	}
 	return s
 }
@@ -127,7 +171,7 @@ func (n *nemesis) run(ctx context.Context) {
 		_ = backoff.Sleep(ctx, f.Hold) // a cancelled run heals at once
 		n.heal(&f)
 		rctx, cancel := context.WithTimeout(context.Background(), n.recover)
-		err := awaitHealthy(rctx, n.c, n.mon, n.groups)
+		err := awaitHealthy(rctx, n.c, n.mon, n.groups, true)
 		cancel()
 		if err != nil {
 			f.Err = err.Error()
@@ -189,6 +233,14 @@ func (n *nemesis) plan(seq int) Fault {
 		f.Nodes, f.Mode, f.Hold = []int{randomNode}, mode, n.between(2*time.Second, 6*time.Second)
 	case FaultCutLink:
 		f.Nodes, f.Mode, f.Hold = []int{randomNode, other}, mode, n.between(2*time.Second, 6*time.Second)
+	case FaultCorruptLogOld, FaultCorruptLogNew, FaultCorruptState, FaultTruncateLog, FaultTruncateState:
+		f.Nodes, f.Hold = []int{randomNode}, n.between(0, 2*time.Second)
+	case FaultFillDisk:
+		f.Nodes, f.Hold = []int{randomNode}, n.between(3*time.Second, 8*time.Second)
+	case FaultWipeNode:
+		// Paused, wiped, the third (the suite runs three nodes).
+		third := 3 - randomNode - other
+		f.Nodes, f.Hold = []int{randomNode, other, third}, n.between(2*time.Second, 4*time.Second)
 	}
 	return f
 }
@@ -218,6 +270,19 @@ func (n *nemesis) inject(f *Fault) {
 		n.c.Proxy.Partition(f.Nodes, rest, f.Mode)
 	case FaultCutLink:
 		n.c.Proxy.Set(f.Nodes[0], f.Nodes[1], f.Mode)
+	case FaultCorruptLogOld, FaultCorruptLogNew, FaultCorruptState, FaultTruncateLog, FaultTruncateState:
+		note(n.c.KillMany(f.Nodes, func() { f.Start = time.Now() }))
+		if len(errs) == 0 {
+			var err error
+			f.Detail, err = damage(f.Kind, n.c.NodeDir(f.Nodes[0]), n.rng)
+			note(err)
+		}
+	case FaultFillDisk:
+		filled, err := fillDisk(n.c.NodeDir(f.Nodes[0]))
+		note(err)
+		f.Detail = fmt.Sprintf("%d MiB filled", filled>>20)
+	case FaultWipeNode:
+		note(n.c.Pause(f.Nodes[0]))
 	}
 	if len(errs) > 0 {
 		f.Err = strings.Join(errs, "; ")
@@ -244,10 +309,99 @@ func (n *nemesis) heal(f *Fault) {
 		wg.Wait()
 	case FaultPauseLeader, FaultPauseNode:
 		n.c.Resume(f.Nodes[0])
+	case FaultCorruptLogOld, FaultCorruptLogNew, FaultCorruptState, FaultTruncateLog, FaultTruncateState:
+		f.Outcome = n.restartDamaged(f.Nodes[0])
+	case FaultFillDisk:
+		f.Outcome = n.healFullDisk(f.Nodes[0])
+	case FaultWipeNode:
+		f.Outcome = n.wipeAndRestart(f.Nodes)
 	default:
 		n.c.Proxy.Heal()
 	}
 	f.Healed = time.Now()
+}
+
+// restartDamaged restarts node i, killed and damaged, with its original
+// command; if it refuses to start (or crashes), it runs the documented
+// recovery: wipe its data directory and restart it with the same command.
+// It says what happened.
+func (n *nemesis) restartDamaged(i int) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := n.c.Start(ctx, i)
+	if err == nil {
+		return "started"
+	}
+	outcome := "start failed"
+	var se *StartExitError
+	if errors.As(err, &se) {
+		outcome = "refused"
+		if se.Crashed {
+			outcome = "crashed"
+		}
+	} else if kerr := n.c.Kill(i); kerr != nil {
+		// Not ready in time: stop it before the wipe.
+		n.logf("nemesis: kill n%d: %v", i+1, kerr)
+	}
+	n.logf("nemesis: n%d %s: %v; wiping its data directory and restarting it with its original command", i+1, outcome, err)
+	if err := n.c.Wipe(i); err != nil {
+		return fmt.Sprintf("%s, wipe failed: %v", outcome, err)
+	}
+	n.mon.forget(i)
+	if err := n.c.Start(ctx, i); err != nil {
+		return fmt.Sprintf("%s, wiped, restart failed: %v", outcome, err)
+	}
+	return outcome + ", wiped"
+}
+
+// healFullDisk checks that node i still serves reads on its full disk,
+// then frees the space; a node that exited meanwhile is restarted as a
+// damaged one.
+func (n *nemesis) healFullDisk(i int) string {
+	reads := "not running on the full disk"
+	if addr := n.c.Node(i).HTTP(); addr != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		reads = "reads on the full disk served"
+		if _, err := n.mon.cl.read(ctx, addr, 0, 0, 10); err != nil {
+			reads = "reads on the full disk failed: " + err.Error()
+		}
+		cancel()
+	}
+	if err := unfillDisk(n.c.NodeDir(i)); err != nil {
+		return reads + "; free the space: " + err.Error()
+	}
+	if _, _, running, _ := n.c.Node(i).State(); running {
+		return reads + "; kept running"
+	}
+	return reads + "; exited, then " + n.restartDamaged(i)
+}
+
+// wipeAndRestart runs the rest of FaultWipeNode: nodes are the paused
+// one, the one to wipe and the third.
+func (n *nemesis) wipeAndRestart(nodes []int) string {
+	paused, wiped, third := nodes[0], nodes[1], nodes[2]
+	errs := make([]error, 4)
+	errs[2] = n.c.KillMany([]int{wiped, third}, nil)
+	if errs[2] == nil {
+		errs[3] = n.c.Wipe(wiped)
+	}
+	n.mon.forget(wiped)
+	n.c.Resume(paused)
+	var wg sync.WaitGroup
+	for k, i := range []int{wiped, third} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			errs[k] = n.c.Start(ctx, i)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return "failed: " + err.Error()
+	}
+	return fmt.Sprintf("n%d wiped and restarted with n%d while n%d, stale, resumed", wiped+1, third+1, paused+1)
 }
 
 // healAll undoes every fault there may be: used before the final checks.
@@ -267,12 +421,14 @@ func healAll(ctx context.Context, c *Cluster) error {
 	return nil
 }
 
-// awaitHealthy polls until every node runs, unpaused, and all of them name
-// the same leader of every group.
-func awaitHealthy(ctx context.Context, c *Cluster, mon *monitor, groups int) error {
+// awaitHealthy polls until every node runs, unpaused, and all of them
+// name the same leader of every group; with voters, until also every node
+// is a voter of every group in every node's view (a wiped node counts
+// again only once it has caught up and been promoted).
+func awaitHealthy(ctx context.Context, c *Cluster, mon *monitor, groups int, voters bool) error {
 	cl := mon.cl
 	for {
-		ok, why := healthy(ctx, c, cl, groups)
+		ok, why := healthy(ctx, c, cl, groups, voters)
 		if ok {
 			return nil
 		}
@@ -284,7 +440,7 @@ func awaitHealthy(ctx context.Context, c *Cluster, mon *monitor, groups int) err
 	}
 }
 
-func healthy(ctx context.Context, c *Cluster, cl *client, groups int) (bool, string) {
+func healthy(ctx context.Context, c *Cluster, cl *client, groups int, voters bool) (bool, string) {
 	leaders := make([]string, groups)
 	for i := range c.Size() {
 		_, addr, running, paused := c.Node(i).State()
@@ -303,6 +459,15 @@ func healthy(ctx context.Context, c *Cluster, cl *client, groups int) (bool, str
 		for g, gs := range st.Groups {
 			if gs.LeaderID == "" {
 				return false, fmt.Sprintf("n%d knows no leader of group %d", i+1, g)
+			}
+			n := 0
+			for _, srv := range gs.Servers {
+				if srv.Voter {
+					n++
+				}
+			}
+			if voters && n != c.Size() {
+				return false, fmt.Sprintf("n%d sees %d voters of group %d, not %d", i+1, n, g, c.Size())
 			}
 			if leaders[g] != "" && leaders[g] != gs.LeaderID {
 				return false, fmt.Sprintf("group %d: leaders %s and %s", g, leaders[g], gs.LeaderID)

@@ -68,6 +68,9 @@ type observed struct {
 	parts   [][]uuid.UUID
 	seen    [][]bool
 	streams map[string][]uuid.UUID
+	// lin holds the reads made after a read barrier, for the
+	// linearizability check (linear.go).
+	lin linReads
 }
 
 func newObserved(partitions int) *observed {
@@ -129,32 +132,54 @@ func (r *readers) run(ctx context.Context) {
 		}()
 	}
 	for i := range 2 {
-		wg.Add(1)
+		wg.Add(2)
 		go func() {
 			defer wg.Done()
 			r.readStreams(ctx, i)
+		}()
+		go func() {
+			defer wg.Done()
+			r.readAfterBarrier(ctx, i)
 		}()
 	}
 	wg.Wait()
 }
 
-// tail follows partition p from offset 0, switching nodes now and then:
-// every read must start at the offset asked for and be dense.
-func (r *readers) tail(ctx context.Context, p int) {
-	rng := rand.New(rand.NewPCG(r.seed, 1000+uint64(p)))
+// readAfterBarrier reads the version of random streams on random nodes
+// after a read barrier, for the linearizability check.
+func (r *readers) readAfterBarrier(ctx context.Context, i int) {
+	r.paced(ctx, 3000+uint64(i), func(rng *rand.Rand) {
+		if node := pickNode(r.c, rng, -1); node >= 0 {
+			barrierRead(ctx, r.c, r.cl, r.obs, node, r.streams(rng))
+		}
+	})
+}
+
+// paced calls step once every interval until ctx ends, with a random
+// generator of its own (seeded by the run's seed and stream).
+func (r *readers) paced(ctx context.Context, stream uint64, step func(rng *rand.Rand)) {
+	rng := rand.New(rand.NewPCG(r.seed, stream))
 	t := time.NewTicker(r.interval)
 	defer t.Stop()
-	node, from := -1, uint64(0)
 	for {
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			return
 		}
+		step(rng)
+	}
+}
+
+// tail follows partition p from offset 0, switching nodes now and then:
+// every read must start at the offset asked for and be dense.
+func (r *readers) tail(ctx context.Context, p int) {
+	node, from := -1, uint64(0)
+	r.paced(ctx, 1000+uint64(p), func(rng *rand.Rand) {
 		if node < 0 || rng.IntN(20) == 0 {
 			node = pickNode(r.c, rng, -1)
 			if node < 0 {
-				continue
+				return
 			}
 		}
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -162,7 +187,7 @@ func (r *readers) tail(ctx context.Context, p int) {
 		cancel()
 		if err != nil {
 			node = -1
-			continue
+			return
 		}
 		want := from
 		for i, e := range res.Events {
@@ -187,24 +212,16 @@ func (r *readers) tail(ctx context.Context, p int) {
 		if len(res.Events) > 0 {
 			from = res.Events[len(res.Events)-1].Offset + 1
 		}
-	}
+	})
 }
 
 // readStreams reads random streams from a random recent version, checking
 // versions are dense and agree with every earlier read.
 func (r *readers) readStreams(ctx context.Context, i int) {
-	rng := rand.New(rand.NewPCG(r.seed, 2000+uint64(i)))
-	t := time.NewTicker(r.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return
-		}
+	r.paced(ctx, 2000+uint64(i), func(rng *rand.Rand) {
 		node := pickNode(r.c, rng, -1)
 		if node < 0 {
-			continue
+			return
 		}
 		stream := r.streams(rng)
 		r.obs.mu.Lock()
@@ -218,7 +235,7 @@ func (r *readers) readStreams(ctx context.Context, i int) {
 		res, err := r.cl.stream(rctx, r.c.Node(node).HTTP(), stream, from, 200)
 		cancel()
 		if err != nil {
-			continue
+			return
 		}
 		want := from
 		for _, e := range res.Events {
@@ -233,7 +250,7 @@ func (r *readers) readStreams(ctx context.Context, i int) {
 				r.an.add(anStreamDiverge, "%s v%d on n%d is %s, seen before as %s", stream, e.Version, node+1, e.ID, was)
 			}
 		}
-	}
+	})
 }
 
 // monitor polls every node's status: it tracks leaders for the nemesis
@@ -318,6 +335,14 @@ func (m *monitor) poll(ctx context.Context, i int) {
 		}
 	}
 	m.last[i], m.lastAt[i] = st, time.Now()
+}
+
+// forget drops what the monitor knows of node i: its data was wiped, so
+// its term and indexes start again from zero.
+func (m *monitor) forget(i int) {
+	m.mu.Lock()
+	m.last[i], m.lastAt[i] = wire.StatusResponse{}, time.Time{}
+	m.mu.Unlock()
 }
 
 // leader returns the node that the freshest statuses name leader of group

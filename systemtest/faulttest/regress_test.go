@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"math/rand/v2"
 	"net"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +18,7 @@ import (
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/eventstore/eventstoretest"
 	"github.com/esraft/esraft/raftlog"
+	"github.com/esraft/esraft/systemtest/faulttest/wire"
 )
 
 // Regression tests for bugs the suite found in packages it does not own.
@@ -130,4 +134,86 @@ func TestRegressionAppendReadYourWriteOnAcknowledgingNode(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, evs, 1, "after Sync on %+v, %s sees version %d", res.Position, f.Log().NodeID(), res.FirstVersion)
 	require.Equal(t, id, evs[0].ID)
+}
+
+// TestRegressionDamagedLogEntryDivergesReplica is bug 9 of RELIABILITY.md:
+// a follower's raft log entry that its state file does not cover yet gets
+// bytes flipped while the follower is down; raft-wal opens the log without
+// noticing, the follower re-applies (or rejects) what it read, and its
+// replica differs from the others'. Fixed, the follower either refuses to
+// start (it is then wiped and restarted, the documented recovery) or holds
+// exactly what the others hold.
+func TestRegressionDamagedLogEntryDivergesReplica(t *testing.T) {
+	if !*flagKnownBugs {
+		t.Skip("bug 9 of RELIABILITY.md is not fixed yet; run with -fault.knownbugs")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	bin, err := BuildNode(ctx, dir)
+	require.NoError(t, err)
+	cfg := Config{
+		Cluster: ClusterConfig{
+			Binary: bin, Dir: dir, Nodes: 3, Partitions: 2, Groups: 1,
+			Heartbeat: 500 * time.Millisecond, Election: 500 * time.Millisecond, Lease: 250 * time.Millisecond,
+			// No snapshot: every entry stays above the state file's
+			// applied index until the next flush.
+			SnapshotThreshold: 1 << 20, SnapshotInterval: time.Hour, TrailingLogs: 1 << 20,
+		},
+		Workload: WorkloadConfig{AppendTimeout: 3 * time.Second},
+	}
+	c, err := NewCluster(cfg.Cluster, t.Logf, nil)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, startAll(ctx, c))
+	cl := newClient()
+	mon := newMonitor(c, cl, newAnomalies())
+	require.NoError(t, awaitHealthy(ctx, c, mon, 1, true))
+
+	a := &appenders{cfg: cfg.Workload, c: c, cl: cl, hist: &History{}, an: newAnomalies()}
+	rng := rand.New(rand.NewPCG(1, 2))
+	appendSome := func(n int) {
+		for i := range n {
+			stream := fmt.Sprintf("s-%d", i%10)
+			id := uuid.Must(uuid.NewV7())
+			op := &Op{Worker: 0, Stream: stream, Expect: wire.ExpectAny, IDs: []uuid.UUID{id}}
+			a.hist.add(op)
+			a.execute(ctx, rng, op, wire.AppendRequest{Stream: stream, Expect: wire.ExpectAny, TimeoutMS: 3000,
+				Events: []wire.Event{{ID: id, Type: "Tested", Data: make([]byte, 200)}}})
+			require.Equal(t, OpAcked, op.Status, "append %d", i)
+		}
+	}
+	appendSome(300)
+
+	st, err := cl.status(ctx, c.Node(0).HTTP())
+	require.NoError(t, err)
+	follower := 0
+	for i := range c.Size() {
+		if c.Node(i).ID != st.Groups[0].LeaderID {
+			follower = i
+			break
+		}
+	}
+	require.NoError(t, c.Kill(follower))
+	// 16 bytes flipped in the middle of the newest segment's data: an
+	// entry applied in memory, not yet flushed to the state file, and not
+	// in the last batch (whose CRC raft-wal checks at open).
+	nf, err := listNodeFiles(c.NodeDir(follower))
+	require.NoError(t, err)
+	require.NotEmpty(t, nf.log)
+	seg := filepath.Join(c.NodeDir(follower), nf.log[len(nf.log)-1])
+	end, err := dataEnd(seg)
+	require.NoError(t, err)
+	require.NoError(t, flipBytes(seg, end/2, damageFlipBytes, rng))
+
+	n := &nemesis{c: c, mon: mon, logf: t.Logf}
+	t.Logf("restart of the damaged follower: %s", n.restartDamaged(follower))
+	appendSome(100)
+	require.NoError(t, awaitHealthy(ctx, c, mon, 1, false))
+	barriers, err := barrier(ctx, c, cl, cfg)
+	require.NoError(t, err)
+	logs, err := collect(ctx, c, cl, cfg.Cluster.Partitions)
+	require.NoError(t, err)
+	r := Check(append(a.hist.Ops(), barriers...), logs, nil, nil, nil)
+	require.Empty(t, r.Violations(), "report:\n%s", r)
 }

@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,7 +74,7 @@ func Run(ctx context.Context, cfg Config, logf func(string, ...any)) (*Report, e
 		return nil, err
 	}
 	hctx, hcancel := context.WithTimeout(ctx, time.Minute)
-	err = awaitHealthy(hctx, c, mon, cfg.Cluster.Groups)
+	err = awaitHealthy(hctx, c, mon, cfg.Cluster.Groups, true)
 	hcancel()
 	if err != nil {
 		return nil, err
@@ -81,7 +83,7 @@ func Run(ctx context.Context, cfg Config, logf func(string, ...any)) (*Report, e
 
 	hist := &History{}
 	obs := newObserved(cfg.Cluster.Partitions)
-	apps := &appenders{cfg: cfg.Workload, c: c, cl: cl, hist: hist, an: an, seed: cfg.Seed, lastOK: make([]atomic.Int64, cfg.Cluster.Groups)}
+	apps := &appenders{cfg: cfg.Workload, c: c, cl: cl, hist: hist, an: an, obs: obs, seed: cfg.Seed, lastOK: make([]atomic.Int64, cfg.Cluster.Groups)}
 	rds := &readers{
 		c: c, cl: cl, obs: obs, an: an, partitions: cfg.Cluster.Partitions, seed: cfg.Seed, interval: cfg.ReadInterval,
 		streams: func(rng *rand.Rand) string {
@@ -136,7 +138,9 @@ func Run(ctx context.Context, cfg Config, logf func(string, ...any)) (*Report, e
 	if err := healAll(fctx, c); err != nil {
 		return nil, fmt.Errorf("final heal: %w", err)
 	}
-	if err := awaitHealthy(fctx, c, mon, cfg.Cluster.Groups); err != nil {
+	// Not every node need be a voter again: a fault after which one was
+	// not promoted is a fault error the report shows.
+	if err := awaitHealthy(fctx, c, mon, cfg.Cluster.Groups, false); err != nil {
 		return nil, fmt.Errorf("final heal: %w", err)
 	}
 	ops := hist.Ops()
@@ -291,6 +295,14 @@ func collect(ctx context.Context, c *Cluster, cl *client, partitions int) ([]Nod
 			from := uint64(0)
 			for {
 				res, err := cl.read(ctx, addr, p, from, 1000)
+				if err != nil && isCorrupt(err) {
+					// Damage the node detected and refuses to serve.
+					if nl.Damaged == nil {
+						nl.Damaged = map[int]string{}
+					}
+					nl.Damaged[p] = err.Error()
+					break
+				}
 				if err != nil {
 					return nil, fmt.Errorf("n%d read p%d from %d: %w", i+1, p, from, err)
 				}
@@ -306,6 +318,10 @@ func collect(ctx context.Context, c *Cluster, cl *client, partitions int) ([]Nod
 	for i := range logs {
 		addr := c.Node(i).HTTP()
 		for p := range partitions {
+			if damaged(logs[i], p) {
+				logs[i].Digests = append(logs[i].Digests, "damaged")
+				continue
+			}
 			d, err := cl.digest(ctx, addr, p, upto[p])
 			if err != nil {
 				return nil, fmt.Errorf("n%d digest p%d: %w", i+1, p, err)
@@ -313,5 +329,14 @@ func collect(ctx context.Context, c *Cluster, cl *client, partitions int) ([]Nod
 			logs[i].Digests = append(logs[i].Digests, d.Hash)
 		}
 	}
+	// The checks take the first log as the reference: one the node could
+	// read in full, if any.
+	slices.SortStableFunc(logs, func(a, b NodeLog) int { return len(a.Damaged) - len(b.Damaged) })
 	return logs, nil
+}
+
+// isCorrupt reports whether a node's read error says the data is
+// damaged (raftlog's ErrCorrupt, whatever the engine adds to it).
+func isCorrupt(err error) bool {
+	return strings.Contains(strings.ToLower(err.Error()), "corrupt")
 }

@@ -116,6 +116,7 @@ type appenders struct {
 	cl   *client
 	hist *History
 	an   *Anomalies
+	obs  *observed // barrier reads after acknowledged appends go here
 	seed uint64
 	// lastOK holds, per raft group, the start (Unix ns) of the latest
 	// acknowledged attempt.
@@ -185,8 +186,11 @@ func (a *appenders) worker(ctx context.Context, w int) {
 		switch op.Status {
 		case OpAcked:
 			versions[op.Stream] = op.Res.LastVersion
-			if rng.IntN(4) == 0 {
+			switch rng.IntN(4) {
+			case 0:
 				a.readOwnWrite(ctx, op)
+			case 1:
+				a.readAcrossNodes(ctx, rng, op)
 			}
 		case OpRejected:
 			versions[op.Stream] = op.Res.Actual

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/esraft/esraft/raftlog/internal/core"
+	"github.com/esraft/esraft/raftlog/internal/wire"
 )
 
 // The assignment is balanced after every change and sticky: a join or a
@@ -62,4 +63,30 @@ func TestGroupAssignmentBalancedAndSticky(t *testing.T) {
 			require.LessOrEqual(t, moved, parts/max(1, len(g.members))+1, "sticky")
 		}
 	}
+}
+
+// FuzzDecode feeds arbitrary bytes to the decoder of a group's stored form,
+// which travels in state files, full copies and group replies from the
+// coordinator: it must not panic, and what decodes must encode back to
+// the same group.
+func FuzzDecode(f *testing.F) {
+	g := New(4)
+	for i, m := range []string{"m1", "m2"} {
+		out := g.Apply(&wire.GroupOp{Op: wire.GopJoin, Group: "g", Member: m, Session: 5e9}, int64(i+1))
+		require.NoError(f, out.Err)
+		f.Add(Encode(nil, g))
+	}
+	f.Add(Encode(nil, FromState(&core.GroupState{Generation: 3, Members: []core.GroupMember{{ID: "m", SessionTimeout: 5}},
+		Partitions: []core.PartitionAssignment{{Owner: "m", Generation: 3, Committed: 9, Parked: []core.ParkedRecord{{Offset: 4, Key: "k", Error: "e", Attempts: 2}}}}})))
+	f.Add([]byte{})
+	f.Add([]byte{1, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		g, err := Decode(b)
+		if err != nil {
+			return
+		}
+		again, err := Decode(Encode(nil, g))
+		require.NoError(t, err)
+		require.Equal(t, g.State("g"), again.State("g"))
+	})
 }

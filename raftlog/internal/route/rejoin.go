@@ -3,7 +3,6 @@ package route
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -148,10 +147,9 @@ func (r *Router) Rejoin(ctx context.Context, addr, id, advertise string) error {
 }
 
 func (r *Router) serveRejoin(ctx context.Context, payload []byte) error {
-	d := wire.Decoder{B: payload}
-	id, addr := d.Str(), d.Str()
-	if err := d.Finish(); err != nil || id == "" || addr == "" {
-		return errors.New("raftlog: malformed rejoin request")
+	id, addr, err := decodeRejoin(payload)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, rejoinTimeout)
 	defer cancel()

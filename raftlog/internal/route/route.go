@@ -314,14 +314,9 @@ func (r *Router) Handle(ctx context.Context, code byte, payload []byte) ([]byte,
 	case MethodReadIndex:
 		return readIndexMethod.serve(ctx, r, payload), nil
 	case MethodJoin:
-		d := wire.Decoder{B: payload}
-		id, addr, voter := d.Str(), d.Str(), d.Byte() == 1
-		if d.Err != nil {
-			return nil, d.Err
-		}
-		op := OpAddNonvoter
-		if voter {
-			op = OpAddVoter
+		op, id, addr, err := decodeJoin(payload)
+		if err != nil {
+			return nil, err
 		}
 		return nil, r.ChangeMembership(ctx, op, id, addr)
 	}
@@ -332,27 +327,59 @@ func (r *Router) Handle(ctx context.Context, code byte, payload []byte) ([]byte,
 // yields a Call without a node, which the method itself then rejects.
 func callOf(code byte, payload []byte) Call {
 	c := Call{Method: code}
-	d := wire.Decoder{B: payload}
+	var err error
 	switch code {
 	case MethodJoin:
-		c.NodeID = d.Str()
-		d.Str()
-		c.Op = OpAddNonvoter
-		if d.Byte() == 1 {
-			c.Op = OpAddVoter
-		}
+		c.Op, c.NodeID, _, err = decodeJoin(payload)
 	case MethodRejoin:
-		c.NodeID = d.Str()
 		c.Op = OpRejoin
+		c.NodeID, _, err = decodeRejoin(payload)
 	case MethodMembership:
-		c.Op = d.Byte()
-		d.Uvarint()
-		c.NodeID = d.Str()
+		c.Op, _, c.NodeID, _, err = decodeMembership(payload)
 	}
-	if d.Err != nil {
+	if err != nil {
 		c.Op, c.NodeID = 0, ""
 	}
 	return c
+}
+
+// The decoders of the call payloads that carry a node: each call's
+// handler and its authorization read the payload through the same one.
+
+// decodeJoin reads a MethodJoin payload: node ID, address, voter flag.
+func decodeJoin(payload []byte) (op byte, id, addr string, err error) {
+	d := wire.Decoder{B: payload}
+	id, addr = d.Str(), d.Str()
+	op = OpAddNonvoter
+	if d.Byte() == 1 {
+		op = OpAddVoter
+	}
+	if d.Err != nil {
+		return 0, "", "", fmt.Errorf("raftlog: malformed join request: %w", d.Err)
+	}
+	return op, id, addr, nil
+}
+
+// decodeRejoin reads a MethodRejoin payload: node ID and address, both
+// required, and nothing else.
+func decodeRejoin(payload []byte) (id, addr string, err error) {
+	d := wire.Decoder{B: payload}
+	id, addr = d.Str(), d.Str()
+	if err := d.Finish(); err != nil || id == "" || addr == "" {
+		return "", "", errors.New("raftlog: malformed rejoin request")
+	}
+	return id, addr, nil
+}
+
+// decodeMembership reads a MethodMembership payload: the operation, the
+// shard, node ID and address.
+func decodeMembership(payload []byte) (op byte, shard uint64, id, addr string, err error) {
+	d := wire.Decoder{B: payload}
+	op, shard, id, addr = d.Byte(), d.Uvarint(), d.Str(), d.Str()
+	if d.Err != nil {
+		return 0, 0, "", "", errors.New("raftlog: malformed membership change")
+	}
+	return op, shard, id, addr, nil
 }
 
 // Join asks the node at addr to add node id, reachable at advertise, to
@@ -458,10 +485,9 @@ func applyGroupOp(ctx context.Context, s *Shard, enc []byte) (core.GroupState, e
 // applyMembership applies a membership change on this node, the leader of
 // the shard the payload names.
 func applyMembership(_ context.Context, s *Shard, payload []byte) (struct{}, error) {
-	d := wire.Decoder{B: payload}
-	op, _, id, addr := d.Byte(), d.Uvarint(), d.Str(), d.Str()
-	if d.Err != nil {
-		return struct{}{}, errors.New("raftlog: malformed membership change")
+	op, _, id, addr, err := decodeMembership(payload)
+	if err != nil {
+		return struct{}{}, err
 	}
 	var f raft.IndexFuture
 	switch op {

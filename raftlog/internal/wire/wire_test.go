@@ -101,7 +101,7 @@ func TestDecodersRejectTruncation(t *testing.T) {
 }
 
 // FuzzDecoders feeds arbitrary bytes to the decoders of raft entries,
-// requests and group operations (the state's and the replies' decoders
+// requests, group operations and cluster IDs (the state's and the replies' decoders
 // have fuzzers of their own in their packages): none may panic, and
 // whatever decodes must encode back to the same bytes.
 func FuzzDecoders(f *testing.F) {
@@ -112,11 +112,17 @@ func FuzzDecoders(f *testing.F) {
 		EncodeGroupEntry(7, &GroupOp{Op: GopCommit, Group: "g", Member: "m", Commits: []core.OffsetCommit{{Partition: 1, Generation: 2, Offset: 3,
 			Park: []core.ParkedRecord{{Offset: 2, Key: "k", Error: "e", Attempts: 1}}, Unpark: []uint64{1}}}}),
 		EncodeGroupEntry(8, &GroupOp{Op: GopHeartbeat, Group: "g", Member: "m", Release: []core.Partition{1, 2}}),
+		EncodeClusterID(uuid.MustParse("0b5e8a3c-52d4-4c39-9d7e-0d6f2b5a7c11")),
 		{}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
 	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if id, err := DecodeClusterID(b); err == nil {
+			if id == (uuid.UUID{}) || !bytes.Equal(EncodeClusterID(id), b) {
+				t.Fatalf("cluster ID entry %x decodes to %s", b, id)
+			}
+		}
 		if e, err := DecodeEntry(b); err == nil {
 			again := EncodeEntryHeader(nil, e.Time, len(e.Requests))
 			for i := range e.Requests {

@@ -73,6 +73,16 @@ type ReadResponse struct {
 	Error  string      `json:"error,omitempty"`
 }
 
+// HeadResponse is the reply of GET /head: a stream's version on the node
+// and the ID of the event at that version (nil if the stream is empty).
+// With barrier=1 the node first waits until its reads include every write
+// acknowledged anywhere before the request (eventstore's Barrier).
+type HeadResponse struct {
+	Version uint64    `json:"version"`
+	LastID  uuid.UUID `json:"last_id"`
+	Error   string    `json:"error,omitempty"`
+}
+
 // DigestResponse is the reply of GET /digest.
 type DigestResponse struct {
 	Hash  string `json:"hash"`
