@@ -299,6 +299,13 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, error) {
 		s.engine.Close()
 		return nil, fmt.Errorf("raftlog: open raft log: %w", err)
 	}
+	checked, err := newCheckedLog(s.store)
+	if err != nil {
+		s.store.Close()
+		s.engine.Close()
+		return nil, err
+	}
+	s.store = checked
 	closeStores := func() {
 		s.store.Close()
 		s.engine.Close()
@@ -419,7 +426,13 @@ func checkLogCoversState(logs raft.LogStore, snaps raft.SnapshotStore, applied u
 			"directory aside and start the node empty, so that it rejoins and copies the state from its peers",
 			ErrCorrupt, last, applied)
 	}
-	return nil
+	// Raft hands the state machine every entry after its last snapshot
+	// again (the state machine skips those it holds): each must be intact.
+	from := uint64(1)
+	if len(metas) > 0 {
+		from = metas[0].Index + 1
+	}
+	return verifyLogFrom(logs, from)
 }
 
 // Close stops the node: it first hands the leadership of the shards it

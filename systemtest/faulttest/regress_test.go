@@ -144,9 +144,6 @@ func TestRegressionAppendReadYourWriteOnAcknowledgingNode(t *testing.T) {
 // start (it is then wiped and restarted, the documented recovery) or holds
 // exactly what the others hold.
 func TestRegressionDamagedLogEntryDivergesReplica(t *testing.T) {
-	if !*flagKnownBugs {
-		t.Skip("bug 9 of RELIABILITY.md is not fixed yet; run with -fault.knownbugs")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
