@@ -69,8 +69,11 @@ type Options struct {
 	// Backoff is the delay before the first retry (default 100 ms),
 	// doubling up to MaxBackoff (default 5 s), with ±25% jitter.
 	Backoff, MaxBackoff time.Duration
-	// Categories and EventTypes, if set, select the events handled (see
-	// eventstore.SubscribeOptions); others are skipped but checkpointed.
+	// Streams, Categories and EventTypes, if set, select the events
+	// handled (see eventstore.SubscribeOptions: a category may contain
+	// '-'); others are skipped, and the position moves past them, so a
+	// runner's lag counts only what it would handle.
+	Streams    []string
 	Categories []string
 	EventTypes []string
 	// Logger receives the runner's lines: parked events at WARN,

@@ -137,7 +137,7 @@ func (c *core) follow(ctx context.Context, partitions []eventstore.Partition, fr
 	batch func(ctx context.Context, part eventstore.Partition, evs []eventstore.Event, after uint64) error) error {
 	sub, err := c.store.Subscribe(ctx, eventstore.SubscribeOptions{
 		Partitions: partitions, From: from,
-		Categories: c.opt.Categories, EventTypes: c.opt.EventTypes, BatchSize: c.opt.BatchSize,
+		Streams: c.opt.Streams, Categories: c.opt.Categories, EventTypes: c.opt.EventTypes, BatchSize: c.opt.BatchSize,
 	})
 	if err != nil {
 		return err
