@@ -1,7 +1,7 @@
 package eventstore
 
 import (
-		"math/rand"
+	"math/rand"
 	"slices"
 	"strings"
 	"testing"
