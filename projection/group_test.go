@@ -51,7 +51,12 @@ type member struct {
 }
 
 func startMember(t *testing.T, s *eventstore.Store, id string, h Handler, opt GroupOptions, tweak func(*Group)) *member {
-	g := NewGroup(s, "workers", id, h, opt)
+	return runMember(t, s, "workers", id, h, opt, tweak)
+}
+
+// runMember runs member id of group until its stop function is called.
+func runMember(t *testing.T, s *eventstore.Store, group, id string, h Handler, opt GroupOptions, tweak func(*Group)) *member {
+	g := NewGroup(s, group, id, h, opt)
 	if tweak != nil {
 		tweak(g)
 	}
@@ -302,6 +307,9 @@ func TestGroupParksAndRetries(t *testing.T) {
 		return sn.distinct() == 3 && len(parked) == 3
 	})
 	parked, _ := m.g.Parked()
+	for _, pe := range parked {
+		require.Equal(t, "bad-1", pe.Stream, "only the poison event's stream is parked")
+	}
 	require.Equal(t, "poison", parked[0].Error)
 	require.Contains(t, parked[1].Error, "waiting behind")
 	broken.Store(false)

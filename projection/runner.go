@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/internal/backoff"
@@ -266,6 +267,9 @@ func (c *core) prefixLocked(ctx context.Context, evs []eventstore.Event, limit i
 	var next uint64
 	err = c.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		for n = 0; n < limit; n++ {
+			if err := ctx.Err(); err != nil {
+				return err // stopping: the rest of the batch is given back
+			}
 			ev := evs[n]
 			if cur.parked[ev.Stream] > 0 {
 				parks = append(parks, parkingOf(ev, "waiting behind an earlier parked event of its stream", 0))
@@ -324,16 +328,27 @@ func (c *core) try(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
 	return err
 }
 
-// retryOrParkLocked handles ev again after it failed with herr, up to
-// MaxAttempts in all, sleeping between attempts outside any transaction,
-// and parks it (and, from then on, its stream) if it still fails: it
-// returns the parked event, nil if an attempt succeeded. err is ctx's end
-// or a failure of the database.
+// retryOrParkLocked handles ev again after it failed with herr, sleeping
+// between attempts outside any transaction: up to MaxAttempts failures in
+// all, and for up to MaxRetryTime while the handler returns Retry errors
+// (which do not count as failures). It parks ev (and, from then on, its
+// stream) if it still fails: it returns the parked event, nil if an
+// attempt succeeded. err is ctx's end (the event is then neither handled
+// nor parked: it is given back) or a failure of the database.
 func (c *core) retryOrParkLocked(ctx context.Context, ev eventstore.Event, herr error) (*parking, error) {
-	for attempt := 2; attempt <= c.opt.MaxAttempts; attempt++ {
+	start := time.Now()
+	failures, attempts := 0, 1
+	for ; ; attempts++ {
+		if isRetry(herr) {
+			if time.Since(start) >= c.opt.MaxRetryTime {
+				break
+			}
+		} else if failures++; failures >= c.opt.MaxAttempts {
+			break
+		}
 		c.opt.Logger.Debug("projection: handler failed; retrying",
-			"partition", ev.Partition, "offset", ev.Offset, "stream", ev.Stream, "attempts", attempt-1, "err", herr)
-		if err := backoff.Sleep(ctx, c.opt.delay(attempt-1)); err != nil {
+			"partition", ev.Partition, "offset", ev.Offset, "stream", ev.Stream, "attempts", attempts, "transient", isRetry(herr), "err", herr)
+		if err := backoff.Sleep(ctx, c.opt.delay(attempts)); err != nil {
 			return nil, err
 		}
 		err := c.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -349,13 +364,19 @@ func (c *core) retryOrParkLocked(ctx context.Context, ev eventstore.Event, herr 
 		if herr == nil {
 			return nil, err // the database failed, not the handler
 		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err() // stopping: give the event back
+		}
 	}
-	pe := parkingOf(ev, herr.Error(), c.opt.MaxAttempts)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	pe := parkingOf(ev, herr.Error(), attempts)
 	if err := c.saveLocked(ctx, ev.Partition, ev.Offset+1, []parking{pe}); err != nil {
 		return nil, err
 	}
 	c.opt.Logger.Warn("projection: event parked",
-		"partition", ev.Partition, "offset", ev.Offset, "stream", ev.Stream, "attempts", c.opt.MaxAttempts, "err", herr)
+		"partition", ev.Partition, "offset", ev.Offset, "stream", ev.Stream, "attempts", attempts, "err", herr)
 	return &pe, nil
 }
 
