@@ -19,9 +19,10 @@ type GroupOptions struct {
 	// partitions reassigned (default 10 s). Members heartbeat every third
 	// of it.
 	SessionTimeout time.Duration
-	// DB, if set, is the member's SQLite database: each batch is handled
-	// in one of its transactions, committed before the offsets are.
-	DB *DB
+	// DB, if set, is the member's database (a projection/sqlite *DB, say):
+	// each batch is handled in one of its transactions, committed before
+	// the offsets are.
+	DB Updater
 	// Start is where the group starts if this member's join creates it
 	// (eventstore.StartPosition: earliest by default, latest, a time or
 	// offsets). A group that exists resumes from its committed offsets;

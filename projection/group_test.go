@@ -14,6 +14,7 @@ import (
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/eventstore/eventstoretest"
+	"github.com/esraft/esraft/projection/sqlite"
 	"github.com/esraft/esraft/systemtest/wait"
 )
 
@@ -397,7 +398,7 @@ func TestGroupObserverHooks(t *testing.T) {
 // are handled meanwhile, not after the poison event is parked.
 func TestGroupRetryHoldsNoTransaction(t *testing.T) {
 	s := eventstoretest.Single(t).Node(0)
-	db, err := OpenSQLite(context.Background(), t.TempDir(), testSchema...)
+	db, err := sqlite.Open(context.Background(), t.TempDir(), testSchema...)
 	require.NoError(t, err)
 	defer db.Close()
 	var attempts atomic.Int32

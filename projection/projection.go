@@ -10,7 +10,8 @@
 //	func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error
 //
 // Local (NewLocal) runs on every node and handles every partition into the
-// node's own read model (a DB). The checkpoint is written in the same
+// node's own read model (a ReadModel: package projection/sqlite opens a
+// SQLite one; this package links no database driver). The checkpoint is written in the same
 // transaction as the handler's changes: the read model never applies an
 // event twice nor skips one, across crashes (exactly-once effect). A
 // rebuild replays history into a new database and switches to it
@@ -25,7 +26,7 @@
 // generation, so a member that lost a partition cannot commit to it.
 // Delivery is at-least-once: a batch handled but not committed when a
 // member dies or stops is handled again by the next owner. With a DB the
-// batch runs in one SQLite transaction (split where a handler fails, see
+// batch runs in one of its transactions (split where a handler fails, see
 // Failures; use package dedup and outbox inside it to make side effects
 // idempotent); without one, tx is nil.
 //

@@ -43,12 +43,6 @@ func parkingOf(ev eventstore.Event, msg string, attempts int) parking {
 	return parking{ParkedEvent{Partition: ev.Partition, Offset: ev.Offset, Stream: ev.Stream, Error: msg, Attempts: attempts}, ev.Type}
 }
 
-// updater runs fn in a write transaction, committed if fn returns nil:
-// a *DB or an *sqlitex.DB.
-type updater interface {
-	Update(ctx context.Context, fn func(tx *sql.Tx) error) error
-}
-
 // testHooks let tests crash a runner between handling and commit and see
 // what it committed.
 type testHooks struct {
@@ -69,7 +63,7 @@ type core struct {
 	h       Handler
 	opt     *Options
 	store   *eventstore.Store
-	writer  updater // the runner's database; nil: the handler gets a nil tx
+	writer  Updater // the runner's database; nil: the handler gets a nil tx
 	journal journal // nil: progress is recorded by the runner, elsewhere
 	// replay: the handler's effects are all in its transaction and
 	// deterministic, so when it fails on an event the transaction is
