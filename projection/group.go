@@ -408,6 +408,11 @@ func (w *worker) commit(ctx context.Context, c eventstore.OffsetCommit) error {
 		switch {
 		case err == nil:
 			return nil
+		case errors.Is(err, eventstore.ErrCommitBehind):
+			// Only a reset moves offsets back, and it waits for the group
+			// to have no live member: stop, and start again from the log.
+			w.g.opt.Logger.Error("projection: committed offset moved back under a live member; restarting the partition", "partition", c.Partition, "offset", c.Offset, "err", err)
+			return err
 		case errors.As(err, &sge), errors.Is(err, eventstore.ErrClosed):
 			w.g.opt.Logger.Info("projection: partition lost; offsets not committed", "partition", c.Partition, "offset", c.Offset, "err", err)
 			w.lost = true

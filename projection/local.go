@@ -99,9 +99,10 @@ func NewLocal(store *eventstore.Store, db ReadModel, name string, h Handler, opt
 	return &Local{store: store, db: db, name: name, h: h, opt: opt, state: "starting"}
 }
 
-// Run handles events until ctx ends, then returns nil after finishing the
-// batch in hand (or abandoning it: it is handled again on the next Run).
-// It returns an error only if the read model fails.
+// Run handles events until ctx ends, then returns nil. The handler's ctx
+// ends with it, and the batch in hand is abandoned unless its transaction
+// committed: it is handled again on the next Run. It returns an error
+// only if the read model fails.
 func (r *Local) Run(ctx context.Context) error {
 	for {
 		p, err := r.newProc(r.db, r.db.WriteDB())
