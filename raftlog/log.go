@@ -341,6 +341,15 @@ func (l *Log) startShard(s *shard, servers []raft.Server, logger hclog.Logger) e
 			MaxPool: 4,
 			Timeout: 10 * time.Second,
 			Logger:  logger,
+			// No pipelining: hashicorp/raft's pipeline can deadlock when a
+			// follower answers Success=false (or an error) while the next
+			// request is being sent. Its decoder then exits, the sender
+			// parks on the in-flight channel for ever, and that follower
+			// gets heartbeats but no entry again; the leader's Shutdown
+			// waits on it (hashicorp/raft#612; TestCloseAllNodesAtOnceUnderLoad
+			// hung here). The batcher keeps one entry in flight, so
+			// pipelining bought little.
+			MaxRPCsInFlight: 1,
 		})
 	} else {
 		// A single node without network: nothing else will ever dial it.
@@ -433,13 +442,24 @@ func (l *Log) Close() error {
 				s.Batcher.Close()
 			}
 		}
-		for _, s := range l.shards {
-			if s.Raft == nil {
-				continue
-			}
-			s.Raft.DeregisterObserver(s.observer)
-			errs = append(errs, s.Raft.Shutdown().Error())
+		// Shards shut down concurrently, and each closes its transport as
+		// soon as its raft is down. A transport left open after its raft
+		// stopped still accepts a leader's appends and never answers them;
+		// that leader's shutdown then waits on a pipeline that can never
+		// drain. Closed one by one, two nodes leading different shards
+		// could each wait on the other's open transport for ever.
+		stuck := make([]bool, len(l.shards))
+		shardErrs := make([]error, len(l.shards))
+		var wg sync.WaitGroup
+		for i, s := range l.shards {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				stuck[i], shardErrs[i] = l.shutdownShard(s)
+			}()
 		}
+		wg.Wait()
+		errs = append(errs, shardErrs...)
 		if l.rpc != nil {
 			errs = append(errs, l.rpc.Close())
 		}
@@ -450,12 +470,10 @@ func (l *Log) Close() error {
 			errs = append(errs, l.mux.Close())
 		}
 		l.wg.Wait()
-		for _, s := range l.shards {
-			if nt, ok := s.transport.(*raft.NetworkTransport); ok {
-				nt.CloseStreams() // Close alone leaves pooled connections open
-			}
-			if c, ok := s.transport.(io.Closer); ok {
-				c.Close()
+		for i, s := range l.shards {
+			if stuck[i] {
+				// Raft goroutines may still read this shard's store.
+				continue
 			}
 			if s.store != nil {
 				errs = append(errs, s.store.Close())
@@ -466,6 +484,39 @@ func (l *Log) Close() error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// shutdownWait bounds how long Close waits for one shard's raft to stop.
+const shutdownWait = 30 * time.Second
+
+// shutdownShard stops s's raft, then closes its transport. If raft has not
+// stopped within shutdownWait (a replication goroutine stuck on a peer that
+// never answers), it logs the fact, closes the transport anyway and reports
+// stuck: the caller then leaves the shard's stores open, since raft may
+// still read them, rather than hang the process's shutdown for ever.
+func (l *Log) shutdownShard(s *shard) (stuck bool, err error) {
+	if s.Raft != nil {
+		s.Raft.DeregisterObserver(s.observer)
+		done := make(chan error, 1)
+		f := s.Raft.Shutdown()
+		go func() { done <- f.Error() }()
+		t := time.NewTimer(shutdownWait)
+		defer t.Stop()
+		select {
+		case err = <-done:
+		case <-t.C:
+			stuck = true
+			err = fmt.Errorf("raftlog: shard %d: raft did not shut down within %v", s.ID, shutdownWait)
+			l.cfg.Logger.Error("raft shutdown is stuck; closing its transport and leaving its stores open", "shard", int(s.ID), "waited", shutdownWait)
+		}
+	}
+	if nt, ok := s.transport.(*raft.NetworkTransport); ok {
+		nt.CloseStreams() // Close alone leaves pooled connections open
+	}
+	if c, ok := s.transport.(io.Closer); ok {
+		c.Close()
+	}
+	return stuck, err
 }
 
 func (l *Log) isClosed() bool {
