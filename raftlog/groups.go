@@ -48,11 +48,13 @@ type StartPosition struct {
 // creates the group, its partitions start at start (resolved to offsets on
 // this node, after a read barrier of every shard, so "latest" covers every
 // record acknowledged before the call). Joining an existing group ignores
-// start: members resume from the committed offsets. A StartAtOffsets
+// start: members resume from the committed offsets. Start is resolved on
+// every call (a group this node sees may have been deleted on the
+// leader), which costs a read barrier of every shard: joins are rare. A StartAtOffsets
 // position with other than one offset per partition, or one beyond its
 // partition's end, is an ErrConfig.
 func (l *Log) JoinGroupAt(ctx context.Context, group, member string, sessionTimeout time.Duration, start StartPosition) (GroupState, error) {
-	if _, ok, _ := l.GroupState(group); ok || (start.Kind == StartEarliest) {
+	if start.Kind == StartEarliest {
 		return l.JoinGroup(ctx, group, member, sessionTimeout)
 	}
 	// The names and session first: resolving start reads every partition.
