@@ -33,6 +33,11 @@ func TestGroupOperationsFromFollower(t *testing.T) {
 	require.NoError(t, err)
 	_, err = f.Heartbeat(ctx, "workers", "nobody", nil)
 	require.ErrorIs(t, err, ErrUnknownMember)
+	_, err = f.CommitOffsets(ctx, "workers", "w1", []OffsetCommit{{Partition: 3, Generation: gen, Offset: 2}})
+	require.ErrorIs(t, err, ErrCommitBehind, "forwarded, the sentinel survives")
+	_, err = f.ResetGroup(ctx, "workers", StartPosition{Kind: StartLatest})
+	require.ErrorIs(t, err, ErrGroupActive)
+	require.ErrorIs(t, f.DeleteGroup(ctx, "workers"), ErrGroupActive)
 	for i := 0; i < 3; i++ {
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		require.NoError(t, c.node(i).WaitGroupChange(wctx, "workers", s.Generation-1))
