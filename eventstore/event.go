@@ -62,12 +62,24 @@ type Event struct {
 }
 
 // Category is the part of the stream name before its first '-'
-// ("order-42" -> "order"), or the whole name if it has none.
+// ("order-42" -> "order"), or the whole name if it has none: the stream's
+// top-level category. See InCategory for categories that contain '-'.
 func Category(stream string) string {
 	if i := strings.IndexByte(stream, '-'); i >= 0 {
 		return stream[:i]
 	}
 	return stream
+}
+
+// InCategory reports whether stream belongs to category: the stream is
+// named category, or category followed by '-' and anything. Categories are
+// prefixes ending at a '-', so they may contain '-' themselves, with no
+// escaping: "order-line-7" is in "order-line" and in "order", not in
+// "order-li". A subscription's Categories match this way; a category
+// whose name is a prefix of another's ("order" of "order-line") therefore
+// selects both, so name categories that must stay apart distinctly.
+func InCategory(stream, category string) bool {
+	return strings.HasPrefix(stream, category) && (len(stream) == len(category) || stream[len(category)] == '-')
 }
 
 // IsSystemStream reports whether stream is one of the framework's own

@@ -45,9 +45,36 @@ type ParkedRecord = raftlog.ParkedRecord
 // partition, during a pause say). Nothing of the commit was applied.
 type StaleGenerationError = raftlog.StaleGenerationError
 
-// ErrUnknownMember: the member is not in the group (it never joined, left,
-// or its session expired); it must join again.
-var ErrUnknownMember = raftlog.ErrUnknownMember
+// StartPosition is where a new consumer group starts, or where ResetGroup
+// moves a stopped one: Kind StartEarliest (the zero value), StartLatest,
+// StartAtTime (Time) or StartAtOffsets (Offsets, one per partition).
+type StartPosition = raftlog.StartPosition
+
+// StartKind says where a consumer group starts reading.
+type StartKind = raftlog.StartKind
+
+// Start kinds (see StartPosition).
+const (
+	StartEarliest  = raftlog.StartEarliest
+	StartLatest    = raftlog.StartLatest
+	StartAtTime    = raftlog.StartAtTime
+	StartAtOffsets = raftlog.StartAtOffsets
+)
+
+// Errors of consumer groups.
+var (
+	// ErrUnknownMember: the member is not in the group (it never joined,
+	// left, or its session expired); it must join again.
+	ErrUnknownMember = raftlog.ErrUnknownMember
+	// ErrUnknownGroup: a reset of a group that does not exist.
+	ErrUnknownGroup = raftlog.ErrUnknownGroup
+	// ErrGroupActive: a reset or delete of a group that has live members;
+	// nothing was changed. Stop them (or wait for their sessions to end).
+	ErrGroupActive = raftlog.ErrGroupActive
+	// ErrCommitBehind: a commit below the partition's committed offset;
+	// nothing of it was recorded. Rewinding is ResetGroup's.
+	ErrCommitBehind = raftlog.ErrCommitBehind
+)
 
 // JoinGroup adds member to group (creating the group) or renews its
 // session; a member silent for sessionTimeout is removed and its
@@ -55,6 +82,32 @@ var ErrUnknownMember = raftlog.ErrUnknownMember
 func (s *Store) JoinGroup(ctx context.Context, group, member string, sessionTimeout time.Duration) (ConsumerGroupState, error) {
 	gs, err := s.log.JoinGroup(ctx, group, member, sessionTimeout)
 	return gs, groupErr(err, "join", group)
+}
+
+// JoinGroupAt is JoinGroup for a group that may not exist yet: a group the
+// join creates starts at start (StartLatest: only events appended after
+// the call; StartAtTime: from the first event at or after Time). Joining an
+// existing group ignores start and resumes from its committed offsets.
+func (s *Store) JoinGroupAt(ctx context.Context, group, member string, sessionTimeout time.Duration, start StartPosition) (ConsumerGroupState, error) {
+	gs, err := s.log.JoinGroupAt(ctx, group, member, sessionTimeout, start)
+	return gs, groupErr(err, "join", group)
+}
+
+// ResetGroup moves every partition of a stopped group to start, back
+// (replay) or forward (skip). It fails with ErrGroupActive while the group
+// has live members and with ErrUnknownGroup if it does not exist. Parked
+// events at or after a partition's new offset are dropped (they will be
+// handled again); earlier ones stay parked.
+func (s *Store) ResetGroup(ctx context.Context, group string, start StartPosition) (ConsumerGroupState, error) {
+	gs, err := s.log.ResetGroup(ctx, group, start)
+	return gs, groupErr(err, "reset", group)
+}
+
+// DeleteGroup removes a stopped group and all its state (offsets, parked
+// events); it fails with ErrGroupActive while the group has live members.
+// Deleting a group that does not exist does nothing.
+func (s *Store) DeleteGroup(ctx context.Context, group string) error {
+	return groupErr(s.log.DeleteGroup(ctx, group), "delete", group)
 }
 
 // Heartbeat keeps member in group and releases the partitions it was
@@ -75,7 +128,8 @@ func (s *Store) LeaveGroup(ctx context.Context, group, member string) error {
 // CommitOffsets records member's progress on partitions it owns. If any
 // commit carries a generation other than its partition's current grant,
 // nothing is recorded and the error is a *StaleGenerationError (use
-// errors.As). A committed offset never moves back.
+// errors.As). A committed offset never moves back: a lower one fails with
+// ErrCommitBehind and records nothing.
 func (s *Store) CommitOffsets(ctx context.Context, group, member string, commits []OffsetCommit) (ConsumerGroupState, error) {
 	gs, err := s.log.CommitOffsets(ctx, group, member, commits)
 	return gs, groupErr(err, "commit offsets of", group)

@@ -59,6 +59,26 @@ func TestConsumerGroupThroughStore(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, got.Members)
 
+	// Offset control: a new group at the latest offsets; the stopped group
+	// reset to the earliest, then deleted.
+	late, err := s.JoinGroupAt(ctx, "late", "m1", 10*time.Second, eventstore.StartPosition{Kind: eventstore.StartLatest})
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), late.Partitions[p].Committed)
+	_, err = s.CommitOffsets(ctx, "late", "m1", []eventstore.OffsetCommit{{Partition: p, Generation: late.Partitions[p].Generation, Offset: 0}})
+	require.ErrorIs(t, err, eventstore.ErrCommitBehind)
+	require.ErrorIs(t, s.DeleteGroup(ctx, "late"), eventstore.ErrGroupActive)
+	require.ErrorContains(t, s.DeleteGroup(ctx, "late"), `eventstore: delete consumer group "late"`)
+	got, err = s.ResetGroup(ctx, "g", eventstore.StartPosition{})
+	require.NoError(t, err)
+	require.Zero(t, got.Partitions[p].Committed)
+	require.Empty(t, got.Partitions[p].Parked, "the parked event is replayed")
+	require.NoError(t, s.DeleteGroup(ctx, "g"))
+	_, ok, err = s.GroupState("g")
+	require.NoError(t, err)
+	require.False(t, ok)
+	_, err = s.ResetGroup(ctx, "g", eventstore.StartPosition{})
+	require.ErrorIs(t, err, eventstore.ErrUnknownGroup)
+
 	require.NoError(t, s.Close())
 	_, err = s.JoinGroup(ctx, "g", "m1", 10*time.Second)
 	require.ErrorIs(t, err, eventstore.ErrClosed)

@@ -28,10 +28,14 @@ type SubscribeOptions struct {
 	// Partitions restricts the subscription to these partitions (default
 	// all).
 	Partitions []Partition
-	// Categories, if set, delivers only events of streams in these
-	// categories (see Category).
+	// Streams and Categories, if either is set, deliver only events of
+	// these streams (exact names) or of streams in these categories (see
+	// InCategory: a category may contain '-'): an event is delivered if
+	// its stream matches either.
+	Streams    []string
 	Categories []string
-	// EventTypes, if set, delivers only events of these types.
+	// EventTypes, if set, delivers only events of these types (and, with
+	// Streams or Categories, of the streams they select).
 	EventTypes []string
 	// IncludeSystemStreams also delivers events of streams whose name
 	// starts with '$' (the framework's own: aggregate snapshots, ...),
@@ -123,38 +127,59 @@ func (s *Store) Subscribe(ctx context.Context, opt SubscribeOptions) (*Subscript
 	return sub, nil
 }
 
-// filter selects events by category and type on the raw record.
+// filter selects events by stream, category and type on the raw record.
 type filter struct {
 	system     bool
+	streams    map[string]struct{} // nil: any stream
 	categories map[string]struct{}
 	types      map[string]struct{}
 }
 
 func newFilter(opt SubscribeOptions) filter {
 	f := filter{system: opt.IncludeSystemStreams}
-	if len(opt.Categories) > 0 {
-		f.categories = make(map[string]struct{}, len(opt.Categories))
-		for _, c := range opt.Categories {
-			f.categories[c] = struct{}{}
-		}
+	if len(opt.Streams)+len(opt.Categories) > 0 {
+		f.streams = set(opt.Streams)
+		f.categories = set(opt.Categories)
 	}
 	if len(opt.EventTypes) > 0 {
-		f.types = make(map[string]struct{}, len(opt.EventTypes))
-		for _, t := range opt.EventTypes {
-			f.types[t] = struct{}{}
-		}
+		f.types = set(opt.EventTypes)
 	}
 	return f
+}
+
+func set(names []string) map[string]struct{} {
+	m := make(map[string]struct{}, len(names))
+	for _, n := range names {
+		m[n] = struct{}{}
+	}
+	return m
+}
+
+// selects reports whether the filter's streams or categories hold stream:
+// the stream itself, or its name up to any of its '-'.
+func (f filter) selects(stream string) bool {
+	if _, ok := f.streams[stream]; ok {
+		return true
+	}
+	if _, ok := f.categories[stream]; ok {
+		return true
+	}
+	for i := 0; i < len(stream); i++ {
+		if stream[i] == '-' {
+			if _, ok := f.categories[stream[:i]]; ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (f filter) match(r *raftlog.Record) bool {
 	if !f.system && IsSystemStream(r.Key) {
 		return false
 	}
-	if f.categories != nil {
-		if _, ok := f.categories[Category(r.Key)]; !ok {
-			return false
-		}
+	if f.streams != nil && !f.selects(r.Key) {
+		return false
 	}
 	if f.types != nil {
 		if _, ok := f.types[string(recordType(r))]; !ok {

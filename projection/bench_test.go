@@ -12,6 +12,7 @@ import (
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/eventstore/eventstoretest"
+	"github.com/esraft/esraft/projection/sqlite"
 )
 
 // Benchmarks (figures in BENCHMARKS.md):
@@ -86,7 +87,7 @@ func BenchmarkReplay(b *testing.B) {
 	var elapsed time.Duration
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		db, err := OpenSQLite(context.Background(), b.TempDir(), balanceSchema)
+		db, err := sqlite.Open(context.Background(), b.TempDir(), balanceSchema)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -116,7 +117,7 @@ func BenchmarkReplay(b *testing.B) {
 // came first).
 func BenchmarkEndToEndLatency(b *testing.B) {
 	s := eventstoretest.Single(b).Node(0)
-	db, err := OpenSQLite(context.Background(), b.TempDir(), balanceSchema)
+	db, err := sqlite.Open(context.Background(), b.TempDir(), balanceSchema)
 	if err != nil {
 		b.Fatal(err)
 	}

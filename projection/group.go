@@ -19,9 +19,20 @@ type GroupOptions struct {
 	// partitions reassigned (default 10 s). Members heartbeat every third
 	// of it.
 	SessionTimeout time.Duration
-	// DB, if set, is the member's SQLite database: each batch is handled
-	// in one of its transactions, committed before the offsets are.
-	DB *DB
+	// DB, if set, is the member's database (a projection/sqlite *DB, say):
+	// each batch is handled in one of its transactions, committed before
+	// the offsets are.
+	DB Updater
+	// Start is where the group starts if this member's join creates it
+	// (eventstore.StartPosition: earliest by default, latest, a time or
+	// offsets). A group that exists resumes from its committed offsets;
+	// move those with ResetGroup.
+	Start eventstore.StartPosition
+	// StopTimeout bounds what a member does once it stops or loses a
+	// partition, after its handlers returned: one attempt to commit a
+	// batch handled in full, and leaving the group (default a third of
+	// SessionTimeout).
+	StopTimeout time.Duration
 	// OnGrant, if set, is called when the member starts working on a
 	// partition granted to it, before any of the partition's events is
 	// handled: the grant's generation (which the member's commits carry)
@@ -85,14 +96,21 @@ func NewGroup(store *eventstore.Store, group, member string, h Handler, opt Grou
 	if opt.SessionTimeout <= 0 {
 		opt.SessionTimeout = 10 * time.Second
 	}
+	if opt.StopTimeout <= 0 {
+		opt.StopTimeout = opt.SessionTimeout / 3
+	}
 	opt.Logger = runnerLogger(opt.Logger, store, "group", group, "member", member)
 	return &Group{store: store, group: group, member: member, h: h, opt: opt, state: "starting", workers: map[eventstore.Partition]*worker{}}
 }
 
 // Run joins the group and handles the partitions assigned to this member
-// until ctx ends; then it stops its workers (each finishing its batch in
-// hand and committing it) and leaves the group, so its partitions move at
-// once.
+// until ctx ends; then it stops its workers and leaves the group, so its
+// partitions move at once. A worker that stops (here, or because its
+// partition moves to another member) cancels its handler's ctx and gives
+// back the events in hand: those not handled in full are not committed,
+// so the partition's next owner handles them; none is parked for it. Run
+// returns once the handlers have returned, plus at most two StopTimeouts
+// (a last commit and the leave).
 func (g *Group) Run(ctx context.Context) error {
 	defer g.setState("stopped")
 	for {
@@ -100,7 +118,7 @@ func (g *Group) Run(ctx context.Context) error {
 		g.stopAll(context.Background())
 		if ctx.Err() != nil {
 			if !g.testNoLeave {
-				lctx, cancel := context.WithTimeout(context.Background(), g.opt.SessionTimeout)
+				lctx, cancel := context.WithTimeout(context.Background(), g.opt.StopTimeout)
 				g.store.LeaveGroup(lctx, g.group, g.member)
 				cancel()
 			}
@@ -126,7 +144,7 @@ func (g *Group) session(ctx context.Context) error {
 	var gs eventstore.ConsumerGroupState
 	for {
 		var err error
-		gs, err = g.store.JoinGroup(ctx, g.group, g.member, g.opt.SessionTimeout)
+		gs, err = g.store.JoinGroupAt(ctx, g.group, g.member, g.opt.SessionTimeout, g.opt.Start)
 		if err == nil {
 			break
 		}
@@ -234,7 +252,7 @@ func (g *Group) reconcile(ctx context.Context, gs eventstore.ConsumerGroupState)
 		case mine && a.Revoking():
 			if w != nil {
 				g.opt.Logger.Info("projection: partition revoked; releasing it", "partition", p, "generation", a.Generation)
-				w.stop() // finishes its batch and commits it
+				w.stop() // gives back what it has not handled
 			}
 			g.mu.Lock()
 			delete(g.workers, p)
@@ -312,7 +330,8 @@ func (w *worker) failed() bool {
 	}
 }
 
-// stop makes the worker finish (or abandon) its batch and waits for it.
+// stop cancels the worker's handler and waits for it to give back the
+// events it has not handled.
 func (w *worker) stop() {
 	w.cancel()
 	<-w.done
@@ -322,9 +341,10 @@ func (w *worker) stop() {
 // lost the partition, the database failed, or the crash hook fired).
 func (w *worker) run(ctx context.Context) {
 	err := w.follow(ctx, []eventstore.Partition{w.p}, eventstore.Checkpoint{w.p: w.next()}, func(ctx context.Context, _ eventstore.Partition, evs []eventstore.Event, after uint64) error {
-		// The batch in hand is finished even if ctx ends meanwhile: a
-		// revoked partition is committed before it is released.
-		ctx = context.WithoutCancel(ctx)
+		// ctx ends when the member stops or loses the partition: the
+		// handler sees it, and a batch not handled in full is not
+		// committed (its events go to the next owner); one handled in
+		// full still gets one commit attempt (see commit).
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		if len(evs) == 0 { // only skipped events: commit how far they go
@@ -368,10 +388,16 @@ func parkedRecords(parks []parking) []eventstore.ParkedRecord {
 
 // commit records progress in the log, retrying while no leader is
 // reachable; it fails if the partition was lost (stale generation), the
-// store closed or ctx ended.
+// store closed or ctx ended. Once ctx has ended (the worker is stopping,
+// its work done) it makes one last attempt, bounded by StopTimeout, so
+// that the next owner does not handle the work again.
 func (w *worker) commit(ctx context.Context, c eventstore.OffsetCommit) error {
 	for attempt := 1; ; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, w.g.opt.SessionTimeout)
+		actx, timeout := ctx, w.g.opt.SessionTimeout
+		if ctx.Err() != nil {
+			actx, timeout = context.WithoutCancel(ctx), w.g.opt.StopTimeout
+		}
+		cctx, cancel := context.WithTimeout(actx, timeout)
 		start := time.Now()
 		_, err := w.g.store.CommitOffsets(cctx, w.g.group, w.g.member, []eventstore.OffsetCommit{c})
 		cancel()
@@ -382,9 +408,17 @@ func (w *worker) commit(ctx context.Context, c eventstore.OffsetCommit) error {
 		switch {
 		case err == nil:
 			return nil
+		case errors.Is(err, eventstore.ErrCommitBehind):
+			// Only a reset moves offsets back, and it waits for the group
+			// to have no live member: stop, and start again from the log.
+			w.g.opt.Logger.Error("projection: committed offset moved back under a live member; restarting the partition", "partition", c.Partition, "offset", c.Offset, "err", err)
+			return err
 		case errors.As(err, &sge), errors.Is(err, eventstore.ErrClosed):
 			w.g.opt.Logger.Info("projection: partition lost; offsets not committed", "partition", c.Partition, "offset", c.Offset, "err", err)
 			w.lost = true
+			return err
+		}
+		if ctx.Err() != nil {
 			return err
 		}
 		w.g.opt.Logger.Debug("projection: offset commit failed; retrying", "partition", c.Partition, "attempts", attempt, "err", err)
@@ -464,6 +498,24 @@ func (g *Group) Parked() ([]ParkedEvent, error) {
 // the parked records of the stream of the parked record at offset again.
 func (g *Group) Retry(ctx context.Context, partition eventstore.Partition, offset uint64) error {
 	return g.store.RetryParked(ctx, g.group, partition, offset)
+}
+
+// Reset moves every partition of the group to start (earliest: replay
+// everything; latest: skip what is there; a time; offsets) while no member
+// runs, this one included: otherwise it fails with
+// eventstore.ErrGroupActive and changes nothing. Members started later
+// resume from there. Parked events at or after a partition's new offset
+// are dropped, since they will be handled again.
+func (g *Group) Reset(ctx context.Context, start eventstore.StartPosition) error {
+	_, err := g.store.ResetGroup(ctx, g.group, start)
+	return err
+}
+
+// Delete removes the group's state from the log (offsets, parked events)
+// while no member runs: otherwise it fails with eventstore.ErrGroupActive.
+// A member started later creates the group anew, at GroupOptions.Start.
+func (g *Group) Delete(ctx context.Context) error {
+	return g.store.DeleteGroup(ctx, g.group)
 }
 
 // Status reports the group as this node sees it: every partition's owner

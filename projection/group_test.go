@@ -14,6 +14,7 @@ import (
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/eventstore/eventstoretest"
+	"github.com/esraft/esraft/projection/sqlite"
 	"github.com/esraft/esraft/systemtest/wait"
 )
 
@@ -51,7 +52,12 @@ type member struct {
 }
 
 func startMember(t *testing.T, s *eventstore.Store, id string, h Handler, opt GroupOptions, tweak func(*Group)) *member {
-	g := NewGroup(s, "workers", id, h, opt)
+	return runMember(t, s, "workers", id, h, opt, tweak)
+}
+
+// runMember runs member id of group until its stop function is called.
+func runMember(t *testing.T, s *eventstore.Store, group, id string, h Handler, opt GroupOptions, tweak func(*Group)) *member {
+	g := NewGroup(s, group, id, h, opt)
 	if tweak != nil {
 		tweak(g)
 	}
@@ -302,6 +308,9 @@ func TestGroupParksAndRetries(t *testing.T) {
 		return sn.distinct() == 3 && len(parked) == 3
 	})
 	parked, _ := m.g.Parked()
+	for _, pe := range parked {
+		require.Equal(t, "bad-1", pe.Stream, "only the poison event's stream is parked")
+	}
 	require.Equal(t, "poison", parked[0].Error)
 	require.Contains(t, parked[1].Error, "waiting behind")
 	broken.Store(false)
@@ -389,7 +398,7 @@ func TestGroupObserverHooks(t *testing.T) {
 // are handled meanwhile, not after the poison event is parked.
 func TestGroupRetryHoldsNoTransaction(t *testing.T) {
 	s := eventstoretest.Single(t).Node(0)
-	db, err := OpenSQLite(context.Background(), t.TempDir(), testSchema...)
+	db, err := sqlite.Open(context.Background(), t.TempDir(), testSchema...)
 	require.NoError(t, err)
 	defer db.Close()
 	var attempts atomic.Int32

@@ -10,14 +10,63 @@ import (
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/internal/backoff"
-	"github.com/esraft/esraft/internal/sqlitex"
+	"github.com/esraft/esraft/internal/sqltx"
 )
 
+// Updater runs fn in a write transaction, committed if fn returns nil and
+// rolled back otherwise. A group member given one (GroupOptions.DB)
+// handles each batch in one of its transactions.
+type Updater interface {
+	Update(ctx context.Context, fn func(tx *sql.Tx) error) error
+}
+
+// ReadModel is the database a local projection writes: its live tables,
+// and a shadow database that a rebuild fills and then promotes to live in
+// one step. Package projection/sqlite's *DB is one (SQLite); projection
+// itself links no database driver.
+type ReadModel interface {
+	// Update runs fn in a write transaction of the live database.
+	Updater
+	// View runs fn with a pool of read-only connections to the live
+	// database.
+	View(ctx context.Context, fn func(db *sql.DB) error) error
+	// WriteDB is the live database's writing pool (one connection).
+	WriteDB() *sql.DB
+	// OpenShadow opens an empty database with the same schema beside the
+	// live one and returns its writing pool (one connection); reads stay
+	// on the live database. PromoteShadow makes it live; DropShadow
+	// discards it.
+	OpenShadow(ctx context.Context) (*sql.DB, error)
+	PromoteShadow() error
+	DropShadow() error
+}
+
+// The tables a local projection keeps in its read model, beside the
+// user's: created when it starts on a database, if missing.
+const internalSchema = `
+CREATE TABLE IF NOT EXISTS esraft_checkpoints (
+	projection TEXT NOT NULL,
+	partition  INTEGER NOT NULL,
+	next_offset INTEGER NOT NULL,
+	PRIMARY KEY (projection, partition)
+);
+CREATE TABLE IF NOT EXISTS esraft_parked (
+	projection TEXT NOT NULL,
+	partition  INTEGER NOT NULL,
+	offset     INTEGER NOT NULL,
+	stream     TEXT NOT NULL,
+	event_type TEXT NOT NULL,
+	error      TEXT NOT NULL,
+	attempts   INTEGER NOT NULL,
+	parked_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+	PRIMARY KEY (projection, partition, offset)
+);`
+
 // Local is a local projection: it handles every partition of the log, as
-// this node applies it, into a SQLite read model of this node.
+// this node applies it, into a read model of this node.
 type Local struct {
 	store *eventstore.Store
-	db    *DB
+	db    ReadModel
 	name  string
 	h     Handler
 	opt   Options
@@ -44,18 +93,19 @@ type rebuildState struct {
 // NewLocal returns a local projection named name (its checkpoints and
 // parked events are kept under that name) writing the read model db with
 // h. A read model belongs to one local projection. Run starts it.
-func NewLocal(store *eventstore.Store, db *DB, name string, h Handler, opt Options) *Local {
+func NewLocal(store *eventstore.Store, db ReadModel, name string, h Handler, opt Options) *Local {
 	opt.defaults()
 	opt.Logger = runnerLogger(opt.Logger, store, "projection", name)
 	return &Local{store: store, db: db, name: name, h: h, opt: opt, state: "starting"}
 }
 
-// Run handles events until ctx ends, then returns nil after finishing the
-// batch in hand (or abandoning it: it is handled again on the next Run).
-// It returns an error only if the read model fails.
+// Run handles events until ctx ends, then returns nil. The handler's ctx
+// ends with it, and the batch in hand is abandoned unless its transaction
+// committed: it is handled again on the next Run. It returns an error
+// only if the read model fails.
 func (r *Local) Run(ctx context.Context) error {
 	for {
-		p, err := r.newProc(r.db.live())
+		p, err := r.newProc(r.db, r.db.WriteDB())
 		if err != nil {
 			r.setState("failed: " + err.Error())
 			return err
@@ -116,10 +166,17 @@ func (r *Local) resumeLive() {
 }
 
 // proc handles events into one database: the live read model, or a
-// rebuild's new one.
+// rebuild's new one. db is the database's writing pool.
 type proc struct {
 	core
-	db *sqlitex.DB
+	db *sql.DB
+}
+
+// writer runs transactions on a database's writing pool.
+type writer struct{ db *sql.DB }
+
+func (w writer) Update(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return sqltx.Update(ctx, w.db, fn)
 }
 
 // tables keep a local projection's progress in its read model, written in
@@ -144,12 +201,17 @@ func (t tables) unpark(ctx context.Context, tx *sql.Tx, part eventstore.Partitio
 	return err
 }
 
-func (r *Local) newProc(db *sqlitex.DB) (*proc, error) {
+// newProc is a processor writing through w to the database whose writing
+// pool is db, resuming from the checkpoints it holds.
+func (r *Local) newProc(w Updater, db *sql.DB) (*proc, error) {
 	p := &proc{db: db, core: core{
-		name: r.name, h: r.h, opt: &r.opt, store: r.store, writer: db, journal: tables{r.name}, replay: true, hooks: &r.testHooks,
+		name: r.name, h: r.h, opt: &r.opt, store: r.store, writer: w, journal: tables{r.name}, replay: true, hooks: &r.testHooks,
 	}}
 	ctx := context.Background()
-	rows, err := db.Write.QueryContext(ctx, `SELECT partition, next_offset FROM esraft_checkpoints WHERE projection = ?`, r.name)
+	if _, err := db.ExecContext(ctx, internalSchema); err != nil {
+		return nil, fmt.Errorf("projection %s: create its tables: %w", r.name, err)
+	}
+	rows, err := db.QueryContext(ctx, `SELECT partition, next_offset FROM esraft_checkpoints WHERE projection = ?`, r.name)
 	if err != nil {
 		return nil, fmt.Errorf("projection %s: load checkpoints: %w", r.name, err)
 	}
@@ -163,7 +225,7 @@ func (r *Local) newProc(db *sqlitex.DB) (*proc, error) {
 		p.cursorLocked(part).next = off
 	}
 	rows.Close()
-	rows, err = db.Write.QueryContext(ctx, `SELECT partition, stream FROM esraft_parked WHERE projection = ?`, r.name)
+	rows, err = db.QueryContext(ctx, `SELECT partition, stream FROM esraft_parked WHERE projection = ?`, r.name)
 	if err != nil {
 		return nil, fmt.Errorf("projection %s: load parked: %w", r.name, err)
 	}
@@ -243,7 +305,7 @@ func (p *proc) retry(ctx context.Context, partition eventstore.Partition, offset
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var stream string
-	err := p.db.Write.QueryRowContext(ctx, `SELECT stream FROM esraft_parked WHERE projection = ? AND partition = ? AND offset = ?`,
+	err := p.db.QueryRowContext(ctx, `SELECT stream FROM esraft_parked WHERE projection = ? AND partition = ? AND offset = ?`,
 		p.name, partition, offset).Scan(&stream)
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("%w: partition %d offset %d", ErrNotParked, partition, offset)
@@ -251,7 +313,7 @@ func (p *proc) retry(ctx context.Context, partition eventstore.Partition, offset
 	if err != nil {
 		return err
 	}
-	rows, err := p.db.Write.QueryContext(ctx, `SELECT offset, attempts FROM esraft_parked WHERE projection = ? AND partition = ? AND stream = ? ORDER BY offset`,
+	rows, err := p.db.QueryContext(ctx, `SELECT offset, attempts FROM esraft_parked WHERE projection = ? AND partition = ? AND stream = ? ORDER BY offset`,
 		p.name, partition, stream)
 	if err != nil {
 		return err
@@ -272,7 +334,7 @@ func (p *proc) retry(ctx context.Context, partition eventstore.Partition, offset
 	p.unparkedLocked(partition, stream, handled)
 	if failed != nil {
 		off := offsets[handled]
-		_, err := p.db.Write.ExecContext(ctx, `UPDATE esraft_parked SET error = ?, attempts = ? WHERE projection = ? AND partition = ? AND offset = ?`,
+		_, err := p.db.ExecContext(ctx, `UPDATE esraft_parked SET error = ?, attempts = ? WHERE projection = ? AND partition = ? AND offset = ?`,
 			failed.Error(), attempts[handled]+1, p.name, partition, off)
 		return errors.Join(fmt.Errorf("projection %s: retry of partition %d offset %d: %w", p.name, partition, off, failed), err)
 	}
@@ -347,22 +409,21 @@ func (r *Local) Rebuild(ctx context.Context) error {
 		r.mu.Unlock()
 		return ErrRebuildRunning
 	}
-	shadowDB, gen, err := r.db.newShadow(ctx)
+	shadowDB, err := r.db.OpenShadow(ctx)
 	if err != nil {
 		r.mu.Unlock()
 		return err
 	}
-	sp, err := r.newProc(shadowDB)
+	sp, err := r.newProc(writer{shadowDB}, shadowDB)
 	if err != nil {
 		r.mu.Unlock()
-		shadowDB.Close()
-		return err
+		return errors.Join(err, r.db.DropShadow())
 	}
 	rb := &rebuildState{started: time.Now(), shadow: sp, done: make(chan struct{})}
 	r.rebuild = rb
 	r.mu.Unlock()
 	go func() {
-		rb.err = r.runRebuild(ctx, sp, shadowDB, gen)
+		rb.err = r.runRebuild(ctx, sp)
 		logRebuild(r.opt.Logger, rb.err)
 		r.mu.Lock()
 		r.rebuild = nil
@@ -384,7 +445,7 @@ func (r *Local) RebuildDone() (<-chan struct{}, func() error) {
 	return rb.done, func() error { return rb.err }
 }
 
-func (r *Local) runRebuild(ctx context.Context, sp *proc, shadowDB *sqlitex.DB, gen int) error {
+func (r *Local) runRebuild(ctx context.Context, sp *proc) error {
 	sctx, cancel := context.WithCancel(ctx)
 	runErr := make(chan error, 1)
 	go func() { runErr <- sp.run(sctx) }()
@@ -399,18 +460,15 @@ func (r *Local) runRebuild(ctx context.Context, sp *proc, shadowDB *sqlitex.DB, 
 		select {
 		case err := <-runErr:
 			cancel()
-			shadowDB.Close()
-			return fmt.Errorf("projection %s: rebuild: %w", r.name, err)
+			return errors.Join(fmt.Errorf("projection %s: rebuild: %w", r.name, err), r.db.DropShadow())
 		case <-ctx.Done():
 			stop()
-			shadowDB.Close()
-			return ctx.Err()
+			return errors.Join(ctx.Err(), r.db.DropShadow())
 		case <-tick.C:
 			heads, err := r.heads()
 			if err != nil {
 				stop()
-				shadowDB.Close()
-				return err
+				return errors.Join(err, r.db.DropShadow())
 			}
 			caught = sp.caughtUp(heads)
 		}
@@ -434,10 +492,9 @@ func (r *Local) runRebuild(ctx context.Context, sp *proc, shadowDB *sqlitex.DB, 
 	}
 	stop()
 	if err != nil {
-		shadowDB.Close()
-		return err
+		return errors.Join(err, r.db.DropShadow())
 	}
-	return r.db.switchTo(shadowDB, gen)
+	return r.db.PromoteShadow()
 }
 
 // checkNotAhead refuses to handle anything while a checkpoint is beyond

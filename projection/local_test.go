@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/eventstore/eventstoretest"
+	"github.com/esraft/esraft/projection/sqlite"
 	"github.com/esraft/esraft/systemtest/wait"
 )
 
@@ -58,7 +61,7 @@ func waitCaughtUp(t testing.TB, status func() Status) {
 	})
 }
 
-func countHandled(t testing.TB, db *DB) (rows, distinct int) {
+func countHandled(t testing.TB, db *sqlite.DB) (rows, distinct int) {
 	t.Helper()
 	require.NoError(t, db.View(context.Background(), func(d *sql.DB) error {
 		return d.QueryRow(`SELECT count(*), count(DISTINCT partition || '/' || offset) FROM handled`).Scan(&rows, &distinct)
@@ -81,7 +84,7 @@ func totalHeads(t testing.TB, s *eventstore.Store) int {
 // the read model exactly once.
 func TestLocalExactlyOnceAcrossCrashes(t *testing.T) {
 	s := eventstoretest.Single(t).Node(0)
-	db, err := OpenSQLite(context.Background(), t.TempDir(), testSchema...)
+	db, err := sqlite.Open(context.Background(), t.TempDir(), testSchema...)
 	require.NoError(t, err)
 	defer db.Close()
 	const total = 100000
@@ -148,7 +151,7 @@ func TestLocalExactlyOnceAcrossCrashes(t *testing.T) {
 // Retry handles the parked ones in order once the cause is fixed.
 func TestLocalParksPoisonEvents(t *testing.T) {
 	s := eventstoretest.Single(t, eventstore.Partitions(1)).Node(0)
-	db, err := OpenSQLite(context.Background(), t.TempDir(), testSchema...)
+	db, err := sqlite.Open(context.Background(), t.TempDir(), testSchema...)
 	require.NoError(t, err)
 	defer db.Close()
 	var broken atomic.Bool
@@ -226,7 +229,7 @@ func TestLocalParksPoisonEvents(t *testing.T) {
 func TestLocalRebuildSwitchesWithoutReadErrors(t *testing.T) {
 	s := eventstoretest.Single(t).Node(0)
 	dir := t.TempDir()
-	db, err := OpenSQLite(context.Background(), dir, testSchema...)
+	db, err := sqlite.Open(context.Background(), dir, testSchema...)
 	require.NoError(t, err)
 	defer db.Close()
 	appendEvents(t, s, "acct", 5000, 40, 20)
@@ -312,15 +315,15 @@ func TestLocalRebuildSwitchesWithoutReadErrors(t *testing.T) {
 		return d.QueryRow(`SELECT sum(n) FROM per_stream`).Scan(&sum)
 	}))
 	require.Equal(t, total, sum)
-	gen, err := readCurrent(dir)
+	current, err := os.ReadFile(filepath.Join(dir, "CURRENT"))
 	require.NoError(t, err)
-	require.Equal(t, 1, gen, "the new database is live")
+	require.Equal(t, "1\n", string(current), "the new database is live")
 	cancel()
 	require.NoError(t, <-errc)
 
 	// Reopening finds the rebuilt database.
 	require.NoError(t, db.Close())
-	db2, err := OpenSQLite(context.Background(), dir, testSchema...)
+	db2, err := sqlite.Open(context.Background(), dir, testSchema...)
 	require.NoError(t, err)
 	defer db2.Close()
 	rows, _ = countHandled(t, db2)
@@ -333,7 +336,7 @@ func TestLocalRebuildSwitchesWithoutReadErrors(t *testing.T) {
 // rebuild replays it from the log.
 func TestLocalRefusesCheckpointAheadOfLog(t *testing.T) {
 	ctx := context.Background()
-	db, err := OpenSQLite(ctx, t.TempDir(), testSchema...)
+	db, err := sqlite.Open(ctx, t.TempDir(), testSchema...)
 	require.NoError(t, err)
 	defer db.Close()
 

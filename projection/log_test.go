@@ -13,6 +13,7 @@ import (
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/eventstore/eventstoretest"
+	"github.com/esraft/esraft/projection/sqlite"
 	"github.com/esraft/esraft/systemtest/wait"
 )
 
@@ -72,7 +73,7 @@ func (h *logRecords) find(msg string) []map[string]any {
 func TestLocalLogsRetriesAndParks(t *testing.T) {
 	l, logs := newLogRecords()
 	s := eventstoretest.Single(t, eventstore.Partitions(1), eventstore.Logger(l)).Node(0)
-	db, err := OpenSQLite(context.Background(), t.TempDir(), testSchema...)
+	db, err := sqlite.Open(context.Background(), t.TempDir(), testSchema...)
 	require.NoError(t, err)
 	defer db.Close()
 	h := func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {

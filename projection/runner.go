@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/internal/backoff"
@@ -42,12 +43,6 @@ func parkingOf(ev eventstore.Event, msg string, attempts int) parking {
 	return parking{ParkedEvent{Partition: ev.Partition, Offset: ev.Offset, Stream: ev.Stream, Error: msg, Attempts: attempts}, ev.Type}
 }
 
-// updater runs fn in a write transaction, committed if fn returns nil:
-// a *DB or an *sqlitex.DB.
-type updater interface {
-	Update(ctx context.Context, fn func(tx *sql.Tx) error) error
-}
-
 // testHooks let tests crash a runner between handling and commit and see
 // what it committed.
 type testHooks struct {
@@ -68,7 +63,7 @@ type core struct {
 	h       Handler
 	opt     *Options
 	store   *eventstore.Store
-	writer  updater // the runner's database; nil: the handler gets a nil tx
+	writer  Updater // the runner's database; nil: the handler gets a nil tx
 	journal journal // nil: progress is recorded by the runner, elsewhere
 	// replay: the handler's effects are all in its transaction and
 	// deterministic, so when it fails on an event the transaction is
@@ -137,7 +132,7 @@ func (c *core) follow(ctx context.Context, partitions []eventstore.Partition, fr
 	batch func(ctx context.Context, part eventstore.Partition, evs []eventstore.Event, after uint64) error) error {
 	sub, err := c.store.Subscribe(ctx, eventstore.SubscribeOptions{
 		Partitions: partitions, From: from,
-		Categories: c.opt.Categories, EventTypes: c.opt.EventTypes, BatchSize: c.opt.BatchSize,
+		Streams: c.opt.Streams, Categories: c.opt.Categories, EventTypes: c.opt.EventTypes, BatchSize: c.opt.BatchSize,
 	})
 	if err != nil {
 		return err
@@ -266,6 +261,9 @@ func (c *core) prefixLocked(ctx context.Context, evs []eventstore.Event, limit i
 	var next uint64
 	err = c.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		for n = 0; n < limit; n++ {
+			if err := ctx.Err(); err != nil {
+				return err // stopping: the rest of the batch is given back
+			}
 			ev := evs[n]
 			if cur.parked[ev.Stream] > 0 {
 				parks = append(parks, parkingOf(ev, "waiting behind an earlier parked event of its stream", 0))
@@ -324,16 +322,27 @@ func (c *core) try(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
 	return err
 }
 
-// retryOrParkLocked handles ev again after it failed with herr, up to
-// MaxAttempts in all, sleeping between attempts outside any transaction,
-// and parks it (and, from then on, its stream) if it still fails: it
-// returns the parked event, nil if an attempt succeeded. err is ctx's end
-// or a failure of the database.
+// retryOrParkLocked handles ev again after it failed with herr, sleeping
+// between attempts outside any transaction: up to MaxAttempts failures in
+// all, and for up to MaxRetryTime while the handler returns Retry errors
+// (which do not count as failures). It parks ev (and, from then on, its
+// stream) if it still fails: it returns the parked event, nil if an
+// attempt succeeded. err is ctx's end (the event is then neither handled
+// nor parked: it is given back) or a failure of the database.
 func (c *core) retryOrParkLocked(ctx context.Context, ev eventstore.Event, herr error) (*parking, error) {
-	for attempt := 2; attempt <= c.opt.MaxAttempts; attempt++ {
+	start := time.Now()
+	failures, attempts := 0, 1
+	for ; ; attempts++ {
+		if isRetry(herr) {
+			if time.Since(start) >= c.opt.MaxRetryTime {
+				break
+			}
+		} else if failures++; failures >= c.opt.MaxAttempts {
+			break
+		}
 		c.opt.Logger.Debug("projection: handler failed; retrying",
-			"partition", ev.Partition, "offset", ev.Offset, "stream", ev.Stream, "attempts", attempt-1, "err", herr)
-		if err := backoff.Sleep(ctx, c.opt.delay(attempt-1)); err != nil {
+			"partition", ev.Partition, "offset", ev.Offset, "stream", ev.Stream, "attempts", attempts, "transient", isRetry(herr), "err", herr)
+		if err := backoff.Sleep(ctx, c.opt.delay(attempts)); err != nil {
 			return nil, err
 		}
 		err := c.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -349,13 +358,19 @@ func (c *core) retryOrParkLocked(ctx context.Context, ev eventstore.Event, herr 
 		if herr == nil {
 			return nil, err // the database failed, not the handler
 		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err() // stopping: give the event back
+		}
 	}
-	pe := parkingOf(ev, herr.Error(), c.opt.MaxAttempts)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	pe := parkingOf(ev, herr.Error(), attempts)
 	if err := c.saveLocked(ctx, ev.Partition, ev.Offset+1, []parking{pe}); err != nil {
 		return nil, err
 	}
 	c.opt.Logger.Warn("projection: event parked",
-		"partition", ev.Partition, "offset", ev.Offset, "stream", ev.Stream, "attempts", c.opt.MaxAttempts, "err", herr)
+		"partition", ev.Partition, "offset", ev.Offset, "stream", ev.Stream, "attempts", attempts, "err", herr)
 	return &pe, nil
 }
 

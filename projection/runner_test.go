@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/projection/sqlite"
 )
 
 // Both ways of splitting a batch at a failing event commit the same: the
@@ -49,10 +50,10 @@ func TestCoreSplitsBatchAtFailingEvent(t *testing.T) {
 			opt := fastOptions()
 			opt.Logger = slog.New(slog.DiscardHandler) // NewLocal and NewGroup set one
 			c := &core{name: "test", h: h, opt: &opt, replay: tc.replay, hooks: &testHooks{}}
-			var db *DB
+			var db *sqlite.DB
 			if tc.db {
 				var err error
-				db, err = OpenSQLite(ctx, t.TempDir(), testSchema...)
+				db, err = sqlite.Open(ctx, t.TempDir(), append(testSchema, internalSchema)...)
 				require.NoError(t, err)
 				defer db.Close()
 				c.writer = db
@@ -124,7 +125,7 @@ func TestCoreSplitsBatchAtFailingEvent(t *testing.T) {
 // memory.
 func TestCoreFailedTransactionMovesNothing(t *testing.T) {
 	ctx := context.Background()
-	db, err := OpenSQLite(ctx, t.TempDir(), testSchema...)
+	db, err := sqlite.Open(ctx, t.TempDir(), append(testSchema, internalSchema)...)
 	require.NoError(t, err)
 	defer db.Close()
 	opt := fastOptions()

@@ -51,7 +51,11 @@
 // consumer groups in the replicated state of shard 0: membership expires
 // by leader time, each partition has at most one owner, moves are
 // cooperative, and a commit must carry the generation of its grant, so a
-// member that lost a partition can never commit to it again.
+// member that lost a partition can never commit to it again. A committed
+// offset never moves back by a commit (ErrCommitBehind). JoinGroupAt
+// creates a group at a StartPosition (earliest, latest, a time, offsets);
+// ResetGroup and DeleteGroup act only on a group with no live member
+// (ErrGroupActive).
 //
 // # Errors
 //

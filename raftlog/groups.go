@@ -3,6 +3,7 @@ package raftlog
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/esraft/esraft/raftlog/internal/wire"
@@ -16,6 +17,145 @@ import (
 // ErrConfig.
 func (l *Log) JoinGroup(ctx context.Context, group, member string, sessionTimeout time.Duration) (GroupState, error) {
 	return l.groupCall(ctx, &wire.GroupOp{Op: wire.GopJoin, Group: group, Member: member, Session: int64(sessionTimeout)})
+}
+
+// StartKind says where a consumer group starts reading (see StartPosition).
+type StartKind uint8
+
+// Start kinds.
+const (
+	// StartEarliest: every partition from its first record (offset 0).
+	StartEarliest StartKind = iota
+	// StartLatest: every partition from its end when the call is made:
+	// only records appended after it are processed.
+	StartLatest
+	// StartAtTime: every partition from its first record stamped at or
+	// after Time.
+	StartAtTime
+	// StartAtOffsets: partition p from Offsets[p].
+	StartAtOffsets
+)
+
+// StartPosition is where a new consumer group starts (JoinGroupAt), or
+// where ResetGroup moves a stopped one. The zero value is StartEarliest.
+type StartPosition struct {
+	Kind    StartKind
+	Time    time.Time // StartAtTime
+	Offsets []uint64  // StartAtOffsets: one per partition, each at most the partition's end
+}
+
+// JoinGroupAt is JoinGroup for a group that may not exist yet: if the join
+// creates the group, its partitions start at start (resolved to offsets on
+// this node, after a read barrier of every shard, so "latest" covers every
+// record acknowledged before the call). Joining an existing group ignores
+// start: members resume from the committed offsets. Start is resolved on
+// every call (a group this node sees may have been deleted on the
+// leader), which costs a read barrier of every shard: joins are rare. A StartAtOffsets
+// position with other than one offset per partition, or one beyond its
+// partition's end, is an ErrConfig.
+func (l *Log) JoinGroupAt(ctx context.Context, group, member string, sessionTimeout time.Duration, start StartPosition) (GroupState, error) {
+	if start.Kind == StartEarliest {
+		return l.JoinGroup(ctx, group, member, sessionTimeout)
+	}
+	// The names and session first: resolving start reads every partition.
+	if err := (&wire.GroupOp{Op: wire.GopJoin, Group: group, Member: member, Session: int64(sessionTimeout)}).Check(); err != nil {
+		return GroupState{}, err
+	}
+	offs, err := l.startOffsets(ctx, start)
+	if err != nil {
+		return GroupState{}, err
+	}
+	return l.groupCall(ctx, &wire.GroupOp{Op: wire.GopJoinAt, Group: group, Member: member, Session: int64(sessionTimeout), Offsets: offs})
+}
+
+// ResetGroup moves every partition of group to start (resolved as for
+// JoinGroupAt), back or forward, while the group has no live member:
+// otherwise it fails with ErrGroupActive and changes nothing. Parked
+// records at or after a partition's new offset are dropped, since they
+// will be processed again; those before it stay parked. ErrUnknownGroup
+// if the group does not exist.
+func (l *Log) ResetGroup(ctx context.Context, group string, start StartPosition) (GroupState, error) {
+	if err := (&wire.GroupOp{Op: wire.GopDelete, Group: group}).Check(); err != nil { // the name, before reading
+		return GroupState{}, err
+	}
+	offs, err := l.startOffsets(ctx, start)
+	if err != nil {
+		return GroupState{}, err
+	}
+	return l.groupCall(ctx, &wire.GroupOp{Op: wire.GopReset, Group: group, Offsets: offs})
+}
+
+// DeleteGroup removes group and all its state (offsets, parked records)
+// while it has no live member: otherwise it fails with ErrGroupActive.
+// Deleting a group that does not exist does nothing.
+func (l *Log) DeleteGroup(ctx context.Context, group string) error {
+	_, err := l.groupCall(ctx, &wire.GroupOp{Op: wire.GopDelete, Group: group})
+	return err
+}
+
+// startOffsets resolves start to one offset per partition, on this
+// node's replica once it has applied what every shard's leader had.
+func (l *Log) startOffsets(ctx context.Context, start StartPosition) ([]uint64, error) {
+	if l.isClosed() {
+		return nil, ErrClosed
+	}
+	offs := make([]uint64, l.cfg.Partitions)
+	if start.Kind == StartEarliest {
+		return offs, nil
+	}
+	if start.Kind > StartAtOffsets {
+		return nil, fmt.Errorf("%w: unknown start position kind %d", ErrConfig, start.Kind)
+	}
+	if start.Kind == StartAtOffsets && len(start.Offsets) != len(offs) {
+		return nil, fmt.Errorf("%w: %d start offsets for %d partitions", ErrConfig, len(start.Offsets), len(offs))
+	}
+	for s := 0; s < l.cfg.Shards; s++ {
+		if err := l.ReadBarrier(ctx, Shard(s)); err != nil {
+			return nil, err
+		}
+	}
+	for i := range offs {
+		p := Partition(i)
+		head, err := l.NextOffset(p)
+		if err != nil {
+			return nil, err
+		}
+		switch start.Kind {
+		case StartLatest:
+			offs[i] = head
+		case StartAtOffsets:
+			if start.Offsets[i] > head {
+				return nil, fmt.Errorf("%w: partition %d: start offset %d is beyond its end %d", ErrConfig, p, start.Offsets[i], head)
+			}
+			offs[i] = start.Offsets[i]
+		case StartAtTime:
+			if offs[i], err = l.offsetAt(ctx, p, head, start.Time); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return offs, nil
+}
+
+// offsetAt is the first offset of partition p, below head, whose record
+// is stamped at or after t (head if none): a binary search, since a
+// partition's times never decrease. Hidden records count as the next
+// visible one.
+func (l *Log) offsetAt(ctx context.Context, p Partition, head uint64, t time.Time) (uint64, error) {
+	lo, hi := uint64(0), head
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		recs, err := l.Read(ctx, p, mid, ReadOptions{MaxRecords: 1})
+		if err != nil {
+			return 0, err
+		}
+		if len(recs) == 0 || !recs[0].Time.Before(t) {
+			hi = mid
+		} else {
+			lo = recs[0].Offset + 1
+		}
+	}
+	return lo, nil
 }
 
 // Heartbeat keeps member in group and releases the partitions it was
@@ -40,7 +180,9 @@ func (l *Log) LeaveGroup(ctx context.Context, group, member string) error {
 // commit must carry the generation at which the member was granted the
 // partition; if any does not match the partition's current grant (the
 // member lost it), the whole call fails with a *StaleGenerationError and
-// nothing is recorded. A committed offset never moves back.
+// nothing is recorded. A committed offset never moves back: a commit
+// below it fails with ErrCommitBehind and records nothing (rewinding is
+// ResetGroup's).
 func (l *Log) CommitOffsets(ctx context.Context, group, member string, commits []OffsetCommit) (GroupState, error) {
 	return l.groupCall(ctx, &wire.GroupOp{Op: wire.GopCommit, Group: group, Member: member, Commits: commits})
 }

@@ -33,6 +33,11 @@ func TestGroupOperationsFromFollower(t *testing.T) {
 	require.NoError(t, err)
 	_, err = f.Heartbeat(ctx, "workers", "nobody", nil)
 	require.ErrorIs(t, err, ErrUnknownMember)
+	_, err = f.CommitOffsets(ctx, "workers", "w1", []OffsetCommit{{Partition: 3, Generation: gen, Offset: 2}})
+	require.ErrorIs(t, err, ErrCommitBehind, "forwarded, the sentinel survives")
+	_, err = f.ResetGroup(ctx, "workers", StartPosition{Kind: StartLatest})
+	require.ErrorIs(t, err, ErrGroupActive)
+	require.ErrorIs(t, f.DeleteGroup(ctx, "workers"), ErrGroupActive)
 	for i := 0; i < 3; i++ {
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		require.NoError(t, c.node(i).WaitGroupChange(wctx, "workers", s.Generation-1))
@@ -42,4 +47,66 @@ func TestGroupOperationsFromFollower(t *testing.T) {
 			return err == nil && ok && st.Partitions[3].Committed == 3
 		})
 	}
+}
+
+// A new group starts where JoinGroupAt says (latest, a time, offsets);
+// joining an existing group ignores it. Reset and delete are refused while
+// a member is live, then apply; a deleted group stays deleted across a
+// restart. A commit below the committed offset is refused.
+func TestGroupStartResetAndDelete(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	ctx := context.Background()
+	l := c.node(0)
+	p := l.Partition("k")
+	first, err := l.Append(ctx, "k", []NewRecord{rec("1"), rec("2")})
+	require.NoError(t, err)
+	second, err := l.Append(ctx, "k", []NewRecord{rec("3")})
+	require.NoError(t, err)
+	recs := readAll(t, l, p)
+	require.Len(t, recs, 3)
+	require.True(t, recs[2].Time.After(recs[1].Time), "the second append is stamped later")
+
+	s, err := l.JoinGroupAt(ctx, "late", "m", 5*time.Second, StartPosition{Kind: StartLatest})
+	require.NoError(t, err)
+	require.Equal(t, second.FirstOffset+1, s.Partitions[p].Committed)
+	s, err = l.JoinGroupAt(ctx, "timed", "m", 5*time.Second, StartPosition{Kind: StartAtTime, Time: recs[2].Time})
+	require.NoError(t, err)
+	require.Equal(t, second.FirstOffset, s.Partitions[p].Committed)
+	s, err = l.JoinGroupAt(ctx, "timed", "m2", 5*time.Second, StartPosition{Kind: StartLatest})
+	require.NoError(t, err)
+	require.Equal(t, second.FirstOffset, s.Partitions[p].Committed, "an existing group keeps its offsets")
+	offs := make([]uint64, l.Partitions())
+	offs[p] = 1
+	s, err = l.JoinGroupAt(ctx, "exact", "m", 5*time.Second, StartPosition{Kind: StartAtOffsets, Offsets: offs})
+	require.NoError(t, err)
+	require.Equal(t, first.FirstOffset+1, s.Partitions[p].Committed)
+	offs[p] = 4
+	_, err = l.JoinGroupAt(ctx, "bad", "m", 5*time.Second, StartPosition{Kind: StartAtOffsets, Offsets: offs})
+	require.ErrorIs(t, err, ErrConfig, "beyond the partition's end")
+	_, err = l.JoinGroupAt(ctx, "bad", "m", 5*time.Second, StartPosition{Kind: StartAtOffsets, Offsets: offs[:1]})
+	require.ErrorIs(t, err, ErrConfig, "one offset per partition")
+	_, ok, _ := l.GroupState("bad")
+	require.False(t, ok)
+
+	gen := s.Partitions[p].Generation
+	_, err = l.CommitOffsets(ctx, "exact", "m", []OffsetCommit{{Partition: p, Generation: gen, Offset: 0}})
+	require.ErrorIs(t, err, ErrCommitBehind)
+	_, err = l.ResetGroup(ctx, "exact", StartPosition{})
+	require.ErrorIs(t, err, ErrGroupActive)
+	require.ErrorIs(t, l.DeleteGroup(ctx, "exact"), ErrGroupActive)
+	require.NoError(t, l.LeaveGroup(ctx, "exact", "m"))
+	s, err = l.ResetGroup(ctx, "exact", StartPosition{})
+	require.NoError(t, err)
+	require.Zero(t, s.Partitions[p].Committed)
+	_, err = l.ResetGroup(ctx, "nobody", StartPosition{})
+	require.ErrorIs(t, err, ErrUnknownGroup)
+
+	require.NoError(t, l.DeleteGroup(ctx, "exact"))
+	_, ok, _ = l.GroupState("exact")
+	require.False(t, ok)
+	c.restart(0)
+	_, ok, _ = c.node(0).GroupState("exact")
+	require.False(t, ok, "deleted for good")
+	_, ok, _ = c.node(0).GroupState("late")
+	require.True(t, ok)
 }

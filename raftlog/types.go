@@ -120,6 +120,14 @@ var (
 	// ErrUnknownMember: the consumer group member is not in the group
 	// (never joined, left, or its session expired); it must join again.
 	ErrUnknownMember = core.ErrUnknownMember
+	// ErrUnknownGroup: the consumer group does not exist.
+	ErrUnknownGroup = core.ErrUnknownGroup
+	// ErrGroupActive: a reset or delete of a consumer group with live
+	// members; nothing was changed.
+	ErrGroupActive = core.ErrGroupActive
+	// ErrCommitBehind: a commit below the partition's committed offset;
+	// nothing of it was applied (rewind with ResetGroup).
+	ErrCommitBehind = core.ErrCommitBehind
 	// ErrUnauthorized: this node's cluster peer refused a node-to-node
 	// call (see Config.TLS and SECURITY.md). Nothing was done.
 	ErrUnauthorized = core.ErrUnauthorized

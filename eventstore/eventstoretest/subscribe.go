@@ -217,6 +217,23 @@ func testSubscribeFilters(t *testing.T, c Cluster) {
 	}
 	require.Equal(t, "order", eventstore.Category("order-1-2"))
 	require.Equal(t, "order", eventstore.Category("order"))
+
+	// Exact streams, and a category whose name holds a '-': a stream is
+	// in a category if it is named after it up to one of its '-'.
+	for _, stream := range []string{"order-line-1", "order-liner-1", "order-line"} {
+		last, err = s.Append(ctx, stream, eventstore.Any, []eventstore.EventData{ev("Added", "{}")})
+		require.NoError(t, err)
+	}
+	picked, err := s.Subscribe(ctx, eventstore.SubscribeOptions{Streams: []string{"invoice-3"}, Categories: []string{"order-line"}})
+	require.NoError(t, err)
+	defer picked.Close()
+	streams := map[string]int{}
+	for _, e := range collect(t, picked, 6) {
+		streams[e.Stream]++
+	}
+	require.Equal(t, map[string]int{"invoice-3": 4, "order-line-1": 1, "order-line": 1}, streams)
+	require.True(t, eventstore.InCategory("order-line-1", "order"))
+	require.False(t, eventstore.InCategory("order-liner-1", "order-line"))
 }
 
 // testSubscribeAcrossLeaderChange stops the leader while a writer appends

@@ -43,6 +43,7 @@ import (
 	"github.com/esraft/esraft/aggregate"
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/projection"
+	"github.com/esraft/esraft/projection/sqlite"
 	"github.com/esraft/esraft/schema"
 )
 
@@ -116,8 +117,8 @@ type app struct {
 	store       *eventstore.Store
 	schemas     *schema.Registry
 	orders      *aggregate.Repository[Order]
-	ordersDB    *projection.DB
-	statsDB     *projection.DB
+	ordersDB    *sqlite.DB
+	statsDB     *sqlite.DB
 	projections map[string]*projection.Local
 	notifier    *projection.Group
 	adminToken  string
@@ -162,11 +163,11 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string, a *app)) e
 
 	a := &app{ctx: ctx, store: store, schemas: schemas, projections: map[string]*projection.Local{}, adminToken: cfg.adminToken}
 	a.orders = aggregate.NewRepository(store, orderType, aggregate.WithLogger(log))
-	if a.ordersDB, err = projection.OpenSQLite(ctx, filepath.Join(cfg.data, "views", "orders"), ordersSchema...); err != nil {
+	if a.ordersDB, err = sqlite.Open(ctx, filepath.Join(cfg.data, "views", "orders"), ordersSchema...); err != nil {
 		return err
 	}
 	defer a.ordersDB.Close()
-	if a.statsDB, err = projection.OpenSQLite(ctx, filepath.Join(cfg.data, "views", "stats"), statsSchema...); err != nil {
+	if a.statsDB, err = sqlite.Open(ctx, filepath.Join(cfg.data, "views", "stats"), statsSchema...); err != nil {
 		return err
 	}
 	defer a.statsDB.Close()

@@ -16,6 +16,7 @@ import (
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/outbox"
 	"github.com/esraft/esraft/projection"
+	"github.com/esraft/esraft/projection/sqlite"
 )
 
 // Notifications: a consumer group handles OrderPaid and OrderShipped on
@@ -27,7 +28,7 @@ import (
 type notifications struct {
 	group *projection.Group
 	relay *outbox.Relay
-	db    *projection.DB
+	db    *sqlite.DB
 	pub   *jsonlPublisher
 }
 
@@ -48,7 +49,7 @@ type notification struct {
 }
 
 func startNotifications(ctx context.Context, store *eventstore.Store, cfg config, log *slog.Logger) (*notifications, error) {
-	db, err := projection.OpenSQLite(ctx, filepath.Join(cfg.data, "notify"), dedup.Schema, outbox.Schema)
+	db, err := sqlite.Open(ctx, filepath.Join(cfg.data, "notify"), dedup.Schema, outbox.Schema)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/projection"
+	"github.com/esraft/esraft/projection/sqlite"
 )
 
 // Two local projections: every node keeps its own SQLite read models,
@@ -134,7 +135,7 @@ type orderView struct {
 	Version    uint64 `json:"version"`
 }
 
-func queryOrders(ctx context.Context, db *projection.DB, where string, args ...any) ([]orderView, error) {
+func queryOrders(ctx context.Context, db *sqlite.DB, where string, args ...any) ([]orderView, error) {
 	var out []orderView
 	err := db.View(ctx, func(d *sql.DB) error {
 		rows, err := d.QueryContext(ctx, `SELECT id, customer, status, total_cents, paid_cents, version FROM orders `+where, args...)
@@ -163,7 +164,7 @@ type statsView struct {
 	RevenueCents int64 `json:"revenue_cents"`
 }
 
-func queryStats(ctx context.Context, db *projection.DB) (statsView, error) {
+func queryStats(ctx context.Context, db *sqlite.DB) (statsView, error) {
 	var s statsView
 	err := db.View(ctx, func(d *sql.DB) error {
 		rows, err := d.QueryContext(ctx, `SELECT name, value FROM stats`)

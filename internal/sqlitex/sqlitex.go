@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"net/url"
 
+	"github.com/esraft/esraft/internal/sqltx"
+
 	_ "github.com/mattn/go-sqlite3" // the "sqlite3" driver
 )
 
@@ -73,7 +75,7 @@ func migrate(ctx context.Context, db *sql.DB, migrations []Migration) error {
 		return fmt.Errorf("the database is at schema version %d, newer than this program's %d", version, len(migrations))
 	}
 	for i := version; i < len(migrations); i++ {
-		err := update(ctx, db, func(tx *sql.Tx) error {
+		err := sqltx.Update(ctx, db, func(tx *sql.Tx) error {
 			if _, err := tx.ExecContext(ctx, string(migrations[i])); err != nil {
 				return fmt.Errorf("migration %d: %w", i+1, err)
 			}
@@ -90,25 +92,7 @@ func migrate(ctx context.Context, db *sql.DB, migrations []Migration) error {
 // Update runs fn in a write transaction and commits it if fn returns nil;
 // otherwise it rolls back and returns fn's error.
 func (db *DB) Update(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	return update(ctx, db.Write, fn)
-}
-
-func update(ctx context.Context, db *sql.DB, fn func(tx *sql.Tx) error) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		return errors.Join(err, ignoreDone(tx.Rollback()))
-	}
-	return tx.Commit()
-}
-
-func ignoreDone(err error) error {
-	if errors.Is(err, sql.ErrTxDone) {
-		return nil
-	}
-	return err
+	return sqltx.Update(ctx, db.Write, fn)
 }
 
 // Close closes both pools.

@@ -36,6 +36,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/esraft/esraft/raftlog/internal/core"
@@ -130,12 +131,45 @@ func New(partitions int) *Group {
 	return g
 }
 
-// Apply applies one operation, named o.Group, at leader time t.
-func (g *Group) Apply(o *wire.GroupOp, t int64) core.GroupOutcome {
+// Apply applies one operation, named o.Group, at leader time t, to g, the
+// group of that name (nil if there is none) in a log of the given number
+// of partitions. It returns the outcome and the group as it is after the
+// operation: a new one if a join created it, nil if there is none (never
+// was, or deleted).
+func Apply(g *Group, o *wire.GroupOp, t int64, partitions int) (core.GroupOutcome, *Group) {
+	if g == nil {
+		switch o.Op {
+		case wire.GopJoin:
+			g = New(partitions)
+		case wire.GopJoinAt:
+			if len(o.Offsets) != partitions {
+				return core.GroupOutcome{Err: fmt.Errorf("%w: %d start offsets for %d partitions", core.ErrConfig, len(o.Offsets), partitions)}, nil
+			}
+			g = New(partitions)
+			for p, off := range o.Offsets {
+				g.parts[p].Committed = off
+			}
+		case wire.GopDelete:
+			return core.GroupOutcome{State: core.GroupState{Group: o.Group}}, nil
+		case wire.GopReset:
+			return core.GroupOutcome{Err: fmt.Errorf("%w: %q", core.ErrUnknownGroup, o.Group)}, nil
+		default:
+			return core.GroupOutcome{Err: fmt.Errorf("%w: group %q has no members", core.ErrUnknownMember, o.Group)}, nil
+		}
+	}
+	out := g.apply(o, t)
+	if o.Op == wire.GopDelete && out.Err == nil {
+		return core.GroupOutcome{State: core.GroupState{Group: o.Group}}, nil
+	}
+	return out, g
+}
+
+// apply applies o to the group.
+func (g *Group) apply(o *wire.GroupOp, t int64) core.GroupOutcome {
 	changed := g.expire(t)
 	m := g.members[o.Member]
 	switch o.Op {
-	case wire.GopJoin:
+	case wire.GopJoin, wire.GopJoinAt:
 		if m == nil {
 			g.members[o.Member] = &member{session: o.Session, lastSeen: t}
 			changed = true
@@ -182,11 +216,49 @@ func (g *Group) Apply(o *wire.GroupOp, t int64) core.GroupOutcome {
 				}
 			}
 		}
+	case wire.GopReset, wire.GopDelete:
+		if err := g.idle(o); err != nil {
+			if changed {
+				g.rebalance()
+			}
+			return core.GroupOutcome{State: g.State(o.Group), Err: err}
+		}
+		if o.Op == wire.GopReset {
+			g.reset(o.Offsets)
+		}
 	}
 	if changed {
 		g.rebalance()
 	}
 	return core.GroupOutcome{State: g.State(o.Group)}
+}
+
+// idle checks that an operator's reset or delete may apply: the group has
+// no live member, and a reset names every partition.
+func (g *Group) idle(o *wire.GroupOp) error {
+	if len(g.members) > 0 {
+		return fmt.Errorf("%w: group %q has %d (%s)", core.ErrGroupActive, o.Group, len(g.members), strings.Join(sortedMembers(g), ", "))
+	}
+	if o.Op == wire.GopReset && len(o.Offsets) != len(g.parts) {
+		return fmt.Errorf("%w: %d offsets for %d partitions", core.ErrConfig, len(o.Offsets), len(g.parts))
+	}
+	return nil
+}
+
+// reset moves every partition's committed offset to offsets, forward or
+// back. Parked records at or after a partition's new offset are dropped
+// (they will be handled again); those before it stay parked. The
+// generation increments, so watchers see the change.
+func (g *Group) reset(offsets []uint64) {
+	for p := range g.parts {
+		a := &g.parts[p]
+		a.Committed = offsets[p]
+		a.Parked = slices.DeleteFunc(a.Parked, func(r core.ParkedRecord) bool { return r.Offset >= a.Committed })
+		if len(a.Parked) == 0 {
+			a.Parked = nil
+		}
+	}
+	g.generation++
 }
 
 func (g *Group) part(p core.Partition) core.PartitionAssignment {
@@ -224,17 +296,21 @@ func (g *Group) dropOwner(id string) {
 }
 
 // commit checks every commit of o against the owners, then applies them
-// all; a stale one rejects the whole operation.
+// all; a stale one, or one below its partition's committed offset,
+// rejects the whole operation.
 func (g *Group) commit(o *wire.GroupOp) error {
 	for _, c := range o.Commits {
 		a := g.part(c.Partition)
 		if c.Partition < 0 || int(c.Partition) >= len(g.parts) || a.Owner != o.Member || a.Generation != c.Generation {
 			return &core.StaleGenerationError{Group: o.Group, Member: o.Member, Partition: c.Partition, Generation: c.Generation, Current: a.Generation, Owner: a.Owner}
 		}
+		if c.Offset < a.Committed {
+			return fmt.Errorf("%w: group %q, partition %d: offset %d is below the committed %d", core.ErrCommitBehind, o.Group, c.Partition, c.Offset, a.Committed)
+		}
 	}
 	for _, c := range o.Commits {
 		a := &g.parts[c.Partition]
-		a.Committed = max(a.Committed, c.Offset)
+		a.Committed = c.Offset
 		if len(c.Unpark) > 0 {
 			a.Parked = slices.DeleteFunc(a.Parked, func(p core.ParkedRecord) bool { return slices.Contains(c.Unpark, p.Offset) })
 			if len(a.Parked) == 0 {

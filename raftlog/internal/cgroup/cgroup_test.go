@@ -70,9 +70,10 @@ func TestGroupAssignmentBalancedAndSticky(t *testing.T) {
 // coordinator: it must not panic, and what decodes must encode back to
 // the same group.
 func FuzzDecode(f *testing.F) {
-	g := New(4)
+	var g *Group
 	for i, m := range []string{"m1", "m2"} {
-		out := g.Apply(&wire.GroupOp{Op: wire.GopJoin, Group: "g", Member: m, Session: 5e9}, int64(i+1))
+		var out core.GroupOutcome
+		out, g = Apply(g, &wire.GroupOp{Op: wire.GopJoin, Group: "g", Member: m, Session: 5e9}, int64(i+1), 4)
 		require.NoError(f, out.Err)
 		f.Add(Encode(nil, g))
 	}
@@ -89,4 +90,78 @@ func FuzzDecode(f *testing.F) {
 		require.NoError(t, err)
 		require.Equal(t, g.State("g"), again.State("g"))
 	})
+}
+
+// apply runs op on g at time t and returns the outcome and the group after.
+func apply(g *Group, op wire.GroupOp, t int64) (core.GroupOutcome, *Group) {
+	if err := op.Check(); err != nil {
+		return core.GroupOutcome{Err: err}, g
+	}
+	return Apply(g, &op, t, 2)
+}
+
+// A group created by a join at offsets starts there; a later join at
+// other offsets changes nothing. Reset and delete are refused while a
+// member is live and apply once its session has expired; a reset moves
+// offsets back and drops the parked records it replays; a commit below
+// the committed offset is refused whole.
+func TestGroupStartResetDeleteAndCommitBehind(t *testing.T) {
+	const sec = int64(1e9)
+	out, g := apply(nil, wire.GroupOp{Op: wire.GopJoinAt, Group: "g", Member: "a", Session: sec, Offsets: []uint64{5, 9}}, 1)
+	require.NoError(t, out.Err)
+	require.Equal(t, []uint64{5, 9}, committed(out.State))
+	out, g = apply(g, wire.GroupOp{Op: wire.GopJoinAt, Group: "g", Member: "b", Session: sec, Offsets: []uint64{0, 0}}, 2)
+	require.NoError(t, out.Err)
+	require.Equal(t, []uint64{5, 9}, committed(out.State), "an existing group keeps its offsets")
+	out, g = apply(g, wire.GroupOp{Op: wire.GopLeave, Group: "g", Member: "b"}, 3)
+	require.NoError(t, out.Err)
+
+	a := out.State.Partitions[1]
+	require.Equal(t, "a", a.Owner)
+	commit := func(off uint64, park ...core.ParkedRecord) error {
+		out, g = apply(g, wire.GroupOp{Op: wire.GopCommit, Group: "g", Member: "a",
+			Commits: []core.OffsetCommit{{Partition: 0, Generation: out.State.Partitions[0].Generation, Offset: 6},
+				{Partition: 1, Generation: a.Generation, Offset: off, Park: park}}}, 4)
+		return out.Err
+	}
+	require.NoError(t, commit(12, core.ParkedRecord{Offset: 3, Key: "k"}, core.ParkedRecord{Offset: 10, Key: "k"}))
+	require.NoError(t, commit(12), "the same offset again (a retry) is accepted")
+	require.ErrorIs(t, commit(11), core.ErrCommitBehind)
+	require.Equal(t, []uint64{6, 12}, committed(out.State), "a refused commit applies nothing")
+
+	for _, op := range []wire.GroupOp{{Op: wire.GopReset, Group: "g", Offsets: []uint64{0, 0}}, {Op: wire.GopDelete, Group: "g"}} {
+		out, g = apply(g, op, 5)
+		require.ErrorIs(t, out.Err, core.ErrGroupActive)
+		require.ErrorContains(t, out.Err, `"g" has 1 (a)`)
+		require.Equal(t, []uint64{6, 12}, committed(out.State))
+	}
+	out, _ = apply(g, wire.GroupOp{Op: wire.GopReset, Group: "g", Offsets: []uint64{0}}, 3*sec)
+	require.ErrorIs(t, out.Err, core.ErrConfig, "one offset per partition")
+
+	gen := out.State.Generation
+	out, g = apply(g, wire.GroupOp{Op: wire.GopReset, Group: "g", Offsets: []uint64{0, 7}}, 3*sec) // a's session is over
+	require.NoError(t, out.Err)
+	require.Empty(t, out.State.Members)
+	require.Equal(t, []uint64{0, 7}, committed(out.State))
+	require.Equal(t, []core.ParkedRecord{{Offset: 3, Key: "k"}}, out.State.Partitions[1].Parked, "the parked record at 10 is replayed")
+	require.Greater(t, out.State.Generation, gen)
+
+	out, g = apply(g, wire.GroupOp{Op: wire.GopDelete, Group: "g"}, 3*sec)
+	require.NoError(t, out.Err)
+	require.Nil(t, g)
+	out, g = apply(g, wire.GroupOp{Op: wire.GopDelete, Group: "g"}, 3*sec)
+	require.NoError(t, out.Err, "deleting a deleted group is a no-op (a retry)")
+	require.Nil(t, g)
+	out, _ = apply(g, wire.GroupOp{Op: wire.GopReset, Group: "g", Offsets: []uint64{0, 0}}, 3*sec)
+	require.ErrorIs(t, out.Err, core.ErrUnknownGroup)
+	out, _ = apply(nil, wire.GroupOp{Op: wire.GopJoinAt, Group: "g", Member: "a", Session: sec, Offsets: []uint64{1, 2, 3}}, 1)
+	require.ErrorIs(t, out.Err, core.ErrConfig, "a start offset per partition")
+}
+
+func committed(s core.GroupState) []uint64 {
+	var out []uint64
+	for _, a := range s.Partitions {
+		out = append(out, a.Committed)
+	}
+	return out
 }

@@ -11,6 +11,17 @@ var (
 	// ErrUnknownMember: the member is not in the group (never joined, left,
 	// or its session expired); it must join again.
 	ErrUnknownMember = errors.New("raftlog: unknown group member")
+	// ErrUnknownGroup: the consumer group does not exist (a reset of a
+	// group nobody joined).
+	ErrUnknownGroup = errors.New("raftlog: unknown consumer group")
+	// ErrGroupActive: a reset or delete of a consumer group that has live
+	// members; stop them (or wait for their sessions to expire) first.
+	// Nothing was changed.
+	ErrGroupActive = errors.New("raftlog: consumer group has live members")
+	// ErrCommitBehind: a commit of an offset below the partition's
+	// committed one. Offsets never move back by a commit; rewinding is a
+	// reset of the stopped group. Nothing of the commit was applied.
+	ErrCommitBehind = errors.New("raftlog: commit below the committed offset")
 )
 
 // StaleGenerationError rejects a commit from a member that no longer owns

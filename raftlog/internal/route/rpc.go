@@ -42,6 +42,9 @@ const (
 	replyStale      byte = 8 // a *StaleGenerationError follows
 	replyMember     byte = 9
 	replyDenied     byte = 10 // the caller may not make this call
+	replyNoGroup    byte = 11
+	replyActive     byte = 12
+	replyBehind     byte = 13
 )
 
 // sentinelReplies map the sentinel errors a leader returns to reply codes
@@ -55,6 +58,9 @@ var sentinelReplies = []struct {
 	{replyDeleted, core.ErrKeyDeleted},
 	{replyMember, core.ErrUnknownMember},
 	{replyDenied, core.ErrUnauthorized},
+	{replyNoGroup, core.ErrUnknownGroup},
+	{replyActive, core.ErrGroupActive},
+	{replyBehind, core.ErrCommitBehind},
 }
 
 // method describes one leader-run call: how its payload finds its shard,

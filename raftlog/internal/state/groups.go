@@ -20,16 +20,17 @@ func (f *Engine) applyGroup(o *wire.GroupOp, t int64) core.GroupOutcome {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	g := f.cgroups[o.Group]
+	was := f.cgroups[o.Group]
+	out, g := cgroup.Apply(was, o, t, f.totalPartitions)
 	if g == nil {
-		if o.Op != wire.GopJoin {
-			return core.GroupOutcome{Err: fmt.Errorf("%w: group %q has no members", core.ErrUnknownMember, o.Group)}
-		}
-		g = cgroup.New(f.totalPartitions)
+		delete(f.cgroups, o.Group)
+	} else {
 		f.cgroups[o.Group] = g
 	}
-	f.mem.groupsDirty[o.Group] = struct{}{}
-	return g.Apply(o, t)
+	if was != nil || g != nil {
+		f.mem.groupsDirty[o.Group] = struct{}{}
+	}
+	return out
 }
 
 // GroupState returns a consumer group as applied on this node.
@@ -61,7 +62,7 @@ func (f *Engine) loadGroups(tx *bolt.Tx) error {
 }
 
 // flushGroups writes the consumer groups a table changed, encoded as of
-// its last index, into tx.
+// its last index, into tx; a group encoded as nil was deleted.
 func flushGroups(tx *bolt.Tx, groups map[string][]byte) error {
 	if len(groups) == 0 {
 		return nil
@@ -77,7 +78,11 @@ func flushGroups(tx *bolt.Tx, groups map[string][]byte) error {
 	sort.Strings(names)
 	var errs []error
 	for _, n := range names {
-		errs = append(errs, b.Put([]byte(n), groups[n]))
+		if groups[n] == nil {
+			errs = append(errs, b.Delete([]byte(n)))
+		} else {
+			errs = append(errs, b.Put([]byte(n), groups[n]))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -165,7 +165,11 @@ func (f *Engine) freeze() {
 	}
 	m.groupsAt = make(map[string][]byte, len(m.groupsDirty))
 	for name := range m.groupsDirty {
-		m.groupsAt[name] = cgroup.Encode(nil, f.cgroups[name])
+		if g := f.cgroups[name]; g != nil {
+			m.groupsAt[name] = cgroup.Encode(nil, g)
+		} else {
+			m.groupsAt[name] = nil // deleted
+		}
 	}
 	f.mu.Lock()
 	f.frozen = m

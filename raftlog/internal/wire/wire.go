@@ -337,6 +337,13 @@ const (
 	GopLeave     byte = 3
 	GopCommit    byte = 4
 	GopRetry     byte = 5
+	// GopJoinAt is a join that names where a group it creates starts: the
+	// offset of every partition. Joining an existing group ignores them.
+	GopJoinAt byte = 6
+	// GopReset sets every partition's committed offset of a group with no
+	// live members; GopDelete removes such a group.
+	GopReset  byte = 7
+	GopDelete byte = 8
 )
 
 // GroupOp is one operation on a consumer group, as carried in a raft entry
@@ -350,6 +357,12 @@ type GroupOp struct {
 	Commits   []core.OffsetCommit // commit
 	Partition core.Partition      // retry
 	Offset    uint64              // retry
+	Offsets   []uint64            // join at, reset: one per partition
+}
+
+// memberless reports an operation of an operator rather than a member.
+func (o *GroupOp) memberless() bool {
+	return o.Op == GopRetry || o.Op == GopReset || o.Op == GopDelete
 }
 
 // Check reports what makes o unfit to apply: an empty or oversized group
@@ -360,10 +373,16 @@ func (o *GroupOp) Check() error {
 	switch {
 	case o.Group == "" || len(o.Group) > core.MaxKeyBytes:
 		return fmt.Errorf("%w: group name of %d bytes (1..%d)", core.ErrConfig, len(o.Group), core.MaxKeyBytes)
-	case o.Op != GopRetry && (o.Member == "" || len(o.Member) > core.MaxKeyBytes):
+	case !o.memberless() && (o.Member == "" || len(o.Member) > core.MaxKeyBytes):
 		return fmt.Errorf("%w: member name of %d bytes (1..%d)", core.ErrConfig, len(o.Member), core.MaxKeyBytes)
-	case o.Op == GopJoin && o.Session <= 0:
+	case o.memberless() && o.Member != "":
+		return fmt.Errorf("%w: a group operation of an operator names no member", core.ErrConfig)
+	case (o.Op == GopJoin || o.Op == GopJoinAt) && o.Session <= 0:
 		return fmt.Errorf("%w: a join needs a positive session timeout", core.ErrConfig)
+	case (o.Op == GopJoinAt || o.Op == GopReset) && (len(o.Offsets) == 0 || len(o.Offsets) > core.MaxPartitions):
+		return fmt.Errorf("%w: %d start offsets (one per partition)", core.ErrConfig, len(o.Offsets))
+	case o.Op < GopJoin || o.Op > GopDelete:
+		return fmt.Errorf("%w: unknown group operation %d", core.ErrConfig, o.Op)
 	}
 	return nil
 }
@@ -395,8 +414,30 @@ func EncodeGroupOp(b []byte, o *GroupOp) []byte {
 	case GopRetry:
 		b = binary.AppendUvarint(b, uint64(o.Partition))
 		b = binary.AppendUvarint(b, o.Offset)
+	case GopJoinAt:
+		b = binary.AppendUvarint(b, uint64(o.Session))
+		b = appendOffsets(b, o.Offsets)
+	case GopReset:
+		b = appendOffsets(b, o.Offsets)
 	}
 	return b
+}
+
+func appendOffsets(b []byte, offs []uint64) []byte {
+	b = binary.AppendUvarint(b, uint64(len(offs)))
+	for _, off := range offs {
+		b = binary.AppendUvarint(b, off)
+	}
+	return b
+}
+
+func (d *Decoder) offsets() []uint64 {
+	n := d.Count(1)
+	offs := make([]uint64, n)
+	for i := range offs {
+		offs[i] = d.Uvarint()
+	}
+	return offs
 }
 
 func AppendParked(b []byte, ps []core.ParkedRecord) []byte {
@@ -448,9 +489,14 @@ func (d *Decoder) GroupOp() GroupOp {
 			}
 			o.Commits = append(o.Commits, c)
 		}
-	case GopLeave:
+	case GopLeave, GopDelete:
 	case GopRetry:
 		o.Partition, o.Offset = core.Partition(d.Uvarint()), d.Uvarint()
+	case GopJoinAt:
+		o.Session = int64(d.Uvarint())
+		o.Offsets = d.offsets()
+	case GopReset:
+		o.Offsets = d.offsets()
 	default:
 		d.Fail()
 	}

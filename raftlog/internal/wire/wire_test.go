@@ -79,7 +79,11 @@ func TestCodecRoundTrip(t *testing.T) {
 			Park: []core.ParkedRecord{{Offset: 2, Key: "k", Error: "e", Attempts: 1}}, Unpark: []uint64{1}}}},
 		{Op: GopLeave, Group: "g", Member: "m"},
 		{Op: GopRetry, Group: "g", Partition: 3, Offset: 9},
+		{Op: GopJoinAt, Group: "g", Member: "m", Session: 5e9, Offsets: []uint64{0, 7, 1 << 40}},
+		{Op: GopReset, Group: "g", Offsets: []uint64{3, 0}},
+		{Op: GopDelete, Group: "g"},
 	} {
+		require.NoError(t, op.Check())
 		tm, got, err := DecodeGroupEntry(EncodeGroupEntry(77, &op))
 		require.NoError(t, err)
 		require.Equal(t, int64(77), tm)
@@ -113,6 +117,8 @@ func FuzzDecoders(f *testing.F) {
 			Park: []core.ParkedRecord{{Offset: 2, Key: "k", Error: "e", Attempts: 1}}, Unpark: []uint64{1}}}}),
 		EncodeGroupEntry(8, &GroupOp{Op: GopHeartbeat, Group: "g", Member: "m", Release: []core.Partition{1, 2}}),
 		EncodeClusterID(uuid.MustParse("0b5e8a3c-52d4-4c39-9d7e-0d6f2b5a7c11")),
+		EncodeGroupEntry(9, &GroupOp{Op: GopJoinAt, Group: "g", Member: "m", Session: 1, Offsets: []uint64{4, 5}}),
+		EncodeGroupEntry(9, &GroupOp{Op: GopReset, Group: "g", Offsets: []uint64{4, 5}}),
 		{}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
 	} {
 		f.Add(s)
@@ -166,5 +172,23 @@ func TestRequestSizeBoundsEncoding(t *testing.T) {
 		{Partition: 1, Key: "k", Records: []core.NewRecord{{Headers: []core.Header{{Key: "a"}, {Value: make([]byte, 200)}}}}},
 	} {
 		require.LessOrEqual(t, len(EncodeRequest(nil, &r)), RequestSize(&r))
+	}
+}
+
+// Check refuses operations that could not apply on any replica: an
+// operator's operation naming a member, a join or reset without offsets,
+// an unknown operation.
+func TestGroupOpCheck(t *testing.T) {
+	for _, op := range []GroupOp{
+		{Op: GopReset, Group: "g"},
+		{Op: GopReset, Group: "g", Member: "m", Offsets: []uint64{1}},
+		{Op: GopDelete, Group: "g", Member: "m"},
+		{Op: GopJoinAt, Group: "g", Member: "m", Session: 1},
+		{Op: GopJoinAt, Group: "g", Member: "m", Offsets: []uint64{1}},
+		{Op: 0, Group: "g", Member: "m"},
+		{Op: 99, Group: "g", Member: "m"},
+		{Op: GopDelete},
+	} {
+		require.ErrorIs(t, op.Check(), core.ErrConfig, "%+v", op)
 	}
 }

@@ -1,4 +1,11 @@
-package projection
+// Package sqlite is the SQLite read model of package projection: a
+// database in a directory, opened with WAL, synchronous=FULL, one writer
+// and a pool of readers, its schema brought up to date by migrations, and
+// rebuilt into a new file that replaces the live one in one step. A local
+// projection keeps its checkpoints in it, in the handler's transactions; a
+// group member may handle its batches in it. It is a package of its own so
+// that importing projection does not link the SQLite driver (cgo).
+package sqlite
 
 import (
 	"context"
@@ -18,7 +25,7 @@ import (
 // WAL, synchronous=FULL, one writer and a pool of readers, its schema
 // brought up to date by the migrations given. A local projection writes it
 // (the checkpoint in the same transaction as the handler's changes);
-// anyone reads it with View.
+// anyone reads it with View. It is a projection.ReadModel.
 //
 // A rebuild writes a new file beside the live one and switches to it in
 // one step: the directory's CURRENT file names the live database, and is
@@ -31,33 +38,16 @@ type DB struct {
 	mu  sync.RWMutex // write-locked only to switch databases
 	cur *sqlitex.DB
 	gen int
+	// shadow is the database a rebuild fills (nil if none), generation
+	// gen+1.
+	shadow *sqlitex.DB
 }
 
-// The tables a projection keeps in its read model, beside the user's.
-const internalSchema = `
-CREATE TABLE IF NOT EXISTS esraft_checkpoints (
-	projection TEXT NOT NULL,
-	partition  INTEGER NOT NULL,
-	next_offset INTEGER NOT NULL,
-	PRIMARY KEY (projection, partition)
-);
-CREATE TABLE IF NOT EXISTS esraft_parked (
-	projection TEXT NOT NULL,
-	partition  INTEGER NOT NULL,
-	offset     INTEGER NOT NULL,
-	stream     TEXT NOT NULL,
-	event_type TEXT NOT NULL,
-	error      TEXT NOT NULL,
-	attempts   INTEGER NOT NULL,
-	parked_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-	PRIMARY KEY (projection, partition, offset)
-);`
-
-// OpenSQLite opens (or creates) the read model kept in dir. migrations
-// are the user's schema, in order: each runs once, in its own transaction.
-func OpenSQLite(ctx context.Context, dir string, migrations ...string) (*DB, error) {
+// Open opens (or creates) the read model kept in dir. migrations are the
+// user's schema, in order: each runs once, in its own transaction.
+func Open(ctx context.Context, dir string, migrations ...string) (*DB, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("projection: %w", err)
+		return nil, fmt.Errorf("projection/sqlite: %w", err)
 	}
 	d := &DB{dir: dir}
 	for _, m := range migrations {
@@ -81,11 +71,7 @@ func (d *DB) fileOf(gen int) string { return filepath.Join(d.dir, fmt.Sprintf("m
 func (d *DB) openGen(ctx context.Context, gen int) (*sqlitex.DB, error) {
 	db, err := sqlitex.Open(ctx, d.fileOf(gen), d.migrations...)
 	if err != nil {
-		return nil, fmt.Errorf("projection: %w", err)
-	}
-	if _, err := db.Write.ExecContext(ctx, internalSchema); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("projection: internal schema: %w", err)
+		return nil, fmt.Errorf("projection/sqlite: %w", err)
 	}
 	return db, nil
 }
@@ -96,11 +82,11 @@ func readCurrent(dir string) (int, error) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("projection: %w", err)
+		return 0, fmt.Errorf("projection/sqlite: %w", err)
 	}
 	gen, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil {
-		return 0, fmt.Errorf("projection: corrupt CURRENT file in %s: %w", dir, err)
+		return 0, fmt.Errorf("projection/sqlite: corrupt CURRENT file in %s: %w", dir, err)
 	}
 	return gen, nil
 }
@@ -135,7 +121,9 @@ func writeCurrent(dir string, gen int) error {
 // abandoned rebuild, or the one a finished rebuild replaced).
 func (d *DB) removeOthers() {
 	entries, _ := os.ReadDir(d.dir)
+	d.mu.RLock()
 	keep := filepath.Base(d.fileOf(d.gen))
+	d.mu.RUnlock()
 	for _, e := range entries {
 		name := e.Name()
 		if strings.HasPrefix(name, "model.") && !strings.HasPrefix(name, keep) {
@@ -161,47 +149,84 @@ func (d *DB) Update(ctx context.Context, fn func(tx *sql.Tx) error) error {
 
 // WriteDB returns the live database's writing pool (one connection), for
 // packages that keep tables beside a handler's state (the outbox relay,
-// the dedup pruner). A database that is rebuilt switches files: use it
-// only with a DB that no local projection rebuilds (a group runner's).
+// the dedup pruner) and for the local projection that writes it. A
+// database that is rebuilt switches files: use it only with a DB that no
+// local projection rebuilds (a group runner's).
 func (d *DB) WriteDB() *sql.DB { return d.live().Write }
 
-// live returns the live database (callers hold no lock: the projection
-// that writes it is stopped before a switch).
+// live returns the live database.
+
 func (d *DB) live() *sqlitex.DB {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	return d.cur
 }
 
-// Close closes the live database.
+// Close closes the live database, and a rebuild's if one is open.
 func (d *DB) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.cur.Close()
+	var err error
+	if d.shadow != nil {
+		err = d.shadow.Close()
+		d.shadow = nil
+	}
+	return errors.Join(err, d.cur.Close())
 }
 
-// newShadow opens a fresh database for a rebuild.
-func (d *DB) newShadow(ctx context.Context) (*sqlitex.DB, int, error) {
-	d.mu.RLock()
+// OpenShadow opens an empty database beside the live one, with the same
+// migrations, for a rebuild, and returns its writing pool (one
+// connection). Reads go on to the live database until PromoteShadow; one
+// shadow at a time.
+func (d *DB) OpenShadow(ctx context.Context) (*sql.DB, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.shadow != nil {
+		return nil, errors.New("projection/sqlite: a rebuild's database is open already")
+	}
 	gen := d.gen + 1
-	d.mu.RUnlock()
 	for _, suffix := range []string{"", "-wal", "-shm"} {
 		os.Remove(d.fileOf(gen) + suffix)
 	}
 	db, err := d.openGen(ctx, gen)
-	return db, gen, err
+	if err != nil {
+		return nil, err
+	}
+	d.shadow = db
+	return db.Write, nil
 }
 
-// switchTo makes the shadow database gen live and closes the old one.
-func (d *DB) switchTo(shadow *sqlitex.DB, gen int) error {
-	if err := writeCurrent(d.dir, gen); err != nil {
-		return fmt.Errorf("projection: switch read model: %w", err)
-	}
+// PromoteShadow makes the shadow database live (the directory's CURRENT
+// file is replaced atomically), then closes and removes the old one.
+func (d *DB) PromoteShadow() error {
 	d.mu.Lock()
+	shadow, gen := d.shadow, d.gen+1
+	if shadow == nil {
+		d.mu.Unlock()
+		return errors.New("projection/sqlite: no rebuild's database to promote")
+	}
+	if err := writeCurrent(d.dir, gen); err != nil {
+		d.mu.Unlock()
+		return fmt.Errorf("projection/sqlite: switch read model: %w", err)
+	}
 	old := d.cur
-	d.cur, d.gen = shadow, gen
+	d.cur, d.gen, d.shadow = shadow, gen, nil
 	d.mu.Unlock()
 	err := old.Close()
+	d.removeOthers()
+	return err
+}
+
+// DropShadow closes and removes the shadow database, if one is open.
+func (d *DB) DropShadow() error {
+	d.mu.Lock()
+	shadow := d.shadow
+	d.shadow = nil
+	d.mu.Unlock()
+	if shadow == nil {
+		return nil
+	}
+	err := shadow.Close()
 	d.removeOthers()
 	return err
 }
