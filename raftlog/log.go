@@ -76,7 +76,7 @@ type shard struct {
 	// (stats.go).
 	leaderChanges atomic.Uint64
 	entrySizes    *core.Histogram
-	obsCh     chan raft.Observation
+	obsCh         chan raft.Observation
 }
 
 // identity is written to Dir on first start and checked on later starts.
