@@ -102,7 +102,7 @@ func New(cfg Config) (*Handler, error) {
 		return nil, err
 	}
 	if cfg.ReadyMaxBehind == 0 {
-		cfg.ReadyMaxBehind = 1024
+		cfg.ReadyMaxBehind = defaultReadyMaxBehind
 	}
 	if cfg.ProbeTimeout <= 0 {
 		cfg.ProbeTimeout = time.Second

@@ -3,7 +3,21 @@ package admin
 import (
 	"fmt"
 	"net/http"
+
+	"github.com/esraft/esraft/eventstore"
 )
+
+// HealthHandler serves /healthz and /readyz alone (no credentials
+// needed), for a service whose admin API is off; New's handler serves
+// them too.
+func HealthHandler(store *eventstore.Store) http.Handler {
+	h := &Handler{cfg: Config{Store: store, ReadyMaxBehind: defaultReadyMaxBehind}, mux: http.NewServeMux()}
+	h.mux.HandleFunc("GET /healthz", h.healthz)
+	h.mux.HandleFunc("GET /readyz", h.readyz)
+	return h
+}
+
+const defaultReadyMaxBehind = 1024
 
 // Health is the body of /healthz and /readyz.
 type Health struct {

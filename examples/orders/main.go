@@ -118,7 +118,7 @@ type app struct {
 	statsDB     *projection.DB
 	projections map[string]*projection.Local
 	notifier    *projection.Group
-	adminToken  string
+	admin       http.Handler // the operations API (admin.go)
 }
 
 // run starts the service and serves until ctx ends; ready, if set, is told
@@ -141,7 +141,7 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string, a *app)) e
 	}
 	defer store.Close()
 
-	a := &app{ctx: ctx, store: store, projections: map[string]*projection.Local{}, adminToken: cfg.adminToken}
+	a := &app{ctx: ctx, store: store, projections: map[string]*projection.Local{}}
 	a.orders = aggregate.NewRepository(store, orders(), aggregate.WithLogger(log))
 	if a.ordersDB, err = projection.OpenSQLite(ctx, filepath.Join(cfg.data, "views", "orders"), ordersSchema...); err != nil {
 		return err
@@ -176,6 +176,9 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string, a *app)) e
 		}
 	}()
 
+	if a.admin, err = a.adminHandler(cfg.adminToken); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.http)
 	if err != nil {
 		return err
