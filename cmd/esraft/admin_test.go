@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/esraft/esraft/admin"
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/projection"
+	"github.com/esraft/esraft/systemtest/wait"
 )
 
 // cli runs the tool in-process against a single-node store's admin API.
@@ -159,4 +162,49 @@ func TestCLIErrors(t *testing.T) {
 	err = run([]string{"status", "--addr", "127.0.0.1:1", "--timeout", "2s"}, &out, &errOut)
 	require.Equal(t, exitUnreachable, exitCode(err))
 	require.Contains(t, err.Error(), "cannot reach")
+}
+
+// TestCLIParkedGroupEvent: a consumer group parks a poison event;
+// parked ls shows it, and parked retry clears it once the handler is
+// mended.
+func TestCLIParkedGroupEvent(t *testing.T) {
+	c := newCLI(t)
+	var broken atomic.Bool
+	broken.Store(true)
+	var handled atomic.Int64
+	g := projection.NewGroup(c.store, "mailer", "m1", func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
+		if ev.Stream == "poison-1" && broken.Load() {
+			return errors.New("template missing")
+		}
+		handled.Add(1)
+		return nil
+	}, projection.GroupOptions{Options: projection.Options{MaxAttempts: 2, Backoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); g.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for _, s := range []string{"poison-1", "fine-1", "fine-2"} {
+		_, err := c.store.Append(context.Background(), s, eventstore.Any, []eventstore.EventData{{Type: "Mail", Data: []byte(`{}`)}})
+		require.NoError(t, err)
+	}
+	var out string
+	wait.Until(t, 30*time.Second, "the poison event parked", func() bool {
+		out, _, _ = c.run("parked", "ls", "--group", "mailer")
+		return strings.Contains(out, "template missing")
+	})
+	require.Regexp(t, `(?m)^\d+\s+\d+\s+poison-1\s+2\s+template missing`, out)
+	fields := strings.Fields(strings.Split(strings.TrimSpace(out), "\n")[1])
+	broken.Store(false)
+	out, errOut, code := c.run("parked", "retry", fields[0], fields[1], "--group", "mailer")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "retry asked of its owner")
+	wait.Until(t, 30*time.Second, "the parked event handled", func() bool {
+		out, _, _ = c.run("parked", "ls", "--group", "mailer", "--json")
+		var l admin.ParkedList
+		return json.Unmarshal([]byte(out), &l) == nil && len(l.Parked) == 0 && handled.Load() == 3
+	})
+	// A retry of what is not parked is a clear not-found.
+	err := run([]string{"parked", "retry", fields[0], fields[1], "--group", "mailer", "--addr", c.addr, "--token", "tok"}, io.Discard, io.Discard)
+	require.Equal(t, exitNotFound, exitCode(err))
+	require.ErrorContains(t, err, `consumer group "mailer" has no parked event at partition`)
 }
