@@ -43,6 +43,7 @@ import (
 	"github.com/esraft/esraft/aggregate"
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/projection"
+	"github.com/esraft/esraft/raftlog"
 )
 
 type config struct {
@@ -52,6 +53,9 @@ type config struct {
 	// adminToken is the bearer token of the admin endpoints; "" turns
 	// them off.
 	adminToken string
+	// handoff bounds the leadership hand-off on shutdown (0: the log's
+	// default; negative: none, shutdown stops raft as a crash would).
+	handoff time.Duration
 	// tls: the cluster name and this node's certificate, key and the
 	// cluster CA, PEM files; all empty for a plaintext cluster port.
 	tlsCluster, tlsCert, tlsKey, tlsCA string
@@ -96,6 +100,7 @@ func main() {
 	flag.StringVar(&cfg.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	flag.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	flag.StringVar(&cfg.adminToken, "admin-token", "", "bearer token for the /admin endpoints (default $ESRAFT_ADMIN_TOKEN; none: the admin endpoints are off)")
+	flag.DurationVar(&cfg.handoff, "handoff-timeout", 0, "bound on handing leadership to another voter at shutdown (default 2s; negative: no hand-off)")
 	flag.Parse()
 	if cfg.adminToken == "" {
 		cfg.adminToken = os.Getenv("ESRAFT_ADMIN_TOKEN")
@@ -219,6 +224,9 @@ func storeOptions(cfg config) ([]eventstore.Option, error) {
 		return nil, errors.New("cluster mode needs both -node and -addr")
 	}
 	opts := []eventstore.Option{eventstore.Node(cfg.node, cfg.addr)}
+	if cfg.handoff != 0 {
+		opts = append(opts, eventstore.LogConfig(func(c *raftlog.Config) { c.HandoffTimeout = cfg.handoff }))
+	}
 	if cfg.peers != "" {
 		var peers []eventstore.Peer
 		for _, p := range strings.Split(cfg.peers, ",") {
