@@ -166,14 +166,8 @@ type Retry struct {
 
 func (h *Handler) retryGroupParked(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("group")
-	p, err := h.partitionParam(r)
-	if err != nil {
-		writeError(w, http.StatusNotFound, "not_found", err.Error())
-		return
-	}
-	off, err := pathUint(r, "offset")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	p, off, ok := h.parkedParams(w, r)
+	if !ok {
 		return
 	}
 	st, ok, err := h.cfg.Store.GroupState(name)
@@ -313,14 +307,8 @@ func (h *Handler) retryProjectionParked(w http.ResponseWriter, r *http.Request) 
 	if !ok {
 		return
 	}
-	part, err := h.partitionParam(r)
-	if err != nil {
-		writeError(w, http.StatusNotFound, "not_found", err.Error())
-		return
-	}
-	off, err := pathUint(r, "offset")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	part, off, ok := h.parkedParams(w, r)
+	if !ok {
 		return
 	}
 	if err := p.Retry(r.Context(), eventstore.Partition(part), off); err != nil {
@@ -338,4 +326,20 @@ func (h *Handler) retryProjectionParked(w http.ResponseWriter, r *http.Request) 
 	}
 	n := len(evs)
 	writeJSON(w, http.StatusOK, Retry{Partition: int(part), Offset: off, Action: "retried", Remaining: &n})
+}
+
+// parkedParams reads the partition and offset of a parked event from the
+// path, answering a 404 or 400 if they are not valid.
+func (h *Handler) parkedParams(w http.ResponseWriter, r *http.Request) (eventstore.Partition, uint64, bool) {
+	p, err := h.partitionParam(r)
+	if err != nil {
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+		return 0, 0, false
+	}
+	off, err := pathUint(r, "offset")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return 0, 0, false
+	}
+	return p, off, true
 }

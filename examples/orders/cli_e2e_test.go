@@ -28,38 +28,11 @@ func TestCLIAgainstThreeNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the service and the CLI and runs three processes")
 	}
-	streams := 10000
-	if v := os.Getenv("ESRAFT_E2E_STREAMS"); v != "" {
-		var err error
-		streams, err = strconv.Atoi(v)
-		require.NoError(t, err)
-	}
+	streams := envInt(t, "ESRAFT_E2E_STREAMS", 10000)
 	dir := t.TempDir()
-	bin, cli := filepath.Join(dir, "orders"), filepath.Join(dir, "esraft")
-	for out, pkg := range map[string]string{bin: ".", cli: "../../cmd/esraft"} {
-		build := exec.Command("go", "build", "-o", out, pkg)
-		build.Stderr = os.Stderr
-		require.NoError(t, build.Run(), "build %s", pkg)
-	}
+	bin, cli := buildBinary(t, dir, "orders", "."), buildBinary(t, dir, "esraft", "../../cmd/esraft")
 	const token = "e2e-token"
-	var cluster, peers []string
-	for i := 0; i < 3; i++ {
-		cluster = append(cluster, freePort(t))
-		peers = append(peers, fmt.Sprintf("n%d=%s", i+1, cluster[i]))
-	}
-	procs := make([]*proc, 3)
-	for i := range procs {
-		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("n%d.log", i+1)))
-		require.NoError(t, err)
-		defer logf.Close()
-		id := fmt.Sprintf("n%d", i+1)
-		p := &proc{http: freePort(t), log: logf}
-		p.args = []string{"-data", filepath.Join(dir, id), "-http", p.http, "-node", id, "-addr", cluster[i],
-			"-peers", strings.Join(peers, ","), "-admin-token", token}
-		procs[i] = p
-		p.start(t, bin)
-		defer p.kill()
-	}
+	procs, cluster := startThree(t, bin, dir, func(string) []string { return []string{"-admin-token", token} })
 	// esraft runs the CLI against node i and returns its stdout; the
 	// command must succeed.
 	esraft := func(i int, args ...string) string {

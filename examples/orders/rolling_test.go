@@ -2,11 +2,7 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,16 +27,8 @@ func TestRollingRestartWritePause(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the service and runs three processes")
 	}
-	rounds := 1
-	if v := os.Getenv("ESRAFT_ROLLING_ROUNDS"); v != "" {
-		var err error
-		rounds, err = strconv.Atoi(v)
-		require.NoError(t, err)
-	}
-	bin := filepath.Join(t.TempDir(), "orders")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	require.NoError(t, build.Run(), "build the service")
+	rounds := envInt(t, "ESRAFT_ROLLING_ROUNDS", 1)
+	bin := buildBinary(t, t.TempDir(), "orders", ".")
 
 	with := rollingRestart(t, bin, rounds, "2s")
 	without := rollingRestart(t, bin, rounds, "-1s")
@@ -63,25 +51,9 @@ func fmtDurations(ds []time.Duration) string {
 // and returns the longest gap between acknowledged writes around each
 // restart (from the SIGTERM until the node is ready again).
 func rollingRestart(t *testing.T, bin string, rounds int, handoff string) []time.Duration {
-	dir := t.TempDir()
-	var cluster, peers []string
-	for i := 0; i < 3; i++ {
-		cluster = append(cluster, freePort(t))
-		peers = append(peers, fmt.Sprintf("n%d=%s", i+1, cluster[i]))
-	}
-	procs := make([]*proc, 3)
-	for i := range procs {
-		id := fmt.Sprintf("n%d", i+1)
-		logf, err := os.Create(filepath.Join(dir, id+".log"))
-		require.NoError(t, err)
-		defer logf.Close()
-		p := &proc{http: freePort(t), log: logf}
-		p.args = []string{"-data", filepath.Join(dir, id), "-http", p.http, "-node", id, "-addr", cluster[i],
-			"-peers", strings.Join(peers, ","), "-handoff-timeout", handoff, "-log-level", "info"}
-		procs[i] = p
-		p.start(t, bin)
-		defer p.kill()
-	}
+	procs, _ := startThree(t, bin, t.TempDir(), func(string) []string {
+		return []string{"-handoff-timeout", handoff, "-log-level", "info"}
+	})
 	ready := func(p *proc) bool {
 		code, err := call("GET", "http://"+p.http+"/readyz", "", nil, nil)
 		return err == nil && code == 200
