@@ -339,3 +339,5 @@ func TestMetricsMoveExactly(t *testing.T) {
 	require.Equal(t, "g", list.Groups[0].Group)
 	require.Equal(t, g.Lag, list.Groups[0].Lag)
 }
+
+func decodeJSON(resp *http.Response, v any) error { return json.NewDecoder(resp.Body).Decode(v) }
