@@ -3,6 +3,7 @@ package raftlog
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -81,7 +82,10 @@ func (l *Log) run(ctx context.Context, req wire.Request) (AppendResult, error) {
 		return AppendResult{}, err
 	}
 	s, _ := l.shardOf(req.Partition)
-	return l.router.Append(ctx, s.Shard, wire.EncodeRequest(make([]byte, 0, wire.RequestSize(&req)), &req))
+	start := time.Now()
+	res, err := l.router.Append(ctx, s.Shard, wire.EncodeRequest(make([]byte, 0, wire.RequestSize(&req)), &req))
+	l.stats.recordAppend(&req, start, err)
+	return res, err
 }
 
 // validate checks an append against the limits and gives records without
@@ -113,10 +117,7 @@ func (l *Log) validate(r *wire.Request) error {
 	}
 	for i := range r.Records {
 		rec := &r.Records[i]
-		size := len(rec.Value)
-		for _, h := range rec.Headers {
-			size += len(h.Key) + len(h.Value)
-		}
+		size := recordSize(rec)
 		if size > l.cfg.MaxRecordBytes {
 			return fmt.Errorf("%w: record %d is %d bytes, limit %d", ErrRecordTooLarge, i, size, l.cfg.MaxRecordBytes)
 		}
@@ -146,4 +147,14 @@ func (l *Log) validate(r *wire.Request) error {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrBatchTooLarge, total, l.cfg.MaxBatchBytes)
 	}
 	return nil
+}
+
+// recordSize is the size of rec that the limits count: its value and
+// headers.
+func recordSize(rec *NewRecord) int {
+	size := len(rec.Value)
+	for _, h := range rec.Headers {
+		size += len(h.Key) + len(h.Value)
+	}
+	return size
 }

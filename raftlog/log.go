@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/esraft/esraft/internal/logging"
 	"github.com/esraft/esraft/internal/mux"
+	"github.com/esraft/esraft/raftlog/internal/core"
 	"github.com/esraft/esraft/raftlog/internal/route"
 	"github.com/esraft/esraft/raftlog/internal/state"
 )
@@ -51,6 +53,7 @@ type Log struct {
 	identMu sync.Mutex
 	ident   identity
 	balance balancer // moves leaders between voters (balance.go)
+	stats   logStats // counters of the append path (stats.go)
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -68,7 +71,12 @@ type shard struct {
 	hasState  bool               // raft state on disk when the node opened
 	transport raft.Transport
 	observer  *raft.Observer
-	obsCh     chan raft.Observation
+	// leaderChanges counts the leader changes this node observed;
+	// entrySizes the appends per raft entry this node proposed as leader
+	// (stats.go).
+	leaderChanges atomic.Uint64
+	entrySizes    *core.Histogram
+	obsCh         chan raft.Observation
 }
 
 // identity is written to Dir on first start and checked on later starts.
@@ -98,7 +106,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Log{cfg: cfg, closing: make(chan struct{}), ident: ident}
+	l := &Log{cfg: cfg, closing: make(chan struct{}), ident: ident, stats: newLogStats()}
 	ok := false
 	defer func() {
 		if !ok {
@@ -283,7 +291,7 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}
-	s := &shard{Shard: &route.Shard{ID: si}}
+	s := &shard{Shard: &route.Shard{ID: si}, entrySizes: core.NewHistogram(entrySizeBounds...)}
 	var err error
 	s.engine, err = state.Open(state.Options{
 		Path: filepath.Join(dir, "fsm.db"), Shard: si, Partitions: l.cfg.Partitions, Shards: l.cfg.Shards,
@@ -389,6 +397,7 @@ func (l *Log) startShard(s *shard, servers []raft.Server, logger hclog.Logger) e
 				if lo, ok := o.Data.(raft.LeaderObservation); ok {
 					l.logger.Info("raftlog: leader changed", "shard", s.ID, "leader", string(lo.LeaderID), "addr", string(lo.LeaderAddr))
 				}
+				s.leaderChanges.Add(1)
 				s.LeaderChanged()
 			case <-l.closing:
 				return
@@ -398,6 +407,7 @@ func (l *Log) startShard(s *shard, servers []raft.Server, logger hclog.Logger) e
 	s.Batcher = route.NewBatcher(s.Raft, route.BatcherConfig{
 		MaxEntryRequests: l.cfg.MaxEntryRequests, MaxEntryBytes: l.cfg.MaxEntryBytes,
 		Linger: l.cfg.Linger, MaxInflight: l.cfg.MaxInflight, CohortWait: l.cfg.CohortWait,
+		EntrySizes: s.entrySizes,
 	})
 	return nil
 }

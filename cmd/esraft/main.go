@@ -1,7 +1,10 @@
-// Command esraft is the esraft command-line tool. Its subcommand certs
-// makes a development certificate authority and node certificates for a
+// Command esraft is the esraft command-line tool: the operations verbs
+// over a node's admin API (package admin), and certs, which makes a
+// development certificate authority and node certificates for a
 // cluster's mutual TLS, without openssl:
 //
+//	go run ./cmd/esraft status --addr 127.0.0.1:8081 --token s3cret
+//	go run ./cmd/esraft streams ls --prefix order- --all
 //	go run ./cmd/esraft certs -dir certs -cluster orders -nodes n1,n2,n3 -workers w1
 //
 // See SECURITY.md for the identity format and for rotating certificates.
@@ -24,24 +27,42 @@ import (
 	"github.com/esraft/esraft/internal/nodecert"
 )
 
-const usage = `usage: esraft <command> [flags]
+const usage = `usage: esraft <command> [subcommand] [flags]
 
-Commands:
-  certs     make a development CA and per-node certificates for mutual TLS
-  schemas   list, show, register and check schemas (ls|show|register|check)
+Commands over a node's admin API (--addr, --token or $ESRAFT_TOKEN, --cert/--key):
+  status        the cluster: nodes, shard leaders, indexes, replicas behind
+  cluster       add | remove | promote | transfer | rebalance
+  streams       ls | show | read
+  partitions    ls | tail
+  groups        ls | describe
+  parked        ls | retry
+  projections   ls | rebuild [--follow]
+Other:
+  certs         make a development CA and per-node certificates for mutual TLS
+  schemas       ls | show | register | check, over a schema registry's REST API
 
-Run 'esraft <command> -h' for a command's flags.
+Tables by default, --json (or -o json) for the API's JSON. Exit codes: 0 done,
+1 refused or failed by the server, 2 bad usage, 3 node unreachable,
+4 not authenticated, 5 not found.
+
+Run 'esraft <command> -h' for a command's subcommands and flags.
 `
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
 		if errors.Is(err, errIncompatible) {
-			os.Exit(1) // the reasons are printed
+			os.Exit(1) // the incompatibilities are printed
 		}
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "esraft:", err)
+		fmt.Fprintln(os.Stderr, "esraft:", err)
+		code := exitUsage
+		var e *exitError
+		if errors.As(err, &e) {
+			code = e.code
 		}
-		os.Exit(2)
+		os.Exit(code)
 	}
 }
 
@@ -55,6 +76,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return certs(args[1:], stdout, stderr)
 	case "schemas":
 		return schemas(args[1:], stdout, stderr)
+	}
+	if verb, ok := verbs[args[0]]; ok {
+		return verb(&client{stdout: stdout, stderr: stderr}, args[1:])
+	}
+	switch args[0] {
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -79,6 +105,12 @@ reload changed files by themselves).
 
 Flags:
 `
+
+// verbs are the commands over the admin API.
+var verbs = map[string]func(c *client, args []string) error{
+	"status": status, "cluster": cluster, "streams": streams, "partitions": partitions,
+	"groups": groups, "parked": parked, "projections": projections,
+}
 
 func certs(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("certs", flag.ContinueOnError)

@@ -38,8 +38,8 @@ type schemaClient struct {
 	http  *http.Client
 }
 
-// apiError is the registry's error body.
-type apiError struct {
+// registryError is the registry's error body.
+type registryError struct {
 	Code    int    `json:"error_code"`
 	Message string `json:"message"`
 }
@@ -72,7 +72,7 @@ func (c *schemaClient) call(method, path string, body, out any) error {
 		return err
 	}
 	if resp.StatusCode >= 300 {
-		var e apiError
+		var e registryError
 		if json.Unmarshal(data, &e) == nil && e.Message != "" {
 			return fmt.Errorf("%s (error_code %d)", e.Message, e.Code)
 		}

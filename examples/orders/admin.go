@@ -1,49 +1,38 @@
 package main
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"net/http"
-	"strings"
+
+	"github.com/esraft/esraft/admin"
 )
 
-// requireAdmin lets a request through to h only with the admin token as
-// a bearer token (Authorization: Bearer <token>). With no token
-// configured the admin endpoints are off (403) rather than open; a
-// missing or wrong token is a 401 with a WWW-Authenticate challenge
-// (RFC 6750). The token is compared in constant time, through SHA-256 so
-// that its length does not show either.
-func requireAdmin(token string, h http.HandlerFunc) http.HandlerFunc {
-	want := sha256.Sum256([]byte(token))
-	return func(w http.ResponseWriter, r *http.Request) {
-		if token == "" {
-			writeJSON(w, http.StatusForbidden, map[string]string{
-				"error": "admin endpoints are disabled: start the service with -admin-token or ESRAFT_ADMIN_TOKEN to enable them"})
-			return
+// adminHandler is the operations API (package admin) of the service,
+// behind the admin bearer token. With no token configured the admin
+// endpoints and /metrics are off (403) rather than open; /healthz and
+// /readyz answer either way.
+//
+// It also sets a.protect, which guards the service's other operator
+// endpoints (the schema registry's changes) the same way.
+func (a *app) adminHandler(token string) (http.Handler, error) {
+	if token == "" {
+		h := http.NewServeMux()
+		off := func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusForbidden, admin.Error{Code: "admin_disabled",
+				Error: "admin endpoints are disabled: start the service with -admin-token or ESRAFT_ADMIN_TOKEN to enable them"})
 		}
-		got, ok := bearerToken(r)
-		if !ok {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="orders admin"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{
-				"error": "admin endpoints need the admin token: send Authorization: Bearer <token>"})
-			return
-		}
-		sum := sha256.Sum256([]byte(got))
-		if subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="orders admin", error="invalid_token"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "the admin token is wrong"})
-			return
-		}
-		h(w, r)
+		a.protect = func(http.HandlerFunc) http.HandlerFunc { return off }
+		h.HandleFunc("/admin/", off)
+		h.HandleFunc("/metrics", off)
+		health := admin.HealthHandler(a.store)
+		h.Handle("/healthz", health)
+		h.Handle("/readyz", health)
+		return h, nil
 	}
-}
-
-// bearerToken is the token of an "Authorization: Bearer <token>" header.
-func bearerToken(r *http.Request) (string, bool) {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
+	h, err := admin.New(admin.Config{Store: a.store, Projections: a.projections, Token: token, Context: a.ctx,
+		Logger: a.store.Logger()})
+	if err != nil {
+		return nil, err
 	}
-	token = strings.TrimSpace(token)
-	return token, token != ""
+	a.protect = h.Protect
+	return h, nil
 }

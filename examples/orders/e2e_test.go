@@ -107,10 +107,7 @@ func TestEndToEndThreeNodeCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the service and runs three processes")
 	}
-	bin := filepath.Join(t.TempDir(), "orders")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	require.NoError(t, build.Run(), "build the service")
+	bin := buildBinary(t, t.TempDir(), "orders", ".")
 
 	hooks := &webhookLog{keys: map[string]map[string]int{}}
 	receiver := httptest.NewServer(hooks)
@@ -122,31 +119,15 @@ func TestEndToEndThreeNodeCluster(t *testing.T) {
 	require.NoError(t, err)
 	caFile := filepath.Join(dir, "ca.pem")
 	require.NoError(t, nodecert.WriteFile(caFile, ca.PEM))
-	var cluster, peers []string
-	for i := 0; i < 3; i++ {
-		cluster = append(cluster, freePort(t))
-		peers = append(peers, fmt.Sprintf("n%d=%s", i+1, cluster[i]))
-	}
-	procs := make([]*proc, 3)
-	for i := range procs {
-		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("n%d.log", i+1)))
-		require.NoError(t, err)
-		defer logf.Close()
-		p := &proc{http: freePort(t), log: logf}
-		id := fmt.Sprintf("n%d", i+1)
+	procs, _ := startThree(t, bin, dir, func(id string) []string {
 		cert, key, err := ca.Issue(nodecert.Identity{Cluster: "orders", Role: nodecert.Voter, NodeID: id}, time.Hour)
 		require.NoError(t, err)
 		certFile, keyFile := filepath.Join(dir, id+".pem"), filepath.Join(dir, id+"-key.pem")
 		require.NoError(t, nodecert.WriteFile(certFile, cert))
 		require.NoError(t, nodecert.WriteFile(keyFile, key))
-		p.args = []string{"-data", filepath.Join(dir, id), "-http", p.http,
-			"-node", id, "-addr", cluster[i], "-peers", strings.Join(peers, ","),
-			"-notify-url", receiver.URL,
+		return []string{"-notify-url", receiver.URL,
 			"-tls-cluster", "orders", "-tls-cert", certFile, "-tls-key", keyFile, "-tls-ca", caFile}
-		procs[i] = p
-		p.start(t, bin)
-		defer p.kill()
-	}
+	})
 	for _, p := range procs {
 		wait.Until(t, 60*time.Second, "node "+p.http+" serving", func() bool {
 			code, err := call("GET", "http://"+p.http+"/status", "", nil, nil)

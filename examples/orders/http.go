@@ -39,7 +39,11 @@ func (a *app) routes() http.Handler {
 	mux.HandleFunc("GET /views/orders/{id}", a.viewOrder)
 	mux.HandleFunc("GET /views/orders", a.listOrders)
 	mux.HandleFunc("GET /views/stats", a.viewStats)
-	mux.HandleFunc("POST /admin/projections/{name}/rebuild", requireAdmin(a.adminToken, a.rebuild))
+	// The operations API (package admin): /admin/..., /metrics,
+	// /healthz, /readyz.
+	for _, path := range []string{"/admin/", "/metrics", "/healthz", "/readyz"} {
+		mux.Handle(path, a.admin)
+	}
 	mux.HandleFunc("GET /status", a.status)
 	mux.Handle("/registry/", http.StripPrefix("/registry", a.registry()))
 	return limitBody(maxBodyBytes, mux)
@@ -51,7 +55,7 @@ func (a *app) routes() http.Handler {
 // every node accepts, so they need the admin token.
 func (a *app) registry() http.Handler {
 	h := schema.Handler(a.schemas)
-	admin := requireAdmin(a.adminToken, h.ServeHTTP)
+	admin := a.protect(h.ServeHTTP)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		changes := r.Method == http.MethodPut || (r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/subjects/"))
 		if changes {
@@ -327,23 +331,6 @@ func (a *app) viewStats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, s)
-}
-
-func (a *app) rebuild(w http.ResponseWriter, r *http.Request) {
-	p, ok := a.projections[r.PathValue("name")]
-	if !ok {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "unknown projection; try orders or stats"})
-		return
-	}
-	if err := p.Rebuild(a.ctx); err != nil {
-		if errors.Is(err, projection.ErrRebuildRunning) {
-			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
-			return
-		}
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"rebuilding": r.PathValue("name")})
 }
 
 func (a *app) status(w http.ResponseWriter, r *http.Request) {

@@ -44,6 +44,7 @@ import (
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/projection"
 	"github.com/esraft/esraft/projection/sqlite"
+	"github.com/esraft/esraft/raftlog"
 	"github.com/esraft/esraft/schema"
 )
 
@@ -54,6 +55,9 @@ type config struct {
 	// adminToken is the bearer token of the admin endpoints; "" turns
 	// them off.
 	adminToken string
+	// handoff bounds the leadership hand-off on shutdown (0: the log's
+	// default; negative: none, shutdown stops raft as a crash would).
+	handoff time.Duration
 	// tls: the cluster name and this node's certificate, key and the
 	// cluster CA, PEM files; all empty for a plaintext cluster port.
 	tlsCluster, tlsCert, tlsKey, tlsCA string
@@ -98,6 +102,7 @@ func main() {
 	flag.StringVar(&cfg.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	flag.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	flag.StringVar(&cfg.adminToken, "admin-token", "", "bearer token for the /admin endpoints (default $ESRAFT_ADMIN_TOKEN; none: the admin endpoints are off)")
+	flag.DurationVar(&cfg.handoff, "handoff-timeout", 0, "bound on handing leadership to another voter at shutdown (default 2s; negative: no hand-off)")
 	flag.Parse()
 	if cfg.adminToken == "" {
 		cfg.adminToken = os.Getenv("ESRAFT_ADMIN_TOKEN")
@@ -121,7 +126,9 @@ type app struct {
 	statsDB     *sqlite.DB
 	projections map[string]*projection.Local
 	notifier    *projection.Group
-	adminToken  string
+	admin       http.Handler // the operations API (admin.go)
+	// protect guards an operator endpoint like the admin API (admin.go).
+	protect func(http.HandlerFunc) http.HandlerFunc
 }
 
 // run starts the service and serves until ctx ends; ready, if set, is told
@@ -161,7 +168,7 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string, a *app)) e
 		return err
 	}
 
-	a := &app{ctx: ctx, store: store, schemas: schemas, projections: map[string]*projection.Local{}, adminToken: cfg.adminToken}
+	a := &app{ctx: ctx, store: store, schemas: schemas, projections: map[string]*projection.Local{}}
 	a.orders = aggregate.NewRepository(store, orderType, aggregate.WithLogger(log))
 	if a.ordersDB, err = sqlite.Open(ctx, filepath.Join(cfg.data, "views", "orders"), ordersSchema...); err != nil {
 		return err
@@ -196,6 +203,9 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string, a *app)) e
 		}
 	}()
 
+	if a.admin, err = a.adminHandler(cfg.adminToken); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.http)
 	if err != nil {
 		return err
@@ -236,6 +246,9 @@ func storeOptions(cfg config) ([]eventstore.Option, error) {
 		return nil, errors.New("cluster mode needs both -node and -addr")
 	}
 	opts := []eventstore.Option{eventstore.Node(cfg.node, cfg.addr)}
+	if cfg.handoff != 0 {
+		opts = append(opts, eventstore.LogConfig(func(c *raftlog.Config) { c.HandoffTimeout = cfg.handoff }))
+	}
 	if cfg.peers != "" {
 		var peers []eventstore.Peer
 		for _, p := range strings.Split(cfg.peers, ",") {

@@ -41,6 +41,7 @@ type Batcher struct {
 	maxBytes   int
 	linger     time.Duration
 	cohortWait time.Duration
+	entrySizes *core.Histogram
 
 	// Written by complete() after it answered an entry's appends: how many
 	// entries it has answered, how many appends the last one held, and
@@ -92,6 +93,9 @@ type BatcherConfig struct {
 	Linger           time.Duration
 	MaxInflight      int
 	CohortWait       time.Duration
+	// EntrySizes, if set, records the number of appends of every entry
+	// answered.
+	EntrySizes *core.Histogram
 }
 
 // NewBatcher returns the group commit of raft r; Start starts it.
@@ -108,6 +112,7 @@ func NewBatcher(r *raft.Raft, cfg BatcherConfig) *Batcher {
 		linger:   cfg.Linger,
 
 		cohortWait: cfg.CohortWait,
+		entrySizes: cfg.EntrySizes,
 	}
 }
 
@@ -281,6 +286,9 @@ func (b *Batcher) complete() {
 		b.lastAnswered.Store(int64(len(e.batch)))
 		b.answeredAt.Store(time.Now().UnixNano())
 		b.answered.Add(1)
+		if b.entrySizes != nil {
+			b.entrySizes.Observe(int64(len(e.batch)))
+		}
 		<-b.slots
 		for i, p := range e.batch {
 			switch {

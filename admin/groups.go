@@ -1,0 +1,345 @@
+package admin
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/projection"
+)
+
+// GroupList is the answer of GET /admin/groups.
+type GroupList struct {
+	Groups []GroupSummary `json:"groups"`
+}
+
+// GroupSummary is one consumer group in a list.
+type GroupSummary struct {
+	Group      string `json:"group"`
+	Generation uint64 `json:"generation"`
+	Members    int    `json:"members"`
+	Lag        uint64 `json:"lag"`
+	Parked     int    `json:"parked"`
+}
+
+// Group is the answer of GET /admin/groups/{group}: the group as this
+// node has applied it, with its lag against this node's heads.
+type Group struct {
+	Group      string           `json:"group"`
+	Generation uint64           `json:"generation"`
+	Members    []GroupMember    `json:"members"`
+	Partitions []GroupPartition `json:"partitions"`
+	Lag        uint64           `json:"lag"`
+	Parked     int              `json:"parked"`
+}
+
+// GroupMember is a live member of a group.
+type GroupMember struct {
+	ID               string    `json:"id"`
+	SessionTimeoutMS int64     `json:"session_timeout_ms"`
+	LastSeen         time.Time `json:"last_seen"`
+	Partitions       []int     `json:"partitions"` // those it owns
+}
+
+// GroupPartition is one partition of a group.
+type GroupPartition struct {
+	Partition  int    `json:"partition"`
+	Owner      string `json:"owner"`
+	Generation uint64 `json:"generation"` // of the owner's grant
+	Next       string `json:"next,omitempty"`
+	Committed  uint64 `json:"committed"`
+	Head       uint64 `json:"head"`
+	Lag        uint64 `json:"lag"`
+	Parked     int    `json:"parked"`
+}
+
+func (h *Handler) group(name string) (Group, bool, error) {
+	st, ok, err := h.cfg.Store.GroupState(name)
+	if err != nil || !ok {
+		return Group{}, ok, err
+	}
+	lags := h.raftLog().Lag(st)
+	g := Group{Group: name, Generation: st.Generation, Members: []GroupMember{}, Partitions: []GroupPartition{}}
+	owned := map[string][]int{}
+	for i, a := range st.Partitions {
+		gp := GroupPartition{Partition: int(a.Partition), Owner: a.Owner, Generation: a.Generation, Committed: a.Committed, Parked: len(a.Parked)}
+		if a.Revoking() {
+			gp.Next = a.Next
+		}
+		if i < len(lags) {
+			gp.Lag = lags[i]
+		}
+		gp.Head = a.Committed + gp.Lag
+		g.Lag += gp.Lag
+		g.Parked += gp.Parked
+		g.Partitions = append(g.Partitions, gp)
+		if a.Owner != "" {
+			owned[a.Owner] = append(owned[a.Owner], int(a.Partition))
+		}
+	}
+	for _, m := range st.Members {
+		g.Members = append(g.Members, GroupMember{ID: m.ID, SessionTimeoutMS: m.SessionTimeout.Milliseconds(), LastSeen: m.LastSeen, Partitions: append([]int{}, owned[m.ID]...)})
+	}
+	return g, true, nil
+}
+
+func (h *Handler) listGroups(w http.ResponseWriter, r *http.Request) {
+	names, err := h.raftLog().GroupNames()
+	if err != nil {
+		h.writeStoreError(w, err)
+		return
+	}
+	out := GroupList{Groups: []GroupSummary{}}
+	for _, n := range names {
+		g, ok, err := h.group(n)
+		if err != nil {
+			h.writeStoreError(w, err)
+			return
+		}
+		if ok {
+			out.Groups = append(out.Groups, GroupSummary{Group: n, Generation: g.Generation, Members: len(g.Members), Lag: g.Lag, Parked: g.Parked})
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Handler) describeGroup(w http.ResponseWriter, r *http.Request) {
+	g, ok, err := h.group(r.PathValue("group"))
+	switch {
+	case err != nil:
+		h.writeStoreError(w, err)
+	case !ok:
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("consumer group %q does not exist", r.PathValue("group")))
+	default:
+		writeJSON(w, http.StatusOK, g)
+	}
+}
+
+// ParkedList is the answer of a parked list.
+type ParkedList struct {
+	Parked []Parked `json:"parked"`
+}
+
+// Parked is an event set aside after failing.
+type Parked struct {
+	Partition int    `json:"partition"`
+	Offset    uint64 `json:"offset"`
+	Stream    string `json:"stream"`
+	Error     string `json:"error"`
+	Attempts  int    `json:"attempts"`
+	// Retrying: a retry was asked and the owner has not handled it yet
+	// (consumer groups only).
+	Retrying bool `json:"retrying,omitempty"`
+}
+
+func (h *Handler) groupParked(w http.ResponseWriter, r *http.Request) {
+	st, ok, err := h.cfg.Store.GroupState(r.PathValue("group"))
+	switch {
+	case err != nil:
+		h.writeStoreError(w, err)
+		return
+	case !ok:
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("consumer group %q does not exist", r.PathValue("group")))
+		return
+	}
+	out := ParkedList{Parked: []Parked{}}
+	for _, a := range st.Partitions {
+		for _, pr := range a.Parked {
+			out.Parked = append(out.Parked, Parked{Partition: int(a.Partition), Offset: pr.Offset, Stream: pr.Key, Error: pr.Error, Attempts: pr.Attempts, Retrying: pr.Retry})
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// Retry is the answer of a parked retry.
+type Retry struct {
+	Partition int    `json:"partition"`
+	Offset    uint64 `json:"offset"`
+	Action    string `json:"action"` // "retry_requested" (groups: the owner retries) or "retried" (projections)
+	// Remaining is how many events stay parked in the projection after
+	// the retry (projections only).
+	Remaining *int `json:"remaining,omitempty"`
+}
+
+func (h *Handler) retryGroupParked(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("group")
+	p, off, ok := h.parkedParams(w, r)
+	if !ok {
+		return
+	}
+	st, ok, err := h.cfg.Store.GroupState(name)
+	if err != nil {
+		h.writeStoreError(w, err)
+		return
+	}
+	parked := false
+	for _, a := range st.Partitions {
+		for _, pr := range a.Parked {
+			parked = parked || (a.Partition == p && pr.Offset == off)
+		}
+	}
+	if !ok || !parked {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("consumer group %q has no parked event at partition %d offset %d", name, p, off))
+		return
+	}
+	if err := h.cfg.Store.RetryParked(r.Context(), name, p, off); err != nil {
+		h.writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, Retry{Partition: int(p), Offset: off, Action: "retry_requested"})
+}
+
+// ProjectionList is the answer of GET /admin/projections.
+type ProjectionList struct {
+	Projections []Projection `json:"projections"`
+}
+
+// Projection is a local projection's state on this node.
+type Projection struct {
+	projection.Status
+	Rebuild *RebuildProgress `json:"rebuild,omitempty"`
+}
+
+// RebuildProgress is a running rebuild's progress.
+type RebuildProgress struct {
+	Replayed uint64    `json:"replayed"`
+	Total    uint64    `json:"total"`
+	Percent  float64   `json:"percent"`
+	Started  time.Time `json:"started"`
+	// Rate is events replayed per second since the start; ETASeconds the
+	// time left at that rate (absent until it is known).
+	Rate       float64  `json:"rate"`
+	ETASeconds *float64 `json:"eta_seconds,omitempty"`
+}
+
+func projectionOf(st projection.Status, now time.Time) Projection {
+	out := Projection{Status: st}
+	if rb := st.Rebuild; rb != nil {
+		p := &RebuildProgress{Replayed: rb.Replayed, Total: rb.Total, Started: rb.Started, Percent: 100}
+		if rb.Total > 0 {
+			p.Percent = min(100, 100*float64(rb.Replayed)/float64(rb.Total))
+		}
+		if el := now.Sub(rb.Started).Seconds(); el > 0 {
+			p.Rate = float64(rb.Replayed) / el
+		}
+		if p.Rate > 0 && rb.Total >= rb.Replayed {
+			eta := float64(rb.Total-rb.Replayed) / p.Rate
+			p.ETASeconds = &eta
+		}
+		out.Rebuild = p
+	}
+	out.Status.Rebuild = nil
+	return out
+}
+
+func (h *Handler) projectionNames() []string {
+	names := make([]string, 0, len(h.cfg.Projections))
+	for n := range h.cfg.Projections {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (h *Handler) listProjections(w http.ResponseWriter, r *http.Request) {
+	out := ProjectionList{Projections: []Projection{}}
+	now := time.Now()
+	for _, n := range h.projectionNames() {
+		out.Projections = append(out.Projections, projectionOf(h.cfg.Projections[n].Status(), now))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// projectionParam is the local projection the path names, or a 404.
+func (h *Handler) projectionParam(w http.ResponseWriter, r *http.Request) (*projection.Local, bool) {
+	p, ok := h.cfg.Projections[r.PathValue("name")]
+	if !ok {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no projection %q on this node (it has %v)", r.PathValue("name"), h.projectionNames()))
+	}
+	return p, ok
+}
+
+func (h *Handler) projectionStatus(w http.ResponseWriter, r *http.Request) {
+	if p, ok := h.projectionParam(w, r); ok {
+		writeJSON(w, http.StatusOK, projectionOf(p.Status(), time.Now()))
+	}
+}
+
+func (h *Handler) rebuild(w http.ResponseWriter, r *http.Request) {
+	p, ok := h.projectionParam(w, r)
+	if !ok {
+		return
+	}
+	// The rebuild outlives the request: it runs until the service stops.
+	if err := p.Rebuild(h.cfg.Context); err != nil {
+		if errors.Is(err, projection.ErrRebuildRunning) {
+			writeError(w, http.StatusConflict, "rebuild_running", err.Error())
+			return
+		}
+		h.writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, projectionOf(p.Status(), time.Now()))
+}
+
+func (h *Handler) projectionParked(w http.ResponseWriter, r *http.Request) {
+	p, ok := h.projectionParam(w, r)
+	if !ok {
+		return
+	}
+	evs, err := p.Parked(r.Context())
+	if err != nil {
+		h.writeStoreError(w, err)
+		return
+	}
+	out := ParkedList{Parked: []Parked{}}
+	for _, e := range evs {
+		out.Parked = append(out.Parked, Parked{Partition: int(e.Partition), Offset: e.Offset, Stream: e.Stream, Error: e.Error, Attempts: e.Attempts})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Handler) retryProjectionParked(w http.ResponseWriter, r *http.Request) {
+	p, ok := h.projectionParam(w, r)
+	if !ok {
+		return
+	}
+	part, off, ok := h.parkedParams(w, r)
+	if !ok {
+		return
+	}
+	if err := p.Retry(r.Context(), eventstore.Partition(part), off); err != nil {
+		if errors.Is(err, projection.ErrNotParked) {
+			writeError(w, http.StatusNotFound, "not_found", err.Error())
+			return
+		}
+		h.writeStoreError(w, err)
+		return
+	}
+	evs, err := p.Parked(r.Context())
+	if err != nil {
+		h.writeStoreError(w, err)
+		return
+	}
+	n := len(evs)
+	writeJSON(w, http.StatusOK, Retry{Partition: int(part), Offset: off, Action: "retried", Remaining: &n})
+}
+
+// parkedParams reads the partition and offset of a parked event from the
+// path, answering a 404 or 400 if they are not valid.
+func (h *Handler) parkedParams(w http.ResponseWriter, r *http.Request) (eventstore.Partition, uint64, bool) {
+	p, err := h.partitionParam(r)
+	if err != nil {
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+		return 0, 0, false
+	}
+	off, err := pathUint(r, "offset")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return 0, 0, false
+	}
+	return p, off, true
+}

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/esraft/esraft/admin"
+	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/projection"
+	"github.com/esraft/esraft/projection/sqlite"
+	"github.com/esraft/esraft/systemtest/wait"
+)
+
+// cli runs the tool in-process against a single-node store's admin API.
+type cli struct {
+	t     *testing.T
+	addr  string
+	store *eventstore.Store
+}
+
+func newCLI(t *testing.T) *cli {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	store, err := eventstore.Open(ctx, t.TempDir(), eventstore.Partitions(4))
+	require.NoError(t, err)
+	t.Cleanup(func() { store.Close() })
+	db, err := sqlite.Open(ctx, t.TempDir(), `CREATE TABLE n (id TEXT PRIMARY KEY)`)
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	p := projection.NewLocal(store, db, "count", func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
+		_, err := projection.Exec(ctx, tx, `INSERT INTO n (id) VALUES (?)`, ev.ID.String())
+		return err
+	}, projection.Options{BatchSize: 50})
+	done := make(chan struct{})
+	go func() { defer close(done); p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	h, err := admin.New(admin.Config{Store: store, Projections: map[string]*projection.Local{"count": p}, Token: "tok", Context: ctx})
+	require.NoError(t, err)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return &cli{t: t, addr: srv.URL, store: store}
+}
+
+// run runs the tool with the connection flags; it returns stdout, stderr
+// and the exit code main would give.
+func (c *cli) run(args ...string) (string, string, int) {
+	var out, errOut bytes.Buffer
+	args = append(args, "--addr", c.addr, "--token", "tok")
+	err := run(args, &out, &errOut)
+	return out.String(), errOut.String(), exitCode(err)
+}
+
+func exitCode(err error) int {
+	var e *exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &e):
+		return e.code
+	}
+	return exitUsage
+}
+
+func TestCLIVerbs(t *testing.T) {
+	c := newCLI(t)
+	ctx := context.Background()
+	for i := range 250 {
+		_, err := c.store.Append(ctx, fmt.Sprintf("order-%d", i), eventstore.Any, []eventstore.EventData{{Type: "Placed", Data: []byte(`{}`)}})
+		require.NoError(t, err)
+	}
+
+	out, _, code := c.run("status")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "voter")
+	require.Regexp(t, `(?m)^SHARD\s+LEADER`, out)
+
+	// streams ls pages through every stream with --all.
+	out, errOut, code := c.run("streams", "ls", "--prefix", "order-", "--limit", "100", "--all")
+	require.Equal(t, 0, code, errOut)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 251) // header + 250
+	require.Contains(t, errOut, "250 stream(s)")
+	require.True(t, strings.HasPrefix(lines[1], "order-0 "))
+	require.True(t, strings.HasPrefix(lines[250], "order-249 "))
+	// One page, and where the next starts.
+	out, errOut, code = c.run("streams", "ls", "--category", "order", "--limit", "10")
+	require.Equal(t, 0, code)
+	require.Len(t, strings.Split(strings.TrimSpace(out), "\n"), 11)
+	require.Contains(t, errOut, `more: --after "order-9"`)
+
+	out, _, code = c.run("streams", "show", "order-7", "--json")
+	require.Equal(t, 0, code)
+	var info admin.StreamInfo
+	require.NoError(t, json.Unmarshal([]byte(out), &info))
+	require.Equal(t, uint64(1), info.Version)
+
+	out, _, code = c.run("streams", "read", "order-7")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "Placed")
+
+	out, _, code = c.run("partitions", "ls", "-o", "json")
+	require.Equal(t, 0, code)
+	var parts admin.PartitionList
+	require.NoError(t, json.Unmarshal([]byte(out), &parts))
+	require.Len(t, parts.Partitions, 4)
+
+	out, errOut, code = c.run("partitions", "tail", "0", "--from", "0", "--count", "3")
+	require.Equal(t, 0, code, errOut)
+	require.Len(t, strings.Split(strings.TrimSpace(out), "\n"), 3)
+
+	_, err := c.store.JoinGroup(ctx, "billing", "m1", 10*time.Second)
+	require.NoError(t, err)
+	out, _, code = c.run("groups", "ls")
+	require.Equal(t, 0, code)
+	require.Regexp(t, `(?m)^billing\s+\d+\s+1\s+250\s+0`, out)
+	out, _, code = c.run("groups", "describe", "billing")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "m1")
+
+	out, _, code = c.run("parked", "ls", "--projection", "count")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "PARTITION")
+
+	out, errOut, code = c.run("projections", "rebuild", "count", "--follow", "--interval", "20ms")
+	require.Equal(t, 0, code, errOut)
+	require.True(t, strings.HasSuffix(strings.TrimSpace(out), "100.0% done"), out)
+}
+
+func TestCLIErrors(t *testing.T) {
+	c := newCLI(t)
+	var out, errOut bytes.Buffer
+	err := run([]string{"status", "--addr", c.addr}, &out, &errOut)
+	require.Equal(t, exitAuth, exitCode(err))
+	require.Contains(t, err.Error(), "admin token")
+
+	_, _, code := c.run("streams", "show", "nope")
+	require.Equal(t, exitNotFound, code)
+	_, _, code = c.run("groups", "describe", "nope")
+	require.Equal(t, exitNotFound, code)
+	_, _, code = c.run("streams", "ls", "--prefix", "a", "--category", "b")
+	require.Equal(t, exitUsage, code)
+	_, _, code = c.run("parked", "ls")
+	require.Equal(t, exitUsage, code)
+	_, _, code = c.run("cluster", "transfer")
+	require.Equal(t, exitUsage, code)
+	_, _, code = c.run("cluster", "frobnicate")
+	require.Equal(t, exitUsage, code)
+	_, _, code = c.run("streams", "show")
+	require.Equal(t, exitUsage, code)
+
+	err = run([]string{"status", "--addr", "127.0.0.1:1", "--timeout", "2s"}, &out, &errOut)
+	require.Equal(t, exitUnreachable, exitCode(err))
+	require.Contains(t, err.Error(), "cannot reach")
+}
+
+// TestCLIParkedGroupEvent: a consumer group parks a poison event;
+// parked ls shows it, and parked retry clears it once the handler is
+// mended.
+func TestCLIParkedGroupEvent(t *testing.T) {
+	c := newCLI(t)
+	var broken atomic.Bool
+	broken.Store(true)
+	var handled atomic.Int64
+	g := projection.NewGroup(c.store, "mailer", "m1", func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
+		if ev.Stream == "poison-1" && broken.Load() {
+			return errors.New("template missing")
+		}
+		handled.Add(1)
+		return nil
+	}, projection.GroupOptions{Options: projection.Options{MaxAttempts: 2, Backoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); g.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for _, s := range []string{"poison-1", "fine-1", "fine-2"} {
+		_, err := c.store.Append(context.Background(), s, eventstore.Any, []eventstore.EventData{{Type: "Mail", Data: []byte(`{}`)}})
+		require.NoError(t, err)
+	}
+	var out string
+	wait.Until(t, 30*time.Second, "the poison event parked", func() bool {
+		out, _, _ = c.run("parked", "ls", "--group", "mailer")
+		return strings.Contains(out, "template missing")
+	})
+	require.Regexp(t, `(?m)^\d+\s+\d+\s+poison-1\s+2\s+template missing`, out)
+	fields := strings.Fields(strings.Split(strings.TrimSpace(out), "\n")[1])
+	broken.Store(false)
+	out, errOut, code := c.run("parked", "retry", fields[0], fields[1], "--group", "mailer")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "retry asked of its owner")
+	wait.Until(t, 30*time.Second, "the parked event handled", func() bool {
+		out, _, _ = c.run("parked", "ls", "--group", "mailer", "--json")
+		var l admin.ParkedList
+		return json.Unmarshal([]byte(out), &l) == nil && len(l.Parked) == 0 && handled.Load() == 3
+	})
+	// A retry of what is not parked is a clear not-found.
+	err := run([]string{"parked", "retry", fields[0], fields[1], "--group", "mailer", "--addr", c.addr, "--token", "tok"}, io.Discard, io.Discard)
+	require.Equal(t, exitNotFound, exitCode(err))
+	require.ErrorContains(t, err, `consumer group "mailer" has no parked event at partition`)
+}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// buildBinary builds package pkg into dir and returns the binary's path.
+func buildBinary(t *testing.T, dir, name, pkg string) string {
+	t.Helper()
+	bin := filepath.Join(dir, name)
+	build := exec.Command("go", "build", "-o", bin, pkg)
+	build.Stderr = os.Stderr
+	require.NoError(t, build.Run(), "build %s", pkg)
+	return bin
+}
+
+// envInt is the integer in environment variable name, def if unset.
+func envInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	require.NoError(t, err, "$%s", name)
+	return n
+}
+
+// startThree starts three service processes n1..n3 from bin, with data
+// and logs in dir, bootstrapped together: each gets -data, -http, -node,
+// -addr and -peers, plus what extra returns for its ID. It returns the
+// processes (killed at the test's end) and their cluster addresses.
+func startThree(t *testing.T, bin, dir string, extra func(id string) []string) ([]*proc, []string) {
+	t.Helper()
+	var cluster, peers []string
+	for i := 0; i < 3; i++ {
+		cluster = append(cluster, freePort(t))
+		peers = append(peers, fmt.Sprintf("n%d=%s", i+1, cluster[i]))
+	}
+	procs := make([]*proc, 3)
+	for i := range procs {
+		id := fmt.Sprintf("n%d", i+1)
+		logf, err := os.Create(filepath.Join(dir, id+".log"))
+		require.NoError(t, err)
+		t.Cleanup(func() { logf.Close() })
+		p := &proc{http: freePort(t), log: logf}
+		p.args = append([]string{"-data", filepath.Join(dir, id), "-http", p.http,
+			"-node", id, "-addr", cluster[i], "-peers", strings.Join(peers, ",")}, extra(id)...)
+		procs[i] = p
+		p.start(t, bin)
+		t.Cleanup(p.kill)
+	}
+	return procs, cluster
+}
