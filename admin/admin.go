@@ -154,6 +154,8 @@ func (h *Handler) routes() {
 
 	m.HandleFunc("GET /admin/groups", h.auth(h.listGroups))
 	m.HandleFunc("GET /admin/groups/{group}", h.auth(h.describeGroup))
+	m.HandleFunc("DELETE /admin/groups/{group}", h.auth(h.deleteGroup))
+	m.HandleFunc("POST /admin/groups/{group}/reset", h.auth(h.resetGroup))
 	m.HandleFunc("GET /admin/groups/{group}/parked", h.auth(h.groupParked))
 	m.HandleFunc("POST /admin/groups/{group}/parked/{partition}/{offset}/retry", h.auth(h.retryGroupParked))
 

@@ -64,7 +64,9 @@ func newNode(t *testing.T) *node {
 func (n *node) call(t *testing.T, method, path string, body any, out any) int {
 	t.Helper()
 	var rd io.Reader
-	if body != nil {
+	if raw, ok := body.(rawBody); ok {
+		rd = strings.NewReader(string(raw))
+	} else if body != nil {
 		b, err := json.Marshal(body)
 		require.NoError(t, err)
 		rd = strings.NewReader(string(b))
@@ -82,6 +84,9 @@ func (n *node) call(t *testing.T, method, path string, body any, out any) int {
 	}
 	return resp.StatusCode
 }
+
+// rawBody is a request body call sends as it is, not as JSON.
+type rawBody string
 
 func (n *node) appendEvents(t *testing.T, stream string, k int) {
 	t.Helper()

@@ -61,6 +61,12 @@ func (h *Handler) group(name string) (Group, bool, error) {
 	if err != nil || !ok {
 		return Group{}, ok, err
 	}
+	return h.groupOf(name, st), true, nil
+}
+
+// groupOf is the answer form of st, with its lag against this node's
+// heads.
+func (h *Handler) groupOf(name string, st eventstore.ConsumerGroupState) Group {
 	lags := h.raftLog().Lag(st)
 	g := Group{Group: name, Generation: st.Generation, Members: []GroupMember{}, Partitions: []GroupPartition{}}
 	owned := map[string][]int{}
@@ -83,7 +89,7 @@ func (h *Handler) group(name string) (Group, bool, error) {
 	for _, m := range st.Members {
 		g.Members = append(g.Members, GroupMember{ID: m.ID, SessionTimeoutMS: m.SessionTimeout.Milliseconds(), LastSeen: m.LastSeen, Partitions: append([]int{}, owned[m.ID]...)})
 	}
-	return g, true, nil
+	return g
 }
 
 func (h *Handler) listGroups(w http.ResponseWriter, r *http.Request) {
