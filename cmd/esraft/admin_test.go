@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -208,4 +209,144 @@ func TestCLIParkedGroupEvent(t *testing.T) {
 	err := run([]string{"parked", "retry", fields[0], fields[1], "--group", "mailer", "--addr", c.addr, "--token", "tok"}, io.Discard, io.Discard)
 	require.Equal(t, exitNotFound, exitCode(err))
 	require.ErrorContains(t, err, `consumer group "mailer" has no parked event at partition`)
+}
+
+// runErr runs the tool with the connection flags and returns stdout and
+// the error main would print.
+func (c *cli) runErr(args ...string) (string, error) {
+	var out bytes.Buffer
+	err := run(append(args, "--addr", c.addr, "--token", "tok"), &out, io.Discard)
+	return out.String(), err
+}
+
+// withTerminal makes the verbs ask for confirmation on in (nil: no
+// terminal) for the rest of the test.
+func withTerminal(t *testing.T, in io.Reader) {
+	old := terminal
+	terminal = func() io.Reader { return in }
+	t.Cleanup(func() { terminal = old })
+}
+
+// TestCLIGroupResetAndDelete: a consumer group handles N events and is
+// stopped; groups reset --to-earliest makes it handle each of them once
+// more when started again. A reset while a member is live is refused
+// with the members named; without --yes the verbs ask, and refuse with no
+// terminal; delete removes the group.
+func TestCLIGroupResetAndDelete(t *testing.T) {
+	c := newCLI(t)
+	const n = 40
+	for i := range n {
+		_, err := c.store.Append(context.Background(), fmt.Sprintf("invoice-%d", i%10), eventstore.Any, []eventstore.EventData{{Type: "Billed", Data: []byte(`{}`)}})
+		require.NoError(t, err)
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	total := func() (events, handled int) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, k := range seen {
+			handled += k
+		}
+		return len(seen), handled
+	}
+	start := func() (stop func()) {
+		g := projection.NewGroup(c.store, "billing", "m1", func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
+			mu.Lock()
+			seen[ev.ID.String()]++
+			mu.Unlock()
+			return nil
+		}, projection.GroupOptions{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); g.Run(ctx) }()
+		var once sync.Once
+		stop = func() { once.Do(func() { cancel(); <-done }) }
+		t.Cleanup(stop)
+		return stop
+	}
+	lagZero := func() bool {
+		out, _, code := c.run("groups", "describe", "billing", "--json")
+		var g admin.Group
+		return code == 0 && json.Unmarshal([]byte(out), &g) == nil && g.Lag == 0 && len(g.Partitions) > 0
+	}
+
+	stop := start()
+	wait.Until(t, 30*time.Second, "every event handled once", func() bool {
+		events, handled := total()
+		return events == n && handled == n && lagZero()
+	})
+
+	// Refused while m1 is live: nothing changes.
+	_, err := c.runErr("groups", "reset", "billing", "--to-earliest", "--yes")
+	require.Equal(t, exitFailed, exitCode(err))
+	require.ErrorContains(t, err, `consumer group "billing" has live members (m1): stop them`)
+	require.ErrorContains(t, err, "HTTP 409")
+	_, err = c.runErr("groups", "delete", "billing", "--yes")
+	require.Equal(t, exitFailed, exitCode(err))
+	require.ErrorContains(t, err, "live members (m1)")
+	require.True(t, lagZero())
+
+	stop()
+	// No terminal and no --yes: refused before anything is sent.
+	withTerminal(t, nil)
+	_, err = c.runErr("groups", "reset", "billing", "--to-earliest")
+	require.Equal(t, exitUsage, exitCode(err))
+	require.ErrorContains(t, err, "give --yes")
+	// Asked, and not confirmed.
+	withTerminal(t, strings.NewReader("n\n"))
+	_, err = c.runErr("groups", "reset", "billing", "--to-earliest")
+	require.Equal(t, exitFailed, exitCode(err))
+	require.ErrorContains(t, err, "not confirmed; nothing was changed")
+	require.True(t, lagZero())
+	// Bad usage.
+	for _, args := range [][]string{
+		{"groups", "reset", "billing", "--yes"},
+		{"groups", "reset", "billing", "--to-earliest", "--to-latest", "--yes"},
+		{"groups", "reset", "billing", "--to-time", "yesterday", "--yes"},
+		{"groups", "reset", "billing", "--to-offsets", "1,x", "--yes"},
+	} {
+		_, err = c.runErr(args...)
+		require.Equal(t, exitUsage, exitCode(err), args)
+	}
+	// The server checks the offsets against the log: 4 partitions.
+	_, err = c.runErr("groups", "reset", "billing", "--to-offsets", "0,0", "--yes")
+	require.Equal(t, exitFailed, exitCode(err))
+	require.ErrorContains(t, err, "give one per partition")
+
+	out, err := c.runErr("groups", "reset", "billing", "--to-earliest", "--yes")
+	require.NoError(t, err)
+	require.Contains(t, out, "group billing reset to earliest: generation")
+	require.Contains(t, out, fmt.Sprintf("lag %d,", n))
+	require.Regexp(t, `(?m)^PARTITION\s+OWNER`, out)
+
+	stop = start()
+	wait.Until(t, 30*time.Second, "every event handled twice", func() bool {
+		_, handled := total()
+		return handled == 2*n && lagZero()
+	})
+	stop()
+	mu.Lock()
+	for id, k := range seen {
+		require.Equal(t, 2, k, "event %s", id)
+	}
+	require.Len(t, seen, n)
+	mu.Unlock()
+
+	// --json gives the API's answer; a confirmed delete removes the group.
+	out, err = c.runErr("groups", "reset", "billing", "--to-latest", "--yes", "--json")
+	require.NoError(t, err)
+	var g admin.Group
+	require.NoError(t, json.Unmarshal([]byte(out), &g))
+	require.Zero(t, g.Lag)
+	withTerminal(t, strings.NewReader("y\n"))
+	out, err = c.runErr("groups", "delete", "billing")
+	require.NoError(t, err)
+	require.Equal(t, "group billing deleted\n", out)
+	_, err = c.runErr("groups", "describe", "billing")
+	require.Equal(t, exitNotFound, exitCode(err))
+	require.ErrorContains(t, err, `consumer group "billing" does not exist`)
+	_, err = c.runErr("groups", "delete", "billing", "--yes")
+	require.Equal(t, exitNotFound, exitCode(err))
+	_, err = c.runErr("groups", "reset", "billing", "--to-earliest", "--yes")
+	require.Equal(t, exitNotFound, exitCode(err))
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -52,6 +53,41 @@ type client struct {
 	timeout           time.Duration
 	http              *http.Client
 	stdout, stderr    io.Writer
+	// terminal is where a verb that changes state asks for confirmation
+	// (the standard input when it is a terminal); nil: there is none.
+	terminal io.Reader
+}
+
+// confirm asks question on the terminal before verb changes state, unless
+// yes (--yes). Without a terminal it refuses, as it cannot ask; an answer
+// other than y or yes stops the verb before it sends anything.
+func (c *client) confirm(verb string, yes bool, question string) error {
+	if yes {
+		return nil
+	}
+	if c.terminal == nil {
+		return usageErr("%s: no terminal to confirm on: give --yes to proceed", verb)
+	}
+	fmt.Fprintf(c.stderr, "%s [y/N] ", question)
+	answer, err := bufio.NewReader(io.LimitReader(c.terminal, 1<<10)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return &exitError{exitFailed, fmt.Errorf("%s: reading the answer: %w", verb, err)}
+	}
+	switch strings.ToLower(strings.TrimSpace(answer)) {
+	case "y", "yes":
+		return nil
+	}
+	return &exitError{exitFailed, fmt.Errorf("%s: not confirmed; nothing was changed", verb)}
+}
+
+// stdinTerminal is the standard input if it is a terminal (a character
+// device), else nil.
+func stdinTerminal() io.Reader {
+	fi, err := os.Stdin.Stat()
+	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return nil
+	}
+	return os.Stdin
 }
 
 // parse parses args for verb (usage: its synopsis and description) with

@@ -34,7 +34,7 @@ Commands over a node's admin API (--addr, --token or $ESRAFT_TOKEN, --cert/--key
   cluster       add | remove | promote | transfer | rebalance
   streams       ls | show | read
   partitions    ls | tail
-  groups        ls | describe
+  groups        ls | describe | reset | delete
   parked        ls | retry
   projections   ls | rebuild [--follow]
 Other:
@@ -78,7 +78,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return schemas(args[1:], stdout, stderr)
 	}
 	if verb, ok := verbs[args[0]]; ok {
-		return verb(&client{stdout: stdout, stderr: stderr}, args[1:])
+		return verb(&client{stdout: stdout, stderr: stderr, terminal: terminal()}, args[1:])
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
@@ -105,6 +105,9 @@ reload changed files by themselves).
 
 Flags:
 `
+
+// terminal is where verbs ask for confirmation (tests replace it).
+var terminal = stdinTerminal
 
 // verbs are the commands over the admin API.
 var verbs = map[string]func(c *client, args []string) error{

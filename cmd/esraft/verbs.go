@@ -399,8 +399,13 @@ Subcommands:
                            parked events
   describe GROUP           members, generation, and per partition the owner, committed
                            offset, head and lag
+  reset GROUP (--to-earliest | --to-latest | --to-time T | --to-offsets O,O,...) [--yes]
+                           move every partition of a stopped group: back to replay,
+                           forward to skip (T: RFC 3339; offsets: one per partition)
+  delete GROUP [--yes]     remove a stopped group: its offsets and parked events
 
-Resetting and deleting a group are not offered: the log has no such operation yet.
+reset and delete are refused while the group has live members: stop them first.
+They ask for confirmation unless --yes is given, and refuse without a terminal.
 `
 
 func groups(c *client, args []string) error {
@@ -436,13 +441,95 @@ func groups(c *client, args []string) error {
 					row(t, m.ID, joinInts(m.Partitions), time.Duration(m.SessionTimeoutMS)*time.Millisecond, m.LastSeen.Format(time.RFC3339))
 				}
 				fmt.Fprintln(t)
-				row(t, "PARTITION", "OWNER", "GENERATION", "COMMITTED", "HEAD", "LAG", "PARKED", "MOVING TO")
-				for _, p := range g.Partitions {
-					row(t, p.Partition, orDash(p.Owner), p.Generation, p.Committed, p.Head, p.Lag, p.Parked, orDash(p.Next))
-				}
+				groupPartitions(t, g)
 			})
 		},
+		"reset":  groupsReset,
+		"delete": groupsDelete,
 	}, args)
+}
+
+// groupPartitions writes the partition table of a group.
+func groupPartitions(t *tabwriter.Writer, g admin.Group) {
+	row(t, "PARTITION", "OWNER", "GENERATION", "COMMITTED", "HEAD", "LAG", "PARKED", "MOVING TO")
+	for _, p := range g.Partitions {
+		row(t, p.Partition, orDash(p.Owner), p.Generation, p.Committed, p.Head, p.Lag, p.Parked, orDash(p.Next))
+	}
+}
+
+func groupsReset(c *client, args []string) error {
+	var earliest, latest, yes bool
+	var at, offsets string
+	pos, err := c.parse("groups reset", "groups reset GROUP (--to-earliest | --to-latest | --to-time T | --to-offsets O,O,...) [--yes] [flags]", args, 1, func(fs *flag.FlagSet) {
+		fs.BoolVar(&earliest, "to-earliest", false, "replay from the start of every partition")
+		fs.BoolVar(&latest, "to-latest", false, "skip to the head of every partition (only new events)")
+		fs.StringVar(&at, "to-time", "", "from the first event at or after this time (RFC 3339)")
+		fs.StringVar(&offsets, "to-offsets", "", "partition p from the p-th offset (comma-separated, one per partition)")
+		fs.BoolVar(&yes, "yes", false, "do not ask for confirmation")
+	})
+	if err != nil {
+		return err
+	}
+	var req admin.ResetRequest
+	var chosen []string
+	if earliest {
+		req.To, chosen = "earliest", append(chosen, "--to-earliest")
+	}
+	if latest {
+		req.To, chosen = "latest", append(chosen, "--to-latest")
+	}
+	if at != "" {
+		tm, err := time.Parse(time.RFC3339Nano, at)
+		if err != nil {
+			return usageErr("groups reset: --to-time %q is not an RFC 3339 time (e.g. 2026-11-29T14:00:00Z)", at)
+		}
+		req.To, req.Time, chosen = "time", &tm, append(chosen, "--to-time")
+	}
+	if offsets != "" {
+		for _, f := range strings.Split(offsets, ",") {
+			o, err := strconv.ParseUint(strings.TrimSpace(f), 10, 64)
+			if err != nil {
+				return usageErr("groups reset: --to-offsets: %q is not an offset", f)
+			}
+			req.Offsets = append(req.Offsets, o)
+		}
+		req.To, chosen = "offsets", append(chosen, "--to-offsets")
+	}
+	if len(chosen) != 1 {
+		return usageErr("groups reset: give exactly one of --to-earliest, --to-latest, --to-time, --to-offsets (got %d)", len(chosen))
+	}
+	group := pos[0]
+	where := map[string]string{"earliest": "the earliest offsets (every event is handled again)", "latest": "the latest offsets (events not yet handled are skipped)", "time": "the first events at or after " + at, "offsets": "offsets " + offsets}[req.To]
+	if err := c.confirm("groups reset", yes, fmt.Sprintf("Reset consumer group %q to %s?", group, where)); err != nil {
+		return err
+	}
+	var g admin.Group
+	if err := c.post("POST", "/admin/groups/"+url.PathEscape(group)+"/reset", req, &g); err != nil {
+		return err
+	}
+	return c.print(g, func(t *tabwriter.Writer) {
+		fmt.Fprintf(t, "group %s reset to %s: generation %d, lag %d, parked %d\n\n", g.Group, req.To, g.Generation, g.Lag, g.Parked)
+		groupPartitions(t, g)
+	})
+}
+
+func groupsDelete(c *client, args []string) error {
+	var yes bool
+	pos, err := c.parse("groups delete", "groups delete GROUP [--yes] [flags]", args, 1, func(fs *flag.FlagSet) {
+		fs.BoolVar(&yes, "yes", false, "do not ask for confirmation")
+	})
+	if err != nil {
+		return err
+	}
+	group := pos[0]
+	if err := c.confirm("groups delete", yes, fmt.Sprintf("Delete consumer group %q with its committed offsets and parked events?", group)); err != nil {
+		return err
+	}
+	var out admin.GroupDeleted
+	if err := c.post("DELETE", "/admin/groups/"+url.PathEscape(group), nil, &out); err != nil {
+		return err
+	}
+	return c.print(out, func(t *tabwriter.Writer) { fmt.Fprintf(t, "group %s %s\n", out.Group, out.Action) })
 }
 
 const parkedUsage = `usage: esraft parked <subcommand> (--group G | --projection P) [flags]
