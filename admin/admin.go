@@ -12,7 +12,9 @@
 // Every field of every JSON body is snake_case; errors are
 // {"error": "...", "code": "..."} with a status code that says what
 // happened (400 bad input, 401 not authenticated, 404 unknown, 409
-// conflict, 503 no leader). Every /admin and /metrics request must be
+// conflict, 503 no leader); a reset or delete of a consumer group with
+// live members is a 409 with code "group_active" and their IDs in
+// "members" (GroupActiveError). Every /admin and /metrics request must be
 // authenticated by the admin bearer token or a client certificate naming
 // an identity of the cluster (Config); /healthz and /readyz are open, as
 // load balancers and orchestrators probe them. cmd/esraft is the command

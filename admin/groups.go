@@ -25,8 +25,9 @@ type GroupSummary struct {
 	Parked     int    `json:"parked"`
 }
 
-// Group is the answer of GET /admin/groups/{group}: the group as this
-// node has applied it, with its lag against this node's heads.
+// Group is the answer of GET /admin/groups/{group} (the group as this
+// node has applied it) and of POST /admin/groups/{group}/reset (the group
+// as the reset left it), with its lag against this node's heads.
 type Group struct {
 	Group      string           `json:"group"`
 	Generation uint64           `json:"generation"`

@@ -5,6 +5,7 @@
 //
 //	go run ./cmd/esraft status --addr 127.0.0.1:8081 --token s3cret
 //	go run ./cmd/esraft streams ls --prefix order- --all
+//	go run ./cmd/esraft groups reset billing --to-earliest --yes
 //	go run ./cmd/esraft certs -dir certs -cluster orders -nodes n1,n2,n3 -workers w1
 //
 // See SECURITY.md for the identity format and for rotating certificates.

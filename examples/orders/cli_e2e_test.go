@@ -105,6 +105,12 @@ func TestCLIAgainstThreeNodes(t *testing.T) {
 		return err == nil && json.Unmarshal([]byte(out), &g) == nil && g.Lag == 0 && len(g.Members) == 3
 	})
 	require.Regexp(t, `(?m)^notifier\s+\d+\s+3\s+0\s+0`, esraft(1, "groups", "ls"))
+	// Its members are live: a reset is refused, naming them, and changes
+	// nothing.
+	_, errOut, err := runCLI(cli, procs[2].http, token, "groups", "reset", "notifier", "--to-earliest", "--yes")
+	require.Equal(t, 1, exitCodeOf(err), errOut)
+	require.Regexp(t, `consumer group "notifier" has live members \(n1, n2, n3\): stop them`, errOut)
+	require.Regexp(t, `(?m)^notifier\s+\d+\s+3\s+0\s+0`, esraft(1, "groups", "ls"))
 
 	// streams ls pages through every order stream (1,000 a page).
 	start = time.Now()
@@ -158,7 +164,7 @@ func TestCLIAgainstThreeNodes(t *testing.T) {
 	})
 
 	// Errors an operator meets: a wrong token, an unknown group.
-	_, errOut, err := runCLI(cli, procs[0].http, "wrong", "status")
+	_, errOut, err = runCLI(cli, procs[0].http, "wrong", "status")
 	require.Equal(t, exitCodeOf(err), 4, errOut)
 	require.Contains(t, errOut, "the admin token is wrong")
 	_, errOut, err = runCLI(cli, procs[0].http, token, "groups", "describe", "nope")
