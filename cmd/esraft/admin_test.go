@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -349,4 +350,23 @@ func TestCLIGroupResetAndDelete(t *testing.T) {
 	require.Equal(t, exitNotFound, exitCode(err))
 	_, err = c.runErr("groups", "reset", "billing", "--to-earliest", "--yes")
 	require.Equal(t, exitNotFound, exitCode(err))
+}
+
+// TestStdinTerminal: /dev/null and a pipe, as scripts give, are not
+// terminals to confirm on (/dev/null is a character device: a file-mode
+// check would take it for one).
+func TestStdinTerminal(t *testing.T) {
+	old := os.Stdin
+	t.Cleanup(func() { os.Stdin = old })
+	null, err := os.Open(os.DevNull)
+	require.NoError(t, err)
+	defer null.Close()
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	defer w.Close()
+	for _, f := range []*os.File{null, r} {
+		os.Stdin = f
+		require.Nil(t, stdinTerminal(), f.Name())
+	}
 }

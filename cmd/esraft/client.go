@@ -18,6 +18,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/term"
+
 	"github.com/esraft/esraft/admin"
 )
 
@@ -80,11 +82,10 @@ func (c *client) confirm(verb string, yes bool, question string) error {
 	return &exitError{exitFailed, fmt.Errorf("%s: not confirmed; nothing was changed", verb)}
 }
 
-// stdinTerminal is the standard input if it is a terminal (a character
-// device), else nil.
+// stdinTerminal is the standard input if it is a terminal, else nil (a
+// pipe, a file, /dev/null: scripts, which must say --yes).
 func stdinTerminal() io.Reader {
-	fi, err := os.Stdin.Stat()
-	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
 		return nil
 	}
 	return os.Stdin
