@@ -286,9 +286,10 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, error) {
 	s := &shard{Shard: &route.Shard{ID: si}}
 	var err error
 	s.engine, err = state.Open(state.Options{
-		Path: filepath.Join(dir, "fsm.db"), Shard: si, Partitions: l.cfg.Partitions, Shards: l.cfg.Shards,
-		IDRetention: l.cfg.IDRetention, FlushRecords: l.cfg.flushRecords, FailRestore: l.cfg.failRestore,
-		Logger: l.logger.With("shard", si),
+		Path: filepath.Join(dir, "state.db"), LegacyPath: filepath.Join(dir, "fsm.db"), Shard: si, Partitions: l.cfg.Partitions, Shards: l.cfg.Shards,
+		IDRetention: l.cfg.IDRetention, FlushRecords: l.cfg.flushRecords, FailRestore: l.cfg.failRestore, FS: l.cfg.stateFS,
+		ScrubRate: l.cfg.ScrubBytesPerSecond,
+		Logger:    l.logger.With("shard", si),
 	})
 	if err != nil {
 		return nil, err
@@ -382,6 +383,7 @@ func (l *Log) startShard(s *shard, servers []raft.Server, logger hclog.Logger) e
 	s.Batcher = route.NewBatcher(s.Raft, route.BatcherConfig{
 		MaxEntryRequests: l.cfg.MaxEntryRequests, MaxEntryBytes: l.cfg.MaxEntryBytes,
 		Linger: l.cfg.Linger, MaxInflight: l.cfg.MaxInflight, CohortWait: l.cfg.CohortWait,
+		Refuse: s.engine.Full,
 	})
 	return nil
 }
@@ -438,6 +440,7 @@ func (l *Log) Close() error {
 				continue
 			}
 			s.Raft.DeregisterObserver(s.observer)
+			s.engine.Halt() // an FSM goroutine held by damage would block the shutdown
 			errs = append(errs, s.Raft.Shutdown().Error())
 		}
 		if l.rpc != nil {

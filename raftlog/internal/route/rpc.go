@@ -42,6 +42,7 @@ const (
 	replyStale      byte = 8 // a *StaleGenerationError follows
 	replyMember     byte = 9
 	replyDenied     byte = 10 // the caller may not make this call
+	replyDiskFull   byte = 11 // the leader cannot write its state: nothing was proposed
 )
 
 // sentinelReplies map the sentinel errors a leader returns to reply codes
@@ -55,6 +56,7 @@ var sentinelReplies = []struct {
 	{replyDeleted, core.ErrKeyDeleted},
 	{replyMember, core.ErrUnknownMember},
 	{replyDenied, core.ErrUnauthorized},
+	{replyDiskFull, core.ErrDiskFull},
 }
 
 // method describes one leader-run call: how its payload finds its shard,
