@@ -69,6 +69,8 @@ type shard struct {
 	transport raft.Transport
 	observer  *raft.Observer
 	obsCh     chan raft.Observation
+	// raftStarted is closed once Raft is set (startShard).
+	raftStarted chan struct{}
 }
 
 // identity is written to Dir on first start and checked on later starts.
@@ -283,13 +285,24 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}
-	s := &shard{Shard: &route.Shard{ID: si}}
+	s := &shard{Shard: &route.Shard{ID: si}, raftStarted: make(chan struct{})}
 	var err error
 	s.engine, err = state.Open(state.Options{
 		Path: filepath.Join(dir, "state.db"), LegacyPath: filepath.Join(dir, "fsm.db"), Shard: si, Partitions: l.cfg.Partitions, Shards: l.cfg.Shards,
 		IDRetention: l.cfg.IDRetention, FlushRecords: l.cfg.flushRecords, FailRestore: l.cfg.failRestore, FS: l.cfg.stateFS,
 		ScrubRate: l.cfg.ScrubBytesPerSecond,
-		Logger:    l.logger.With("shard", si),
+		OnStopApplies: func(err error) {
+			// The replica cannot apply: stop its raft, so that a leader
+			// gives the leadership up; it serves reads until it is wiped.
+			l.logger.Error("raftlog: stopping the shard's raft on this node: its state is damaged", "shard", si, "err", err)
+			s.engine.Halt()
+			select {
+			case <-s.raftStarted:
+				s.Raft.Shutdown()
+			case <-l.closing:
+			}
+		},
+		Logger: l.logger.With("shard", si),
 	})
 	if err != nil {
 		return nil, err
@@ -358,6 +371,7 @@ func (l *Log) startShard(s *shard, servers []raft.Server, logger hclog.Logger) e
 	if err != nil {
 		return fmt.Errorf("raftlog: start shard %d: %w", si, err)
 	}
+	close(s.raftStarted)
 	if guard != nil {
 		guard.raft.Store(s.Raft)
 	}

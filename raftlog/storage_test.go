@@ -3,6 +3,7 @@ package raftlog
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/esraft/esraft/raftlog/internal/state"
 	"github.com/esraft/esraft/systemtest/wait"
@@ -124,4 +126,46 @@ func TestDiskFullFailsAppendsAndResumes(t *testing.T) {
 		require.Equal(t, acked[i], string(r.Value))
 	}
 	require.Empty(t, l.Status().Shards[0].Damage)
+}
+
+// Damage in the index that an apply needs (here the key index entry of
+// "k", edited without its checksum) stops applies on the replica and its
+// raft for the shard, so a leader gives the leadership up instead of
+// holding it without applying; no panic, reads of what is whole go on,
+// and Close returns.
+func TestDamageUnderApplyStopsTheShard(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	mod := func(c *Config) { c.Partitions = 1 }
+	l := openSingle(t, dir, mod)
+	for i := 0; i < 3; i++ {
+		_, err := l.Append(ctx, "k", []NewRecord{rec("v")})
+		require.NoError(t, err)
+	}
+	require.NoError(t, l.Close())
+	db, err := bolt.Open(filepath.Join(dir, "g0", "state.db"), 0o600, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Update(func(tx *bolt.Tx) error {
+		keys := tx.Bucket(binary.BigEndian.AppendUint32([]byte("p"), 0)).Bucket([]byte("kc"))
+		k, v := keys.Cursor().First()
+		edited := bytes.Clone(v)
+		edited[0] ^= 1
+		return keys.Put(bytes.Clone(k), edited)
+	}))
+	require.NoError(t, db.Close())
+
+	l = openSingle(t, dir, mod)
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err = l.Append(actx, "k", []NewRecord{rec("v")})
+	cancel()
+	require.Error(t, err)
+	wait.Until(t, 10*time.Second, "the shard's raft to stop", func() bool {
+		st := l.Status().Shards[0]
+		return st.State == "Shutdown" && st.Damage != ""
+	})
+	require.Contains(t, l.Status().Shards[0].Damage, "state.db")
+	recs, err := l.Read(ctx, 0, 0, ReadOptions{})
+	require.NoError(t, err)
+	require.Len(t, recs, 3)
+	require.NoError(t, l.Close())
 }

@@ -129,8 +129,10 @@ type Engine struct {
 	flushDone chan struct{}
 	stopOnce  sync.Once
 	halted    chan struct{} // closed by Halt
-	haltOnce  sync.Once
-	flushed   core.Signal // woken when the flusher drops a flushed table
+	// onStopApplies is Options.OnStopApplies.
+	onStopApplies func(error)
+	haltOnce      sync.Once
+	flushed       core.Signal // woken when the flusher drops a flushed table
 	// beforeFlush, if set before the first apply, runs on the flusher
 	// before it writes each table (tests hold a table frozen with it).
 	beforeFlush func()
@@ -216,6 +218,11 @@ type Options struct {
 	ScrubInterval time.Duration
 	// FailRestore, if set, makes Restore fail while it returns true (tests).
 	FailRestore func() bool
+	// OnStopApplies, if set, is called (on a goroutine of its own) when
+	// damage under an apply stops applies on this replica: the shard
+	// should stop its raft (calling Halt first), so that a leader whose
+	// applies stopped does not keep the leadership.
+	OnStopApplies func(error)
 	// Logger receives the engine's lines (nil: discarded).
 	Logger *slog.Logger
 }
@@ -229,7 +236,7 @@ func Open(o Options) (*Engine, error) {
 		shard: o.Shard, shards: o.Shards, retention: int64(o.IDRetention), path: o.Path,
 		flushAtRecords: flushRecords, flushAtBytes: flushBytes, totalPartitions: o.Partitions,
 		flushKick: make(chan struct{}, 1), flushStop: make(chan struct{}), flushDone: make(chan struct{}),
-		halted: make(chan struct{}), failRestore: o.FailRestore, logger: o.Logger,
+		halted: make(chan struct{}), onStopApplies: o.OnStopApplies, failRestore: o.FailRestore, logger: o.Logger,
 		dir: filepath.Dir(o.Path), fs: o.FS, segBytes: segmentBytes, files: map[string]File{},
 	}
 	if f.logger == nil {
@@ -543,9 +550,13 @@ func (f *Engine) stopApplies(err error) {
 	}
 	f.markDamaged(err)
 	f.logger.Error("raftlog: applies stopped on this replica", "shard", f.shard, "err", err)
+	if f.onStopApplies != nil {
+		go f.onStopApplies(err)
+	}
 	<-f.halted
 }
 
-// Halt releases an FSM goroutine that stopApplies holds; the shard's raft
-// must be shutting down (it calls Halt before it waits for the FSM).
+// Halt releases an FSM goroutine that stopApplies holds, with no outcome
+// for its entries; the shard's raft must be shutting down (it calls Halt
+// before it waits for the FSM).
 func (f *Engine) Halt() { f.haltOnce.Do(func() { close(f.halted) }) }
