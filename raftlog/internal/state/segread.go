@@ -123,7 +123,25 @@ func openSegEntry(k, v []byte) (segEntry, error) {
 // framePosition returns the file position of a frame at or below offset
 // off (at most positionEvery-1 frames before it) and that frame's offset.
 func framePosition(pos *bolt.Bucket, s *segEntry, off uint64) (int64, uint64, error) {
-	j := (off - s.base) / positionEvery
+	return listedPosition(pos, s, (off-s.base)/positionEvery)
+}
+
+// readEnd returns the file position where the frames of segment s up to
+// offset end (excluded) end at the latest: the next listed position at or
+// after it, or the segment's length.
+func readEnd(pos *bolt.Bucket, s *segEntry, end uint64) (int64, error) {
+	j := (end - s.base + positionEvery - 1) / positionEvery
+	if s.base+j*positionEvery >= s.end() {
+		return s.length, nil
+	}
+	at, _, err := listedPosition(pos, s, j)
+	return at, err
+}
+
+// listedPosition returns the position of frame j*positionEvery of segment
+// s, and that frame's offset.
+func listedPosition(pos *bolt.Bucket, s *segEntry, j uint64) (int64, uint64, error) {
+	off := s.base + j*positionEvery
 	k := positionKey(nil, s.base, uint32(j/positionsPerChunk))
 	v, err := getValue(pos, k)
 	if err != nil {
@@ -137,7 +155,7 @@ func framePosition(pos *bolt.Bucket, s *segEntry, off uint64) (int64, uint64, er
 	if at < segHeaderLen || at >= s.length {
 		return 0, 0, fmt.Errorf("%w: segment %d: position %d of offset %d outside it", core.ErrCorrupt, s.base, at, off)
 	}
-	return at, s.base + j*positionEvery, nil
+	return at, off, nil
 }
 
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 32<<10) }}
@@ -169,6 +187,10 @@ func (f *Engine) scanSegments(tx *bolt.Tx, p core.Partition, from, to uint64, fn
 
 func (f *Engine) scanSegment(p core.Partition, pos *bolt.Bucket, s *segEntry, from, end uint64, fn func(uint64, []byte) (bool, error)) (bool, error) {
 	at, off, err := framePosition(pos, s, from)
+	var stop int64
+	if err == nil {
+		stop, err = readEnd(pos, s, end) // a short read fetches no more than it needs
+	}
 	if err != nil {
 		return false, indexError(f.path, fmt.Errorf("partition %d: %w", p, err))
 	}
@@ -179,7 +201,7 @@ func (f *Engine) scanSegment(p core.Partition, pos *bolt.Bucket, s *segEntry, fr
 	}
 	r := readerPool.Get().(*bufio.Reader)
 	defer readerPool.Put(r)
-	r.Reset(io.NewSectionReader(fh, at, s.length-at))
+	r.Reset(io.NewSectionReader(fh, at, stop-at))
 	corrupt := func(what string, args ...any) error {
 		return &CorruptError{File: name, Offset: at, Partition: p, Record: off, What: fmt.Sprintf(what, args...)}
 	}
@@ -188,13 +210,13 @@ func (f *Engine) scanSegment(p core.Partition, pos *bolt.Bucket, s *segEntry, fr
 	for ; off < end; off++ {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return false, corrupt("the file ends inside the length the index records (%d bytes)", s.length)
+				return false, corrupt("the frames end before the index says (at byte %d; the segment's recorded length is %d)", stop, s.length)
 			}
 			return false, err
 		}
 		n := int64(binary.BigEndian.Uint32(hdr[:]))
-		if n > s.length-at-frameHdrLen {
-			return false, corrupt("frame length %d runs past the segment's recorded length %d", n, s.length)
+		if n > stop-at-frameHdrLen {
+			return false, corrupt("frame length %d runs past position %d, where the index says a frame starts (the segment's recorded length is %d)", n, stop, s.length)
 		}
 		payload = slices.Grow(payload[:0], int(n))[:n]
 		if _, err := io.ReadFull(r, payload); err != nil {
