@@ -119,6 +119,8 @@ type segAppender struct {
 	slot int
 	ws   []*segWrite // every segment touched, in order
 	w    *segWrite   // the last one
+	// hint is the bytes of frames expected: the capacity of new buffers.
+	hint int
 }
 
 func (f *Engine) newSegAppender(slot int) *segAppender {
@@ -130,6 +132,9 @@ func (f *Engine) newSegAppender(slot int) *segAppender {
 	return a
 }
 
+// newBuf returns an empty buffer for frames, sized by the hint.
+func (a *segAppender) newBuf() []byte { return make([]byte, 0, min(a.hint, int(a.f.segBytes))+segHeaderLen) }
+
 // add appends the frame of offset off. t is the record's time.
 func (a *segAppender) add(off uint64, payload []byte, t int64) error {
 	size := int64(frameHdrLen + len(payload))
@@ -140,7 +145,7 @@ func (a *segAppender) add(off uint64, payload []byte, t int64) error {
 		}
 		hdr := segmentHeader(a.p, off)
 		w = &segWrite{slot: a.slot, entry: segEntry{base: off, length: segHeaderLen, crc: crc32c(hdr)},
-			name: a.f.segPath(a.p, off), buf: hdr, created: true}
+			name: a.f.segPath(a.p, off), buf: append(a.newBuf(), hdr...), created: true}
 		a.ws = append(a.ws, w)
 		a.w = w
 	}
@@ -149,6 +154,9 @@ func (a *segAppender) add(off uint64, payload []byte, t int64) error {
 	}
 	if j := w.entry.count; j%positionEvery == 0 {
 		w.pos = append(w.pos, posMark{frame: j, pos: uint32(w.entry.length)})
+	}
+	if w.buf == nil {
+		w.buf = a.newBuf()
 	}
 	start := len(w.buf)
 	w.buf = appendFrame(w.buf, payload)
@@ -166,6 +174,9 @@ func (f *Engine) planSegments(m *memTable, slot int) ([]*segWrite, error) {
 		return nil, nil
 	}
 	a := f.newSegAppender(slot)
+	for _, rec := range recs {
+		a.hint += frameHdrLen + len(rec)
+	}
 	meta := m.metaAt[slot]
 	for i, rec := range recs {
 		off := m.start[slot] + uint64(i)
@@ -336,6 +347,7 @@ func (f *Engine) undoSegments(ws []*segWrite, err error) error {
 // putTable is step 2's content: everything of table m but the frames.
 func (f *Engine) putTable(tx *bolt.Tx, m *memTable, plans [][]*segWrite, erase *[]pendingErasure) error {
 	var errs []error
+	var mem arena // bbolt keeps the keys and values put until the commit
 	for slot, p := range f.partitions {
 		pb := tx.Bucket(partitionBucketName(p))
 		if err := putSegments(pb, plans[slot]); err != nil {
@@ -349,7 +361,8 @@ func (f *Engine) putTable(tx *bolt.Tx, m *memTable, plans [][]*segWrite, erase *
 		sort.Strings(names)
 		for _, k := range names {
 			mk := m.keys[slot][k]
-			errs = append(errs, putKeyOffsets(keys, wire.AppendString(nil, k), mk.first, mk.offsets, func(n int) []byte { return make([]byte, n) }))
+			prefix := wire.AppendString(mem.alloc(binary.MaxVarintLen64 + len(k))[:0], k)
+			errs = append(errs, putKeyOffsets(keys, prefix, mk.first, mk.offsets, mem.alloc))
 		}
 		more, err := flushKeyMeta(pb, slot, m.metaAt[slot])
 		errs = append(errs, err)
@@ -366,7 +379,7 @@ func (f *Engine) putTable(tx *bolt.Tx, m *memTable, plans [][]*segWrite, erase *
 	var scratch []byte
 	for i := range order {
 		scratch = encodeIDEntry(scratch[:0], m.ids[order[i]])
-		errs = append(errs, putValue(ids, order[i][:], scratch))
+		errs = append(errs, putValueIn(&mem, ids, order[i][:], scratch))
 	}
 	// The requests of one raft entry share its time: one retention entry
 	// each would be as many B-tree puts as appends, so they are written as
@@ -379,12 +392,12 @@ func (f *Engine) putTable(tx *bolt.Tx, m *memTable, plans [][]*segWrite, erase *
 		}
 		v := m.idLog[i].ids
 		if j > i+1 {
-			v = make([]byte, 0, n)
+			v = mem.alloc(n)[:0]
 			for _, l := range m.idLog[i:j] {
 				v = append(v, l.ids...)
 			}
 		}
-		errs = append(errs, putValue(idTime, m.idLog[i].key, v))
+		errs = append(errs, putValueIn(&mem, idTime, m.idLog[i].key, v))
 		i = j
 	}
 	errs = append(errs, f.pruneIDs(ids, idTime, m.lastTime, 2*m.n+1024))

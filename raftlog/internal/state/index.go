@@ -52,6 +52,11 @@ func putValue(b *bolt.Bucket, key, payload []byte) error {
 	return b.Put(key, sealValue(make([]byte, 0, len(payload)+valueCRCLen), key, payload))
 }
 
+// putValueIn is putValue with the value carved from a (a flush puts many).
+func putValueIn(a *arena, b *bolt.Bucket, key, payload []byte) error {
+	return b.Put(key, sealValue(a.alloc(len(payload) + valueCRCLen)[:0], key, payload))
+}
+
 // getValue returns the verified payload under key, nil if there is none.
 func getValue(b *bolt.Bucket, key []byte) ([]byte, error) {
 	v := b.Get(key)

@@ -82,23 +82,28 @@ type memTable struct {
 
 	n     int // records held
 	bytes int
-	arena []byte // the free end of the chunk the FSM goroutine allocates from
+	arena arena // what the FSM goroutine allocates stored records and ID lists from
 }
-
-// arenaChunk is the size of the chunks a table's stored records and ID
-// lists are carved from: one allocation per many records instead of
-// several per record.
-const arenaChunk = 64 << 10
 
 // alloc returns n bytes of the table's arena, capacity n. The FSM goroutine
 // alone calls it, on the active table.
-func (m *memTable) alloc(n int) []byte {
-	if n > cap(m.arena)-len(m.arena) {
-		m.arena = make([]byte, 0, max(arenaChunk, n))
+func (m *memTable) alloc(n int) []byte { return m.arena.alloc(n) }
+
+// arena hands out byte slices carved from large chunks: one allocation
+// per many records or index values instead of one or more each.
+type arena struct{ free []byte }
+
+// arenaChunk is the size of an arena's chunks.
+const arenaChunk = 64 << 10
+
+// alloc returns n bytes, capacity n.
+func (a *arena) alloc(n int) []byte {
+	if n > cap(a.free)-len(a.free) {
+		a.free = make([]byte, 0, max(arenaChunk, n))
 	}
-	l := len(m.arena)
-	m.arena = m.arena[:l+n]
-	return m.arena[l : l+n : l+n]
+	l := len(a.free)
+	a.free = a.free[:l+n]
+	return a.free[l : l+n : l+n]
 }
 
 // memKey is a key's records held in the table: sequences first.. in order.
