@@ -88,6 +88,15 @@ type ShardStatus struct {
 	AppliedIndex uint64 // last entry applied to this node's state (raft's no-op entries never are)
 	LastIndex    uint64
 	Servers      []ServerStatus
+	// Damage describes the first damage found in this node's state files
+	// of the shard (a failed checksum, a truncated or unreadable file),
+	// "" while none was. A damaged replica serves no record of the damaged
+	// range; repair it by wiping its data directory and restarting it with
+	// the same command (it rejoins and receives a full copy).
+	Damage string
+	// FlushError is the error of the last attempt to write the shard's
+	// state while such writes fail (a full disk), "" once one succeeds.
+	FlushError string
 }
 
 // ServerStatus is a member of a shard.
@@ -114,6 +123,12 @@ func (l *Log) Status() Status {
 			Shard: sh.ID, State: sh.Raft.State().String(), LeaderID: string(id), LeaderAddr: string(addr),
 			Term: sh.Raft.CurrentTerm(), CommitIndex: sh.Raft.CommitIndex(), AppliedIndex: sh.engine.Applied(),
 			LastIndex: sh.Raft.LastIndex(),
+		}
+		if err := sh.engine.Damage(); err != nil {
+			gs.Damage = err.Error()
+		}
+		if err := sh.engine.FlushError(); err != nil {
+			gs.FlushError = err.Error()
 		}
 		if cf := sh.Raft.GetConfiguration(); cf.Error() == nil {
 			for _, srv := range cf.Configuration().Servers {

@@ -518,7 +518,8 @@ func ctMustAppend(t *testing.T, c *testCluster, acks *ctAcks, i int, key string,
 
 // ctBucketDigests digests every bucket of group g's state on l except the
 // per-replica meta bucket: name -> record count and SHA-256 of the raw
-// keys and values.
+// keys and values; and every segment file: name -> length and SHA-256
+// (replicas' segments are byte-identical).
 // ctFlush makes group g's state file on l hold everything applied: a
 // snapshot flushes the in-memory table; "nothing new" means the last
 // snapshot already covered everything applied.
@@ -560,6 +561,11 @@ func ctBucketDigests(t *testing.T, l *Log, g int) map[string]string {
 		})
 	})
 	require.NoError(t, err)
+	segs, err := l.shards[g].engine.Probe().SegmentDigests()
+	require.NoError(t, err)
+	for name, d := range segs {
+		out["segment "+name] = d
+	}
 	return out
 }
 
@@ -573,7 +579,7 @@ func ctFollowerBehindCompaction(t *testing.T, more func(c *testCluster, acks *ct
 	c = newCluster(t, 3, func(cfg *Config) {
 		cfg.SnapshotThreshold = 64
 		cfg.TrailingLogs = 32
-		cfg.walSegmentBytes = 16 << 10 // compaction drops whole segments
+		cfg.WALSegmentBytes = 16 << 10 // compaction drops whole segments
 	})
 	acks = newCtAcks()
 	li = c.leader(0)

@@ -10,6 +10,7 @@ import (
 	"github.com/esraft/esraft/internal/logging"
 	"github.com/esraft/esraft/internal/mux"
 	"github.com/esraft/esraft/raftlog/internal/core"
+	"github.com/esraft/esraft/raftlog/internal/state"
 )
 
 // Peer is a voter of a statically bootstrapped cluster.
@@ -95,6 +96,17 @@ type Config struct {
 	// new shard) or LogStoreBolt. A shard that already has a log keeps the
 	// store it was created with; naming the other one is an ErrConfig.
 	LogStore LogStore
+	// WALSegmentBytes is the size of the segment files of a LogStoreWAL
+	// raft log (default 8 MiB, at least 16 KiB, at most 1 GiB). raft-wal
+	// preallocates each segment, so a node needs about this much free
+	// space per shard to start; it drops compacted entries a whole segment
+	// at a time. Existing segments keep their size.
+	WALSegmentBytes int
+	// ScrubBytesPerSecond bounds the background scrub, which re-reads each
+	// shard's sealed state segments and index values against their
+	// checksums, one pass an hour (default 16 MiB/s; negative: no scrub).
+	// Damage it finds shows in ShardStatus.Damage.
+	ScrubBytesPerSecond int64
 	// IDRetention is how long record IDs are remembered for deduplication
 	// (default 24h), measured on leader-stamped entry times.
 	IDRetention time.Duration
@@ -147,11 +159,11 @@ type Config struct {
 	// lines ("failed to contact", "failed to appendEntries").
 	Logger *slog.Logger
 
-	// walSegmentBytes overrides raft-wal's segment size (tests: the WAL
-	// drops compacted entries a whole segment at a time).
-	walSegmentBytes int
 	// flushRecords overrides the in-memory table's flush threshold (tests).
 	flushRecords int
+	// stateFS, if set, is the file layer of the state engines' segment
+	// files (tests inject write failures with it).
+	stateFS state.FS
 	// failRestore, if set, fails the FSM's Restore while it returns true
 	// (tests: raft has saved the snapshot, the state file is not replaced,
 	// as after a crash in between).
@@ -191,6 +203,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.IDRetention == 0 {
 		c.IDRetention = 24 * time.Hour
+	}
+	if c.WALSegmentBytes == 0 {
+		c.WALSegmentBytes = 8 << 20
 	}
 	if c.HandoffTimeout == 0 {
 		c.HandoffTimeout = 2 * time.Second
@@ -232,6 +247,8 @@ func (c *Config) Validate() error {
 		return bad("limits must be positive")
 	case c.LogStore != "" && c.LogStore != LogStoreWAL && c.LogStore != LogStoreBolt:
 		return bad("LogStore %q is neither %q nor %q", c.LogStore, LogStoreWAL, LogStoreBolt)
+	case c.WALSegmentBytes < 16<<10 || c.WALSegmentBytes > 1<<30:
+		return bad("WALSegmentBytes %d not in 16 KiB..1 GiB", c.WALSegmentBytes)
 	case c.IDRetention < 0:
 		return bad("IDRetention is negative")
 	case c.Addr == "" && c.Listener == nil && (len(c.Peers) > 0 || c.Join != "" || c.NonVoter):

@@ -77,6 +77,8 @@ type shard struct {
 	leaderChanges atomic.Uint64
 	entrySizes    *core.Histogram
 	obsCh         chan raft.Observation
+	// raftStarted is closed once Raft is set (startShard).
+	raftStarted chan struct{}
 }
 
 // identity is written to Dir on first start and checked on later starts.
@@ -291,11 +293,23 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}
-	s := &shard{Shard: &route.Shard{ID: si}, entrySizes: core.NewHistogram(entrySizeBounds...)}
+	s := &shard{Shard: &route.Shard{ID: si}, entrySizes: core.NewHistogram(entrySizeBounds...), raftStarted: make(chan struct{})}
 	var err error
 	s.engine, err = state.Open(state.Options{
-		Path: filepath.Join(dir, "fsm.db"), Shard: si, Partitions: l.cfg.Partitions, Shards: l.cfg.Shards,
-		IDRetention: l.cfg.IDRetention, FlushRecords: l.cfg.flushRecords, FailRestore: l.cfg.failRestore,
+		Path: filepath.Join(dir, "state.db"), LegacyPath: filepath.Join(dir, "fsm.db"), Shard: si, Partitions: l.cfg.Partitions, Shards: l.cfg.Shards,
+		IDRetention: l.cfg.IDRetention, FlushRecords: l.cfg.flushRecords, FailRestore: l.cfg.failRestore, FS: l.cfg.stateFS,
+		ScrubRate: l.cfg.ScrubBytesPerSecond,
+		OnStopApplies: func(err error) {
+			// The replica cannot apply: stop its raft, so that a leader
+			// gives the leadership up; it serves reads until it is wiped.
+			l.logger.Error("raftlog: stopping the shard's raft on this node: its state is damaged", "shard", si, "err", err)
+			s.engine.Halt()
+			select {
+			case <-s.raftStarted:
+				s.Raft.Shutdown()
+			case <-l.closing:
+			}
+		},
 		Logger: l.logger.With("shard", si),
 	})
 	if err != nil {
@@ -381,6 +395,7 @@ func (l *Log) startShard(s *shard, servers []raft.Server, logger hclog.Logger) e
 	if err != nil {
 		return fmt.Errorf("raftlog: start shard %d: %w", si, err)
 	}
+	close(s.raftStarted)
 	if guard != nil {
 		guard.raft.Store(s.Raft)
 	}
@@ -408,6 +423,7 @@ func (l *Log) startShard(s *shard, servers []raft.Server, logger hclog.Logger) e
 		MaxEntryRequests: l.cfg.MaxEntryRequests, MaxEntryBytes: l.cfg.MaxEntryBytes,
 		Linger: l.cfg.Linger, MaxInflight: l.cfg.MaxInflight, CohortWait: l.cfg.CohortWait,
 		EntrySizes: s.entrySizes,
+		Refuse:     s.engine.Full,
 	})
 	return nil
 }
@@ -520,6 +536,7 @@ const shutdownWait = 30 * time.Second
 func (l *Log) shutdownShard(s *shard) (stuck bool, err error) {
 	if s.Raft != nil {
 		s.Raft.DeregisterObserver(s.observer)
+		s.engine.Halt() // an FSM goroutine held by damage would block the shutdown
 		done := make(chan error, 1)
 		f := s.Raft.Shutdown()
 		go func() { done <- f.Error() }()

@@ -494,7 +494,7 @@ func TestOpenRefusesStateFileBehindSnapshot(t *testing.T) {
 	_, err := l.Append(ctx, "k", []NewRecord{rec("1")})
 	require.NoError(t, err)
 	require.NoError(t, l.Close())
-	state := filepath.Join(dir, "g0", "fsm.db")
+	state := filepath.Join(dir, "g0", "state.db")
 	old, err := os.ReadFile(state)
 	require.NoError(t, err)
 

@@ -92,8 +92,5 @@ func openShardLog(dir string, cfg *Config, logger hclog.Logger) (groupLog, error
 		return nil, err
 	}
 	withLogger := wal.WithLogger(logger.Named("wal"))
-	if cfg.walSegmentBytes > 0 {
-		return wal.Open(wdir, withLogger, wal.WithSegmentSize(cfg.walSegmentBytes))
-	}
-	return wal.Open(wdir, withLogger)
+	return wal.Open(wdir, withLogger, wal.WithSegmentSize(cfg.WALSegmentBytes))
 }

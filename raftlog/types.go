@@ -131,6 +131,11 @@ var (
 	// ErrUnauthorized: this node's cluster peer refused a node-to-node
 	// call (see Config.TLS and SECURITY.md). Nothing was done.
 	ErrUnauthorized = core.ErrUnauthorized
+	// ErrDiskFull: the shard's node cannot write its state (its disk is
+	// full, or writes fail) and holds as much unwritten state as it may.
+	// Nothing was proposed; reads go on, and appends succeed again by
+	// themselves once a write does.
+	ErrDiskFull = core.ErrDiskFull
 )
 
 // MaxKeyBytes is the longest key, in bytes, an append accepts.

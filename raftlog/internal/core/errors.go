@@ -56,6 +56,10 @@ var (
 	// it (not a member, the wrong role, or a membership change from an
 	// unauthenticated peer). Nothing was done.
 	ErrUnauthorized = errors.New("raftlog: unauthorized")
+	// ErrDiskFull: the node cannot make its state durable (its disk is
+	// full, or writes fail) and holds as much unwritten state as it may.
+	// Nothing was proposed; appends succeed again once a write does.
+	ErrDiskFull = errors.New("raftlog: disk full")
 )
 
 // KeyCondition names the condition an append or key operation was made

@@ -42,6 +42,7 @@ type Batcher struct {
 	linger     time.Duration
 	cohortWait time.Duration
 	entrySizes *core.Histogram
+	refuse     func() error
 
 	// Written by complete() after it answered an entry's appends: how many
 	// entries it has answered, how many appends the last one held, and
@@ -96,6 +97,10 @@ type BatcherConfig struct {
 	// EntrySizes, if set, records the number of appends of every entry
 	// answered.
 	EntrySizes *core.Histogram
+	// Refuse, if set, is asked before each append is queued: an error
+	// fails the append at once, with nothing proposed (the shard's state
+	// cannot be written: core.ErrDiskFull).
+	Refuse func() error
 }
 
 // NewBatcher returns the group commit of raft r; Start starts it.
@@ -113,6 +118,7 @@ func NewBatcher(r *raft.Raft, cfg BatcherConfig) *Batcher {
 
 		cohortWait: cfg.CohortWait,
 		entrySizes: cfg.EntrySizes,
+		refuse:     cfg.Refuse,
 	}
 }
 
@@ -120,6 +126,11 @@ func NewBatcher(r *raft.Raft, cfg BatcherConfig) *Batcher {
 // outcome. A ctx that ends after the hand-off gives an unknown outcome;
 // one that ends before it, a retryError that is not unknown.
 func (b *Batcher) Submit(ctx context.Context, enc []byte) (core.AppendResult, error) {
+	if b.refuse != nil {
+		if err := b.refuse(); err != nil {
+			return core.AppendResult{}, err
+		}
+	}
 	p := pendingPool.Get().(*pendingAppend)
 	p.enc = enc
 	select {

@@ -45,6 +45,7 @@ const (
 	replyNoGroup    byte = 11
 	replyActive     byte = 12
 	replyBehind     byte = 13
+	replyDiskFull   byte = 14 // the leader cannot write its state: nothing was proposed
 )
 
 // sentinelReplies map the sentinel errors a leader returns to reply codes
@@ -61,6 +62,7 @@ var sentinelReplies = []struct {
 	{replyNoGroup, core.ErrUnknownGroup},
 	{replyActive, core.ErrGroupActive},
 	{replyBehind, core.ErrCommitBehind},
+	{replyDiskFull, core.ErrDiskFull},
 }
 
 // method describes one leader-run call: how its payload finds its shard,

@@ -46,7 +46,7 @@ func TestRepliesRoundTrip(t *testing.T) {
 		require.ErrorAs(t, err, &kse)
 		require.Equal(t, want, *kse)
 	}
-	for _, sentinel := range []error{core.ErrKeyDeleted, core.ErrIDConflict, core.ErrUnknownPartition, core.ErrUnknownMember, core.ErrUnknownGroup, core.ErrGroupActive, core.ErrCommitBehind} {
+	for _, sentinel := range []error{core.ErrKeyDeleted, core.ErrIDConflict, core.ErrUnknownPartition, core.ErrUnknownMember, core.ErrUnknownGroup, core.ErrGroupActive, core.ErrCommitBehind, core.ErrDiskFull} {
 		_, err := decodeAppendReply(encodeAppendReply(core.AppendResult{}, sentinel))
 		require.ErrorIs(t, err, sentinel)
 	}

@@ -21,25 +21,27 @@ type Batch struct {
 	lastTime int64
 }
 
-// Begin starts a batch. A storage error panics: a replica that cannot
-// apply what its peers apply must stop rather than diverge.
-func (f *Engine) Begin() Batch {
+// Begin starts a batch. A storage error stops applies (stopApplies): a
+// replica that cannot apply what its peers apply must stop rather than
+// diverge. ok is false then, and the batch must not be used.
+func (f *Engine) Begin() (b Batch, ok bool) {
 	if hook := f.beforeApply.Load(); hook != nil {
 		(*hook)()
 	}
 	v, err := f.beginRead()
 	if err != nil {
-		f.fatal("begin apply: %v", err)
+		f.stopApplies(fmt.Errorf("begin apply: %w", err))
+		return Batch{}, false
 	}
 	f.mu.RUnlock() // this goroutine is the active table's only writer; the frozen one is fixed
-	b := Batch{
+	b = Batch{
 		a:       applier{f: f, v: v, next: make([]uint64, len(f.partitions)), grew: make([]bool, len(f.partitions))},
 		applied: f.applied.Load(), lastTime: f.lastTime,
 	}
 	for i := range b.a.next {
 		b.a.next[i] = f.next[i].Load()
 	}
-	return b
+	return b, true
 }
 
 // Append applies an entry of append requests at raft index index: one
@@ -64,12 +66,14 @@ func (b *Batch) Applied(index uint64) { b.applied = index }
 
 // End publishes the batch: offsets, the applied index, and wake-ups of
 // readers waiting for them; it freezes the active table for the flusher
-// once the table is large.
-func (b *Batch) End() {
+// once the table is large. It returns false if a storage error stopped
+// applies (stopApplies): nothing is published then.
+func (b *Batch) End() bool {
 	f, a := b.a.f, &b.a
 	a.v.tx.Rollback()
 	if a.err != nil {
-		f.fatal("apply: %v", a.err)
+		f.stopApplies(fmt.Errorf("apply: %w", a.err))
+		return false
 	}
 	f.lastTime = b.lastTime
 	f.mem.last, f.mem.lastTime = b.applied, b.lastTime
@@ -86,8 +90,12 @@ func (b *Batch) End() {
 	}
 	f.appSig.Notify()
 	if f.mem.n >= f.flushAtRecords || f.mem.bytes >= f.flushAtBytes {
-		f.freeze()
+		// While flushes fail this gives up at once and the table stays
+		// active, past its bound by the entries in flight: Full refuses
+		// new appends until a flush succeeds, and the next apply freezes.
+		f.freeze(true)
 	}
+	return true
 }
 
 // applier holds one ApplyBatch's working state. Only the FSM goroutine
@@ -97,7 +105,7 @@ type applier struct {
 	v       layers
 	next    []uint64
 	grew    []bool
-	err     error    // a storage error: fatal
+	err     error    // a storage error: applies stop (stopApplies)
 	scratch []byte   // a record being encoded
 	encoded [][]byte // a request's records, encoded
 }
@@ -160,7 +168,11 @@ func (a *applier) append(r *wire.Request, t int64, index uint64, reqNo int) core
 			return core.AppendOutcome{Result: res, Err: err}
 		}
 	}
-	head := a.v.keyHead(r.Partition, slot, r.Key)
+	head, err := a.v.keyHead(r.Partition, slot, r.Key)
+	if err != nil {
+		a.Fail(err)
+		return core.AppendOutcome{Err: err}
+	}
 	km := f.meta[slot][r.Key]
 	if err := check(r, head, km); err != nil {
 		return core.AppendOutcome{Err: err}
@@ -265,7 +277,10 @@ func (a *applier) dedup(r *wire.Request, slot int, t int64, pos core.Position) (
 	if first.Partition != r.Partition {
 		return core.AppendResult{}, true, conflict
 	}
-	if off, ok := a.v.keyOffset(r.Partition, slot, r.Key, first.KeySeq); !ok || off != first.Offset {
+	if off, ok, err := a.v.keyOffset(r.Partition, slot, r.Key, first.KeySeq); err != nil {
+		a.Fail(err)
+		return core.AppendResult{}, true, err
+	} else if !ok || off != first.Offset {
 		return core.AppendResult{}, true, conflict
 	}
 	for i := 1; i < len(r.Records); i++ {

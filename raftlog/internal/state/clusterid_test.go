@@ -56,7 +56,7 @@ func TestClusterIDFirstProposalWins(t *testing.T) {
 	c, err := openTest(cpath, 0, 4, 1, time.Hour)
 	require.NoError(t, err)
 	c.ApplyBatch(logs[:1])
-	c.flush()
+	c.flush(false)
 	c.ApplyBatch(logs[1:])
 	crashFSM(t, c)
 	c, err = openTest(cpath, 0, 4, 1, time.Hour)

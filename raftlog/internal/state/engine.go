@@ -1,7 +1,12 @@
 // Package state is the state engine of one shard: the records of its
 // partitions, their key indexes, the record-ID index, key metadata and (in
-// shard 0) the consumer groups, held in a bbolt state file written by
-// large fsynced flushes of in-memory tables. FSM (fsm.go) adapts it to
+// shard 0) the consumer groups. Records are stored once, in append-only
+// segment files per partition with a CRC-32C per record (segment.go); the
+// rest, with the segments' lengths and positions, in a bbolt index file
+// whose values carry their own CRC-32C (index.go). Both are written by
+// large fsynced flushes of in-memory tables (flush.go), and every byte read
+// back is verified: damage is an ErrCorrupt naming the file, never a wrong
+// value or a panic. FSM (fsm.go) adapts it to
 // hashicorp/raft: it decodes each committed entry and dispatches it by its
 // command byte to a Batch. Applies are deterministic (they read only the
 // entry and the state) and idempotent by raft index (the file stores the
@@ -13,10 +18,12 @@ package state
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +66,33 @@ type Engine struct {
 	mu   sync.RWMutex
 	db   *bolt.DB
 
+	// The segment files: in dir (the index file's directory), written
+	// through fs. segs[slot] is partition slot's last segment as the index
+	// records it (nil if none), owned by the flusher (and by Open and
+	// Restore, when no flusher runs). files holds open handles, shared by
+	// readers and the flusher. segMu is held shared by full-copy streams
+	// and the scrub, exclusively by in-place erasure (erase.go).
+	dir      string
+	fs       FS
+	segBytes int64
+	segs     []*segEntry
+	filesMu  sync.Mutex
+	files    map[string]File
+	segMu    sync.RWMutex
+
+	// damage is the first corruption found (Damage); flushErr the error of
+	// the last flush attempt while flushes fail, nil once one succeeds.
+	damage   atomic.Pointer[error]
+	flushErr atomic.Pointer[error]
+
+	// The scrub goroutine (scrub.go): bytes per second, pause between
+	// passes; scrubDone is nil when it does not run.
+	scrubRate     int64
+	scrubInterval time.Duration
+	scrubStop     chan struct{}
+	scrubDone     chan struct{}
+	scrubStopOnce sync.Once
+
 	applied  atomic.Uint64
 	lastTime int64 // FSM goroutine only
 
@@ -94,7 +128,11 @@ type Engine struct {
 	flushStop chan struct{}
 	flushDone chan struct{}
 	stopOnce  sync.Once
-	flushed   core.Signal // woken when the flusher drops a flushed table
+	halted    chan struct{} // closed by Halt
+	// onStopApplies is Options.OnStopApplies.
+	onStopApplies func(error)
+	haltOnce      sync.Once
+	flushed       core.Signal // woken when the flusher drops a flushed table
 	// beforeFlush, if set before the first apply, runs on the flusher
 	// before it writes each table (tests hold a table frozen with it).
 	beforeFlush func()
@@ -117,6 +155,10 @@ var (
 	bucketKeyMeta = []byte("m")  // key -> keyMeta, for deleted or truncated keys
 	keyNextOffset = []byte("n")  // in a partition's bucket: its next offset
 	bucketGroups  = []byte("cg") // consumer group name -> state (groups.go)
+	// In a partition's bucket: base offset -> segEntry, and base offset,
+	// chunk -> positions of every positionEvery-th frame (segment.go).
+	bucketSegs      = []byte("s")
+	bucketPositions = []byte("x")
 
 	metaApplied    = []byte("applied")
 	metaTime       = []byte("time")
@@ -124,7 +166,14 @@ var (
 	metaGroups     = []byte("groups")
 	metaGroup      = []byte("group")
 	metaClusterID  = []byte("cluster") // 16 bytes, a UUID (clusterid.go)
+	// metaFormat is the index format, one byte, stored without a checksum:
+	// formatSegments; files without it hold their records in bucketRecs
+	// (format 1) and are converted at open (migrate.go).
+	metaFormat = []byte("format")
 )
+
+// formatSegments is the format of index files written by this code.
+const formatSegments = 2
 
 func partitionBucketName(p core.Partition) []byte {
 	return binary.BigEndian.AppendUint32([]byte("p"), uint32(p))
@@ -143,7 +192,12 @@ func BoltOptions() *bolt.Options {
 
 // Options configure an Engine.
 type Options struct {
-	Path       string     // the state file
+	// Path is the index file; the segment files go in p<P>/ beside it.
+	Path string
+	// LegacyPath, if set, is where a format-1 state file may be (fsm.db):
+	// when Path does not exist and it does, it is converted into Path and
+	// the segments (migrate.go), then removed.
+	LegacyPath string
 	Shard      core.Shard // the shard this engine is the state of
 	Partitions int        // the log's partitions
 	Shards     int        // the log's shards; the engine hosts partitions p with p mod Shards = Shard
@@ -151,63 +205,163 @@ type Options struct {
 	IDRetention time.Duration
 	// FlushRecords overrides the table size that triggers a flush (tests).
 	FlushRecords int
+	// SegmentBytes overrides the size at which segments are sealed
+	// (tests). Every replica must use the same, or their segments differ.
+	SegmentBytes int64
+	// FS is the file layer segment files are written through (nil: the
+	// operating system's; tests inject faults with their own).
+	FS FS
+	// ScrubRate bounds the background scrub's reads, in bytes per second
+	// (0: 16 MiB/s; negative: no scrub). ScrubInterval is the pause
+	// between passes (0: an hour).
+	ScrubRate     int64
+	ScrubInterval time.Duration
 	// FailRestore, if set, makes Restore fail while it returns true (tests).
 	FailRestore func() bool
+	// OnStopApplies, if set, is called (on a goroutine of its own) when
+	// damage under an apply stops applies on this replica: the shard
+	// should stop its raft (calling Halt first), so that a leader whose
+	// applies stopped does not keep the leadership.
+	OnStopApplies func(error)
 	// Logger receives the engine's lines (nil: discarded).
 	Logger *slog.Logger
 }
 
-// Open opens (creating if needed) the shard's state file and checks that
-// it was made for the same partitioning.
+// Open opens (creating if needed) the shard's index file and segments,
+// and checks that they were made for the same partitioning and that they
+// are whole (checks.go): damage found here fails Open with an error
+// wrapping core.ErrCorrupt that names the file and the recovery.
 func Open(o Options) (*Engine, error) {
 	f := &Engine{
 		shard: o.Shard, shards: o.Shards, retention: int64(o.IDRetention), path: o.Path,
 		flushAtRecords: flushRecords, flushAtBytes: flushBytes, totalPartitions: o.Partitions,
 		flushKick: make(chan struct{}, 1), flushStop: make(chan struct{}), flushDone: make(chan struct{}),
-		failRestore: o.FailRestore, logger: o.Logger,
+		halted: make(chan struct{}), onStopApplies: o.OnStopApplies, failRestore: o.FailRestore, logger: o.Logger,
+		dir: filepath.Dir(o.Path), fs: o.FS, segBytes: segmentBytes, files: map[string]File{},
 	}
 	if f.logger == nil {
 		f.logger = slog.New(slog.DiscardHandler)
 	}
+	if f.fs == nil {
+		f.fs = OSFS{}
+	}
 	if o.FlushRecords > 0 {
 		f.flushAtRecords = o.FlushRecords
+	}
+	if o.SegmentBytes > 0 {
+		f.segBytes = o.SegmentBytes
+	}
+	f.scrubRate, f.scrubInterval = o.ScrubRate, o.ScrubInterval
+	if f.scrubRate == 0 {
+		f.scrubRate = defaultScrubRate
+	}
+	if f.scrubInterval <= 0 {
+		f.scrubInterval = defaultScrubInterval
 	}
 	for p := int(o.Shard); p < o.Partitions; p += o.Shards {
 		f.partitions = append(f.partitions, core.Partition(p))
 	}
-	path, partitions, shards := o.Path, o.Partitions, o.Shards
 	f.next = make([]atomic.Uint64, len(f.partitions))
 	f.signals = make([]core.Signal, len(f.partitions))
-	db, err := bolt.Open(path, 0o600, BoltOptions())
-	if err != nil {
-		return nil, fmt.Errorf("raftlog: open %s: %w", path, err)
+	if err := f.finishInstall(); err != nil {
+		return nil, fmt.Errorf("raftlog: %s: finish installing a full copy: %w", f.path, err)
 	}
-	if err := f.init(db, partitions, shards); err != nil {
-		db.Close()
+	if err := f.convertLegacy(o.LegacyPath); err != nil {
+		return nil, err
+	}
+	db, err := f.openIndex(f.path)
+	if err != nil {
 		return nil, err
 	}
 	f.db = db
+	if err := f.guard("open", func() error { return f.init(db, o.Partitions, o.Shards) }); err != nil {
+		f.closeSegFiles()
+		db.Close()
+		return nil, err
+	}
+	if err := f.finishErasures(); err != nil {
+		f.closeSegFiles()
+		db.Close()
+		return nil, fmt.Errorf("raftlog: %s: finish erasing records: %w", f.path, err)
+	}
 	go f.runFlusher()
+	if f.scrubRate >= 0 {
+		f.scrubStop, f.scrubDone = make(chan struct{}), make(chan struct{})
+		go f.runScrub()
+	}
 	return f, nil
 }
 
-// init creates missing buckets, checks the partitioning and loads the
-// in-memory state from db.
+// openIndex opens the bbolt index file at path after checking that it is
+// whole (checkIndexFile); a panic of bbolt on a damaged page becomes an
+// ErrCorrupt. A format-1 file is converted first (migrate.go).
+func (f *Engine) openIndex(path string) (*bolt.DB, error) {
+	if err := checkIndexFile(path); err != nil {
+		return nil, err
+	}
+	db, err := f.openBolt(path)
+	if err != nil {
+		return nil, err
+	}
+	legacy, err := isFormat1(db)
+	if err != nil || !legacy {
+		if err != nil {
+			db.Close()
+			return nil, f.noteDamage(err)
+		}
+		return db, nil
+	}
+	if err := f.convert(db, path); err != nil {
+		db.Close()
+		return nil, err
+	}
+	db.Close()
+	return f.openIndex(path)
+}
+
+// openBolt opens the bbolt file at path; a panic of bbolt on a damaged
+// page becomes an ErrCorrupt naming it.
+func (f *Engine) openBolt(path string) (*bolt.DB, error) {
+	var db *bolt.DB
+	err := f.guard("open", func() error {
+		var err error
+		db, err = bolt.Open(path, 0o600, BoltOptions())
+		return err
+	})
+	if err != nil && !errors.Is(err, core.ErrCorrupt) {
+		err = fmt.Errorf("raftlog: open %s: %w", path, err)
+	}
+	return db, err
+}
+
+// init creates missing buckets, checks the partitioning, checks the
+// segments against the index and loads the in-memory state from db.
 func (f *Engine) init(db *bolt.DB, partitions, shards int) error {
 	return db.Update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
 			return err
 		}
+		if v := meta.Get(metaFormat); v == nil {
+			if err := meta.Put(metaFormat, []byte{formatSegments}); err != nil {
+				return err
+			}
+		} else if len(v) != 1 || v[0] != formatSegments {
+			return fmt.Errorf("%w: %s holds index format %v, this version reads format %d", core.ErrConfig, f.path, v, formatSegments)
+		}
 		for _, kv := range []struct {
 			k []byte
 			v int
 		}{{metaPartitions, partitions}, {metaGroups, shards}, {metaGroup, int(f.shard)}} {
-			if old := meta.Get(kv.k); old != nil {
-				if got := binary.BigEndian.Uint64(old); got != uint64(kv.v) {
+			old, err := getValue(meta, kv.k)
+			if err != nil {
+				return indexError(f.path, err)
+			}
+			if old != nil {
+				if got := binary.BigEndian.Uint64(old); len(old) != 8 || got != uint64(kv.v) {
 					return fmt.Errorf("%w: %s holds %s=%d, configured %d", core.ErrConfig, f.path, kv.k, got, kv.v)
 				}
-			} else if err := meta.Put(kv.k, be64(uint64(kv.v))); err != nil {
+			} else if err := putUint64(meta, kv.k, uint64(kv.v)); err != nil {
 				return err
 			}
 		}
@@ -221,67 +375,49 @@ func (f *Engine) init(db *bolt.DB, partitions, shards int) error {
 			if err != nil {
 				return err
 			}
-			for _, name := range [][]byte{bucketRecs, bucketKeys, bucketKeyMeta} {
+			for _, name := range [][]byte{bucketKeys, bucketKeyMeta, bucketSegs, bucketPositions} {
 				if _, err := pb.CreateBucketIfNotExists(name); err != nil {
 					return err
 				}
 			}
 		}
-		if err := f.migrate(tx); err != nil {
-			return err
-		}
 		return f.load(tx)
 	})
 }
 
-// migrate brings a state file written by earlier code to the current
-// layout: its own at start, or a full copy received from a leader.
-func (f *Engine) migrate(tx *bolt.Tx) error {
-	for _, p := range f.partitions {
-		pb := tx.Bucket(partitionBucketName(p))
-		if pb == nil {
-			return fmt.Errorf("%w: %s has no bucket for partition %d", core.ErrCorrupt, f.path, p)
-		}
-		if _, err := pb.CreateBucketIfNotExists(bucketKeys); err != nil {
-			return err
-		}
-		if err := migrateKeyIndex(pb); err != nil {
-			return fmt.Errorf("raftlog: %s: partition %d: %w", f.path, p, err)
-		}
-	}
-	return nil
-}
-
-// load sets the in-memory state from tx.
+// load sets the in-memory state from tx, and checks the segments against it.
 func (f *Engine) load(tx *bolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
-	f.applied.Store(0)
-	if v := meta.Get(metaApplied); v != nil {
-		f.applied.Store(binary.BigEndian.Uint64(v))
+	applied, err := getUint64(meta, metaApplied)
+	if err != nil {
+		return indexError(f.path, err)
 	}
-	f.lastTime = 0
-	if v := meta.Get(metaTime); v != nil {
-		f.lastTime = int64(binary.BigEndian.Uint64(v))
+	f.applied.Store(applied)
+	t, err := getUint64(meta, metaTime)
+	if err != nil {
+		return indexError(f.path, err)
 	}
+	f.lastTime = int64(t)
+	f.segs = make([]*segEntry, len(f.partitions))
 	for i, p := range f.partitions {
-		var next uint64
 		pb := tx.Bucket(partitionBucketName(p))
-		if k, _ := pb.Bucket(bucketRecs).Cursor().Last(); k != nil {
-			next = binary.BigEndian.Uint64(k) + 1
-		}
-		if v := pb.Get(keyNextOffset); len(v) == 8 {
-			next = max(next, binary.BigEndian.Uint64(v))
+		next, err := getUint64(pb, keyNextOffset)
+		if err != nil {
+			return indexError(f.path, fmt.Errorf("partition %d next offset: %w", p, err))
 		}
 		f.next[i].Store(next)
+		if f.segs[i], err = f.checkSegments(tx, i); err != nil {
+			return err
+		}
 	}
 	f.meta = make([]map[string]*keyMeta, len(f.partitions))
 	for i, p := range f.partitions {
 		f.meta[i] = map[string]*keyMeta{}
-		b := tx.Bucket(partitionBucketName(p)).Bucket(bucketKeyMeta)
-		if b == nil {
-			continue // a state file from before key metadata existed
-		}
-		err := b.ForEach(func(k, v []byte) error {
+		err := tx.Bucket(partitionBucketName(p)).Bucket(bucketKeyMeta).ForEach(func(k, v []byte) error {
+			v, err := openValue(k, v)
+			if err != nil {
+				return err
+			}
 			m, err := decodeKeyMeta(v)
 			if err != nil {
 				return fmt.Errorf("partition %d key %q: %w", p, k, err)
@@ -290,18 +426,22 @@ func (f *Engine) load(tx *bolt.Tx) error {
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("raftlog: shard %d: load key metadata: %w", f.shard, err)
+			return indexError(f.path, fmt.Errorf("shard %d: load key metadata: %w", f.shard, err))
 		}
 	}
 	if err := f.loadGroups(tx); err != nil {
-		return err
+		return indexError(f.path, err)
 	}
 	f.clusterID = uuid.UUID{}
-	if v := meta.Get(metaClusterID); v != nil {
-		if len(v) != 16 {
-			return fmt.Errorf("%w: %s: cluster ID of %d bytes", core.ErrCorrupt, f.path, len(v))
+	id, err := getValue(meta, metaClusterID)
+	if err != nil {
+		return indexError(f.path, err)
+	}
+	if id != nil {
+		if len(id) != 16 {
+			return indexError(f.path, fmt.Errorf("cluster ID of %d bytes", len(id)))
 		}
-		f.clusterID = uuid.UUID(v)
+		f.clusterID = uuid.UUID(id)
 	}
 	f.mem = newMemTable(f.nextOffsets(), f.applied.Load(), f.lastTime, f.flushAtRecords)
 	f.frozen = nil
@@ -321,10 +461,15 @@ func (f *Engine) slot(p core.Partition) (int, bool) {
 // the flusher and closes the file. Raft must be stopped: this runs off the
 // FSM goroutine.
 func (f *Engine) Close() error {
-	f.flush()
+	if err := f.flush(true); err != nil {
+		f.logger.Warn("raftlog: closing without writing the state's last tables; raft re-applies them at the next start", "shard", f.shard, "err", err)
+	}
+	f.Halt()
+	f.stopScrub()
 	f.stopFlusher()
 	f.dbMu.Lock()
 	defer f.dbMu.Unlock()
+	f.closeSegFiles()
 	return f.db.Close()
 }
 
@@ -364,9 +509,13 @@ func SyncDir(dir string) error {
 // Flush freezes the active table and waits until the flusher has written
 // every table, so the state file covers everything applied; it returns
 // the applied index the file then holds.
-func (f *Engine) Flush() uint64 {
-	f.flush()
-	return f.applied.Load()
+// An error (wrapping core.ErrDiskFull while flushes fail) means the file
+// does not.
+func (f *Engine) Flush() (uint64, error) {
+	if err := f.flush(true); err != nil {
+		return 0, err
+	}
+	return f.applied.Load(), nil
 }
 
 // Applied is the raft index of the last entry applied.
@@ -389,11 +538,25 @@ func (f *Engine) PartitionSignal(p core.Partition) *core.Signal {
 // AppliedSignal is woken by every apply.
 func (f *Engine) AppliedSignal() *core.Signal { return &f.appSig }
 
-// fatal stops the node: a replica that cannot apply or store what its
-// peers do must not go on and diverge. The line is logged first, so it
-// reaches the log's logger as well as the panic's output.
-func (f *Engine) fatal(format string, args ...any) {
-	msg := fmt.Sprintf("raftlog: shard %d: "+format, append([]any{f.shard}, args...)...)
-	f.logger.Error(msg)
-	panic(msg)
+// stopApplies stops applies on this replica for good: a replica that
+// cannot read the state it applies to must not go on and diverge, and a
+// panic would crash it again at every restart. The engine is marked
+// damaged (Damage), the line logged, and the FSM goroutine waits until
+// Halt (the shard is closing); raft goes on replicating, and the node
+// serves what it can read until it is wiped and rejoins.
+func (f *Engine) stopApplies(err error) {
+	if !errors.Is(err, core.ErrCorrupt) {
+		err = fmt.Errorf("%w: %w", core.ErrCorrupt, err)
+	}
+	f.markDamaged(err)
+	f.logger.Error("raftlog: applies stopped on this replica", "shard", f.shard, "err", err)
+	if f.onStopApplies != nil {
+		go f.onStopApplies(err)
+	}
+	<-f.halted
 }
+
+// Halt releases an FSM goroutine that stopApplies holds, with no outcome
+// for its entries; the shard's raft must be shutting down (it calls Halt
+// before it waits for the FSM).
+func (f *Engine) Halt() { f.haltOnce.Do(func() { close(f.halted) }) }

@@ -104,7 +104,8 @@ func outcomeString(resp any) string {
 }
 
 // stateHash hashes every key and value of every bucket except the
-// bookkeeping that legitimately differs (none today: meta included).
+// bookkeeping that legitimately differs (none today: meta included), and
+// every segment file's name and bytes.
 func stateHash(t testing.TB, f *Engine) string {
 	t.Helper()
 	h := sha256.New()
@@ -121,6 +122,7 @@ func stateHash(t testing.TB, f *Engine) string {
 		}
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error { return walk(string(name)+"/", b) })
 	}))
+	hashSegments(t, h, f)
 	return fmt.Sprintf("%x", h.Sum(nil))
 }
 
@@ -233,10 +235,10 @@ func TestFSMDeterministicAcrossBatching(t *testing.T) {
 				outs = append(outs, outcomeString(r))
 			}
 			if flushEach {
-				f.flush()
+				f.flush(false)
 			}
 		}
-		f.flush()
+		f.flush(false)
 		return outs, stateHash(t, f)
 	}
 	wantOuts, wantHash := run(1, false)
@@ -277,7 +279,7 @@ func TestFSMReappliesUnflushedAfterCrash(t *testing.T) {
 	require.NoError(t, err)
 	logs := []*raft.Log{entryLog(1, 1, req(0, "k", 0, 1)), entryLog(2, 2, req(0, "k", 1, 2))}
 	f.ApplyBatch(logs[:1])
-	f.flush() // as a snapshot at index 1 would
+	f.flush(false) // as a snapshot at index 1 would
 	before := outcomeString(f.ApplyBatch(logs[1:])[0])
 	recs, err := f.Read(0, 0, 10, 1<<20)
 	require.NoError(t, err)
@@ -316,7 +318,7 @@ func TestFSMIDRetention(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		apply(int64(i), req(0, fmt.Sprint("k", i), -1, i))
 	}
-	f.flush()
+	f.flush(false)
 	n, err := f.FlushedIDCount()
 	require.NoError(t, err)
 	require.Equal(t, 100, n)
@@ -326,7 +328,7 @@ func TestFSMIDRetention(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		apply(2*hour+int64(i), req(1, "new", -1, 1000+i))
 	}
-	f.flush()
+	f.flush(false)
 	n, err = f.FlushedIDCount()
 	require.NoError(t, err)
 	require.Equal(t, 20, n, "only IDs inside the retention window remain")
@@ -352,7 +354,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	require.Equal(t, snapshotHdrLen, sink.Len(), "a marker's size does not grow with history")
 	h, err := readSnapshotHeader(bytes.NewReader(sink.Bytes()))
 	require.NoError(t, err)
-	require.Equal(t, snapshotHeader{kind: snapshotMarker, index: 8}, h)
+	require.Equal(t, snapshotHeader{version: snapshotVersion, kind: snapshotMarker, index: 8}, h)
 
 	// Opening it through the store streams a full copy of the live state.
 	fileSnaps, err := raft.NewFileSnapshotStore(t.TempDir(), 2, io.Discard)
@@ -420,7 +422,7 @@ func TestRestoreOlderFullCopyKeepsNewerState(t *testing.T) {
 	// The leader: entry 3 applied but not yet flushed.
 	leader := newTestFSM(t, time.Hour)
 	leader.ApplyBatch(logs[:2])
-	leader.flush()
+	leader.flush(false)
 	leader.ApplyBatch(logs[2:])
 	full, size, err := leader.openFullCopy()
 	require.NoError(t, err)
@@ -448,7 +450,7 @@ func TestRestoreOlderFullCopyKeepsNewerState(t *testing.T) {
 
 	// Raft then hands over the entries after its snapshot index: skipped.
 	require.Nil(t, follower.ApplyBatch(logs[2:])[0])
-	leader.flush()
+	leader.flush(false)
 	require.Equal(t, stateHash(t, leader), stateHash(t, follower))
 }
 
@@ -456,8 +458,10 @@ func TestRestoreOlderFullCopyKeepsNewerState(t *testing.T) {
 // the flush in progress, if any, and the tables are lost.
 func crashFSM(t testing.TB, f *Engine) {
 	t.Helper()
+	f.stopScrub()
 	f.stopFlusher()
 	f.dbMu.Lock()
+	f.closeSegFiles()
 	require.NoError(t, f.db.Close())
 	f.dbMu.Unlock()
 }
@@ -476,15 +480,10 @@ func TestFSMErasesAndKeepsKeyStateAcrossRestart(t *testing.T) {
 	f, err := openTest(path, 0, 4, 1, time.Hour)
 	require.NoError(t, err)
 	f.ApplyBatch([]*raft.Log{entryLog(1, 1, req(0, "x", 0, 1, 2, 3))})
-	f.flush() // x1..x3 in the file
+	f.flush(false) // x1..x3 in the file
 	f.ApplyBatch([]*raft.Log{entryLog(2, 2, req(0, "x", 3, 4), keyOp(0, "x", -1, 0))})
-	f.flush() // x4 never reaches the file; x1..x3 are erased from it
-	stored := 0
-	require.NoError(t, f.view(func(tx *bolt.Tx) error {
-		stored = tx.Bucket(partitionBucketName(0)).Bucket(bucketRecs).Stats().KeyN
-		return nil
-	}))
-	require.Zero(t, stored, "deleted records are gone from the file")
+	f.flush(false) // x4 never reaches the file; x1..x3 are erased from it
+	require.Empty(t, segmentRecords(t, f, 0), "deleted records are gone from the segments")
 	require.NoError(t, f.Close())
 
 	f, err = openTest(path, 0, 4, 1, time.Hour)
@@ -521,8 +520,9 @@ func fileAppliedOf(t testing.TB, f *Engine) uint64 {
 	t.Helper()
 	var applied uint64
 	require.NoError(t, f.view(func(tx *bolt.Tx) error {
-		applied = fileApplied(tx)
-		return nil
+		var err error
+		applied, err = fileApplied(tx)
+		return err
 	}))
 	return applied
 }
@@ -533,7 +533,7 @@ func fileAppliedOf(t testing.TB, f *Engine) uint64 {
 func TestFSMFrozenTableIsVisible(t *testing.T) {
 	f := newTestFSM(t, time.Hour)
 	f.ApplyBatch([]*raft.Log{entryLog(1, 1, req(0, "a", 0, 1), req(0, "b", -1, 2))})
-	f.flush() // table 1 (a1 b1) in the file
+	f.flush(false) // table 1 (a1 b1) in the file
 	release := make(chan struct{})
 	held := holdFlushes(f, release)
 	f.flushAtRecords = 2
@@ -593,7 +593,7 @@ func TestFSMFrozenTableIsVisible(t *testing.T) {
 	}
 	close(release)
 	require.Equal(t, "p1@0 seq1 n1 dup=false idx=4 ", outcomeString((<-done)[0]))
-	f.waitFlushed()
+	f.waitFlushed(false)
 	require.Equal(t, uint64(4), fileAppliedOf(t, f))
 	check()
 }
@@ -713,7 +713,7 @@ func TestFSMKeyAndGroupChangesWhileFrozen(t *testing.T) {
 	f, err := openTest(path, 0, 4, 1, time.Hour)
 	require.NoError(t, err)
 	f.ApplyBatch(logs[:1])
-	f.flush() // x1..x3 in the file
+	f.flush(false) // x1..x3 in the file
 	release := make(chan struct{})
 	held := holdFlushes(f, release)
 	f.flushAtRecords = 1
@@ -724,13 +724,15 @@ func TestFSMKeyAndGroupChangesWhileFrozen(t *testing.T) {
 	require.Equal(t, []uint64{3, 4}, keySeqs(f), "readers see the truncation at once")
 	require.Equal(t, []string{"m1", "m2"}, members(f))
 	close(release)
-	f.waitFlushed()
+	f.waitFlushed(false)
 	require.Equal(t, uint64(3), fileAppliedOf(t, f))
 	require.NoError(t, f.view(func(tx *bolt.Tx) error {
 		pb := tx.Bucket(partitionBucketName(0))
-		require.Equal(t, 4, pb.Bucket(bucketRecs).Stats().KeyN, "x1..x4: the truncation is not the frozen table's")
+		require.Len(t, segmentRecordsIn(t, f, tx, 0), 4, "x1..x4: the truncation is not the frozen table's")
 		require.Nil(t, pb.Bucket(bucketKeyMeta).Get([]byte("x")))
-		g, err := cgroup.Decode(tx.Bucket(bucketGroups).Get([]byte("g")))
+		v, err := getValue(tx.Bucket(bucketGroups), []byte("g"))
+		require.NoError(t, err)
+		g, err := cgroup.Decode(v)
 		require.NoError(t, err)
 		require.Len(t, g.State("g").Members, 1, "the group as of the frozen table's last index")
 		return nil
@@ -746,11 +748,11 @@ func TestFSMKeyAndGroupChangesWhileFrozen(t *testing.T) {
 	f.ApplyBatch(logs) // raft replays what the file does not cover
 	require.Equal(t, []uint64{3, 4}, keySeqs(f))
 	require.Equal(t, []string{"m1", "m2"}, members(f))
-	f.flush()
+	f.flush(false)
 
 	ref := newTestFSM(t, time.Hour)
 	ref.ApplyBatch(logs)
-	ref.flush()
+	ref.flush(false)
 	require.Equal(t, stateHash(t, ref), stateHash(t, f))
 }
 
@@ -814,7 +816,7 @@ func TestFSMKeyIndexChunksAcrossFlushes(t *testing.T) {
 	}
 	for _, n := range []int{5, 11, 20, 16, 1, 40} {
 		run(n)
-		f.flush()
+		f.flush(false)
 	}
 	run(7) // in the active table only
 	want := keyOffsets(t, f, 0, "a")
@@ -853,63 +855,15 @@ func TestFSMKeyIndexChunksAcrossFlushes(t *testing.T) {
 	// no record of a below it, and reads start there.
 	idx++
 	f.ApplyBatch([]*raft.Log{entryLog(idx, int64(idx), keyOp(0, "a", -1, 37))})
-	f.flush()
-	require.NoError(t, f.view(func(tx *bolt.Tx) error {
-		recs := tx.Bucket(partitionBucketName(0)).Bucket(bucketRecs)
-		for seq, off := range want {
-			require.Equal(t, seq >= 37, recs.Get(be64(off)) != nil, "seq %d", seq)
-		}
-		return nil
-	}))
+	f.flush(false)
+	recs := segmentRecords(t, f, 0)
+	for seq, off := range want {
+		require.Equal(t, seq >= 37, recs[off], "seq %d", seq)
+	}
 	got, err := f.ReadKey(0, "a", 1, 1<<20, 1<<30)
 	require.NoError(t, err)
 	require.Equal(t, uint64(37), got[0].KeySeq)
 	require.Len(t, got, int(seqA-36))
-}
-
-// A state file written with one key index entry per sequence is rewritten
-// into chunks when it is opened, and reads the same.
-func TestFSMMigratesKeyIndexV1(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "fsm.db")
-	f, err := openTest(path, 0, 4, 1, time.Hour)
-	require.NoError(t, err)
-	var reqs []wire.Request
-	for i := 1; i <= 40; i++ {
-		reqs = append(reqs, req(0, "a", -1, i))
-		if i%10 == 0 {
-			reqs = append(reqs, req(0, "b", -1, 100+i))
-		}
-	}
-	f.ApplyBatch([]*raft.Log{entryLog(1, 1, reqs...)})
-	f.flush()
-	wantA, wantB := keyOffsets(t, f, 0, "a"), keyOffsets(t, f, 0, "b")
-	// Rewrite the index as the old layout had it: (key, sequence) -> offset.
-	require.NoError(t, f.db.Update(func(tx *bolt.Tx) error {
-		pb := tx.Bucket(partitionBucketName(0))
-		old, err := pb.CreateBucket(bucketKeysV1)
-		require.NoError(t, err)
-		for key, want := range map[string]map[uint64]uint64{"a": wantA, "b": wantB} {
-			for seq, off := range want {
-				require.NoError(t, old.Put(binary.BigEndian.AppendUint64(wire.AppendString(nil, key), seq), be64(off)))
-			}
-		}
-		return pb.DeleteBucket(bucketKeys)
-	}))
-	require.NoError(t, f.Close())
-
-	f, err = openTest(path, 0, 4, 1, time.Hour)
-	require.NoError(t, err)
-	defer f.Close()
-	require.NoError(t, f.view(func(tx *bolt.Tx) error {
-		require.Nil(t, tx.Bucket(partitionBucketName(0)).Bucket(bucketKeysV1), "the old index is gone")
-		return nil
-	}))
-	checkKeyReads(t, f, "a", 1, 40, wantA)
-	checkKeyReads(t, f, "b", 1, 4, wantB)
-	out := f.ApplyBatch([]*raft.Log{entryLog(2, 2, req(0, "a", 40, 500))})
-	require.Equal(t, "p0@44 seq41 n1 dup=false idx=2 ", outcomeString(out[0]))
-	f.flush()
-	checkKeyReads(t, f, "a", 1, 41, keyOffsets(t, f, 0, "a"))
 }
 
 // groupFSM applies group operations to a fresh FSM of 8 partitions, at

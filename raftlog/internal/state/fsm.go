@@ -21,6 +21,9 @@ import (
 // stays in the log.) Leaders check what they propose, so only a bug or a
 // mixed-version cluster produces one; DESIGN.md says how versions mix.
 //
+// Storage that fails under an apply (a damaged index value or page) stops
+// applies on this replica (Engine.stopApplies) instead of crashing it.
+//
 // Contracts (hashicorp/raft): ApplyBatch and Restore run on raft's FSM
 // goroutine, one at a time; Snapshot runs there too and must be quick;
 // Persist of a returned snapshot runs concurrently with later applies.
@@ -46,17 +49,29 @@ func (f FSM) ApplyBatch(logs []*raft.Log) []any {
 	if len(logs) == 0 || logs[len(logs)-1].Index <= applied {
 		return resp
 	}
-	b := f.e.Begin()
-	for i, l := range logs {
-		if l.Index <= applied {
-			continue
+	err := f.e.guard("apply", func() error {
+		b, ok := f.e.Begin()
+		if !ok {
+			return nil
 		}
-		if l.Type == raft.LogCommand {
-			resp[i] = f.dispatch(&b, l)
+		for i, l := range logs {
+			if l.Index <= applied {
+				continue
+			}
+			if l.Type == raft.LogCommand {
+				resp[i] = f.dispatch(&b, l)
+			}
+			b.Applied(l.Index)
 		}
-		b.Applied(l.Index)
+		if !b.End() {
+			clear(resp)
+		}
+		return nil
+	})
+	if err != nil { // bbolt panicked on a damaged page
+		f.e.stopApplies(err)
+		clear(resp)
 	}
-	b.End()
 	return resp
 }
 
@@ -101,7 +116,11 @@ func (f FSM) rejected(l *raft.Log, err error) error {
 // everything applied and raft may compact its log up to here; the snapshot
 // itself records only that index, and its cost does not grow with history.
 func (f FSM) Snapshot() (raft.FSMSnapshot, error) {
-	return markerSnapshot{index: f.e.Flush()}, nil
+	index, err := f.e.Flush()
+	if err != nil {
+		return nil, err
+	}
+	return markerSnapshot{index: index}, nil
 }
 
 // Restore implements raft.FSM: the engine replaces its state with the full

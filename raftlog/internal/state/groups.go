@@ -52,6 +52,10 @@ func (f *Engine) loadGroups(tx *bolt.Tx) error {
 		return nil
 	}
 	return b.ForEach(func(k, v []byte) error {
+		v, err := openValue(k, v)
+		if err != nil {
+			return err
+		}
 		g, err := cgroup.Decode(v)
 		if err != nil {
 			return fmt.Errorf("raftlog: consumer group %q: %w", k, err)
@@ -81,7 +85,7 @@ func flushGroups(tx *bolt.Tx, groups map[string][]byte) error {
 		if groups[n] == nil {
 			errs = append(errs, b.Delete([]byte(n)))
 		} else {
-			errs = append(errs, b.Put([]byte(n), groups[n]))
+			errs = append(errs, putValue(b, []byte(n), groups[n]))
 		}
 	}
 	return errors.Join(errs...)

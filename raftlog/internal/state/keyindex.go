@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"slices"
 
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
@@ -21,7 +20,7 @@ import (
 // record, and the index is several times smaller: a B-tree page a flush
 // rewrites carries more of the key's history. The layout depends only on
 // the sequences, never on when tables were flushed, so replicas' files
-// stay identical.
+// stay identical. Each value carries its checksum (index.go).
 const keyChunk = 16
 
 // keyChunkKey is the index entry key of (prefix, the chunk of seq), where
@@ -33,7 +32,7 @@ func keyChunkKey(b, prefix []byte, seq uint64) []byte {
 
 // keyHeadIn returns the current sequence of key in the state file: the
 // last sequence its index holds, 0 if it has none.
-func keyHeadIn(keys *bolt.Bucket, key string) uint64 {
+func keyHeadIn(keys *bolt.Bucket, key string) (uint64, error) {
 	prefix := wire.AppendString(nil, key)
 	c := keys.Cursor()
 	k, v := c.Seek(binary.BigEndian.AppendUint64(prefix, ^uint64(0))) // prefix[:len] unchanged
@@ -43,9 +42,22 @@ func keyHeadIn(keys *bolt.Bucket, key string) uint64 {
 		k, v = c.Prev()
 	}
 	if len(k) != len(prefix)+8 || !bytes.HasPrefix(k, prefix) {
-		return 0
+		return 0, nil
 	}
-	return binary.BigEndian.Uint64(k[len(prefix):])*keyChunk + uint64(len(v)/8)
+	v, err := openKeyChunk(k, v)
+	if err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint64(k[len(prefix):])*keyChunk + uint64(len(v)/8), nil
+}
+
+// openKeyChunk verifies a key index value and returns its offsets.
+func openKeyChunk(k, v []byte) ([]byte, error) {
+	p, err := openValue(k, v)
+	if err == nil && (len(p)%8 != 0 || len(p) > 8*keyChunk) {
+		err = fmt.Errorf("%w: key index chunk %x of %d bytes", core.ErrCorrupt, k, len(p))
+	}
+	return p, err
 }
 
 // eachKeyOffset calls fn with the sequence and offset of each record of
@@ -56,6 +68,10 @@ func eachKeyOffset(keys *bolt.Bucket, key string, from uint64, fn func(seq, off 
 	prefix := wire.AppendString(nil, key)
 	c := keys.Cursor()
 	for k, v := c.Seek(keyChunkKey(nil, prefix, from)); k != nil && len(k) == len(prefix)+8 && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		v, err := openKeyChunk(k, v)
+		if err != nil {
+			return err
+		}
 		base := binary.BigEndian.Uint64(k[len(prefix):])*keyChunk + 1
 		for i := 0; i+8 <= len(v); i += 8 {
 			seq := base + uint64(i/8)
@@ -82,16 +98,20 @@ func putKeyOffsets(keys *bolt.Bucket, prefix []byte, first uint64, offsets []uin
 		ck := keyChunkKey(alloc(len(prefix)+8), prefix, seq)
 		var old []byte
 		if pos > 0 {
-			old = keys.Get(ck)
+			var err error
+			if old, err = getValue(keys, ck); err != nil {
+				return err
+			}
 		}
 		if len(old) != 8*pos {
 			return fmt.Errorf("%w: key index chunk %x holds %d offsets, sequence %d follows %d", core.ErrCorrupt, ck, len(old)/8, seq, pos)
 		}
-		v := alloc(len(old) + 8*n)[:0]
+		v := alloc(len(old) + 8*n + valueCRCLen)[:0]
 		v = append(v, old...)
 		for _, off := range offsets[j : j+n] {
 			v = binary.BigEndian.AppendUint64(v, off)
 		}
+		v = binary.BigEndian.AppendUint32(v, valueCRC(ck, v))
 		if err := keys.Put(ck, v); err != nil {
 			return err
 		}
@@ -99,47 +119,6 @@ func putKeyOffsets(keys *bolt.Bucket, prefix []byte, first uint64, offsets []uin
 		j += n
 	}
 	return nil
-}
-
-// migrateKeyIndex rewrites the partition bucket pb's key index from one
-// entry per sequence (bucketKeysV1, files written before 2026-11-24) into
-// chunks, in the caller's transaction.
-func migrateKeyIndex(pb *bolt.Bucket) error {
-	old := pb.Bucket(bucketKeysV1)
-	if old == nil {
-		return nil
-	}
-	keys := pb.Bucket(bucketKeys)
-	alloc := func(n int) []byte { return make([]byte, n) }
-	var prefix []byte
-	var offsets []uint64
-	put := func() error {
-		if len(offsets) == 0 {
-			return nil
-		}
-		return putKeyOffsets(keys, prefix, 1, offsets, alloc)
-	}
-	c := old.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if len(k) < 9 || len(v) != 8 {
-			return fmt.Errorf("%w: key index entry %x", core.ErrCorrupt, k)
-		}
-		p, seq := k[:len(k)-8], binary.BigEndian.Uint64(k[len(k)-8:])
-		if !bytes.Equal(p, prefix) {
-			if err := put(); err != nil {
-				return err
-			}
-			prefix, offsets = slices.Clone(p), offsets[:0]
-		}
-		if seq != uint64(len(offsets))+1 {
-			return fmt.Errorf("%w: key index entry %x: sequence %d after %d", core.ErrCorrupt, k, seq, len(offsets))
-		}
-		offsets = append(offsets, binary.BigEndian.Uint64(v))
-	}
-	if err := put(); err != nil {
-		return err
-	}
-	return pb.DeleteBucket(bucketKeysV1)
 }
 
 func (v *layers) keysBucket(p core.Partition, slot int) *bolt.Bucket {
@@ -166,9 +145,9 @@ func (v *layers) keyRun(slot int, key string) *memKey {
 // keyHead is the current sequence of key in partition p (at slot): the
 // end of its run in the newest table that has one, else its last entry in
 // the file.
-func (v *layers) keyHead(p core.Partition, slot int, key string) uint64 {
+func (v *layers) keyHead(p core.Partition, slot int, key string) (uint64, error) {
 	if mk := v.keyRun(slot, key); mk != nil {
-		return mk.last()
+		return mk.last(), nil
 	}
 	return keyHeadIn(v.keysBucket(p, slot), key)
 }
@@ -191,47 +170,56 @@ func (v *layers) ID(id uuid.UUID) (IDEntry, bool, error) {
 	if v.maxID == nil || bytes.Compare(id[:], v.maxID) > 0 {
 		return IDEntry{}, false, nil
 	}
-	b := v.ids.Get(id[:])
-	if b == nil {
-		return IDEntry{}, false, nil
+	b, err := getValue(v.ids, id[:])
+	if b == nil || err != nil {
+		return IDEntry{}, false, err
 	}
 	e, err := decodeIDEntry(b)
 	return e, err == nil, err
 }
 
 // keyOffset is the offset of key's record with sequence seq.
-func (v *layers) keyOffset(p core.Partition, slot int, key string, seq uint64) (uint64, bool) {
+func (v *layers) keyOffset(p core.Partition, slot int, key string, seq uint64) (uint64, bool, error) {
 	for _, m := range [2]*memTable{v.active, v.frozen} {
 		if m == nil {
 			continue
 		}
 		if mk := m.keys[slot][key]; mk != nil && seq >= mk.first {
 			if seq > mk.last() {
-				return 0, false
+				return 0, false, nil
 			}
-			return mk.offsets[seq-mk.first], true
+			return mk.offsets[seq-mk.first], true, nil
 		}
 	}
 	if seq == 0 {
-		return 0, false
+		return 0, false, nil
 	}
-	b := v.keysBucket(p, slot).Get(keyChunkKey(nil, wire.AppendString(nil, key), seq))
+	ck := keyChunkKey(nil, wire.AppendString(nil, key), seq)
+	b := v.keysBucket(p, slot).Get(ck)
+	if b == nil {
+		return 0, false, nil
+	}
+	b, err := openKeyChunk(ck, b)
 	i := int((seq-1)%keyChunk) * 8
-	if len(b) < i+8 {
-		return 0, false
+	if err != nil || len(b) < i+8 {
+		return 0, false, err
 	}
-	return binary.BigEndian.Uint64(b[i:]), true
+	return binary.BigEndian.Uint64(b[i:]), true, nil
 }
 
-// record is the stored record at offset off of partition p (at slot).
-func (v *layers) record(p core.Partition, slot int, off uint64) []byte {
+// record calls fn with the stored record at offset off of partition p
+// (at slot), from the tables or else the segments; not at all if there is
+// none. The record is valid only during the call.
+func (v *layers) record(p core.Partition, slot int, off uint64, fn func(rec []byte) error) error {
 	for _, m := range [2]*memTable{v.active, v.frozen} {
 		if m != nil && off >= m.start[slot] {
 			if off >= m.end(slot) {
 				return nil
 			}
-			return m.recs[slot][off-m.start[slot]]
+			return fn(m.recs[slot][off-m.start[slot]])
 		}
 	}
-	return v.tx.Bucket(partitionBucketName(p)).Bucket(bucketRecs).Get(be64(off))
+	return v.f.scanSegments(v.tx, p, off, off+1, func(_ uint64, rec []byte) (bool, error) {
+		return false, fn(rec)
+	})
 }

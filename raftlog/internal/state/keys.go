@@ -63,7 +63,11 @@ func (f *Engine) Keys(p core.Partition, prefix, after string, limit int) ([]List
 		}
 		out = make([]ListedKey, len(keys))
 		for i, k := range keys {
-			out[i] = ListedKey{Key: k, Seq: v.keyHead(p, slot, k)}
+			seq, err := v.keyHead(p, slot, k)
+			if err != nil {
+				return err
+			}
+			out[i] = ListedKey{Key: k, Seq: seq}
 			if km := f.meta[slot][k]; km != nil {
 				out[i].Deleted = km.deleted
 			}

@@ -1,18 +1,14 @@
 package state
 
 import (
-	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 
 	"github.com/google/uuid"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/esraft/esraft/raftlog/internal/cgroup"
-	"github.com/esraft/esraft/raftlog/internal/wire"
+	"github.com/esraft/esraft/raftlog/internal/core"
 )
 
 // The in-memory table.
@@ -86,23 +82,28 @@ type memTable struct {
 
 	n     int // records held
 	bytes int
-	arena []byte // the free end of the chunk the FSM goroutine allocates from
+	arena arena // what the FSM goroutine allocates stored records and ID lists from
 }
-
-// arenaChunk is the size of the chunks a table's stored records and ID
-// lists are carved from: one allocation per many records instead of
-// several per record.
-const arenaChunk = 64 << 10
 
 // alloc returns n bytes of the table's arena, capacity n. The FSM goroutine
 // alone calls it, on the active table.
-func (m *memTable) alloc(n int) []byte {
-	if n > cap(m.arena)-len(m.arena) {
-		m.arena = make([]byte, 0, max(arenaChunk, n))
+func (m *memTable) alloc(n int) []byte { return m.arena.alloc(n) }
+
+// arena hands out byte slices carved from large chunks: one allocation
+// per many records or index values instead of one or more each.
+type arena struct{ free []byte }
+
+// arenaChunk is the size of an arena's chunks.
+const arenaChunk = 64 << 10
+
+// alloc returns n bytes, capacity n.
+func (a *arena) alloc(n int) []byte {
+	if n > cap(a.free)-len(a.free) {
+		a.free = make([]byte, 0, max(arenaChunk, n))
 	}
-	l := len(m.arena)
-	m.arena = m.arena[:l+n]
-	return m.arena[l : l+n : l+n]
+	l := len(a.free)
+	a.free = a.free[:l+n]
+	return a.free[l : l+n : l+n]
 }
 
 // memKey is a key's records held in the table: sequences first.. in order.
@@ -149,12 +150,16 @@ func (f *Engine) nextOffsets() []uint64 {
 // runs on the FSM goroutine, after an apply (or in Snapshot and close) and
 // outside any read transaction. If the previous frozen table is still
 // being written, it waits for it first: memory stays bounded by two tables,
-// and applies are held up only when flushes cannot keep pace.
-func (f *Engine) freeze() {
+// and applies are held up only when flushes cannot keep pace (or fail:
+// then appends are refused, see Full). It returns the error of
+// waitFlushed if that gave up, and freezes nothing then.
+func (f *Engine) freeze(failFast bool) error {
 	if f.mem.last == f.mem.base {
-		return // nothing applied since the last freeze
+		return nil // nothing applied since the last freeze
 	}
-	f.waitFlushed()
+	if err := f.waitFlushed(failFast); err != nil {
+		return err
+	}
 	m := f.mem
 	m.metaAt = make([]map[string]*keyMeta, len(m.metaDirty))
 	for slot, dirty := range m.metaDirty {
@@ -179,252 +184,70 @@ func (f *Engine) freeze() {
 	case f.flushKick <- struct{}{}:
 	default: // the flusher has a wake-up pending already
 	}
+	return nil
 }
 
-// waitFlushed waits until no frozen table is left.
-func (f *Engine) waitFlushed() {
+// Why waitFlushed gave up.
+var (
+	errHalted      = errors.New("raftlog: the shard is closing")
+	errFlusherGone = errors.New("raftlog: the state flusher stopped")
+)
+
+// waitFlushed waits until no frozen table is left. It gives up with an
+// error when the flusher stops; with failFast, as soon as a flush fails
+// (an error wrapping core.ErrDiskFull), else when the shard halts (Halt:
+// a wait that only a flush ends must not hold up raft's shutdown).
+func (f *Engine) waitFlushed(failFast bool) error {
+	halted := f.halted
+	if failFast {
+		halted = nil // the wait ends with the flush attempt in progress
+	}
 	for {
 		ch := f.flushed.Wait() // before the check, so no notify is missed
 		f.mu.RLock()
 		done := f.frozen == nil
 		f.mu.RUnlock()
 		if done {
-			return
+			return nil
 		}
-		<-ch
-	}
-}
-
-// flush makes the state file cover everything applied: it freezes the
-// active table and waits for the flusher to write it.
-func (f *Engine) flush() {
-	f.freeze()
-	f.waitFlushed()
-}
-
-// runFlusher is the flusher goroutine: it writes each frozen table to the
-// state file and then drops it from memory. It is started by openFSM and
-// stopped by close (or, in tests, by halt).
-func (f *Engine) runFlusher() {
-	defer close(f.flushDone)
-	for {
-		select {
-		case <-f.flushKick:
-		case <-f.flushStop:
-			return
-		}
-		f.mu.RLock()
-		t := f.frozen
-		f.mu.RUnlock()
-		if t == nil {
-			continue
-		}
-		if f.beforeFlush != nil {
-			f.beforeFlush()
+		if err := f.FlushError(); err != nil && failFast {
+			return fmt.Errorf("%w: %w", core.ErrDiskFull, err)
 		}
 		select {
-		case <-f.flushStop:
-			return // a crash, in tests: the frozen table is lost
-		default:
+		case <-ch:
+		case <-halted:
+			return errHalted
+		case <-f.flushDone:
+			return errFlusherGone
 		}
-		f.dbMu.RLock() // Restore waits for flushes before it swaps the file
-		f.writeTable(t)
-		f.mu.Lock()
-		if f.frozen == t { // only the FSM goroutine freezes, after waiting for this
-			f.frozen = nil
-		}
-		f.mu.Unlock()
-		f.dbMu.RUnlock()
-		f.flushed.Notify()
 	}
 }
 
-// writeTable writes a frozen table to the state file in one fsynced
-// transaction, with its applied index and time, and prunes expired record
-// IDs. Readers meanwhile still find every record in the table: they read
-// the file only below the oldest table's start offsets.
-func (f *Engine) writeTable(m *memTable) {
-	tx, err := f.db.Begin(true)
-	if err != nil {
-		f.fatal("begin flush: %v", err)
-	}
-	var errs []error
-	put := func(b *bolt.Bucket, k, v []byte) {
-		if err := b.Put(k, v); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	// bbolt keeps the values put until the commit: carve them from chunks.
-	var arena []byte
-	alloc := func(n int) []byte {
-		if n > cap(arena)-len(arena) {
-			arena = make([]byte, 0, max(256<<10, n))
-		}
-		l := len(arena)
-		arena = arena[:l+n]
-		return arena[l : l+n : l+n]
-	}
-	u64 := func(v uint64) []byte {
-		b := alloc(8)
-		binary.BigEndian.PutUint64(b, v)
-		return b
-	}
-	for slot, p := range f.partitions {
-		pb := tx.Bucket(partitionBucketName(p))
-		recs, keys := pb.Bucket(bucketRecs), pb.Bucket(bucketKeys)
-		recs.FillPercent = 1 // offsets only grow
-		meta := m.metaAt[slot]
-		for i, v := range m.recs[slot] {
-			if len(meta) > 0 && f.hidden(meta, v) {
-				continue // truncated before it reached the file
-			}
-			put(recs, u64(m.start[slot]+uint64(i)), v)
-		}
-		names := make([]string, 0, len(m.keys[slot]))
-		for k := range m.keys[slot] {
-			names = append(names, k)
-		}
-		sort.Strings(names)
-		for _, k := range names {
-			mk := m.keys[slot][k]
-			errs = append(errs, putKeyOffsets(keys, wire.AppendString(alloc(binary.MaxVarintLen64 + len(k))[:0], k), mk.first, mk.offsets, alloc))
-		}
-		errs = append(errs, flushKeyMeta(pb, meta))
-		// The next offset, stored because erasure can empty the partition's end.
-		put(pb, keyNextOffset, be64(m.start[slot]+uint64(len(m.recs[slot]))))
-	}
-	ids, idTime := tx.Bucket(bucketIDs), tx.Bucket(bucketIDTime)
-	order := make([]uuid.UUID, 0, len(m.ids))
-	for id := range m.ids {
-		order = append(order, id)
-	}
-	slices.SortFunc(order, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
-	for i := range order {
-		put(ids, order[i][:], encodeIDEntry(alloc(4 * binary.MaxVarintLen64)[:0], m.ids[order[i]]))
-	}
-	// The requests of one raft entry share its time: one retention entry
-	// each would be as many B-tree puts as appends, so they are written as
-	// one, under the first request's key.
-	for i := 0; i < len(m.idLog); {
-		j, n := i+1, len(m.idLog[i].ids)
-		for j < len(m.idLog) && bytes.Equal(m.idLog[j].key[:16], m.idLog[i].key[:16]) {
-			n += len(m.idLog[j].ids)
-			j++
-		}
-		v := m.idLog[i].ids
-		if j > i+1 {
-			v = alloc(n)[:0]
-			for _, l := range m.idLog[i:j] {
-				v = append(v, l.ids...)
-			}
-		}
-		put(idTime, m.idLog[i].key, v)
-		i = j
-	}
-	errs = append(errs, f.pruneIDs(ids, idTime, m.lastTime, 2*m.n+1024))
-	errs = append(errs, flushGroups(tx, m.groupsAt))
-	meta := tx.Bucket(bucketMeta)
-	put(meta, metaApplied, be64(m.last))
-	put(meta, metaTime, be64(uint64(m.lastTime)))
-	if m.clusterID != (uuid.UUID{}) {
-		put(meta, metaClusterID, bytes.Clone(m.clusterID[:]))
-	}
-	if err := errors.Join(errs...); err != nil {
-		tx.Rollback()
-		f.fatal("flush: %v", err)
-	}
-	if err := tx.Commit(); err != nil {
-		// The table cannot be kept without a way to make it durable; the
-		// raft log still holds its entries, and a restart re-applies them.
-		f.fatal("commit flush: %v", err)
-	}
-}
-
-// pruneIDs deletes record IDs that expired before the retention window
-// ending at t, a whole append at a time, until about limit IDs are gone.
-// An ID appended again after it expired has a newer entry, which stays.
-func (f *Engine) pruneIDs(ids, idTime *bolt.Bucket, t int64, limit int) error {
-	if f.retention <= 0 {
-		return nil
-	}
-	cutoff := t - f.retention
-	var doomed [][]byte
-	var errs []error
-	n := 0
-	c := idTime.Cursor()
-	for k, v := c.First(); k != nil && n < limit; k, v = c.Next() {
-		at := int64(binary.BigEndian.Uint64(k[:8]))
-		if at >= cutoff {
-			break
-		}
-		doomed = append(doomed, slices.Clone(k))
-		for id := v; len(id) >= 16; id = id[16:] {
-			if cur := ids.Get(id[:16]); cur != nil {
-				if e, err := decodeIDEntry(cur); err == nil && e.Time == at {
-					errs = append(errs, ids.Delete(id[:16]))
-				}
-			}
-			n++
-		}
-	}
-	for _, k := range doomed {
-		errs = append(errs, idTime.Delete(k))
-	}
-	return errors.Join(errs...)
-}
-
-// hidden reports whether the stored record v lies below its key's floor
-// in meta (key metadata of its partition).
-func (f *Engine) hidden(meta map[string]*keyMeta, v []byte) bool {
-	key, seq, err := storedKeySeq(v)
-	if err != nil {
-		f.fatal("stored record: %v", err)
-	}
-	km := meta[string(key)]
-	return km != nil && seq < km.floor
-}
-
-// flushKeyMeta writes the key metadata a table changed (meta, as of the
-// table's last index) into the partition's bucket pb, and erases the
-// records the file still holds below each such key's floor, from where the
-// last erasure of the key, as the file records it, stopped. The key index
-// keeps its entries (a key's last one is its sequence); reads never look
-// below the floor.
-func flushKeyMeta(pb *bolt.Bucket, meta map[string]*keyMeta) error {
-	if len(meta) == 0 {
-		return nil
-	}
-	names := make([]string, 0, len(meta))
-	for k := range meta {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	metaB, err := pb.CreateBucketIfNotExists(bucketKeyMeta)
-	if err != nil {
+// flush makes the state files cover everything applied: it freezes the
+// active table and waits for the flusher to write it (see waitFlushed for
+// when it gives up).
+func (f *Engine) flush(failFast bool) error {
+	if err := f.freeze(failFast); err != nil {
 		return err
 	}
-	recs, keys := pb.Bucket(bucketRecs), pb.Bucket(bucketKeys)
-	var errs []error
-	for _, k := range names {
-		km := *meta[k]
-		if old := metaB.Get([]byte(k)); old != nil {
-			stored, err := decodeKeyMeta(old)
-			if err != nil {
-				return fmt.Errorf("key %q: stored metadata: %w", k, err)
-			}
-			km.erased = max(km.erased, stored.erased)
-		}
-		if km.floor > km.erased {
-			floor := km.floor
-			errs = append(errs, eachKeyOffset(keys, k, km.erased, func(seq, off uint64) (bool, error) {
-				if seq >= floor {
-					return false, nil
-				}
-				return true, recs.Delete(be64(off))
-			}))
-			km.erased = km.floor
-		}
-		errs = append(errs, metaB.Put([]byte(k), encodeKeyMeta(nil, km)))
+	return f.waitFlushed(failFast)
+}
+
+// Full returns an error wrapping core.ErrDiskFull while flushes fail and
+// the active table is as large as it may grow (it cannot be frozen while
+// the previous table waits): appends are refused before they are
+// proposed, so memory stays bounded. It returns nil again once a flush
+// succeeds, and the next apply freezes the table.
+func (f *Engine) Full() error {
+	err := f.FlushError()
+	if err == nil {
+		return nil
 	}
-	return errors.Join(errs...)
+	f.mu.RLock()
+	full := f.frozen != nil && (f.mem.n >= f.flushAtRecords || f.mem.bytes >= f.flushAtBytes)
+	f.mu.RUnlock()
+	if !full {
+		return nil
+	}
+	return fmt.Errorf("%w: shard %d cannot write its state (%v); appends resume when it can", core.ErrDiskFull, f.shard, err)
 }

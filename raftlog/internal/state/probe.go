@@ -1,7 +1,10 @@
 package state
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"io"
+	"path/filepath"
 
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
@@ -22,9 +25,11 @@ func (f *Engine) Probe() Probe { return Probe{f} }
 // lost.
 func (p Probe) Crash() error {
 	f := p.f
+	f.stopScrub()
 	f.stopFlusher()
 	f.dbMu.Lock()
 	defer f.dbMu.Unlock()
+	f.closeSegFiles()
 	return f.db.Close()
 }
 
@@ -79,8 +84,9 @@ func (p Probe) Frozen() (uint64, bool) {
 func (p Probe) FileApplied() (uint64, error) {
 	var applied uint64
 	err := p.f.view(func(tx *bolt.Tx) error {
-		applied = fileApplied(tx)
-		return nil
+		var err error
+		applied, err = fileApplied(tx)
+		return err
 	})
 	return applied, err
 }
@@ -96,6 +102,10 @@ func (Probe) MetaBucket() []byte { return bucketMeta }
 func (p Probe) EachID(fn func(id uuid.UUID, partition core.Partition) error) error {
 	return p.f.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketIDs).ForEach(func(k, v []byte) error {
+			v, err := openValue(k, v)
+			if err != nil {
+				return err
+			}
 			e, err := decodeIDEntry(v)
 			if err != nil {
 				return err
@@ -111,3 +121,37 @@ func (p Probe) LookupID(id uuid.UUID) (IDEntry, bool, error) { return p.f.Lookup
 
 // OpenFullCopy starts a full copy of the state, as sent to a follower.
 func (p Probe) OpenFullCopy() (io.ReadCloser, int64, error) { return p.f.openFullCopy() }
+
+// SegmentDigests returns, by name under the shard's directory, the SHA-256
+// of each segment file's bytes up to the length the index records.
+func (p Probe) SegmentDigests() (map[string]string, error) {
+	f := p.f
+	out := map[string]string{}
+	err := f.view(func(tx *bolt.Tx) error {
+		for _, part := range f.partitions {
+			err := tx.Bucket(partitionBucketName(part)).Bucket(bucketSegs).ForEach(func(k, v []byte) error {
+				s, err := openSegEntry(k, v)
+				if err != nil {
+					return err
+				}
+				name := f.segPath(part, s.base)
+				fh, err := f.segFile(name, false)
+				if err != nil {
+					return err
+				}
+				h := sha256.New()
+				if _, err := io.Copy(h, io.NewSectionReader(fh, 0, s.length)); err != nil {
+					return err
+				}
+				rel, _ := filepath.Rel(f.dir, name)
+				out[rel] = fmt.Sprintf("%d:%x", s.length, h.Sum(nil))
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return out, err
+}

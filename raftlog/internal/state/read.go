@@ -1,7 +1,7 @@
 package state
 
 import (
-	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
@@ -14,6 +14,7 @@ import (
 // frozen one (if any), then the state file as a read transaction sees it,
 // which holds everything below the oldest table.
 type layers struct {
+	f      *Engine
 	tx     *bolt.Tx
 	frozen *memTable
 	active *memTable
@@ -55,8 +56,14 @@ func (f *Engine) beginRead() (layers, error) {
 			return layers{}, err
 		}
 		f.mu.RLock()
-		v := layers{tx: tx, frozen: f.frozen, active: f.mem}
-		if fileApplied(tx) >= v.oldest().base {
+		v := layers{f: f, tx: tx, frozen: f.frozen, active: f.mem}
+		applied, err := fileApplied(tx)
+		if err != nil {
+			f.mu.RUnlock()
+			tx.Rollback()
+			return layers{}, indexError(f.path, err)
+		}
+		if applied >= v.oldest().base {
 			return v, nil
 		}
 		f.mu.RUnlock()
@@ -64,25 +71,26 @@ func (f *Engine) beginRead() (layers, error) {
 	}
 }
 
-// fileApplied is the applied index stored in the state file.
-func fileApplied(tx *bolt.Tx) uint64 {
-	if v := tx.Bucket(bucketMeta).Get(metaApplied); v != nil {
-		return binary.BigEndian.Uint64(v)
-	}
-	return 0
+// fileApplied is the applied index stored in the index file.
+func fileApplied(tx *bolt.Tx) (uint64, error) {
+	return getUint64(tx.Bucket(bucketMeta), metaApplied)
 }
 
 // readView runs fn on a consistent view of the state, tables read-locked.
+// Damage found (an error wrapping core.ErrCorrupt, or a panic of bbolt on
+// a damaged page) marks the engine damaged.
 func (f *Engine) readView(fn func(v *layers) error) error {
 	f.dbMu.RLock()
 	defer f.dbMu.RUnlock()
-	v, err := f.beginRead()
-	if err != nil {
-		return err
-	}
-	defer v.tx.Rollback()
-	defer f.mu.RUnlock()
-	return fn(&v)
+	return f.indexDamage(f.guard("read", func() error {
+		v, err := f.beginRead()
+		if err != nil {
+			return err
+		}
+		defer v.tx.Rollback()
+		defer f.mu.RUnlock()
+		return fn(&v)
+	}))
 }
 
 // Read returns records of partition p from offset from: those flushed to
@@ -94,15 +102,14 @@ func (f *Engine) Read(p core.Partition, from uint64, maxRecs, maxBytes int) ([]c
 		c.meta = f.meta[slot]
 		start := v.oldest().start[slot]
 		if from < start {
-			cur := v.tx.Bucket(partitionBucketName(p)).Bucket(bucketRecs).Cursor()
-			for k, val := cur.Seek(be64(from)); k != nil; k, val = cur.Next() {
-				off := binary.BigEndian.Uint64(k)
-				if off >= start {
-					break
-				}
-				if more, err := c.take(val, off); !more || err != nil {
-					return err
-				}
+			more := true
+			err := f.scanSegments(v.tx, p, from, start, func(off uint64, rec []byte) (bool, error) {
+				var err error
+				more, err = c.take(rec, off)
+				return more, err
+			})
+			if !more || err != nil {
+				return err
 			}
 		}
 		for _, m := range v.tables() {
@@ -129,8 +136,11 @@ type collector struct {
 
 // take adds the stored record v at offset off; false means a bound is met.
 func (c *collector) take(v []byte, off uint64) (bool, error) {
-	if len(c.out) >= c.maxRecs || (len(c.out) > 0 && c.size+len(v) > c.maxBytes) {
+	if c.full() || (len(c.out) > 0 && c.size+len(v) > c.maxBytes) {
 		return false, nil
+	}
+	if isTombstone(v) {
+		return true, nil // erased
 	}
 	if len(c.meta) > 0 {
 		key, seq, err := storedKeySeq(v)
@@ -147,8 +157,10 @@ func (c *collector) take(v []byte, off uint64) (bool, error) {
 	}
 	c.size += len(v)
 	c.out = append(c.out, rec)
-	return true, nil
+	return !c.full(), nil // no frame is read past what is asked for
 }
+
+func (c *collector) full() bool { return len(c.out) >= c.maxRecs }
 
 // ReadKey returns records of key in partition p from key sequence from:
 // those indexed in the state file below the first sequence a table holds,
@@ -161,11 +173,20 @@ func (f *Engine) ReadKey(p core.Partition, key string, from uint64, maxRecs, max
 			from = max(from, km.floor)
 		}
 		take := func(off uint64) (bool, error) {
-			rec := v.record(p, slot, off)
-			if rec == nil {
-				return false, fmt.Errorf("raftlog: key %q index names missing offset %d", key, off)
+			if c.full() {
+				return false, nil
 			}
-			return c.take(rec, off)
+			more, found := true, false
+			err := v.record(p, slot, off, func(rec []byte) error {
+				found = true
+				var err error
+				more, err = c.take(rec, off)
+				return err
+			})
+			if err == nil && !found {
+				err = indexError(f.path, fmt.Errorf("key %q index names missing offset %d of partition %d", key, off, p))
+			}
+			return more, err
 		}
 		var runs []*memKey
 		for _, m := range v.tables() {
@@ -209,8 +230,9 @@ func (f *Engine) KeyInfo(p core.Partition, key string) (core.KeyInfo, error) {
 		if km := f.meta[slot][key]; km != nil {
 			info.First, info.Deleted = km.floor, km.deleted
 		}
-		info.Seq = v.keyHead(p, slot, key)
-		return nil
+		var err error
+		info.Seq, err = v.keyHead(p, slot, key)
+		return err
 	})
 	return info, err
 }
@@ -220,8 +242,9 @@ func (f *Engine) KeySeq(p core.Partition, key string) (uint64, error) {
 	var seq uint64
 	err := f.readView(func(v *layers) error {
 		slot, _ := f.slot(p)
-		seq = v.keyHead(p, slot, key)
-		return nil
+		var err error
+		seq, err = v.keyHead(p, slot, key)
+		return err
 	})
 	return seq, err
 }
@@ -248,9 +271,19 @@ func (f *Engine) FlushedIDCount() (int, error) {
 	return n, err
 }
 
-// view runs fn in a read transaction of the state file alone.
+// view runs fn in a read transaction of the index file alone.
 func (f *Engine) view(fn func(tx *bolt.Tx) error) error {
 	f.dbMu.RLock()
 	defer f.dbMu.RUnlock()
-	return f.db.View(fn)
+	return f.indexDamage(f.guard("read", func() error { return f.db.View(fn) }))
+}
+
+// indexDamage is noteDamage for an error of a read: a corruption that does
+// not name its file yet was found in the index.
+func (f *Engine) indexDamage(err error) error {
+	var ce *CorruptError
+	if errors.Is(err, core.ErrCorrupt) && !errors.As(err, &ce) {
+		err = indexError(f.path, err)
+	}
+	return f.noteDamage(err)
 }

@@ -38,8 +38,8 @@ func TestFSMRejectsUndecodableEntries(t *testing.T) {
 		return f
 	}
 	a, b := run(), run()
-	a.flush()
-	b.flush()
+	a.flush(false)
+	b.flush(false)
 	require.Equal(t, stateHash(t, a), stateHash(t, b))
 }
 
@@ -65,7 +65,9 @@ func FuzzFSMApply(f *testing.F) {
 		if _, ok := resp[1].([]core.AppendOutcome); !ok {
 			t.Fatalf("the valid entry after the fuzzed one got %T", resp[1])
 		}
-		require.Equal(t, uint64(3), e.Flush())
+		applied, err := e.Flush()
+		require.NoError(t, err)
+		require.Equal(t, uint64(3), applied)
 	})
 }
 
@@ -88,5 +90,7 @@ func TestFSMRejectsUnfitGroupOperations(t *testing.T) {
 	}
 	_, found := f.GroupState("")
 	require.False(t, found)
-	require.Equal(t, uint64(4), f.Flush(), "the flush after them succeeds")
+	applied, err := f.Flush()
+	require.NoError(t, err, "the flush after them succeeds")
+	require.Equal(t, uint64(4), applied)
 }
