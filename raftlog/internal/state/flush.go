@@ -133,7 +133,9 @@ func (f *Engine) newSegAppender(slot int) *segAppender {
 }
 
 // newBuf returns an empty buffer for frames, sized by the hint.
-func (a *segAppender) newBuf() []byte { return make([]byte, 0, min(a.hint, int(a.f.segBytes))+segHeaderLen) }
+func (a *segAppender) newBuf() []byte {
+	return make([]byte, 0, min(a.hint, int(a.f.segBytes))+segHeaderLen)
+}
 
 // add appends the frame of offset off. t is the record's time.
 func (a *segAppender) add(off uint64, payload []byte, t int64) error {
