@@ -123,6 +123,10 @@ var (
 	// ErrUnauthorized: this node's cluster peer refused a node-to-node
 	// call (see Config.TLS and SECURITY.md). Nothing was done.
 	ErrUnauthorized = core.ErrUnauthorized
+	// ErrBusy: the node served as many client calls as it may at once
+	// (Config.MaxClientCalls) and refused this one before doing anything;
+	// a Remote retries it on its own.
+	ErrBusy = core.ErrBusy
 )
 
 // MaxKeyBytes is the longest key, in bytes, an append accepts.

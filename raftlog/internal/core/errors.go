@@ -56,6 +56,10 @@ var (
 	// it (not a member, the wrong role, or a membership change from an
 	// unauthenticated peer). Nothing was done.
 	ErrUnauthorized = errors.New("raftlog: unauthorized")
+	// ErrBusy: the node serves as many client calls as it may at once
+	// (Config.MaxClientCalls); nothing was done, and the call may be
+	// retried, here or on another node.
+	ErrBusy = errors.New("raftlog: node busy")
 )
 
 // KeyCondition names the condition an append or key operation was made

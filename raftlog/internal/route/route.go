@@ -86,6 +86,9 @@ type Config struct {
 	// (mux.PeerFromContext(ctx)) may make it; an error refuses the call
 	// before anything runs and should wrap core.ErrUnauthorized.
 	Authorize func(ctx context.Context, c Call) error
+	// ServeClient, if set, runs a client call (IsClientMethod) once it is
+	// authorized and the node runs, and returns its reply (ClientReply).
+	ServeClient func(ctx context.Context, code byte, payload []byte) []byte
 }
 
 // Call is what authorization sees of a node-to-node call.
@@ -111,15 +114,17 @@ type Router struct {
 	// running is set once every shard's raft runs: until then the node
 	// answers probes only (it may be deciding whether to form a cluster or
 	// rejoin one, and has no raft to run calls on).
-	running   atomic.Bool
-	authorize func(context.Context, Call) error
+	running     atomic.Bool
+	authorize   func(context.Context, Call) error
+	serveClient func(context.Context, byte, []byte) []byte
 }
 
 // New returns a router. It serves probes at once, and every other call
 // once Running was called.
 func New(c Config) *Router {
 	return &Router{self: raft.ServerID(c.Self), partitions: c.Partitions, client: c.Client, shards: c.Shards,
-		validate: c.Validate, closing: c.Closing, logger: c.Logger, probe: c.Probe, authorize: c.Authorize}
+		validate: c.Validate, closing: c.Closing, logger: c.Logger, probe: c.Probe, authorize: c.Authorize,
+		serveClient: c.ServeClient}
 }
 
 // Running tells the router that every shard's Raft and Batcher are set.
@@ -301,6 +306,9 @@ func (r *Router) Handle(ctx context.Context, code byte, payload []byte) ([]byte,
 			return nil, errors.New("raftlog: node not running yet")
 		}
 		return []byte{replyNotLeader}, nil
+	}
+	if IsClientMethod(code) && r.serveClient != nil {
+		return r.serveClient(ctx, code, payload), nil
 	}
 	switch code {
 	case MethodRejoin:

@@ -42,6 +42,15 @@ const (
 	replyStale      byte = 8 // a *StaleGenerationError follows
 	replyMember     byte = 9
 	replyDenied     byte = 10 // the caller may not make this call
+	replyBusy       byte = 11 // definitely not applied: the node has too many client calls in progress
+	// Validation sentinels, which only client calls can meet: a forwarded
+	// append was validated by the node that took it.
+	replyEmptyKey       byte = 12
+	replyEmptyBatch     byte = 13
+	replyRecordTooLarge byte = 14
+	replyBatchTooLarge  byte = 15
+	replyDuplicateID    byte = 16
+	replyConfig         byte = 17
 )
 
 // sentinelReplies map the sentinel errors a leader returns to reply codes
@@ -55,6 +64,12 @@ var sentinelReplies = []struct {
 	{replyDeleted, core.ErrKeyDeleted},
 	{replyMember, core.ErrUnknownMember},
 	{replyDenied, core.ErrUnauthorized},
+	{replyEmptyKey, core.ErrEmptyKey},
+	{replyEmptyBatch, core.ErrEmptyBatch},
+	{replyRecordTooLarge, core.ErrRecordTooLarge},
+	{replyBatchTooLarge, core.ErrBatchTooLarge},
+	{replyDuplicateID, core.ErrDuplicateID},
+	{replyConfig, core.ErrConfig},
 }
 
 // method describes one leader-run call: how its payload finds its shard,
@@ -121,6 +136,12 @@ func encodeReply(err error, ok func([]byte) []byte) []byte {
 			return []byte{replyUnknown}
 		}
 		return []byte{replyNotLeader}
+	case errors.Is(err, core.ErrBusy):
+		return []byte{replyBusy}
+	case errors.Is(err, core.ErrNoLeader) && !errors.Is(err, core.ErrUnknownOutcome):
+		// A call that gave up before any attempt could have applied
+		// (GiveUp without unknown): definitely not applied.
+		return []byte{replyNotLeader}
 	case errors.Is(err, core.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return []byte{replyUnknown}
 	case errors.As(err, &kse):
@@ -161,6 +182,8 @@ func decodeReply(b []byte) (*wire.Decoder, error) {
 		err = &retryError{cause: raft.ErrNotLeader}
 	case replyUnknown:
 		err = &retryError{unknown: true, cause: raft.ErrLeadershipLost}
+	case replyBusy:
+		err = &retryError{cause: core.ErrBusy}
 	case replyKeySeq:
 		kse := &core.KeySeqError{Partition: core.Partition(d.Uvarint()), Key: d.Str(), Condition: core.KeyCondition(d.Byte())}
 		kse.Expected, kse.Actual, kse.Deleted = d.Uvarint(), d.Uvarint(), d.Byte() == 1
