@@ -390,14 +390,14 @@ func (r *Router) Join(ctx context.Context, addr, id, advertise string, voter boo
 func (r *Router) forwardedAppend(enc []byte) (*Shard, error) {
 	req, err := wire.DecodeRequest(enc)
 	if err != nil {
-		return nil, fmt.Errorf("raftlog: undecodable forwarded append: %w", err)
+		return nil, fmt.Errorf("%w: undecodable forwarded append: %w", core.ErrCorrupt, err)
 	}
 	if req.Partition < 0 || int(req.Partition) >= r.partitions {
 		return nil, fmt.Errorf("%w: %d", core.ErrUnknownPartition, req.Partition)
 	}
 	for i := range req.Records {
 		if req.Records[i].ID == uuid.Nil {
-			return nil, fmt.Errorf("raftlog: forwarded append: record %d has no ID", i)
+			return nil, fmt.Errorf("%w: forwarded append: record %d has no ID", core.ErrCorrupt, i)
 		}
 	}
 	if err := r.validate(&req); err != nil {
@@ -412,7 +412,7 @@ func (r *Router) coordinator(enc []byte) (*Shard, error) {
 	d := wire.Decoder{B: enc}
 	op := d.GroupOp()
 	if d.Finish() != nil {
-		return nil, errors.New("raftlog: undecodable group operation")
+		return nil, fmt.Errorf("%w: undecodable group operation", core.ErrCorrupt)
 	}
 	if err := op.Check(); err != nil {
 		return nil, err

@@ -51,6 +51,7 @@ const (
 	replyBatchTooLarge  byte = 15
 	replyDuplicateID    byte = 16
 	replyConfig         byte = 17
+	replyCorrupt        byte = 18
 )
 
 // sentinelReplies map the sentinel errors a leader returns to reply codes
@@ -70,6 +71,7 @@ var sentinelReplies = []struct {
 	{replyBatchTooLarge, core.ErrBatchTooLarge},
 	{replyDuplicateID, core.ErrDuplicateID},
 	{replyConfig, core.ErrConfig},
+	{replyCorrupt, core.ErrCorrupt},
 }
 
 // method describes one leader-run call: how its payload finds its shard,
