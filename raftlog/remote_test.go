@@ -36,8 +36,8 @@ func clientPayloads() map[byte][]byte {
 	wait := binary.AppendUvarint(nil, 200)
 	req := wire.Request{Key: "k", Records: []NewRecord{{ID: [16]byte{1}, Value: []byte("v")}}}
 	read := binary.AppendUvarint(append([]byte(nil), wait...), 0) // min index
-	read = binary.AppendUvarint(read, 0)                           // partition
-	read = binary.AppendUvarint(read, 0)                           // from
+	read = binary.AppendUvarint(read, 0)                          // partition
+	read = binary.AppendUvarint(read, 0)                          // from
 	read = binary.AppendUvarint(read, 10)
 	read = binary.AppendUvarint(read, 1<<20)
 	read = wire.AppendString(append(read, 1), "k")
