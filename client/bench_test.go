@@ -2,16 +2,11 @@ package client_test
 
 import (
 	"context"
-	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/esraft/esraft/client"
-	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/eventstore/eventstoretest"
-	"github.com/esraft/esraft/systemtest/rawraftbench"
 )
 
 // BenchmarkAppendThinClient compares, in one run, 64 goroutines appending
@@ -45,33 +40,7 @@ func BenchmarkAppendThinClient(b *testing.B) {
 				}
 				defer s.Close()
 			}
-			appendExact(b, s, 64)
+			eventstoretest.BenchAppendExact(b, s, 64)
 		})
 	}
-}
-
-// appendExact runs RunUnit with appends of one event at an exact expected
-// version to 10,000 streams.
-func appendExact(b *testing.B, s *eventstore.Store, appenders int) {
-	const streams = 10000
-	names := make([]string, streams)
-	for i := range names {
-		names[i] = fmt.Sprintf("account-%d", i)
-	}
-	versions := make([]uint64, streams)
-	locks := make([]sync.Mutex, streams)
-	data := make([]byte, 200)
-	var n atomic.Uint64
-	ctx := context.Background()
-	rawraftbench.RunUnit(b, func() error {
-		i := n.Add(1) % streams
-		locks[i].Lock()
-		defer locks[i].Unlock()
-		res, err := s.Append(ctx, names[i], eventstore.Exact(versions[i]), []eventstore.EventData{{Type: "Deposited", Data: data}})
-		if err != nil {
-			return err
-		}
-		versions[i] = res.LastVersion
-		return nil
-	}, appenders, "events/s")
 }
