@@ -32,8 +32,10 @@ type RemoteConfig struct {
 	// worker (esraft://<cluster>/worker/<ID>; a voter certificate also
 	// works) of the cluster's CA; it need not be a member.
 	ID string
-	// TLS is the client's mutual TLS (as a node's, see TLSConfig). Without
-	// it, nodes serve clients from loopback only.
+	// TLS is the client's mutual TLS (as a node's, see TLSConfig; the
+	// files are read once, at Dial: a client is not reloaded, restart it
+	// with a new certificate). Without it, nodes serve clients from
+	// loopback only.
 	TLS *TLSConfig
 	// CallTimeout bounds the calls that take no context (NextOffset,
 	// GroupState) and one attempt on one node of any call whose context
