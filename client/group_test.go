@@ -174,15 +174,7 @@ func TestConsumerGroupOfThinClientProcesses(t *testing.T) {
 			t.Logf("node %d (m2's) SIGKILLed", 2)
 		}
 		id := uuid.New()
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			res, err := w.Append(ctx, fmt.Sprintf("order-%d", i%17), eventstore.Any, []eventstore.EventData{{ID: id, Type: "Placed"}})
-			cancel()
-			if err == nil {
-				appended[id] = res
-				break
-			}
-		}
+		appended[id] = appendRetrying(t, w, fmt.Sprintf("order-%d", i%17), []eventstore.EventData{{ID: id, Type: "Placed"}})
 	}
 	require.Less(t, moved, session+2*time.Second, "partitions move within the session timeout (and a heartbeat)")
 
