@@ -40,7 +40,8 @@ type RemoteConfig struct {
 	// CallTimeout bounds the calls that take no context (NextOffset,
 	// GroupState) and one attempt on one node of any call whose context
 	// has no earlier deadline (default 10 s). A node that does not answer
-	// within it is left for the next.
+	// within it is left for the next. While no node answers, closing a
+	// subscription may wait for one such call to end.
 	CallTimeout time.Duration
 	// Dialer opens connections (tests); nil: TCP.
 	Dialer func(ctx context.Context, addr string) (net.Conn, error)
