@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/esraft/esraft/internal/mux"
@@ -87,16 +88,25 @@ func TestClientCallsRejectMalformedPayloads(t *testing.T) {
 			bad = append(bad, junk)
 		}
 		bad = append(bad, append(append([]byte(nil), good...), 0xff)) // trailing bytes
+		// Concurrently: a corrupted minimum index makes a read wait out
+		// its 200 ms bound.
+		var wg sync.WaitGroup
 		for _, p := range bad {
-			resp, err := o.call(addr, code, p)
-			require.NoError(t, err, "method %d: the node answers", code)
-			_, rerr := route.ClientResult(resp)
-			if rerr != nil {
-				// A typed error: the payload's, or what the call met.
-				require.True(t, typedError(rerr), "method %d: %v", code, rerr)
-			}
-			calls++
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, err := o.call(addr, code, p)
+				if !assert.NoError(t, err, "method %d: the node answers", code) {
+					return
+				}
+				if _, rerr := route.ClientResult(resp); rerr != nil {
+					// A typed error: the payload's, or what the call met.
+					assert.True(t, typedError(rerr), "method %d: %v", code, rerr)
+				}
+			}()
 		}
+		wg.Wait()
+		calls += len(bad)
 	}
 	t.Logf("%d malformed client calls answered", calls)
 	// The node still serves, and the only appends that went through are
