@@ -11,7 +11,6 @@ import (
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/eventstore/eventstoretest"
-	"github.com/esraft/esraft/systemtest/rawraftbench"
 )
 
 // Benchmarks of the store (figures in BENCHMARKS.md):
@@ -34,33 +33,13 @@ func BenchmarkAppendExpectedVersion(b *testing.B) {
 				c := eventstoretest.StartCluster(b, nodes)
 				s = c.Node(c.Leader(b))
 			}
-			const streams = 10000
-			names := make([]string, streams)
-			for i := range names {
-				names[i] = fmt.Sprintf("account-%d", i)
-			}
-			versions := make([]uint64, streams)
-			locks := make([]sync.Mutex, streams)
-			data := make([]byte, 200)
-			var n atomic.Uint64
-			ctx := context.Background()
 			term := s.Log().Status().Shards[0].Term
 			defer func() {
 				// Elections during the run (a loaded machine starving a
 				// node's heartbeats) explain outliers; report them.
 				b.ReportMetric(float64(s.Log().Status().Shards[0].Term-term), "elections")
 			}()
-			rawraftbench.RunUnit(b, func() error {
-				i := n.Add(1) % streams
-				locks[i].Lock()
-				defer locks[i].Unlock()
-				res, err := s.Append(ctx, names[i], eventstore.Exact(versions[i]), []eventstore.EventData{{Type: "Deposited", Data: data}})
-				if err != nil {
-					return err
-				}
-				versions[i] = res.LastVersion
-				return nil
-			}, 64, "events/s")
+			eventstoretest.BenchAppendExact(b, s, 64)
 		})
 	}
 }

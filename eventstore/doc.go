@@ -9,7 +9,12 @@
 // Open with only a directory gives the embedded single-node default; the
 // same call with Node and Peers (or Join) forms or joins a cluster of
 // three or five voters, plus any number of non-voting workers. The Store
-// API is the same either way, and any node accepts any call.
+// API is the same either way, and any node accepts any call. A process
+// that should hold no replica opens the same Store as a thin client of a
+// cluster's nodes (package client): a Store runs on a Log, embedded
+// (*raftlog.Log) or remote (*raftlog.Remote), with the same guarantees;
+// over a remote log, "the node" below is the node the client is connected
+// to, and its reads never go back past what the client has seen.
 //
 // # Guarantees
 //

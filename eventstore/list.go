@@ -2,6 +2,8 @@ package eventstore
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/esraft/esraft/raftlog"
@@ -30,12 +32,24 @@ type ListedStream struct {
 	Deleted   bool
 }
 
+// keyLister is the part of a Log that lists keys from its index: an
+// embedded *raftlog.Log has it; a thin client (raftlog.Remote) does not
+// yet.
+type keyLister interface {
+	ListKeys(ctx context.Context, prefix, after string, limit int) ([]raftlog.ListedKey, error)
+}
+
 // ListStreams returns a page of the streams this node has applied, in
 // StreamBefore order, from the log's stream index: a page reads one index
 // entry per stream listed, never the events, however long the history.
 // Streams of the framework ('$' names) are listed only when the prefix
-// asks for them.
+// asks for them. A Store on a thin client cannot list streams: the error
+// matches errors.ErrUnsupported.
 func (s *Store) ListStreams(ctx context.Context, opt ListStreamsOptions) ([]ListedStream, error) {
+	lister, ok := s.log.(keyLister)
+	if !ok {
+		return nil, fmt.Errorf("eventstore: listing streams needs an embedded log (a node's replica), not a thin client: %w", errors.ErrUnsupported)
+	}
 	limit := opt.Limit
 	if limit <= 0 {
 		limit = 100
@@ -60,7 +74,7 @@ func (s *Store) ListStreams(ctx context.Context, opt ListStreamsOptions) ([]List
 	after := opt.After
 	for len(out) < limit {
 		want := limit - len(out)
-		keys, err := s.log.ListKeys(ctx, prefix, after, want)
+		keys, err := lister.ListKeys(ctx, prefix, after, want)
 		if err != nil {
 			return nil, s.readErr(err)
 		}

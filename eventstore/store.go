@@ -36,7 +36,7 @@ const (
 // Store is an event store over a replicated log. It is safe for
 // concurrent use.
 type Store struct {
-	log   *raftlog.Log
+	log   Log
 	owned bool // Close closes the log
 	// maxAppendEvents is the log's MaxBatchRecords when Open set it, 0
 	// over a log from New. It tells ErrTooManyEvents from
@@ -161,15 +161,16 @@ func Open(ctx context.Context, dir string, opts ...Option) (*Store, error) {
 	return &Store{log: l, owned: true, maxAppendEvents: s.log.MaxBatchRecords, logger: l.Logger()}, nil
 }
 
-// New returns a store over an open log, which the caller keeps and closes.
-// The log's limits are the store's: an event is bounded by its
-// MaxRecordBytes, an append by its MaxBatchRecords and MaxBatchBytes.
-// Only the Logger option applies (the default is the log's logger); the
-// limit options configure the log Open creates. A store from New cannot
-// tell an append with too many events from one with too many bytes (the
-// log reports both alike): both are ErrAppendTooLarge, never
-// ErrTooManyEvents.
-func New(l *raftlog.Log, opts ...Option) *Store {
+// New returns a store over an open log (an embedded *raftlog.Log or a
+// *raftlog.Remote), which the caller keeps and closes. The log's limits
+// are the store's: an event is bounded by its MaxRecordBytes, an append by
+// its MaxBatchRecords and MaxBatchBytes. Only the Logger option applies
+// (the default is the log's logger); the limit options configure the log
+// Open creates. A store from New over a *raftlog.Log cannot tell an append
+// with too many events from one with too many bytes (the log reports both
+// alike): both are ErrAppendTooLarge, never ErrTooManyEvents; a Remote
+// reports its limit (MaxBatchRecords), so a store over it can.
+func New(l Log, opts ...Option) *Store {
 	var s settings
 	for _, o := range opts {
 		o.apply(&s)
@@ -177,7 +178,18 @@ func New(l *raftlog.Log, opts ...Option) *Store {
 	if s.logger == nil {
 		s.logger = l.Logger()
 	}
-	return &Store{log: l, logger: s.logger}
+	st := &Store{log: l, logger: s.logger}
+	if lim, ok := l.(interface{ MaxBatchRecords() int }); ok {
+		st.maxAppendEvents = lim.MaxBatchRecords()
+	}
+	return st
+}
+
+// NewOwned is New for a log the store owns: Close closes it.
+func NewOwned(l Log, opts ...Option) *Store {
+	s := New(l, opts...)
+	s.owned = true
+	return s
 }
 
 // Close closes the store and, if Open created it, its log. Subscriptions
@@ -189,9 +201,16 @@ func (s *Store) Close() error {
 	return s.log.Close()
 }
 
-// Log returns the underlying log, for packages that build on it
-// (projections, consumer groups, status pages).
-func (s *Store) Log() *raftlog.Log { return s.log }
+// Log returns the underlying embedded log, for packages that build on it
+// (status pages, cluster membership); nil for a store over a remote log
+// (see Source).
+func (s *Store) Log() *raftlog.Log {
+	l, _ := s.log.(*raftlog.Log)
+	return l
+}
+
+// Source returns the log the store runs on, embedded or remote.
+func (s *Store) Source() Log { return s.log }
 
 // Logger returns the store's logger (see the Logger option), for the
 // packages that build on the store.

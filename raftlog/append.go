@@ -56,6 +56,12 @@ func (l *Log) TruncateKey(ctx context.Context, key string, before uint64, opts .
 
 // request builds an append request from the options.
 func (l *Log) request(key string, recs []NewRecord, op uint64, opts []AppendOption) wire.Request {
+	return buildRequest(key, recs, op, opts, l.Partition)
+}
+
+// buildRequest builds an append request from the options; partition
+// routes the key when no option names a partition.
+func buildRequest(key string, recs []NewRecord, op uint64, opts []AppendOption, partition func(string) Partition) wire.Request {
 	var o appendOptions
 	if len(opts) > 0 { // options escape: allocate only when there are some
 		po := new(appendOptions)
@@ -68,7 +74,7 @@ func (l *Log) request(key string, recs []NewRecord, op uint64, opts []AppendOpti
 	if o.hasPartition {
 		req.Partition = o.partition
 	} else {
-		req.Partition = l.Partition(key)
+		req.Partition = partition(key)
 	}
 	return req
 }

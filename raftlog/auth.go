@@ -21,12 +21,16 @@ import (
 //   - a membership change (MethodMembership: what a member forwards to the
 //     leader for a join, an AddVoter, a RemoveServer) comes only from a
 //     voter certificate of a current voter;
+//   - a client call (route.IsClientMethod: what a Remote asks the node it
+//     is connected to) comes from any identity of the cluster, member or
+//     not: a worker certificate is how a thin client is admitted;
 //   - every other call (forwarded appends, consumer group operations, the
 //     read barrier) comes only from a current member, and a worker
 //     certificate never from a node that is a voter.
 //
-// Without TLS (development) there is no identity: membership changes and
-// joins come only from loopback peers; other calls are open.
+// Without TLS (development) there is no identity: membership changes,
+// joins and client calls come only from loopback peers; other calls are
+// open.
 
 // member is a node of the current configuration.
 type member struct{ voter bool }
@@ -69,6 +73,9 @@ func authorizePlain(peer mux.Peer, c route.Call) error {
 	if (c.Method == route.MethodJoin || c.Method == route.MethodRejoin || c.Method == route.MethodMembership) && !loopbackAddr(peer.Addr) {
 		return fmt.Errorf("%w: membership change from %v: without TLS only loopback peers may change membership", ErrUnauthorized, peer.Addr)
 	}
+	if route.IsClientMethod(c.Method) && !loopbackAddr(peer.Addr) {
+		return fmt.Errorf("%w: client call from %v: without TLS only loopback clients are served", ErrUnauthorized, peer.Addr)
+	}
 	return nil
 }
 
@@ -81,6 +88,9 @@ func authorizeIdentity(id nodecert.Identity, c route.Call, members map[string]me
 	}
 	if id.Role == nodecert.Worker && m.voter {
 		return deny("a worker certificate for a voter")
+	}
+	if route.IsClientMethod(c.Method) {
+		return nil // any identity the cluster's CA issued
 	}
 	switch c.Method {
 	case route.MethodProbe:

@@ -152,6 +152,12 @@ type Config struct {
 	MaxConns      int
 	MaxConnsPerIP int
 	IdleTimeout   time.Duration
+	// MaxClientCalls bounds the calls of thin clients (Remote) this node
+	// serves at once, long-poll waits included (default 4,096); one more
+	// is refused at once with ErrBusy, which the client retries after a
+	// backoff. Each such call also ends within a bound of its own (a
+	// wait after 10 s, any other call after 30 s). Negative: no limit.
+	MaxClientCalls int
 
 	// Logger receives the log's lines, raft's included (named "raftlog",
 	// with a "node" attribute); nil means WARN and above, as text, to
@@ -188,6 +194,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxBatchBytes == 0 {
 		c.MaxBatchBytes = 8 << 20
+	}
+	if c.MaxClientCalls == 0 {
+		c.MaxClientCalls = 4096
 	}
 	if c.MaxEntryBytes == 0 {
 		c.MaxEntryBytes = 8 << 20

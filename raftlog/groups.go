@@ -99,7 +99,23 @@ func (l *Log) startOffsets(ctx context.Context, start StartPosition) ([]uint64, 
 	if l.isClosed() {
 		return nil, ErrClosed
 	}
-	offs := make([]uint64, l.cfg.Partitions)
+	return resolveStart(ctx, l, start)
+}
+
+// startReader is what resolving a start position reads: a Log, or a
+// Remote through its node.
+type startReader interface {
+	Partitions() int
+	Shards() int
+	ReadBarrier(ctx context.Context, s Shard) error
+	NextOffset(p Partition) (uint64, error)
+	Read(ctx context.Context, p Partition, from uint64, opt ReadOptions) ([]Record, error)
+}
+
+// resolveStart resolves start to one offset per partition of r, after a
+// read barrier of every shard.
+func resolveStart(ctx context.Context, r startReader, start StartPosition) ([]uint64, error) {
+	offs := make([]uint64, r.Partitions())
 	if start.Kind == StartEarliest {
 		return offs, nil
 	}
@@ -109,14 +125,14 @@ func (l *Log) startOffsets(ctx context.Context, start StartPosition) ([]uint64, 
 	if start.Kind == StartAtOffsets && len(start.Offsets) != len(offs) {
 		return nil, fmt.Errorf("%w: %d start offsets for %d partitions", ErrConfig, len(start.Offsets), len(offs))
 	}
-	for s := 0; s < l.cfg.Shards; s++ {
-		if err := l.ReadBarrier(ctx, Shard(s)); err != nil {
+	for s := 0; s < r.Shards(); s++ {
+		if err := r.ReadBarrier(ctx, Shard(s)); err != nil {
 			return nil, err
 		}
 	}
 	for i := range offs {
 		p := Partition(i)
-		head, err := l.NextOffset(p)
+		head, err := r.NextOffset(p)
 		if err != nil {
 			return nil, err
 		}
@@ -129,7 +145,7 @@ func (l *Log) startOffsets(ctx context.Context, start StartPosition) ([]uint64, 
 			}
 			offs[i] = start.Offsets[i]
 		case StartAtTime:
-			if offs[i], err = l.offsetAt(ctx, p, head, start.Time); err != nil {
+			if offs[i], err = offsetAt(ctx, r, p, head, start.Time); err != nil {
 				return nil, err
 			}
 		}
@@ -141,11 +157,11 @@ func (l *Log) startOffsets(ctx context.Context, start StartPosition) ([]uint64, 
 // is stamped at or after t (head if none): a binary search, since a
 // partition's times never decrease. Hidden records count as the next
 // visible one.
-func (l *Log) offsetAt(ctx context.Context, p Partition, head uint64, t time.Time) (uint64, error) {
+func offsetAt(ctx context.Context, r startReader, p Partition, head uint64, t time.Time) (uint64, error) {
 	lo, hi := uint64(0), head
 	for lo < hi {
 		mid := lo + (hi-lo)/2
-		recs, err := l.Read(ctx, p, mid, ReadOptions{MaxRecords: 1})
+		recs, err := r.Read(ctx, p, mid, ReadOptions{MaxRecords: 1})
 		if err != nil {
 			return 0, err
 		}

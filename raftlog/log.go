@@ -54,6 +54,9 @@ type Log struct {
 	ident   identity
 	balance balancer // moves leaders between voters (balance.go)
 	stats   logStats // counters of the append path (stats.go)
+	// clientCalls holds a token per client call being served
+	// (Config.MaxClientCalls); nil: no limit.
+	clientCalls chan struct{}
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -109,6 +112,9 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{cfg: cfg, closing: make(chan struct{}), ident: ident, stats: newLogStats()}
+	if cfg.MaxClientCalls > 0 {
+		l.clientCalls = make(chan struct{}, cfg.MaxClientCalls)
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -155,6 +161,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	l.router = route.New(route.Config{
 		Self: cfg.NodeID, Partitions: cfg.Partitions, Shards: routed, Client: l.client,
 		Validate: l.validate, Closing: l.closing, Logger: l.logger, Probe: l.probeState, Authorize: l.authorize,
+		ServeClient: l.serveClient,
 	})
 	if l.mux != nil {
 		l.rpc = mux.NewServer(l.mux.Listen(serviceRPC), l.router.Handle)
@@ -585,10 +592,12 @@ func (l *Log) Shards() int { return l.cfg.Shards }
 
 // Partition is the partition key routes to: FNV-1a of the key modulo the
 // number of partitions. It never changes for a given key and partition count.
-func (l *Log) Partition(key string) Partition {
+func (l *Log) Partition(key string) Partition { return partitionOf(key, l.cfg.Partitions) }
+
+func partitionOf(key string, partitions int) Partition {
 	h := fnv.New64a()
 	h.Write([]byte(key))
-	return Partition(h.Sum64() % uint64(l.cfg.Partitions))
+	return Partition(h.Sum64() % uint64(partitions))
 }
 
 // ShardOf is the shard hosting partition p.

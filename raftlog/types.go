@@ -136,6 +136,10 @@ var (
 	// Nothing was proposed; reads go on, and appends succeed again by
 	// themselves once a write does.
 	ErrDiskFull = core.ErrDiskFull
+	// ErrBusy: the node served as many client calls as it may at once
+	// (Config.MaxClientCalls) and refused this one before doing anything;
+	// a Remote retries it on its own.
+	ErrBusy = core.ErrBusy
 )
 
 // MaxKeyBytes is the longest key, in bytes, an append accepts.

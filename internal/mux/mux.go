@@ -82,7 +82,8 @@ type Mux struct {
 
 // New returns a Mux serving ln with the default [Limits]. It does no I/O and
 // starts no goroutines; call Listen for each service and then Serve. A nil
-// dial uses a net.Dialer.
+// dial uses a net.Dialer. A Mux with a nil ln only dials (a client's):
+// it must not Serve, and its Close only stops it.
 func New(ln net.Listener, dial Dialer) *Mux {
 	if dial == nil {
 		var d net.Dialer
@@ -200,7 +201,9 @@ func (m *Mux) Close() error {
 		m.services, m.pending = map[byte]*serviceListener{}, map[net.Conn]struct{}{}
 		m.mu.Unlock()
 
-		err = m.ln.Close()
+		if m.ln != nil {
+			err = m.ln.Close()
+		}
 		for _, l := range services {
 			l.stop()
 		}

@@ -24,6 +24,11 @@
 //	GET  /status                      pid, raft groups, partition heads
 //	GET  /group                       the consumer group as this node applied it
 //
+// With -client, the process is no node at all but a thin client (package
+// client) of the nodes at those cluster addresses, running only the
+// consumer group member below (-id its member ID, -dir for its record
+// file); it writes -ready, with its PID, once the member runs.
+//
 // With -group-session, the node also runs a member of the consumer group
 // wire.ConsumerGroup (projection.Group, member ID the node ID) whose
 // handler does nothing but record: every partition granted, every event
@@ -57,6 +62,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/esraft/esraft/client"
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/internal/logging"
 	"github.com/esraft/esraft/projection"
@@ -83,6 +89,7 @@ func main() {
 		logLevel   = flag.String("log-level", "info", "log level (raft's lines included)")
 		session    = flag.Duration("group-session", 0, "run a consumer group member with this session timeout (0: none)")
 		records    = flag.String("consumer-records", "", "file the consumer member records to (default: "+wire.ConsumerRecordFile+" in -dir)")
+		thin       = flag.String("client", "", "addr,... run only a consumer group member, as a thin client of these nodes")
 	)
 	flag.Parse()
 	level, err := logging.ParseLevel(*logLevel)
@@ -95,6 +102,13 @@ func main() {
 	log := logger.With("node", *id)
 	if *records == "" {
 		*records = filepath.Join(*dir, wire.ConsumerRecordFile)
+	}
+	if *thin != "" {
+		if err := runClient(logger, *id, *dir, strings.Split(*thin, ","), *ready, *session); err != nil {
+			log.Error("faultnode client failed", "err", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if err := run(logger, *id, *dir, *advertise, *peers, *source, *ready, *records, *partitions, *groups, *session,
 		func(c *raftlog.Config) {
@@ -193,6 +207,36 @@ func run(logger *slog.Logger, id, dir, advertise, peerList, source, ready, recor
 	srv.Shutdown(sctx)
 	stopMember() // it leaves the group, so the store must still be open
 	return st.Close()
+}
+
+// runClient runs a consumer group member over a thin client until SIGTERM.
+func runClient(logger *slog.Logger, id, dir string, addrs []string, ready string, session time.Duration) error {
+	if id == "" || dir == "" || ready == "" || session <= 0 {
+		return errors.New("faultnode: -client needs -id, -dir, -ready and -group-session")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := client.Open(ctx, client.Config{Addrs: addrs, ID: id, Logger: logger, CallTimeout: 3 * time.Second})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	stopMember, err := startMember(logger.With("member", id), st, id, dir, session)
+	if err != nil {
+		return err
+	}
+	defer stopMember()
+	info, _ := json.Marshal(wire.Ready{PID: os.Getpid()})
+	if err := writeAtomic(ready, info); err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	<-sig
+	return nil
 }
 
 // recorder appends consumer records to a file, one write per record.

@@ -60,6 +60,10 @@ var (
 	// full, or writes fail) and holds as much unwritten state as it may.
 	// Nothing was proposed; appends succeed again once a write does.
 	ErrDiskFull = errors.New("raftlog: disk full")
+	// ErrBusy: the node serves as many client calls as it may at once
+	// (Config.MaxClientCalls); nothing was done, and the call may be
+	// retried, here or on another node.
+	ErrBusy = errors.New("raftlog: node busy")
 )
 
 // KeyCondition names the condition an append or key operation was made

@@ -86,6 +86,9 @@ type Config struct {
 	// (mux.PeerFromContext(ctx)) may make it; an error refuses the call
 	// before anything runs and should wrap core.ErrUnauthorized.
 	Authorize func(ctx context.Context, c Call) error
+	// ServeClient, if set, runs a client call (IsClientMethod) once it is
+	// authorized and the node runs, and returns its reply (ClientReply).
+	ServeClient func(ctx context.Context, code byte, payload []byte) []byte
 }
 
 // Call is what authorization sees of a node-to-node call.
@@ -111,15 +114,17 @@ type Router struct {
 	// running is set once every shard's raft runs: until then the node
 	// answers probes only (it may be deciding whether to form a cluster or
 	// rejoin one, and has no raft to run calls on).
-	running   atomic.Bool
-	authorize func(context.Context, Call) error
+	running     atomic.Bool
+	authorize   func(context.Context, Call) error
+	serveClient func(context.Context, byte, []byte) []byte
 }
 
 // New returns a router. It serves probes at once, and every other call
 // once Running was called.
 func New(c Config) *Router {
 	return &Router{self: raft.ServerID(c.Self), partitions: c.Partitions, client: c.Client, shards: c.Shards,
-		validate: c.Validate, closing: c.Closing, logger: c.Logger, probe: c.Probe, authorize: c.Authorize}
+		validate: c.Validate, closing: c.Closing, logger: c.Logger, probe: c.Probe, authorize: c.Authorize,
+		serveClient: c.ServeClient}
 }
 
 // Running tells the router that every shard's Raft and Batcher are set.
@@ -302,6 +307,9 @@ func (r *Router) Handle(ctx context.Context, code byte, payload []byte) ([]byte,
 		}
 		return []byte{replyNotLeader}, nil
 	}
+	if IsClientMethod(code) && r.serveClient != nil {
+		return r.serveClient(ctx, code, payload), nil
+	}
 	switch code {
 	case MethodRejoin:
 		return nil, r.serveRejoin(ctx, payload)
@@ -409,14 +417,14 @@ func (r *Router) Join(ctx context.Context, addr, id, advertise string, voter boo
 func (r *Router) forwardedAppend(enc []byte) (*Shard, error) {
 	req, err := wire.DecodeRequest(enc)
 	if err != nil {
-		return nil, fmt.Errorf("raftlog: undecodable forwarded append: %w", err)
+		return nil, fmt.Errorf("%w: undecodable forwarded append: %w", core.ErrCorrupt, err)
 	}
 	if req.Partition < 0 || int(req.Partition) >= r.partitions {
 		return nil, fmt.Errorf("%w: %d", core.ErrUnknownPartition, req.Partition)
 	}
 	for i := range req.Records {
 		if req.Records[i].ID == uuid.Nil {
-			return nil, fmt.Errorf("raftlog: forwarded append: record %d has no ID", i)
+			return nil, fmt.Errorf("%w: forwarded append: record %d has no ID", core.ErrCorrupt, i)
 		}
 	}
 	if err := r.validate(&req); err != nil {
@@ -431,7 +439,7 @@ func (r *Router) coordinator(enc []byte) (*Shard, error) {
 	d := wire.Decoder{B: enc}
 	op := d.GroupOp()
 	if d.Finish() != nil {
-		return nil, errors.New("raftlog: undecodable group operation")
+		return nil, fmt.Errorf("%w: undecodable group operation", core.ErrCorrupt)
 	}
 	if err := op.Check(); err != nil {
 		return nil, err

@@ -46,6 +46,16 @@ const (
 	replyActive     byte = 12
 	replyBehind     byte = 13
 	replyDiskFull   byte = 14 // the leader cannot write its state: nothing was proposed
+	replyBusy       byte = 15 // definitely not applied: the node has too many client calls in progress
+	// Validation sentinels, which only client calls can meet: a forwarded
+	// append was validated by the node that took it.
+	replyEmptyKey       byte = 16
+	replyEmptyBatch     byte = 17
+	replyRecordTooLarge byte = 18
+	replyBatchTooLarge  byte = 19
+	replyDuplicateID    byte = 20
+	replyConfig         byte = 21
+	replyCorrupt        byte = 22
 )
 
 // sentinelReplies map the sentinel errors a leader returns to reply codes
@@ -63,6 +73,13 @@ var sentinelReplies = []struct {
 	{replyActive, core.ErrGroupActive},
 	{replyBehind, core.ErrCommitBehind},
 	{replyDiskFull, core.ErrDiskFull},
+	{replyEmptyKey, core.ErrEmptyKey},
+	{replyEmptyBatch, core.ErrEmptyBatch},
+	{replyRecordTooLarge, core.ErrRecordTooLarge},
+	{replyBatchTooLarge, core.ErrBatchTooLarge},
+	{replyDuplicateID, core.ErrDuplicateID},
+	{replyConfig, core.ErrConfig},
+	{replyCorrupt, core.ErrCorrupt},
 }
 
 // method describes one leader-run call: how its payload finds its shard,
@@ -129,6 +146,12 @@ func encodeReply(err error, ok func([]byte) []byte) []byte {
 			return []byte{replyUnknown}
 		}
 		return []byte{replyNotLeader}
+	case errors.Is(err, core.ErrBusy):
+		return []byte{replyBusy}
+	case errors.Is(err, core.ErrNoLeader) && !errors.Is(err, core.ErrUnknownOutcome):
+		// A call that gave up before any attempt could have applied
+		// (GiveUp without unknown): definitely not applied.
+		return []byte{replyNotLeader}
 	case errors.Is(err, core.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return []byte{replyUnknown}
 	case errors.As(err, &kse):
@@ -169,6 +192,8 @@ func decodeReply(b []byte) (*wire.Decoder, error) {
 		err = &retryError{cause: raft.ErrNotLeader}
 	case replyUnknown:
 		err = &retryError{unknown: true, cause: raft.ErrLeadershipLost}
+	case replyBusy:
+		err = &retryError{cause: core.ErrBusy}
 	case replyKeySeq:
 		kse := &core.KeySeqError{Partition: core.Partition(d.Uvarint()), Key: d.Str(), Condition: core.KeyCondition(d.Byte())}
 		kse.Expected, kse.Actual, kse.Deleted = d.Uvarint(), d.Uvarint(), d.Byte() == 1

@@ -1,0 +1,140 @@
+package route
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"time"
+
+	"github.com/esraft/esraft/internal/mux"
+	"github.com/esraft/esraft/raftlog/internal/core"
+	"github.com/esraft/esraft/raftlog/internal/wire"
+)
+
+// Client calls: what a thin client (raftlog.Remote) asks the node it is
+// connected to. Unlike the leader-run methods above, the node that
+// receives one runs it itself: a write through its own leader-or-forward
+// path (so it reaches the leader wherever it is), a read on its own
+// replica. They travel on the same port, in the same frames, with the same
+// reply codec; Config.ServeClient runs them.
+//
+// Every payload starts with a uvarint: the milliseconds the caller will
+// wait (the node bounds it further). Reads then carry the lowest raft
+// index of the partition's shard the node must have applied first (what
+// the client has already seen: its own writes, a barrier), so that a
+// client that fails over to a replica that lags never reads back in time.
+const (
+	MethodClientInfo       byte = 32 // the log's shape and limits, and the members' addresses
+	MethodClientAppend     byte = 33 // an encoded append request (an append, delete or truncate)
+	MethodClientRead       byte = 34 // records of a partition, or of one key
+	MethodClientKeyInfo    byte = 35 // a key's state
+	MethodClientHead       byte = 36 // a partition's next offset
+	MethodClientWait       byte = 37 // a long poll: a partition reaching an offset, a group changing
+	MethodClientBarrier    byte = 38 // a read barrier on one shard; the index the node then applied
+	MethodClientGroup      byte = 39 // a consumer group operation
+	MethodClientGroupState byte = 40 // a consumer group as the node applied it
+)
+
+// Kinds of MethodClientWait.
+const (
+	WaitPartition byte = 0 // uvarint partition, uvarint offset
+	WaitGroup     byte = 1 // string group, uvarint generation
+)
+
+// IsClientMethod reports whether code is a client call.
+func IsClientMethod(code byte) bool {
+	return code >= MethodClientInfo && code <= MethodClientGroupState
+}
+
+// ClientReply is the reply to a client call that ended with err, or, if
+// err is nil, the result ok appends: the codec of every other call.
+func ClientReply(err error, ok func([]byte) []byte) []byte { return encodeReply(err, ok) }
+
+// ClientResult reads a client call's reply: a decoder positioned at the
+// result, or the error the node sent (errors.Is its sentinel, errors.As
+// *KeySeqError or *StaleGenerationError).
+func ClientResult(resp []byte) (*wire.Decoder, error) { return decodeReply(resp) }
+
+// Retryable classifies the error of a client call (from mux.Client.Call or
+// ClientResult): whether it may be retried, on this node or another, and
+// whether the failed attempt may have been applied. A connection that broke
+// after the request was sent may have carried it.
+func Retryable(err error) (retry, unknown bool) {
+	var re *retryError
+	switch {
+	case errors.As(err, &re):
+		return true, re.unknown
+	case errors.Is(err, mux.ErrConnection):
+		return true, true
+	}
+	return false, false
+}
+
+// ClientAppend runs an append request a client sent, already encoded with
+// every record's ID: checked as a forwarded one is, then through the one
+// leader-or-forward path, retried there until ctx ends.
+func (r *Router) ClientAppend(ctx context.Context, enc []byte) (core.AppendResult, error) {
+	s, err := r.forwardedAppend(enc)
+	if err != nil {
+		return core.AppendResult{}, err
+	}
+	return r.Append(ctx, s, enc)
+}
+
+// AppendAppendResult and DecodeAppendResult are the encoding of an
+// append's result, as the leader sends it back.
+func AppendAppendResult(b []byte, res core.AppendResult) []byte { return encodeAppendResult(b, res) }
+
+// DecodeAppendResult reads what AppendAppendResult wrote.
+func DecodeAppendResult(d *wire.Decoder) core.AppendResult { return decodeAppendResult(d) }
+
+// AppendGroupState appends the encoding of a consumer group's state, as
+// the coordinator sends it back.
+func AppendGroupState(b []byte, st core.GroupState) []byte { return groupMethod.encode(b, st) }
+
+// DecodeGroupState reads what AppendGroupState wrote; it consumes the rest
+// of d.
+func DecodeGroupState(d *wire.Decoder) core.GroupState { return decodeGroupState(d) }
+
+// AppendRecords appends records read from one partition: a count, then
+// per record its offset, key, key sequence, ID, time, headers and value.
+func AppendRecords(b []byte, recs []core.Record) []byte {
+	b = binary.AppendUvarint(b, uint64(len(recs)))
+	for i := range recs {
+		r := &recs[i]
+		b = binary.AppendUvarint(b, r.Offset)
+		b = wire.AppendString(b, r.Key)
+		b = binary.AppendUvarint(b, r.KeySeq)
+		b = append(b, r.ID[:]...)
+		b = binary.AppendVarint(b, r.Time.UnixNano())
+		b = wire.AppendHeaders(b, r.Headers)
+		b = wire.AppendBytes(b, r.Value)
+	}
+	return b
+}
+
+// DecodeRecords reads what AppendRecords wrote, for partition p.
+func DecodeRecords(d *wire.Decoder, p core.Partition) []core.Record {
+	// The smallest record: offset, key length, sequence, ID, time,
+	// header count, value length.
+	n := d.Count(1 + 1 + 1 + 16 + 1 + 1 + 1)
+	if n == 0 {
+		return nil
+	}
+	recs := make([]core.Record, n)
+	for i := range recs {
+		r := &recs[i]
+		r.Partition = p
+		r.Offset = d.Uvarint()
+		r.Key = d.Str()
+		r.KeySeq = d.Uvarint()
+		r.ID = d.ID()
+		r.Time = time.Unix(0, d.Varint()).UTC()
+		r.Headers = d.Headers()
+		r.Value = d.Bytes()
+	}
+	if d.Err != nil {
+		return nil
+	}
+	return recs
+}
