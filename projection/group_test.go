@@ -200,6 +200,10 @@ func TestGroupZombieCommitIsRejected(t *testing.T) {
 	c := eventstoretest.StartCluster(t, 3)
 	s := c.Node(0)
 	var pause sync.Mutex // held while m1 is paused
+	// Held while m1's heartbeats are paused: until its commit was seen
+	// refused, so that it commits before a heartbeat could tell it of
+	// the revocation (it would then give the batch back uncommitted).
+	var hbPause sync.Mutex
 	inHandler := make(chan struct{}, 1)
 	var zombieHandling atomic.Bool
 	h1 := func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
@@ -222,7 +226,7 @@ func TestGroupZombieCommitIsRejected(t *testing.T) {
 		}
 	}
 	m1 := startMember(t, s, "m1", h1, opt1, func(g *Group) {
-		g.testBeforeHeartbeat = func() { pause.Lock(); pause.Unlock() }
+		g.testBeforeHeartbeat = func() { hbPause.Lock(); hbPause.Unlock() }
 		g.testNoLeave = true
 	})
 	waitOwners(t, s, "m1")
@@ -231,6 +235,10 @@ func TestGroupZombieCommitIsRejected(t *testing.T) {
 
 	// m1 freezes: inside a batch, and its heartbeats stop.
 	pause.Lock()
+	hbPause.Lock()
+	var hbOnce sync.Once
+	resumeHeartbeats := func() { hbOnce.Do(hbPause.Unlock) }
+	defer resumeHeartbeats() // also when the test fails before the end
 	zombieHandling.Store(true)
 	_, err := s.Append(context.Background(), streamIn(s, 0), eventstore.Any, []eventstore.EventData{{Type: "Tick"}})
 	require.NoError(t, err)
@@ -251,6 +259,7 @@ func TestGroupZombieCommitIsRejected(t *testing.T) {
 	zombieHandling.Store(false)
 	pause.Unlock()
 	wait.Until(t, 30*time.Second, "the zombie's commit to be rejected", func() bool { return observedStale.Load() != nil })
+	resumeHeartbeats()
 	gs, _, _ = s.GroupState("workers")
 	require.Equal(t, "m2", gs.Partitions[0].Owner)
 	// OnCommit saw the rejected attempt, with the generation it carried.

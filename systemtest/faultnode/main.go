@@ -224,7 +224,7 @@ func runClient(logger *slog.Logger, id, dir string, addrs []string, ready string
 		return err
 	}
 	defer st.Close()
-	stopMember, err := startMember(logger.With("member", id), st, id, dir, session)
+	stopMember, err := startMember(logger.With("member", id), st, id, filepath.Join(dir, wire.ConsumerRecordFile), session)
 	if err != nil {
 		return err
 	}
