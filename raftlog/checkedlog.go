@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"log/slog"
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -29,7 +30,8 @@ import (
 // from there on must carry a valid one.
 type checkedLog struct {
 	groupLog
-	from uint64 // first index written with a CRC; 0: none yet
+	from   uint64 // first index written with a CRC; 0: none yet
+	logger *slog.Logger
 }
 
 var (
@@ -40,12 +42,12 @@ var (
 
 const checkLen = 2 + 4
 
-func newCheckedLog(inner groupLog) (*checkedLog, error) {
+func newCheckedLog(inner groupLog, logger *slog.Logger) (*checkedLog, error) {
 	from, err := inner.GetUint64(checkedFromKey)
 	if err != nil && !errors.Is(err, raftboltdb.ErrKeyNotFound) {
 		return nil, fmt.Errorf("raftlog: read the raft log's checksum mark: %w", err)
 	}
-	return &checkedLog{groupLog: inner, from: from}, nil
+	return &checkedLog{groupLog: inner, from: from, logger: logger}, nil
 }
 
 func entryCRC(l *raft.Log, ext []byte) uint32 {
@@ -86,9 +88,23 @@ func (c *checkedLog) StoreLogs(logs []*raft.Log) error {
 	return c.groupLog.StoreLogs(ptrs)
 }
 
-// GetLog reads the entry at index and verifies its CRC: a mismatch, or an
-// entry past the checksum mark without one, is ErrCorrupt.
+// GetLog reads the entry at index for raft. A damaged entry is logged and
+// answered as raft.ErrLogNotFound: raft then never uses its bytes, and a
+// leader that needs it for a follower sends that follower a full copy
+// instead (raft compares the error itself, so it cannot be wrapped).
+// Applying it would panic the node, as for any entry missing.
 func (c *checkedLog) GetLog(index uint64, out *raft.Log) error {
+	err := c.getChecked(index, out)
+	if errors.Is(err, core.ErrCorrupt) {
+		c.logger.Error("raftlog: a raft log entry is damaged; raft treats it as missing", "index", index, "err", err)
+		return raft.ErrLogNotFound
+	}
+	return err
+}
+
+// getChecked reads the entry at index and verifies its CRC: a mismatch,
+// or an entry past the checksum mark without one, is ErrCorrupt.
+func (c *checkedLog) getChecked(index uint64, out *raft.Log) error {
 	if err := c.groupLog.GetLog(index, out); err != nil {
 		return err
 	}
@@ -120,6 +136,10 @@ func (c *checkedLog) GetLog(index uint64, out *raft.Log) error {
 // A damaged one must stop the start; raft itself would panic on it, or,
 // without checksums, apply its damaged bytes on this replica only.
 func verifyLogFrom(logs raft.LogStore, from uint64) error {
+	get := logs.GetLog
+	if c, ok := logs.(*checkedLog); ok {
+		get = c.getChecked
+	}
 	first, err := logs.FirstIndex()
 	if err != nil {
 		return fmt.Errorf("raftlog: read the raft log: %w", err)
@@ -130,7 +150,7 @@ func verifyLogFrom(logs raft.LogStore, from uint64) error {
 	}
 	var l raft.Log
 	for i := max(from, first); i <= last && i != 0; i++ {
-		if err := logs.GetLog(i, &l); err != nil {
+		if err := get(i, &l); err != nil {
 			if errors.Is(err, core.ErrCorrupt) {
 				return fmt.Errorf("%w. Recovery: move this node's data directory aside and start the node empty, "+
 					"so that it rejoins and copies the state from its peers", err)

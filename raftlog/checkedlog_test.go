@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -22,7 +23,7 @@ func TestCheckedLogDetectsDamage(t *testing.T) {
 	for i := uint64(1); i <= 2; i++ {
 		require.NoError(t, inner.StoreLog(&raft.Log{Index: i, Term: 1, Data: []byte("old")}))
 	}
-	c, err := newCheckedLog(inner)
+	c, err := newCheckedLog(inner, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	orig := []*raft.Log{
 		{Index: 3, Term: 2, Type: raft.LogCommand, Data: []byte("three")},
@@ -39,7 +40,7 @@ func TestCheckedLogDetectsDamage(t *testing.T) {
 	require.NoError(t, verifyLogFrom(c, 1))
 
 	// A reopened store remembers where checksums start.
-	c2, err := newCheckedLog(inner)
+	c2, err := newCheckedLog(inner, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	require.Equal(t, uint64(3), c2.from)
 
@@ -48,7 +49,8 @@ func TestCheckedLogDetectsDamage(t *testing.T) {
 	require.NoError(t, inner.GetLog(3, &stored))
 	stored.Data = []byte("thrEe")
 	require.NoError(t, inner.StoreLog(&stored))
-	err = c2.GetLog(3, &got)
+	require.Equal(t, raft.ErrLogNotFound, c2.GetLog(3, &got), "raft sees a damaged entry as missing")
+	err = c2.getChecked(3, &got)
 	require.ErrorIs(t, err, ErrCorrupt)
 	require.Contains(t, err.Error(), "raft log entry 3")
 	err = verifyLogFrom(c2, 1)
@@ -60,7 +62,7 @@ func TestCheckedLogDetectsDamage(t *testing.T) {
 	require.NoError(t, inner.GetLog(4, &stored))
 	stored.Extensions = nil
 	require.NoError(t, inner.StoreLog(&stored))
-	require.ErrorIs(t, c2.GetLog(4, &got), ErrCorrupt)
+	require.ErrorIs(t, c2.getChecked(4, &got), ErrCorrupt)
 }
 
 // TestOpenRefusesDamagedRaftEntry is bug 9 of RELIABILITY.md on one node:

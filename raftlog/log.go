@@ -328,7 +328,7 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, error) {
 		s.engine.Close()
 		return nil, fmt.Errorf("raftlog: open raft log: %w", err)
 	}
-	checked, err := newCheckedLog(s.store)
+	checked, err := newCheckedLog(s.store, l.logger.With("shard", si))
 	if err != nil {
 		s.store.Close()
 		s.engine.Close()
