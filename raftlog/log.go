@@ -317,6 +317,15 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, error) {
 			case <-l.closing:
 			}
 		},
+		// Damage found any other way (a read, the scrub, a full copy being
+		// sent): this node must not lead the shard.
+		OnDamage: func(error) {
+			select {
+			case <-s.raftStarted:
+				l.stepDownIfDamaged(s)
+			case <-l.closing:
+			}
+		},
 		Logger: l.logger.With("shard", si),
 	})
 	if err != nil {
@@ -421,6 +430,7 @@ func (l *Log) startShard(s *shard, servers []raft.Server, logger hclog.Logger) e
 				}
 				s.leaderChanges.Add(1)
 				s.LeaderChanged()
+				l.stepDownIfDamaged(s)
 			case <-l.closing:
 				return
 			}
@@ -433,6 +443,25 @@ func (l *Log) startShard(s *shard, servers []raft.Server, logger hclog.Logger) e
 		Refuse:     s.engine.Full,
 	})
 	return nil
+}
+
+// stepDownIfDamaged hands the leadership of s to another voter if this node
+// leads it while its state is damaged: a damaged leader cannot send a full
+// copy to a follower that needs one (a wiped node rejoining would wait for
+// ever) and serves no record of the damaged range. Its raft log is intact,
+// so it goes on voting; it is unhealthy (ShardStatus.Damage) until it is
+// wiped and rejoins.
+func (l *Log) stepDownIfDamaged(s *shard) {
+	err := s.engine.Damage()
+	if err == nil || l.isClosed() || s.Raft.State() != raft.Leader {
+		return
+	}
+	l.goRun(func() {
+		l.logger.Warn("raftlog: handing leadership away: this node's state is damaged", "shard", s.ID, "err", err)
+		if err := s.Raft.LeadershipTransfer().Error(); err != nil {
+			l.logger.Warn("raftlog: leadership hand-off of a damaged shard failed; retried at the next leader change", "shard", s.ID, "err", err)
+		}
+	})
 }
 
 // checkLogCoversState refuses to start on a raft log that ends below the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -168,4 +169,52 @@ func TestDamageUnderApplyStopsTheShard(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, recs, 3)
 	require.NoError(t, l.Close())
+}
+
+// TestDamagedLeaderHandsLeadershipAway damages a follower's sealed state
+// on disk, makes it the leader, and has a read find the damage: the node
+// hands the leadership to a healthy voter (a damaged leader could not send
+// a full copy to a follower that needs one) and reports the damage. (A
+// damaged node elected later hands it away the same way, from the leader
+// observer.)
+func TestDamagedLeaderHandsLeadershipAway(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t, 3, func(cfg *Config) {
+		cfg.Partitions, cfg.Shards = 1, 1
+		cfg.BalanceInterval = -1
+	})
+	L := c.leader(0)
+	for i := 0; i < 20; i++ {
+		_, err := c.node(L).Append(ctx, fmt.Sprintf("k%d", i), []NewRecord{rec("a value of some length")})
+		require.NoError(t, err)
+	}
+	c.converged()
+	victim := (L + 1) % 3
+	c.stop(victim) // a clean stop flushes every record into the segment
+	seg := filepath.Join(c.nodes[victim].dir, "g0", "p0", fmt.Sprintf("%020d.seg", 0))
+	b, err := os.ReadFile(seg)
+	require.NoError(t, err)
+	b[len(b)/2] ^= 0xff
+	require.NoError(t, os.WriteFile(seg, b, 0o600))
+	c.open(victim, nil)
+
+	lead := func() {
+		wait.Until(t, 20*time.Second, "the victim to lead", func() bool {
+			if l := c.leader(0); l != victim {
+				if err := c.node(l).TransferLeadership(0, c.nodes[victim].id); err != nil {
+					t.Logf("transfer: %v", err)
+				}
+				return false
+			}
+			return true
+		})
+	}
+	lead()
+	_, err = c.node(victim).Read(ctx, 0, 0, ReadOptions{})
+	require.ErrorIs(t, err, ErrCorrupt)
+	wait.Until(t, 20*time.Second, "the damaged node to hand leadership away", func() bool { return c.leader(0) != victim })
+	require.Contains(t, c.node(victim).Status().Shards[0].Damage, ".seg")
+
+	_, err = c.node(c.leader(0)).Append(ctx, "after", []NewRecord{rec("v")})
+	require.NoError(t, err, "a healthy leader takes appends")
 }

@@ -129,6 +129,8 @@ type Engine struct {
 	flushDone chan struct{}
 	stopOnce  sync.Once
 	halted    chan struct{} // closed by Halt
+	// onDamage is Options.OnDamage.
+	onDamage func(error)
 	// onStopApplies is Options.OnStopApplies.
 	onStopApplies func(error)
 	haltOnce      sync.Once
@@ -223,6 +225,9 @@ type Options struct {
 	// should stop its raft (calling Halt first), so that a leader whose
 	// applies stopped does not keep the leadership.
 	OnStopApplies func(error)
+	// OnDamage, if set, is called (on a goroutine of its own) once, when
+	// the engine first finds its state damaged (Damage).
+	OnDamage func(error)
 	// Logger receives the engine's lines (nil: discarded).
 	Logger *slog.Logger
 }
@@ -236,7 +241,7 @@ func Open(o Options) (*Engine, error) {
 		shard: o.Shard, shards: o.Shards, retention: int64(o.IDRetention), path: o.Path,
 		flushAtRecords: flushRecords, flushAtBytes: flushBytes, totalPartitions: o.Partitions,
 		flushKick: make(chan struct{}, 1), flushStop: make(chan struct{}), flushDone: make(chan struct{}),
-		halted: make(chan struct{}), onStopApplies: o.OnStopApplies, failRestore: o.FailRestore, logger: o.Logger,
+		halted: make(chan struct{}), onStopApplies: o.OnStopApplies, onDamage: o.OnDamage, failRestore: o.FailRestore, logger: o.Logger,
 		dir: filepath.Dir(o.Path), fs: o.FS, segBytes: segmentBytes, files: map[string]File{},
 	}
 	if f.logger == nil {

@@ -69,6 +69,9 @@ func (f *Engine) markDamaged(err error) {
 	if f.damage.CompareAndSwap(nil, &err) {
 		f.logger.Error("raftlog: the state is damaged; this node serves no record of the damaged range. "+recoveryHint,
 			"shard", f.shard, "err", err)
+		if f.onDamage != nil {
+			go f.onDamage(err)
+		}
 	}
 }
 
