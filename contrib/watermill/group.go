@@ -10,7 +10,12 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/internal/backoff"
 )
+
+// retryDelay spaces the retries of a join or a commit while no leader is
+// reachable.
+var retryDelay = backoff.Policy{Initial: 100 * time.Millisecond, Max: time.Second}
 
 // member is one subscription in a consumer group: it joins the log's
 // group, runs one worker per partition granted to it, releases revoked
@@ -52,8 +57,8 @@ func (m *member) session(ctx context.Context) error {
 		if gs, err = m.s.store.JoinGroup(ctx, m.group, m.id, m.s.cfg.SessionTimeout); err == nil {
 			break
 		}
-		if !sleep(ctx, min(time.Duration(attempt)*100*time.Millisecond, time.Second)) {
-			return ctx.Err()
+		if err := backoff.Sleep(ctx, retryDelay.Delay(attempt)); err != nil {
+			return err
 		}
 	}
 	changed := make(chan struct{}, 1)
@@ -237,20 +242,6 @@ func (w *worker) commit(next uint64) bool {
 			s.cfg.Logger.Warn("esraftwatermill: offset commit failed; its messages will be delivered again", "group", w.m.group, "partition", w.p, "offset", next, "err", err)
 			return false
 		}
-		if !sleep(context.Background(), time.Duration(attempt)*100*time.Millisecond) {
-			return false
-		}
-	}
-}
-
-// sleep waits d or until ctx ends; false if ctx ended.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
+		time.Sleep(retryDelay.Delay(attempt))
 	}
 }

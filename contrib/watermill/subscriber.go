@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/internal/backoff"
 )
 
 // SubscriberConfig configures a Subscriber. The zero value is usable.
@@ -166,11 +167,7 @@ func (s *Subscriber) deliver(ctx context.Context, ev eventstore.Event, out chan<
 			cancel()
 			return false
 		}
-		t := time.NewTimer(s.cfg.NackDelay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if backoff.Sleep(ctx, s.cfg.NackDelay) != nil {
 			return false
 		}
 	}
