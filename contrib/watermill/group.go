@@ -40,14 +40,26 @@ func (m *member) run(ctx context.Context) {
 	for {
 		err := m.session(ctx)
 		m.stopAll()
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || !errors.Is(err, eventstore.ErrUnknownMember) {
+			if ctx.Err() == nil {
+				// The store closed, or the log refused the group: nothing
+				// to retry. The subscription ends (its channel closes).
+				m.s.cfg.Logger.Error("esraftwatermill: consumer group subscription ended", "group", m.group, "member", m.id, "err", err)
+			}
 			lctx, cancel := context.WithTimeout(context.Background(), m.s.cfg.SessionTimeout)
 			m.s.store.LeaveGroup(lctx, m.group, m.id)
 			cancel()
 			return
 		}
+		// Expelled (a long pause outlived the session): join again.
 		m.s.cfg.Logger.Warn("esraftwatermill: group session ended; joining again", "group", m.group, "member", m.id, "err", err)
 	}
+}
+
+// transient reports an error a retry may get past: no leader reachable
+// for now, or an outcome not known.
+func transient(err error) bool {
+	return errors.Is(err, eventstore.ErrUnavailable) || errors.Is(err, eventstore.ErrUnknownOutcome)
 }
 
 func (m *member) session(ctx context.Context) error {
@@ -56,6 +68,9 @@ func (m *member) session(ctx context.Context) error {
 		var err error
 		if gs, err = m.s.store.JoinGroup(ctx, m.group, m.id, m.s.cfg.SessionTimeout); err == nil {
 			break
+		}
+		if !transient(err) {
+			return err
 		}
 		if err := backoff.Sleep(ctx, retryDelay.Delay(attempt)); err != nil {
 			return err
@@ -83,8 +98,8 @@ func (m *member) session(ctx context.Context) error {
 		}
 		s, err := m.s.store.Heartbeat(ctx, m.group, m.id, m.release)
 		if err != nil {
-			if errors.Is(err, eventstore.ErrUnknownMember) || ctx.Err() != nil {
-				return err
+			if ctx.Err() != nil || !transient(err) {
+				return err // expelled (ErrUnknownMember), or the store closed
 			}
 			continue // no leader for now: the next beat tries again
 		}

@@ -19,6 +19,9 @@ var (
 	ErrClosed = errors.New("esraftwatermill: closed")
 	// ErrEmptyTopic: a topic (an event type) must not be empty.
 	ErrEmptyTopic = errors.New("esraftwatermill: empty topic")
+	// ErrGroupNameTooLong: the log's group name, <ConsumerGroup>/<topic>,
+	// is longer than the log accepts.
+	ErrGroupNameTooLong = errors.New("esraftwatermill: consumer group name too long")
 )
 
 // Names this package gives to message metadata and event headers.

@@ -3,6 +3,7 @@ package esraftwatermill
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/internal/backoff"
+	"github.com/esraft/esraft/raftlog"
 )
 
 // SubscriberConfig configures a Subscriber. The zero value is usable.
@@ -71,6 +73,12 @@ func NewSubscriber(store *eventstore.Store, cfg SubscriberConfig) *Subscriber {
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	if topic == "" {
 		return nil, ErrEmptyTopic
+	}
+	if s.cfg.ConsumerGroup != "" {
+		if n := len(s.cfg.ConsumerGroup) + 1 + len(topic); n > raftlog.MaxKeyBytes {
+			return nil, fmt.Errorf("%w: consumer group %q and topic %q make a group name of %d bytes, limit %d",
+				ErrGroupNameTooLong, s.cfg.ConsumerGroup, topic, n, raftlog.MaxKeyBytes)
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
