@@ -20,6 +20,7 @@ import (
 	"github.com/esraft/esraft/eventstore/eventstoretest"
 	"github.com/esraft/esraft/outbox"
 	"github.com/esraft/esraft/projection"
+	"github.com/esraft/esraft/projection/sqlite"
 	"github.com/esraft/esraft/systemtest/wait"
 
 	esraftotel "github.com/esraft/esraft/contrib/otel"
@@ -55,7 +56,7 @@ func TestOneTraceFromCommandToWebhook(t *testing.T) {
 	aggregate.On(orders, "OrderPlaced", func(o *Order, e OrderPlaced) { o.Customer = e.Customer })
 	repo := aggregate.NewRepository(esraftotel.Wrap(store, opt), orders)
 
-	db, err := projection.OpenSQLite(ctx, t.TempDir(), `CREATE TABLE orders (id TEXT PRIMARY KEY)`)
+	db, err := sqlite.Open(ctx, t.TempDir(), `CREATE TABLE orders (id TEXT PRIMARY KEY)`)
 	require.NoError(t, err)
 	defer db.Close()
 	require.NoError(t, outbox.Migrate(ctx, db.WriteDB()))

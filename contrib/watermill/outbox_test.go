@@ -12,7 +12,7 @@ import (
 
 	"github.com/esraft/esraft/eventstore/eventstoretest"
 	"github.com/esraft/esraft/outbox"
-	"github.com/esraft/esraft/projection"
+	"github.com/esraft/esraft/projection/sqlite"
 
 	esraftwatermill "github.com/esraft/esraft/contrib/watermill"
 )
@@ -24,7 +24,7 @@ import (
 func TestOutboxThroughWatermill(t *testing.T) {
 	ctx := context.Background()
 	store := eventstoretest.Single(t).Node(0)
-	db, err := projection.OpenSQLite(ctx, t.TempDir())
+	db, err := sqlite.Open(ctx, t.TempDir())
 	require.NoError(t, err)
 	defer db.Close()
 	require.NoError(t, outbox.Migrate(ctx, db.WriteDB()))

@@ -14,6 +14,7 @@ import (
 	"github.com/esraft/esraft/aggregate"
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/projection"
+	"github.com/esraft/esraft/projection/sqlite"
 )
 
 type Cart struct{ Items int }                // the aggregate's state
@@ -37,7 +38,7 @@ func main() {
 	cart, err := repo.Update(ctx, "c1", func(c Cart) ([]any, error) { return c.Add("pen") })
 	check(err)
 
-	view, err := projection.OpenSQLite(ctx, filepath.Join(dir, "view"), `CREATE TABLE carts (id TEXT PRIMARY KEY, items INT)`)
+	view, err := sqlite.Open(ctx, filepath.Join(dir, "view"), `CREATE TABLE carts (id TEXT PRIMARY KEY, items INT)`)
 	check(err)
 	defer view.Close()
 	proj := projection.NewLocal(store, view, "carts", func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
