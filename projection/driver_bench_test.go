@@ -1,4 +1,4 @@
-//go:build cgo && !esraft_puresqlite
+//go:build cgo && !esraft_puresqlite && esraft_bench_drivers
 
 package projection
 
@@ -11,9 +11,12 @@ import (
 )
 
 // BenchmarkDrivers runs the replay and end-to-end benchmarks on each SQLite
-// driver in turn, in one process (figures in BENCHMARKS.md):
+// driver in turn, in one process (figures in BENCHMARKS.md). It is behind
+// the esraft_bench_drivers tag so that the package's test binary does not
+// link the second driver (TestGroupZombieCommitIsRejected, timing-sensitive,
+// failed 2 of 3 runs with it linked):
 //
-//	go test -run '^$' -bench BenchmarkDrivers -benchtime 1x -count 3 ./projection/
+//	go test -tags esraft_bench_drivers -run '^$' -bench BenchmarkDrivers -benchtime 1x ./projection/
 func BenchmarkDrivers(b *testing.B) {
 	drivers := []struct{ name, driver string }{{"mattn", "sqlite3"}, {"modernc", "sqlite"}}
 	benches := []struct {
