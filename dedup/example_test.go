@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"time"
 
-	_ "github.com/mattn/go-sqlite3"
-
 	"github.com/esraft/esraft/dedup"
 )
 
@@ -20,7 +18,7 @@ func Example() {
 	ctx := context.Background()
 	dir, _ := os.MkdirTemp("", "dedup-example")
 	defer os.RemoveAll(dir)
-	db, err := sql.Open("sqlite3", filepath.Join(dir, "billing.db"))
+	db, err := sql.Open(sqliteDriver, filepath.Join(dir, "billing.db"))
 	if err != nil {
 		log.Fatal(err)
 	}

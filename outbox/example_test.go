@@ -9,8 +9,6 @@ import (
 	"os"
 	"path/filepath"
 
-	_ "github.com/mattn/go-sqlite3"
-
 	"github.com/esraft/esraft/dedup"
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/outbox"
@@ -29,7 +27,7 @@ func Example() {
 	}
 	defer store.Close()
 
-	db, err := sql.Open("sqlite3", filepath.Join(dir, "orders.db")+"?_journal_mode=WAL&_synchronous=FULL&_txlock=immediate")
+	db, err := sql.Open(sqliteDriver, filepath.Join(dir, "orders.db")+"?_journal_mode=WAL&_synchronous=FULL&_txlock=immediate")
 	if err != nil {
 		log.Fatal(err)
 	}

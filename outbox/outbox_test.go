@@ -129,7 +129,7 @@ func TestEnqueueBadInput(t *testing.T) {
 }
 
 func openBare(t *testing.T) *sql.DB {
-	db, err := sql.Open("sqlite3", filepath.Join(t.TempDir(), "bare.db"))
+	db, err := sql.Open(sqliteDriver, filepath.Join(t.TempDir(), "bare.db"))
 	require.NoError(t, err)
 	t.Cleanup(func() { db.Close() })
 	return db

@@ -25,6 +25,7 @@ import (
 // timeout and an election. The bound is checked both ways, so it is shown
 // to tell the two apart.
 func TestCloseHandsOffLeadership(t *testing.T) {
+	longTest(t)
 	var base Config
 	testTimings(&base)
 	bound := base.ElectionTimeout * 3 / 4

@@ -428,6 +428,7 @@ func ctFindBatch(ctx context.Context, c *testCluster, p Partition, key string, f
 // every node holds exactly the acknowledged records, once each, where
 // their results said, and the same records.
 func TestClusterLeaderStopsDuringAppends(t *testing.T) {
+	longTest(t)
 	c := newCluster(t, 3, nil)
 	c.leader(0)
 	w := ctRunWorkload(t, c, 0, true)
@@ -439,6 +440,7 @@ func TestClusterLeaderStopsDuringAppends(t *testing.T) {
 // 0) and checks, besides the same properties, that each partition lives
 // only in its group.
 func TestClusterGroups3(t *testing.T) {
+	longTest(t)
 	const groups, partitions = 3, 8
 	c := newCluster(t, 3, func(cfg *Config) { cfg.Shards, cfg.Partitions = groups, partitions })
 	for g := 0; g < groups; g++ {
@@ -687,6 +689,7 @@ func ctIDOnAnyNode(t *testing.T, c *testCluster, id uuid.UUID) []string {
 // is given must fail without ever being committed, while the majority
 // elects a new leader and goes on.
 func TestIsolatedLeaderCannotAcknowledge(t *testing.T) {
+	longTest(t)
 	c := newCluster(t, 3, nil)
 	acks := newCtAcks()
 	L := c.leader(0)
@@ -740,6 +743,7 @@ func TestIsolatedLeaderCannotAcknowledge(t *testing.T) {
 // ends up in the log exactly once, retries of committed batches come back
 // as duplicates with the original offsets.
 func TestRetryAfterUnknownOutcome(t *testing.T) {
+	longTest(t)
 	// Group commit lingers longer than the short deadlines below, so an
 	// append handed to the leader is still pending when its caller gives
 	// up: its outcome is unknown to the caller, and it commits afterwards.

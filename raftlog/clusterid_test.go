@@ -93,6 +93,7 @@ func TestClusterIDSameOnEveryNodeAndKept(t *testing.T) {
 // together and form a new cluster; the surviving voter, with its old log,
 // must not join it. Its Open fails with ErrConfig naming both clusters.
 func TestNodeOfAnotherClusterFailsOpen(t *testing.T) {
+	longTest(t)
 	c := newCluster(t, 3, nil)
 	old := waitClusterID(t, c)
 	for i := range c.nodes {

@@ -229,6 +229,7 @@ func TestClusterPortFlood(t *testing.T) {
 // counted, and the cluster, whose nodes connect from 127.0.0.1, keeps
 // appending through that follower.
 func TestClusterPortPerIPLimit(t *testing.T) {
+	longTest(t)
 	const limit = 64
 	c := newCluster(t, 3, func(cfg *Config) { cfg.MaxConnsPerIP = limit })
 	li := c.leader(0)

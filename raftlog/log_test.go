@@ -408,6 +408,7 @@ func testCrashLosesNothing(t *testing.T, holdFrozen bool) {
 // offset order, across the boundaries between the file, the frozen table
 // being written and the active table.
 func TestReadsDuringFlushes(t *testing.T) {
+	longTest(t)
 	l := openSingle(t, t.TempDir(), func(c *Config) { c.flushRecords = 37 })
 	ctx := context.Background()
 	const n = 1500

@@ -51,6 +51,7 @@ func rjOpenAsync(c *testCluster, i int) <-chan error {
 // non-voter, catches up, is promoted, and every acknowledged record is on
 // every node.
 func TestWipedNodeRejoinsWithoutVoting(t *testing.T) {
+	longTest(t)
 	const n = 50
 	c := newCluster(t, 3, nil)
 	acks := newCtAcks()
@@ -153,6 +154,7 @@ func TestRejoinedNodePromotedAfterLongReplay(t *testing.T) {
 // peer list, finds a cluster and joins it (as a non-voter first, then
 // promoted) instead of forming its own.
 func TestLateVoterJoinsFormedCluster(t *testing.T) {
+	longTest(t)
 	c, lns := newStoppedCluster(t, 3, nil, nil)
 	c.openTogether(lns, []int{0, 1})
 	li := c.leader(0, 0, 1)

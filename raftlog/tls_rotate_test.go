@@ -51,6 +51,7 @@ func probe(t testing.TB, addr string, ca *nodecert.CA, cas ...*nodecert.CA) (acc
 // certificates from the new CA, then the new CA alone; then a follower
 // restarts and rejoins over the new material only. No append fails.
 func TestTLSRotationUnderLoad(t *testing.T) {
+	longTest(t)
 	p := newTestPKI(t)
 	c := newClusterPerNode(t, 3, nil, func(cfg *Config) {
 		p.nodeTLS(cfg)

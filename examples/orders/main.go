@@ -36,6 +36,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -103,7 +104,13 @@ func main() {
 	flag.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	flag.StringVar(&cfg.adminToken, "admin-token", "", "bearer token for the /admin endpoints (default $ESRAFT_ADMIN_TOKEN; none: the admin endpoints are off)")
 	flag.DurationVar(&cfg.handoff, "handoff-timeout", 0, "bound on handing leadership to another voter at shutdown (default 2s; negative: no hand-off)")
+	showVersion := flag.Bool("version", false, "print the version and build of this program and exit")
 	flag.Parse()
+	if *showVersion {
+		info, _ := debug.ReadBuildInfo()
+		fmt.Println(versionLine(info))
+		return
+	}
 	if cfg.adminToken == "" {
 		cfg.adminToken = os.Getenv("ESRAFT_ADMIN_TOKEN")
 	}

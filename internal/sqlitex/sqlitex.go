@@ -11,11 +11,33 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 
 	"github.com/esraft/esraft/internal/sqltx"
-
-	_ "github.com/mattn/go-sqlite3" // the "sqlite3" driver
 )
+
+// driverName is the database/sql driver Open uses: the one this build links
+// (see driver_cgo.go and driver_pure.go), unless a test switched it with
+// UseDriver.
+var driverName = builtinDriver
+
+// DriverName is the name of the database/sql driver Open uses in this build:
+// "sqlite3" (mattn/go-sqlite3, cgo) or "sqlite" (modernc.org/sqlite, pure Go).
+func DriverName() string { return driverName }
+
+// UseDriver makes Open use the database/sql driver registered as name
+// ("sqlite3" or "sqlite"; both take the same connection string) and returns
+// a function that restores the previous one. It is for tests and benchmarks
+// that link both drivers to compare them; it must not run concurrently with
+// Open.
+func UseDriver(name string) (restore func(), err error) {
+	if !slices.Contains(sql.Drivers(), name) {
+		return nil, fmt.Errorf("sqlitex: no database/sql driver %q is linked into this program (have %v)", name, sql.Drivers())
+	}
+	prev := driverName
+	driverName = name
+	return func() { driverName = prev }, nil
+}
 
 // DB is a SQLite database with one writer and a pool of readers.
 type DB struct {
@@ -42,7 +64,7 @@ func Open(ctx context.Context, path string, migrations ...Migration) (*DB, error
 	q.Set("_busy_timeout", "10000")
 	q.Set("_foreign_keys", "1")
 	q.Set("_txlock", "immediate")
-	w, err := sql.Open("sqlite3", "file:"+path+"?"+q.Encode())
+	w, err := sql.Open(driverName, "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("sqlitex: open %s: %w", path, err)
 	}
@@ -57,7 +79,7 @@ func Open(ctx context.Context, path string, migrations ...Migration) (*DB, error
 	rq.Set("mode", "ro")
 	rq.Set("_busy_timeout", "10000")
 	rq.Set("_txlock", "deferred")
-	r, err := sql.Open("sqlite3", "file:"+path+"?"+rq.Encode())
+	r, err := sql.Open(driverName, "file:"+path+"?"+rq.Encode())
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("sqlitex: open %s for reading: %w", path, err)
