@@ -149,7 +149,9 @@ func verifyLogFrom(logs raft.LogStore, from uint64) error {
 		return fmt.Errorf("raftlog: read the raft log: %w", err)
 	}
 	var l raft.Log
-	for i := max(from, first); i <= last && i != 0; i++ {
+	// The last entry is always read: raft reads it when it starts, and a
+	// log cut short can report a last index it no longer holds.
+	for i := min(max(from, first), last); i <= last && i != 0; i++ {
 		if err := get(i, &l); err != nil {
 			if errors.Is(err, core.ErrCorrupt) {
 				return fmt.Errorf("%w. Recovery: move this node's data directory aside and start the node empty, "+

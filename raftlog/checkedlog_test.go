@@ -105,3 +105,19 @@ func TestOpenRefusesDamagedRaftEntry(t *testing.T) {
 	require.True(t, errors.Is(err, ErrCorrupt), "ErrCorrupt, got %v", err)
 	require.Contains(t, err.Error(), "Recovery")
 }
+
+// TestVerifyReadsTheLastEntry: an entry the store lists as its last but no
+// longer holds (a log cut short) is found even when every entry is below
+// the range to verify, with the recovery named.
+func TestVerifyReadsTheLastEntry(t *testing.T) {
+	inner := inmemLog{raft.NewInmemStore()}
+	c, err := newCheckedLog(inner, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	require.NoError(t, c.StoreLogs([]*raft.Log{{Index: 1, Term: 1, Data: []byte("a")}, {Index: 2, Term: 1, Data: []byte("b")}}))
+	require.NoError(t, verifyLogFrom(c, 3))
+	require.NoError(t, inner.DeleteRange(2, 2))
+	require.NoError(t, inner.StoreLog(&raft.Log{Index: 2, Term: 1, Data: []byte("b")})) // stored without a checksum
+	err = verifyLogFrom(c, 3)
+	require.ErrorIs(t, err, ErrCorrupt)
+	require.Contains(t, err.Error(), "Recovery")
+}
