@@ -35,6 +35,10 @@ type ShardReadiness struct {
 	CommitIndex  uint64 `json:"commit_index"`
 	AppliedIndex uint64 `json:"applied_index"`
 	Behind       uint64 `json:"behind"`
+	// Damage is the first damage found in this node's state files of the
+	// shard; FlushError the last failed write of its state (a full disk).
+	Damage     string `json:"damage,omitempty"`
+	FlushError string `json:"flush_error,omitempty"`
 }
 
 // healthz answers 200 while the process serves HTTP at all.
@@ -43,19 +47,25 @@ func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 // readyz answers 200 when this node can serve reads and take writes:
-// every shard has a known leader, and this node has applied its shards
-// to within ReadyMaxBehind entries of the commit index it knows; 503
-// with the problems otherwise. (Raft's no-op and configuration entries
+// every shard has a known leader, this node has applied its shards to
+// within ReadyMaxBehind entries of the commit index it knows, and none of
+// its state files is damaged or failing to be written; 503 with the
+// problems otherwise. (Raft's no-op and configuration entries
 // are never applied to the state, so a small gap is normal.)
 func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
 	st := h.raftLog().Status()
 	out := Health{Status: "ok", Node: st.NodeID}
 	for _, s := range st.Shards {
-		sr := ShardReadiness{Shard: int(s.Shard), Leader: s.LeaderID, CommitIndex: s.CommitIndex, AppliedIndex: s.AppliedIndex}
+		sr := ShardReadiness{Shard: int(s.Shard), Leader: s.LeaderID, CommitIndex: s.CommitIndex, AppliedIndex: s.AppliedIndex,
+			Damage: s.Damage, FlushError: s.FlushError}
 		if s.CommitIndex > s.AppliedIndex {
 			sr.Behind = s.CommitIndex - s.AppliedIndex
 		}
 		switch {
+		case s.Damage != "":
+			out.Problems = append(out.Problems, fmt.Sprintf("shard %d: this node's state is damaged (%s); wipe its data directory and restart it to rejoin", s.Shard, s.Damage))
+		case s.FlushError != "":
+			out.Problems = append(out.Problems, fmt.Sprintf("shard %d: this node cannot write its state (%s)", s.Shard, s.FlushError))
 		case s.LeaderID == "":
 			out.Problems = append(out.Problems, fmt.Sprintf("shard %d has no leader", s.Shard))
 		case sr.Behind > h.cfg.ReadyMaxBehind:
