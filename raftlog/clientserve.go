@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/esraft/esraft/internal/mux"
+	"github.com/esraft/esraft/internal/nodecert"
 	"github.com/esraft/esraft/raftlog/internal/route"
 	"github.com/esraft/esraft/raftlog/internal/wire"
 )
@@ -126,6 +128,9 @@ func (l *Log) clientCall(ctx context.Context, code byte, d *wire.Decoder) (func(
 		op := d.GroupOp()
 		if d.Finish() != nil {
 			return nil, nil
+		}
+		if err := l.authorizeGroupAdmin(ctx, &op); err != nil {
+			return nil, err
 		}
 		st, err := l.groupCall(ctx, &op)
 		if err != nil {
@@ -264,4 +269,25 @@ func appendFlag(b []byte, v bool) []byte {
 		return append(b, 1)
 	}
 	return append(b, 0)
+}
+
+// authorizeGroupAdmin refuses a thin client with a worker certificate the
+// operator's group operations, reset and delete: a worker consumes; moving
+// a group's offsets or dropping its state is for an operator, through a
+// node's admin API or a node certificate. (Without TLS, client calls come
+// from loopback only.)
+func (l *Log) authorizeGroupAdmin(ctx context.Context, op *wire.GroupOp) error {
+	if l.tls == nil || (op.Op != wire.GopReset && op.Op != wire.GopDelete) {
+		return nil
+	}
+	peer, _ := mux.PeerFromContext(ctx)
+	id, err := l.tls.identify(peer)
+	if err != nil {
+		return err
+	}
+	if id.Role == nodecert.Worker {
+		return fmt.Errorf("%w: %s: a worker certificate may not reset or delete consumer group %q; use a node's admin API",
+			ErrUnauthorized, id, op.Group)
+	}
+	return nil
 }

@@ -236,6 +236,11 @@ func TestRemoteTLSIdentity(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "tls-1", recs[0].Key)
 	require.NotContains(t, servers(t, c.node(c.leader(0))), "app1", "the client is no member")
+	_, err = r.JoinGroup(ctx, "g", "app1", time.Second)
+	require.NoError(t, err, "a worker consumes")
+	_, err = r.ResetGroup(ctx, "g", StartPosition{Kind: StartEarliest})
+	require.ErrorIs(t, err, ErrUnauthorized, "resetting a group is an operator's action")
+	require.ErrorIs(t, r.DeleteGroup(ctx, "g"), ErrUnauthorized)
 
 	other := newTestPKI(t)
 	ocert, okey := other.issue(nodecert.Worker, "app2")
