@@ -170,12 +170,26 @@ func (n *nemesis) run(ctx context.Context) {
 		n.logf("nemesis: %s", f)
 		_ = backoff.Sleep(ctx, f.Hold) // a cancelled run heals at once
 		n.heal(&f)
+		n.repairDamaged()
 		rctx, cancel := context.WithTimeout(context.Background(), n.recover)
 		err := awaitHealthy(rctx, n.c, n.mon, n.groups, true)
 		cancel()
 		if err != nil {
 			f.Err = err.Error()
 			n.logf("nemesis: %s NOT RECOVERED: %v", f, err)
+			// No new fault on a cluster that has not recovered: a second
+			// wipe or kill would only hide what went wrong with the first.
+			for ctx.Err() == nil {
+				n.repairDamaged()
+				rctx, cancel := context.WithTimeout(ctx, n.recover)
+				err := awaitHealthy(rctx, n.c, n.mon, n.groups, true)
+				cancel()
+				if err == nil {
+					n.logf("nemesis: recovered late from %s", f)
+					break
+				}
+				n.logf("nemesis: still not recovered from %s: %v; no new fault until it does", f, err)
+			}
 		} else {
 			f.Recovered = time.Now()
 			n.logf("nemesis: %s healed, recovered after %v", f, f.Recovered.Sub(f.Healed).Round(time.Millisecond))
@@ -374,6 +388,46 @@ func (n *nemesis) healFullDisk(i int) string {
 		return reads + "; kept running"
 	}
 	return reads + "; exited, then " + n.restartDamaged(i)
+}
+
+// repairDamaged applies the documented recovery to every running node
+// that reports damage in its state files (found on a read, by the scrub,
+// or while sending a full copy, after the node started): stop it, wipe its
+// data directory, and restart it with its original command, so that it
+// rejoins and receives a full copy from a healthy peer.
+func (n *nemesis) repairDamaged() {
+	for i := range n.c.Size() {
+		addr := n.c.Node(i).HTTP()
+		if addr == "" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		st, err := n.mon.cl.status(ctx, addr)
+		cancel()
+		if err != nil {
+			continue
+		}
+		for g, gs := range st.Groups {
+			if gs.Damage == "" {
+				continue
+			}
+			n.logf("nemesis: n%d reports damage in group %d (%s): stopping it, wiping its data directory and restarting it with its original command", i+1, g, gs.Damage)
+			if err := n.c.Kill(i); err != nil {
+				n.logf("nemesis: kill n%d: %v", i+1, err)
+			}
+			if err := n.c.Wipe(i); err != nil {
+				n.logf("nemesis: wipe n%d: %v", i+1, err)
+				break
+			}
+			n.mon.forget(i)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			if err := n.c.Start(ctx, i); err != nil {
+				n.logf("nemesis: restart of wiped n%d failed: %v", i+1, err)
+			}
+			cancel()
+			break
+		}
+	}
 }
 
 // wipeAndRestart runs the rest of FaultWipeNode: nodes are the paused
