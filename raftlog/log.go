@@ -456,10 +456,20 @@ func (l *Log) stepDownIfDamaged(s *shard) {
 	if err == nil || l.isClosed() || s.Raft.State() != raft.Leader {
 		return
 	}
+	if !hasOtherVoter(s.Raft, raft.ServerID(l.cfg.NodeID)) {
+		return // a single voter has nobody to hand the leadership to
+	}
 	l.goRun(func() {
 		l.logger.Warn("raftlog: handing leadership away: this node's state is damaged", "shard", s.ID, "err", err)
-		if err := s.Raft.LeadershipTransfer().Error(); err != nil {
-			l.logger.Warn("raftlog: leadership hand-off of a damaged shard failed; retried at the next leader change", "shard", s.ID, "err", err)
+		f := s.Raft.LeadershipTransfer()
+		done := make(chan error, 1)
+		go func() { done <- f.Error() }() // raft may never answer once it is shut down
+		select {
+		case err := <-done:
+			if err != nil {
+				l.logger.Warn("raftlog: leadership hand-off of a damaged shard failed; retried at the next leader change", "shard", s.ID, "err", err)
+			}
+		case <-l.closing:
 		}
 	})
 }
