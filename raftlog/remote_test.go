@@ -269,3 +269,28 @@ func TestAuthorizeClientCalls(t *testing.T) {
 	worker := nodecert.Identity{Cluster: testClusterName, Role: nodecert.Worker, NodeID: "app"}
 	require.ErrorIs(t, authorizeIdentity(worker, route.Call{Method: route.MethodAppend}, map[string]member{"n1": {voter: true}}), ErrUnauthorized)
 }
+
+// FuzzClientCalls hands arbitrary payloads to every client call of a
+// single node, as a thin client would send them: nothing may panic, and
+// every answer is a well-formed reply (an error reply for what does not
+// decode). Waits are bounded by the payload's own deadline, capped short.
+func FuzzClientCalls(f *testing.F) {
+	l := openSingle(f, f.TempDir(), func(c *Config) { c.Partitions = 2 })
+	f.Cleanup(func() { l.Close() })
+	n := route.MethodClientGroupState - route.MethodClientInfo + 1
+	for code := route.MethodClientInfo; code <= route.MethodClientGroupState; code++ {
+		f.Add(code, []byte{5})
+		f.Add(code, []byte{5, 0, 0, 0, 0})
+		f.Add(code, []byte{5, 1, 'k', 1, 1, 'v'})
+	}
+	f.Fuzz(func(t *testing.T, code byte, payload []byte) {
+		code = route.MethodClientInfo + code%n
+		if len(payload) > 0 {
+			payload[0] = 1 + payload[0]%20 // the call's own deadline: at most 20 ms
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		reply := l.serveClient(ctx, code, payload)
+		require.NotEmpty(t, reply, "every call answers")
+	})
+}
