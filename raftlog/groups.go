@@ -57,15 +57,14 @@ func (l *Log) JoinGroupAt(ctx context.Context, group, member string, sessionTime
 	if start.Kind == StartEarliest {
 		return l.JoinGroup(ctx, group, member, sessionTimeout)
 	}
-	// The names and session first: resolving start reads every partition.
-	if err := (&wire.GroupOp{Op: wire.GopJoin, Group: group, Member: member, Session: int64(sessionTimeout)}).Check(); err != nil {
-		return GroupState{}, err
+	if l.isClosed() {
+		return GroupState{}, ErrClosed
 	}
-	offs, err := l.startOffsets(ctx, start)
+	op, err := joinAtOp(ctx, l, group, member, sessionTimeout, start)
 	if err != nil {
 		return GroupState{}, err
 	}
-	return l.groupCall(ctx, &wire.GroupOp{Op: wire.GopJoinAt, Group: group, Member: member, Session: int64(sessionTimeout), Offsets: offs})
+	return l.groupCall(ctx, op)
 }
 
 // ResetGroup moves every partition of group to start (resolved as for
@@ -75,14 +74,14 @@ func (l *Log) JoinGroupAt(ctx context.Context, group, member string, sessionTime
 // will be processed again; those before it stay parked. ErrUnknownGroup
 // if the group does not exist.
 func (l *Log) ResetGroup(ctx context.Context, group string, start StartPosition) (GroupState, error) {
-	if err := (&wire.GroupOp{Op: wire.GopDelete, Group: group}).Check(); err != nil { // the name, before reading
-		return GroupState{}, err
+	if l.isClosed() {
+		return GroupState{}, ErrClosed
 	}
-	offs, err := l.startOffsets(ctx, start)
+	op, err := resetOp(ctx, l, group, start)
 	if err != nil {
 		return GroupState{}, err
 	}
-	return l.groupCall(ctx, &wire.GroupOp{Op: wire.GopReset, Group: group, Offsets: offs})
+	return l.groupCall(ctx, op)
 }
 
 // DeleteGroup removes group and all its state (offsets, parked records)
@@ -93,13 +92,33 @@ func (l *Log) DeleteGroup(ctx context.Context, group string) error {
 	return err
 }
 
-// startOffsets resolves start to one offset per partition, on this
-// node's replica once it has applied what every shard's leader had.
-func (l *Log) startOffsets(ctx context.Context, start StartPosition) ([]uint64, error) {
-	if l.isClosed() {
-		return nil, ErrClosed
+// joinAtOp is the operation of JoinGroupAt (a Log's or a Remote's), its
+// start resolved through r. The names and session are checked first:
+// resolving start reads every partition.
+func joinAtOp(ctx context.Context, r startReader, group, member string, sessionTimeout time.Duration, start StartPosition) (*wire.GroupOp, error) {
+	op := &wire.GroupOp{Op: wire.GopJoin, Group: group, Member: member, Session: int64(sessionTimeout)}
+	if err := op.Check(); err != nil {
+		return nil, err
 	}
-	return resolveStart(ctx, l, start)
+	offs, err := resolveStart(ctx, r, start)
+	if err != nil {
+		return nil, err
+	}
+	op.Op, op.Offsets = wire.GopJoinAt, offs
+	return op, nil
+}
+
+// resetOp is the operation of ResetGroup (a Log's or a Remote's), its
+// start resolved through r once the group's name is checked.
+func resetOp(ctx context.Context, r startReader, group string, start StartPosition) (*wire.GroupOp, error) {
+	if err := (&wire.GroupOp{Op: wire.GopDelete, Group: group}).Check(); err != nil {
+		return nil, err
+	}
+	offs, err := resolveStart(ctx, r, start)
+	if err != nil {
+		return nil, err
+	}
+	return &wire.GroupOp{Op: wire.GopReset, Group: group, Offsets: offs}, nil
 }
 
 // startReader is what resolving a start position reads: a Log, or a

@@ -503,27 +503,21 @@ func (r *Remote) JoinGroupAt(ctx context.Context, group, member string, sessionT
 	if start.Kind == StartEarliest {
 		return r.JoinGroup(ctx, group, member, sessionTimeout)
 	}
-	if err := (&wire.GroupOp{Op: wire.GopJoin, Group: group, Member: member, Session: int64(sessionTimeout)}).Check(); err != nil {
-		return GroupState{}, err
-	}
-	offs, err := resolveStart(ctx, r, start)
+	op, err := joinAtOp(ctx, r, group, member, sessionTimeout, start)
 	if err != nil {
 		return GroupState{}, err
 	}
-	return r.groupCall(ctx, &wire.GroupOp{Op: wire.GopJoinAt, Group: group, Member: member, Session: int64(sessionTimeout), Offsets: offs})
+	return r.groupCall(ctx, op)
 }
 
 // ResetGroup moves every partition of a stopped group to start, as
 // Log.ResetGroup.
 func (r *Remote) ResetGroup(ctx context.Context, group string, start StartPosition) (GroupState, error) {
-	if err := (&wire.GroupOp{Op: wire.GopDelete, Group: group}).Check(); err != nil {
-		return GroupState{}, err
-	}
-	offs, err := resolveStart(ctx, r, start)
+	op, err := resetOp(ctx, r, group, start)
 	if err != nil {
 		return GroupState{}, err
 	}
-	return r.groupCall(ctx, &wire.GroupOp{Op: wire.GopReset, Group: group, Offsets: offs})
+	return r.groupCall(ctx, op)
 }
 
 // DeleteGroup removes a stopped group and its state, as Log.DeleteGroup.
