@@ -188,6 +188,11 @@ func (b *Browser) SignIn(base, token string) error {
 	return err
 }
 
+// Viewport resizes the page's viewport (a narrow window, a phone).
+func (b *Browser) Viewport(width, height int64) error {
+	return b.Do(10*time.Second, chromedp.EmulateViewport(width, height))
+}
+
 // Screenshot writes the viewport as a PNG to path.
 func (b *Browser) Screenshot(path string) error {
 	ctx, cancel := context.WithTimeout(b.Ctx, 20*time.Second)

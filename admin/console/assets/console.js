@@ -19,7 +19,7 @@
       else if (k === 'class') e.className = v;
       else e.setAttribute(k, v === true ? '' : String(v));
     }
-    for (const c of children.flat()) {
+    for (const c of children.flat(Infinity)) {
       if (c === undefined || c === null || c === false) continue;
       e.append(c instanceof Node ? c : document.createTextNode(String(c)));
     }
@@ -151,8 +151,8 @@
           el('td', { class: 'num' }, num(s.term)),
           el('td', { class: 'num' }, num(s.commit_index)),
           el('td', { class: 'num' }, num(s.applied_index)),
-          el('td', {}, s.replicas.map((r, i) => [i ? '; ' : '', el('span', { class: r.behind > 0 ? 'warn' : '' },
-            r.node + ' ' + num(r.applied_index) + ', ' + num(r.behind) + ' behind')])),
+          el('td', {}, el('ul', { class: 'replicas' }, s.replicas.map((r) => el('li', { class: r.behind > 0 ? 'warn' : '' },
+            r.node + ': applied ' + num(r.applied_index) + ', ' + num(r.behind) + ' behind')))),
           el('td', {}, el('button', {
             type: 'button', class: 'transfer', disabled: !here,
             title: here ? 'hand leadership of shard ' + s.shard + ' to another voter' : 'open the console of ' + (s.leader || 'the leader') + ' to transfer',
@@ -376,8 +376,10 @@
       el('td', { class: 'num' }, num(g.lag)), el('td', { class: 'num' }, g.parked))), 'No consumer groups', 5);
   }
 
-  // lagChart draws samples [{t, total, parts}] as an SVG line chart of
-  // the last windowMs.
+  // lagChart draws samples [{t, total, parts}] as an SVG line chart, its
+  // time axis from the first sample (at least a minute ago, at most
+  // windowMs) to now, drawn at the box's own width so text is not
+  // stretched.
   const svgNS = 'http://www.w3.org/2000/svg';
   function svg(tag, attrs, ...children) {
     const e = document.createElementNS(svgNS, tag);
@@ -385,30 +387,34 @@
     for (const c of children) e.append(c);
     return e;
   }
+  function ago(ms) {
+    return ms >= 120000 ? Math.round(ms / 60000) + ' min ago' : Math.round(ms / 1000) + ' s ago';
+  }
   function lagChart(box, samples, windowMs) {
-    const W = 600;
+    const W = Math.max(240, box.clientWidth - 10);
     const H = 180;
-    const L = 48;
+    const L = 56;
     const B = 20;
     const now = Date.now();
+    const span = Math.min(windowMs, Math.max(60000, samples.length ? now - samples[0].t : 0));
     const max = Math.max(1, ...samples.map((s) => s.total));
-    const x = (t) => L + ((t - (now - windowMs)) / windowMs) * (W - L - 6);
-    const y = (v) => 6 + (1 - v / max) * (H - B - 6);
+    const x = (t) => L + ((t - (now - span)) / span) * (W - L - 8);
+    const y = (v) => 8 + (1 - v / max) * (H - B - 8);
     const line = (vals, cls) => svg('polyline', { class: cls, points: samples.map((s, i) => x(s.t).toFixed(1) + ',' + y(vals[i]).toFixed(1)).join(' ') });
     const parts = samples.length ? samples[samples.length - 1].parts.length : 0;
     const kids = [
-      svg('line', { class: 'axis', x1: L, y1: 6, x2: L, y2: H - B }),
-      svg('line', { class: 'axis', x1: L, y1: H - B, x2: W - 6, y2: H - B }),
-      svg('text', { x: L - 4, y: 14, 'text-anchor': 'end' }, String(max)),
-      svg('text', { x: L - 4, y: H - B, 'text-anchor': 'end' }, '0'),
-      svg('text', { x: L, y: H - 4 }, '−' + Math.round(windowMs / 60000) + ' min'),
-      svg('text', { x: W - 6, y: H - 4, 'text-anchor': 'end' }, 'now'),
+      svg('line', { class: 'axis', x1: L, y1: 8, x2: L, y2: H - B }),
+      svg('line', { class: 'axis', x1: L, y1: H - B, x2: W - 8, y2: H - B }),
+      svg('text', { x: L - 6, y: 16, 'text-anchor': 'end' }, num(max)),
+      svg('text', { x: L - 6, y: H - B, 'text-anchor': 'end' }, '0'),
+      svg('text', { x: L, y: H - 4 }, ago(span)),
+      svg('text', { x: W - 8, y: H - 4, 'text-anchor': 'end' }, 'now'),
     ];
     for (let p = 0; p < parts; p++) kids.push(line(samples.map((s) => s.parts[p] || 0), 'part'));
     kids.push(line(samples.map((s) => s.total), 'total'));
     const last = samples.length ? samples[samples.length - 1].total : 0;
-    const title = svg('title', {}, 'Lag of the group over the last ' + Math.round(windowMs / 60000) + ' minutes; now ' + last);
-    box.replaceChildren(svg('svg', { viewBox: '0 0 ' + W + ' ' + H, role: 'img', preserveAspectRatio: 'none', 'data-samples': samples.length, 'data-last': last }, title, ...kids));
+    const title = svg('title', {}, 'Lag of the group since ' + ago(span) + '; now ' + last);
+    box.replaceChildren(svg('svg', { width: W, height: H, viewBox: '0 0 ' + W + ' ' + H, role: 'img', 'data-samples': samples.length, 'data-last': last, 'data-peak': Math.max(0, ...samples.map((s) => s.total)) }, title, ...kids));
   }
 
   function group() {
