@@ -19,6 +19,8 @@ import (
 	"github.com/esraft/esraft/systemtest/wait"
 )
 
+// screenshots, if set, is where TestConsoleInBrowser writes the pictures
+// of the console the README shows (docs/console: see the README).
 var screenshots = flag.String("console.screenshots", "", "directory to write TestConsoleInBrowser's screenshots of the console to (PNG, 1280x800)")
 
 // TestConsoleInBrowser drives the web console in headless Chromium against
@@ -145,7 +147,6 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.NoError(t, b.Click(`#reset`))
 	require.NoError(t, b.Click(`#confirm-ok`))
 	require.Contains(t, js(10*time.Second, `!document.getElementById('error').hidden && document.getElementById('error').textContent`), "has live members")
-	shot("group")
 
 	// Partitions: the live tail shows an event appended after it opened,
 	// pauses, and on resume goes on from where it paused.
@@ -162,7 +163,6 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	require.NoError(t, b.Click(`#tail-pause`))
 	js(20*time.Second, `[...document.querySelectorAll('#tail tbody tr')].some(r => r.cells[1].textContent === 'order-console-tail-1' && r.cells[3].textContent === 'OrderPaid')`)
-	shot("partitions")
 
 	// Projections: an event the stats view cannot take (its revenue would
 	// leave the int64 range) is parked; once a later event has brought the
@@ -195,7 +195,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.NoError(t, b.Navigate(base+"/ui/projections"))
 	js(30*time.Second, `document.querySelector('#parked-stats li[data-offset]') !== null`)
 	require.Contains(t, js(5*time.Second, `document.querySelector('#parked-stats li .err').textContent`), "sum of cents out of the int64 range")
-	shot("projections-parked")
+	shot("projections")
 	pay("order-console-refund", -room)
 	waitCaughtUp("stats")
 	require.NoError(t, b.Click(`#parked-stats li .retry`))
@@ -210,7 +210,6 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.NoError(t, b.Click(`#projection-orders .rebuild-button`))
 	require.NoError(t, b.Click(`#confirm-ok`))
 	js(60*time.Second, `document.querySelector('#projection-orders progress').value === 100 && document.querySelector('#projection-orders .pct').textContent.startsWith('100 %')`)
-	shot("projections")
 
 	if n := b.Network(); len(n) > 0 {
 		t.Logf("failed requests the browser logged (expected: the refused reset): %q", n)
