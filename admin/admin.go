@@ -157,6 +157,8 @@ func (h *Handler) routes() {
 	m.HandleFunc("DELETE /admin/streams/{stream}", h.auth(h.deleteStream))
 	m.HandleFunc("POST /admin/streams/{stream}/truncate", h.auth(h.truncateStream))
 
+	m.HandleFunc("GET /admin/events/{id}", h.auth(h.eventByID))
+
 	m.HandleFunc("GET /admin/partitions", h.auth(h.partitions))
 	m.HandleFunc("GET /admin/partitions/{partition}/events", h.auth(h.readPartition))
 	m.HandleFunc("GET /admin/partitions/{partition}/tail", h.auth(h.tailPartition))

@@ -69,7 +69,7 @@ type consolePage struct {
 	CSRF string
 	// Session: signed in with the token (the page offers to sign out).
 	Session bool
-	// Name is the stream or group the page is about.
+	// Name is the stream, event ID or group the page is about.
 	Name string
 	// Login page: the error to show, where to go after, which ways in.
 	Error           string
@@ -84,6 +84,7 @@ var consolePages = []struct{ pattern, page, title string }{
 	{"GET /ui/cluster", "cluster", "Cluster"},
 	{"GET /ui/streams", "streams", "Streams"},
 	{"GET /ui/streams/{name}", "stream", "Stream"},
+	{"GET /ui/events/{name}", "event", "Event"},
 	{"GET /ui/partitions", "partitions", "Partitions"},
 	{"GET /ui/groups", "groups", "Consumer groups"},
 	{"GET /ui/groups/{name}", "group", "Consumer group"},

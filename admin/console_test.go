@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/esraft/esraft/admin"
@@ -234,4 +235,34 @@ func TestConsoleStreamsPageWith100kStreams(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "account-000050", next)
 	require.Empty(t, b.Errors(), "errors the pages reported")
+}
+
+// GET /admin/events/{id} finds an event by its ID, wherever its stream
+// is; an unknown ID is a 404, a malformed one a 400, and a deleted
+// stream's event is not found.
+func TestAdminEventByID(t *testing.T) {
+	n := newNode(t)
+	ctx := context.Background()
+	_, err := n.store.Append(ctx, "cart-1", eventstore.Any, []eventstore.EventData{{Type: "Opened", Data: []byte(`{"n":1}`)}})
+	require.NoError(t, err)
+	n.appendEvents(t, "cart-2", 3)
+	page := admin.EventPage{}
+	require.Equal(t, http.StatusOK, n.call(t, "GET", "/admin/streams/cart-1/events", nil, &page))
+	require.Len(t, page.Events, 1)
+	id := page.Events[0].ID
+
+	var e admin.Event
+	require.Equal(t, http.StatusOK, n.call(t, "GET", "/admin/events/"+id.String(), nil, &e))
+	require.Equal(t, "cart-1", e.Stream)
+	require.Equal(t, uint64(1), e.Version)
+	require.Equal(t, "Opened", e.Type)
+	var bad admin.Error
+	require.Equal(t, http.StatusNotFound, n.call(t, "GET", "/admin/events/"+uuid.NewString(), nil, &bad))
+	require.Contains(t, bad.Error, "no event")
+	require.Equal(t, http.StatusBadRequest, n.call(t, "GET", "/admin/events/not-a-uuid", nil, &bad))
+	require.Equal(t, "bad_request", bad.Code)
+
+	_, err = n.store.DeleteStream(ctx, "cart-1", eventstore.Any)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNotFound, n.call(t, "GET", "/admin/events/"+id.String(), nil, &bad))
 }

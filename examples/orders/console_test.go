@@ -26,7 +26,8 @@ var screenshots = flag.String("console.screenshots", "", "directory to write Tes
 // TestConsoleInBrowser drives the web console in headless Chromium against
 // the service running as three processes, and checks on each page what
 // the cluster holds: the cluster page's leader is /status's; a stream's
-// events are shown in order with their data; the notifier group's lag
+// events are shown in order with their data, and a causation ID links to
+// the event it names; the notifier group's lag
 // falls to 0; a partition's live tail shows new events, pauses and
 // resumes; a reset of a group with live members is refused with the
 // API's error shown; retrying a parked event, once its cause is gone,
@@ -130,6 +131,16 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.Contains(t, placed, `"sku": "notes-on-the-engine"`)
 	require.Contains(t, js(5*time.Second, `document.querySelectorAll('.event .data')[1].textContent`), `"amount_cents": 2500`)
 	shot("stream")
+	// A causation ID links to the event it names, in its own stream.
+	placedID := js(5*time.Second, `document.querySelector('.event').id.replace('event-', '')`)
+	_, err = thin.Append(ctx, "audit-console-1", eventstore.Any, []eventstore.EventData{{Type: "OrderAudited", Data: []byte(`{"ok":true}`),
+		Metadata: eventstore.Metadata{CausationID: placedID, Headers: map[string]string{"auditor": "console-test"}}}})
+	require.NoError(t, err)
+	require.NoError(t, b.Navigate(base+"/ui/streams/audit-console-1"))
+	require.Contains(t, js(10*time.Second, `document.querySelector('.event .metadata')?.textContent`), `"auditor": "console-test"`)
+	require.NoError(t, b.ClickLoad(`.event .causation a`))
+	require.Equal(t, "/ui/streams/order-console-1#event-"+placedID, js(10*time.Second,
+		`location.pathname.startsWith('/ui/streams/') && document.activeElement.classList.contains('targeted') && location.pathname + '#' + document.activeElement.id`))
 
 	// Consumer group: orders paid make work for the notifier; its lag,
 	// sampled by the page, falls to 0 with every offset at its head.

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -142,14 +143,33 @@ func (b *Browser) Do(timeout time.Duration, actions ...chromedp.Action[chromedp.
 
 // WaitJS waits until the JavaScript expression is truthy in the page
 // (re-evaluated on every animation frame) and returns its value as text.
+// A navigation while it waits (a page that sends the browser on) starts
+// the wait again in the new page.
 func (b *Browser) WaitJS(timeout time.Duration, expr string) (string, error) {
-	ctx, cancel := context.WithTimeout(b.Ctx, timeout+time.Second)
-	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Poll[any](expr, chromedp.WithPollingTimeout(timeout)))
-	if err != nil {
-		return "", fmt.Errorf("waiting for %s: %w", expr, err)
+	deadline := time.Now().Add(timeout)
+	for {
+		left := time.Until(deadline)
+		ctx, cancel := context.WithTimeout(b.Ctx, left+time.Second)
+		v, err := chromedp.Run(ctx, chromedp.Poll[any](expr, chromedp.WithPollingTimeout(left)))
+		cancel()
+		if err == nil {
+			return fmt.Sprint(v), nil
+		}
+		if !navigated(err) || time.Now().After(deadline) {
+			return "", fmt.Errorf("waiting for %s: %w", expr, err)
+		}
+		// The page was replaced under the poll: give the next one a
+		// moment to exist.
+		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Sprint(v), nil
+}
+
+// navigated tells whether err is the DevTools protocol's answer to an
+// evaluation in a page that has gone (its execution context destroyed).
+func navigated(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "Cannot find context with specified id") || strings.Contains(s, "Inspected target navigated or closed") ||
+		strings.Contains(s, "Execution context was destroyed")
 }
 
 // Navigate opens url in the tab and waits for its load event.
@@ -158,8 +178,22 @@ func (b *Browser) Navigate(url string) error {
 }
 
 // Click clicks the first element the CSS selector finds, once visible.
+// An element replaced between finding and clicking it (a page that
+// refreshes) is found again: the click had not been sent.
 func (b *Browser) Click(css string) error {
-	return b.Do(10*time.Second, chromedp.Click(chromedp.CSS(css)))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := b.Do(time.Until(deadline), chromedp.Click(chromedp.CSS(css)))
+		if err == nil || !replaced(err) || time.Now().After(deadline) {
+			return err
+		}
+	}
+}
+
+// replaced tells whether err says an element found went from the page
+// before the action on it was sent.
+func replaced(err error) bool {
+	return strings.Contains(err.Error(), "Could not find node with given id") || strings.Contains(err.Error(), "Node is detached from document")
 }
 
 // ClickLoad clicks like Click and waits for the page it leads to to load

@@ -26,8 +26,20 @@
     return e;
   }
 
+  // render puts nodes in parent unless they would show just what it shows
+  // already: a page refreshed every few seconds keeps its elements, so
+  // keyboard focus stays where it was and a button is not swapped under
+  // the pointer.
+  const shown = new WeakMap();
+  function render(parent, nodes) {
+    const html = nodes.map((n) => n.outerHTML).join('');
+    if (shown.get(parent) === html) return;
+    shown.set(parent, html);
+    parent.replaceChildren(...nodes);
+  }
+
   function fill(tbody, rows, empty, cols) {
-    tbody.replaceChildren(...(rows.length ? rows : [el('tr', {}, el('td', { colspan: cols }, empty))]));
+    render(tbody, rows.length ? rows : [el('tr', {}, el('td', { colspan: cols }, empty))]);
   }
 
   const num = (n) => Number(n).toLocaleString('en-US');
@@ -225,8 +237,15 @@
     document.getElementById('stream-info').textContent = 'Partition ' + info.partition + ', version ' + num(info.version) +
       (info.first_version > 1 ? ', events before version ' + info.first_version + ' truncated' : '') + (info.deleted ? ', deleted' : '');
     const here = new Set(page.events.map((e) => e.id));
-    const idLink = (id) => (here.has(id) ? el('a', { href: '#event-' + id }, el('code', {}, id))
-      : el('span', { title: 'not an event of this page of the stream' }, el('code', {}, id)));
+    const mark = (ev) => {
+      for (const m of document.querySelectorAll('.event.targeted')) m.classList.remove('targeted');
+      const t = document.getElementById(ev.currentTarget.getAttribute('href').slice(1));
+      if (t) t.classList.add('targeted');
+    };
+    // An ID that names an event links to it: on this page, or found by ID.
+    const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+    const idLink = (id) => (uuid.test(id) ? el('a', { href: here.has(id) ? '#event-' + id : '/ui/events/' + enc(id), onclick: here.has(id) ? mark : undefined }, el('code', {}, id))
+      : el('code', {}, id));
     box.replaceChildren(...(page.events.length ? page.events.map((e) => el('article', { class: 'event', id: 'event-' + e.id, 'data-version': e.version },
       el('header', {}, el('span', { class: 'version' }, 'v' + e.version), el('span', { class: 'type' }, e.type),
         el('time', { datetime: e.time }, when(e.time))),
@@ -249,11 +268,26 @@
       n.href = '?from=' + page.next;
       n.hidden = false;
     }
-    if (location.hash) {
-      const t = document.getElementById(location.hash.slice(1));
-      if (t) t.scrollIntoView();
+    // The events came after the browser looked for the URL's fragment:
+    // mark and show the one it names.
+    const target = location.hash && document.getElementById(decodeURIComponent(location.hash.slice(1)));
+    if (target) {
+      target.classList.add('targeted');
+      target.tabIndex = -1;
+      target.focus();
     }
     main.dataset.renderedMs = performance.now().toFixed(1);
+  }
+
+  // ---- an event by ID: found through the API, shown in its stream ---------
+  async function event() {
+    try {
+      const e = await api('GET', '/admin/events/' + enc(name));
+      location.replace('/ui/streams/' + enc(e.stream) + '?from=' + e.version + '#event-' + e.id);
+    } catch (e) {
+      document.getElementById('event-lookup').textContent = '';
+      fail(e, 'Event ' + name);
+    }
   }
 
   // ---- partitions and the live tail --------------------------------------
@@ -348,7 +382,7 @@
       return;
     }
     const base = (p) => '/admin/' + kind + '/' + enc(owner) + '/parked/' + p.partition + '/' + p.offset;
-    ul.replaceChildren(...(list.parked.length ? list.parked.map((p) => el('li', { 'data-partition': p.partition, 'data-offset': p.offset },
+    render(ul, (list.parked.length ? list.parked.map((p) => el('li', { 'data-partition': p.partition, 'data-offset': p.offset },
       el('div', {}, el('strong', {}, 'partition ' + p.partition + ', offset ' + p.offset), ' · stream ',
         el('a', { href: '/ui/streams/' + enc(p.stream) }, p.stream), ' · ' + p.attempts + ' attempt(s)', p.retrying ? ' · retry requested' : ''),
       el('div', { class: 'err' }, p.error),
@@ -508,7 +542,8 @@
         box.replaceChildren(el('p', {}, 'No local projections on this node.'));
         return;
       }
-      box.replaceChildren(...list.projections.map((p) => card(p).root));
+      const roots = list.projections.map((p) => card(p).root);
+      if (roots.some((r, i) => box.children[i] !== r) || box.children.length !== roots.length) box.replaceChildren(...roots);
       for (const p of list.projections) {
         const c = card(p);
         c.state.textContent = p.state;
@@ -533,6 +568,6 @@
     every(1000, load);
   }
 
-  const pages = { cluster, streams, stream, partitions, groups, group, projections };
+  const pages = { cluster, streams, stream, event, partitions, groups, group, projections };
   if (pages[page]) pages[page]();
 })();
