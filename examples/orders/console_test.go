@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 	"github.com/stretchr/testify/require"
 
 	"github.com/esraft/esraft/client"
@@ -31,8 +33,9 @@ var screenshots = flag.String("console.screenshots", "", "directory to write Tes
 // falls to 0; a partition's live tail shows new events, pauses and
 // resumes; a reset of a group with live members is refused with the
 // API's error shown; retrying a parked event, once its cause is gone,
-// empties the list; a rebuild's progress bar reaches 100 %; and no page
-// reports an error.
+// empties the list; a rebuild's progress bar reaches 100 %; the
+// confirmation works from the keyboard; every page fits a narrow window;
+// and no page reports an error.
 func TestConsoleInBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the service, runs three processes and a browser")
@@ -110,11 +113,6 @@ func TestConsoleInBrowser(t *testing.T) {
 	})
 	require.Equal(t, "3", js(10*time.Second, `document.querySelectorAll('#nodes tbody tr').length === 3 && '3'`))
 	shot("cluster")
-	// In a narrow window nothing but the tables' own scroll boxes is wider
-	// than the window.
-	require.NoError(t, b.Viewport(390, 800))
-	require.Equal(t, "fits", js(5*time.Second, `innerWidth === 390 && (document.documentElement.scrollWidth <= innerWidth ? 'fits' : 'overflows by ' + (document.documentElement.scrollWidth - innerWidth))`))
-	require.NoError(t, b.Viewport(browser.Width, browser.Height))
 
 	// Streams: an order's events, in order, with their data.
 	order("console-1", true)
@@ -154,6 +152,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.Equal(t, "0", js(5*time.Second, `document.querySelector('#lag-chart svg').dataset.last`))
 	t.Logf("the notifier's highest lag the page sampled: %s", js(5*time.Second, `document.querySelector('#lag-chart svg').dataset.peak`))
 	require.NotEmpty(t, js(5*time.Second, `document.querySelectorAll('#members tbody tr').length > 0 && 'members'`))
+	// Keyboard: Enter on the reset button opens the confirmation with the
+	// focus on Cancel, shown by a focus outline; Escape closes it and
+	// nothing is sent.
+	require.NoError(t, b.Do(5*time.Second, chromedp.Focus(chromedp.ID("reset")), chromedp.KeyEvent(kb.Enter)))
+	require.Equal(t, "confirm-cancel", js(5*time.Second, `document.getElementById('confirm').open && document.activeElement.id`))
+	require.NotEqual(t, "none", js(5*time.Second, `getComputedStyle(document.activeElement).outlineStyle`))
+	require.NoError(t, b.Do(5*time.Second, chromedp.KeyEvent(kb.Escape)))
+	js(5*time.Second, `!document.getElementById('confirm').open && document.getElementById('error').hidden`)
 	// A reset while members are live is refused, and the page says why.
 	require.NoError(t, b.Click(`#reset`))
 	require.NoError(t, b.Click(`#confirm-ok`))
@@ -221,6 +227,15 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.NoError(t, b.Click(`#projection-orders .rebuild-button`))
 	require.NoError(t, b.Click(`#confirm-ok`))
 	js(60*time.Second, `document.querySelector('#projection-orders progress').value === 100 && document.querySelector('#projection-orders .pct').textContent.startsWith('100 %')`)
+
+	// Every page fits a narrow window: only the tables' own scroll boxes
+	// are wider than it.
+	require.NoError(t, b.Viewport(390, 800))
+	for _, page := range []string{"cluster", "streams?mode=category&q=order", "streams/order-console-1", "partitions", "groups", "groups/notifier", "projections"} {
+		require.NoError(t, b.Navigate(base+"/ui/"+page))
+		require.Equal(t, "fits", js(10*time.Second, `document.querySelector('#main tbody tr, .event, .projection') && innerWidth === 390 &&
+			(document.documentElement.scrollWidth <= innerWidth ? 'fits' : 'overflows by ' + (document.documentElement.scrollWidth - innerWidth))`), page)
+	}
 
 	if n := b.Network(); len(n) > 0 {
 		t.Logf("failed requests the browser logged (expected: the refused reset): %q", n)
