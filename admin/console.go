@@ -26,11 +26,11 @@ import (
 //go:embed console
 var consoleFS embed.FS
 
-var consoleTemplates = template.Must(template.New("console").ParseFS(consoleFS, "console/*.html"))
+var consoleTemplates = template.Must(template.New("console").Funcs(template.FuncMap{"asset": assetURL}).ParseFS(consoleFS, "console/*.html"))
 
-// consoleAssets are the script and stylesheet, with their ETags: a
-// browser asks again on each page (no-cache) and gets a 304 while they
-// have not changed.
+// consoleAssets are the script and stylesheet. Pages name them with
+// their version (assetURL), which a browser keeps without asking again;
+// a new build has new versions.
 var consoleAssets = func() map[string]asset {
 	out := map[string]asset{}
 	files, _ := fs.Glob(consoleFS, "console/assets/*")
@@ -40,14 +40,23 @@ var consoleAssets = func() map[string]asset {
 			panic(err)
 		}
 		sum := sha256.Sum256(b)
-		out[path.Base(f)] = asset{body: b, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+		out[path.Base(f)] = asset{body: b, version: hex.EncodeToString(sum[:8])}
 	}
 	return out
 }()
 
 type asset struct {
-	body []byte
-	etag string
+	body    []byte
+	version string
+}
+
+// assetURL is the path of an asset at its version.
+func assetURL(name string) (string, error) {
+	a, ok := consoleAssets[name]
+	if !ok {
+		return "", fmt.Errorf("admin: no console asset %q", name)
+	}
+	return "/ui/assets/" + name + "?v=" + a.version, nil
 }
 
 func serveAsset(w http.ResponseWriter, r *http.Request) {
@@ -56,7 +65,10 @@ func serveAsset(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	w.Header().Set("ETag", a.etag)
+	if r.URL.Query().Get("v") == a.version {
+		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	}
+	w.Header().Set("ETag", `"`+a.version+`"`)
 	http.ServeContent(w, r, r.PathValue("file"), time.Time{}, bytes.NewReader(a.body))
 }
 

@@ -86,11 +86,25 @@
     let text = (what ? what + ': ' : '') + err.message;
     if (err.body && err.body.members && err.body.members.length) text += '\nLive members: ' + err.body.members.join(', ');
     errorBox.textContent = text;
+    errorBox.dataset.source = 'action';
     errorBox.hidden = false;
     message.textContent = '';
   }
-  function clearError() {
-    errorBox.hidden = true;
+
+  // get reads path from the API; on failure it shows why (what failed)
+  // and returns null.
+  // A failed read's error goes once a read succeeds again; an action's
+  // stays until the next action.
+  async function get(path, what) {
+    try {
+      const out = await api('GET', path);
+      if (errorBox.dataset.source === 'read') errorBox.hidden = true;
+      return out;
+    } catch (e) {
+      fail(e, what);
+      errorBox.dataset.source = 'read';
+      return null;
+    }
   }
 
   // confirmAction asks before a change, in the page's own dialog, and
@@ -140,14 +154,8 @@
   // ---- cluster ----------------------------------------------------------
   function cluster() {
     const load = async () => {
-      let st;
-      try {
-        st = await api('GET', '/admin/status');
-      } catch (e) {
-        fail(e, 'Cluster status');
-        return;
-      }
-      clearError();
+      const st = await get('/admin/status', 'Cluster status');
+      if (!st) return;
       fill(document.querySelector('#nodes tbody'), st.nodes.map((n) =>
         el('tr', { 'data-node': n.id },
           el('th', { scope: 'row' }, n.id, n.id === st.node ? ' (this node)' : ''),
@@ -192,11 +200,8 @@
     if (text) params.set(mode, text);
     if (after) params.set('after', after);
     const tbody = document.querySelector('#streams tbody');
-    let list;
-    try {
-      list = await api('GET', '/admin/streams?' + params);
-    } catch (e) {
-      fail(e, 'Streams');
+    const list = await get('/admin/streams?' + params, 'Streams');
+    if (!list) {
       fill(tbody, [], 'No streams', 4);
       return;
     }
@@ -355,13 +360,8 @@
     });
     window.addEventListener('pagehide', () => source && source.close());
     every(3000, async () => {
-      let list;
-      try {
-        list = await api('GET', '/admin/partitions');
-      } catch (e) {
-        fail(e, 'Partitions');
-        return;
-      }
+      const list = await get('/admin/partitions', 'Partitions');
+      if (!list) return;
       fill(document.querySelector('#partitions tbody'), list.partitions.map((p) => el('tr', { 'data-partition': p.partition },
         el('th', { scope: 'row' }, p.partition),
         el('td', { class: 'num' }, p.shard),
@@ -374,13 +374,8 @@
   // parkedList fills ul with the parked events of a group or projection,
   // each with retry and skip buttons.
   async function parkedList(ul, kind, owner, refresh) {
-    let list;
-    try {
-      list = await api('GET', '/admin/' + kind + '/' + enc(owner) + '/parked');
-    } catch (e) {
-      fail(e, 'Parked events of ' + owner);
-      return;
-    }
+    const list = await get('/admin/' + kind + '/' + enc(owner) + '/parked', 'Parked events of ' + owner);
+    if (!list) return;
     const base = (p) => '/admin/' + kind + '/' + enc(owner) + '/parked/' + p.partition + '/' + p.offset;
     render(ul, (list.parked.length ? list.parked.map((p) => el('li', { 'data-partition': p.partition, 'data-offset': p.offset },
       el('div', {}, el('strong', {}, 'partition ' + p.partition + ', offset ' + p.offset), ' · stream ',
@@ -397,13 +392,8 @@
 
   // ---- consumer groups ----------------------------------------------------
   async function groups() {
-    let list;
-    try {
-      list = await api('GET', '/admin/groups');
-    } catch (e) {
-      fail(e, 'Consumer groups');
-      return;
-    }
+    const list = await get('/admin/groups', 'Consumer groups');
+    if (!list) return;
     fill(document.querySelector('#groups tbody'), list.groups.map((g) => el('tr', {},
       el('th', { scope: 'row' }, el('a', { href: '/ui/groups/' + enc(g.group) }, g.group)),
       el('td', { class: 'num' }, g.generation), el('td', { class: 'num' }, g.members),
@@ -457,13 +447,8 @@
     const path = '/admin/groups/' + enc(name);
     const parked = document.getElementById('parked');
     const load = async () => {
-      let g;
-      try {
-        g = await api('GET', path);
-      } catch (e) {
-        fail(e, 'Consumer group ' + name);
-        return;
-      }
+      const g = await get(path, 'Consumer group ' + name);
+      if (!g) return;
       document.getElementById('group-generation').textContent = g.generation;
       document.getElementById('group-lag').textContent = num(g.lag);
       document.getElementById('group-parked').textContent = g.parked;
@@ -531,13 +516,8 @@
       c.pct.textContent = text;
     };
     const load = async () => {
-      let list;
-      try {
-        list = await api('GET', '/admin/projections');
-      } catch (e) {
-        fail(e, 'Projections');
-        return;
-      }
+      const list = await get('/admin/projections', 'Projections');
+      if (!list) return;
       if (!list.projections.length) {
         box.replaceChildren(el('p', {}, 'No local projections on this node.'));
         return;
