@@ -152,9 +152,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.Equal(t, "0", js(5*time.Second, `document.querySelector('#lag-chart svg').dataset.last`))
 	t.Logf("the notifier's highest lag the page sampled: %s", js(5*time.Second, `document.querySelector('#lag-chart svg').dataset.peak`))
 	require.NotEmpty(t, js(5*time.Second, `document.querySelectorAll('#members tbody tr').length > 0 && 'members'`))
-	// Keyboard: Enter on the reset button opens the confirmation with the
-	// focus on Cancel, shown by a focus outline; Escape closes it and
-	// nothing is sent.
+	// Keyboard: the first Tab reaches the skip link, shown on focus.
+	require.NoError(t, b.Do(5*time.Second, chromedp.KeyEvent(kb.Tab)))
+	require.Equal(t, "skip-link", js(5*time.Second, `document.activeElement.className === 'skip-link' && document.activeElement.getBoundingClientRect().left >= 0 && document.activeElement.className`))
+	// Enter on the reset button opens the confirmation with the focus on
+	// Cancel, shown by a focus outline; Escape closes it and nothing is
+	// sent.
 	require.NoError(t, b.Do(5*time.Second, chromedp.Focus(chromedp.ID("reset")), chromedp.KeyEvent(kb.Enter)))
 	require.Equal(t, "confirm-cancel", js(5*time.Second, `document.getElementById('confirm').open && document.activeElement.id`))
 	require.NotEqual(t, "none", js(5*time.Second, `getComputedStyle(document.activeElement).outlineStyle`))
@@ -212,6 +215,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.NoError(t, b.Navigate(base+"/ui/projections"))
 	js(30*time.Second, `document.querySelector('#parked-stats li[data-offset]') !== null`)
 	require.Contains(t, js(5*time.Second, `document.querySelector('#parked-stats li .err').textContent`), "sum of cents out of the int64 range")
+	require.Equal(t, "Retry Skip", js(5*time.Second, `[...document.querySelectorAll('#parked-stats li .buttons button')].filter(b => b.offsetParent !== null).map(b => b.textContent).join(' ')`), "both actions shown")
 	shot("projections")
 	pay("order-console-refund", -room)
 	waitCaughtUp("stats")
