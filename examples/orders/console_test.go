@@ -31,7 +31,8 @@ var screenshots = flag.String("console.screenshots", "", "directory to write Tes
 // events are shown in order with their data, and a causation ID links to
 // the event it names; the notifier group's lag
 // falls to 0; a partition's live tail shows new events, pauses and
-// resumes; a reset of a group with live members is refused with the
+// resumes; leadership is handed over from the leader's console; a reset
+// of a group with live members is refused with the
 // API's error shown; retrying a parked event, once its cause is gone,
 // empties the list; a rebuild's progress bar reaches 100 %; the
 // confirmation works from the keyboard; every page fits a narrow window;
@@ -231,6 +232,28 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.NoError(t, b.Click(`#projection-orders .rebuild-button`))
 	require.NoError(t, b.Click(`#confirm-ok`))
 	js(60*time.Second, `document.querySelector('#projection-orders progress').value === 100 && document.querySelector('#projection-orders .pct').textContent.startsWith('100 %')`)
+
+	// Transfer leadership from the leader's own console: the session
+	// signed in on node 1 is good on every node with the same token (the
+	// cookie is the host's, whatever the port).
+	leaderOf := func() string {
+		var st struct {
+			Shards []struct{ Leader string } `json:"shards"`
+		}
+		code, err := call("GET", base+"/status", "", nil, &st)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, code)
+		return st.Shards[0].Leader
+	}
+	var from string
+	wait.Until(t, 20*time.Second, "a leader", func() bool { from = leaderOf(); return from != "" })
+	leaderProc := procs[from[1]-'1']
+	require.NoError(t, b.Navigate("http://"+leaderProc.http+"/ui/cluster"))
+	js(10*time.Second, `document.querySelector('#shards tr[data-shard="0"] button.transfer:not([disabled])')`)
+	require.NoError(t, b.Click(`#shards tr[data-shard="0"] button.transfer`))
+	require.NoError(t, b.Click(`#confirm-ok`))
+	require.Contains(t, js(20*time.Second, `document.getElementById('message').textContent`), "leadership handed from "+from)
+	wait.Until(t, 20*time.Second, "another leader", func() bool { l := leaderOf(); return l != "" && l != from })
 
 	// Every page fits a narrow window: only the tables' own scroll boxes
 	// are wider than it.
