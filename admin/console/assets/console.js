@@ -92,9 +92,8 @@
   }
 
   // get reads path from the API; on failure it shows why (what failed)
-  // and returns null.
-  // A failed read's error goes once a read succeeds again; an action's
-  // stays until the next action.
+  // and returns null. A failed read's error goes once a read succeeds
+  // again; an action's stays until the next action.
   async function get(path, what) {
     try {
       const out = await api('GET', path);
@@ -142,6 +141,8 @@
       busy = true;
       try {
         await fn();
+      } catch (e) {
+        fail(e, 'Refreshing the page');
       } finally {
         busy = false;
       }
@@ -549,5 +550,5 @@
   }
 
   const pages = { cluster, streams, stream, event, partitions, groups, group, projections };
-  if (pages[page]) pages[page]();
+  if (pages[page]) Promise.resolve(pages[page]()).catch((e) => fail(e, 'The page failed'));
 })();
