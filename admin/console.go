@@ -190,8 +190,12 @@ func (h *Handler) loginPage(w http.ResponseWriter, r *http.Request) {
 // site would put the browser in a session of the attacker's choosing).
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	formErr := r.ParseForm()
 	p := h.loginData(r)
 	switch {
+	case formErr != nil:
+		p.Error = "The sign-in form could not be read (at most 4 KiB): " + formErr.Error()
+		h.render(w, http.StatusBadRequest, p)
 	case h.crossOrigin.Check(r) != nil:
 		p.Error = "The sign-in came from another site's page and was refused."
 		h.render(w, http.StatusForbidden, p)

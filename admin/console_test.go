@@ -91,6 +91,11 @@ func TestConsoleSessionAndCSRF(t *testing.T) {
 		"Content-Type": "application/x-www-form-urlencoded", "Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"})
 	require.Equal(t, http.StatusForbidden, resp.StatusCode)
 	require.Empty(t, resp.Cookies())
+	// A form too large to be a sign-in is refused as such.
+	resp, page = do(t, noRedirect, "POST", base+"/ui/login", form(strings.Repeat("x", 8<<10), ""), formType)
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	require.Contains(t, page, "The sign-in form could not be read (at most 4 KiB)")
+	require.Empty(t, resp.Cookies())
 	// Only a console path of this origin is a place to go after.
 	resp, _ = do(t, noRedirect, "POST", base+"/ui/login", form(token, "//evil.example/ui/"), formType)
 	require.Equal(t, "/ui/cluster", resp.Header.Get("Location"))
