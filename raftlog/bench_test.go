@@ -98,13 +98,18 @@ func BenchmarkDiskSync(b *testing.B) {
 }
 
 // benchConfig lets experiments override knobs: RAFTLOG_BENCH_INFLIGHT
-// (MaxInflight), RAFTLOG_BENCH_FLUSH (records per in-memory table).
+// (MaxInflight), RAFTLOG_BENCH_COHORTWAIT (CohortWait),
+// RAFTLOG_BENCH_PIPELINE (PipelineBytes), RAFTLOG_BENCH_FLUSH (records
+// per in-memory table).
 func benchConfig(c *Config) {
 	if v := os.Getenv("RAFTLOG_BENCH_INFLIGHT"); v != "" {
 		c.MaxInflight, _ = strconv.Atoi(v)
 	}
 	if v := os.Getenv("RAFTLOG_BENCH_COHORTWAIT"); v != "" {
 		c.CohortWait, _ = time.ParseDuration(v)
+	}
+	if v := os.Getenv("RAFTLOG_BENCH_PIPELINE"); v != "" {
+		c.PipelineBytes, _ = strconv.Atoi(v)
 	}
 	if v := os.Getenv("RAFTLOG_BENCH_FLUSH"); v != "" {
 		c.flushRecords, _ = strconv.Atoi(v)

@@ -92,6 +92,12 @@ type Config struct {
 	// all). Callers that append in a loop then share one raft round
 	// instead of alternating between two (see internal/route/batcher.go).
 	CohortWait time.Duration
+	// PipelineBytes lets one more entry than MaxInflight be in flight
+	// while every entry in flight carries at least this many bytes, so
+	// raft writes and replicates a large entry while the state machine
+	// applies the one before (default 256 KiB; negative: never). Small
+	// entries keep to MaxInflight and the cohort wait.
+	PipelineBytes int
 	// LogStore holds each shard's raft log: LogStoreWAL (the default for a
 	// new shard) or LogStoreBolt. A shard that already has a log keeps the
 	// store it was created with; naming the other one is an ErrConfig.
@@ -209,6 +215,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.CohortWait == 0 {
 		c.CohortWait = 500 * time.Microsecond
+	}
+	if c.PipelineBytes == 0 {
+		c.PipelineBytes = 256 << 10
 	}
 	if c.IDRetention == 0 {
 		c.IDRetention = 24 * time.Hour

@@ -439,8 +439,9 @@ func (l *Log) startShard(s *shard, servers []raft.Server, logger hclog.Logger) e
 	s.Batcher = route.NewBatcher(s.Raft, route.BatcherConfig{
 		MaxEntryRequests: l.cfg.MaxEntryRequests, MaxEntryBytes: l.cfg.MaxEntryBytes,
 		Linger: l.cfg.Linger, MaxInflight: l.cfg.MaxInflight, CohortWait: l.cfg.CohortWait,
-		EntrySizes: s.entrySizes,
-		Refuse:     s.engine.Full,
+		PipelineBytes: l.cfg.PipelineBytes,
+		EntrySizes:    s.entrySizes,
+		Refuse:        s.engine.Full,
 	})
 	return nil
 }
