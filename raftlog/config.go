@@ -124,10 +124,13 @@ type Config struct {
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
-	// SnapshotThreshold (default 8192 entries) and SnapshotInterval
-	// (default 2m) control how often the raft log is compacted;
-	// TrailingLogs (default 10,240) entries are kept after a snapshot so
-	// slightly lagging followers catch up from the log.
+	// The raft log is compacted after flushes of the state files once
+	// 64 MiB of entries are covered since the last compaction, and also,
+	// as hashicorp/raft does, every SnapshotThreshold entries (default
+	// 8192) checked every SnapshotInterval (default 2m). TrailingLogs
+	// entries are kept after a compaction so slightly lagging followers
+	// catch up from the log rather than from a full copy (default: about
+	// 64 MiB of entries, at least 64 and at most 1,024 entries).
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
@@ -173,6 +176,8 @@ type Config struct {
 
 	// flushRecords overrides the in-memory table's flush threshold (tests).
 	flushRecords int
+	// compactEveryBytes overrides snapshotEveryBytes (tests).
+	compactEveryBytes uint64
 	// stateFS, if set, is the file layer of the state engines' segment
 	// files (tests inject write failures with it).
 	stateFS state.FS

@@ -67,6 +67,8 @@ func (f *Engine) runFlusher() {
 					f.frozen = nil
 				}
 				f.mu.Unlock()
+				f.flushedRaftBytes.Store(t.raftBytes)
+				f.flushedIndex.Store(t.last)
 			}
 			f.dbMu.RUnlock()
 			if err == nil {
