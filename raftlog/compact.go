@@ -21,7 +21,7 @@ const (
 	// tailBytes is what the tail left after compaction should hold when
 	// Config.TrailingLogs is not set: TrailingLogs follows the size of the
 	// entries, within [minTrailingLogs, maxTrailingLogs].
-	tailBytes       = 64 << 20
+	tailBytes       = 16 << 20
 	minTrailingLogs = 64
 	maxTrailingLogs = 1024
 )

@@ -68,7 +68,7 @@ func TestLogCompactedAfterFlushes(t *testing.T) {
 // The tail holds about tailBytes of entries, within bounds.
 func TestTrailingLogsFollowEntrySize(t *testing.T) {
 	require.Equal(t, uint64(maxTrailingLogs), trailingLogsFor(200))
-	require.Equal(t, uint64(256), trailingLogsFor(256<<10))
+	require.Equal(t, uint64(256), trailingLogsFor(64<<10))
 	require.Equal(t, uint64(minTrailingLogs), trailingLogsFor(8<<20))
 	require.Equal(t, uint64(maxTrailingLogs), trailingLogsFor(0))
 }

@@ -130,7 +130,7 @@ type Config struct {
 	// 8192) checked every SnapshotInterval (default 2m). TrailingLogs
 	// entries are kept after a compaction so slightly lagging followers
 	// catch up from the log rather than from a full copy (default: about
-	// 64 MiB of entries, at least 64 and at most 1,024 entries).
+	// 16 MiB of entries, at least 64 and at most 1,024 entries).
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
