@@ -379,11 +379,17 @@ func (f *Engine) putTable(tx *bolt.Tx, m *memTable, plans [][]*segWrite, erase *
 		errs = append(errs, putUint64(pb, keyNextOffset, m.end(slot)))
 	}
 	ids, idTime := tx.Bucket(bucketIDs), tx.Bucket(bucketIDTime)
+	// The IDs in the order they were applied, which is nearly their
+	// sorted order (UUIDv7s are time-ordered), so sorting them costs
+	// little; an ID appended again after it expired is listed twice.
 	order := make([]uuid.UUID, 0, len(m.ids))
-	for id := range m.ids {
-		order = append(order, id)
+	for _, l := range m.idLog {
+		for id := l.ids; len(id) >= 16; id = id[16:] {
+			order = append(order, uuid.UUID(id[:16]))
+		}
 	}
 	slices.SortFunc(order, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	order = slices.Compact(order)
 	// Record IDs are UUIDv7s, ordered by time, and retention keys start
 	// with the time: a flush's keys usually all sort after every key
 	// stored, and bbolt's default split, which leaves pages half full for
