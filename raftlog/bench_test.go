@@ -51,6 +51,13 @@ func BenchmarkAppend(b *testing.B) {
 			} else {
 				logs = leaderFirst(newCluster(b, s.nodes, benchConfig))
 			}
+			term := logs[0].Status().Shards[0].Term
+			defer func() {
+				// Elections during the run (a loaded machine starving a
+				// node's heartbeats; appends are then forwarded to the new
+				// leader) explain outliers; report them.
+				b.ReportMetric(float64(logs[0].Status().Shards[0].Term-term), "elections")
+			}()
 			benchAppends(b, logs, s.appenders, s.batch)
 		})
 	}
