@@ -116,6 +116,11 @@ type Engine struct {
 	// zero UUID until the first CmdClusterID entry is; guarded like the
 	// tables and flushed with them.
 	clusterID uuid.UUID
+	// ret is the retention rules (retention.go); guarded like the tables
+	// and flushed with them. appliedTime is the time as of the last entry
+	// applied, which retention is judged against.
+	ret         *retention
+	appliedTime atomic.Int64
 
 	// Applied state not yet in db (memtable.go): the active table, which
 	// applies go to, and the frozen one being written by the flusher (nil
@@ -403,6 +408,14 @@ func (f *Engine) load(tx *bolt.Tx) error {
 		return indexError(f.path, err)
 	}
 	f.lastTime = int64(t)
+	f.appliedTime.Store(f.lastTime)
+	rb, err := getValue(meta, metaRetention)
+	if err == nil {
+		f.ret, err = f.decodeRetention(rb)
+	}
+	if err != nil {
+		return indexError(f.path, err)
+	}
 	f.segs = make([]*segEntry, len(f.partitions))
 	for i, p := range f.partitions {
 		pb := tx.Bucket(partitionBucketName(p))

@@ -409,6 +409,9 @@ func (f *Engine) putTable(tx *bolt.Tx, m *memTable, plans [][]*segWrite, erase *
 	if m.clusterID != (uuid.UUID{}) {
 		errs = append(errs, putValue(meta, metaClusterID, m.clusterID[:]))
 	}
+	if m.retAt != nil {
+		errs = append(errs, putValue(meta, metaRetention, m.retAt))
+	}
 	return errors.Join(errs...)
 }
 

@@ -100,6 +100,12 @@ func (f FSM) dispatch(b *Batch, l *raft.Log) any {
 			return f.rejected(l, err)
 		}
 		return b.ClusterID(id).String()
+	case wire.CmdRetention:
+		t, op, err := wire.DecodeRetentionEntry(l.Data)
+		if err != nil {
+			return f.rejected(l, err)
+		}
+		return b.Retention(&op, t)
 	}
 	return f.rejected(l, fmt.Errorf("%w: unknown command type %d", core.ErrCorrupt, cmd))
 }
