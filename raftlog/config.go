@@ -110,6 +110,12 @@ type Config struct {
 	// IDRetention is how long record IDs are remembered for deduplication
 	// (default 24h), measured on leader-stamped entry times.
 	IDRetention time.Duration
+	// RetentionTick is how often the leader of a shard that has a max-age
+	// retention rule proposes an entry that only advances the shard's
+	// time, when nothing else was applied in that time: expiry is judged
+	// against the applied time, which otherwise stands still while no
+	// one writes (default 1 s; negative: never).
+	RetentionTick time.Duration
 
 	// Raft timing; zero values take hashicorp/raft's defaults, except
 	// CommitTimeout (default 10 ms: how late an idle leader tells followers
@@ -212,6 +218,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.IDRetention == 0 {
 		c.IDRetention = 24 * time.Hour
+	}
+	if c.RetentionTick == 0 {
+		c.RetentionTick = time.Second
 	}
 	if c.WALSegmentBytes == 0 {
 		c.WALSegmentBytes = 8 << 20

@@ -182,6 +182,11 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		s.Batcher.Start()
 	}
 	l.goRun(l.maintainClusterID)
+	if l.cfg.RetentionTick > 0 {
+		for _, s := range l.shards {
+			l.goRun(func() { l.tickRetention(s) })
+		}
+	}
 	l.startBalancer()
 	if l.mux == nil {
 		// The embedded single node elects itself within milliseconds:

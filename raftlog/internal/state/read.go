@@ -195,9 +195,13 @@ func (f *Engine) ReadKey(p core.Partition, key string, from uint64, maxRecs, max
 				from = max(from, rule.firstSeq(head))
 			}
 		}
+		low := f.ret.parts[slot].Low
 		take := func(off uint64) (bool, error) {
 			if c.full() {
 				return false, nil
+			}
+			if off < low {
+				return true, nil // removed (TruncatePartition, a scavenge)
 			}
 			more, found := true, false
 			err := v.record(p, slot, off, func(rec []byte) error {
@@ -255,6 +259,9 @@ func (f *Engine) KeyInfo(p core.Partition, key string) (core.KeyInfo, error) {
 		}
 		var err error
 		info.Seq, err = v.keyHead(p, slot, key)
+		if rule, ok := f.ret.rule(slot, key); ok && err == nil {
+			info.First = max(info.First, rule.firstSeq(info.Seq))
+		}
 		return err
 	})
 	return info, err
