@@ -121,6 +121,9 @@ type Engine struct {
 	// applied, which retention is judged against.
 	ret         *retention
 	appliedTime atomic.Int64
+	// dropPending: a flush made a raised low offset durable and its
+	// segments are not dropped yet (scavenge.go).
+	dropPending atomic.Bool
 
 	// Applied state not yet in db (memtable.go): the active table, which
 	// applies go to, and the frozen one being written by the flusher (nil

@@ -73,6 +73,7 @@ func (f *Engine) runFlusher() {
 				if f.flushErr.Swap(nil) != nil {
 					f.logger.Info("raftlog: state flush succeeded again", "shard", f.shard, "attempts", attempt)
 				}
+				f.dropAfterFlush(t)
 				break
 			}
 			if errors.Is(err, core.ErrCorrupt) {
