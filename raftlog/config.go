@@ -116,6 +116,13 @@ type Config struct {
 	// against the applied time, which otherwise stands still while no
 	// one writes (default 1 s; negative: never).
 	RetentionTick time.Duration
+	// ScavengeInterval is how often the background scavenger runs on
+	// each shard this node leads (Log.Scavenge: segments with nothing
+	// readable are removed on every replica; default 10 min; negative:
+	// never, Scavenge only). ScavengeBytesPerSecond bounds how fast it
+	// reads the segments it weighs (default 32 MiB/s; negative: no bound).
+	ScavengeInterval       time.Duration
+	ScavengeBytesPerSecond int64
 
 	// Raft timing; zero values take hashicorp/raft's defaults, except
 	// CommitTimeout (default 10 ms: how late an idle leader tells followers
@@ -221,6 +228,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.RetentionTick == 0 {
 		c.RetentionTick = time.Second
+	}
+	if c.ScavengeInterval == 0 {
+		c.ScavengeInterval = 10 * time.Minute
+	}
+	if c.ScavengeBytesPerSecond == 0 {
+		c.ScavengeBytesPerSecond = 32 << 20
 	}
 	if c.WALSegmentBytes == 0 {
 		c.WALSegmentBytes = 8 << 20

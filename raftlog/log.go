@@ -187,6 +187,9 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 			l.goRun(func() { l.tickRetention(s) })
 		}
 	}
+	if l.cfg.ScavengeInterval > 0 {
+		l.goRun(l.runScavenger)
+	}
 	l.startBalancer()
 	if l.mux == nil {
 		// The embedded single node elects itself within milliseconds:
@@ -621,6 +624,9 @@ func (l *Log) isClosed() bool {
 
 // Logger is the log's logger (Config.Logger, or the default).
 func (l *Log) Logger() *slog.Logger { return l.cfg.Logger }
+
+// Dir is the node's data directory (Config.Dir).
+func (l *Log) Dir() string { return l.cfg.Dir }
 
 // NodeID is this node's ID.
 func (l *Log) NodeID() string { return l.cfg.NodeID }

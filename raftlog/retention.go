@@ -2,6 +2,7 @@ package raftlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -160,5 +161,97 @@ func (l *Log) tickRetention(s *shard) {
 			l.logger.Debug("raftlog: advancing the shard's time failed; retried at the next tick", "shard", s.ID, "err", err)
 		}
 		cancel()
+	}
+}
+
+// ScavengeResult says what a Scavenge did.
+type ScavengeResult struct {
+	// Truncated maps each partition whose low offset this call raised to
+	// the new low offset.
+	Truncated map[Partition]uint64
+	// Segments and Bytes count the segment files removed on this node.
+	Segments int
+	Bytes    int64
+}
+
+// Scavenge gives disk space back on this node. For each shard it plans,
+// on this replica, how far each partition's low offset can rise: past
+// every sealed segment whose records are all deleted, truncated or hidden
+// by retention, and past the oldest segments beyond the partition's byte
+// cap (reading segments at most Config.ScavengeBytesPerSecond); it
+// proposes those rises through the log (TruncatePartition), so every
+// replica hides the same records at the same index; then it takes a raft
+// snapshot (which flushes the state and lets raft compact its log past
+// what the snapshot covers) and removes the segment files below the low
+// offsets. Other replicas remove theirs after their next flush, or at
+// their own Scavenge. The background scavenger runs the same every
+// Config.ScavengeInterval on the nodes that lead.
+func (l *Log) Scavenge(ctx context.Context) (ScavengeResult, error) {
+	res := ScavengeResult{Truncated: map[Partition]uint64{}}
+	for _, s := range l.shards {
+		if err := l.scavengeShard(ctx, s, &res); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+func (l *Log) scavengeShard(ctx context.Context, s *shard, res *ScavengeResult) error {
+	if l.isClosed() {
+		return ErrClosed
+	}
+	plan, err := s.engine.ScavengePlan(ctx.Done(), l.cfg.ScavengeBytesPerSecond)
+	if err != nil {
+		return fmt.Errorf("raftlog: shard %d: scavenge plan: %w", s.ID, err)
+	}
+	for _, t := range plan {
+		pos, err := l.TruncatePartition(ctx, t.Partition, t.Low)
+		if err != nil {
+			return err
+		}
+		if err := l.WaitApplied(ctx, pos); err != nil {
+			return err
+		}
+		res.Truncated[t.Partition] = t.Low
+	}
+	if err := s.Raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		return fmt.Errorf("raftlog: shard %d: snapshot: %w", s.ID, err)
+	}
+	st, err := s.engine.DropSegments(true)
+	res.Segments += st.Segments
+	res.Bytes += st.Bytes
+	return err
+}
+
+// runScavenger runs Scavenge's plan and truncation every ScavengeInterval
+// for each shard this node leads, until Close.
+func (l *Log) runScavenger() {
+	t := time.NewTicker(l.cfg.ScavengeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-l.closing:
+			return
+		}
+		for _, s := range l.shards {
+			if s.Raft == nil || s.Raft.State() != raft.Leader {
+				continue
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() {
+				select {
+				case <-l.closing:
+				case <-ctx.Done():
+				}
+				cancel()
+			}()
+			var res ScavengeResult
+			res.Truncated = map[Partition]uint64{}
+			if err := l.scavengeShard(ctx, s, &res); err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
+				l.logger.Warn("raftlog: background scavenge failed; retried at the next interval", "shard", s.ID, "err", err)
+			}
+			cancel()
+		}
 	}
 }
