@@ -180,6 +180,9 @@ type Config struct {
 
 	// flushRecords overrides the in-memory table's flush threshold (tests).
 	flushRecords int
+	// stateSegmentBytes overrides the size at which state segments are
+	// sealed (tests; every replica must use the same).
+	stateSegmentBytes int64
 	// stateFS, if set, is the file layer of the state engines' segment
 	// files (tests inject write failures with it).
 	stateFS state.FS

@@ -312,7 +312,7 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, error) {
 	var err error
 	s.engine, err = state.Open(state.Options{
 		Path: filepath.Join(dir, "state.db"), LegacyPath: filepath.Join(dir, "fsm.db"), Shard: si, Partitions: l.cfg.Partitions, Shards: l.cfg.Shards,
-		IDRetention: l.cfg.IDRetention, FlushRecords: l.cfg.flushRecords, FailRestore: l.cfg.failRestore, FS: l.cfg.stateFS,
+		IDRetention: l.cfg.IDRetention, FlushRecords: l.cfg.flushRecords, SegmentBytes: l.cfg.stateSegmentBytes, FailRestore: l.cfg.failRestore, FS: l.cfg.stateFS,
 		ScrubRate: l.cfg.ScrubBytesPerSecond,
 		OnStopApplies: func(err error) {
 			// The replica cannot apply: stop its raft, so that a leader

@@ -200,6 +200,10 @@ func (l *Log) scavengeShard(ctx context.Context, s *shard, res *ScavengeResult) 
 	if l.isClosed() {
 		return ErrClosed
 	}
+	// Plan on a replica that has applied every rule committed so far.
+	if err := l.ReadBarrier(ctx, s.ID); err != nil {
+		return err
+	}
 	plan, err := s.engine.ScavengePlan(ctx.Done(), l.cfg.ScavengeBytesPerSecond)
 	if err != nil {
 		return fmt.Errorf("raftlog: shard %d: scavenge plan: %w", s.ID, err)

@@ -80,29 +80,39 @@ func (f *Engine) planPartition(slot int, p core.Partition, stop <-chan struct{},
 			return err
 		}
 		for i, s := range segs {
-			if !s.sealed || i == len(segs)-1 {
-				break // the last segment stays: the partition's end lives there
+			last := !s.sealed || i == len(segs)-1 // the partition's end lives there
+			if !last && part.MaxBytes > 0 && total > int64(part.MaxBytes) || !last && expired(s.newest, now, part.MaxAge) {
+				low = max(low, s.end())
+				total -= s.length
+				continue
 			}
-			capped := part.MaxBytes > 0 && total > int64(part.MaxBytes)
-			if !capped && !expired(s.newest, now, part.MaxAge) && s.end() > low {
-				visible := false
-				_, err := f.scanSegment(p, pb.Bucket(bucketPositions), &s, max(s.base, low), s.end(), func(off uint64, rec []byte) (bool, error) {
-					hidden, err := hiddenRecord(rec, off, meta, rv)
-					visible = !hidden
-					return hidden && err == nil, err
-				})
-				if err != nil {
-					return err
+			if s.end() <= low {
+				total -= s.length
+				continue
+			}
+			// The first record a read would return, if the segment holds
+			// one: the low offset rises to it (a scavenge trims the
+			// segment's head, Drop), else past the segment.
+			first, found := uint64(0), false
+			_, err := f.scanSegment(p, pb.Bucket(bucketPositions), &s, max(s.base, low), s.end(), func(off uint64, rec []byte) (bool, error) {
+				hidden, err := hiddenRecord(rec, off, meta, rv)
+				if err == nil && !hidden {
+					first, found = off, true
 				}
-				if visible {
-					break
-				}
-				if rate > 0 && !lim.wait(int(s.length)) {
-					break
-				}
+				return hidden && err == nil, err
+			})
+			if err != nil {
+				return err
+			}
+			if found {
+				low = max(low, first)
+				break
 			}
 			low = max(low, s.end())
 			total -= s.length
+			if rate > 0 && !lim.wait(int(s.length)) {
+				break
+			}
 		}
 		return nil
 	})
@@ -146,9 +156,11 @@ func hiddenRecord(rec []byte, off uint64, meta map[string]*keyMeta, rv *retentio
 	return rv.hides(rec, off)
 }
 
-// DropStats says what a drop removed.
+// DropStats says what a drop removed: whole segments, segments rewritten
+// without their head, and the bytes given back.
 type DropStats struct {
 	Segments int
+	Trimmed  int
 	Bytes    int64
 }
 
@@ -170,6 +182,7 @@ func (f *Engine) dropSegments(wait bool) (st DropStats, done bool, err error) {
 	}
 	defer f.dbMu.Unlock()
 	var names []string
+	var written []*segWrite // trimmed segments, removed again if the transaction fails
 	dirs := map[string]bool{}
 	err = f.guard("scavenge", func() error {
 		return f.db.Update(func(tx *bolt.Tx) error {
@@ -199,6 +212,19 @@ func (f *Engine) dropSegments(wait bool) (st DropStats, done bool, err error) {
 					}
 					drop = append(drop, s)
 				}
+				// The first segment left starts below the low offset: a
+				// sealed one (not the last, which the flusher appends to)
+				// is rewritten from the low offset on, as a segment whose
+				// base is the low offset; the frames are the same bytes
+				// on every replica, so the segments stay identical.
+				var trimmed *segWrite
+				if rest := list[len(drop):]; len(rest) > 1 && rest[0].sealed && rest[0].base < low {
+					if trimmed, err = f.trimSegment(pos, slot, &rest[0], low); err != nil {
+						return err
+					}
+					written = append(written, trimmed)
+					drop = append(drop, rest[0])
+				}
 				for _, s := range drop {
 					if err := segs.Delete(be64(s.base)); err != nil {
 						return err
@@ -211,11 +237,20 @@ func (f *Engine) dropSegments(wait bool) (st DropStats, done bool, err error) {
 					st.Segments++
 					st.Bytes += s.length
 				}
+				if trimmed != nil {
+					if err := putSegments(pb, []*segWrite{trimmed}); err != nil {
+						return err
+					}
+					st.Segments--
+					st.Trimmed++
+					st.Bytes -= trimmed.entry.length
+				}
 			}
 			return nil
 		})
 	})
 	if err != nil {
+		f.undoSegments(written, err)
 		return DropStats{}, true, f.indexDamage(err)
 	}
 	for _, name := range names {
@@ -262,4 +297,27 @@ func (f *Engine) dropAfterFlush(t *memTable) {
 	} else if done {
 		f.dropPending.Store(false)
 	}
+}
+
+// trimSegment writes the frames of sealed segment s from offset low on as
+// a new sealed segment based at low, durably, and returns it as a flush
+// would (the caller records it in the index). Tombstones stay tombstones;
+// the newest time is s's (an upper bound is all retention needs).
+func (f *Engine) trimSegment(pos *bolt.Bucket, slot int, s *segEntry, low uint64) (*segWrite, error) {
+	a := &segAppender{f: f, p: f.partitions[slot], slot: slot, hint: int(s.length)}
+	_, err := f.scanSegment(a.p, pos, s, low, s.end(), func(off uint64, rec []byte) (bool, error) {
+		return true, a.add(off, rec, 0)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(a.ws) != 1 || a.w.entry.base != low || a.w.entry.end() != s.end() {
+		return nil, fmt.Errorf("%w: partition %d: trimming segment %d at %d gave %d segments", core.ErrCorrupt, a.p, s.base, low, len(a.ws))
+	}
+	w := a.w
+	w.entry.sealed, w.entry.newest = true, s.newest
+	if err := f.writeSegments([]*segWrite{w}); err != nil {
+		return nil, f.undoSegments([]*segWrite{w}, err)
+	}
+	return w, nil
 }

@@ -126,3 +126,49 @@ func TestScavengeByteCap(t *testing.T) {
 	require.Equal(t, plan[0].Low, recs[0].Offset, "reads start at the low offset")
 	require.Equal(t, uint64(400), recs[len(recs)-1].KeySeq)
 }
+
+// TestScavengeTrimsSegmentHead: when the low offset falls inside a sealed
+// segment, the segment is rewritten from it on; replicas that apply the
+// same entries, flushed at other points, end with identical segments.
+func TestScavengeTrimsSegmentHead(t *testing.T) {
+	sec := int64(time.Second)
+	var logs []*raft.Log
+	logs = append(logs, retLog(1, 0, wire.RetentionOp{Kind: wire.RetPrefix, Key: "old-", MaxAge: sec}))
+	for i := range 250 {
+		logs = append(logs, entryLog(uint64(len(logs)+1), 0, req(0, fmt.Sprintf("old-%d", i%10), -1, len(logs))))
+	}
+	for i := range 300 {
+		logs = append(logs, entryLog(uint64(len(logs)+1), 10*sec, req(0, fmt.Sprintf("new-%d", i%3), -1, len(logs))))
+	}
+	engines := make([]*Engine, 2)
+	for i := range engines {
+		f, err := Open(Options{Path: filepath.Join(t.TempDir(), "state.db"), Partitions: 4, Shards: 1, IDRetention: time.Hour,
+			SegmentBytes: 4096, ScrubRate: -1, FlushRecords: 64 + 100*i})
+		require.NoError(t, err)
+		defer f.Close()
+		engines[i] = f
+		for _, l := range logs {
+			f.ApplyBatch([]*raft.Log{l})
+		}
+		_, err = f.Flush()
+		require.NoError(t, err)
+	}
+	f := engines[0]
+	view := visible(t, f, 0, "new-0", "new-1", "new-2")
+	require.Len(t, view, 300)
+	plan, err := f.ScavengePlan(nil, 0)
+	require.NoError(t, err)
+	require.Equal(t, []Truncation{{Partition: 0, Low: 250}}, plan, "the low offset is the first readable record")
+	for _, e := range engines {
+		e.ApplyBatch([]*raft.Log{retLog(uint64(len(logs)+1), 10*sec, wire.RetentionOp{Kind: wire.RetTruncatePartition, Partition: 0, Before: 250})})
+		_, err := e.Flush()
+		require.NoError(t, err)
+		st, err := e.DropSegments(true)
+		require.NoError(t, err)
+		t.Logf("dropped %+v", st)
+		names := segmentFiles(t, e, 0)
+		require.Equal(t, segmentName(250), names[0], "the first segment now starts at the low offset")
+		require.Equal(t, view, visible(t, e, 0, "new-0", "new-1", "new-2"))
+	}
+	require.Equal(t, stateHash(t, engines[0]), stateHash(t, engines[1]), "replicas' files are identical")
+}
