@@ -129,9 +129,12 @@ func TestScavengeGivesSpaceBack(t *testing.T) {
 		_, err := c.node(i).Scavenge(ctx) // the others drop their segments
 		require.NoError(t, err)
 	}
+	after := make([]map[string]int64, 3)
 	for i := range 3 {
-		after := diskUsage(t, c.nodes[i].dir)
-		t.Logf("node %d bytes before / after: %s", i, usageLine(before[i], after))
+		after[i] = diskUsage(t, c.nodes[i].dir)
+		t.Logf("node %d bytes before / after: %s", i, usageLine(before[i], after[i]))
+	}
+	for i, after := range after {
 		require.LessOrEqual(t, float64(after["segments"]), 1.5*float64(liveBytes), "node %d: %d bytes of segments for %d of live data", i, after["segments"], liveBytes)
 		if long {
 			require.LessOrEqual(t, float64(after["total"]), 1.5*float64(liveBytes), "node %d: %d bytes on disk for %d of live data", i, after["total"], liveBytes)

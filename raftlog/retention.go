@@ -169,7 +169,9 @@ type ScavengeResult struct {
 	// Truncated maps each partition whose low offset this call raised to
 	// the new low offset.
 	Truncated map[Partition]uint64
-	// Segments and Bytes count the segment files removed on this node.
+	// Segments and Bytes count the segment files removed (whole, or their
+	// head) and the bytes given back on this node while the call ran,
+	// by it or by the flusher.
 	Segments int
 	Bytes    int64
 }
@@ -218,12 +220,16 @@ func (l *Log) scavengeShard(ctx context.Context, s *shard, res *ScavengeResult) 
 		}
 		res.Truncated[t.Partition] = t.Low
 	}
+	segs0, bytes0 := s.engine.Scavenged()
+	defer func() {
+		segs, bytes := s.engine.Scavenged()
+		res.Segments += segs - segs0
+		res.Bytes += bytes - bytes0
+	}()
 	if err := s.Raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
 		return fmt.Errorf("raftlog: shard %d: snapshot: %w", s.ID, err)
 	}
-	st, err := s.engine.DropSegments(true)
-	res.Segments += st.Segments
-	res.Bytes += st.Bytes
+	_, err = s.engine.DropSegments(true)
 	return err
 }
 

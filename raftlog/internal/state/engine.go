@@ -124,6 +124,7 @@ type Engine struct {
 	// dropPending: a flush made a raised low offset durable and its
 	// segments are not dropped yet (scavenge.go).
 	dropPending atomic.Bool
+	scavenged   scavengeCounters
 
 	// Applied state not yet in db (memtable.go): the active table, which
 	// applies go to, and the frozen one being written by the flusher (nil

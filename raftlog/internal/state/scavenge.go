@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -264,10 +265,25 @@ func (f *Engine) dropSegments(wait bool) (st DropStats, done bool, err error) {
 			return st, true, err
 		}
 	}
+	f.scavenged.Add(int64(st.Segments), st.Bytes)
 	if st.Segments > 0 {
 		f.logger.Info("raftlog: scavenged segments", "shard", f.shard, "segments", st.Segments, "bytes", st.Bytes)
 	}
 	return st, true, nil
+}
+
+// scavengeCounters count what drops removed since Open.
+type scavengeCounters struct{ segments, bytes atomic.Int64 }
+
+func (c *scavengeCounters) Add(segments, bytes int64) {
+	c.segments.Add(segments)
+	c.bytes.Add(bytes)
+}
+
+// Scavenged returns the segments removed (whole or their head) and the
+// bytes given back by drops since Open.
+func (f *Engine) Scavenged() (segments int, bytes int64) {
+	return int(f.scavenged.segments.Load()), f.scavenged.bytes.Load()
 }
 
 // deletePrefix deletes every key of b that starts with prefix.
