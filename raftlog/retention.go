@@ -141,7 +141,25 @@ func (l *Log) tickRetention(s *shard) {
 	case <-l.closing:
 		return
 	}
-	t := time.NewTicker(l.cfg.RetentionTick)
+	l.every(l.cfg.RetentionTick, func() {
+		if s.Raft.State() != raft.Leader || !s.engine.HasAgeRetention() {
+			return
+		}
+		if time.Since(time.Unix(0, s.engine.AppliedTime())) < l.cfg.RetentionTick {
+			return // entries are being applied: their times advance it
+		}
+		op := wire.RetentionOp{Kind: wire.RetTick}
+		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.RetentionTick)
+		defer cancel()
+		if _, err := l.router.Retention(ctx, s.Shard, &op); err != nil {
+			l.logger.Debug("raftlog: advancing the shard's time failed; retried at the next tick", "shard", s.ID, "err", err)
+		}
+	})
+}
+
+// every calls fn every interval until Close.
+func (l *Log) every(interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -149,18 +167,7 @@ func (l *Log) tickRetention(s *shard) {
 		case <-l.closing:
 			return
 		}
-		if s.Raft.State() != raft.Leader || !s.engine.HasAgeRetention() {
-			continue
-		}
-		if time.Since(time.Unix(0, s.engine.AppliedTime())) < l.cfg.RetentionTick {
-			continue // entries are being applied: their times advance it
-		}
-		op := wire.RetentionOp{Kind: wire.RetTick}
-		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.RetentionTick)
-		if _, err := l.router.Retention(ctx, s.Shard, &op); err != nil {
-			l.logger.Debug("raftlog: advancing the shard's time failed; retried at the next tick", "shard", s.ID, "err", err)
-		}
-		cancel()
+		fn()
 	}
 }
 
@@ -236,32 +243,24 @@ func (l *Log) scavengeShard(ctx context.Context, s *shard, res *ScavengeResult) 
 // runScavenger runs Scavenge's plan and truncation every ScavengeInterval
 // for each shard this node leads, until Close.
 func (l *Log) runScavenger() {
-	t := time.NewTicker(l.cfg.ScavengeInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-l.closing:
-			return
-		}
+	l.every(l.cfg.ScavengeInterval, func() {
 		for _, s := range l.shards {
-			if s.Raft == nil || s.Raft.State() != raft.Leader {
+			if s.Raft.State() != raft.Leader {
 				continue
 			}
 			ctx, cancel := context.WithCancel(context.Background())
-			go func() {
+			go func() { // Close ends a scavenge in progress
 				select {
 				case <-l.closing:
 				case <-ctx.Done():
 				}
 				cancel()
 			}()
-			var res ScavengeResult
-			res.Truncated = map[Partition]uint64{}
+			res := ScavengeResult{Truncated: map[Partition]uint64{}}
 			if err := l.scavengeShard(ctx, s, &res); err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
 				l.logger.Warn("raftlog: background scavenge failed; retried at the next interval", "shard", s.ID, "err", err)
 			}
 			cancel()
 		}
-	}
+	})
 }

@@ -3,6 +3,8 @@ package raftlog
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -171,4 +173,38 @@ func TestRetentionOnEveryReplica(t *testing.T) {
 			require.Equal(t, want, ctBucketDigests(t, c.node(i), g), "shard %d of node %d", g, i)
 		}
 	}
+}
+
+// TestBackgroundScavenger: with a ScavengeInterval, the leader raises the
+// low offsets and the node removes the segments below them by itself.
+func TestBackgroundScavenger(t *testing.T) {
+	dir := t.TempDir()
+	l := openSingle(t, dir, func(c *Config) {
+		c.Partitions = 1
+		c.ScavengeInterval = 50 * time.Millisecond
+		c.stateSegmentBytes = 4 << 10
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 40 {
+		_, err := l.Append(ctx, fmt.Sprintf("old-%d", i%4), ctRecords("old", 0, 5))
+		require.NoError(t, err)
+	}
+	res, err := l.Append(ctx, "live", ctRecords("live", 0, 3))
+	require.NoError(t, err)
+	_, err = l.SetPrefixRetention(ctx, "old-", Retention{MaxAge: time.Nanosecond})
+	require.NoError(t, err)
+	segDir := filepath.Join(dir, "g0", "p0")
+	before, err := os.ReadDir(segDir)
+	require.NoError(t, err)
+	wait.Until(t, 20*time.Second, "the scavenger to remove the old segments", func() bool {
+		_, low, err := l.PartitionRetentionOf(0)
+		require.NoError(t, err)
+		now, err := os.ReadDir(segDir)
+		require.NoError(t, err)
+		return low == res.FirstOffset && len(now) < len(before)
+	})
+	recs := readAll(t, l, 0)
+	require.Len(t, recs, 3)
+	require.Equal(t, "live", recs[0].Key)
 }
