@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
 )
 
 // diskUsage sums the sizes of the files under dir by kind: state
@@ -133,6 +134,17 @@ func TestScavengeGivesSpaceBack(t *testing.T) {
 	for i := range 3 {
 		after[i] = diskUsage(t, c.nodes[i].dir)
 		t.Logf("node %d bytes before / after: %s", i, usageLine(before[i], after[i]))
+		require.NoError(t, c.node(i).shards[0].engine.Probe().View(func(tx *bolt.Tx) error {
+			st := tx.DB().Stats()
+			var inuse int
+			err := tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+				bs := b.Stats()
+				inuse += bs.BranchInuse + bs.LeafInuse
+				return nil
+			})
+			t.Logf("node %d index: %d bytes in use in pages, %d free pages", i, inuse, st.FreePageN)
+			return err
+		}))
 	}
 	for i, after := range after {
 		require.LessOrEqual(t, float64(after["segments"]), 1.5*float64(liveBytes), "node %d: %d bytes of segments for %d of live data", i, after["segments"], liveBytes)

@@ -190,8 +190,9 @@ type ScavengeResult struct {
 // cap (reading segments at most Config.ScavengeBytesPerSecond); it
 // proposes those rises through the log (TruncatePartition), so every
 // replica hides the same records at the same index; then it takes a raft
-// snapshot (which flushes the state and lets raft compact its log past
-// what the snapshot covers) and removes the segment files below the low
+// snapshot (which flushes the state, compacts the index file into a new
+// one if much of it is unused, and lets raft compact its log past what
+// the snapshot covers) and removes the segment files below the low
 // offsets. Other replicas remove theirs after their next flush, or at
 // their own Scavenge. The background scavenger runs the same every
 // Config.ScavengeInterval on the nodes that lead.
@@ -233,6 +234,10 @@ func (l *Log) scavengeShard(ctx context.Context, s *shard, res *ScavengeResult) 
 		res.Segments += segs - segs0
 		res.Bytes += bytes - bytes0
 	}()
+	// The snapshot flushes, then compacts the index if much of its file
+	// is unused (on the FSM goroutine; a later snapshot if readers hold
+	// the file now).
+	s.engine.RequestIndexCompaction()
 	if err := s.Raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
 		return fmt.Errorf("raftlog: shard %d: snapshot: %w", s.ID, err)
 	}

@@ -125,6 +125,9 @@ type Engine struct {
 	// segments are not dropped yet (scavenge.go).
 	dropPending atomic.Bool
 	scavenged   scavengeCounters
+	// compactWanted: a scavenge asked the next snapshot to compact the
+	// index (compact.go).
+	compactWanted atomic.Bool
 
 	// Applied state not yet in db (memtable.go): the active table, which
 	// applies go to, and the frozen one being written by the flusher (nil
@@ -279,6 +282,9 @@ func Open(o Options) (*Engine, error) {
 	f.signals = make([]core.Signal, len(f.partitions))
 	if err := f.finishInstall(); err != nil {
 		return nil, fmt.Errorf("raftlog: %s: finish installing a full copy: %w", f.path, err)
+	}
+	if err := os.Remove(f.path + compactSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("raftlog: %s: remove an unfinished index compaction: %w", f.path, err)
 	}
 	if err := f.convertLegacy(o.LegacyPath); err != nil {
 		return nil, err

@@ -126,6 +126,7 @@ func (f FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, err
 	}
+	f.e.maybeCompactIndex()
 	return markerSnapshot{index: index}, nil
 }
 
