@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -65,7 +66,9 @@ func TestScavengeGivesSpaceBack(t *testing.T) {
 		total, long = int64(mb)<<20, true
 	}
 	const eventBytes = 4 << 10
+	compactions := &transferLog{match: "compacted the state index"}
 	c := newCluster(t, 3, func(cfg *Config) {
+		cfg.Logger = slog.New(compactions.handler())
 		cfg.Partitions = 2
 		cfg.TrailingLogs = 64
 		cfg.ScavengeInterval = -1
@@ -145,6 +148,9 @@ func TestScavengeGivesSpaceBack(t *testing.T) {
 			t.Logf("node %d index: %d bytes in use in pages, %d free pages", i, inuse, st.FreePageN)
 			return err
 		}))
+	}
+	for _, line := range compactions.find("raftlog: compacted the state index", nil) {
+		t.Logf("index compaction: %s -> %s bytes in %s", line["bytes_before"], line["bytes_after"], line["took"])
 	}
 	for i, after := range after {
 		require.LessOrEqual(t, float64(after["segments"]), 1.5*float64(liveBytes), "node %d: %d bytes of segments for %d of live data", i, after["segments"], liveBytes)

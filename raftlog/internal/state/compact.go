@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -48,12 +49,14 @@ func (f *Engine) maybeCompactIndex() {
 		return
 	}
 	defer f.dbMu.Unlock()
+	start := time.Now()
 	before, after, err := f.compactIndexLocked()
 	switch {
 	case err != nil:
 		f.logger.Error("raftlog: compacting the state index failed; the old file stays", "shard", f.shard, "err", err)
 	case after > 0:
-		f.logger.Info("raftlog: compacted the state index", "shard", f.shard, "bytes_before", before, "bytes_after", after)
+		f.logger.Info("raftlog: compacted the state index", "shard", f.shard, "bytes_before", before, "bytes_after", after,
+			"took", time.Since(start).Round(time.Millisecond))
 	}
 }
 
@@ -87,6 +90,9 @@ func (f *Engine) compactIndexLocked() (before, after int64, err error) {
 	if err != nil {
 		return before, 0, err
 	}
+	// bbolt grows a file 16 MiB at a time by default: the copy grows in
+	// small steps, so it ends near the size of what it holds.
+	dst.AllocSize = 1 << 20
 	err = f.guard("compact", func() error { return bolt.Compact(dst, f.db, 16<<20) })
 	if err == nil {
 		err = dst.Sync()
