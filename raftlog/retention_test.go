@@ -12,6 +12,8 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/require"
 
+	"github.com/esraft/esraft/raftlog/internal/route"
+	"github.com/esraft/esraft/raftlog/internal/wire"
 	"github.com/esraft/esraft/systemtest/wait"
 )
 
@@ -173,6 +175,41 @@ func TestRetentionOnEveryReplica(t *testing.T) {
 			require.Equal(t, want, ctBucketDigests(t, c.node(i), g), "shard %d of node %d", g, i)
 		}
 	}
+}
+
+// TestForwardedRetentionIsValidated: a retention call a peer sends that
+// does not decode, or that the state machine would refuse, is refused by
+// the leader before anything is proposed.
+func TestForwardedRetentionIsValidated(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	ctx := context.Background()
+	li := c.leader(0)
+	leader, f := c.node(li), c.node((li+1)%3)
+	lastBefore := leader.shards[0].Raft.LastIndex()
+	for name, op := range map[string]wire.RetentionOp{
+		"unknown kind":         {Kind: 99},
+		"empty key":            {Kind: wire.RetKey},
+		"negative age":         {Kind: wire.RetPrefix, MaxAge: -1},
+		"unknown partition":    {Kind: wire.RetPartition, Partition: 999},
+		"count on a partition": {Kind: wire.RetPartition, MaxCount: 1},
+	} {
+		resp, err := f.client.Call(ctx, leader.Addr(), route.MethodRetention, wire.EncodeRetentionOp([]byte{0}, &op))
+		require.NoError(t, err, name)
+		require.NotEqual(t, byte(0), resp[0], "%s: the leader must refuse it", name)
+	}
+	for name, payload := range map[string][]byte{
+		"garbage":        {0xde, 0xad, 0xbe, 0xef},
+		"unknown shard":  wire.EncodeRetentionOp([]byte{9}, &wire.RetentionOp{Kind: wire.RetTick}),
+		"trailing bytes": append(wire.EncodeRetentionOp([]byte{0}, &wire.RetentionOp{Kind: wire.RetTick}), 1),
+		"empty":          {},
+	} {
+		resp, err := f.client.Call(ctx, leader.Addr(), route.MethodRetention, payload)
+		require.NoError(t, err, name)
+		require.NotEqual(t, byte(0), resp[0], "%s: the leader must refuse it", name)
+	}
+	require.Equal(t, lastBefore, leader.shards[0].Raft.LastIndex(), "nothing was proposed")
+	_, err := f.SetKeyRetention(ctx, "k", Retention{MaxCount: 1})
+	require.NoError(t, err, "the cluster is whole")
 }
 
 // TestBackgroundScavenger: with a ScavengeInterval, the leader raises the
