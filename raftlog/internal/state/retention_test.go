@@ -1,9 +1,7 @@
 package state
 
 import (
-	"bytes"
 	"fmt"
-	"io"
 	"path/filepath"
 	"testing"
 	"time"
@@ -99,13 +97,7 @@ func TestRetentionRules(t *testing.T) {
 	require.NoError(t, err)
 	defer f.Close()
 	require.Equal(t, after, visible(t, f, 0, keys...), "after a restart")
-	full, _, err := f.openFullCopy()
-	require.NoError(t, err)
-	copyBytes, err := io.ReadAll(full)
-	require.NoError(t, err)
-	require.NoError(t, full.Close())
-	dst := newTestFSM(t, time.Hour)
-	require.NoError(t, dst.Restore(io.NopCloser(bytes.NewReader(copyBytes))))
+	dst := restoredCopy(t, f)
 	require.Equal(t, after, visible(t, dst, 0, keys...), "after a full copy is installed")
 	require.Equal(t, stateHash(t, f), stateHash(t, dst))
 
