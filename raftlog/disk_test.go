@@ -59,6 +59,7 @@ func diskUsage(t testing.TB, dir string) map[string]int64 {
 // BENCHMARKS.md sets 1024, the default file sizes, and holds every file
 // to it.
 func TestScavengeGivesSpaceBack(t *testing.T) {
+	longTest(t)
 	total, long := int64(24<<20), false
 	if v := os.Getenv("ESRAFT_DISK_TEST_MB"); v != "" {
 		mb, err := strconv.Atoi(v)

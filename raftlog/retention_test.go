@@ -37,6 +37,7 @@ func retentionView(t *testing.T, l *Log, keys []string) []string {
 // key's own rule overrides its category's; restarts and a snapshot
 // install (a follower behind the others' compacted logs) keep the same view, with state digests equal across nodes.
 func TestRetentionOnEveryReplica(t *testing.T) {
+	longTest(t)
 	c := newCluster(t, 3, func(cfg *Config) {
 		cfg.Shards = 2
 		cfg.RetentionTick = 100 * time.Millisecond
