@@ -230,10 +230,11 @@ func TestBackgroundScavenger(t *testing.T) {
 	}
 	res, err := l.Append(ctx, "live", ctRecords("live", 0, 3))
 	require.NoError(t, err)
-	_, err = l.SetPrefixRetention(ctx, "old-", Retention{MaxAge: time.Nanosecond})
-	require.NoError(t, err)
+	ctFlush(t, l, 0) // the segments are written at a flush
 	segDir := filepath.Join(dir, "g0", "p0")
 	before, err := os.ReadDir(segDir)
+	require.NoError(t, err)
+	_, err = l.SetPrefixRetention(ctx, "old-", Retention{MaxAge: time.Nanosecond})
 	require.NoError(t, err)
 	wait.Until(t, 20*time.Second, "the scavenger to remove the old segments", func() bool {
 		_, low, err := l.PartitionRetentionOf(0)
