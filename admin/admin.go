@@ -156,6 +156,9 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /admin/streams/{stream}/events", h.auth(h.readStream))
 	m.HandleFunc("DELETE /admin/streams/{stream}", h.auth(h.deleteStream))
 	m.HandleFunc("POST /admin/streams/{stream}/truncate", h.auth(h.truncateStream))
+	m.HandleFunc("PUT /admin/streams/{stream}/retention", h.auth(h.setStreamRetention))
+	m.HandleFunc("PUT /admin/categories/{category}/retention", h.auth(h.setCategoryRetention))
+	m.HandleFunc("POST /admin/scavenge", h.auth(h.scavenge))
 
 	m.HandleFunc("GET /admin/events/{id}", h.auth(h.eventByID))
 

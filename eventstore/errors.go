@@ -58,6 +58,12 @@ var (
 	ErrUnavailable = errors.New("eventstore: no leader reachable")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("eventstore: closed")
+	// ErrUnsupported: the store's log does not offer the call (retention
+	// settings through a thin client). It wraps errors.ErrUnsupported.
+	ErrUnsupported = fmt.Errorf("eventstore: %w", errors.ErrUnsupported)
+	// ErrInvalidRetention: a retention setting with a negative limit, or
+	// more rules than the log keeps. It wraps raftlog.ErrConfig.
+	ErrInvalidRetention = errors.New("eventstore: invalid retention setting")
 )
 
 // WrongVersionError reports an append, delete or truncate whose expected

@@ -116,6 +116,19 @@ type Config struct {
 	// IDRetention is how long record IDs are remembered for deduplication
 	// (default 24h), measured on leader-stamped entry times.
 	IDRetention time.Duration
+	// RetentionTick is how often the leader of a shard that has a max-age
+	// retention rule proposes an entry that only advances the shard's
+	// time, when nothing else was applied in that time: expiry is judged
+	// against the applied time, which otherwise stands still while no
+	// one writes (default 1 s; negative: never).
+	RetentionTick time.Duration
+	// ScavengeInterval is how often the background scavenger runs on
+	// each shard this node leads (Log.Scavenge: segments with nothing
+	// readable are removed on every replica; default 10 min; negative:
+	// never, Scavenge only). ScavengeBytesPerSecond bounds how fast it
+	// reads the segments it weighs (default 32 MiB/s; negative: no bound).
+	ScavengeInterval       time.Duration
+	ScavengeBytesPerSecond int64
 
 	// Raft timing; zero values take hashicorp/raft's defaults, except
 	// CommitTimeout (default 10 ms: how late an idle leader tells followers
@@ -178,6 +191,9 @@ type Config struct {
 	flushRecords int
 	// compactEveryBytes overrides snapshotEveryBytes (tests).
 	compactEveryBytes uint64
+	// stateSegmentBytes overrides the size at which state segments are
+	// sealed (tests; every replica must use the same).
+	stateSegmentBytes int64
 	// stateFS, if set, is the file layer of the state engines' segment
 	// files (tests inject write failures with it).
 	stateFS state.FS
@@ -226,6 +242,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.IDRetention == 0 {
 		c.IDRetention = 24 * time.Hour
+	}
+	if c.RetentionTick == 0 {
+		c.RetentionTick = time.Second
+	}
+	if c.ScavengeInterval == 0 {
+		c.ScavengeInterval = 10 * time.Minute
+	}
+	if c.ScavengeBytesPerSecond == 0 {
+		c.ScavengeBytesPerSecond = 32 << 20
 	}
 	if c.WALSegmentBytes == 0 {
 		c.WALSegmentBytes = 8 << 20

@@ -38,6 +38,8 @@ Commands over a node's admin API (--addr, --token or $ESRAFT_TOKEN, --cert/--key
   groups        ls | describe | reset | delete
   parked        ls | retry
   projections   ls | rebuild [--follow]
+  scavenge      give disk space back: remove what retention, deletes and
+                truncations hid, below each partition's first kept event
 Other:
   certs         make a development CA and per-node certificates for mutual TLS
   schemas       ls | show | register | check, over a schema registry's REST API
@@ -113,7 +115,7 @@ var terminal = stdinTerminal
 // verbs are the commands over the admin API.
 var verbs = map[string]func(c *client, args []string) error{
 	"status": status, "cluster": cluster, "streams": streams, "partitions": partitions,
-	"groups": groups, "parked": parked, "projections": projections,
+	"groups": groups, "parked": parked, "projections": projections, "scavenge": scavenge,
 }
 
 func certs(args []string, stdout, stderr io.Writer) error {

@@ -88,6 +88,7 @@ func (b *Batch) End() bool {
 			f.next[i].Store(a.next[i])
 		}
 	}
+	f.appliedTime.Store(b.lastTime)
 	f.applied.Store(b.applied)
 	for i, grew := range a.grew {
 		if grew {

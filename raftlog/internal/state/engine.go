@@ -123,6 +123,18 @@ type Engine struct {
 	// zero UUID until the first CmdClusterID entry is; guarded like the
 	// tables and flushed with them.
 	clusterID uuid.UUID
+	// ret is the retention rules (retention.go); guarded like the tables
+	// and flushed with them. appliedTime is the time as of the last entry
+	// applied, which retention is judged against.
+	ret         *retention
+	appliedTime atomic.Int64
+	// dropPending: a flush made a raised low offset durable and its
+	// segments are not dropped yet (scavenge.go).
+	dropPending atomic.Bool
+	scavenged   scavengeCounters
+	// compactWanted: a scavenge asked the next snapshot to compact the
+	// index (compact.go).
+	compactWanted atomic.Bool
 
 	// Applied state not yet in db (memtable.go): the active table, which
 	// applies go to, and the frozen one being written by the flusher (nil
@@ -278,6 +290,9 @@ func Open(o Options) (*Engine, error) {
 	if err := f.finishInstall(); err != nil {
 		return nil, fmt.Errorf("raftlog: %s: finish installing a full copy: %w", f.path, err)
 	}
+	if err := os.Remove(f.path + compactSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("raftlog: %s: remove an unfinished index compaction: %w", f.path, err)
+	}
 	if err := f.convertLegacy(o.LegacyPath); err != nil {
 		return nil, err
 	}
@@ -411,6 +426,14 @@ func (f *Engine) load(tx *bolt.Tx) error {
 		return indexError(f.path, err)
 	}
 	f.lastTime = int64(t)
+	f.appliedTime.Store(f.lastTime)
+	rb, err := getValue(meta, metaRetention)
+	if err == nil {
+		f.ret, err = f.decodeRetention(rb)
+	}
+	if err != nil {
+		return indexError(f.path, err)
+	}
 	f.segs = make([]*segEntry, len(f.partitions))
 	for i, p := range f.partitions {
 		pb := tx.Bucket(partitionBucketName(p))

@@ -79,6 +79,7 @@ func (f *Engine) runFlusher() {
 				if f.flushErr.Swap(nil) != nil {
 					f.logger.Info("raftlog: state flush succeeded again", "shard", f.shard, "attempts", attempt)
 				}
+				f.dropAfterFlush(t)
 				break
 			}
 			if errors.Is(err, core.ErrCorrupt) {
@@ -430,6 +431,9 @@ func (f *Engine) putTable(tx *bolt.Tx, m *memTable, plans [][]*segWrite, erase *
 	errs = append(errs, putUint64(meta, metaApplied, m.last), putUint64(meta, metaTime, uint64(m.lastTime)))
 	if m.clusterID != (uuid.UUID{}) {
 		errs = append(errs, putValue(meta, metaClusterID, m.clusterID[:]))
+	}
+	if m.retAt != nil {
+		errs = append(errs, putValue(meta, metaRetention, m.retAt))
 	}
 	return errors.Join(errs...)
 }

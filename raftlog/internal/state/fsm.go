@@ -101,6 +101,12 @@ func (f FSM) dispatch(b *Batch, l *raft.Log) any {
 			return f.rejected(l, err)
 		}
 		return b.ClusterID(id).String()
+	case wire.CmdRetention:
+		t, op, err := wire.DecodeRetentionEntry(l.Data)
+		if err != nil {
+			return f.rejected(l, err)
+		}
+		return b.Retention(&op, t)
 	}
 	return f.rejected(l, fmt.Errorf("%w: unknown command type %d", core.ErrCorrupt, cmd))
 }
@@ -123,6 +129,7 @@ func (f FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err := f.e.freeze(true); err != nil {
 		return nil, err
 	}
+	f.e.maybeCompactIndex()
 	return markerSnapshot{index: f.e.Applied(), e: f.e}, nil
 }
 

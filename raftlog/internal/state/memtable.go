@@ -79,6 +79,10 @@ type memTable struct {
 	// clusterID, if not zero, was applied in this table (the cluster ID
 	// never changes once set, so the flusher writes it as is).
 	clusterID uuid.UUID
+	// retDirty: the retention rules changed in this table; retAt is their
+	// stored form as of the table's last index, set by freeze.
+	retDirty bool
+	retAt    []byte
 
 	n     int // records held
 	bytes int
@@ -179,6 +183,9 @@ func (f *Engine) freeze(failFast bool) error {
 		}
 	}
 	m.raftBytes = f.raftBytes
+	if m.retDirty {
+		m.retAt = f.encodeRetention(f.ret)
+	}
 	f.mu.Lock()
 	f.frozen = m
 	f.mem = newMemTable(f.nextOffsets(), f.frozen.last, f.frozen.lastTime, f.flushAtRecords)
