@@ -49,6 +49,9 @@ var (
 	ErrWrongVersion = errors.New("eventstore: wrong expected version")
 	// ErrUnknownPartition: a partition outside 0..Partitions()-1.
 	ErrUnknownPartition = errors.New("eventstore: unknown partition")
+	// ErrInvalidOptions: options that contradict each other (a
+	// subscription FromNow and FromTime).
+	ErrInvalidOptions = errors.New("eventstore: invalid options")
 	// ErrUnknownOutcome: the append may or may not have been committed
 	// (no leader was reachable before the context ended, after the append
 	// had been handed to one). Retrying with the same event IDs is safe.

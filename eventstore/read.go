@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/esraft/esraft/raftlog"
 )
@@ -137,6 +138,19 @@ func (s *Store) ReadPartition(ctx context.Context, p Partition, from uint64, lim
 		}
 	}
 	return out, recs[len(recs)-1].Offset + 1, nil
+}
+
+// OffsetAt returns the offset of the first event of partition p stamped
+// at or after t on this node, or the partition's head if there is none
+// yet: ReadPartition from it reads the partition from time t. Event times
+// never decrease along a partition, so this is a binary search (O(log n)
+// reads of one event), with no index.
+func (s *Store) OffsetAt(ctx context.Context, p Partition, t time.Time) (uint64, error) {
+	if p < 0 || int(p) >= s.Partitions() {
+		return 0, fmt.Errorf("%w: %d", ErrUnknownPartition, p)
+	}
+	off, err := s.log.OffsetAtTime(ctx, p, t)
+	return off, s.readErr(err)
 }
 
 // Head returns the offset the next event of partition p will take on this
