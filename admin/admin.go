@@ -33,6 +33,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -94,6 +95,8 @@ type Handler struct {
 	mux   *http.ServeMux
 	token [32]byte
 	log   *slog.Logger
+	// backupRunning is set while a backup streams (backup.go).
+	backupRunning atomic.Bool
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -143,6 +146,7 @@ func (h *Handler) routes() {
 	m.HandleFunc("POST /admin/cluster/nodes/{id}/promote", h.auth(h.promoteNode))
 	m.HandleFunc("POST /admin/cluster/shards/{shard}/transfer", h.auth(h.transfer))
 	m.HandleFunc("POST /admin/cluster/rebalance", h.auth(h.rebalance))
+	m.HandleFunc("GET /admin/backup", h.auth(h.backup))
 
 	m.HandleFunc("GET /admin/streams", h.auth(h.listStreams))
 	m.HandleFunc("GET /admin/streams/{stream}", h.auth(h.streamInfo))

@@ -38,7 +38,9 @@ Commands over a node's admin API (--addr, --token or $ESRAFT_TOKEN, --cert/--key
   groups        ls | describe | reset | delete
   parked        ls | retry
   projections   ls | rebuild [--follow]
+  backup        --out FILE: a consistent copy of the running node, with progress
 Other:
+  restore       --from FILE --dir DIR --node ID: a new node (of a new cluster) from a backup
   certs         make a development CA and per-node certificates for mutual TLS
   schemas       ls | show | register | check, over a schema registry's REST API
 
@@ -77,6 +79,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return certs(args[1:], stdout, stderr)
 	case "schemas":
 		return schemas(args[1:], stdout, stderr)
+	case "restore":
+		return restore(args[1:], stdout, stderr)
 	}
 	if verb, ok := verbs[args[0]]; ok {
 		return verb(&client{stdout: stdout, stderr: stderr, terminal: terminal()}, args[1:])
@@ -113,7 +117,7 @@ var terminal = stdinTerminal
 // verbs are the commands over the admin API.
 var verbs = map[string]func(c *client, args []string) error{
 	"status": status, "cluster": cluster, "streams": streams, "partitions": partitions,
-	"groups": groups, "parked": parked, "projections": projections,
+	"groups": groups, "parked": parked, "projections": projections, "backup": backup,
 }
 
 func certs(args []string, stdout, stderr io.Writer) error {

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/esraft/esraft/eventstore"
+)
+
+func TestCLIBackupAndRestore(t *testing.T) {
+	c := newCLI(t)
+	ctx := context.Background()
+	for i := 0; i < 40; i++ {
+		_, err := c.store.Append(ctx, fmt.Sprintf("order-%d", i%6), eventstore.Any, []eventstore.EventData{{Type: "Placed", Data: []byte(fmt.Sprint(i))}})
+		require.NoError(t, err)
+	}
+	file := filepath.Join(t.TempDir(), "node.backup")
+	out, errOut, code := c.run("backup", "--out", file)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "backup of node node1 of cluster "+c.store.Log().ClusterID()+" written to "+file)
+	require.Regexp(t, `backup: .* of .* \(100%\)`, errOut)
+	_, _, code = c.run("backup", "--out", file)
+	require.Equal(t, exitUsage, code, "an existing file is not overwritten")
+	_, _, code = c.run("backup")
+	require.Equal(t, exitUsage, code)
+
+	dir := filepath.Join(t.TempDir(), "restored")
+	var stdout, stderr bytes.Buffer
+	require.NoError(t, run([]string{"restore", "--from", file, "--dir", dir, "--node", "node1"}, &stdout, &stderr))
+	require.Contains(t, stdout.String(), "restored node node1 into "+dir+": cluster ")
+	require.Contains(t, stderr.String(), "(100%)")
+	s, err := eventstore.Open(ctx, dir, eventstore.Partitions(4))
+	require.NoError(t, err)
+	defer s.Close()
+	require.NotEqual(t, c.store.Log().ClusterID(), s.Log().ClusterID())
+	for i := 0; i < 6; i++ {
+		stream := fmt.Sprintf("order-%d", i)
+		want, err := c.store.ReadStream(ctx, stream, 0, 100)
+		require.NoError(t, err)
+		got, err := s.ReadStream(ctx, stream, 0, 100)
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+	}
+
+	// A backup cut short is refused, and leaves no directory.
+	b, err := os.ReadFile(file)
+	require.NoError(t, err)
+	short := filepath.Join(t.TempDir(), "short.backup")
+	require.NoError(t, os.WriteFile(short, b[:len(b)-100], 0o600))
+	bad := filepath.Join(t.TempDir(), "bad")
+	err = run([]string{"restore", "--from", short, "--dir", bad, "--node", "node1"}, &stdout, &stderr)
+	require.Equal(t, exitFailed, exitCode(err))
+	require.ErrorContains(t, err, "corrupt")
+	_, err = os.Stat(bad)
+	require.True(t, os.IsNotExist(err))
+	err = run([]string{"restore", "--from", file, "--dir", dir, "--node", "node1"}, &stdout, &stderr)
+	require.Equal(t, exitUsage, exitCode(err), "a directory that is not empty")
+}
