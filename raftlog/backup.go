@@ -2,6 +2,7 @@ package raftlog
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -56,6 +57,21 @@ type BackupInfo struct {
 	Heads []uint64 `json:"heads"`
 	// ShardBytes holds the length of each shard's copy.
 	ShardBytes []int64 `json:"shard_bytes"`
+	// ExcludedKeyPrefixes are the key prefixes whose records the backup
+	// holds as tombstones (BackupOptions).
+	ExcludedKeyPrefixes []string `json:"excluded_key_prefixes,omitempty"`
+}
+
+// BackupOptions adjust a backup.
+type BackupOptions struct {
+	// Progress, if not nil, is told of the bytes written.
+	Progress Progress
+	// ExcludeKeyPrefixes leaves out the records of keys with these
+	// prefixes: the backup holds a tombstone of the same length in place
+	// of each (the record is erased in a restored node; its offset, key
+	// sequence and ID stay). Package eventstore leaves out its key store
+	// this way, so that a backup never holds encryption keys.
+	ExcludeKeyPrefixes []string
 }
 
 // Bytes is the length of the shards' copies together.
@@ -75,10 +91,10 @@ type Progress func(done, total int64)
 // applied when Backup was called), the index and the segments, verified
 // against their checksums as they are read. Each shard is consistent in
 // itself (one raft index); shards are copied at about the same time, not
-// at one instant. Appends and reads go on meanwhile. progress, if not nil,
-// is called as bytes are written. The backup holds every record of the
-// log in clear (SECURITY.md): keep it as you keep the data directories.
-func (l *Log) Backup(ctx context.Context, w io.Writer, progress Progress) (BackupInfo, error) {
+// at one instant. Appends and reads go on meanwhile. The backup holds every
+// record of the log (but those opt excludes) as stored (SECURITY.md): keep
+// it as you keep the data directories.
+func (l *Log) Backup(ctx context.Context, w io.Writer, opt BackupOptions) (BackupInfo, error) {
 	if l.isClosed() {
 		return BackupInfo{}, ErrClosed
 	}
@@ -86,6 +102,18 @@ func (l *Log) Backup(ctx context.Context, w io.Writer, progress Progress) (Backu
 		Format: backupFormat, ClusterID: l.ClusterID(), NodeID: l.cfg.NodeID,
 		Partitions: l.cfg.Partitions, Shards: l.cfg.Shards, CreatedAt: time.Now().UTC(),
 		Applied: make([]uint64, l.cfg.Shards), Heads: make([]uint64, l.cfg.Partitions), ShardBytes: make([]int64, l.cfg.Shards),
+		ExcludedKeyPrefixes: opt.ExcludeKeyPrefixes,
+	}
+	var exclude func([]byte) bool
+	if len(opt.ExcludeKeyPrefixes) > 0 {
+		exclude = func(key []byte) bool {
+			for _, p := range opt.ExcludeKeyPrefixes {
+				if bytes.HasPrefix(key, []byte(p)) {
+					return true
+				}
+			}
+			return false
+		}
 	}
 	copies := make([]*state.BackupCopy, 0, len(l.shards))
 	defer func() {
@@ -99,7 +127,7 @@ func (l *Log) Backup(ctx context.Context, w io.Writer, progress Progress) (Backu
 		if err := s.Raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
 			l.logger.Warn("raftlog: backup: could not flush before the copy; it covers the last flush", "shard", s.ID, "err", err)
 		}
-		c, err := s.engine.OpenBackup()
+		c, err := s.engine.OpenBackup(exclude)
 		if err != nil {
 			return BackupInfo{}, err
 		}
@@ -119,7 +147,7 @@ func (l *Log) Backup(ctx context.Context, w io.Writer, progress Progress) (Backu
 	if _, err := bw.Write(hdr); err != nil {
 		return BackupInfo{}, fmt.Errorf("raftlog: backup: %w", err)
 	}
-	pw := &progressWriter{w: bw, progressCount: progressCount{ctx: ctx, fn: progress, total: info.Bytes()}}
+	pw := &progressWriter{w: bw, progressCount: progressCount{ctx: ctx, fn: opt.Progress, total: info.Bytes()}}
 	for i, c := range copies {
 		if _, err := bw.Write(binary.BigEndian.AppendUint64(nil, uint64(c.Size))); err != nil {
 			return BackupInfo{}, fmt.Errorf("raftlog: backup: %w", err)
@@ -379,6 +407,9 @@ func restoreShard(r io.Reader, root string, ident identity, si Shard, id uuid.UU
 	}
 	if err == nil && e.Applied() != info.Applied[si] {
 		err = fmt.Errorf("%w: the copy has applied index %d, the manifest says %d", ErrCorrupt, e.Applied(), info.Applied[si])
+	}
+	if err == nil && len(info.ExcludedKeyPrefixes) > 0 {
+		err = e.ResealSegments()
 	}
 	if err == nil && si == 0 {
 		err = e.ReplaceClusterID(id)

@@ -1,8 +1,12 @@
 package state
 
 import (
+	"bufio"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
@@ -28,13 +32,17 @@ type BackupCopy struct {
 	Heads map[core.Partition]uint64
 }
 
-// OpenBackup opens a full copy of the state as of the last flush.
-func (f *Engine) OpenBackup() (*BackupCopy, error) {
+// OpenBackup opens a full copy of the state as of the last flush. The
+// records of keys exclude selects (nil: none) are copied as tombstones:
+// a backup leaves them out, and the copy's index still records the
+// original segments' CRCs (ResealSegments after it is installed).
+func (f *Engine) OpenBackup(exclude func(key []byte) bool) (*BackupCopy, error) {
 	rc, size, err := f.openFullCopy()
 	if err != nil {
 		return nil, err
 	}
 	c := rc.(*fullCopy)
+	c.exclude = exclude
 	b := &BackupCopy{ReadCloser: rc, Size: size, Heads: map[core.Partition]uint64{}}
 	err = f.guard("backup", func() error {
 		var err error
@@ -82,4 +90,101 @@ func (f *Engine) ReplaceClusterID(id uuid.UUID) error {
 	f.clusterID = id
 	f.mu.Unlock()
 	return nil
+}
+
+// copySegment copies a segment's bytes from r to w and returns the
+// CRC-32C of the bytes read (what the index records). Without exclude
+// they are the bytes written; with it, each frame of an excluded key is
+// written as a tombstone frame of the same length, so positions stay
+// true and the receiver's index covers the file as it is.
+func (c *fullCopy) copySegment(w *crcWriter, r io.Reader, length int64) (uint32, error) {
+	if c.exclude == nil {
+		_, err := io.Copy(w, r)
+		return w.crc, err
+	}
+	orig := &crcWriter{w: io.Discard}
+	br := bufio.NewReaderSize(io.TeeReader(r, orig), 1<<20)
+	hdr := make([]byte, segHeaderLen)
+	if _, err := io.ReadFull(br, hdr); err != nil {
+		return 0, err
+	}
+	if _, err := w.Write(hdr); err != nil {
+		return 0, err
+	}
+	var fh [frameHdrLen]byte
+	var payload []byte
+	for {
+		if _, err := io.ReadFull(br, fh[:]); errors.Is(err, io.EOF) {
+			return orig.crc, nil
+		} else if err != nil {
+			return 0, err
+		}
+		n := binary.BigEndian.Uint32(fh[:])
+		if int64(n) > length {
+			return 0, fmt.Errorf("%w: a frame of %d bytes in a segment of %d", core.ErrCorrupt, n, length)
+		}
+		payload = slices.Grow(payload[:0], int(n))[:n]
+		if _, err := io.ReadFull(br, payload); err != nil {
+			return 0, err
+		}
+		if !isTombstone(payload) {
+			key, _, err := storedKeySeq(payload)
+			if err != nil {
+				return 0, err
+			}
+			if c.exclude(key) {
+				clear(payload)
+				payload[0] = tombstoneFormat
+				binary.BigEndian.PutUint32(fh[4:], crc32c(payload))
+			}
+		}
+		if _, err := w.Write(fh[:]); err != nil {
+			return 0, err
+		}
+		if _, err := w.Write(payload); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// ResealSegments records, in the index, the CRC-32C of every segment as
+// its file now is: after a restore from a backup whose excluded records
+// were sent as tombstones, the copied index records the CRCs of the
+// original files.
+func (f *Engine) ResealSegments() error {
+	f.dbMu.Lock()
+	defer f.dbMu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.guard("reseal segments", func() error {
+		return f.db.Update(func(tx *bolt.Tx) error {
+			for _, p := range f.partitions {
+				sb := tx.Bucket(partitionBucketName(p)).Bucket(bucketSegs)
+				var segs []segEntry
+				err := sb.ForEach(func(k, v []byte) error {
+					s, err := openSegEntry(k, v)
+					segs = append(segs, s)
+					return err
+				})
+				if err != nil {
+					return indexError(f.path, err)
+				}
+				for _, s := range segs {
+					fh, err := f.segFile(f.segPath(p, s.base), false)
+					if err != nil {
+						return err
+					}
+					cw := &crcWriter{w: io.Discard}
+					if _, err := io.Copy(cw, io.NewSectionReader(fh, 0, s.length)); err != nil {
+						return err
+					}
+					s.crc = cw.crc
+					if err := putValue(sb, be64(s.base), encodeSegEntry(nil, &s)); err != nil {
+						return err
+					}
+				}
+			}
+			return f.load(tx)
+		})
+	})
 }
