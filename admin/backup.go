@@ -10,7 +10,7 @@ import (
 // transaction of each shard's index, its segments shared) for ever.
 const backupWriteTimeout = 30 * time.Second
 
-// backup streams a backup of this node (raftlog.Log.Backup) as
+// backup streams a backup of this node (eventstore.Store.Backup) as
 // application/octet-stream: the file `esraft backup` writes. One backup
 // runs at a time per handler; another is refused with 429. A failure
 // after the first bytes aborts the connection, so the client sees a
@@ -25,7 +25,7 @@ func (h *Handler) backup(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Disposition", `attachment; filename="esraft.backup"`)
 	dw := &deadlineWriter{w: w, rc: rc}
-	info, err := h.raftLog().Backup(r.Context(), dw, nil)
+	info, err := h.cfg.Store.Backup(r.Context(), dw, nil)
 	if err != nil {
 		if !dw.wrote {
 			h.writeStoreError(w, err)

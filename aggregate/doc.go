@@ -77,4 +77,15 @@
 // only the latest snapshot is kept, an older version is rebuilt from the
 // events. Events truncated from the stream make an older version
 // unreachable (ErrHistoryTruncated).
+//
+// # Shredded events
+//
+// With crypto-shredding (eventstore.Encrypt; eventstore.SubjectPerStream
+// gives an aggregate's stream and its snapshots one key), a load skips
+// events whose key was shredded (eventstore.Event.Unreadable): their
+// versions count, their effects are gone, so a shredded aggregate loads
+// at its version with the state its readable events make (the zero state
+// when every event was shredded), and its snapshot is not used. A
+// command's new events on a shredded subject fail with the store's
+// *eventstore.ShreddedError.
 package aggregate

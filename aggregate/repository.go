@@ -223,8 +223,12 @@ func (r *Repository[S]) loadUpTo(ctx context.Context, id string, upTo uint64) (*
 			if ev.Version != next {
 				return nil, fmt.Errorf("%w: %s starts at version %d, the state needs version %d", ErrHistoryTruncated, stream, ev.Version, next)
 			}
-			if err := r.applyStored(&l.agg.State, ev); err != nil {
-				return nil, err
+			// A shredded event (its key deleted) is skipped: its
+			// version counts, its effect is gone (doc.go).
+			if ev.Unreadable == nil {
+				if err := r.applyStored(&l.agg.State, ev); err != nil {
+					return nil, err
+				}
 			}
 			next++
 		}
@@ -275,6 +279,9 @@ func (r *Repository[S]) readSnapshot(ctx context.Context, id string, l *loaded[S
 	}
 	ev := &evs[0]
 	l.snapStreamVersion = ev.Version
+	if ev.Unreadable != nil {
+		return // shredded with its aggregate's events
+	}
 	if ev.Metadata.Headers[revisionHeader] != strconv.Itoa(r.typ.snapRev) {
 		return // of another revision of the state: ignored by design
 	}

@@ -59,6 +59,12 @@ var (
 	// ErrUnavailable: no leader could be reached before the context ended;
 	// nothing was appended.
 	ErrUnavailable = errors.New("eventstore: no leader reachable")
+	// ErrShredded matches every *ShreddedError: an event's subject key
+	// was shredded (Encrypt, Shred).
+	ErrShredded = errors.New("eventstore: shredded")
+	// ErrNoReplica: an operation that needs this node's replica (Backup)
+	// on a store over a thin client.
+	ErrNoReplica = errors.New("eventstore: no replica on this node")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("eventstore: closed")
 )

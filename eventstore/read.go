@@ -70,12 +70,16 @@ func (s *Store) readStream(ctx context.Context, p Partition, stream string, from
 		if out == nil {
 			out = make([]Event, 0, min(limit, len(recs)))
 		}
+		start := len(out)
 		for i := range recs {
 			ev, err := fromRecord(&recs[i])
 			if err != nil {
 				return nil, err
 			}
 			out = append(out, ev)
+		}
+		if err := s.decrypt(ctx, out[start:]); err != nil {
+			return nil, err
 		}
 		from = recs[len(recs)-1].KeySeq + 1
 	}
@@ -136,6 +140,9 @@ func (s *Store) ReadPartition(ctx context.Context, p Partition, from uint64, lim
 		if out[i], err = fromRecord(&recs[i]); err != nil {
 			return nil, from, err
 		}
+	}
+	if err := s.decrypt(ctx, out); err != nil {
+		return nil, from, err
 	}
 	return out, recs[len(recs)-1].Offset + 1, nil
 }

@@ -257,6 +257,10 @@ func (sub *Subscription) read(ctx context.Context, p Partition, from uint64, siz
 			}
 			b.events = append(b.events, ev)
 		}
+		if err := sub.store.decrypt(ctx, b.events); err != nil {
+			fail(err)
+			return
+		}
 		if !send(b) {
 			return
 		}
