@@ -147,6 +147,8 @@ func (h *Handler) routes() {
 	m.HandleFunc("POST /admin/cluster/shards/{shard}/transfer", h.auth(h.transfer))
 	m.HandleFunc("POST /admin/cluster/rebalance", h.auth(h.rebalance))
 	m.HandleFunc("GET /admin/backup", h.auth(h.backup))
+	m.HandleFunc("GET /admin/keys", h.auth(h.exportKeys))
+	m.HandleFunc("POST /admin/keys", h.auth(h.importKeys))
 
 	m.HandleFunc("GET /admin/streams", h.auth(h.listStreams))
 	m.HandleFunc("GET /admin/streams/{stream}", h.auth(h.streamInfo))

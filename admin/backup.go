@@ -1,8 +1,11 @@
 package admin
 
 import (
+	"errors"
 	"net/http"
 	"time"
+
+	"github.com/esraft/esraft/eventstore"
 )
 
 // backupWriteTimeout bounds each write of a backup to the client: a
@@ -48,4 +51,46 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 	d.rc.SetWriteDeadline(time.Now().Add(backupWriteTimeout))
 	d.wrote = true
 	return d.w.Write(p)
+}
+
+// maxKeyImport bounds the body of a key import (about 150 bytes a key).
+const maxKeyImport = 256 << 20
+
+// exportKeys streams the store's subject keys (eventstore.Store.ExportKeys)
+// as JSON lines: what a cluster restored from a backup imports. The
+// answer is key material (SECURITY.md, "Crypto-shredding").
+func (h *Handler) exportKeys(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	dw := &deadlineWriter{w: w, rc: http.NewResponseController(w)}
+	n, err := h.cfg.Store.ExportKeys(r.Context(), dw)
+	if err != nil {
+		if !dw.wrote {
+			h.writeStoreError(w, err)
+			return
+		}
+		h.log.Warn("admin: key export failed while streaming; the connection is cut", "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	h.log.Info("admin: subject keys exported", "keys", n)
+}
+
+// KeyImport is the answer to a key import.
+type KeyImport struct {
+	Imported int `json:"imported"`
+}
+
+// importKeys adds the keys of an export to the store
+// (eventstore.Store.ImportKeys).
+func (h *Handler) importKeys(w http.ResponseWriter, r *http.Request) {
+	n, err := h.cfg.Store.ImportKeys(r.Context(), http.MaxBytesReader(w, r.Body, maxKeyImport))
+	if errors.Is(err, eventstore.ErrInvalidOptions) {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if err != nil {
+		h.writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, KeyImport{Imported: n})
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/esraft/esraft/admin"
 	"github.com/esraft/esraft/raftlog"
 )
 
@@ -214,4 +216,93 @@ func restore(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "restore the other nodes with --cluster-id %s and the same --peers\n", res.ClusterID)
 	}
 	return nil
+}
+
+const keysUsage = `usage: esraft keys <subcommand> [flags]
+
+The subject keys of crypto-shredding (eventstore.Encrypt), which backups
+leave out (SECURITY.md):
+  export --out FILE   the keys of the node at --addr (not those shredded), to FILE
+  import FILE         add FILE's keys to the node at --addr: a cluster restored
+                      from a backup reads what was not shredded again
+
+An export is key material: delete it once imported.
+`
+
+func keys(c *client, args []string) error {
+	return dispatch(c, "keys", keysUsage, subcommands{"export": keysExport, "import": keysImport}, args)
+}
+
+func keysExport(c *client, args []string) error {
+	var out string
+	if _, err := c.parse("keys export", "keys export --out FILE [flags]", args, 0, func(fs *flag.FlagSet) {
+		fs.StringVar(&out, "out", "", "the file to write (required; not overwritten; 0600)")
+	}); err != nil {
+		return err
+	}
+	if out == "" {
+		return usageErr("keys export: --out FILE is required")
+	}
+	ctx, cancel := c.ctx()
+	defer cancel()
+	resp, err := c.send(ctx, "GET", "/admin/keys", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return apiError(resp.StatusCode, data)
+	}
+	f, err := os.OpenFile(out, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return usageErr("keys export: %v", err)
+	}
+	lines, err := countLines(io.TeeReader(resp.Body, f))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(out)
+		return &exitError{exitFailed, fmt.Errorf("keys export: %w", err)}
+	}
+	fmt.Fprintf(c.stdout, "%d key(s) written to %s: delete it once imported\n", lines, out)
+	return nil
+}
+
+func countLines(r io.Reader) (int, error) {
+	n := 0
+	buf := make([]byte, 64<<10)
+	for {
+		k, err := r.Read(buf)
+		n += bytes.Count(buf[:k], []byte{'\n'})
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+func keysImport(c *client, args []string) error {
+	pos, err := c.parse("keys import", "keys import FILE [flags]", args, 1, nil)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(pos[0])
+	if err != nil {
+		return usageErr("keys import: %v", err)
+	}
+	defer f.Close()
+	var res admin.KeyImport
+	if err := c.post("POST", "/admin/keys", f, &res); err != nil {
+		return err
+	}
+	return c.print(res, func(t *tabwriter.Writer) {
+		fmt.Fprintf(t, "%d key(s) imported (keys already present are kept)\n", res.Imported)
+	})
 }

@@ -39,6 +39,7 @@ Commands over a node's admin API (--addr, --token or $ESRAFT_TOKEN, --cert/--key
   parked        ls | retry
   projections   ls | rebuild [--follow]
   backup        --out FILE: a consistent copy of the running node, with progress
+  keys          export | import: the crypto-shredding keys, which backups leave out
 Other:
   restore       --from FILE --dir DIR --node ID: a new node (of a new cluster) from a backup
   certs         make a development CA and per-node certificates for mutual TLS
@@ -117,7 +118,7 @@ var terminal = stdinTerminal
 // verbs are the commands over the admin API.
 var verbs = map[string]func(c *client, args []string) error{
 	"status": status, "cluster": cluster, "streams": streams, "partitions": partitions,
-	"groups": groups, "parked": parked, "projections": projections, "backup": backup,
+	"groups": groups, "parked": parked, "projections": projections, "backup": backup, "keys": keys,
 }
 
 func certs(args []string, stdout, stderr io.Writer) error {
