@@ -76,7 +76,11 @@ func SubjectPerStream(categories ...string) func(stream string) string {
 
 // Encrypt turns crypto-shredding on for the streams e.Subject names (see
 // Encryption and Shred). The data of their events is stored encrypted;
-// type, metadata, stream name and times are not.
+// type, metadata, stream name and times are not. Reads decrypt: each read
+// (a stream page, a partition page, a subscription batch) reads the key of
+// each subject it meets once. A shredded event comes with Data nil and
+// Unreadable set, in reads and subscriptions alike: a projection handler
+// must expect it (package aggregate skips them).
 func Encrypt(e Encryption) Option {
 	return optionFunc(func(s *settings) { s.enc = &e })
 }
@@ -320,20 +324,33 @@ func (s *Store) keyOf(ctx context.Context, tag string) (subjectKey, error) {
 		}
 		return subjectKey{}, fmt.Errorf("eventstore: an encrypted event of subject %q: open the store with Encrypt", subject)
 	}
-	// A key stream holds a key event per key made or imported: a few.
-	evs, err := s.ReadStream(ctx, KeyStream(subject), 0, maxKeyEvents)
-	if errors.Is(err, ErrStreamDeleted) {
-		return subjectKey{}, nil
-	}
-	if err != nil {
-		return subjectKey{}, err
-	}
-	for i := range evs {
-		if evs[i].Version == version || evs[i].Metadata.Headers[hdrImported] == v {
-			return s.enc.unwrap(subject, &evs[i])
+	for barrier := false; ; barrier = true {
+		// A key stream holds a key event per key made or imported: a few.
+		evs, err := s.ReadStream(ctx, KeyStream(subject), 0, maxKeyEvents)
+		if errors.Is(err, ErrStreamDeleted) {
+			return subjectKey{}, nil
+		}
+		if err != nil {
+			return subjectKey{}, err
+		}
+		for i := range evs {
+			if evs[i].Version == version || evs[i].Metadata.Headers[hdrImported] == v {
+				return s.enc.unwrap(subject, &evs[i])
+			}
+		}
+		info, err := s.Stream(ctx, KeyStream(subject))
+		if err != nil {
+			return subjectKey{}, err
+		}
+		if barrier || info.Version >= version {
+			return subjectKey{}, nil // erased: a restored backup's, not imported
+		}
+		// The key stream may live on another shard, which this replica
+		// has applied less far than the event's: catch up once.
+		if err := s.Barrier(ctx); err != nil {
+			return subjectKey{}, err
 		}
 	}
-	return subjectKey{}, nil
 }
 
 // maxKeyEvents bounds the key events read for one subject.
