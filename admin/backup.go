@@ -2,6 +2,7 @@ package admin
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"time"
 
@@ -24,20 +25,30 @@ func (h *Handler) backup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.backupRunning.Store(false)
-	rc := http.NewResponseController(w)
-	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Disposition", `attachment; filename="esraft.backup"`)
-	dw := &deadlineWriter{w: w, rc: rc}
-	info, err := h.cfg.Store.Backup(r.Context(), dw, nil)
+	h.stream(w, "application/octet-stream", "backup", func(dw io.Writer) ([]any, error) {
+		info, err := h.cfg.Store.Backup(r.Context(), dw, nil)
+		return []any{"bytes", info.Bytes(), "applied", info.Applied, "heads", info.Heads}, err
+	})
+}
+
+// stream answers with what write writes, bounding each write by a
+// deadline; it logs what write returns once done. An error before the
+// first byte is answered as such; after it, the connection is cut, so the
+// client sees an answer cut short.
+func (h *Handler) stream(w http.ResponseWriter, contentType, what string, write func(io.Writer) ([]any, error)) {
+	w.Header().Set("Content-Type", contentType)
+	dw := &deadlineWriter{w: w, rc: http.NewResponseController(w)}
+	attrs, err := write(dw)
 	if err != nil {
 		if !dw.wrote {
 			h.writeStoreError(w, err)
 			return
 		}
-		h.log.Warn("admin: backup failed while streaming; the connection is cut", "err", err)
+		h.log.Warn("admin: "+what+" failed while streaming; the connection is cut", "err", err)
 		panic(http.ErrAbortHandler)
 	}
-	h.log.Info("admin: backup sent", "bytes", info.Bytes(), "applied", info.Applied, "heads", info.Heads)
+	h.log.Info("admin: "+what+" sent", attrs...)
 }
 
 // deadlineWriter sets a write deadline before each write.
@@ -60,19 +71,11 @@ const maxKeyImport = 256 << 20
 // as JSON lines: what a cluster restored from a backup imports. The
 // answer is key material (SECURITY.md, "Crypto-shredding").
 func (h *Handler) exportKeys(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
-	dw := &deadlineWriter{w: w, rc: http.NewResponseController(w)}
-	n, err := h.cfg.Store.ExportKeys(r.Context(), dw)
-	if err != nil {
-		if !dw.wrote {
-			h.writeStoreError(w, err)
-			return
-		}
-		h.log.Warn("admin: key export failed while streaming; the connection is cut", "err", err)
-		panic(http.ErrAbortHandler)
-	}
-	h.log.Info("admin: subject keys exported", "keys", n)
+	h.stream(w, "application/x-ndjson", "key export", func(dw io.Writer) ([]any, error) {
+		n, err := h.cfg.Store.ExportKeys(r.Context(), dw)
+		return []any{"keys", n}, err
+	})
 }
 
 // KeyImport is the answer to a key import.

@@ -30,40 +30,14 @@ func backup(c *client, args []string) error {
 	if out == "" {
 		return usageErr("backup: --out FILE is required")
 	}
-	if _, err := os.Stat(out); err == nil {
-		return usageErr("backup: %s exists: choose another file", out)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	first := time.AfterFunc(c.timeout, cancel)
-	resp, err := c.send(ctx, "GET", "/admin/backup", nil)
+	var info raftlog.BackupInfo
+	err := c.download("/admin/backup", out, false, func(r io.Reader) error {
+		var err error
+		info, err = receiveBackup(r, c.stderr)
+		return err
+	})
 	if err != nil {
 		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		return apiError(resp.StatusCode, data)
-	}
-	first.Stop()
-	part := out + ".part"
-	f, err := os.OpenFile(part, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return &exitError{exitFailed, fmt.Errorf("backup: %w", err)}
-	}
-	defer os.Remove(part) // after the rename, nothing to remove
-	info, err := receiveBackup(io.TeeReader(resp.Body, f), c.stderr)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(part, out)
-	}
-	if err != nil {
-		return &exitError{exitFailed, fmt.Errorf("backup: %w", err)}
 	}
 	if c.json {
 		return c.print(info, nil)
@@ -80,6 +54,51 @@ func backup(c *client, args []string) error {
 			row(t, p, h)
 		}
 	})
+}
+
+// download GETs path into file out through out.part, renamed once read
+// whole (never over an existing file), read passing the body on its way.
+// --timeout bounds the wait for the answer, and the whole download when
+// bounded is set.
+func (c *client) download(path, out string, bounded bool, read func(io.Reader) error) error {
+	if _, err := os.Stat(out); err == nil {
+		return usageErr("%s exists: choose another file", out)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first := time.AfterFunc(c.timeout, cancel)
+	resp, err := c.send(ctx, "GET", path, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return apiError(resp.StatusCode, data)
+	}
+	if !bounded {
+		first.Stop()
+	}
+	part := out + ".part"
+	f, err := os.OpenFile(part, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return &exitError{exitFailed, err}
+	}
+	defer os.Remove(part) // after the rename, nothing to remove
+	err = read(io.TeeReader(resp.Body, f))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(part, out)
+	}
+	if err != nil {
+		return &exitError{exitFailed, fmt.Errorf("GET %s: %w", path, err)}
+	}
+	return nil
 }
 
 // receiveBackup reads a whole backup from r, checking its manifest and
@@ -156,12 +175,7 @@ Flags:
 
 // restore runs raftlog.Restore on this machine (no node involved).
 func restore(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, restoreUsage)
-		fs.PrintDefaults()
-	}
+	fs := localFlags("restore", restoreUsage, stderr)
 	from := fs.String("from", "", "the backup file (required)")
 	dir := fs.String("dir", "", "the new node's data directory (required; missing or empty)")
 	node := fs.String("node", "", "the new node's ID (required)")
@@ -243,31 +257,14 @@ func keysExport(c *client, args []string) error {
 	if out == "" {
 		return usageErr("keys export: --out FILE is required")
 	}
-	ctx, cancel := c.ctx()
-	defer cancel()
-	resp, err := c.send(ctx, "GET", "/admin/keys", nil)
+	var lines int
+	err := c.download("/admin/keys", out, true, func(r io.Reader) error {
+		var err error
+		lines, err = countLines(r)
+		return err
+	})
 	if err != nil {
 		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		return apiError(resp.StatusCode, data)
-	}
-	f, err := os.OpenFile(out, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return usageErr("keys export: %v", err)
-	}
-	lines, err := countLines(io.TeeReader(resp.Body, f))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(out)
-		return &exitError{exitFailed, fmt.Errorf("keys export: %w", err)}
 	}
 	fmt.Fprintf(c.stdout, "%d key(s) written to %s: delete it once imported\n", lines, out)
 	return nil

@@ -121,13 +121,20 @@ var verbs = map[string]func(c *client, args []string) error{
 	"groups": groups, "parked": parked, "projections": projections, "backup": backup, "keys": keys,
 }
 
-func certs(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("certs", flag.ContinueOnError)
+// localFlags is the flag set of a command that runs on this machine
+// (certs, restore), printing usage and its flags to stderr.
+func localFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, certsUsage)
+		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
 	}
+	return fs
+}
+
+func certs(args []string, stdout, stderr io.Writer) error {
+	fs := localFlags("certs", certsUsage, stderr)
 	dir := fs.String("dir", "certs", "output directory")
 	cluster := fs.String("cluster", "", "cluster name (required)")
 	nodes := fs.String("nodes", "", "voter node IDs, comma-separated")
