@@ -124,8 +124,17 @@ func (l *Log) Backup(ctx context.Context, w io.Writer, opt BackupOptions) (Backu
 	for _, s := range l.shards {
 		// A raft snapshot flushes the tables, so the copy covers what
 		// this node applied until now, not only its last flush.
-		if err := s.Raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
-			l.logger.Warn("raftlog: backup: could not flush before the copy; it covers the last flush", "shard", s.ID, "err", err)
+		// Raft may never answer (a shard whose applies stopped on
+		// damage): ctx bounds the wait.
+		snap := make(chan error, 1)
+		go func() { snap <- s.Raft.Snapshot().Error() }()
+		select {
+		case err := <-snap:
+			if err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+				l.logger.Warn("raftlog: backup: could not flush before the copy; it covers the last flush", "shard", s.ID, "err", err)
+			}
+		case <-ctx.Done():
+			return BackupInfo{}, fmt.Errorf("raftlog: backup: flush of shard %d: %w", s.ID, ctx.Err())
 		}
 		c, err := s.engine.OpenBackup(exclude)
 		if err != nil {
