@@ -11,6 +11,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/google/uuid"
 
@@ -108,6 +109,41 @@ func (e *ShreddedError) Is(target error) bool { return target == ErrShredded }
 type crypt struct {
 	subject func(string) string
 	kek     cipher.AEAD // nil: keys are not wrapped
+
+	// keys caches unwrapped keys by tag ("<version>:<subject>"), at most
+	// keyCacheSize. A cached key is used only after a look at its key
+	// stream on this node (in memory on a replica) says it is not
+	// shredded.
+	mu   sync.Mutex
+	keys map[string]subjectKey
+}
+
+const keyCacheSize = 4096
+
+func keyTag(version uint64, subject string) string {
+	return strconv.FormatUint(version, 10) + ":" + subject
+}
+
+func (c *crypt) cached(tag string) (subjectKey, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, ok := c.keys[tag]
+	return k, ok
+}
+
+func (c *crypt) remember(tag string, k subjectKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.keys == nil {
+		c.keys = make(map[string]subjectKey)
+	}
+	if len(c.keys) >= keyCacheSize {
+		for t := range c.keys { // any one: the cache only saves reads
+			delete(c.keys, t)
+			break
+		}
+	}
+	c.keys[tag] = k
 }
 
 func newCrypt(e *Encryption) (*crypt, error) {
@@ -171,12 +207,19 @@ func (s *Store) currentKey(ctx context.Context, stream, subject string) (subject
 		if info.Deleted {
 			return subjectKey{}, &ShreddedError{Stream: stream, Subject: subject}
 		}
+		if k, ok := s.enc.cached(keyTag(info.Version, subject)); ok {
+			return k, nil
+		}
 		evs, err := s.ReadStreamBackward(ctx, ks, 0, 1)
 		if err != nil {
 			return subjectKey{}, err
 		}
 		if len(evs) == 1 {
-			return s.enc.unwrap(subject, &evs[0])
+			k, err := s.enc.unwrap(subject, &evs[0])
+			if err == nil {
+				s.enc.remember(keyTag(k.version, subject), k)
+			}
+			return k, err
 		}
 		// None, or none readable (a restored backup whose keys were not
 		// imported): a new key; the events sealed before stay
@@ -258,7 +301,7 @@ func (s *Store) encryptRecords(ctx context.Context, stream string, recs []raftlo
 	if err != nil {
 		return err
 	}
-	tag := []byte(strconv.FormatUint(k.version, 10) + ":" + subject)
+	tag := []byte(keyTag(k.version, subject))
 	for i := range recs {
 		r := &recs[i]
 		if r.ID == (uuid.UUID{}) {
@@ -324,6 +367,17 @@ func (s *Store) keyOf(ctx context.Context, tag string) (subjectKey, error) {
 		}
 		return subjectKey{}, fmt.Errorf("eventstore: an encrypted event of subject %q: open the store with Encrypt", subject)
 	}
+	if k, ok := s.enc.cached(tag); ok {
+		// Still there? A shred applied here since it was cached ends it.
+		info, err := s.Stream(ctx, KeyStream(subject))
+		if err != nil {
+			return subjectKey{}, err
+		}
+		if info.Deleted {
+			return subjectKey{}, nil
+		}
+		return k, nil
+	}
 	for barrier := false; ; barrier = true {
 		// A key stream holds a key event per key made or imported: a few.
 		evs, err := s.ReadStream(ctx, KeyStream(subject), 0, maxKeyEvents)
@@ -335,7 +389,11 @@ func (s *Store) keyOf(ctx context.Context, tag string) (subjectKey, error) {
 		}
 		for i := range evs {
 			if evs[i].Version == version || evs[i].Metadata.Headers[hdrImported] == v {
-				return s.enc.unwrap(subject, &evs[i])
+				k, err := s.enc.unwrap(subject, &evs[i])
+				if err == nil {
+					s.enc.remember(tag, k)
+				}
+				return k, err
 			}
 		}
 		info, err := s.Stream(ctx, KeyStream(subject))
@@ -455,7 +513,7 @@ func (s *Store) ImportKeys(ctx context.Context, r io.Reader) (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("%w: key export, entry %d: %w", ErrInvalidOptions, line, err)
 		}
-		if have, err := s.keyOf(ctx, strconv.FormatUint(k.Version, 10)+":"+k.Subject); err != nil {
+		if have, err := s.keyOf(ctx, keyTag(k.Version, k.Subject)); err != nil {
 			return n, err
 		} else if have.aead != nil {
 			continue
