@@ -3,6 +3,8 @@ package eventstore_test
 import (
 	"bytes"
 	"context"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/esraft/esraft/eventstore"
@@ -17,14 +19,26 @@ import (
 var benchEncryption = eventstore.Encrypt(eventstore.Encryption{
 	Subject: eventstore.SubjectPerStream("account"), KEK: bytes.Repeat([]byte{5}, 32)})
 
+// hundredSubjects spreads the benchmark's 10,000 streams over 100 keys.
+var hundredSubjects = eventstore.Encrypt(eventstore.Encryption{
+	Subject: func(stream string) string {
+		n, err := strconv.Atoi(strings.TrimPrefix(stream, "account-"))
+		if err != nil {
+			return ""
+		}
+		return "s" + strconv.Itoa(n%100)
+	},
+	KEK: bytes.Repeat([]byte{5}, 32)})
+
 // BenchmarkEncryptionAppend: BenchmarkAppendExpectedVersion's load (one
-// event per append, 10,000 streams, 64 goroutines), each stream its own
-// key when encrypted.
+// event per append, 10,000 streams, 64 goroutines), encrypted with each
+// stream its own key (the first append of each makes it: an append more)
+// or under 100 keys.
 func BenchmarkEncryptionAppend(b *testing.B) {
 	for _, c := range []struct {
 		name string
 		opts []eventstore.Option
-	}{{"clear", nil}, {"encrypted", []eventstore.Option{benchEncryption}}} {
+	}{{"clear", nil}, {"encrypted", []eventstore.Option{benchEncryption}}, {"encrypted-100-keys", []eventstore.Option{hundredSubjects}}} {
 		b.Run(c.name, func(b *testing.B) {
 			b.StopTimer()
 			eventstoretest.BenchAppendExact(b, eventstoretest.Single(b, c.opts...).Node(0), 64)

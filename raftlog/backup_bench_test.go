@@ -78,7 +78,11 @@ func BenchmarkBackupRestore(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := Restore(ctx, f, RestoreConfig{Dir: filepath.Join(dir, fmt.Sprint("r", i))}); err != nil {
+			into, err := os.MkdirTemp(dir, "restored")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := Restore(ctx, f, RestoreConfig{Dir: into}); err != nil {
 				b.Fatal(err)
 			}
 			f.Close()
