@@ -1,6 +1,8 @@
 package eventstore
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -497,21 +499,23 @@ func (s *Store) ImportKeys(ctx context.Context, r io.Reader) (int, error) {
 	if s.enc == nil {
 		return 0, fmt.Errorf("%w: importing keys needs a store opened with Encrypt", ErrInvalidOptions)
 	}
-	dec := json.NewDecoder(io.LimitReader(r, maxKeyExport))
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, maxKeyLine)
 	n := 0
-	for line := 1; ; line++ {
+	for line := 1; sc.Scan(); line++ {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
 		var k ExportedKey
-		if err := dec.Decode(&k); errors.Is(err, io.EOF) {
-			return n, nil
-		} else if err != nil {
-			return n, fmt.Errorf("%w: key export, entry %d: %v", ErrInvalidOptions, line, err)
+		if err := json.Unmarshal(sc.Bytes(), &k); err != nil {
+			return n, fmt.Errorf("%w: key export, line %d: %v", ErrInvalidOptions, line, err)
 		}
 		if k.Subject == "" || k.Version == 0 {
-			return n, fmt.Errorf("%w: key export, entry %d: no subject or version", ErrInvalidOptions, line)
+			return n, fmt.Errorf("%w: key export, line %d: no subject or version", ErrInvalidOptions, line)
 		}
 		raw, err := s.enc.unwrapRaw(k.Subject, k.Key, k.Wrapped != "")
 		if err != nil {
-			return n, fmt.Errorf("%w: key export, entry %d: %w", ErrInvalidOptions, line, err)
+			return n, fmt.Errorf("%w: key export, line %d: %w", ErrInvalidOptions, line, err)
 		}
 		if have, err := s.keyOf(ctx, keyTag(k.Version, k.Subject)); err != nil {
 			return n, err
@@ -527,7 +531,12 @@ func (s *Store) ImportKeys(ctx context.Context, r io.Reader) (int, error) {
 		}
 		n++
 	}
+	if err := sc.Err(); err != nil {
+		return n, fmt.Errorf("%w: key export: %v", ErrInvalidOptions, err)
+	}
+	return n, nil
 }
 
-// maxKeyExport bounds what ImportKeys reads.
-const maxKeyExport = 1 << 30
+// maxKeyLine bounds one line of a key export (a key takes about 150
+// bytes), and so what ImportKeys holds in memory.
+const maxKeyLine = 64 << 10

@@ -196,6 +196,16 @@ func TestCryptoBadInput(t *testing.T) {
 	require.ErrorContains(t, err, "KEK")
 	require.True(t, strings.Contains(err.Error(), "user-9"))
 	require.ErrorIs(t, other.Shred(ctx, ""), eventstore.ErrInvalidOptions)
+	for name, in := range map[string]string{
+		"not JSON":        "{",
+		"no subject":      `{"version":1,"key":"AAAA"}`,
+		"a line too long": `{"subject":"` + strings.Repeat("x", 70<<10) + `","version":1}`,
+		"wrong KEK":       `{"subject":"user-9","version":1,"key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","wrapped":"aes-256-gcm"}`,
+	} {
+		n, err := other.ImportKeys(ctx, strings.NewReader(in))
+		require.ErrorIs(t, err, eventstore.ErrInvalidOptions, name)
+		require.Zero(t, n, name)
+	}
 }
 
 // On a 3-node cluster, a shred on one node makes the subject unreadable on
