@@ -22,13 +22,16 @@ import (
 // a file, with progress on stderr, and prints its manifest.
 func backup(c *client, args []string) error {
 	var out string
-	if _, err := c.parse("backup", "backup --out FILE [flags]\n\nA consistent copy of the node at --addr (every shard's state, as of a flush made\nfor it) while it runs, written to FILE (through FILE.part, renamed when whole).\nIt holds every event in clear: keep it as you keep the data directories.\n--timeout bounds the wait for the node's first byte, not the download.", args, 0, func(fs *flag.FlagSet) {
-		fs.StringVar(&out, "out", "", "the backup file to write (required; not overwritten)")
+	if _, err := c.parse("backup", "backup --out FILE|DIR [flags]\n\nA consistent copy of the node at --addr (every shard's state, as of a flush made\nfor it) while it runs, written to FILE, or to DIR/esraft-<UTC time>.backup (through\na .part file, renamed when whole).\nIt holds every event as stored (the data of encrypted events sealed, their keys left\nout: see esraft keys): keep it as you keep the data directories.\n--timeout bounds the wait for the node's first byte, not the download.", args, 0, func(fs *flag.FlagSet) {
+		fs.StringVar(&out, "out", "", "the backup file to write, or an existing directory to write it in (required; a file is never overwritten)")
 	}); err != nil {
 		return err
 	}
 	if out == "" {
-		return usageErr("backup: --out FILE is required")
+		return usageErr("backup: --out FILE or DIR is required")
+	}
+	if st, err := os.Stat(out); err == nil && st.IsDir() {
+		out = filepath.Join(out, "esraft-"+time.Now().UTC().Format("20060102T150405Z")+".backup")
 	}
 	var info raftlog.BackupInfo
 	err := c.download("/admin/backup", out, false, func(r io.Reader) error {

@@ -32,6 +32,13 @@ func TestCLIBackupAndRestore(t *testing.T) {
 	require.Equal(t, exitUsage, code, "an existing file is not overwritten")
 	_, _, code = c.run("backup")
 	require.Equal(t, exitUsage, code)
+	into := t.TempDir()
+	out, errOut, code = c.run("backup", "--out", into)
+	require.Equal(t, 0, code, errOut)
+	written, err := filepath.Glob(filepath.Join(into, "esraft-*.backup"))
+	require.NoError(t, err)
+	require.Len(t, written, 1, "a directory gets a file named by the time")
+	require.Contains(t, out, "written to "+written[0])
 
 	dir := filepath.Join(t.TempDir(), "restored")
 	var stdout, stderr bytes.Buffer

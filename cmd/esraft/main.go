@@ -38,7 +38,7 @@ Commands over a node's admin API (--addr, --token or $ESRAFT_TOKEN, --cert/--key
   groups        ls | describe | reset | delete
   parked        ls | retry
   projections   ls | rebuild [--follow]
-  backup        --out FILE: a consistent copy of the running node, with progress
+  backup        --out FILE|DIR: a consistent copy of the running node, with progress
   keys          export | import: the crypto-shredding keys, which backups leave out
 Other:
   restore       --from FILE --dir DIR --node ID: a new node (of a new cluster) from a backup
