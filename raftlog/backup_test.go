@@ -330,3 +330,36 @@ func FuzzRestore(f *testing.F) {
 		}
 	})
 }
+
+// A shard that never applied anything restores too, and takes appends.
+func TestBackupRestoreEmptyShard(t *testing.T) {
+	ctx := context.Background()
+	l, err := Open(ctx, Config{Dir: t.TempDir(), Partitions: 2, Shards: 2})
+	require.NoError(t, err)
+	defer l.Close()
+	keyIn := func(p Partition) string {
+		for i := 0; ; i++ {
+			if k := fmt.Sprintf("k%d", i); l.Partition(k) == p {
+				return k
+			}
+		}
+	}
+	_, err = l.Append(ctx, keyIn(0), []NewRecord{rec("a")})
+	require.NoError(t, err)
+	var buf bytes.Buffer
+	info, err := l.Backup(ctx, &buf, BackupOptions{})
+	require.NoError(t, err)
+	require.Equal(t, []uint64{1, 0}, info.Heads)
+
+	dir := filepath.Join(t.TempDir(), "restored")
+	_, err = Restore(ctx, bytes.NewReader(buf.Bytes()), RestoreConfig{Dir: dir})
+	require.NoError(t, err)
+	r, err := Open(ctx, Config{Dir: dir, Partitions: 2, Shards: 2})
+	require.NoError(t, err)
+	defer r.Close()
+	for p := Partition(0); p < 2; p++ {
+		res, err := r.Append(ctx, keyIn(p), []NewRecord{rec("b")})
+		require.NoError(t, err)
+		require.Equal(t, info.Heads[p], res.FirstOffset, "partition %d", p)
+	}
+}
