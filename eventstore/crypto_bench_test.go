@@ -55,16 +55,7 @@ func BenchmarkEncryptionReadStream(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			s := eventstoretest.Single(b, c.opts...).Node(0)
 			ctx := context.Background()
-			data := make([]byte, 200)
-			for v := uint64(0); v < 10000; v += 1000 {
-				evs := make([]eventstore.EventData, 1000)
-				for i := range evs {
-					evs[i] = eventstore.EventData{Type: "Deposited", Data: data}
-				}
-				if _, err := s.Append(ctx, "account-1", eventstore.Exact(v), evs); err != nil {
-					b.Fatal(err)
-				}
-			}
+			fillStream(b, s, "account-1")
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				evs, err := s.ReadStream(ctx, "account-1", 1, 10000)
