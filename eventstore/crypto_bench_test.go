@@ -41,7 +41,7 @@ func BenchmarkEncryptionAppend(b *testing.B) {
 	}{{"clear", nil}, {"encrypted", []eventstore.Option{benchEncryption}}, {"encrypted-100-keys", []eventstore.Option{hundredSubjects}}} {
 		b.Run(c.name, func(b *testing.B) {
 			b.StopTimer()
-			eventstoretest.BenchAppendExact(b, eventstoretest.Single(b, c.opts...).Node(0), 64)
+			eventstoretest.BenchAppendExact(b, eventstoretest.Single(b, c.opts...).Node(0), 64, 1)
 		})
 	}
 }

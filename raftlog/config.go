@@ -92,6 +92,12 @@ type Config struct {
 	// all). Callers that append in a loop then share one raft round
 	// instead of alternating between two (see internal/route/batcher.go).
 	CohortWait time.Duration
+	// PipelineBytes lets one more entry than MaxInflight be in flight
+	// while every entry in flight carries at least this many bytes, so
+	// raft writes and replicates a large entry while the state machine
+	// applies the one before (default 256 KiB; negative: never). Small
+	// entries keep to MaxInflight and the cohort wait.
+	PipelineBytes int
 	// LogStore holds each shard's raft log: LogStoreWAL (the default for a
 	// new shard) or LogStoreBolt. A shard that already has a log keeps the
 	// store it was created with; naming the other one is an ErrConfig.
@@ -118,10 +124,13 @@ type Config struct {
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
-	// SnapshotThreshold (default 8192 entries) and SnapshotInterval
-	// (default 2m) control how often the raft log is compacted;
-	// TrailingLogs (default 10,240) entries are kept after a snapshot so
-	// slightly lagging followers catch up from the log.
+	// The raft log is compacted after flushes of the state files once
+	// 64 MiB of entries are covered since the last compaction, and also,
+	// as hashicorp/raft does, every SnapshotThreshold entries (default
+	// 8192) checked every SnapshotInterval (default 2m). TrailingLogs
+	// entries are kept after a compaction so slightly lagging followers
+	// catch up from the log rather than from a full copy (default: about
+	// 16 MiB of entries, at least 64 and at most 1,024 entries).
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
@@ -167,6 +176,8 @@ type Config struct {
 
 	// flushRecords overrides the in-memory table's flush threshold (tests).
 	flushRecords int
+	// compactEveryBytes overrides snapshotEveryBytes (tests).
+	compactEveryBytes uint64
 	// stateFS, if set, is the file layer of the state engines' segment
 	// files (tests inject write failures with it).
 	stateFS state.FS
@@ -209,6 +220,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.CohortWait == 0 {
 		c.CohortWait = 500 * time.Microsecond
+	}
+	if c.PipelineBytes == 0 {
+		c.PipelineBytes = 256 << 10
 	}
 	if c.IDRetention == 0 {
 		c.IDRetention = 24 * time.Hour

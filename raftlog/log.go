@@ -285,6 +285,7 @@ func (l *Log) raftConfig(logger hclog.Logger) *raft.Config {
 	if c.SnapshotThreshold > 0 {
 		rc.SnapshotThreshold = c.SnapshotThreshold
 	}
+	rc.TrailingLogs = maxTrailingLogs // until compactAfterFlushes sizes it
 	if c.TrailingLogs > 0 {
 		rc.TrailingLogs = c.TrailingLogs
 	}
@@ -436,11 +437,13 @@ func (l *Log) startShard(s *shard, servers []raft.Server, logger hclog.Logger) e
 			}
 		}
 	})
+	l.goRun(func() { l.compactAfterFlushes(s) })
 	s.Batcher = route.NewBatcher(s.Raft, route.BatcherConfig{
 		MaxEntryRequests: l.cfg.MaxEntryRequests, MaxEntryBytes: l.cfg.MaxEntryBytes,
 		Linger: l.cfg.Linger, MaxInflight: l.cfg.MaxInflight, CohortWait: l.cfg.CohortWait,
-		EntrySizes: s.entrySizes,
-		Refuse:     s.engine.Full,
+		PipelineBytes: l.cfg.PipelineBytes,
+		EntrySizes:    s.entrySizes,
+		Refuse:        s.engine.Full,
 	})
 	return nil
 }

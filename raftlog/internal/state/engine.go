@@ -95,6 +95,13 @@ type Engine struct {
 
 	applied  atomic.Uint64
 	lastTime int64 // FSM goroutine only
+	// raftBytes counts the bytes of the command entries applied since
+	// Open (FSM goroutine only); flushedRaftBytes is its value as of the
+	// last table flushed, flushedIndex that table's last index: what the
+	// log's compaction policy looks at (Flushed).
+	raftBytes        uint64
+	flushedRaftBytes atomic.Uint64
+	flushedIndex     atomic.Uint64
 
 	// next[i] is the next offset of partitions[i]; published after commit.
 	next    []atomic.Uint64
@@ -398,6 +405,7 @@ func (f *Engine) load(tx *bolt.Tx) error {
 		return indexError(f.path, err)
 	}
 	f.applied.Store(applied)
+	f.flushedIndex.Store(applied)
 	t, err := getUint64(meta, metaTime)
 	if err != nil {
 		return indexError(f.path, err)
@@ -522,6 +530,16 @@ func (f *Engine) Flush() (uint64, error) {
 	}
 	return f.applied.Load(), nil
 }
+
+// Flushed returns the raft index the state files cover as of the last
+// flush, and how many bytes of raft command entries were applied from
+// Open up to it: what the raft log's compaction policy looks at.
+func (f *Engine) Flushed() (index, raftBytes uint64) {
+	return f.flushedIndex.Load(), f.flushedRaftBytes.Load()
+}
+
+// FlushedSignal is woken after every flush attempt.
+func (f *Engine) FlushedSignal() *core.Signal { return &f.flushed }
 
 // Applied is the raft index of the last entry applied.
 func (f *Engine) Applied() uint64 { return f.applied.Load() }
