@@ -35,6 +35,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -100,6 +101,8 @@ type Handler struct {
 	// crossOrigin refuses changing requests from other origins.
 	crossOrigin *http.CrossOriginProtection
 	log         *slog.Logger
+	// backupRunning is set while a backup streams (backup.go).
+	backupRunning atomic.Bool
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -150,6 +153,9 @@ func (h *Handler) routes() {
 	m.HandleFunc("POST /admin/cluster/nodes/{id}/promote", h.auth(h.promoteNode))
 	m.HandleFunc("POST /admin/cluster/shards/{shard}/transfer", h.auth(h.transfer))
 	m.HandleFunc("POST /admin/cluster/rebalance", h.auth(h.rebalance))
+	m.HandleFunc("GET /admin/backup", h.auth(h.backup))
+	m.HandleFunc("GET /admin/keys", h.auth(h.exportKeys))
+	m.HandleFunc("POST /admin/keys", h.auth(h.importKeys))
 
 	m.HandleFunc("GET /admin/streams", h.auth(h.listStreams))
 	m.HandleFunc("GET /admin/streams/{stream}", h.auth(h.streamInfo))

@@ -54,6 +54,9 @@ type Event struct {
 	CorrelationID string            `json:"correlation_id,omitempty"`
 	CausationID   string            `json:"causation_id,omitempty"`
 	Headers       map[string]string `json:"headers,omitempty"`
+	// Unreadable says why an event has no data: its key was shredded
+	// (eventstore.Encrypt).
+	Unreadable string `json:"unreadable,omitempty"`
 }
 
 // EventPage is the answer of a read: the events and where to go on.
@@ -68,9 +71,12 @@ type EventPage struct {
 func toEvent(e eventstore.Event) Event {
 	out := Event{ID: e.ID, Stream: e.Stream, Type: e.Type, Version: e.Version, Partition: int(e.Partition), Offset: e.Offset,
 		Time: e.Time, CorrelationID: e.Metadata.CorrelationID, CausationID: e.Metadata.CausationID, Headers: e.Metadata.Headers}
-	if json.Valid(e.Data) {
+	switch {
+	case e.Unreadable != nil:
+		out.Unreadable = e.Unreadable.Error()
+	case json.Valid(e.Data):
 		out.Data = e.Data
-	} else {
+	default:
 		out.DataBase64 = e.Data
 	}
 	return out

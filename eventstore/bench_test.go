@@ -50,20 +50,26 @@ func BenchmarkAppendExpectedVersion(b *testing.B) {
 	}
 }
 
-// BenchmarkReadStream reads a whole 10,000-event stream.
-func BenchmarkReadStream(b *testing.B) {
-	s := eventstoretest.Single(b).Node(0)
-	ctx := context.Background()
+// fillStream appends 10,000 events of 200 bytes to stream, 1,000 an
+// append.
+func fillStream(b *testing.B, s *eventstore.Store, stream string) {
 	data := make([]byte, 200)
 	for v := uint64(0); v < 10000; v += 1000 {
 		evs := make([]eventstore.EventData, 1000)
 		for i := range evs {
 			evs[i] = eventstore.EventData{Type: "Deposited", Data: data}
 		}
-		if _, err := s.Append(ctx, "account-1", eventstore.Exact(v), evs); err != nil {
+		if _, err := s.Append(context.Background(), stream, eventstore.Exact(v), evs); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkReadStream reads a whole 10,000-event stream.
+func BenchmarkReadStream(b *testing.B) {
+	s := eventstoretest.Single(b).Node(0)
+	ctx := context.Background()
+	fillStream(b, s, "account-1")
 	b.ResetTimer()
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
