@@ -41,6 +41,7 @@ type Log interface {
 	LeaveGroup(ctx context.Context, group, member string) error
 	CommitOffsets(ctx context.Context, group, member string, commits []raftlog.OffsetCommit) (raftlog.GroupState, error)
 	RetryParked(ctx context.Context, group string, partition raftlog.Partition, offset uint64) error
+	SkipParked(ctx context.Context, group string, partition raftlog.Partition, offset uint64) error
 	GroupState(group string) (raftlog.GroupState, bool, error)
 	WaitGroupChange(ctx context.Context, group string, gen uint64) error
 }

@@ -272,12 +272,13 @@ func appendFlag(b []byte, v bool) []byte {
 }
 
 // authorizeGroupAdmin refuses a thin client with a worker certificate the
-// operator's group operations, reset and delete: a worker consumes; moving
-// a group's offsets or dropping its state is for an operator, through a
+// operator's group operations that lose or move work, reset, delete and
+// skipping a parked record: a worker consumes; moving a group's offsets or
+// dropping its state or events is for an operator, through a
 // node's admin API or a node certificate. (Without TLS, client calls come
 // from loopback only.)
 func (l *Log) authorizeGroupAdmin(ctx context.Context, op *wire.GroupOp) error {
-	if l.tls == nil || (op.Op != wire.GopReset && op.Op != wire.GopDelete) {
+	if l.tls == nil || (op.Op != wire.GopReset && op.Op != wire.GopDelete && op.Op != wire.GopSkip) {
 		return nil
 	}
 	peer, _ := mux.PeerFromContext(ctx)
@@ -286,7 +287,7 @@ func (l *Log) authorizeGroupAdmin(ctx context.Context, op *wire.GroupOp) error {
 		return err
 	}
 	if id.Role == nodecert.Worker {
-		return fmt.Errorf("%w: %s: a worker certificate may not reset or delete consumer group %q; use a node's admin API",
+		return fmt.Errorf("%w: %s: a worker certificate may not reset or delete consumer group %q nor skip its parked records; use a node's admin API",
 			ErrUnauthorized, id, op.Group)
 	}
 	return nil

@@ -552,6 +552,13 @@ func (r *Remote) RetryParked(ctx context.Context, group string, partition Partit
 	return err
 }
 
+// SkipParked asks the owner of partition to drop a parked record
+// unhandled, as Log.SkipParked.
+func (r *Remote) SkipParked(ctx context.Context, group string, partition Partition, offset uint64) error {
+	_, err := r.groupCall(ctx, &wire.GroupOp{Op: wire.GopSkip, Group: group, Partition: partition, Offset: offset})
+	return err
+}
+
 // groupCall runs a group operation through the node in use. Group
 // operations are idempotent, so every failure is retried.
 func (r *Remote) groupCall(ctx context.Context, op *wire.GroupOp) (GroupState, error) {

@@ -241,6 +241,7 @@ func TestRemoteTLSIdentity(t *testing.T) {
 	_, err = r.ResetGroup(ctx, "g", StartPosition{Kind: StartEarliest})
 	require.ErrorIs(t, err, ErrUnauthorized, "resetting a group is an operator's action")
 	require.ErrorIs(t, r.DeleteGroup(ctx, "g"), ErrUnauthorized)
+	require.ErrorIs(t, r.SkipParked(ctx, "g", 0, 0), ErrUnauthorized, "skipping loses an event: an operator's action")
 
 	other := newTestPKI(t)
 	ocert, okey := other.issue(nodecert.Worker, "app2")
