@@ -28,6 +28,7 @@ type Log interface {
 	Read(ctx context.Context, p raftlog.Partition, from uint64, opt raftlog.ReadOptions) ([]raftlog.Record, error)
 	ReadKey(ctx context.Context, p raftlog.Partition, key string, from uint64, opt raftlog.ReadOptions) ([]raftlog.Record, error)
 	KeyInfo(ctx context.Context, p raftlog.Partition, key string) (raftlog.KeyInfo, error)
+	ListKeys(ctx context.Context, prefix, after string, limit int) ([]raftlog.ListedKey, error)
 	NextOffset(p raftlog.Partition) (uint64, error)
 	Wait(ctx context.Context, p raftlog.Partition, offset uint64) error
 	WaitApplied(ctx context.Context, pos raftlog.Position) error

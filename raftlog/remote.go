@@ -81,9 +81,10 @@ type Remote struct {
 	addrs []string // configured, then learned
 	cur   int      // index of the node in use
 
-	seen    []atomic.Uint64 // per shard: the highest index known applied somewhere
-	closing chan struct{}
-	once    sync.Once
+	seen     []atomic.Uint64 // per shard: the highest index known applied somewhere
+	appender *remoteAppender // appends, gathered into calls (remote_append.go)
+	closing  chan struct{}
+	once     sync.Once
 }
 
 // remoteRetry paces attempts after a node failed or refused, and across
@@ -151,6 +152,7 @@ func Dial(ctx context.Context, cfg RemoteConfig) (*Remote, error) {
 	}
 	addrs := slices.Clone(r.addrs)
 	r.mu.Unlock()
+	r.appender = newRemoteAppender(r)
 	r.logger.Info("raftlog: connected", "node", node, "cluster", cluster, "nodes", addrs)
 	return r, nil
 }
@@ -161,6 +163,9 @@ func (r *Remote) Close() error {
 	r.once.Do(func() {
 		close(r.closing)
 		r.client.Close()
+		if r.appender != nil {
+			r.appender.wait()
+		}
 	})
 	return nil
 }
@@ -217,7 +222,12 @@ func (r *Remote) failover(addr string, err error) {
 // tells whether a failed attempt may have applied something (the error
 // then wraps ErrUnknownOutcome).
 func (r *Remote) call(ctx context.Context, code byte, body []byte, write bool) (*wire.Decoder, error) {
-	unknown := false
+	return r.attempt(ctx, code, body, write, false)
+}
+
+// attempt is call for a write that an earlier attempt may have applied
+// already (unknown).
+func (r *Remote) attempt(ctx context.Context, code byte, body []byte, write, unknown bool) (*wire.Decoder, error) {
 	bo := backoff.Backoff{Policy: remoteRetry}
 	for {
 		select {
@@ -331,7 +341,7 @@ func (r *Remote) run(ctx context.Context, req wire.Request) (AppendResult, error
 			break
 		}
 	}
-	d, err := r.call(ctx, route.MethodClientAppend, wire.EncodeRequest(make([]byte, 0, wire.RequestSize(&req)), &req), true)
+	d, err := r.appender.append(ctx, wire.EncodeRequest(make([]byte, 0, wire.RequestSize(&req)), &req))
 	if err != nil {
 		return AppendResult{}, err
 	}
@@ -376,6 +386,26 @@ func (r *Remote) read(ctx context.Context, p Partition, from uint64, opt ReadOpt
 		return nil, fmt.Errorf("%w: malformed records of partition %d", ErrCorrupt, p)
 	}
 	return recs, nil
+}
+
+// ListKeys returns a page of keys, as Log.ListKeys, from the node in use
+// once it has applied what this client has seen.
+func (r *Remote) ListKeys(ctx context.Context, prefix, after string, limit int) ([]ListedKey, error) {
+	b := binary.AppendUvarint(nil, uint64(r.shards))
+	for s := range r.seen {
+		b = binary.AppendUvarint(b, r.seen[s].Load())
+	}
+	b = wire.AppendString(wire.AppendString(b, prefix), after)
+	b = binary.AppendUvarint(b, uint64(min(max(limit, 1), MaxListKeys)))
+	d, err := r.call(ctx, route.MethodClientListKeys, b, false)
+	if err != nil {
+		return nil, err
+	}
+	keys := route.DecodeListedKeys(d, MaxListKeys, r.partitions)
+	if d.Finish() != nil {
+		return nil, fmt.Errorf("%w: malformed key listing", ErrCorrupt)
+	}
+	return keys, nil
 }
 
 // KeyInfo returns the state of key in partition p, as Log.KeyInfo.
