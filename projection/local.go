@@ -321,13 +321,22 @@ func (r *Local) Parked(ctx context.Context) ([]ParkedEvent, error) {
 // stopping at the first that fails again (its error and attempts are
 // updated). When none is left, the stream flows again.
 func (r *Local) Retry(ctx context.Context, partition eventstore.Partition, offset uint64) error {
-	r.mu.Lock()
-	p := r.live
-	r.mu.Unlock()
-	if p == nil {
-		return ErrNotRunning
+	p, err := r.liveProc()
+	if err != nil {
+		return err
 	}
 	return p.retry(ctx, partition, offset)
+}
+
+// liveProc is the processor of the live read model, if the projection
+// runs.
+func (r *Local) liveProc() (*proc, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.live == nil {
+		return nil, ErrNotRunning
+	}
+	return r.live, nil
 }
 
 func (p *proc) retry(ctx context.Context, partition eventstore.Partition, offset uint64) error {
@@ -378,11 +387,9 @@ func (p *proc) retry(ctx context.Context, partition eventstore.Partition, offset
 // (retry or skip them too); the stream flows again once none is left. A
 // rebuild replays every event, a skipped one included.
 func (r *Local) Skip(ctx context.Context, partition eventstore.Partition, offset uint64) error {
-	r.mu.Lock()
-	p := r.live
-	r.mu.Unlock()
-	if p == nil {
-		return ErrNotRunning
+	p, err := r.liveProc()
+	if err != nil {
+		return err
 	}
 	return p.skip(ctx, partition, offset)
 }

@@ -207,21 +207,7 @@ func AppendAppends(b []byte, encs [][]byte) []byte {
 
 // DecodeAppends reads what AppendAppends wrote: 1 to MaxClientAppends
 // requests, or nil with d failed.
-func DecodeAppends(d *wire.Decoder) [][]byte {
-	n := d.Count(1)
-	if d.Err != nil || n == 0 || n > MaxClientAppends {
-		d.Fail()
-		return nil
-	}
-	encs := make([][]byte, n)
-	for i := range encs {
-		encs[i] = d.Bytes()
-	}
-	if d.Err != nil {
-		return nil
-	}
-	return encs
-}
+func DecodeAppends(d *wire.Decoder) [][]byte { return decodeBlobs(d, 0) }
 
 // AppendReplies encodes the result of a MethodClientAppends call: a
 // count, then each request's reply (ClientReply) as bytes, in the order
@@ -230,20 +216,24 @@ func AppendReplies(b []byte, replies [][]byte) []byte { return AppendAppends(b, 
 
 // DecodeReplies reads what AppendReplies wrote for n requests, or nil
 // with d failed if it holds another number.
-func DecodeReplies(d *wire.Decoder, n int) [][]byte {
+func DecodeReplies(d *wire.Decoder, n int) [][]byte { return decodeBlobs(d, n) }
+
+// decodeBlobs reads a count and as many byte strings: exactly n of them,
+// or, if n is 0, 1 to MaxClientAppends. Anything else fails d.
+func decodeBlobs(d *wire.Decoder, n int) [][]byte {
 	m := d.Count(1)
-	if d.Err != nil || m != n {
+	if d.Err != nil || (n > 0 && m != n) || (n == 0 && (m == 0 || m > MaxClientAppends)) {
 		d.Fail()
 		return nil
 	}
-	replies := make([][]byte, n)
-	for i := range replies {
-		replies[i] = d.Bytes()
+	blobs := make([][]byte, m)
+	for i := range blobs {
+		blobs[i] = d.Bytes()
 	}
 	if d.Err != nil {
 		return nil
 	}
-	return replies
+	return blobs
 }
 
 // AppendListedKeys encodes a page of keys (MethodClientListKeys' result):
