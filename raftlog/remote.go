@@ -82,6 +82,7 @@ type Remote struct {
 	cur   int      // index of the node in use
 
 	seen     []atomic.Uint64 // per shard: the highest index known applied somewhere
+	heads    []atomic.Uint64 // per partition: the highest next offset a node answered (NextOffset)
 	appender *remoteAppender // appends, gathered into calls (remote_append.go)
 	closing  chan struct{}
 	once     sync.Once
@@ -144,6 +145,7 @@ func Dial(ctx context.Context, cfg RemoteConfig) (*Remote, error) {
 	}
 	r.clusterID = cluster
 	r.seen = make([]atomic.Uint64, r.shards)
+	r.heads = make([]atomic.Uint64, r.partitions)
 	r.mu.Lock()
 	for _, a := range learned {
 		if !slices.Contains(r.addrs, a) {
@@ -291,7 +293,11 @@ func (r *Remote) saw(s Shard, index uint64) {
 	if s < 0 || int(s) >= len(r.seen) {
 		return
 	}
-	v := &r.seen[s]
+	raise(&r.seen[s], index)
+}
+
+// raise sets v to index if that is higher.
+func raise(v *atomic.Uint64, index uint64) {
 	for {
 		old := v.Load()
 		if index <= old || v.CompareAndSwap(old, index) {
@@ -377,15 +383,32 @@ func (r *Remote) read(ctx context.Context, p Partition, from uint64, opt ReadOpt
 	if p < 0 {
 		return nil, fmt.Errorf("%w: %d", ErrUnknownPartition, p)
 	}
-	d, err := r.call(ctx, route.MethodClientRead, b, false)
-	if err != nil {
-		return nil, err
+	for waited := false; ; waited = true {
+		d, err := r.call(ctx, route.MethodClientRead, b, false)
+		if err != nil {
+			return nil, err
+		}
+		recs := route.DecodeRecords(d, p)
+		if d.Finish() != nil {
+			return nil, fmt.Errorf("%w: malformed records of partition %d", ErrCorrupt, p)
+		}
+		// Nothing from an offset below a head a node showed this client:
+		// either every record up to it is hidden (deleted keys), or the
+		// node in use lags the one that answered NextOffset (a failover in
+		// between). A caller that then moves on to that head, as a
+		// subscription does, would skip records: wait until this node
+		// holds them, and read once more.
+		var head uint64
+		if int(p) < len(r.heads) {
+			head = r.heads[p].Load()
+		}
+		if len(recs) > 0 || byKey || from >= head || waited {
+			return recs, nil
+		}
+		if err := r.Wait(ctx, p, head-1); err != nil {
+			return nil, err
+		}
 	}
-	recs := route.DecodeRecords(d, p)
-	if d.Finish() != nil {
-		return nil, fmt.Errorf("%w: malformed records of partition %d", ErrCorrupt, p)
-	}
-	return recs, nil
 }
 
 // ListKeys returns a page of keys, as Log.ListKeys, from the node in use
@@ -440,6 +463,9 @@ func (r *Remote) NextOffset(p Partition) (uint64, error) {
 	next := d.Uvarint()
 	if d.Finish() != nil {
 		return 0, fmt.Errorf("%w: malformed offset", ErrCorrupt)
+	}
+	if int(p) < len(r.heads) {
+		raise(&r.heads[p], next) // reads of p wait for it (read)
 	}
 	return next, nil
 }

@@ -405,3 +405,46 @@ func TestClientAppendsShareAnEntry(t *testing.T) {
 		require.Equal(t, uint64(1), results[i].FirstKeySeq)
 	}
 }
+
+// A read that finds nothing below a head the client was shown waits
+// until the node in use holds the records up to it and reads once more,
+// so that a subscription that moves on to that head skips nothing on a
+// lagging node; where the records are hidden (a deleted key) the second
+// read finds nothing either and the read returns, instead of waiting for
+// ever.
+func TestRemoteReadBelowKnownHead(t *testing.T) {
+	c := newCluster(t, 1, func(c *Config) { c.Partitions = 1 })
+	r := dialRemote(t, RemoteConfig{Addrs: c.addrs(0)})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := c.node(0).Append(ctx, "gone", []NewRecord{{Value: []byte("a")}, {Value: []byte("b")}})
+	require.NoError(t, err)
+	_, err = c.node(0).DeleteKey(ctx, "gone")
+	require.NoError(t, err)
+	head, err := r.NextOffset(0)
+	require.NoError(t, err)
+	require.Positive(t, head)
+	recs, err := r.Read(ctx, 0, 0, ReadOptions{})
+	require.NoError(t, err)
+	require.Empty(t, recs, "hidden records: nothing, and no wait for ever")
+
+	// A head beyond what the node holds (as a node ahead of it answered):
+	// the read waits for the record, then returns it.
+	raise(&r.heads[0], head+1)
+	got := make(chan []Record, 1)
+	go func() {
+		recs, err := r.Read(ctx, 0, head, ReadOptions{})
+		assert.NoError(t, err)
+		got <- recs
+	}()
+	select {
+	case recs := <-got:
+		t.Fatalf("the read did not wait: %v", recs)
+	case <-time.After(200 * time.Millisecond):
+	}
+	res, err := c.node(0).Append(ctx, "late", []NewRecord{{Value: []byte("c")}})
+	require.NoError(t, err)
+	recs = <-got
+	require.Len(t, recs, 1)
+	require.Equal(t, res.FirstOffset, recs[0].Offset)
+}
