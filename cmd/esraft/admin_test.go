@@ -424,6 +424,8 @@ func TestCLIParkedSkip(t *testing.T) {
 		return json.Unmarshal([]byte(out), &gr) == nil && gr.Parked == 0 && gr.Skipped == 1
 	})
 	require.Equal(t, int64(1), handled.Load(), "fine-1 only")
+	out, _, _ = c.run("groups", "describe", "mailer")
+	require.Contains(t, out, "parked 0, skipped 1")
 	_, err = c.runErr("parked", "skip", part, off, "--group", "mailer", "--yes")
 	require.Equal(t, exitNotFound, exitCode(err))
 	require.ErrorContains(t, err, `consumer group "mailer" has no parked event at partition`)

@@ -435,7 +435,7 @@ func groups(c *client, args []string) error {
 				return err
 			}
 			return c.print(g, func(t *tabwriter.Writer) {
-				fmt.Fprintf(t, "group %s, generation %d, lag %d, parked %d\n\n", g.Group, g.Generation, g.Lag, g.Parked)
+				fmt.Fprintf(t, "group %s, generation %d, lag %d, parked %d, skipped %d\n\n", g.Group, g.Generation, g.Lag, g.Parked, g.Skipped)
 				row(t, "MEMBER", "PARTITIONS", "SESSION", "LAST SEEN")
 				for _, m := range g.Members {
 					row(t, m.ID, joinInts(m.Partitions), time.Duration(m.SessionTimeoutMS)*time.Millisecond, m.LastSeen.Format(time.RFC3339))
@@ -451,9 +451,9 @@ func groups(c *client, args []string) error {
 
 // groupPartitions writes the partition table of a group.
 func groupPartitions(t *tabwriter.Writer, g admin.Group) {
-	row(t, "PARTITION", "OWNER", "GENERATION", "COMMITTED", "HEAD", "LAG", "PARKED", "MOVING TO")
+	row(t, "PARTITION", "OWNER", "GENERATION", "COMMITTED", "HEAD", "LAG", "PARKED", "SKIPPED", "MOVING TO")
 	for _, p := range g.Partitions {
-		row(t, p.Partition, orDash(p.Owner), p.Generation, p.Committed, p.Head, p.Lag, p.Parked, orDash(p.Next))
+		row(t, p.Partition, orDash(p.Owner), p.Generation, p.Committed, p.Head, p.Lag, p.Parked, p.Skipped, orDash(p.Next))
 	}
 }
 
