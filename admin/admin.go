@@ -178,12 +178,14 @@ func (h *Handler) routes() {
 	m.HandleFunc("POST /admin/groups/{group}/reset", h.auth(h.resetGroup))
 	m.HandleFunc("GET /admin/groups/{group}/parked", h.auth(h.groupParked))
 	m.HandleFunc("POST /admin/groups/{group}/parked/{partition}/{offset}/retry", h.auth(h.retryGroupParked))
+	m.HandleFunc("POST /admin/groups/{group}/parked/{partition}/{offset}/skip", h.auth(h.skipGroupParked))
 
 	m.HandleFunc("GET /admin/projections", h.auth(h.listProjections))
 	m.HandleFunc("GET /admin/projections/{name}", h.auth(h.projectionStatus))
 	m.HandleFunc("POST /admin/projections/{name}/rebuild", h.auth(h.rebuild))
 	m.HandleFunc("GET /admin/projections/{name}/parked", h.auth(h.projectionParked))
 	m.HandleFunc("POST /admin/projections/{name}/parked/{partition}/{offset}/retry", h.auth(h.retryProjectionParked))
+	m.HandleFunc("POST /admin/projections/{name}/parked/{partition}/{offset}/skip", h.auth(h.skipProjectionParked))
 
 	h.consoleRoutes()
 

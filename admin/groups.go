@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -35,6 +36,7 @@ type Group struct {
 	Partitions []GroupPartition `json:"partitions"`
 	Lag        uint64           `json:"lag"`
 	Parked     int              `json:"parked"`
+	Skipped    uint64           `json:"skipped"` // parked events an operator skipped
 }
 
 // GroupMember is a live member of a group.
@@ -55,6 +57,7 @@ type GroupPartition struct {
 	Head       uint64 `json:"head"`
 	Lag        uint64 `json:"lag"`
 	Parked     int    `json:"parked"`
+	Skipped    uint64 `json:"skipped"`
 }
 
 func (h *Handler) group(name string) (Group, bool, error) {
@@ -72,7 +75,7 @@ func (h *Handler) groupOf(name string, st eventstore.ConsumerGroupState) Group {
 	g := Group{Group: name, Generation: st.Generation, Members: []GroupMember{}, Partitions: []GroupPartition{}}
 	owned := map[string][]int{}
 	for i, a := range st.Partitions {
-		gp := GroupPartition{Partition: int(a.Partition), Owner: a.Owner, Generation: a.Generation, Committed: a.Committed, Parked: len(a.Parked)}
+		gp := GroupPartition{Partition: int(a.Partition), Owner: a.Owner, Generation: a.Generation, Committed: a.Committed, Parked: len(a.Parked), Skipped: a.Skipped}
 		if a.Revoking() {
 			gp.Next = a.Next
 		}
@@ -82,6 +85,7 @@ func (h *Handler) groupOf(name string, st eventstore.ConsumerGroupState) Group {
 		gp.Head = a.Committed + gp.Lag
 		g.Lag += gp.Lag
 		g.Parked += gp.Parked
+		g.Skipped += gp.Skipped
 		g.Partitions = append(g.Partitions, gp)
 		if a.Owner != "" {
 			owned[a.Owner] = append(owned[a.Owner], int(a.Partition))
@@ -140,6 +144,9 @@ type Parked struct {
 	// Retrying: a retry was asked and the owner has not handled it yet
 	// (consumer groups only).
 	Retrying bool `json:"retrying,omitempty"`
+	// Skipping: a skip was asked and the owner has not dropped it yet
+	// (consumer groups only).
+	Skipping bool `json:"skipping,omitempty"`
 }
 
 func (h *Handler) groupParked(w http.ResponseWriter, r *http.Request) {
@@ -155,23 +162,38 @@ func (h *Handler) groupParked(w http.ResponseWriter, r *http.Request) {
 	out := ParkedList{Parked: []Parked{}}
 	for _, a := range st.Partitions {
 		for _, pr := range a.Parked {
-			out.Parked = append(out.Parked, Parked{Partition: int(a.Partition), Offset: pr.Offset, Stream: pr.Key, Error: pr.Error, Attempts: pr.Attempts, Retrying: pr.Retry})
+			out.Parked = append(out.Parked, Parked{Partition: int(a.Partition), Offset: pr.Offset, Stream: pr.Key, Error: pr.Error, Attempts: pr.Attempts, Retrying: pr.Retry, Skipping: pr.Skip})
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-// Retry is the answer of a parked retry.
+// Retry is the answer of a parked retry or skip.
 type Retry struct {
 	Partition int    `json:"partition"`
 	Offset    uint64 `json:"offset"`
-	Action    string `json:"action"` // "retry_requested" (groups: the owner retries) or "retried" (projections)
+	// Action is "retry_requested" or "skip_requested" (groups: the
+	// partition's owner carries it out at its next heartbeat), "retried"
+	// or "skipped" (projections: done).
+	Action string `json:"action"`
 	// Remaining is how many events stay parked in the projection after
-	// the retry (projections only).
+	// the retry or skip (projections only).
 	Remaining *int `json:"remaining,omitempty"`
 }
 
 func (h *Handler) retryGroupParked(w http.ResponseWriter, r *http.Request) {
+	h.groupParkedAction(w, r, "retry_requested", h.cfg.Store.RetryParked)
+}
+
+// skipGroupParked asks the owner to drop a parked event unhandled.
+func (h *Handler) skipGroupParked(w http.ResponseWriter, r *http.Request) {
+	h.groupParkedAction(w, r, "skip_requested", h.cfg.Store.SkipParked)
+}
+
+// groupParkedAction asks of the group in the path what act does to the
+// parked event in the path, answering a 404 if the group has none there.
+func (h *Handler) groupParkedAction(w http.ResponseWriter, r *http.Request, action string,
+	act func(ctx context.Context, group string, partition eventstore.Partition, offset uint64) error) {
 	name := r.PathValue("group")
 	p, off, ok := h.parkedParams(w, r)
 	if !ok {
@@ -192,11 +214,11 @@ func (h *Handler) retryGroupParked(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("consumer group %q has no parked event at partition %d offset %d", name, p, off))
 		return
 	}
-	if err := h.cfg.Store.RetryParked(r.Context(), name, p, off); err != nil {
+	if err := act(r.Context(), name, p, off); err != nil {
 		h.writeStoreError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, Retry{Partition: int(p), Offset: off, Action: "retry_requested"})
+	writeJSON(w, http.StatusOK, Retry{Partition: int(p), Offset: off, Action: action})
 }
 
 // ProjectionList is the answer of GET /admin/projections.
@@ -310,6 +332,19 @@ func (h *Handler) projectionParked(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) retryProjectionParked(w http.ResponseWriter, r *http.Request) {
+	h.projectionParkedAction(w, r, "retried", (*projection.Local).Retry)
+}
+
+// skipProjectionParked drops a parked event of a local projection
+// unhandled.
+func (h *Handler) skipProjectionParked(w http.ResponseWriter, r *http.Request) {
+	h.projectionParkedAction(w, r, "skipped", (*projection.Local).Skip)
+}
+
+// projectionParkedAction does act to the parked event in the path of the
+// local projection in the path.
+func (h *Handler) projectionParkedAction(w http.ResponseWriter, r *http.Request, action string,
+	act func(p *projection.Local, ctx context.Context, partition eventstore.Partition, offset uint64) error) {
 	p, ok := h.projectionParam(w, r)
 	if !ok {
 		return
@@ -318,7 +353,7 @@ func (h *Handler) retryProjectionParked(w http.ResponseWriter, r *http.Request) 
 	if !ok {
 		return
 	}
-	if err := p.Retry(r.Context(), eventstore.Partition(part), off); err != nil {
+	if err := act(p, r.Context(), part, off); err != nil {
 		if errors.Is(err, projection.ErrNotParked) {
 			writeError(w, http.StatusNotFound, "not_found", err.Error())
 			return
@@ -332,7 +367,7 @@ func (h *Handler) retryProjectionParked(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	n := len(evs)
-	writeJSON(w, http.StatusOK, Retry{Partition: int(part), Offset: off, Action: "retried", Remaining: &n})
+	writeJSON(w, http.StatusOK, Retry{Partition: int(part), Offset: off, Action: action, Remaining: &n})
 }
 
 // parkedParams reads the partition and offset of a parked event from the

@@ -48,6 +48,10 @@ func BenchmarkAppendThinClient(b *testing.B) {
 					defer s.Close()
 				}
 				eventstoretest.BenchAppendExact(b, s, 64, 1)
+				// How well the leader's group commit batched them.
+				if h := c.Node(lead).Log().Stats().Shards[0].EntrySizes; h.Count > 0 {
+					b.ReportMetric(float64(h.Sum)/float64(h.Count), "appends/entry")
+				}
 			})
 		}
 	}

@@ -19,6 +19,11 @@
 //   - subscriptions and consumer groups go on from where they were: their
 //     waits are long polls (at most 10 s each) asked again on the next node.
 //
+// Concurrent appends of one client travel together: one call carries the
+// appends that gathered while the previous one was out, the node hands
+// them to the leader's group commit together, and each keeps its own
+// result or error (raftlog/DESIGN.md, "Client group commit").
+//
 // The client speaks the nodes' own protocol on their cluster address (one
 // port per node, mutual TLS 1.3): its certificate, from the cluster's CA,
 // names it as a worker, esraft://<cluster>/worker/<id> (`esraft certs

@@ -142,6 +142,15 @@ func (s *Store) RetryParked(ctx context.Context, group string, partition Partiti
 	return groupErr(s.log.RetryParked(ctx, group, partition, offset), "retry parked records of", group)
 }
 
+// SkipParked asks the owner of partition, on whichever node it runs, to
+// drop the parked record at offset without handling it: an operator's
+// decision that the event is lost to the group. The owner does it at its
+// next heartbeat and the partition's Skipped count grows; the records
+// parked behind it on the same stream stay parked.
+func (s *Store) SkipParked(ctx context.Context, group string, partition Partition, offset uint64) error {
+	return groupErr(s.log.SkipParked(ctx, group, partition, offset), "skip a parked record of", group)
+}
+
 // GroupState returns group as this node has applied it; false if it does
 // not exist.
 func (s *Store) GroupState(group string) (ConsumerGroupState, bool, error) {

@@ -2,8 +2,6 @@ package eventstore
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/esraft/esraft/raftlog"
@@ -32,24 +30,13 @@ type ListedStream struct {
 	Deleted   bool
 }
 
-// keyLister is the part of a Log that lists keys from its index: an
-// embedded *raftlog.Log has it; a thin client (raftlog.Remote) does not
-// yet.
-type keyLister interface {
-	ListKeys(ctx context.Context, prefix, after string, limit int) ([]raftlog.ListedKey, error)
-}
-
 // ListStreams returns a page of the streams this node has applied, in
 // StreamBefore order, from the log's stream index: a page reads one index
 // entry per stream listed, never the events, however long the history.
 // Streams of the framework ('$' names) are listed only when the prefix
-// asks for them. A Store on a thin client cannot list streams: the error
-// matches errors.ErrUnsupported.
+// asks for them. On a thin client the node in use lists them, once it has
+// applied what the client has seen.
 func (s *Store) ListStreams(ctx context.Context, opt ListStreamsOptions) ([]ListedStream, error) {
-	lister, ok := s.log.(keyLister)
-	if !ok {
-		return nil, fmt.Errorf("eventstore: listing streams needs an embedded log (a node's replica), not a thin client: %w", errors.ErrUnsupported)
-	}
 	limit := opt.Limit
 	if limit <= 0 {
 		limit = 100
@@ -74,7 +61,7 @@ func (s *Store) ListStreams(ctx context.Context, opt ListStreamsOptions) ([]List
 	after := opt.After
 	for len(out) < limit {
 		want := limit - len(out)
-		keys, err := lister.ListKeys(ctx, prefix, after, want)
+		keys, err := s.log.ListKeys(ctx, prefix, after, want)
 		if err != nil {
 			return nil, s.readErr(err)
 		}

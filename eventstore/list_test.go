@@ -4,17 +4,40 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/esraft/esraft/client"
 	"github.com/esraft/esraft/eventstore"
 )
 
+// ListStreams pages by prefix and by category, on a node's own store and
+// on a thin client of the node (the node lists for it).
 func TestListStreamsByPrefixAndCategory(t *testing.T) {
+	t.Run("embedded", func(t *testing.T) {
+		ctx := context.Background()
+		s, err := eventstore.Open(ctx, t.TempDir())
+		require.NoError(t, err)
+		defer s.Close()
+		testListStreams(t, s)
+	})
+	t.Run("thin", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		node, err := eventstore.Open(ctx, t.TempDir(), eventstore.Node("n1", "127.0.0.1:0"))
+		require.NoError(t, err)
+		defer node.Close()
+		thin, err := client.Open(ctx, client.Config{Addrs: []string{node.Log().Addr()}, ID: "lister"})
+		require.NoError(t, err)
+		defer thin.Close()
+		testListStreams(t, thin)
+	})
+}
+
+// testListStreams appends streams through s and lists them.
+func testListStreams(t *testing.T, s *eventstore.Store) {
 	ctx := context.Background()
-	s, err := eventstore.Open(ctx, t.TempDir())
-	require.NoError(t, err)
-	defer s.Close()
 	put := func(stream string) {
 		_, err := s.Append(ctx, stream, eventstore.Any, []eventstore.EventData{{Type: "t", Data: []byte("{}")}})
 		require.NoError(t, err)

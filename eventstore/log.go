@@ -28,6 +28,7 @@ type Log interface {
 	Read(ctx context.Context, p raftlog.Partition, from uint64, opt raftlog.ReadOptions) ([]raftlog.Record, error)
 	ReadKey(ctx context.Context, p raftlog.Partition, key string, from uint64, opt raftlog.ReadOptions) ([]raftlog.Record, error)
 	KeyInfo(ctx context.Context, p raftlog.Partition, key string) (raftlog.KeyInfo, error)
+	ListKeys(ctx context.Context, prefix, after string, limit int) ([]raftlog.ListedKey, error)
 	NextOffset(p raftlog.Partition) (uint64, error)
 	OffsetAtTime(ctx context.Context, p raftlog.Partition, t time.Time) (uint64, error)
 	Wait(ctx context.Context, p raftlog.Partition, offset uint64) error
@@ -42,6 +43,7 @@ type Log interface {
 	LeaveGroup(ctx context.Context, group, member string) error
 	CommitOffsets(ctx context.Context, group, member string, commits []raftlog.OffsetCommit) (raftlog.GroupState, error)
 	RetryParked(ctx context.Context, group string, partition raftlog.Partition, offset uint64) error
+	SkipParked(ctx context.Context, group string, partition raftlog.Partition, offset uint64) error
 	GroupState(group string) (raftlog.GroupState, bool, error)
 	WaitGroupChange(ctx context.Context, group string, gen uint64) error
 }

@@ -428,8 +428,8 @@ func (w *worker) commit(ctx context.Context, c eventstore.OffsetCommit) error {
 	}
 }
 
-// retryParked handles parked records the group was asked to retry, on
-// the partitions this member owns.
+// retryParked carries out what the group was asked of its parked records
+// (skip, then retry), on the partitions this member owns.
 func (g *Group) retryParked(ctx context.Context, gs eventstore.ConsumerGroupState) {
 	for _, a := range gs.Partitions {
 		if a.Owner != g.member || a.Revoking() {
@@ -441,8 +441,11 @@ func (g *Group) retryParked(ctx context.Context, gs eventstore.ConsumerGroupStat
 		if w == nil || w.gen != a.Generation {
 			continue
 		}
+		if slices.ContainsFunc(a.Parked, func(pr eventstore.ParkedRecord) bool { return pr.Skip }) {
+			w.skip(ctx, a.Parked)
+		}
 		for _, pr := range a.Parked {
-			if pr.Retry {
+			if pr.Retry && !pr.Skip {
 				w.retry(ctx, a.Parked, pr.Key)
 				break
 			}
@@ -451,14 +454,15 @@ func (g *Group) retryParked(ctx context.Context, gs eventstore.ConsumerGroupStat
 }
 
 // retry handles the parked records of key again, oldest first, stopping
-// at the first that fails; the handled ones are unparked.
+// at the first that fails; the handled ones are unparked. Records to be
+// skipped are left to skip.
 func (w *worker) retry(ctx context.Context, parked []eventstore.ParkedRecord, key string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var chain []eventstore.ParkedRecord
 	var offsets []uint64
 	for _, pr := range parked {
-		if pr.Key == key {
+		if pr.Key == key && !pr.Skip {
 			chain, offsets = append(chain, pr), append(offsets, pr.Offset)
 		}
 	}
@@ -475,6 +479,30 @@ func (w *worker) retry(ctx context.Context, parked []eventstore.ParkedRecord, ke
 	c := eventstore.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: w.cursorLocked(w.p).next, Park: again, Unpark: offsets[:handled]}
 	if w.commit(ctx, c) == nil {
 		w.unparkedLocked(w.p, key, handled)
+	}
+}
+
+// skip unparks, unhandled, the parked records an operator asked to skip;
+// the log counts them in the partition's Skipped as it applies the
+// commit. Each is logged: an event the group will never handle.
+func (w *worker) skip(ctx context.Context, parked []eventstore.ParkedRecord) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var skips []eventstore.ParkedRecord
+	var offsets []uint64
+	for _, pr := range parked {
+		if pr.Skip {
+			skips, offsets = append(skips, pr), append(offsets, pr.Offset)
+		}
+	}
+	c := eventstore.OffsetCommit{Partition: w.p, Generation: w.gen, Offset: w.cursorLocked(w.p).next, Unpark: offsets}
+	if w.commit(ctx, c) != nil {
+		return // asked again at the next heartbeat, by this owner or the next
+	}
+	for _, pr := range skips {
+		w.unparkedLocked(w.p, pr.Key, 1)
+		w.opt.Logger.Warn("projection: parked event skipped by an operator: it will not be handled",
+			"partition", w.p, "offset", pr.Offset, "stream", pr.Key, "attempts", pr.Attempts, "err", pr.Error)
 	}
 }
 
@@ -498,6 +526,31 @@ func (g *Group) Parked() ([]ParkedEvent, error) {
 // the parked records of the stream of the parked record at offset again.
 func (g *Group) Retry(ctx context.Context, partition eventstore.Partition, offset uint64) error {
 	return g.store.RetryParked(ctx, g.group, partition, offset)
+}
+
+// Skip asks the owner of partition (any member, on any node) to drop the
+// parked record at offset without handling it: an operator's decision
+// that the event is lost to this group. The owner unparks it at its next
+// heartbeat and logs it at WARN; Status counts it in Skipped. Records
+// parked behind it on the same stream stay parked (retry or skip them
+// too). It fails with ErrNotParked if, once this node has caught up with
+// the log, the group has no parked record there.
+func (g *Group) Skip(ctx context.Context, partition eventstore.Partition, offset uint64) error {
+	if err := g.store.Barrier(ctx); err != nil {
+		return err
+	}
+	gs, _, err := g.store.GroupState(g.group)
+	if err != nil {
+		return err
+	}
+	for _, a := range gs.Partitions {
+		for _, pr := range a.Parked {
+			if a.Partition == partition && pr.Offset == offset {
+				return g.store.SkipParked(ctx, g.group, partition, offset)
+			}
+		}
+	}
+	return fmt.Errorf("%w: group %s, partition %d offset %d", ErrNotParked, g.group, partition, offset)
 }
 
 // Reset moves every partition of the group to start (earliest: replay
@@ -530,7 +583,7 @@ func (g *Group) Status() Status {
 		return st
 	}
 	for _, a := range gs.Partitions {
-		st.add(partitionStatus(g.store, a.Partition, a.Committed, len(a.Parked)))
+		st.add(partitionStatus(g.store, a.Partition, a.Committed, len(a.Parked), a.Skipped))
 	}
 	return st
 }

@@ -60,6 +60,18 @@ CREATE TABLE IF NOT EXISTS esraft_parked (
 	attempts   INTEGER NOT NULL,
 	parked_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
 	PRIMARY KEY (projection, partition, offset)
+);
+CREATE TABLE IF NOT EXISTS esraft_skipped (
+	projection TEXT NOT NULL,
+	partition  INTEGER NOT NULL,
+	offset     INTEGER NOT NULL,
+	stream     TEXT NOT NULL,
+	event_type TEXT NOT NULL,
+	error      TEXT NOT NULL,
+	attempts   INTEGER NOT NULL,
+	parked_at  TEXT NOT NULL,
+	skipped_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+	PRIMARY KEY (projection, partition, offset)
 );`
 
 // Local is a local projection: it handles every partition of the log, as
@@ -229,14 +241,31 @@ func (r *Local) newProc(w Updater, db *sql.DB) (*proc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("projection %s: load parked: %w", r.name, err)
 	}
-	defer rows.Close()
 	for rows.Next() {
 		var part eventstore.Partition
 		var stream string
 		if err := rows.Scan(&part, &stream); err != nil {
+			rows.Close()
 			return nil, err
 		}
 		p.cursorLocked(part).parked[stream]++
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows, err = db.QueryContext(ctx, `SELECT partition, count(*) FROM esraft_skipped WHERE projection = ? GROUP BY partition`, r.name)
+	if err != nil {
+		return nil, fmt.Errorf("projection %s: load skipped: %w", r.name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var part eventstore.Partition
+		var n uint64
+		if err := rows.Scan(&part, &n); err != nil {
+			return nil, err
+		}
+		p.cursorLocked(part).skipped = n
 	}
 	return p, rows.Err()
 }
@@ -292,13 +321,22 @@ func (r *Local) Parked(ctx context.Context) ([]ParkedEvent, error) {
 // stopping at the first that fails again (its error and attempts are
 // updated). When none is left, the stream flows again.
 func (r *Local) Retry(ctx context.Context, partition eventstore.Partition, offset uint64) error {
-	r.mu.Lock()
-	p := r.live
-	r.mu.Unlock()
-	if p == nil {
-		return ErrNotRunning
+	p, err := r.liveProc()
+	if err != nil {
+		return err
 	}
 	return p.retry(ctx, partition, offset)
+}
+
+// liveProc is the processor of the live read model, if the projection
+// runs.
+func (r *Local) liveProc() (*proc, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.live == nil {
+		return nil, ErrNotRunning
+	}
+	return r.live, nil
 }
 
 func (p *proc) retry(ctx context.Context, partition eventstore.Partition, offset uint64) error {
@@ -341,6 +379,51 @@ func (p *proc) retry(ctx context.Context, partition eventstore.Partition, offset
 	return err
 }
 
+// Skip drops the parked event at (partition, offset) without handling it:
+// an operator's decision that the read model will never have it. Its row
+// moves from esraft_parked to esraft_skipped (with the time of the skip)
+// in one transaction of the read model, Status counts it in Skipped, and
+// it is logged at WARN. Events parked behind it on its stream stay parked
+// (retry or skip them too); the stream flows again once none is left. A
+// rebuild replays every event, a skipped one included.
+func (r *Local) Skip(ctx context.Context, partition eventstore.Partition, offset uint64) error {
+	p, err := r.liveProc()
+	if err != nil {
+		return err
+	}
+	return p.skip(ctx, partition, offset)
+}
+
+func (p *proc) skip(ctx context.Context, partition eventstore.Partition, offset uint64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var pe ParkedEvent
+	err := p.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `SELECT stream, error, attempts FROM esraft_parked WHERE projection = ? AND partition = ? AND offset = ?`,
+			p.name, partition, offset).Scan(&pe.Stream, &pe.Error, &pe.Attempts)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: projection %s, partition %d offset %d", ErrNotParked, p.name, partition, offset)
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO esraft_skipped (projection, partition, offset, stream, event_type, error, attempts, parked_at)
+			SELECT projection, partition, offset, stream, event_type, error, attempts, parked_at FROM esraft_parked
+			WHERE projection = ? AND partition = ? AND offset = ?`, p.name, partition, offset); err != nil {
+			return err
+		}
+		return p.journal.unpark(ctx, tx, partition, offset)
+	})
+	if err != nil {
+		return err
+	}
+	p.unparkedLocked(partition, pe.Stream, 1)
+	p.cursorLocked(partition).skipped++
+	p.opt.Logger.Warn("projection: parked event skipped by an operator: it will not be handled",
+		"partition", partition, "offset", offset, "stream", pe.Stream, "attempts", pe.Attempts, "err", pe.Error)
+	return nil
+}
+
 // Status reports the projection's progress on this node.
 func (r *Local) Status() Status {
 	r.mu.Lock()
@@ -349,7 +432,7 @@ func (r *Local) Status() Status {
 	st := Status{Name: r.name, State: state}
 	if p != nil {
 		live := p.status()
-		st.Partitions, st.Lag, st.Parked = live.Partitions, live.Lag, live.Parked
+		st.Partitions, st.Lag, st.Parked, st.Skipped = live.Partitions, live.Lag, live.Parked, live.Skipped
 	}
 	if rb != nil {
 		lag := rb.shadow.status().Lag
@@ -370,7 +453,7 @@ func (p *proc) status() Status {
 	var st Status
 	for part := range eventstore.Partition(p.store.Partitions()) {
 		cur := p.cursorLocked(part)
-		st.add(partitionStatus(p.store, part, cur.next, cur.parkedCount()))
+		st.add(partitionStatus(p.store, part, cur.next, cur.parkedCount(), cur.skipped))
 	}
 	return st
 }

@@ -55,7 +55,11 @@
 //     parked (dead-lettered with its error) and the partition goes on;
 //     later events of the same stream wait behind it, parked too, to keep
 //     the stream's order. Parked events are listed by a runner's Parked
-//     method and handled again by its Retry method.
+//     method and handled again by its Retry method, or dropped unhandled
+//     by its Skip method (an operator's decision that the event is lost to
+//     this runner; counted in Status as Skipped and logged at WARN, and a
+//     local projection keeps the skipped event's row in its read model's
+//     esraft_skipped table).
 //
 // Runners stop on ctx cancellation: the handler's ctx ends with it, the
 // events in hand that were not handled in full are abandoned uncommitted
@@ -178,6 +182,8 @@ type PartitionStatus struct {
 	Head      uint64               `json:"head"`     // the partition's next offset on this node
 	Lag       uint64               `json:"lag"`      // Head - Position
 	Parked    int                  `json:"parked"`
+	// Skipped counts parked events an operator dropped unhandled (Skip).
+	Skipped uint64 `json:"skipped"`
 }
 
 // Status is a runner's state.
@@ -187,6 +193,7 @@ type Status struct {
 	Partitions []PartitionStatus `json:"partitions"`
 	Lag        uint64            `json:"lag"`
 	Parked     int               `json:"parked"`
+	Skipped    uint64            `json:"skipped"`
 	// Rebuild is the progress of a running rebuild (nil if none): events
 	// replayed into the new read model and the total to replay.
 	Rebuild *RebuildProgress `json:"rebuild,omitempty"`
@@ -201,7 +208,7 @@ type RebuildProgress struct {
 
 // Errors of the runners.
 var (
-	// ErrNotParked: Retry named an event that is not parked.
+	// ErrNotParked: Retry or Skip named an event that is not parked.
 	ErrNotParked = errors.New("projection: event not parked")
 	// ErrRebuildRunning: a rebuild is already running.
 	ErrRebuildRunning = errors.New("projection: a rebuild is already running")

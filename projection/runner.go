@@ -80,8 +80,9 @@ type core struct {
 
 // cursor is where a core stands in one partition, as committed.
 type cursor struct {
-	next   uint64         // the next offset to handle
-	parked map[string]int // parked events per stream; its later events park behind them
+	next    uint64         // the next offset to handle
+	parked  map[string]int // parked events per stream; its later events park behind them
+	skipped uint64         // parked events dropped unhandled by an operator
 }
 
 func (c *core) cursorLocked(part eventstore.Partition) *cursor {
@@ -410,10 +411,10 @@ func (c *core) retryParkedLocked(ctx context.Context, part eventstore.Partition,
 }
 
 // partitionStatus reports a runner at pos in part, with parked events
-// set aside, against the partition's head on this node.
-func partitionStatus(store *eventstore.Store, part eventstore.Partition, pos uint64, parked int) PartitionStatus {
+// set aside and skipped ones, against the partition's head on this node.
+func partitionStatus(store *eventstore.Store, part eventstore.Partition, pos uint64, parked int, skipped uint64) PartitionStatus {
 	head, _ := store.Head(part)
-	ps := PartitionStatus{Partition: part, Position: pos, Head: head, Parked: parked}
+	ps := PartitionStatus{Partition: part, Position: pos, Head: head, Parked: parked, Skipped: skipped}
 	if head > pos {
 		ps.Lag = head - pos
 	}
@@ -425,4 +426,5 @@ func (st *Status) add(ps PartitionStatus) {
 	st.Partitions = append(st.Partitions, ps)
 	st.Lag += ps.Lag
 	st.Parked += ps.Parked
+	st.Skipped += ps.Skipped
 }

@@ -17,9 +17,11 @@ import (
 // Remote connected to this node asks of it. Each call is bounded in time
 // (the caller's wait, at most maxClientWait for a long poll and
 // maxClientCall for anything else), in size (reads at most
-// maxClientReadRecords records and maxClientReadBytes bytes), and in
-// number (Config.MaxClientCalls at once); a payload that does not decode
-// is refused with ErrCorrupt and changes nothing.
+// maxClientReadRecords records and maxClientReadBytes bytes, key pages
+// MaxListKeys keys, a call of several appends route.MaxClientAppends),
+// and in number (Config.MaxClientCalls at once, a call of several appends
+// counting as one); a payload that does not decode is refused with
+// ErrCorrupt and changes nothing.
 const (
 	maxClientCall        = 30 * time.Second
 	maxClientWait        = 10 * time.Second
@@ -77,8 +79,17 @@ func (l *Log) clientCall(ctx context.Context, code byte, d *wire.Decoder) (func(
 			return nil, err
 		}
 		return func(b []byte) []byte { return route.AppendAppendResult(b, res) }, nil
+	case route.MethodClientAppends:
+		encs := route.DecodeAppends(d)
+		if d.Finish() != nil {
+			return nil, nil
+		}
+		replies := l.clientAppends(ctx, encs)
+		return func(b []byte) []byte { return route.AppendReplies(b, replies) }, nil
 	case route.MethodClientRead:
 		return l.clientRead(ctx, d)
+	case route.MethodClientListKeys:
+		return l.clientListKeys(ctx, d)
 	case route.MethodClientKeyInfo:
 		minIndex, p, key := d.Uvarint(), Partition(d.Uvarint()), d.Str()
 		if d.Finish() != nil {
@@ -159,6 +170,17 @@ func (l *Log) clientCall(ctx context.Context, code byte, d *wire.Decoder) (func(
 	return nil, fmt.Errorf("raftlog: unknown client call %d", code)
 }
 
+// clientAppends runs the append requests of one client call together
+// (route.Router.ClientAppends) and returns each one's reply, in order.
+func (l *Log) clientAppends(ctx context.Context, encs [][]byte) [][]byte {
+	results, errs := l.router.ClientAppends(ctx, encs)
+	replies := make([][]byte, len(encs))
+	for i := range encs {
+		replies[i] = route.ClientReply(errs[i], func(b []byte) []byte { return route.AppendAppendResult(b, results[i]) })
+	}
+	return replies
+}
+
 // clientSync waits until this node has applied minIndex of partition p's
 // shard: the client has seen that much, and reads must not go back.
 func (l *Log) clientSync(ctx context.Context, p Partition, minIndex uint64) error {
@@ -192,6 +214,34 @@ func (l *Log) clientRead(ctx context.Context, d *wire.Decoder) (func([]byte) []b
 		return nil, err
 	}
 	return func(b []byte) []byte { return route.AppendRecords(b, recs) }, nil
+}
+
+// clientListKeys lists a page of keys once this node has applied, in
+// every shard, what the client has seen.
+func (l *Log) clientListKeys(ctx context.Context, d *wire.Decoder) (func([]byte) []byte, error) {
+	n := d.Count(1)
+	if n != len(l.shards) {
+		d.Fail()
+		return nil, nil
+	}
+	seen := make([]uint64, n)
+	for i := range seen {
+		seen[i] = d.Uvarint()
+	}
+	prefix, after, limit := d.Str(), d.Str(), d.Uvarint()
+	if d.Finish() != nil {
+		return nil, nil
+	}
+	for s, index := range seen {
+		if err := l.WaitApplied(ctx, Position{Shard: Shard(s), Index: index}); err != nil {
+			return nil, err
+		}
+	}
+	keys, err := l.ListKeys(ctx, prefix, after, int(min(limit, MaxListKeys)))
+	if err != nil {
+		return nil, err
+	}
+	return func(b []byte) []byte { return route.AppendListedKeys(b, keys) }, nil
 }
 
 // clientWait is a long poll: it answers 1 once the condition holds, 0 if
@@ -272,12 +322,13 @@ func appendFlag(b []byte, v bool) []byte {
 }
 
 // authorizeGroupAdmin refuses a thin client with a worker certificate the
-// operator's group operations, reset and delete: a worker consumes; moving
-// a group's offsets or dropping its state is for an operator, through a
+// operator's group operations that lose or move work, reset, delete and
+// skipping a parked record: a worker consumes; moving a group's offsets or
+// dropping its state or events is for an operator, through a
 // node's admin API or a node certificate. (Without TLS, client calls come
 // from loopback only.)
 func (l *Log) authorizeGroupAdmin(ctx context.Context, op *wire.GroupOp) error {
-	if l.tls == nil || (op.Op != wire.GopReset && op.Op != wire.GopDelete) {
+	if l.tls == nil || (op.Op != wire.GopReset && op.Op != wire.GopDelete && op.Op != wire.GopSkip) {
 		return nil
 	}
 	peer, _ := mux.PeerFromContext(ctx)
@@ -286,7 +337,7 @@ func (l *Log) authorizeGroupAdmin(ctx context.Context, op *wire.GroupOp) error {
 		return err
 	}
 	if id.Role == nodecert.Worker {
-		return fmt.Errorf("%w: %s: a worker certificate may not reset or delete consumer group %q; use a node's admin API",
+		return fmt.Errorf("%w: %s: a worker certificate may not reset or delete consumer group %q nor skip its parked records; use a node's admin API",
 			ErrUnauthorized, id, op.Group)
 	}
 	return nil

@@ -47,11 +47,12 @@
 //
 // # Consumer groups
 //
-// JoinGroup, Heartbeat, CommitOffsets, LeaveGroup and RetryParked keep
-// consumer groups in the replicated state of shard 0: membership expires
-// by leader time, each partition has at most one owner, moves are
-// cooperative, and a commit must carry the generation of its grant, so a
-// member that lost a partition can never commit to it again. A committed
+// JoinGroup, Heartbeat, CommitOffsets, LeaveGroup, RetryParked and
+// SkipParked keep consumer groups in the replicated state of shard 0:
+// membership expires by leader time, each partition has at most one
+// owner, moves are cooperative, and a commit must carry the generation of
+// its grant, so a member that lost a partition can never commit to it
+// again. A committed
 // offset never moves back by a commit (ErrCommitBehind). JoinGroupAt
 // creates a group at a StartPosition (earliest, latest, a time, offsets);
 // ResetGroup and DeleteGroup act only on a group with no live member

@@ -229,6 +229,16 @@ func (l *Log) RetryParked(ctx context.Context, group string, partition Partition
 	return err
 }
 
+// SkipParked asks the owner of partition to drop the parked record at
+// offset without handling it (an operator's decision: the record is lost
+// to the group). The owner unparks it at its next heartbeat, and the
+// partition's Skipped count grows; records parked behind it on the same
+// key stay parked.
+func (l *Log) SkipParked(ctx context.Context, group string, partition Partition, offset uint64) error {
+	_, err := l.groupCall(ctx, &wire.GroupOp{Op: wire.GopSkip, Group: group, Partition: partition, Offset: offset})
+	return err
+}
+
 // GroupState returns consumer group as this node has applied it; false if
 // it does not exist.
 func (l *Log) GroupState(group string) (GroupState, bool, error) {

@@ -8,16 +8,12 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/esraft/esraft/raftlog/internal/core"
 	"github.com/esraft/esraft/raftlog/internal/state"
 )
 
 // ListedKey is one key as ListKeys lists it.
-type ListedKey struct {
-	Key       string
-	Partition Partition
-	Seq       uint64 // its current sequence: the records ever appended under it
-	Deleted   bool
-}
+type ListedKey = core.ListedKey
 
 // MaxListKeys bounds one ListKeys page.
 const MaxListKeys = 1000

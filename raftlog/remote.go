@@ -81,9 +81,11 @@ type Remote struct {
 	addrs []string // configured, then learned
 	cur   int      // index of the node in use
 
-	seen    []atomic.Uint64 // per shard: the highest index known applied somewhere
-	closing chan struct{}
-	once    sync.Once
+	seen     []atomic.Uint64 // per shard: the highest index known applied somewhere
+	heads    []atomic.Uint64 // per partition: the highest next offset a node answered (NextOffset)
+	appender *remoteAppender // appends, gathered into calls (remote_append.go)
+	closing  chan struct{}
+	once     sync.Once
 }
 
 // remoteRetry paces attempts after a node failed or refused, and across
@@ -143,6 +145,7 @@ func Dial(ctx context.Context, cfg RemoteConfig) (*Remote, error) {
 	}
 	r.clusterID = cluster
 	r.seen = make([]atomic.Uint64, r.shards)
+	r.heads = make([]atomic.Uint64, r.partitions)
 	r.mu.Lock()
 	for _, a := range learned {
 		if !slices.Contains(r.addrs, a) {
@@ -151,6 +154,7 @@ func Dial(ctx context.Context, cfg RemoteConfig) (*Remote, error) {
 	}
 	addrs := slices.Clone(r.addrs)
 	r.mu.Unlock()
+	r.appender = newRemoteAppender(r)
 	r.logger.Info("raftlog: connected", "node", node, "cluster", cluster, "nodes", addrs)
 	return r, nil
 }
@@ -161,6 +165,9 @@ func (r *Remote) Close() error {
 	r.once.Do(func() {
 		close(r.closing)
 		r.client.Close()
+		if r.appender != nil {
+			r.appender.wait()
+		}
 	})
 	return nil
 }
@@ -217,7 +224,12 @@ func (r *Remote) failover(addr string, err error) {
 // tells whether a failed attempt may have applied something (the error
 // then wraps ErrUnknownOutcome).
 func (r *Remote) call(ctx context.Context, code byte, body []byte, write bool) (*wire.Decoder, error) {
-	unknown := false
+	return r.attempt(ctx, code, body, write, false)
+}
+
+// attempt is call for a write that an earlier attempt may have applied
+// already (unknown).
+func (r *Remote) attempt(ctx context.Context, code byte, body []byte, write, unknown bool) (*wire.Decoder, error) {
 	bo := backoff.Backoff{Policy: remoteRetry}
 	for {
 		select {
@@ -281,7 +293,11 @@ func (r *Remote) saw(s Shard, index uint64) {
 	if s < 0 || int(s) >= len(r.seen) {
 		return
 	}
-	v := &r.seen[s]
+	raise(&r.seen[s], index)
+}
+
+// raise sets v to index if that is higher.
+func raise(v *atomic.Uint64, index uint64) {
 	for {
 		old := v.Load()
 		if index <= old || v.CompareAndSwap(old, index) {
@@ -331,7 +347,7 @@ func (r *Remote) run(ctx context.Context, req wire.Request) (AppendResult, error
 			break
 		}
 	}
-	d, err := r.call(ctx, route.MethodClientAppend, wire.EncodeRequest(make([]byte, 0, wire.RequestSize(&req)), &req), true)
+	d, err := r.appender.append(ctx, wire.EncodeRequest(make([]byte, 0, wire.RequestSize(&req)), &req))
 	if err != nil {
 		return AppendResult{}, err
 	}
@@ -367,15 +383,52 @@ func (r *Remote) read(ctx context.Context, p Partition, from uint64, opt ReadOpt
 	if p < 0 {
 		return nil, fmt.Errorf("%w: %d", ErrUnknownPartition, p)
 	}
-	d, err := r.call(ctx, route.MethodClientRead, b, false)
+	for waited := false; ; waited = true {
+		d, err := r.call(ctx, route.MethodClientRead, b, false)
+		if err != nil {
+			return nil, err
+		}
+		recs := route.DecodeRecords(d, p)
+		if d.Finish() != nil {
+			return nil, fmt.Errorf("%w: malformed records of partition %d", ErrCorrupt, p)
+		}
+		// Nothing from an offset below a head a node showed this client:
+		// either every record up to it is hidden (deleted keys), or the
+		// node in use lags the one that answered NextOffset (a failover in
+		// between). A caller that then moves on to that head, as a
+		// subscription does, would skip records: wait until this node
+		// holds them, and read once more.
+		var head uint64
+		if int(p) < len(r.heads) {
+			head = r.heads[p].Load()
+		}
+		if len(recs) > 0 || byKey || from >= head || waited {
+			return recs, nil
+		}
+		if err := r.Wait(ctx, p, head-1); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// ListKeys returns a page of keys, as Log.ListKeys, from the node in use
+// once it has applied what this client has seen.
+func (r *Remote) ListKeys(ctx context.Context, prefix, after string, limit int) ([]ListedKey, error) {
+	b := binary.AppendUvarint(nil, uint64(r.shards))
+	for s := range r.seen {
+		b = binary.AppendUvarint(b, r.seen[s].Load())
+	}
+	b = wire.AppendString(wire.AppendString(b, prefix), after)
+	b = binary.AppendUvarint(b, uint64(min(max(limit, 1), MaxListKeys)))
+	d, err := r.call(ctx, route.MethodClientListKeys, b, false)
 	if err != nil {
 		return nil, err
 	}
-	recs := route.DecodeRecords(d, p)
+	keys := route.DecodeListedKeys(d, MaxListKeys, r.partitions)
 	if d.Finish() != nil {
-		return nil, fmt.Errorf("%w: malformed records of partition %d", ErrCorrupt, p)
+		return nil, fmt.Errorf("%w: malformed key listing", ErrCorrupt)
 	}
-	return recs, nil
+	return keys, nil
 }
 
 // KeyInfo returns the state of key in partition p, as Log.KeyInfo.
@@ -410,6 +463,9 @@ func (r *Remote) NextOffset(p Partition) (uint64, error) {
 	next := d.Uvarint()
 	if d.Finish() != nil {
 		return 0, fmt.Errorf("%w: malformed offset", ErrCorrupt)
+	}
+	if int(p) < len(r.heads) {
+		raise(&r.heads[p], next) // reads of p wait for it (read)
 	}
 	return next, nil
 }
@@ -549,6 +605,13 @@ func (r *Remote) CommitOffsets(ctx context.Context, group, member string, commit
 // again, as Log.RetryParked.
 func (r *Remote) RetryParked(ctx context.Context, group string, partition Partition, offset uint64) error {
 	_, err := r.groupCall(ctx, &wire.GroupOp{Op: wire.GopRetry, Group: group, Partition: partition, Offset: offset})
+	return err
+}
+
+// SkipParked asks the owner of partition to drop a parked record
+// unhandled, as Log.SkipParked.
+func (r *Remote) SkipParked(ctx context.Context, group string, partition Partition, offset uint64) error {
+	_, err := r.groupCall(ctx, &wire.GroupOp{Op: wire.GopSkip, Group: group, Partition: partition, Offset: offset})
 	return err
 }
 

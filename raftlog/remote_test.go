@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"runtime"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -53,6 +55,9 @@ func clientPayloads() map[byte][]byte {
 		route.MethodClientBarrier:    binary.AppendUvarint(append([]byte(nil), wait...), 0),
 		route.MethodClientGroup:      wire.EncodeGroupOp(append([]byte(nil), wait...), &op),
 		route.MethodClientGroupState: wire.AppendString(binary.AppendUvarint(append([]byte(nil), wait...), 0), "g"),
+		route.MethodClientAppends:    route.AppendAppends(append([]byte(nil), wait...), [][]byte{wire.EncodeRequest(nil, &req), wire.EncodeRequest(nil, &req)}),
+		// one shard seen at 0, prefix "k", after "", at most 10
+		route.MethodClientListKeys: binary.AppendUvarint(wire.AppendString(wire.AppendString(binary.AppendUvarint(binary.AppendUvarint(append([]byte(nil), wait...), 1), 0), "k"), ""), 10),
 	}
 }
 
@@ -241,6 +246,7 @@ func TestRemoteTLSIdentity(t *testing.T) {
 	_, err = r.ResetGroup(ctx, "g", StartPosition{Kind: StartEarliest})
 	require.ErrorIs(t, err, ErrUnauthorized, "resetting a group is an operator's action")
 	require.ErrorIs(t, r.DeleteGroup(ctx, "g"), ErrUnauthorized)
+	require.ErrorIs(t, r.SkipParked(ctx, "g", 0, 0), ErrUnauthorized, "skipping loses an event: an operator's action")
 
 	other := newTestPKI(t)
 	ocert, okey := other.issue(nodecert.Worker, "app2")
@@ -259,7 +265,7 @@ func TestRemoteTLSIdentity(t *testing.T) {
 func TestAuthorizeClientCalls(t *testing.T) {
 	far := mux.Peer{Addr: farConn{}.RemoteAddr()}
 	loop := mux.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}}
-	for code := route.MethodClientInfo; code <= route.MethodClientGroupState; code++ {
+	for code := route.MethodClientInfo; code <= route.LastClientMethod; code++ {
 		require.ErrorIs(t, authorizePlain(far, route.Call{Method: code}), ErrUnauthorized, "method %d from afar without TLS", code)
 		require.NoError(t, authorizePlain(loop, route.Call{Method: code}))
 		worker := nodecert.Identity{Cluster: testClusterName, Role: nodecert.Worker, NodeID: "app"}
@@ -277,12 +283,17 @@ func TestAuthorizeClientCalls(t *testing.T) {
 func FuzzClientCalls(f *testing.F) {
 	l := openSingle(f, f.TempDir(), func(c *Config) { c.Partitions = 2 })
 	f.Cleanup(func() { l.Close() })
-	n := route.MethodClientGroupState - route.MethodClientInfo + 1
-	for code := route.MethodClientInfo; code <= route.MethodClientGroupState; code++ {
+	n := route.LastClientMethod - route.MethodClientInfo + 1
+	for code := route.MethodClientInfo; code <= route.LastClientMethod; code++ {
 		f.Add(code, []byte{5})
 		f.Add(code, []byte{5, 0, 0, 0, 0})
 		f.Add(code, []byte{5, 1, 'k', 1, 1, 'v'})
 	}
+	for code, payload := range clientPayloads() {
+		f.Add(code, payload)
+	}
+	req := wire.Request{Key: "k", Records: []NewRecord{{ID: uuid.New(), Value: []byte("v")}}}
+	f.Add(route.MethodClientAppends, route.AppendAppends([]byte{5}, [][]byte{wire.EncodeRequest(nil, &req), {1}}))
 	f.Fuzz(func(t *testing.T, code byte, payload []byte) {
 		code = route.MethodClientInfo + code%n
 		if len(payload) > 0 {
@@ -293,4 +304,147 @@ func FuzzClientCalls(f *testing.F) {
 		reply := l.serveClient(ctx, code, payload)
 		require.NotEmpty(t, reply, "every call answers")
 	})
+}
+
+// Concurrent appends of one Remote travel together, several in a call,
+// and each keeps its own outcome: the appends whose expectation holds are
+// applied, the others fail with their own *KeySeqError and apply nothing;
+// appending the same records again (same IDs) is answered as a duplicate
+// with the original offsets. Through a follower too, whose appends go to
+// the leader one by one.
+func TestRemoteConcurrentAppendsKeepTheirOutcomes(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	lead := c.leader(0)
+	for _, node := range []int{lead, (lead + 1) % 3} {
+		r := dialRemote(t, RemoteConfig{Addrs: c.addrs(node)})
+		const n = 64
+		recs := make([][]NewRecord, n)
+		results, errs := make([]AppendResult, n), make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			recs[i] = []NewRecord{{ID: uuid.New(), Value: []byte{byte(i)}}}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// Odd appends expect a key that does not exist yet to be at
+				// 5: refused.
+				opt := ExpectKeyAbsent()
+				if i%2 == 1 {
+					opt = ExpectKeySeq(5)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				results[i], errs[i] = r.Append(ctx, fmt.Sprintf("n%d-k%d", node, i), recs[i], opt)
+			}()
+		}
+		wg.Wait()
+		for i := range n {
+			if i%2 == 1 {
+				var kse *KeySeqError
+				require.ErrorAs(t, errs[i], &kse, "append %d", i)
+				require.Equal(t, fmt.Sprintf("n%d-k%d", node, i), kse.Key)
+				continue
+			}
+			require.NoError(t, errs[i], "append %d", i)
+			got, err := r.Read(context.Background(), results[i].Partition, results[i].FirstOffset, ReadOptions{MaxRecords: 1})
+			require.NoError(t, err)
+			require.Equal(t, recs[i][0].ID, got[0].ID, "append %d has its own offset", i)
+			require.Equal(t, fmt.Sprintf("n%d-k%d", node, i), got[0].Key)
+		}
+		require.Positive(t, r.appender.grouped.Load(), "appends travelled together")
+		// The same records again: duplicates, with the original offsets.
+		for i := 0; i < n; i += 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res, err := r.Append(context.Background(), fmt.Sprintf("n%d-k%d", node, i), recs[i])
+				assert.NoError(t, err)
+				assert.True(t, res.Duplicate, "append %d again", i)
+				assert.Equal(t, results[i].FirstOffset, res.FirstOffset)
+			}()
+		}
+		wg.Wait()
+		for i := 1; i < n; i += 2 {
+			info, err := r.KeyInfo(context.Background(), r.Partition(fmt.Sprintf("n%d-k%d", node, i)), fmt.Sprintf("n%d-k%d", node, i))
+			require.NoError(t, err)
+			require.Zero(t, info.Seq, "a refused append applied nothing")
+		}
+	}
+}
+
+// The appends of one client call that reach their shard's leader go into
+// one raft entry together (Batcher.SubmitAll), each with its own outcome:
+// a failed expectation refuses only its own request.
+func TestClientAppendsShareAnEntry(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	l := c.node(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := l.Append(ctx, "warm", []NewRecord{{Value: []byte("x")}})
+	require.NoError(t, err)
+	var encs [][]byte
+	for i := range 10 {
+		req := buildRequest(fmt.Sprintf("k%d", i), []NewRecord{{ID: uuid.New(), Value: []byte("v")}}, 0, []AppendOption{ExpectKeyAbsent()}, l.Partition)
+		if i == 3 {
+			req = buildRequest("warm", []NewRecord{{ID: uuid.New(), Value: []byte("v")}}, 0, []AppendOption{ExpectKeyAbsent()}, l.Partition)
+		}
+		encs = append(encs, wire.EncodeRequest(nil, &req))
+	}
+	before := l.Stats().Shards[0].EntrySizes
+	results, errs := l.router.ClientAppends(ctx, encs)
+	after := l.Stats().Shards[0].EntrySizes
+	require.Equal(t, before.Count+1, after.Count, "one entry")
+	require.Equal(t, before.Sum+10, after.Sum, "of the 10 appends")
+	for i := range encs {
+		if i == 3 {
+			var kse *KeySeqError
+			require.ErrorAs(t, errs[i], &kse)
+			continue
+		}
+		require.NoError(t, errs[i])
+		require.Equal(t, uint64(1), results[i].FirstKeySeq)
+	}
+}
+
+// A read that finds nothing below a head the client was shown waits
+// until the node in use holds the records up to it and reads once more,
+// so that a subscription that moves on to that head skips nothing on a
+// lagging node; where the records are hidden (a deleted key) the second
+// read finds nothing either and the read returns, instead of waiting for
+// ever.
+func TestRemoteReadBelowKnownHead(t *testing.T) {
+	c := newCluster(t, 1, func(c *Config) { c.Partitions = 1 })
+	r := dialRemote(t, RemoteConfig{Addrs: c.addrs(0)})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := c.node(0).Append(ctx, "gone", []NewRecord{{Value: []byte("a")}, {Value: []byte("b")}})
+	require.NoError(t, err)
+	_, err = c.node(0).DeleteKey(ctx, "gone")
+	require.NoError(t, err)
+	head, err := r.NextOffset(0)
+	require.NoError(t, err)
+	require.Positive(t, head)
+	recs, err := r.Read(ctx, 0, 0, ReadOptions{})
+	require.NoError(t, err)
+	require.Empty(t, recs, "hidden records: nothing, and no wait for ever")
+
+	// A head beyond what the node holds (as a node ahead of it answered):
+	// the read waits for the record, then returns it.
+	raise(&r.heads[0], head+1)
+	got := make(chan []Record, 1)
+	go func() {
+		recs, err := r.Read(ctx, 0, head, ReadOptions{})
+		assert.NoError(t, err)
+		got <- recs
+	}()
+	select {
+	case recs := <-got:
+		t.Fatalf("the read did not wait: %v", recs)
+	case <-time.After(200 * time.Millisecond):
+	}
+	res, err := c.node(0).Append(ctx, "late", []NewRecord{{Value: []byte("c")}})
+	require.NoError(t, err)
+	recs = <-got
+	require.Len(t, recs, 1)
+	require.Equal(t, res.FirstOffset, recs[0].Offset)
 }

@@ -374,3 +374,69 @@ func TestStdinTerminal(t *testing.T) {
 		require.Nil(t, stdinTerminal(), f.Name())
 	}
 }
+
+// TestCLIParkedSkip: parked skip asks for confirmation (and refuses with
+// no terminal, sending nothing), then drops a consumer group's parked
+// event unhandled: the owner unparks it, describe counts it as skipped,
+// the handler never saw it. A local projection's parked event is skipped
+// at once; a skip of what is not parked is a not-found.
+func TestCLIParkedSkip(t *testing.T) {
+	c := newCLI(t)
+	var handled atomic.Int64
+	g := projection.NewGroup(c.store, "mailer", "m1", func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
+		if ev.Stream == "poison-1" {
+			return errors.New("no such recipient")
+		}
+		handled.Add(1)
+		return nil
+	}, projection.GroupOptions{Options: projection.Options{MaxAttempts: 2, Backoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond},
+		SessionTimeout: 1500 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); g.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for _, s := range []string{"poison-1", "fine-1"} {
+		_, err := c.store.Append(context.Background(), s, eventstore.Any, []eventstore.EventData{{Type: "Mail", Data: []byte(`{}`)}})
+		require.NoError(t, err)
+	}
+	var l admin.ParkedList
+	wait.Until(t, 30*time.Second, "the poison event parked", func() bool {
+		out, _, _ := c.run("parked", "ls", "--group", "mailer", "-o", "json")
+		return json.Unmarshal([]byte(out), &l) == nil && len(l.Parked) == 1
+	})
+	part, off := fmt.Sprint(l.Parked[0].Partition), fmt.Sprint(l.Parked[0].Offset)
+
+	withTerminal(t, nil)
+	_, err := c.runErr("parked", "skip", part, off, "--group", "mailer")
+	require.Equal(t, exitUsage, exitCode(err))
+	require.ErrorContains(t, err, "give --yes")
+	var question bytes.Buffer
+	withTerminal(t, strings.NewReader("n\n"))
+	err = run([]string{"parked", "skip", part, off, "--group", "mailer", "--addr", c.addr, "--token", "tok"}, io.Discard, &question)
+	require.Equal(t, exitFailed, exitCode(err))
+	require.Contains(t, question.String(), `Consumer group "mailer" will never handle it.`)
+	out, _, _ := c.run("parked", "ls", "--group", "mailer")
+	require.NotContains(t, out, "(skip asked)", "nothing was sent")
+
+	withTerminal(t, strings.NewReader("y\n"))
+	out, errOut, code := c.run("parked", "skip", part, off, "--group", "mailer")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, fmt.Sprintf("partition %s offset %s: skip asked of its owner\n", part, off), out)
+	wait.Until(t, 30*time.Second, "the owner skipped it", func() bool {
+		out, _, _ := c.run("groups", "describe", "mailer", "-o", "json")
+		var gr admin.Group
+		return json.Unmarshal([]byte(out), &gr) == nil && gr.Parked == 0 && gr.Skipped == 1
+	})
+	require.Equal(t, int64(1), handled.Load(), "fine-1 only")
+	out, _, _ = c.run("groups", "describe", "mailer")
+	require.Contains(t, out, "parked 0, skipped 1")
+	_, err = c.runErr("parked", "skip", part, off, "--group", "mailer", "--yes")
+	require.Equal(t, exitNotFound, exitCode(err))
+	require.ErrorContains(t, err, `consumer group "mailer" has no parked event at partition`)
+
+	// The local projection "count" of newCLI parks nothing; a skip there
+	// is a not-found too, from the projection.
+	_, err = c.runErr("parked", "skip", "0", "0", "--projection", "count", "--yes")
+	require.Equal(t, exitNotFound, exitCode(err))
+	require.ErrorContains(t, err, "event not parked")
+}

@@ -435,7 +435,7 @@ func groups(c *client, args []string) error {
 				return err
 			}
 			return c.print(g, func(t *tabwriter.Writer) {
-				fmt.Fprintf(t, "group %s, generation %d, lag %d, parked %d\n\n", g.Group, g.Generation, g.Lag, g.Parked)
+				fmt.Fprintf(t, "group %s, generation %d, lag %d, parked %d, skipped %d\n\n", g.Group, g.Generation, g.Lag, g.Parked, g.Skipped)
 				row(t, "MEMBER", "PARTITIONS", "SESSION", "LAST SEEN")
 				for _, m := range g.Members {
 					row(t, m.ID, joinInts(m.Partitions), time.Duration(m.SessionTimeoutMS)*time.Millisecond, m.LastSeen.Format(time.RFC3339))
@@ -451,9 +451,9 @@ func groups(c *client, args []string) error {
 
 // groupPartitions writes the partition table of a group.
 func groupPartitions(t *tabwriter.Writer, g admin.Group) {
-	row(t, "PARTITION", "OWNER", "GENERATION", "COMMITTED", "HEAD", "LAG", "PARKED", "MOVING TO")
+	row(t, "PARTITION", "OWNER", "GENERATION", "COMMITTED", "HEAD", "LAG", "PARKED", "SKIPPED", "MOVING TO")
 	for _, p := range g.Partitions {
-		row(t, p.Partition, orDash(p.Owner), p.Generation, p.Committed, p.Head, p.Lag, p.Parked, orDash(p.Next))
+		row(t, p.Partition, orDash(p.Owner), p.Generation, p.Committed, p.Head, p.Lag, p.Parked, p.Skipped, orDash(p.Next))
 	}
 }
 
@@ -539,6 +539,13 @@ Subcommands:
                            local projection of the node at --addr
   retry PARTITION OFFSET   handle the parked event again (with those parked behind it
                            on its stream)
+  skip PARTITION OFFSET [--yes]
+                           drop the parked event without handling it (it is counted as
+                           skipped and logged; those parked behind it stay parked)
+
+A group's owner carries out a retry or skip at its next heartbeat; a projection's
+is done at once. skip asks for confirmation unless --yes is given, and refuses
+without a terminal.
 `
 
 func parked(c *client, args []string) error {
@@ -555,6 +562,12 @@ func parked(c *client, args []string) error {
 			return "/admin/groups/" + url.PathEscape(group) + "/parked", nil
 		}
 		return "/admin/projections/" + url.PathEscape(proj) + "/parked", nil
+	}
+	consumer := func() string {
+		if group != "" {
+			return fmt.Sprintf("Consumer group %q", group)
+		}
+		return fmt.Sprintf("Projection %q", proj)
 	}
 	return dispatch(c, "parked", parkedUsage, subcommands{
 		"ls": func(c *client, args []string) error {
@@ -576,37 +589,67 @@ func parked(c *client, args []string) error {
 					if p.Retrying {
 						errText = "(retry asked) " + errText
 					}
+					if p.Skipping {
+						errText = "(skip asked) " + errText
+					}
 					row(t, p.Partition, p.Offset, p.Stream, p.Attempts, errText)
 				}
 			})
 		},
-		"retry": func(c *client, args []string) error {
-			pos, err := c.parse("parked retry", "parked retry PARTITION OFFSET (--group G | --projection P) [flags]", args, 2, target)
-			if err != nil {
-				return err
-			}
-			path, err := base()
-			if err != nil {
-				return err
-			}
-			for _, p := range pos {
-				if _, err := strconv.ParseUint(p, 10, 64); err != nil {
-					return usageErr("parked retry: %q is not a partition or offset number", p)
-				}
-			}
-			var out admin.Retry
-			if err := c.post("POST", path+"/"+pos[0]+"/"+pos[1]+"/retry", nil, &out); err != nil {
-				return err
-			}
-			return c.print(out, func(t *tabwriter.Writer) {
-				if out.Remaining != nil {
-					fmt.Fprintf(t, "partition %d offset %d retried; %d event(s) still parked\n", out.Partition, out.Offset, *out.Remaining)
-				} else {
-					fmt.Fprintf(t, "partition %d offset %d: retry asked of its owner\n", out.Partition, out.Offset)
-				}
-			})
-		},
+		"retry": func(c *client, args []string) error { return parkedAction(c, "retry", args, target, base, consumer) },
+		"skip":  func(c *client, args []string) error { return parkedAction(c, "skip", args, target, base, consumer) },
 	}, args)
+}
+
+// parkedAction runs parked retry or parked skip (verb) of the event
+// PARTITION OFFSET of the group or projection base names (consumer says
+// which, for people). skip loses the event for that consumer, so it asks
+// for confirmation.
+func parkedAction(c *client, verb string, args []string, target func(*flag.FlagSet), base func() (string, error), consumer func() string) error {
+	var yes bool
+	setup := target
+	if verb == "skip" {
+		setup = func(fs *flag.FlagSet) {
+			target(fs)
+			fs.BoolVar(&yes, "yes", false, "do not ask for confirmation")
+		}
+	}
+	name := "parked " + verb
+	synopsis := name + " PARTITION OFFSET (--group G | --projection P) [flags]"
+	if verb == "skip" {
+		synopsis = name + " PARTITION OFFSET (--group G | --projection P) [--yes] [flags]"
+	}
+	pos, err := c.parse(name, synopsis, args, 2, setup)
+	if err != nil {
+		return err
+	}
+	path, err := base()
+	if err != nil {
+		return err
+	}
+	for _, p := range pos {
+		if _, err := strconv.ParseUint(p, 10, 64); err != nil {
+			return usageErr("%s: %q is not a partition or offset number", name, p)
+		}
+	}
+	if verb == "skip" {
+		q := fmt.Sprintf("Skip the parked event at partition %s offset %s? %s will never handle it.", pos[0], pos[1], consumer())
+		if err := c.confirm(name, yes, q); err != nil {
+			return err
+		}
+	}
+	var out admin.Retry
+	if err := c.post("POST", path+"/"+pos[0]+"/"+pos[1]+"/"+verb, nil, &out); err != nil {
+		return err
+	}
+	done := map[string]string{"retry": "retried", "skip": "skipped"}[verb]
+	return c.print(out, func(t *tabwriter.Writer) {
+		if out.Remaining != nil {
+			fmt.Fprintf(t, "partition %d offset %d %s; %d event(s) still parked\n", out.Partition, out.Offset, done, *out.Remaining)
+		} else {
+			fmt.Fprintf(t, "partition %d offset %d: %s asked of its owner\n", out.Partition, out.Offset, verb)
+		}
+	})
 }
 
 const projectionsUsage = `usage: esraft projections <subcommand> [flags]

@@ -45,6 +45,8 @@ func (a *app) routes() http.Handler {
 		mux.Handle(path, a.admin)
 	}
 	mux.HandleFunc("GET /status", a.status)
+	mux.HandleFunc("POST /drills/notifier", a.protect(a.appendDrill))
+	mux.HandleFunc("PUT /drills/notifier/outage", a.protect(a.setDrillOutage))
 	mux.Handle("/registry/", http.StripPrefix("/registry", a.registry()))
 	return limitBody(maxBodyBytes, mux)
 }
@@ -371,6 +373,7 @@ func (a *app) status(w http.ResponseWriter, r *http.Request) {
 	for name, p := range a.projections {
 		projs[name] = p.Status()
 	}
+	out["notifier_handled"] = a.notify.handled.Load()
 	if a.notifier != nil {
 		projs["notifier"] = a.notifier.Status()
 		if gs, ok := a.notifier.Assignment(); ok {

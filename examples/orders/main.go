@@ -23,6 +23,10 @@
 // with the same token) need a bearer token, set with -admin-token or, to
 // keep it out of the process list, the ESRAFT_ADMIN_TOKEN environment
 // variable; without one they answer 403.
+// The drill endpoints (drills.go) make the notifier fail on purpose, to
+// rehearse parked events (esraft parked ls|retry|skip); -no-notifier runs
+// a node without its notifier member, so that an operator can reset the
+// stopped group (esraft groups reset notifier).
 package main
 
 import (
@@ -53,7 +57,11 @@ import (
 type config struct {
 	data, http, node, addr, peers, join, notifyURL string
 	nonVoter                                       bool
-	logLevel, logFormat                            string
+	// noNotifier runs the node without its member of the notifier group
+	// (the outbox relay still delivers), so that an operator can reset the
+	// group once no node runs one.
+	noNotifier          bool
+	logLevel, logFormat string
 	// adminToken is the bearer token of the admin endpoints; "" turns
 	// them off.
 	adminToken string
@@ -100,6 +108,7 @@ func main() {
 	flag.StringVar(&cfg.tlsCert, "tls-cert", "", "this node's certificate, PEM (reloaded when it changes)")
 	flag.StringVar(&cfg.tlsKey, "tls-key", "", "this node's private key, PEM")
 	flag.StringVar(&cfg.tlsCA, "tls-ca", "", "the cluster CA certificate(s), PEM")
+	flag.BoolVar(&cfg.noNotifier, "no-notifier", false, "run without this node's member of the notifier consumer group (to reset the group: esraft groups reset notifier)")
 	flag.StringVar(&cfg.notifyURL, "notify-url", "", "webhook URL for notifications (default: a JSONL file in the data directory)")
 	flag.StringVar(&cfg.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	flag.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
@@ -133,7 +142,8 @@ type app struct {
 	ordersDB    *sqlite.DB
 	statsDB     *sqlite.DB
 	projections map[string]*projection.Local
-	notifier    *projection.Group
+	notifier    *projection.Group // nil with -no-notifier
+	notify      *notifications
 	admin       http.Handler // the operations API (admin.go)
 	// protect guards an operator endpoint like the admin API (admin.go).
 	protect func(http.HandlerFunc) http.HandlerFunc
@@ -195,7 +205,10 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string, a *app)) e
 		return err
 	}
 	defer notify.close()
-	a.notifier = notify.group
+	a.notify = notify
+	if !cfg.noNotifier {
+		a.notifier = notify.group
+	}
 
 	runners := make(chan error, 3)
 	for name, p := range a.projections {
@@ -205,11 +218,13 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string, a *app)) e
 			}
 		}()
 	}
-	go func() {
-		if err := notify.group.Run(ctx); err != nil {
-			runners <- fmt.Errorf("notifier: %w", err)
-		}
-	}()
+	if a.notifier != nil {
+		go func() {
+			if err := a.notifier.Run(ctx); err != nil {
+				runners <- fmt.Errorf("notifier: %w", err)
+			}
+		}()
+	}
 
 	if a.admin, err = a.adminHandler(cfg.adminToken); err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/esraft/esraft/dedup"
@@ -30,6 +31,12 @@ type notifications struct {
 	relay *outbox.Relay
 	db    *sqlite.DB
 	pub   *jsonlPublisher
+	// outage is this node's drill switch (drills.go): while on, the
+	// handler fails on drill events.
+	outage atomic.Bool
+	// handled counts the events the handler returned nil for since the
+	// process started, redeliveries included (which dedup makes no-ops).
+	handled atomic.Int64
 }
 
 func (n *notifications) close() {
@@ -42,7 +49,8 @@ func (n *notifications) close() {
 
 // notification is the body each webhook receives.
 type notification struct {
-	OrderID string    `json:"order_id"`
+	OrderID string    `json:"order_id,omitempty"`
+	Drill   string    `json:"drill,omitempty"` // a drill event's stream (drills.go)
 	Event   string    `json:"event"`
 	Version uint64    `json:"version"`
 	At      time.Time `json:"at"`
@@ -79,12 +87,19 @@ func startNotifications(ctx context.Context, store *eventstore.Store, cfg config
 		return nil, err
 	}
 	notify := func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
-		body, err := json.Marshal(notification{OrderID: orderID(ev.Stream), Event: ev.Type, Version: ev.Version, At: ev.Time})
+		msg, kind := notification{OrderID: orderID(ev.Stream), Event: ev.Type, Version: ev.Version, At: ev.Time}, "order."
+		if ev.Type == drillEventType {
+			if n.outage.Load() {
+				return errDrillOutage
+			}
+			msg, kind = notification{Drill: ev.Stream, Event: ev.Type, Version: ev.Version, At: ev.Time}, "drill."
+		}
+		body, err := json.Marshal(msg)
 		if err != nil {
 			return err
 		}
 		_, err = outbox.Enqueue(ctx, tx, "notifier", ev.ID, outbox.Message{
-			Key: ev.Stream, Type: "order." + ev.Type, Payload: body,
+			Key: ev.Stream, Type: kind + ev.Type, Payload: body,
 		})
 		return err
 	}
@@ -96,9 +111,17 @@ func startNotifications(ctx context.Context, store *eventstore.Store, cfg config
 		n.close()
 		return nil, err
 	}
+	counted := func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
+		err := h(ctx, tx, ev)
+		if err == nil {
+			n.handled.Add(1)
+		}
+		return err
+	}
 	member := store.Log().NodeID()
-	n.group = projection.NewGroup(store, "notifier", member, projection.Handler(h), projection.GroupOptions{
-		Options:        projection.Options{Categories: []string{"order"}, EventTypes: []string{"OrderPaid", "OrderShipped"}, Logger: log},
+	n.group = projection.NewGroup(store, "notifier", member, counted, projection.GroupOptions{
+		Options: projection.Options{Categories: []string{"order", "drill"}, EventTypes: []string{"OrderPaid", "OrderShipped", drillEventType},
+			Logger: log},
 		SessionTimeout: 5 * time.Second,
 		DB:             db,
 	})

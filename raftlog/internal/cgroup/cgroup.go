@@ -74,6 +74,14 @@ func Encode(b []byte, g *Group) []byte {
 		b = binary.AppendUvarint(b, a.Committed)
 		b = wire.AppendParked(b, a.Parked)
 	}
+	// The skipped counts follow only if one is not zero, so that a group
+	// never skipped from is stored as before skips existed.
+	if slices.ContainsFunc(g.parts, func(a core.PartitionAssignment) bool { return a.Skipped > 0 }) {
+		b = binary.AppendUvarint(b, uint64(len(g.parts)))
+		for _, a := range g.parts {
+			b = binary.AppendUvarint(b, a.Skipped)
+		}
+	}
 	return b
 }
 
@@ -90,6 +98,14 @@ func Decode(b []byte) (*Group, error) {
 	for i := range g.parts {
 		g.parts[i] = core.PartitionAssignment{Partition: core.Partition(i), Owner: d.Str(), Generation: d.Uvarint(), Next: d.Str(), Committed: d.Uvarint()}
 		g.parts[i].Parked = d.Parked()
+	}
+	if d.Err == nil && len(d.B) != 0 {
+		if d.Count(1) != len(g.parts) {
+			d.Fail()
+		}
+		for i := range g.parts {
+			g.parts[i].Skipped = d.Uvarint()
+		}
 	}
 	if d.Err == nil && len(d.B) != 0 {
 		d.Fail()
@@ -208,11 +224,15 @@ func (g *Group) apply(o *wire.GroupOp, t int64) core.GroupOutcome {
 			}
 			return core.GroupOutcome{State: g.State(o.Group), Err: err}
 		}
-	case wire.GopRetry:
+	case wire.GopRetry, wire.GopSkip:
 		if o.Partition >= 0 && int(o.Partition) < len(g.parts) {
 			for i := range g.parts[o.Partition].Parked {
-				if g.parts[o.Partition].Parked[i].Offset == o.Offset {
-					g.parts[o.Partition].Parked[i].Retry = true
+				if pr := &g.parts[o.Partition].Parked[i]; pr.Offset == o.Offset {
+					if o.Op == wire.GopRetry {
+						pr.Retry = true
+					} else {
+						pr.Skip = true
+					}
 				}
 			}
 		}
@@ -312,7 +332,15 @@ func (g *Group) commit(o *wire.GroupOp) error {
 		a := &g.parts[c.Partition]
 		a.Committed = c.Offset
 		if len(c.Unpark) > 0 {
-			a.Parked = slices.DeleteFunc(a.Parked, func(p core.ParkedRecord) bool { return slices.Contains(c.Unpark, p.Offset) })
+			a.Parked = slices.DeleteFunc(a.Parked, func(p core.ParkedRecord) bool {
+				if !slices.Contains(c.Unpark, p.Offset) {
+					return false
+				}
+				if p.Skip {
+					a.Skipped++
+				}
+				return true
+			})
 			if len(a.Parked) == 0 {
 				a.Parked = nil
 			}

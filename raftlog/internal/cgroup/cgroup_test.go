@@ -79,6 +79,8 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Add(Encode(nil, FromState(&core.GroupState{Generation: 3, Members: []core.GroupMember{{ID: "m", SessionTimeout: 5}},
 		Partitions: []core.PartitionAssignment{{Owner: "m", Generation: 3, Committed: 9, Parked: []core.ParkedRecord{{Offset: 4, Key: "k", Error: "e", Attempts: 2}}}}})))
+	f.Add(Encode(nil, FromState(&core.GroupState{Generation: 3, Partitions: []core.PartitionAssignment{
+		{Committed: 9, Skipped: 2, Parked: []core.ParkedRecord{{Offset: 4, Key: "k", Retry: true}, {Offset: 5, Key: "k", Skip: true}}}, {}}})))
 	f.Add([]byte{})
 	f.Add([]byte{1, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -164,4 +166,45 @@ func committed(s core.GroupState) []uint64 {
 		out = append(out, a.Committed)
 	}
 	return out
+}
+
+// A skip marks a parked record; the owner's commit that unparks it counts
+// it in the partition's Skipped, which the stored form keeps (and a group
+// never skipped from is stored as before skips existed). Unparking a
+// record not marked (a retry that handled it) counts nothing; a skip of
+// an offset not parked changes nothing.
+func TestGroupSkipParked(t *testing.T) {
+	out, g := apply(nil, wire.GroupOp{Op: wire.GopJoin, Group: "g", Member: "a", Session: 1e9}, 1)
+	require.NoError(t, out.Err)
+	gen := out.State.Partitions[1].Generation
+	park := []core.ParkedRecord{{Offset: 3, Key: "k", Error: "e", Attempts: 5}, {Offset: 4, Key: "k"}, {Offset: 6, Key: "j"}}
+	out, g = apply(g, wire.GroupOp{Op: wire.GopCommit, Group: "g", Member: "a", Commits: []core.OffsetCommit{{Partition: 1, Generation: gen, Offset: 8, Park: park}}}, 2)
+	require.NoError(t, out.Err)
+
+	out, g = apply(g, wire.GroupOp{Op: wire.GopSkip, Group: "g", Partition: 1, Offset: 5}, 3)
+	require.NoError(t, out.Err)
+	require.Equal(t, park, out.State.Partitions[1].Parked, "no parked record at offset 5: nothing marked")
+	out, g = apply(g, wire.GroupOp{Op: wire.GopSkip, Group: "g", Partition: 1, Offset: 3}, 3)
+	require.NoError(t, out.Err)
+	require.True(t, out.State.Partitions[1].Parked[0].Skip)
+	require.Zero(t, out.State.Partitions[1].Skipped, "counted once the owner has dropped it")
+
+	out, g = apply(g, wire.GroupOp{Op: wire.GopCommit, Group: "g", Member: "a", Commits: []core.OffsetCommit{{Partition: 1, Generation: gen, Offset: 8, Unpark: []uint64{3, 6}}}}, 4)
+	require.NoError(t, out.Err)
+	require.Equal(t, []core.ParkedRecord{{Offset: 4, Key: "k"}}, out.State.Partitions[1].Parked)
+	require.Equal(t, uint64(1), out.State.Partitions[1].Skipped, "6 was handled (a retry), 3 skipped")
+	require.Zero(t, out.State.Partitions[0].Skipped)
+
+	stored, err := Decode(Encode(nil, g))
+	require.NoError(t, err)
+	require.Equal(t, g.State("g"), stored.State("g"))
+	withCounts := Encode(nil, g)
+	withoutCounts := Encode(nil, FromState(&core.GroupState{Generation: g.generation, Members: out.State.Members,
+		Partitions: []core.PartitionAssignment{g.parts[0], {Partition: 1, Owner: "a", Generation: gen, Committed: 8, Parked: g.parts[1].Parked}}}))
+	require.Equal(t, withoutCounts, withCounts[:len(withoutCounts)], "the counts follow the form of before")
+	require.Len(t, withCounts, len(withoutCounts)+3, "2 partitions, one count of 1")
+
+	out, g = apply(g, wire.GroupOp{Op: wire.GopReset, Group: "g", Offsets: []uint64{0, 0}}, 3e9)
+	require.NoError(t, out.Err)
+	require.Equal(t, uint64(1), out.State.Partitions[1].Skipped, "a reset keeps the record of skips")
 }

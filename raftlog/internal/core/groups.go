@@ -71,6 +71,9 @@ type PartitionAssignment struct {
 	Committed uint64
 	// Parked are records set aside after failing, in offset order.
 	Parked []ParkedRecord
+	// Skipped counts the parked records an operator had dropped unhandled
+	// (SkipParked), for the record: a reset keeps it, a delete drops it.
+	Skipped uint64
 }
 
 // Revoking reports whether the partition's owner must release it.
@@ -87,6 +90,9 @@ type ParkedRecord struct {
 	// Retry is set by RetryParked: the owner should handle the record (and
 	// those parked behind it) again.
 	Retry bool
+	// Skip is set by SkipParked: the owner should unpark the record without
+	// handling it (those parked behind it stay parked).
+	Skip bool
 }
 
 // OffsetCommit is one partition's progress in a commit.

@@ -98,3 +98,11 @@ type KeyInfo struct {
 
 // Exists reports whether the key has records and is not deleted.
 func (k KeyInfo) Exists() bool { return k.Seq > 0 && !k.Deleted }
+
+// ListedKey is one key as a key listing (Log.ListKeys) lists it.
+type ListedKey struct {
+	Key       string
+	Partition Partition
+	Seq       uint64 // its current sequence: the records ever appended under it
+	Deleted   bool
+}

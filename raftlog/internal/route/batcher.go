@@ -69,6 +69,9 @@ type pendingAppend struct {
 	// epoch is batcher.answered when the batcher took the append: an
 	// append taken after the last answer may be one of its callers back.
 	epoch uint64
+	// group are appends submitted with this one (SubmitAll), which go
+	// into the same entry.
+	group []*pendingAppend
 }
 
 // pendingPool recycles pendingAppends whose reply was received: one is
@@ -181,6 +184,63 @@ func (b *Batcher) Submit(ctx context.Context, enc []byte) (core.AppendResult, er
 	}
 }
 
+// SubmitAll submits encs together, so that they go into one entry (or
+// as few as the entry bounds allow), and returns each one's outcome, as
+// Submit would: a thin client's appends, sent in one call, arrive
+// together and are answered together, later than the cohort wait expects
+// callers back; submitted one by one they would be split over entries.
+func (b *Batcher) SubmitAll(ctx context.Context, encs [][]byte) []appendReply {
+	out := make([]appendReply, len(encs))
+	if b.refuse != nil {
+		if err := b.refuse(); err != nil {
+			for i := range out {
+				out[i].err = err
+			}
+			return out
+		}
+	}
+	for start := 0; start < len(encs); {
+		// A group fits an entry alone.
+		end, bytes := start+1, len(encs[start])
+		for end < len(encs) && end-start < b.maxReqs && bytes+len(encs[end]) <= b.maxBytes {
+			bytes += len(encs[end])
+			end++
+		}
+		ps := make([]*pendingAppend, end-start)
+		for i := range ps {
+			ps[i] = &pendingAppend{enc: encs[start+i], done: make(chan appendReply, 1)}
+		}
+		ps[0].group = ps[1:]
+		var failed error
+		select {
+		case b.reqs <- ps[0]:
+		case <-ctx.Done():
+			failed = &retryError{cause: ctx.Err()}
+		case <-b.stop:
+			failed = core.ErrClosed
+		}
+		for i, p := range ps {
+			if failed != nil {
+				out[start+i].err = failed
+				continue
+			}
+			select {
+			case out[start+i] = <-p.done:
+			case <-ctx.Done():
+				out[start+i].err = &retryError{unknown: true, cause: ctx.Err()}
+			case <-b.done:
+				select {
+				case out[start+i] = <-p.done:
+				default:
+					out[start+i].err = core.ErrClosed
+				}
+			}
+		}
+		start = end
+	}
+	return out
+}
+
 func (b *Batcher) Start() {
 	b.started = true
 	go b.complete()
@@ -208,18 +268,23 @@ func (b *Batcher) run() {
 	)
 	add := func(p *pendingAppend) bool {
 		p.epoch = b.answered.Load()
-		if len(batch) > 0 && size+len(p.enc) > b.maxBytes {
+		n, bytes := 1+len(p.group), len(p.enc)
+		for _, g := range p.group {
+			g.epoch = p.epoch
+			bytes += len(g.enc)
+		}
+		if len(batch) > 0 && (size+bytes > b.maxBytes || len(batch)+n > b.maxReqs) {
 			carry = p
 			return false
 		}
-		batch = append(batch, p)
-		size += len(p.enc)
+		batch = append(append(batch, p), p.group...)
+		size += bytes
 		return true
 	}
 	full := func() bool { return carry != nil || len(batch) >= b.maxReqs || size >= b.maxBytes }
 	failAll := func() {
 		if carry != nil {
-			batch = append(batch, carry)
+			batch = append(append(batch, carry), carry.group...)
 		}
 		for _, p := range batch {
 			p.done <- appendReply{err: core.ErrClosed}

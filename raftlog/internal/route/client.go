@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/esraft/esraft/internal/mux"
@@ -33,7 +34,15 @@ const (
 	MethodClientBarrier    byte = 38 // a read barrier on one shard; the index the node then applied
 	MethodClientGroup      byte = 39 // a consumer group operation
 	MethodClientGroupState byte = 40 // a consumer group as the node applied it
+	MethodClientAppends    byte = 41 // several encoded append requests, run at once; a reply each, in order
+	MethodClientListKeys   byte = 42 // a page of the key index, over every partition
 )
+
+// LastClientMethod is the highest client call.
+const LastClientMethod = MethodClientListKeys
+
+// MaxClientAppends bounds the requests of one MethodClientAppends call.
+const MaxClientAppends = 256
 
 // Kinds of MethodClientWait.
 const (
@@ -43,7 +52,7 @@ const (
 
 // IsClientMethod reports whether code is a client call.
 func IsClientMethod(code byte) bool {
-	return code >= MethodClientInfo && code <= MethodClientGroupState
+	return code >= MethodClientInfo && code <= LastClientMethod
 }
 
 // ClientReply is the reply to a client call that ended with err, or, if
@@ -79,6 +88,53 @@ func (r *Router) ClientAppend(ctx context.Context, enc []byte) (core.AppendResul
 		return core.AppendResult{}, err
 	}
 	return r.Append(ctx, s, enc)
+}
+
+// ClientAppends runs the append requests of one client call. Those of a
+// shard this node leads go to its group commit together (SubmitAll), so
+// that they share an entry; the others, and any of those that may be
+// retried, go through ClientAppend one by one, at once. It returns each
+// request's outcome, in order.
+func (r *Router) ClientAppends(ctx context.Context, encs [][]byte) ([]core.AppendResult, []error) {
+	results, errs := make([]core.AppendResult, len(encs)), make([]error, len(encs))
+	byShard := map[*Shard][]int{}
+	for i, enc := range encs {
+		s, err := r.forwardedAppend(enc)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		byShard[s] = append(byShard[s], i)
+	}
+	var alone []int
+	for s, idx := range byShard {
+		if _, id := s.Raft.LeaderWithID(); id != r.self || len(idx) == 1 {
+			alone = append(alone, idx...)
+			continue
+		}
+		group := make([][]byte, len(idx))
+		for j, i := range idx {
+			group[j] = encs[i]
+		}
+		for j, rep := range s.Batcher.SubmitAll(ctx, group) {
+			var re *retryError
+			if errors.As(rep.err, &re) && ctx.Err() == nil {
+				alone = append(alone, idx[j]) // not leader any more, or lost: retried
+				continue
+			}
+			results[idx[j]], errs[idx[j]] = rep.res, rep.err
+		}
+	}
+	var wg sync.WaitGroup
+	for _, i := range alone {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = r.ClientAppend(ctx, encs[i])
+		}()
+	}
+	wg.Wait()
+	return results, errs
 }
 
 // AppendAppendResult and DecodeAppendResult are the encoding of an
@@ -137,4 +193,92 @@ func DecodeRecords(d *wire.Decoder, p core.Partition) []core.Record {
 		return nil
 	}
 	return recs
+}
+
+// AppendAppends encodes the requests of a MethodClientAppends call: a
+// count, then each encoded request as bytes.
+func AppendAppends(b []byte, encs [][]byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(encs)))
+	for _, enc := range encs {
+		b = wire.AppendBytes(b, enc)
+	}
+	return b
+}
+
+// DecodeAppends reads what AppendAppends wrote: 1 to MaxClientAppends
+// requests, or nil with d failed.
+func DecodeAppends(d *wire.Decoder) [][]byte { return decodeBlobs(d, 0) }
+
+// AppendReplies encodes the result of a MethodClientAppends call: a
+// count, then each request's reply (ClientReply) as bytes, in the order
+// of the requests.
+func AppendReplies(b []byte, replies [][]byte) []byte { return AppendAppends(b, replies) }
+
+// DecodeReplies reads what AppendReplies wrote for n requests, or nil
+// with d failed if it holds another number.
+func DecodeReplies(d *wire.Decoder, n int) [][]byte { return decodeBlobs(d, n) }
+
+// decodeBlobs reads a count and as many byte strings: exactly n of them,
+// or, if n is 0, 1 to MaxClientAppends. Anything else fails d.
+func decodeBlobs(d *wire.Decoder, n int) [][]byte {
+	m := d.Count(1)
+	if d.Err != nil || (n > 0 && m != n) || (n == 0 && (m == 0 || m > MaxClientAppends)) {
+		d.Fail()
+		return nil
+	}
+	blobs := make([][]byte, m)
+	for i := range blobs {
+		blobs[i] = d.Bytes()
+	}
+	if d.Err != nil {
+		return nil
+	}
+	return blobs
+}
+
+// AppendListedKeys encodes a page of keys (MethodClientListKeys' result):
+// a count, then per key its name, partition, sequence and deleted flag.
+func AppendListedKeys(b []byte, keys []core.ListedKey) []byte {
+	b = binary.AppendUvarint(b, uint64(len(keys)))
+	for _, k := range keys {
+		b = wire.AppendString(b, k.Key)
+		b = binary.AppendUvarint(b, uint64(k.Partition))
+		b = binary.AppendUvarint(b, k.Seq)
+		b = appendBool(b, k.Deleted)
+	}
+	return b
+}
+
+// DecodeListedKeys reads what AppendListedKeys wrote: at most max keys,
+// each of a partition below partitions; anything else fails d.
+func DecodeListedKeys(d *wire.Decoder, max, partitions int) []core.ListedKey {
+	n := d.Count(4)
+	if n > max {
+		d.Fail()
+	}
+	if d.Err != nil || n == 0 {
+		return nil
+	}
+	keys := make([]core.ListedKey, n)
+	for i := range keys {
+		k := &keys[i]
+		k.Key = d.Str()
+		p := d.Uvarint()
+		k.Seq = d.Uvarint()
+		switch d.Byte() {
+		case 0:
+		case 1:
+			k.Deleted = true
+		default:
+			d.Fail()
+		}
+		if p >= uint64(partitions) {
+			d.Fail()
+		}
+		k.Partition = core.Partition(p)
+	}
+	if d.Err != nil {
+		return nil
+	}
+	return keys
 }

@@ -44,3 +44,49 @@ func FuzzDecodeRecords(f *testing.F) {
 		require.Equal(t, recs, again)
 	})
 }
+
+// FuzzDecodeListedKeys: whatever a node answers to a key listing, the
+// client's decoder returns keys within its bounds (count, partitions) or
+// an error, never panics, and what it accepts survives its own encoding.
+func FuzzDecodeListedKeys(f *testing.F) {
+	f.Add(AppendListedKeys(nil, []core.ListedKey{{Key: "k", Partition: 1, Seq: 3}, {Key: "j", Deleted: true}}))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add([]byte{1, 1, 'k', 9, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d := &wire.Decoder{B: b}
+		keys := DecodeListedKeys(d, 3, 2)
+		if d.Finish() != nil {
+			return
+		}
+		require.LessOrEqual(t, len(keys), 3)
+		for _, k := range keys {
+			require.Less(t, int(k.Partition), 2)
+		}
+		d = &wire.Decoder{B: AppendListedKeys(nil, keys)}
+		again := DecodeListedKeys(d, 3, 2)
+		require.NoError(t, d.Finish())
+		require.Equal(t, keys, again)
+	})
+}
+
+// FuzzDecodeAppends: a call of several appends (or its answer) decodes
+// to at most MaxClientAppends requests or fails, never panics, and what
+// decodes survives its own encoding.
+func FuzzDecodeAppends(f *testing.F) {
+	f.Add(AppendAppends(nil, [][]byte{{1, 2}, {3}}))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add([]byte{0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d := &wire.Decoder{B: b}
+		encs := DecodeAppends(d)
+		if d.Finish() != nil {
+			return
+		}
+		require.NotEmpty(t, encs)
+		require.LessOrEqual(t, len(encs), MaxClientAppends)
+		d = &wire.Decoder{B: AppendReplies(nil, encs)}
+		again := DecodeReplies(d, len(encs))
+		require.NoError(t, d.Finish())
+		require.Equal(t, encs, again)
+	})
+}

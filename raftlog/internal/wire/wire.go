@@ -344,6 +344,10 @@ const (
 	// live members; GopDelete removes such a group.
 	GopReset  byte = 7
 	GopDelete byte = 8
+	// GopSkip marks a parked record to be dropped unhandled by the
+	// partition's owner (an operator's decision, counted in the group's
+	// state once the owner has done it).
+	GopSkip byte = 9
 )
 
 // GroupOp is one operation on a consumer group, as carried in a raft entry
@@ -355,14 +359,14 @@ type GroupOp struct {
 	Session   int64               // join: nanoseconds
 	Release   []core.Partition    // heartbeat: partitions released
 	Commits   []core.OffsetCommit // commit
-	Partition core.Partition      // retry
-	Offset    uint64              // retry
+	Partition core.Partition      // retry, skip
+	Offset    uint64              // retry, skip
 	Offsets   []uint64            // join at, reset: one per partition
 }
 
 // memberless reports an operation of an operator rather than a member.
 func (o *GroupOp) memberless() bool {
-	return o.Op == GopRetry || o.Op == GopReset || o.Op == GopDelete
+	return o.Op == GopRetry || o.Op == GopSkip || o.Op == GopReset || o.Op == GopDelete
 }
 
 // Check reports what makes o unfit to apply: an empty or oversized group
@@ -381,7 +385,7 @@ func (o *GroupOp) Check() error {
 		return fmt.Errorf("%w: a join needs a positive session timeout", core.ErrConfig)
 	case (o.Op == GopJoinAt || o.Op == GopReset) && (len(o.Offsets) == 0 || len(o.Offsets) > core.MaxPartitions):
 		return fmt.Errorf("%w: %d start offsets (one per partition)", core.ErrConfig, len(o.Offsets))
-	case o.Op < GopJoin || o.Op > GopDelete:
+	case o.Op < GopJoin || o.Op > GopSkip:
 		return fmt.Errorf("%w: unknown group operation %d", core.ErrConfig, o.Op)
 	}
 	return nil
@@ -411,7 +415,7 @@ func EncodeGroupOp(b []byte, o *GroupOp) []byte {
 				b = binary.AppendUvarint(b, off)
 			}
 		}
-	case GopRetry:
+	case GopRetry, GopSkip:
 		b = binary.AppendUvarint(b, uint64(o.Partition))
 		b = binary.AppendUvarint(b, o.Offset)
 	case GopJoinAt:
@@ -440,6 +444,13 @@ func (d *Decoder) offsets() []uint64 {
 	return offs
 }
 
+// The flags byte of a parked record: what an operator asked of its
+// owner. Records written before skips existed have 0 or 1.
+const (
+	parkedRetry byte = 1 << iota
+	parkedSkip
+)
+
 func AppendParked(b []byte, ps []core.ParkedRecord) []byte {
 	b = binary.AppendUvarint(b, uint64(len(ps)))
 	for _, p := range ps {
@@ -447,11 +458,14 @@ func AppendParked(b []byte, ps []core.ParkedRecord) []byte {
 		b = AppendString(b, p.Key)
 		b = AppendString(b, p.Error)
 		b = binary.AppendUvarint(b, uint64(p.Attempts))
+		var flags byte
 		if p.Retry {
-			b = append(b, 1)
-		} else {
-			b = append(b, 0)
+			flags |= parkedRetry
 		}
+		if p.Skip {
+			flags |= parkedSkip
+		}
+		b = append(b, flags)
 	}
 	return b
 }
@@ -463,7 +477,12 @@ func (d *Decoder) Parked() []core.ParkedRecord {
 	}
 	ps := make([]core.ParkedRecord, n)
 	for i := range ps {
-		ps[i] = core.ParkedRecord{Offset: d.Uvarint(), Key: d.Str(), Error: d.Str(), Attempts: int(d.Uvarint()), Retry: d.Byte() == 1}
+		ps[i] = core.ParkedRecord{Offset: d.Uvarint(), Key: d.Str(), Error: d.Str(), Attempts: int(d.Uvarint())}
+		flags := d.Byte()
+		if flags&^(parkedRetry|parkedSkip) != 0 {
+			d.Fail()
+		}
+		ps[i].Retry, ps[i].Skip = flags&parkedRetry != 0, flags&parkedSkip != 0
 	}
 	return ps
 }
@@ -490,7 +509,7 @@ func (d *Decoder) GroupOp() GroupOp {
 			o.Commits = append(o.Commits, c)
 		}
 	case GopLeave, GopDelete:
-	case GopRetry:
+	case GopRetry, GopSkip:
 		o.Partition, o.Offset = core.Partition(d.Uvarint()), d.Uvarint()
 	case GopJoinAt:
 		o.Session = int64(d.Uvarint())

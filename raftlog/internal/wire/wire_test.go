@@ -76,9 +76,10 @@ func TestCodecRoundTrip(t *testing.T) {
 		{Op: GopJoin, Group: "g", Member: "m", Session: 5e9},
 		{Op: GopHeartbeat, Group: "g", Member: "m", Release: []core.Partition{1, 2}},
 		{Op: GopCommit, Group: "g", Member: "m", Commits: []core.OffsetCommit{{Partition: 1, Generation: 2, Offset: 3,
-			Park: []core.ParkedRecord{{Offset: 2, Key: "k", Error: "e", Attempts: 1}}, Unpark: []uint64{1}}}},
+			Park: []core.ParkedRecord{{Offset: 2, Key: "k", Error: "e", Attempts: 1}, {Offset: 3, Key: "k", Retry: true, Skip: true}}, Unpark: []uint64{1}}}},
 		{Op: GopLeave, Group: "g", Member: "m"},
 		{Op: GopRetry, Group: "g", Partition: 3, Offset: 9},
+		{Op: GopSkip, Group: "g", Partition: 3, Offset: 9},
 		{Op: GopJoinAt, Group: "g", Member: "m", Session: 5e9, Offsets: []uint64{0, 7, 1 << 40}},
 		{Op: GopReset, Group: "g", Offsets: []uint64{3, 0}},
 		{Op: GopDelete, Group: "g"},
@@ -88,6 +89,20 @@ func TestCodecRoundTrip(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, int64(77), tm)
 		require.Equal(t, op, got)
+	}
+	// A parked record's flags byte holds retry and skip; other bits are
+	// refused. Records stored before skips existed carry 0 or 1.
+	rec := AppendParked(nil, []core.ParkedRecord{{Offset: 1, Key: "k"}})
+	for flags, want := range map[byte]*core.ParkedRecord{0: {}, 1: {Retry: true}, 2: {Skip: true}, 3: {Retry: true, Skip: true}, 4: nil} {
+		rec[len(rec)-1] = flags
+		d := Decoder{B: rec}
+		ps := d.Parked()
+		if want == nil {
+			require.Error(t, d.Err, "flags %d", flags)
+			continue
+		}
+		require.NoError(t, d.Err)
+		require.Equal(t, []core.ParkedRecord{{Offset: 1, Key: "k", Retry: want.Retry, Skip: want.Skip}}, ps)
 	}
 }
 
@@ -191,6 +206,7 @@ func TestGroupOpCheck(t *testing.T) {
 		{Op: GopReset, Group: "g"},
 		{Op: GopReset, Group: "g", Member: "m", Offsets: []uint64{1}},
 		{Op: GopDelete, Group: "g", Member: "m"},
+		{Op: GopSkip, Group: "g", Member: "m"},
 		{Op: GopJoinAt, Group: "g", Member: "m", Session: 1},
 		{Op: GopJoinAt, Group: "g", Member: "m", Offsets: []uint64{1}},
 		{Op: 0, Group: "g", Member: "m"},
