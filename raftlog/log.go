@@ -501,6 +501,21 @@ func checkLogCoversState(logs raft.LogStore, snaps raft.SnapshotStore, applied u
 		return fmt.Errorf("raftlog: list snapshots: %w", err)
 	}
 	if len(metas) > 0 {
+		// A log store that refuses gaps (raft-wal) is emptied when a
+		// snapshot is installed, and keeps a tail of the entries it
+		// applied when one is taken: a non-empty one always reaches its
+		// newest snapshot. One that ends below it lost its tail: raft-wal
+		// reads damage in its last segment as a torn write and drops
+		// everything from there, entries this node acknowledged among
+		// them (RELIABILITY.md, bug 13). The only other way there is a
+		// crash between a snapshot install and raft emptying the log; the
+		// node was behind then, and a rejoin costs only a full copy.
+		if m, ok := logs.(raft.MonotonicLogStore); ok && m.IsMonotonic() && last > 0 && last < metas[0].Index {
+			return fmt.Errorf("%w: the raft log ends at index %d, below its newest snapshot at index %d: "+
+				"it lost its last entries (damaged or truncated). Recovery: move this node's data "+
+				"directory aside and start the node empty, so that it rejoins and copies the state from its peers",
+				ErrCorrupt, last, metas[0].Index)
+		}
 		last = max(last, metas[0].Index)
 	}
 	if applied > last {

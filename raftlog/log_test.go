@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/hashicorp/go-hclog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/esraft/esraft/raftlog/internal/core"
@@ -574,5 +575,46 @@ func TestOpenRefusesRaftLogBehindState(t *testing.T) {
 	_, err := Open(octx, Config{Dir: dir})
 	require.ErrorIs(t, err, ErrCorrupt)
 	require.ErrorContains(t, err, "the raft log ends at index 0")
+	require.ErrorContains(t, err, "Recovery")
+}
+
+// A raft-wal log that ends below its newest snapshot lost its last
+// entries: raft-wal reads damage in its last segment as a torn write and
+// drops everything after it, entries this node acknowledged among them.
+// Open refuses it instead of letting the node vote with the shorter log
+// (bug 13: a fault run lost acknowledged writes that way).
+func TestOpenRefusesRaftLogCutBelowSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	l := openSingle(t, dir, func(c *Config) { c.TrailingLogs = 1024 })
+	l.closeOnce.Do(func() {}) // crash() below stands in for Close
+	for i := 0; i < 20; i++ {
+		_, err := l.Append(ctx, "k", []NewRecord{rec(fmt.Sprint(i))})
+		require.NoError(t, err)
+	}
+	require.NoError(t, l.shards[0].Raft.Snapshot().Error())
+	snapIdx := l.shards[0].Raft.LastIndex()
+	for i := 0; i < 5; i++ {
+		_, err := l.Append(ctx, "k", []NewRecord{rec(fmt.Sprint("after-", i))})
+		require.NoError(t, err)
+	}
+	crash(t, l) // the entries after the snapshot are in the raft log only
+
+	// What raft-wal does with damage in its last segment a few entries
+	// before the snapshot: the log now ends there.
+	cfg := Config{Dir: dir}
+	store, err := openShardLog(filepath.Join(dir, "g0"), &cfg, hclog.NewNullLogger())
+	require.NoError(t, err)
+	last, err := store.LastIndex()
+	require.NoError(t, err)
+	require.Greater(t, last, snapIdx)
+	require.NoError(t, store.DeleteRange(snapIdx-3, last))
+	require.NoError(t, store.Close())
+
+	octx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	_, err = Open(octx, Config{Dir: dir})
+	require.ErrorIs(t, err, ErrCorrupt)
+	require.ErrorContains(t, err, fmt.Sprintf("below its newest snapshot at index %d", snapIdx))
 	require.ErrorContains(t, err, "Recovery")
 }

@@ -88,7 +88,7 @@ func (f *Engine) compactIndexLocked() (before, after int64, err error) {
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return before, 0, err
 	}
-	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: BoltOptions().Timeout, NoSync: true, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: BoltOptions().Timeout, NoSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return before, 0, err
 	}

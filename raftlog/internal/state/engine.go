@@ -204,8 +204,13 @@ func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
 func BoltOptions() *bolt.Options {
 	return &bolt.Options{
-		Timeout:         5 * time.Second,
-		NoFreelistSync:  true,
+		Timeout: 5 * time.Second,
+		// The freelist is written with each commit (a few pages per flush)
+		// so that Open reads it. Without it bbolt rebuilds it at open by
+		// walking every page in a goroutine of its own, which panics on a
+		// damaged page where no recover reaches it, or never ends on a
+		// cycle of page pointers (RELIABILITY.md, bug 14).
+		NoFreelistSync:  false,
 		FreelistType:    bolt.FreelistMapType,
 		InitialMmapSize: 1 << 30, // fewer remaps, which wait for readers
 	}
@@ -330,7 +335,11 @@ func (f *Engine) openIndex(path string) (*bolt.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	legacy, err := isFormat1(db)
+	var legacy bool
+	err = f.guard("open", func() (err error) {
+		legacy, err = isFormat1(db)
+		return err
+	})
 	if err != nil || !legacy {
 		if err != nil {
 			db.Close()
