@@ -10,7 +10,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
 	"slices"
 
 	"github.com/esraft/esraft/internal/sqltx"
@@ -58,9 +60,53 @@ type Migration string
 // Open opens (or creates) the database at path and runs the migrations it
 // has not run yet.
 func Open(ctx context.Context, path string, migrations ...Migration) (*DB, error) {
+	return open(ctx, path, "FULL", migrations)
+}
+
+// OpenUnsynced opens (or creates) the database at path like Open, but with
+// synchronous=OFF: SQLite never calls fsync, so commits cost no disk
+// flush, and a crash of the machine (not of the process alone) may leave
+// the file damaged. It is for a database that nothing relies on until it
+// is complete, a rebuild's, which is discarded and built again after a
+// crash: once complete, Seal makes it durable and it is opened again with
+// Open. WAL journal as with Open (transactions still roll back).
+func OpenUnsynced(ctx context.Context, path string, migrations ...Migration) (*DB, error) {
+	return open(ctx, path, "OFF", migrations)
+}
+
+// Seal closes db and makes what it committed durable: SQLite checkpoints
+// the WAL into the database file when its last connection closes, and
+// Seal then fsyncs that file (and the WAL, if one is left). Open the path
+// again to use it. The directory entry is the caller's to sync (after a
+// rename that publishes the file, say).
+func (db *DB) Seal() error {
+	if err := db.Close(); err != nil {
+		return err
+	}
+	for _, name := range []string{db.Path, db.Path + "-wal"} {
+		err := syncFile(name)
+		if errors.Is(err, fs.ErrNotExist) && name != db.Path {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("sqlitex: seal %s: %w", db.Path, err)
+		}
+	}
+	return nil
+}
+
+func syncFile(name string) error {
+	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	return errors.Join(f.Sync(), f.Close())
+}
+
+func open(ctx context.Context, path, synchronous string, migrations []Migration) (*DB, error) {
 	q := url.Values{}
 	q.Set("_journal_mode", "WAL")
-	q.Set("_synchronous", "FULL")
+	q.Set("_synchronous", synchronous)
 	q.Set("_busy_timeout", "10000")
 	q.Set("_foreign_keys", "1")
 	q.Set("_txlock", "immediate")

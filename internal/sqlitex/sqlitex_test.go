@@ -4,6 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -56,4 +59,35 @@ func TestOpenMigratesOnceAndIsWAL(t *testing.T) {
 	// An older program refuses a newer schema.
 	_, err = Open(ctx, path, migs[:1]...)
 	require.Error(t, err)
+}
+
+// A database opened without fsync is sealed into a file that Open reads
+// back whole, with no WAL left beside it.
+func TestOpenUnsyncedThenSeal(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "x.db")
+	mig := Migration("CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT)")
+	db, err := OpenUnsynced(ctx, path, mig)
+	require.NoError(t, err)
+	var sync int
+	require.NoError(t, db.Write.QueryRow("PRAGMA synchronous").Scan(&sync))
+	require.Equal(t, 0, sync, "OFF")
+	for i := 0; i < 100; i++ {
+		require.NoError(t, db.Update(ctx, func(tx *sql.Tx) error {
+			_, err := tx.Exec("INSERT INTO a (v) VALUES (?)", fmt.Sprint(i))
+			return err
+		}))
+	}
+	require.NoError(t, db.Seal())
+	_, err = os.Stat(path + "-wal")
+	require.ErrorIs(t, err, fs.ErrNotExist, "the WAL was checkpointed into the file")
+
+	db, err = Open(ctx, path, mig)
+	require.NoError(t, err)
+	defer db.Close()
+	var n int
+	require.NoError(t, db.Read.QueryRow("SELECT count(*) FROM a").Scan(&n))
+	require.Equal(t, 100, n)
+	require.NoError(t, db.Write.QueryRow("PRAGMA synchronous").Scan(&sync))
+	require.Equal(t, 2, sync, "FULL once opened with Open")
 }

@@ -1,7 +1,8 @@
 // Package sqlite is the SQLite read model of package projection: a
 // database in a directory, opened with WAL, synchronous=FULL, one writer
 // and a pool of readers, its schema brought up to date by migrations, and
-// rebuilt into a new file that replaces the live one in one step. A local
+// rebuilt into a new file (written without fsync until it is complete,
+// then fsynced) that replaces the live one in one step. A local
 // projection keeps its checkpoints in it, in the handler's transactions; a
 // group member may handle its batches in it. It is a package of its own so
 // that importing projection does not link the SQLite driver (cgo).
@@ -178,6 +179,13 @@ func (d *DB) Close() error {
 // migrations, for a rebuild, and returns its writing pool (one
 // connection). Reads go on to the live database until PromoteShadow; one
 // shadow at a time.
+//
+// The new database is written with synchronous=OFF: its commits do not
+// wait for the disk, which a replay of the whole history would otherwise
+// do once per batch. Nothing relies on it until PromoteShadow: a crash
+// before then leaves the CURRENT file naming the old database, Open
+// deletes the new one, and the rebuild is started again. PromoteShadow
+// makes it durable (fsync) before naming it live.
 func (d *DB) OpenShadow(ctx context.Context) (*sql.DB, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -188,33 +196,61 @@ func (d *DB) OpenShadow(ctx context.Context) (*sql.DB, error) {
 	for _, suffix := range []string{"", "-wal", "-shm"} {
 		os.Remove(d.fileOf(gen) + suffix)
 	}
-	db, err := d.openGen(ctx, gen)
+	db, err := sqlitex.OpenUnsynced(ctx, d.fileOf(gen), d.migrations...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("projection/sqlite: %w", err)
 	}
 	d.shadow = db
 	return db.Write, nil
 }
 
-// PromoteShadow makes the shadow database live (the directory's CURRENT
-// file is replaced atomically), then closes and removes the old one.
+// PromoteShadow makes the shadow database live: it is closed, its file
+// fsynced and opened again as a live database is (synchronous=FULL), then
+// the directory's CURRENT file is replaced atomically, and the old
+// database closed and removed. Its writing pool, as OpenShadow returned
+// it, is closed: the caller stops writing to it first. Reads wait only
+// for the switch, not for the fsync.
 func (d *DB) PromoteShadow() error {
 	d.mu.Lock()
 	shadow, gen := d.shadow, d.gen+1
+	d.mu.Unlock()
 	if shadow == nil {
-		d.mu.Unlock()
 		return errors.New("projection/sqlite: no rebuild's database to promote")
 	}
+	err := shadow.Seal()
+	var sealed *sqlitex.DB
+	if err == nil {
+		sealed, err = d.openGen(context.Background(), gen)
+	}
+	d.mu.Lock()
+	if d.shadow != shadow { // dropped meanwhile
+		d.mu.Unlock()
+		return errors.Join(errors.New("projection/sqlite: the rebuild's database was dropped while being promoted"), closeIf(sealed))
+	}
+	if err != nil {
+		d.shadow = nil
+		d.mu.Unlock()
+		d.removeOthers()
+		return fmt.Errorf("projection/sqlite: make the rebuilt read model durable: %w", err)
+	}
+	d.shadow = sealed
 	if err := writeCurrent(d.dir, gen); err != nil {
 		d.mu.Unlock()
 		return fmt.Errorf("projection/sqlite: switch read model: %w", err)
 	}
 	old := d.cur
-	d.cur, d.gen, d.shadow = shadow, gen, nil
+	d.cur, d.gen, d.shadow = sealed, gen, nil
 	d.mu.Unlock()
-	err := old.Close()
+	err = old.Close()
 	d.removeOthers()
 	return err
+}
+
+func closeIf(db *sqlitex.DB) error {
+	if db == nil {
+		return nil
+	}
+	return db.Close()
 }
 
 // DropShadow closes and removes the shadow database, if one is open.

@@ -3,6 +3,7 @@ package sqlite_test
 import (
 	"context"
 	"database/sql"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -57,14 +58,36 @@ func TestShadowPromoteAndDrop(t *testing.T) {
 
 	shadow, err = db.OpenShadow(ctx)
 	require.NoError(t, err)
+	require.Equal(t, 0, synchronous(t, shadow), "a rebuild's database is written without fsync")
 	put(shadow, "new")
 	require.Equal(t, []string{"old"}, read(db), "reads stay on the live database")
 	require.NoError(t, db.PromoteShadow())
 	require.Equal(t, []string{"new"}, read(db))
+	require.Equal(t, 2, synchronous(t, db.WriteDB()), "the promoted database is written with synchronous=FULL")
+	require.NoError(t, db.Close())
+
+	// A process that stops while rebuilding leaves the live database
+	// live; the unfinished one is deleted when the directory is opened.
+	db, err = sqlite.Open(ctx, dir, "CREATE TABLE t (v TEXT)")
+	require.NoError(t, err)
+	shadow, err = db.OpenShadow(ctx)
+	require.NoError(t, err)
+	put(shadow, "unfinished")
 	require.NoError(t, db.Close())
 
 	db, err = sqlite.Open(ctx, dir, "CREATE TABLE t (v TEXT)")
 	require.NoError(t, err)
 	defer db.Close()
 	require.Equal(t, []string{"new"}, read(db), "the promoted database is live after a reopen")
+	files, err := filepath.Glob(filepath.Join(dir, "model.*"))
+	require.NoError(t, err)
+	for _, f := range files {
+		require.NotContains(t, filepath.Base(f), "model.3.", "the unfinished rebuild's files are gone")
+	}
+}
+
+func synchronous(t *testing.T, w *sql.DB) int {
+	var n int
+	require.NoError(t, w.QueryRow("PRAGMA synchronous").Scan(&n))
+	return n
 }
