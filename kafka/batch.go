@@ -229,18 +229,22 @@ type batchRecord struct {
 	Record
 }
 
-// appendBatch appends one uncompressed record batch v2 holding recs (in
-// offset order, at least one) to dst. kmsg encodes the header and each
-// record; the batch length and CRC-32C, which depend on the encoded bytes,
-// are set in place afterwards.
-func appendBatch(dst []byte, recs []batchRecord) []byte {
-	first, last := recs[0], recs[len(recs)-1]
+// appendBatch appends one uncompressed record batch v2 covering offsets
+// first..last and holding recs (in offset order, within that range, maybe
+// none: offsets with no record are skipped by the client, as after
+// compaction) to dst. kmsg encodes the header and each record; the batch
+// length and CRC-32C, which depend on the encoded bytes, are set in place
+// afterwards.
+func appendBatch(dst []byte, first, last int64, recs []batchRecord) []byte {
 	rb := kmsg.NewRecordBatch()
-	rb.FirstOffset = first.Offset
+	rb.FirstOffset = first
 	rb.Magic = 2
-	rb.LastOffsetDelta = int32(last.Offset - first.Offset)
-	rb.FirstTimestamp = first.Timestamp
-	rb.MaxTimestamp = first.Timestamp
+	rb.LastOffsetDelta = int32(last - first)
+	rb.FirstTimestamp, rb.MaxTimestamp = -1, -1
+	if len(recs) > 0 {
+		rb.FirstTimestamp = recs[0].Timestamp
+		rb.MaxTimestamp = recs[0].Timestamp
+	}
 	rb.ProducerID = -1
 	rb.ProducerEpoch = -1
 	rb.FirstSequence = -1
@@ -253,8 +257,8 @@ func appendBatch(dst []byte, recs []batchRecord) []byte {
 			rb.MaxTimestamp = r.Timestamp
 		}
 		kr = kmsg.Record{
-			TimestampDelta64: r.Timestamp - first.Timestamp,
-			OffsetDelta:      int32(r.Offset - first.Offset),
+			TimestampDelta64: r.Timestamp - rb.FirstTimestamp,
+			OffsetDelta:      int32(r.Offset - first),
 			Key:              r.Key,
 			Value:            r.Value,
 		}

@@ -60,68 +60,73 @@ func (s *Server) checkPartition(ctx context.Context, topic string, partition int
 }
 
 // readRecords reads up to maxBytes of records of a topic partition from
-// offset (at least one record if there is one, as KIP-74 asks), with the
-// offset to read from next.
-func (s *Server) readRecords(ctx context.Context, topic string, partition int32, offset int64, maxBytes int) ([]batchRecord, int, error) {
+// offset (at least one record if there is one, as KIP-74 asks), with their
+// size and the last offset read (-1: none); offsets up to it without a
+// record were skipped (EventsTopic skips the framework's own streams).
+func (s *Server) readRecords(ctx context.Context, topic string, partition int32, offset int64, maxBytes int) ([]batchRecord, int, int64, error) {
 	var out []batchRecord
 	size := 0
+	last := int64(-1)
 	limit := fetchRecordsPerRead
 	if topic == EventsTopic {
 		from := uint64(offset)
 		for size < maxBytes {
 			evs, next, err := s.store.ReadPartition(ctx, eventstore.Partition(partition), from, limit)
 			if err != nil {
-				return nil, 0, err
+				return nil, 0, 0, err
 			}
 			for i := range evs {
 				e := &evs[i]
 				if eventstore.IsSystemStream(e.Stream) {
+					last = int64(e.Offset)
 					continue // Kafka topics' records and the framework's own
 				}
 				br := eventRecord(e)
 				n := len(br.Key) + len(br.Value) + 32
 				if size > 0 && size+n > maxBytes {
-					return out, size, nil
+					return out, size, last, nil
 				}
 				size += n
 				out = append(out, br)
+				last = int64(e.Offset)
 			}
 			if len(evs) < limit || next == from {
 				break
 			}
 			from = next
 		}
-		return out, size, nil
+		return out, size, last, nil
 	}
 	stream := topicStream(topic, partition)
 	from := uint64(offset) + 1
 	for size < maxBytes {
 		evs, err := s.store.ReadStream(ctx, stream, from, limit)
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, 0, err
 		}
 		for i := range evs {
 			e := &evs[i]
 			r, err := decodeRecord(e.Data)
 			if err != nil {
-				return nil, 0, err
+				return nil, 0, 0, err
 			}
 			n := len(r.Key) + len(r.Value) + 32
 			for _, h := range r.Headers {
 				n += len(h.Key) + len(h.Value)
 			}
 			if size > 0 && size+n > maxBytes {
-				return out, size, nil
+				return out, size, last, nil
 			}
 			size += n
-			out = append(out, batchRecord{Offset: int64(e.Version) - 1, Record: r})
+			last = int64(e.Version) - 1
+			out = append(out, batchRecord{Offset: last, Record: r})
 		}
 		if len(evs) < limit {
 			break
 		}
 		from = evs[len(evs)-1].Version + 1
 	}
-	return out, size, nil
+	return out, size, last, nil
 }
 
 // eventRecord is an event of the store as a record of EventsTopic: key =
@@ -279,14 +284,14 @@ func (s *Server) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, resp *kmsg
 				if pmax <= 0 || pmax > maxBytes-total {
 					pmax = maxBytes - total
 				}
-				recs, n, err := s.readRecords(ctx, rt.Topic, rp.Partition, rp.FetchOffset, pmax)
+				recs, n, last, err := s.readRecords(ctx, rt.Topic, rp.Partition, rp.FetchOffset, pmax)
 				if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 					p.ErrorCode = errorCode(err)
 					s.log.Warn("kafka: fetch failed", "topic", rt.Topic, "partition", rp.Partition, "err", err)
 				}
-				if len(recs) > 0 {
-					p.RecordBatches = appendBatch(nil, recs)
-					total += n
+				if last >= rp.FetchOffset {
+					p.RecordBatches = appendBatch(nil, rp.FetchOffset, last, recs)
+					total += n + 1 // a batch of skipped offsets is progress too
 				}
 			}
 			t.Partitions = append(t.Partitions, p)
