@@ -41,3 +41,16 @@ func needKcat(t *testing.T) string {
 	}
 	return p
 }
+
+// waitFor polls cond every 20 ms until it holds, and fails t with msg()
+// (evaluated then) if it does not within timeout.
+func waitFor(t testing.TB, timeout time.Duration, cond func() bool, msg func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", timeout, msg())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

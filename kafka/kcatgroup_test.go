@@ -3,6 +3,7 @@ package kafka
 import (
 	"bufio"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -26,6 +27,11 @@ func startKcatMember(t *testing.T, srv *Server, group, topic string) *kcatMember
 	cmd := exec.Command(needKcat(t), "-b", srv.Addr(), "-u", "-G", group, "-f", "%p %o %s\n",
 		"-X", "session.timeout.ms=3000", "-X", "heartbeat.interval.ms=300",
 		"-X", "auto.commit.interval.ms=100", "-X", "auto.offset.reset=earliest", topic)
+	if os.Getenv("KCAT_DEBUG") != "" {
+		f, _ := os.Create(os.Getenv("KCAT_DEBUG") + "." + group + fmt.Sprint(time.Now().UnixNano()))
+		cmd.Stderr = f
+		cmd.Args = append(cmd.Args[:1], append([]string{"-d", "fetch,cgrp,topic"}, cmd.Args[1:]...)...)
+	}
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -86,17 +92,25 @@ func committed(srv *Server, group string) map[topicPartition]int64 {
 
 func TestKcatGroupSplitsAndResumes(t *testing.T) {
 	srv, _ := startServer(t, func(c *Config) { c.DefaultPartitions = 4 })
+	kcat(t, srv, "", "-L", "-t", "shared") // creates it
+	a := startKcatMember(t, srv, "g1", "shared")
+	b := startKcatMember(t, srv, "g1", "shared")
+	// Records are produced once both members share the partitions, so
+	// that the first cannot read them all before the second joins.
+	waitFor(t, 20*time.Second, func() bool {
+		srv.groups.mu.Lock()
+		defer srv.groups.mu.Unlock()
+		g := srv.groups.groups["g1"]
+		return g != nil && g.state == groupStable && len(g.members) == 2
+	}, func() string { return "the group never had two members" })
 	var in strings.Builder
 	for i := 0; i < 40; i++ {
 		fmt.Fprintf(&in, "key%d:a%d\n", i, i)
 	}
 	kcat(t, srv, in.String(), "-P", "-t", "shared", "-K", ":")
-
-	a := startKcatMember(t, srv, "g1", "shared")
-	b := startKcatMember(t, srv, "g1", "shared")
 	// Both members read, from distinct partitions, every record once,
 	// and commit what they read.
-	require.Eventually(t, func() bool {
+	waitFor(t, 20*time.Second, func() bool {
 		va, pa := values(a.got())
 		vb, pb := values(b.got())
 		if len(pa) == 0 || len(pb) == 0 || len(va)+len(vb) != 40 {
@@ -112,7 +126,9 @@ func TestKcatGroupSplitsAndResumes(t *testing.T) {
 			sum += o
 		}
 		return sum == 40
-	}, 20*time.Second, 50*time.Millisecond, "a: %v\nb: %v", a.got(), b.got())
+	}, func() string {
+		return fmt.Sprintf("a: %v\nb: %v\ncommitted: %v", a.got(), b.got(), committed(srv, "g1"))
+	})
 	va, _ := values(a.got())
 	vb, _ := values(b.got())
 	for v := range va {
@@ -128,10 +144,10 @@ func TestKcatGroupSplitsAndResumes(t *testing.T) {
 		fmt.Fprintf(&in, "key%d:b%d\n", i, i)
 	}
 	kcat(t, srv, in.String(), "-P", "-t", "shared", "-K", ":")
-	require.Eventually(t, func() bool {
+	waitFor(t, 20*time.Second, func() bool {
 		vals, _ := values(b.got()[before:])
 		return len(vals) == 40
-	}, 20*time.Second, 50*time.Millisecond, "b: %v", b.got())
+	}, func() string { return fmt.Sprintf("b: %v", b.got()) })
 	vals, parts := values(b.got()[before:])
 	require.Len(t, parts, 4, "b owns every partition after a was killed")
 	for v, n := range vals {
