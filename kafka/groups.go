@@ -125,6 +125,14 @@ func (c *coordinator) tickLocked(g *group, now time.Time) {
 		}
 	}
 	if g.state == groupPreparingRebalance {
+		// A member that has not rejoined and whose session ran out is
+		// gone: the others need not wait for the rebalance timeout.
+		for id, m := range g.members {
+			if !m.joined && now.Sub(m.lastSeen) > m.session {
+				c.s.log.Info("kafka: group member expired", "group", g.name, "member", id)
+				delete(g.members, id)
+			}
+		}
 		if now.After(g.deadline) || allJoinedLocked(g) && !now.Before(g.notBefore) {
 			c.completeLocked(g, now)
 		}

@@ -1,0 +1,295 @@
+package kafka
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// envRecords is the record count of the franz-go tests: $KAFKA_TEST_RECORDS
+// (the 100,000) or def for CI.
+func envRecords(t *testing.T, def int) int {
+	if v := os.Getenv("KAFKA_TEST_RECORDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		require.NoError(t, err)
+		return n
+	}
+	return def
+}
+
+func newClient(t *testing.T, srv *Server, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(srv.Addr())}, opts...)...)
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// consumeAll reads topic from the beginning until n records arrived and
+// returns how often each value was seen, checking offsets are dense per
+// partition.
+func consumeAll(t *testing.T, srv *Server, topic string, n int) map[string]int {
+	t.Helper()
+	cl := newClient(t, srv, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	seen := map[string]int{}
+	next := map[int32]int64{}
+	total := 0
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for total < n {
+		fs := cl.PollFetches(ctx)
+		require.NoError(t, ctx.Err(), "read %d of %d records", total, n)
+		fs.EachError(func(tp string, p int32, err error) { t.Fatalf("fetch %s/%d: %v", tp, p, err) })
+		fs.EachRecord(func(r *kgo.Record) {
+			require.Equal(t, next[r.Partition], r.Offset, "partition %d offsets are dense", r.Partition)
+			next[r.Partition] = r.Offset + 1
+			seen[string(r.Value)]++
+			total++
+		})
+	}
+	return seen
+}
+
+// createTopic creates topic with CreateTopics.
+func createTopic(t *testing.T, cl *kgo.Client, topic string, partitions int32) {
+	t.Helper()
+	req := kmsg.NewPtrCreateTopicsRequest()
+	rt := kmsg.NewCreateTopicsRequestTopic()
+	rt.Topic, rt.NumPartitions, rt.ReplicationFactor = topic, partitions, -1
+	req.Topics = []kmsg.CreateTopicsRequestTopic{rt}
+	req.TimeoutMillis = 10_000
+	resp, err := req.RequestWith(context.Background(), cl)
+	require.NoError(t, err)
+	require.Zero(t, resp.Topics[0].ErrorCode, "create %s", topic)
+}
+
+func TestFranzIdempotentSnappyProducer(t *testing.T) {
+	srv, _ := startServer(t)
+	n := envRecords(t, 20_000)
+	createTopic(t, newClient(t, srv), "idem", 3)
+	cl := newClient(t, srv, kgo.DefaultProduceTopic("idem"),
+		kgo.ProducerBatchCompression(kgo.SnappyCompression()), kgo.ProducerLinger(5*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		cl.Produce(ctx, &kgo.Record{Key: []byte(strconv.Itoa(i % 97)), Value: []byte("r" + strconv.Itoa(i))},
+			func(_ *kgo.Record, err error) {
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+				wg.Done()
+			})
+	}
+	wg.Wait()
+	require.NoError(t, firstErr)
+	seen := consumeAll(t, srv, "idem", n)
+	require.Len(t, seen, n)
+	for v, c := range seen {
+		require.Equal(t, 1, c, "record %s", v)
+	}
+}
+
+// produceRaw sends one produce request holding batch for topic partition 0
+// and returns the answer.
+func produceRaw(t *testing.T, cl *kgo.Client, topic string, batch []byte) kmsg.ProduceResponseTopicPartition {
+	t.Helper()
+	req := kmsg.NewPtrProduceRequest()
+	req.Acks, req.TimeoutMillis = -1, 10_000
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Records = batch
+	rt.Partitions = []kmsg.ProduceRequestTopicPartition{rp}
+	req.Topics = []kmsg.ProduceRequestTopic{rt}
+	resp, err := req.RequestWith(context.Background(), cl)
+	require.NoError(t, err)
+	return resp.Topics[0].Partitions[0]
+}
+
+// producerBatch is a batch of values from an idempotent producer.
+func producerBatch(pid int64, epoch int16, seq int32, values ...string) []byte {
+	recs := make([]batchRecord, len(values))
+	for i, v := range values {
+		recs[i] = batchRecord{Offset: int64(i), Record: Record{Timestamp: 1, Value: []byte(v)}}
+	}
+	b := appendBatch(nil, 0, int64(len(values)-1), recs)
+	binary.BigEndian.PutUint64(b[43:], uint64(pid))
+	binary.BigEndian.PutUint16(b[51:], uint16(epoch))
+	binary.BigEndian.PutUint32(b[53:], uint32(seq))
+	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[crcStart:], castagnoli))
+	return b
+}
+
+func TestRetriedBatchIsWrittenOnce(t *testing.T) {
+	srv, store := startServer(t)
+	cl := newClient(t, srv)
+	req := kmsg.NewPtrInitProducerIDRequest()
+	ip, err := req.RequestWith(context.Background(), cl)
+	require.NoError(t, err)
+	require.Zero(t, ip.ErrorCode)
+	createTopic(t, cl, "retry", 1)
+
+	first := produceRaw(t, cl, "retry", producerBatch(ip.ProducerID, ip.ProducerEpoch, 0, "a", "b"))
+	require.Zero(t, first.ErrorCode)
+	other := produceRaw(t, cl, "retry", producerBatch(ip.ProducerID, ip.ProducerEpoch, 2, "c"))
+	require.Zero(t, other.ErrorCode)
+	// The first batch again, as a producer retries after a lost answer:
+	// the original offsets, nothing appended.
+	again := produceRaw(t, cl, "retry", producerBatch(ip.ProducerID, ip.ProducerEpoch, 0, "a", "b"))
+	require.Zero(t, again.ErrorCode)
+	require.Equal(t, first.BaseOffset, again.BaseOffset)
+	info, err := store.Stream(context.Background(), topicStream("retry", 0))
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), info.Version, "three records, each once")
+	// A batch whose sequences were partly written (2 was, 3 was not) is
+	// refused whole: the producer sent something other than a retry.
+	bad := produceRaw(t, cl, "retry", producerBatch(ip.ProducerID, ip.ProducerEpoch, 2, "c", "d"))
+	require.Equal(t, kerr.OutOfOrderSequenceNumber.Code, bad.ErrorCode)
+	info, err = store.Stream(context.Background(), topicStream("retry", 0))
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), info.Version, "nothing of the refused batch was written")
+}
+
+// cuttable is a dialer whose connections can all be cut at once, to kill
+// a client without letting it leave its group.
+type cuttable struct {
+	mu    sync.Mutex
+	conns []net.Conn
+	cut   bool
+}
+
+func (c *cuttable) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cut {
+		return nil, fmt.Errorf("cut")
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, network, addr)
+	if err == nil {
+		c.conns = append(c.conns, conn)
+	}
+	return conn, err
+}
+
+func (c *cuttable) cutAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cut = true
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+}
+
+func TestFranzCooperativeGroupExactlyOnceAcrossKill(t *testing.T) {
+	srv, _ := startServer(t)
+	n := envRecords(t, 20_000)
+	createTopic(t, newClient(t, srv), "coop", 6)
+	prod := newClient(t, srv, kgo.DefaultProduceTopic("coop"), kgo.ProducerLinger(5*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	produce := func(from, to int) {
+		for i := from; i < to; i++ {
+			r := &kgo.Record{Key: []byte(strconv.Itoa(i)), Value: []byte("c" + strconv.Itoa(i))}
+			prod.Produce(ctx, r, func(_ *kgo.Record, err error) { require.NoError(t, err) })
+		}
+		require.NoError(t, prod.Flush(ctx))
+	}
+	produce(0, n/2)
+
+	// counted: records whose commit succeeded, by value; a record is
+	// counted by the member that committed it, so a member killed after
+	// reading and before committing leaves its records to the others.
+	var mu sync.Mutex
+	counted := map[string]int{}
+	type member struct {
+		cl     *kgo.Client
+		dialer *cuttable
+		stop   chan struct{}
+		done   chan struct{}
+	}
+	start := func() *member {
+		m := &member{dialer: &cuttable{}, stop: make(chan struct{}), done: make(chan struct{})}
+		m.cl = newClient(t, srv, kgo.ConsumerGroup("coop-group"), kgo.ConsumeTopics("coop"),
+			kgo.Balancers(kgo.CooperativeStickyBalancer()), kgo.DisableAutoCommit(),
+			kgo.SessionTimeout(3*time.Second), kgo.HeartbeatInterval(300*time.Millisecond),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.Dialer(m.dialer.dial),
+			kgo.FetchMaxWait(200*time.Millisecond))
+		go func() {
+			defer close(m.done)
+			for {
+				pctx, pcancel := context.WithTimeout(ctx, time.Second)
+				fs := m.cl.PollFetches(pctx)
+				pcancel()
+				select {
+				case <-m.stop: // killed between reading and committing
+					return
+				default:
+				}
+				recs := fs.Records()
+				if len(recs) == 0 {
+					if ctx.Err() != nil {
+						return
+					}
+					continue
+				}
+				if err := m.cl.CommitRecords(ctx, recs...); err != nil {
+					continue // not counted: read again by this or another member
+				}
+				mu.Lock()
+				for _, r := range recs {
+					counted[string(r.Value)]++
+				}
+				mu.Unlock()
+			}
+		}()
+		return m
+	}
+	members := []*member{start(), start(), start()}
+	total := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(counted)
+	}
+	waitFor(t, 60*time.Second, func() bool { return total() >= n/4 }, func() string {
+		return fmt.Sprintf("%d of %d records counted", total(), n/4)
+	})
+	// Kill one member: no LeaveGroup, its connections cut.
+	killed := members[0]
+	close(killed.stop)
+	killed.dialer.cutAll()
+	<-killed.done
+	produce(n/2, n)
+	waitFor(t, 60*time.Second, func() bool { return total() >= n }, func() string {
+		return fmt.Sprintf("%d of %d records counted", total(), n)
+	})
+	for _, m := range members[1:] {
+		close(m.stop)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, counted, n)
+	for v, c := range counted {
+		require.Equal(t, 1, c, "record %s counted %d times", v, c)
+	}
+}
