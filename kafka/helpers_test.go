@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"hash/crc32"
 	"os/exec"
 	"testing"
 	"time"
@@ -54,3 +55,5 @@ func waitFor(t testing.TB, timeout time.Duration, cond func() bool, msg func() s
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func crcOf(batch []byte) uint32 { return crc32.Checksum(batch[crcStart:], castagnoli) }
