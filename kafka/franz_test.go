@@ -293,3 +293,27 @@ func TestFranzCooperativeGroupExactlyOnceAcrossKill(t *testing.T) {
 		require.Equal(t, 1, c, "record %s counted %d times", v, c)
 	}
 }
+
+func TestLargeBatchSplitsIntoContiguousAppends(t *testing.T) {
+	srv, store := startServer(t, func(c *Config) { c.MaxRecordsPerAppend = 2 })
+	cl := newClient(t, srv)
+	createTopic(t, cl, "split", 1)
+	req := kmsg.NewPtrInitProducerIDRequest()
+	ip, err := req.RequestWith(context.Background(), cl)
+	require.NoError(t, err)
+	batch := producerBatch(ip.ProducerID, ip.ProducerEpoch, 0, "a", "b", "c", "d", "e")
+	first := produceRaw(t, cl, "split", batch)
+	require.Zero(t, first.ErrorCode)
+	again := produceRaw(t, cl, "split", batch)
+	require.Zero(t, again.ErrorCode)
+	require.Equal(t, first.BaseOffset, again.BaseOffset)
+	evs, err := store.ReadStream(context.Background(), topicStream("split", 0), 1, 100)
+	require.NoError(t, err)
+	var got []string
+	for _, e := range evs {
+		r, err := decodeRecord(e.Data)
+		require.NoError(t, err)
+		got = append(got, string(r.Value))
+	}
+	require.Equal(t, []string{"a", "b", "c", "d", "e"}, got, "three appends, in order, each once")
+}

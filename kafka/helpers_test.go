@@ -20,7 +20,7 @@ func startServer(t testing.TB, opts ...func(*Config)) (*Server, *eventstore.Stor
 	defer cancel()
 	store, err := eventstore.Open(ctx, t.TempDir(), eventstore.MaxAppendEvents(10_000))
 	require.NoError(t, err)
-	cfg := Config{Store: store, Addr: "127.0.0.1:0"}
+	cfg := Config{Store: store, Addr: "127.0.0.1:0", MaxRecordsPerAppend: 10_000}
 	for _, o := range opts {
 		o(&cfg)
 	}

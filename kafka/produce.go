@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"hash/fnv"
 	"sync"
 	"time"
 
@@ -144,7 +145,7 @@ func (s *Server) produceOne(ctx context.Context, topic string, p *kmsg.ProduceRe
 			events[i].ID = recordID(b.ProducerID, b.ProducerEpoch, topic, p.Partition, b.FirstSequence+int32(i))
 		}
 	}
-	res, err := s.store.Append(ctx, topicStream(topic, p.Partition), eventstore.Any, events)
+	first, err := s.appendChunks(ctx, topicStream(topic, p.Partition), events)
 	if err != nil {
 		p.ErrorCode = errorCode(err)
 		if p.ErrorCode == kerr.UnknownServerError.Code {
@@ -152,10 +153,57 @@ func (s *Server) produceOne(ctx context.Context, topic string, p *kmsg.ProduceRe
 		}
 		return
 	}
-	p.BaseOffset = int64(res.FirstVersion) - 1
-	if first, err := s.store.Stream(ctx, topicStream(topic, p.Partition)); err == nil && first.First > 0 {
-		p.LogStartOffset = int64(first.First) - 1
+	p.BaseOffset = int64(first) - 1
+	if info, err := s.store.Stream(ctx, topicStream(topic, p.Partition)); err == nil && info.First > 0 {
+		p.LogStartOffset = int64(info.First) - 1
 	}
+}
+
+// appendChunks appends a batch's events in appends of at most
+// MaxRecordsPerAppend events and maxChunkBytes, and returns the first
+// event's version. Chunks after the first expect the version the previous
+// one ended at, under a lock of the stream on this node, so a batch's
+// offsets are contiguous; if another node appended to the stream in
+// between, the rest goes on unconditioned (every record still once, in
+// order, the answer's base offset still the first's). A retried batch
+// finds its chunks by their IDs: each returns its original versions.
+func (s *Server) appendChunks(ctx context.Context, stream string, events []eventstore.EventData) (uint64, error) {
+	mu := &s.streamLocks[streamLockIndex(stream)]
+	mu.Lock()
+	defer mu.Unlock()
+	var first uint64
+	expected := eventstore.Any
+	for len(events) > 0 {
+		n, size := 0, 0
+		for n < len(events) && n < s.cfg.MaxRecordsPerAppend && (n == 0 || size+len(events[n].Data) <= maxChunkBytes) {
+			size += len(events[n].Data) + 32
+			n++
+		}
+		res, err := s.store.Append(ctx, stream, expected, events[:n])
+		if errors.Is(err, eventstore.ErrWrongVersion) && first != 0 {
+			res, err = s.store.Append(ctx, stream, eventstore.Any, events[:n])
+		}
+		if err != nil {
+			return 0, err
+		}
+		if first == 0 {
+			first = res.FirstVersion
+		}
+		expected = eventstore.Exact(res.LastVersion)
+		events = events[n:]
+	}
+	return first, nil
+}
+
+// maxChunkBytes bounds the event data of one append of a produced batch,
+// under the log's default batch byte limit (8 MiB) with room for the
+// events' own fields.
+const maxChunkBytes = 4 << 20
+
+func streamLockIndex(stream string) int {
+	h := fnv.New32a()
+	h.Write([]byte(stream))
+	return int(h.Sum32() % streamLockCount)
 }
 
 // maxBatchBytes bounds a produced batch's records once decompressed.

@@ -49,6 +49,10 @@ type Config struct {
 	// MaxConns bounds the open connections (default 1,024); one more is
 	// closed at accept.
 	MaxConns int
+	// MaxRecordsPerAppend is the most records of one append: a produced
+	// batch with more is appended in several (default 1,000, the store's
+	// default MaxAppendEvents; set it to the store's).
+	MaxRecordsPerAppend int
 	// IdleTimeout closes a connection that sends no request for this long
 	// (default 10 minutes, as Kafka's connections.max.idle.ms).
 	IdleTimeout time.Duration
@@ -65,6 +69,11 @@ const (
 	defaultMaxRequestBytes = 16 << 20
 	defaultMaxConns        = 1024
 	defaultIdleTimeout     = 10 * time.Minute
+	// defaultMaxRecordsPerAppend is the store's default MaxAppendEvents.
+	defaultMaxRecordsPerAppend = 1000
+	// streamLockCount stripes the locks that keep a produced batch's
+	// appends together.
+	streamLockCount = 64
 	// requestReadTimeout bounds the arrival of a request's body once its
 	// size has arrived.
 	requestReadTimeout = 30 * time.Second
@@ -93,6 +102,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxConns <= 0 {
 		c.MaxConns = defaultMaxConns
+	}
+	if c.MaxRecordsPerAppend <= 0 {
+		c.MaxRecordsPerAppend = defaultMaxRecordsPerAppend
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = defaultIdleTimeout
@@ -123,6 +135,8 @@ type Server struct {
 	port   int32
 	topics *topics
 	groups *coordinator
+	// streamLocks serialize produced batches per stream (striped).
+	streamLocks [streamLockCount]sync.Mutex
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -127,8 +127,9 @@ func main() {
 	}
 }
 
-// kafkaMaxBatchRecords bounds the records of one produced batch with
-// -kafka (franz-go and librdkafka batch up to about 1 MB).
+// kafkaMaxBatchRecords bounds the events of one append with -kafka: a
+// produced batch with more records (franz-go and librdkafka batch up to
+// about 1 MB) is appended in several.
 const kafkaMaxBatchRecords = 10_000
 
 // app is the running service.
@@ -227,7 +228,7 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string, a *app)) e
 		return err
 	}
 	if cfg.kafka != "" {
-		ks, err := kafka.Listen(kafka.Config{Store: store, Addr: cfg.kafka, Logger: log})
+		ks, err := kafka.Listen(kafka.Config{Store: store, Addr: cfg.kafka, Logger: log, MaxRecordsPerAppend: kafkaMaxBatchRecords})
 		if err != nil {
 			return err
 		}
