@@ -91,6 +91,9 @@ func committed(srv *Server, group string) map[topicPartition]int64 {
 }
 
 func TestKcatGroupSplitsAndResumes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two consumer processes and a session expiry")
+	}
 	srv, _ := startServer(t, func(c *Config) { c.DefaultPartitions = 4 })
 	kcat(t, srv, "", "-L", "-t", "shared") // creates it
 	a := startKcatMember(t, srv, "g1", "shared")
