@@ -63,7 +63,7 @@ func consumeAll(t *testing.T, srv *Server, topic string, n int) map[string]int {
 }
 
 // createTopic creates topic with CreateTopics.
-func createTopic(t *testing.T, cl *kgo.Client, topic string, partitions int32) {
+func createTopic(t testing.TB, cl *kgo.Client, topic string, partitions int32) {
 	t.Helper()
 	req := kmsg.NewPtrCreateTopicsRequest()
 	rt := kmsg.NewCreateTopicsRequestTopic()

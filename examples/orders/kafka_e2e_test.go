@@ -131,5 +131,5 @@ func TestKafkaIdempotentProducerAcrossLeaderKill(t *testing.T) {
 	for v, c := range seen {
 		require.Equal(t, 1, c, "record %s", v)
 	}
-	t.Logf("%d records, leader n%d killed after %d acknowledged", n, victim+1, n/3)
+	t.Logf("%d records, leader n%d killed with at least %d acknowledged", n, victim+1, n/3-1000)
 }
