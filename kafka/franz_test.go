@@ -317,3 +317,37 @@ func TestLargeBatchSplitsIntoContiguousAppends(t *testing.T) {
 	}
 	require.Equal(t, []string{"a", "b", "c", "d", "e"}, got, "three appends, in order, each once")
 }
+
+func TestDescribeAndListGroups(t *testing.T) {
+	srv, _ := startServer(t)
+	cl := newClient(t, srv)
+	createTopic(t, cl, "described", 2)
+	member := newClient(t, srv, kgo.ConsumerGroup("described-group"), kgo.ConsumeTopics("described"),
+		kgo.FetchMaxWait(100*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var desc *kmsg.DescribeGroupsResponse
+	waitFor(t, 20*time.Second, func() bool {
+		pctx, pcancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		member.PollFetches(pctx) // joins and keeps the member's session
+		pcancel()
+		req := kmsg.NewPtrDescribeGroupsRequest()
+		req.Groups = []string{"described-group", "no-such-group"}
+		var err error
+		desc, err = req.RequestWith(ctx, cl)
+		return err == nil && desc.Groups[0].State == "Stable"
+	}, func() string { return fmt.Sprintf("%+v", desc) })
+	g := desc.Groups[0]
+	require.Equal(t, "consumer", g.ProtocolType)
+	require.Len(t, g.Members, 1)
+	require.NotEmpty(t, g.Members[0].MemberAssignment)
+	require.Equal(t, "Dead", desc.Groups[1].State)
+
+	list, err := kmsg.NewPtrListGroupsRequest().RequestWith(ctx, cl)
+	require.NoError(t, err)
+	var names []string
+	for _, lg := range list.Groups {
+		names = append(names, lg.Group+"="+lg.GroupState)
+	}
+	require.Contains(t, names, "described-group=Stable")
+}

@@ -273,6 +273,22 @@ func (c *coordinator) completeLocked(g *group, now time.Time) {
 	}
 }
 
+// waitLocked releases c.mu until done is closed (at once if nil), then
+// takes it again; false if the server closed first.
+func (c *coordinator) waitLocked(done chan struct{}) bool {
+	if done == nil {
+		return true
+	}
+	c.mu.Unlock()
+	defer c.mu.Lock()
+	select {
+	case <-done:
+		return true
+	case <-c.s.ctx.Done():
+		return false
+	}
+}
+
 func protocolMetadata(m *member, name string) []byte {
 	for _, p := range m.protocols {
 		if p.Name == name {
@@ -361,17 +377,11 @@ func (s *Server) joinGroup(req request) kmsg.Response {
 	if g.state == groupPreparingRebalance && allJoinedLocked(g) && !now.Before(g.notBefore) {
 		c.completeLocked(g, now)
 	}
-	done := g.joinDone
-	c.mu.Unlock()
-	if done != nil {
-		select {
-		case <-done:
-		case <-s.ctx.Done():
-			resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
-			return resp
-		}
+	if !c.waitLocked(g.joinDone) {
+		c.mu.Unlock()
+		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
+		return resp
 	}
-	c.mu.Lock()
 	defer c.mu.Unlock()
 	if m.joinResp == nil || g.members[id] != m {
 		resp.ErrorCode = kerr.UnknownMemberID.Code
@@ -411,17 +421,11 @@ func (s *Server) syncGroup(req request) kmsg.Response {
 			g.syncDone = nil
 		}
 	}
-	done := g.syncDone
-	c.mu.Unlock()
-	if done != nil {
-		select {
-		case <-done:
-		case <-s.ctx.Done():
-			resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
-			return resp
-		}
+	if !c.waitLocked(g.syncDone) {
+		c.mu.Unlock()
+		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
+		return resp
 	}
-	c.mu.Lock()
 	defer c.mu.Unlock()
 	if g.members[r.MemberID] != m {
 		resp.ErrorCode = kerr.UnknownMemberID.Code

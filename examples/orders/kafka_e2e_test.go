@@ -34,26 +34,11 @@ func TestKafkaIdempotentProducerAcrossLeaderKill(t *testing.T) {
 		return []string{"-kafka", kafkaAddr[id]}
 	})
 	var seeds []string
-	for i, p := range procs {
+	for i := range procs {
 		seeds = append(seeds, kafkaAddr[fmt.Sprintf("n%d", i+1)])
-		wait.Until(t, 60*time.Second, "node "+p.http+" serving", func() bool {
-			code, err := call("GET", "http://"+p.http+"/status", "", nil, nil)
-			return err == nil && code == 200
-		})
 	}
-	victim := -1
-	wait.Until(t, 30*time.Second, "a leader", func() bool {
-		for i, p := range procs {
-			var st struct {
-				Shards []struct{ State string } `json:"shards"`
-			}
-			if code, err := call("GET", "http://"+p.http+"/status", "", nil, &st); err == nil && code == 200 && len(st.Shards) > 0 && st.Shards[0].State == "Leader" {
-				victim = i
-				return true
-			}
-		}
-		return false
-	})
+	waitServing(t, procs)
+	victim := waitLeader(t, procs)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
