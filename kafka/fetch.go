@@ -99,27 +99,72 @@ func (s *Server) readRecords(ctx context.Context, topic string, partition int32,
 	}
 	stream := topicStream(topic, partition)
 	from := uint64(offset) + 1
+	// add takes an event of the stream; false once maxBytes is reached.
+	add := func(e *eventstore.Event) (bool, error) {
+		r, err := decodeRecord(e.Data)
+		if err != nil {
+			return false, err
+		}
+		n := len(r.Key) + len(r.Value) + 32
+		for _, h := range r.Headers {
+			n += len(h.Key) + len(h.Value)
+		}
+		if size > 0 && size+n > maxBytes {
+			return false, nil
+		}
+		size += n
+		last = int64(e.Version) - 1
+		out = append(out, batchRecord{Offset: last, Record: r})
+		return true, nil
+	}
+	// The first record by the stream index gives its place in the log
+	// partition; from there the partition is read in order (sequential,
+	// many times cheaper than one index lookup per record) while most of
+	// what it holds is this stream's.
+	evs, err := s.store.ReadStream(ctx, stream, from, 1)
+	if err != nil || len(evs) == 0 {
+		return out, size, last, err
+	}
+	lp, logOffset := evs[0].Partition, evs[0].Offset
+	for size < maxBytes {
+		page, next, err := s.store.ReadPartition(ctx, lp, logOffset, limit)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		matched := 0
+		for i := range page {
+			e := &page[i]
+			if e.Stream != stream {
+				continue
+			}
+			if e.Version != from {
+				return out, size, last, nil // a gap: the next fetch starts there
+			}
+			ok, err := add(e)
+			if err != nil || !ok {
+				return out, size, last, err
+			}
+			from++
+			matched++
+		}
+		if len(page) < limit || next == logOffset {
+			return out, size, last, nil
+		}
+		logOffset = next
+		if matched*4 < len(page) {
+			break // mostly other streams: the stream index is cheaper
+		}
+	}
 	for size < maxBytes {
 		evs, err := s.store.ReadStream(ctx, stream, from, limit)
 		if err != nil {
 			return nil, 0, 0, err
 		}
 		for i := range evs {
-			e := &evs[i]
-			r, err := decodeRecord(e.Data)
-			if err != nil {
-				return nil, 0, 0, err
+			ok, err := add(&evs[i])
+			if err != nil || !ok {
+				return out, size, last, err
 			}
-			n := len(r.Key) + len(r.Value) + 32
-			for _, h := range r.Headers {
-				n += len(h.Key) + len(h.Value)
-			}
-			if size > 0 && size+n > maxBytes {
-				return out, size, last, nil
-			}
-			size += n
-			last = int64(e.Version) - 1
-			out = append(out, batchRecord{Offset: last, Record: r})
 		}
 		if len(evs) < limit {
 			break

@@ -77,6 +77,8 @@ const (
 	// requestReadTimeout bounds the arrival of a request's body once its
 	// size has arrived.
 	requestReadTimeout = 30 * time.Second
+	// handshakeTimeout bounds a TLS handshake.
+	handshakeTimeout = 10 * time.Second
 	// maxPartitionsPerTopic bounds CreateTopics and auto-creation.
 	maxPartitionsPerTopic = 10_000
 	// maxWait bounds a fetch's long poll and a produce's timeout,
@@ -355,6 +357,17 @@ func (e *unsupportedError) Error() string {
 func (s *Server) serveConn(c net.Conn) {
 	var buf, out []byte
 	remote := c.RemoteAddr().String()
+	if tc, ok := c.(*tls.Conn); ok {
+		// The handshake, not the idle timeout, bounds a client that
+		// connects and says nothing.
+		ctx, cancel := context.WithTimeout(s.ctx, handshakeTimeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			s.log.Debug("kafka: TLS handshake failed", "remote", remote, "err", err)
+			return
+		}
+	}
 	for {
 		c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		var size [4]byte

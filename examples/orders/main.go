@@ -107,7 +107,7 @@ func main() {
 	flag.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	flag.StringVar(&cfg.adminToken, "admin-token", "", "bearer token for the /admin endpoints (default $ESRAFT_ADMIN_TOKEN; none: the admin endpoints are off)")
 	flag.DurationVar(&cfg.handoff, "handoff-timeout", 0, "bound on handing leadership to another voter at shutdown (default 2s; negative: no hand-off)")
-	flag.StringVar(&cfg.kafka, "kafka", "", "Kafka listener address, host:port (default: none); the events are topic esraft.events")
+	flag.StringVar(&cfg.kafka, "kafka", "", "Kafka listener address, host:port (default: none; mutual TLS with the -tls-* files); the events are topic esraft.events")
 	showVersion := flag.Bool("version", false, "print the version and build of this program and exit")
 	flag.Parse()
 	if *showVersion {
@@ -228,7 +228,15 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string, a *app)) e
 		return err
 	}
 	if cfg.kafka != "" {
-		ks, err := kafka.Listen(kafka.Config{Store: store, Addr: cfg.kafka, Logger: log, MaxRecordsPerAppend: kafkaMaxBatchRecords})
+		kc := kafka.Config{Store: store, Addr: cfg.kafka, Logger: log, MaxRecordsPerAppend: kafkaMaxBatchRecords}
+		if cfg.tlsCert != "" {
+			// The cluster's identities on the Kafka port too: clients
+			// present a node or worker certificate of the cluster's CA.
+			if kc.TLS, err = kafka.ClusterTLS(cfg.tlsCluster, cfg.tlsCert, cfg.tlsKey, cfg.tlsCA); err != nil {
+				return err
+			}
+		}
+		ks, err := kafka.Listen(kc)
 		if err != nil {
 			return err
 		}
