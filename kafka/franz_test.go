@@ -351,3 +351,35 @@ func TestDescribeAndListGroups(t *testing.T) {
 	}
 	require.Contains(t, names, "described-group=Stable")
 }
+
+func TestGroupsHeldInMemoryAreBounded(t *testing.T) {
+	srv, _ := startServer(t)
+	srv.groups.mu.Lock()
+	srv.groups.maxGroups = 5
+	srv.groups.mu.Unlock()
+	cl := newClient(t, srv)
+	fetch := func(group string) int16 {
+		req := kmsg.NewPtrOffsetFetchRequest()
+		req.Group = group
+		resp, err := req.RequestWith(context.Background(), cl)
+		require.NoError(t, err)
+		return resp.ErrorCode
+	}
+	for i := 0; i < 5; i++ {
+		require.Zero(t, fetch(fmt.Sprintf("g%d", i)))
+	}
+	require.Equal(t, kerr.CoordinatorNotAvailable.Code, fetch("one-too-many"), "a sixth group name is refused")
+	require.Zero(t, fetch("g0"), "a group held already is served")
+	// Empty groups unused for idleGroupTimeout are dropped: make them old.
+	srv.groups.mu.Lock()
+	for _, g := range srv.groups.groups {
+		g.lastUsed = time.Now().Add(-2 * idleGroupTimeout)
+	}
+	srv.groups.mu.Unlock()
+	waitFor(t, 5*time.Second, func() bool {
+		srv.groups.mu.Lock()
+		defer srv.groups.mu.Unlock()
+		return len(srv.groups.groups) == 0
+	}, func() string { return "idle groups were not dropped" })
+	require.Zero(t, fetch("one-too-many"))
+}

@@ -39,6 +39,13 @@ const (
 	// commitsPerTruncate: the offsets stream keeps only its last event;
 	// the ones before it are truncated every so many commits.
 	commitsPerTruncate = 64
+	// maxGroups bounds the groups held in memory; an empty group unused
+	// for idleGroupTimeout is dropped (its offsets stay in the log and
+	// are read again when it is next named).
+	maxGroups        = 10_000
+	idleGroupTimeout = time.Minute
+	// maxPending bounds a group's member IDs handed out and not yet used.
+	maxPending = maxMembers
 )
 
 // coordinator runs the classic group protocol in memory for the groups
@@ -49,6 +56,8 @@ type coordinator struct {
 	// groups by name; a group stays while it has members or offsets
 	// loaded (bounded by the groups clients name).
 	groups map[string]*group
+	// maxGroups bounds len(groups) (maxGroups; tests lower it).
+	maxGroups int
 }
 
 type member struct {
@@ -75,6 +84,7 @@ type group struct {
 	joinDone     chan struct{}        // closed when the rebalance completes
 	syncDone     chan struct{}        // closed when the leader's assignment arrives
 	syncAborted  bool                 // syncDone was closed by a new rebalance
+	lastUsed     time.Time            // of the last request naming the group
 
 	// offsets: loaded once from the replicated stream, then written
 	// through. offMu serializes commits (never held with coordinator.mu).
@@ -97,7 +107,7 @@ type committedOffset struct {
 }
 
 func newCoordinator(s *Server) *coordinator {
-	return &coordinator{s: s, groups: map[string]*group{}}
+	return &coordinator{s: s, groups: map[string]*group{}, maxGroups: maxGroups}
 }
 
 // run expires sessions and ends rebalances whose time is up.
@@ -110,8 +120,11 @@ func (c *coordinator) run(ctx context.Context) {
 			return
 		case now := <-t.C:
 			c.mu.Lock()
-			for _, g := range c.groups {
+			for name, g := range c.groups {
 				c.tickLocked(g, now)
+				if g.state == groupEmpty && len(g.members) == 0 && len(g.pending) == 0 && now.Sub(g.lastUsed) > idleGroupTimeout {
+					delete(c.groups, name)
+				}
 			}
 			c.mu.Unlock()
 		}
@@ -152,12 +165,18 @@ func (c *coordinator) tickLocked(g *group, now time.Time) {
 }
 
 // groupLocked returns the group, creating it empty.
+// groupLocked returns the group, creating it empty; nil if maxGroups are
+// held already.
 func (c *coordinator) groupLocked(name string) *group {
 	g := c.groups[name]
 	if g == nil {
+		if len(c.groups) >= c.maxGroups {
+			return nil
+		}
 		g = &group{name: name, members: map[string]*member{}, pending: map[string]time.Time{}}
 		c.groups[name] = g
 	}
+	g.lastUsed = time.Now()
 	return g
 }
 
@@ -331,6 +350,11 @@ func (s *Server) joinGroup(req request) kmsg.Response {
 	now := time.Now()
 	c.mu.Lock()
 	g := c.groupLocked(r.Group)
+	if g == nil {
+		c.mu.Unlock()
+		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
+		return resp
+	}
 	if len(g.members) > 0 && g.protocolType != r.ProtocolType {
 		c.mu.Unlock()
 		resp.ErrorCode = kerr.InconsistentGroupProtocol.Code
@@ -341,6 +365,11 @@ func (s *Server) joinGroup(req request) kmsg.Response {
 		id = req.clientID + "-" + uuid.NewString()
 		if req.version >= 4 {
 			// KIP-394: the client joins again with this ID.
+			if len(g.pending) >= maxPending {
+				c.mu.Unlock()
+				resp.ErrorCode = kerr.GroupMaxSizeReached.Code
+				return resp
+			}
 			g.pending[id] = now.Add(session)
 			c.mu.Unlock()
 			resp.MemberID = id
@@ -664,7 +693,9 @@ func (s *Server) offsetCommit(req request) kmsg.Response {
 		// A commit from outside the group protocol: only while the
 		// group has no members.
 		g = c.groupLocked(r.Group)
-		if len(g.members) > 0 {
+		if g == nil {
+			code = kerr.CoordinatorNotAvailable.Code
+		} else if len(g.members) > 0 {
 			code = kerr.RebalanceInProgress.Code
 		}
 	} else {
@@ -731,6 +762,10 @@ func (s *Server) offsetFetch(req request) kmsg.Response {
 	c.mu.Lock()
 	g := c.groupLocked(r.Group)
 	c.mu.Unlock()
+	if g == nil {
+		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
+		return resp
+	}
 	g.offMu.Lock()
 	err := s.loadOffsetsLocked(ctx, g)
 	offsets := g.offsets
