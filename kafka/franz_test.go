@@ -16,6 +16,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/eventstore/eventstoretest"
 )
 
 // envRecords is the record count of the franz-go tests: $KAFKA_TEST_RECORDS
@@ -203,7 +206,33 @@ func (c *cuttable) cutAll() {
 
 func TestFranzCooperativeGroupExactlyOnceAcrossKill(t *testing.T) {
 	srv, _ := startServer(t)
-	n := envRecords(t, 20_000)
+	runCooperativeGroup(t, []*Server{srv}, envRecords(t, 20_000))
+}
+
+// TestGroupAcrossNodes: three nodes, each with a listener, and a member
+// seeded with each: they all find the one coordinator (the listener of
+// shard 0's leader) and share the partitions as one group.
+func TestGroupAcrossNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 3-node cluster")
+	}
+	c := eventstoretest.StartCluster(t, 3, eventstore.MaxAppendEvents(10_000))
+	var servers []*Server
+	for i := 0; i < 3; i++ {
+		srv, err := Listen(Config{Store: c.Node(i), Addr: "127.0.0.1:0", MaxRecordsPerAppend: 10_000})
+		require.NoError(t, err)
+		t.Cleanup(func() { srv.Close() })
+		servers = append(servers, srv)
+	}
+	runCooperativeGroup(t, servers, 5_000)
+}
+
+// runCooperativeGroup produces n records to a topic of 6 partitions and
+// consumes them with a 3-member cooperative-sticky group, member i
+// connected to servers[i mod len], one member killed half way: every
+// record is counted once (see below).
+func runCooperativeGroup(t *testing.T, servers []*Server, n int) {
+	srv := servers[0]
 	createTopic(t, newClient(t, srv), "coop", 6)
 	prod := newClient(t, srv, kgo.DefaultProduceTopic("coop"), kgo.ProducerLinger(5*time.Millisecond))
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -228,9 +257,9 @@ func TestFranzCooperativeGroupExactlyOnceAcrossKill(t *testing.T) {
 		stop   chan struct{}
 		done   chan struct{}
 	}
-	start := func() *member {
+	start := func(i int) *member {
 		m := &member{dialer: &cuttable{}, stop: make(chan struct{}), done: make(chan struct{})}
-		m.cl = newClient(t, srv, kgo.ConsumerGroup("coop-group"), kgo.ConsumeTopics("coop"),
+		m.cl = newClient(t, servers[i%len(servers)], kgo.ConsumerGroup("coop-group"), kgo.ConsumeTopics("coop"),
 			kgo.Balancers(kgo.CooperativeStickyBalancer()), kgo.DisableAutoCommit(),
 			kgo.SessionTimeout(3*time.Second), kgo.HeartbeatInterval(300*time.Millisecond),
 			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.Dialer(m.dialer.dial),
@@ -265,7 +294,7 @@ func TestFranzCooperativeGroupExactlyOnceAcrossKill(t *testing.T) {
 		}()
 		return m
 	}
-	members := []*member{start(), start(), start()}
+	members := []*member{start(0), start(1), start(2)}
 	total := func() int {
 		mu.Lock()
 		defer mu.Unlock()
@@ -274,6 +303,24 @@ func TestFranzCooperativeGroupExactlyOnceAcrossKill(t *testing.T) {
 	waitFor(t, 60*time.Second, func() bool { return total() >= n/4 }, func() string {
 		return fmt.Sprintf("%d of %d records counted", total(), n/4)
 	})
+	if len(servers) > 1 {
+		// One node coordinates the group, whichever node each member
+		// was seeded with.
+		waitFor(t, 10*time.Second, func() bool {
+			holding := 0
+			for _, srv := range servers {
+				srv.groups.mu.Lock()
+				if g := srv.groups.groups["coop-group"]; g != nil && len(g.members) > 0 {
+					holding += len(g.members) * 10
+					if len(g.members) != 3 {
+						holding++
+					}
+				}
+				srv.groups.mu.Unlock()
+			}
+			return holding == 30
+		}, func() string { return "the group's members are not all on one node" })
+	}
 	// Kill one member: no LeaveGroup, its connections cut.
 	killed := members[0]
 	close(killed.stop)

@@ -292,6 +292,15 @@ func (c *coordinator) completeLocked(g *group, now time.Time) {
 	}
 }
 
+// notCoordinator reports whether group requests must go to another node
+// (NOT_COORDINATOR: the client asks FindCoordinator again).
+func (s *Server) notCoordinator() bool {
+	ctx, cancel := s.requestCtx(int32(5 * time.Second / time.Millisecond))
+	defer cancel()
+	_, self := s.coordinator(ctx)
+	return !self
+}
+
 // waitLocked releases c.mu until done is closed (at once if nil), then
 // takes it again; false if the server closed first.
 func (c *coordinator) waitLocked(done chan struct{}) bool {
@@ -344,6 +353,10 @@ func (s *Server) joinGroup(req request) kmsg.Response {
 	case r.InstanceID != nil:
 		// Static membership is not served.
 		resp.ErrorCode = kerr.UnsupportedVersion.Code
+		return resp
+	}
+	if s.notCoordinator() {
+		resp.ErrorCode = kerr.NotCoordinator.Code
 		return resp
 	}
 	c := s.groups
@@ -424,6 +437,10 @@ func (s *Server) joinGroup(req request) kmsg.Response {
 func (s *Server) syncGroup(req request) kmsg.Response {
 	r := req.msg.(*kmsg.SyncGroupRequest)
 	resp := r.ResponseKind().(*kmsg.SyncGroupResponse)
+	if s.notCoordinator() {
+		resp.ErrorCode = kerr.NotCoordinator.Code
+		return resp
+	}
 	c := s.groups
 	c.mu.Lock()
 	g, m, code := c.memberLocked(r.Group, r.MemberID, r.Generation)
@@ -496,6 +513,10 @@ func (c *coordinator) memberLocked(name, id string, generation int32) (*group, *
 func (s *Server) heartbeat(req request) kmsg.Response {
 	r := req.msg.(*kmsg.HeartbeatRequest)
 	resp := r.ResponseKind().(*kmsg.HeartbeatResponse)
+	if s.notCoordinator() {
+		resp.ErrorCode = kerr.NotCoordinator.Code
+		return resp
+	}
 	c := s.groups
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -522,6 +543,10 @@ func (s *Server) leaveGroup(req request) kmsg.Response {
 	}
 	if !validGroup(r.Group) {
 		resp.ErrorCode = kerr.InvalidGroupID.Code
+		return resp
+	}
+	if s.notCoordinator() {
+		resp.ErrorCode = kerr.NotCoordinator.Code
 		return resp
 	}
 	c := s.groups
@@ -560,6 +585,9 @@ func (s *Server) findCoordinator(req request) kmsg.Response {
 	if req.version < 4 {
 		keys = []string{r.CoordinatorKey}
 	}
+	ctx, cancel := s.requestCtx(int32(5 * time.Second / time.Millisecond))
+	defer cancel()
+	target, _ := s.coordinator(ctx)
 	for _, k := range keys {
 		code := int16(0)
 		if r.CoordinatorType != 0 {
@@ -568,7 +596,7 @@ func (s *Server) findCoordinator(req request) kmsg.Response {
 		if req.version < 4 {
 			resp.ErrorCode = code
 			if code == 0 {
-				resp.NodeID, resp.Host, resp.Port = s.cfg.BrokerID, s.host, s.port
+				resp.NodeID, resp.Host, resp.Port = target.BrokerID, target.Host, target.Port
 			} else {
 				resp.NodeID, resp.Port = -1, -1
 			}
@@ -576,7 +604,7 @@ func (s *Server) findCoordinator(req request) kmsg.Response {
 		}
 		co := kmsg.NewFindCoordinatorResponseCoordinator()
 		co.Key, co.ErrorCode = k, code
-		co.NodeID, co.Host, co.Port = s.cfg.BrokerID, s.host, s.port
+		co.NodeID, co.Host, co.Port = target.BrokerID, target.Host, target.Port
 		if code != 0 {
 			co.NodeID, co.Host, co.Port = -1, "", -1
 		}
@@ -685,10 +713,13 @@ func (s *Server) offsetCommit(req request) kmsg.Response {
 	defer cancel()
 	code := int16(0)
 	c := s.groups
+	notCoord := s.notCoordinator()
 	c.mu.Lock()
 	var g *group
 	if !validGroup(r.Group) {
 		code = kerr.InvalidGroupID.Code
+	} else if notCoord {
+		code = kerr.NotCoordinator.Code
 	} else if r.Generation < 0 && r.MemberID == "" {
 		// A commit from outside the group protocol: only while the
 		// group has no members.
@@ -754,6 +785,10 @@ func (s *Server) offsetFetch(req request) kmsg.Response {
 	resp := r.ResponseKind().(*kmsg.OffsetFetchResponse)
 	if !validGroup(r.Group) {
 		resp.ErrorCode = kerr.InvalidGroupID.Code
+		return resp
+	}
+	if s.notCoordinator() {
+		resp.ErrorCode = kerr.NotCoordinator.Code
 		return resp
 	}
 	ctx, cancel := s.requestCtx(int32(maxWait / time.Millisecond))

@@ -32,6 +32,15 @@ func (s *Server) metadata(req request) kmsg.Response {
 	b := kmsg.NewMetadataResponseBroker()
 	b.NodeID, b.Host, b.Port = s.cfg.BrokerID, s.host, s.port
 	resp.Brokers = []kmsg.MetadataResponseBroker{b}
+	// The other nodes' listeners, so that a client can reach the group
+	// coordinator; partitions are all led by this node.
+	for _, r := range s.brokers.all(ctx) {
+		if r.BrokerID != s.cfg.BrokerID {
+			ob := kmsg.NewMetadataResponseBroker()
+			ob.NodeID, ob.Host, ob.Port = r.BrokerID, r.Host, r.Port
+			resp.Brokers = append(resp.Brokers, ob)
+		}
+	}
 	resp.ClusterID = s.clusterID()
 	resp.ControllerID = s.cfg.BrokerID
 

@@ -129,14 +129,15 @@ func (c *Config) Validate() error {
 
 // Server is a Kafka listener over an event store.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	store  *eventstore.Store
-	ln     net.Listener
-	host   string
-	port   int32
-	topics *topics
-	groups *coordinator
+	cfg     Config
+	log     *slog.Logger
+	store   *eventstore.Store
+	ln      net.Listener
+	host    string
+	port    int32
+	topics  *topics
+	groups  *coordinator
+	brokers *brokers
 	// streamLocks serialize produced batches per stream (striped).
 	streamLocks [streamLockCount]sync.Mutex
 
@@ -180,6 +181,14 @@ func Listen(cfg Config) (*Server, error) {
 	}
 	s.topics = newTopics(cfg.Store)
 	s.groups = newCoordinator(s)
+	s.brokers = newBrokers(cfg.Store)
+	if l := cfg.Store.Log(); l != nil && l.NodeID() != "" {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.brokers.register(ctx, brokerRecord{NodeID: l.NodeID(), BrokerID: cfg.BrokerID, Host: host, Port: int32(port)})
+		}()
+	}
 	s.wg.Add(2)
 	go s.accept()
 	go func() {
