@@ -1,10 +1,12 @@
 // kafkajs 2.2.4 against esraft's Kafka listener. Run by kafka/kafkajs_test.go:
-//   node check.js <broker> <topic produced by kcat> <records kcat produced>
+//   node check.js <broker> <topic>:<count>:<header value> ...
+// where each topic was produced by another client (kcat, franz-go) with
+// keys k0.., values v0.. and header h.
 // Prints one line per check; exits non-zero on the first failure.
 'use strict'
 const { Kafka, logLevel } = require('kafkajs')
 
-const [broker, kcatTopic, kcatCount] = process.argv.slice(2)
+const [broker, ...produced] = process.argv.slice(2)
 const kafka = new Kafka({ clientId: 'kafkajs-check', brokers: [broker], logLevel: logLevel.NOTHING })
 
 function check (cond, what) {
@@ -101,19 +103,23 @@ async function main () {
   check(records === 0 && d >= 800 && d < 5000, 'an empty fetch waited about maxWait (1000 ms): ' + d + ' ms')
   await idle.disconnect()
 
-  // Records kcat produced, read back with their keys and headers.
-  const reader = kafka.consumer({ groupId: 'js-kcat', maxWaitTimeInMs: 200 })
-  await reader.connect()
-  await reader.subscribe({ topic: kcatTopic, fromBeginning: true })
-  const fromKcat = []
-  await reader.run({
-    eachMessage: async ({ message }) => {
-      fromKcat.push(message.key.toString() + '=' + message.value.toString() + ';' + (message.headers.h ? message.headers.h.toString() : ''))
-    }
-  })
-  await waitFor(() => fromKcat.length >= Number(kcatCount), 15000, 'the records kcat produced')
-  check(fromKcat.every((s, i) => s === 'k' + i + '=v' + i + ';x'), 'read what kcat produced, in order: ' + fromKcat.slice(0, 3).join(' '))
-  await reader.disconnect()
+  // Records other clients produced, read back with their keys and headers.
+  for (const spec of produced) {
+    const [topic, count, header] = spec.split(':')
+    const reader = kafka.consumer({ groupId: 'js-read-' + topic, maxWaitTimeInMs: 200 })
+    await reader.connect()
+    await reader.subscribe({ topic, fromBeginning: true })
+    const got = []
+    await reader.run({
+      eachMessage: async ({ message }) => {
+        got.push(message.key.toString() + '=' + message.value.toString() + ';' + (message.headers.h ? message.headers.h.toString() : ''))
+      }
+    })
+    await waitFor(() => got.length >= Number(count), 15000, 'the records of ' + topic)
+    check(got.length === Number(count) && got.every((s, i) => s === 'k' + i + '=v' + i + ';' + header),
+      'read ' + topic + ' in order with keys and headers: ' + got.slice(0, 2).join(' '))
+    await reader.disconnect()
+  }
 }
 
 main().then(() => process.exit(0), err => { console.error(err); process.exit(1) })
