@@ -430,3 +430,46 @@ func TestGroupsHeldInMemoryAreBounded(t *testing.T) {
 	}, func() string { return "idle groups were not dropped" })
 	require.Zero(t, fetch("one-too-many"))
 }
+
+func TestRetentionDropsOldRecords(t *testing.T) {
+	srv, _ := startServer(t)
+	cl := newClient(t, srv)
+	req := kmsg.NewPtrCreateTopicsRequest()
+	rt := kmsg.NewCreateTopicsRequestTopic()
+	rt.Topic, rt.NumPartitions, rt.ReplicationFactor = "short-lived", 1, -1
+	cfg := kmsg.NewCreateTopicsRequestTopicConfig()
+	cfg.Name, cfg.Value = "retention.ms", kmsg.StringPtr("60000")
+	rt.Configs = []kmsg.CreateTopicsRequestTopicConfig{cfg}
+	req.Topics = []kmsg.CreateTopicsRequestTopic{rt}
+	resp, err := req.RequestWith(context.Background(), cl)
+	require.NoError(t, err)
+	require.Zero(t, resp.Topics[0].ErrorCode)
+	for i := 0; i < 3; i++ {
+		require.NoError(t, cl.ProduceSync(context.Background(), &kgo.Record{Topic: "short-lived", Value: []byte("old")}).FirstErr())
+	}
+	ctx := context.Background()
+	// Nothing is older than a minute yet.
+	require.NoError(t, srv.enforceRetention(ctx, time.Now()))
+	st, err := srv.partitionInfo(ctx, "short-lived", 0)
+	require.NoError(t, err)
+	require.Equal(t, partitionState{logStart: 0, high: 3}, st)
+	// Two minutes later every record is (the one just produced too).
+	require.NoError(t, cl.ProduceSync(ctx, &kgo.Record{Topic: "short-lived", Value: []byte("new")}).FirstErr())
+	require.NoError(t, srv.enforceRetention(ctx, time.Now().Add(2*time.Minute)))
+	st, err = srv.partitionInfo(ctx, "short-lived", 0)
+	require.NoError(t, err)
+	require.Equal(t, int64(4), st.high)
+	require.Equal(t, int64(4), st.logStart, "the records older than the retention are gone")
+
+	// A client at offset 0 is told it is out of range; earliest is 4.
+	lo := kmsg.NewPtrListOffsetsRequest()
+	lt := kmsg.NewListOffsetsRequestTopic()
+	lt.Topic = "short-lived"
+	lp := kmsg.NewListOffsetsRequestTopicPartition()
+	lp.Timestamp = -2
+	lt.Partitions = []kmsg.ListOffsetsRequestTopicPartition{lp}
+	lo.Topics = []kmsg.ListOffsetsRequestTopic{lt}
+	lresp, err := lo.RequestWith(ctx, cl)
+	require.NoError(t, err)
+	require.Equal(t, int64(4), lresp.Topics[0].Partitions[0].Offset)
+}

@@ -189,7 +189,11 @@ func Listen(cfg Config) (*Server, error) {
 			s.brokers.register(ctx, brokerRecord{NodeID: l.NodeID(), BrokerID: cfg.BrokerID, Host: host, Port: int32(port)})
 		}()
 	}
-	s.wg.Add(2)
+	s.wg.Add(3)
+	go func() {
+		defer s.wg.Done()
+		s.runRetention(ctx)
+	}()
 	go s.accept()
 	go func() {
 		defer s.wg.Done()
