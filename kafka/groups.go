@@ -242,11 +242,7 @@ func (c *coordinator) completeLocked(g *group, now time.Time) {
 		g.state, g.protocol, g.leader = groupEmpty, "", ""
 		return
 	}
-	ids := make([]string, 0, len(g.members))
-	for id := range g.members {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
+	ids := memberIDs(g)
 	if _, ok := g.members[g.leader]; !ok {
 		g.leader = ids[0]
 	}
@@ -315,6 +311,16 @@ func (c *coordinator) waitLocked(done chan struct{}) bool {
 	case <-c.s.ctx.Done():
 		return false
 	}
+}
+
+// memberIDs returns g's member IDs in order (c.mu held).
+func memberIDs(g *group) []string {
+	ids := make([]string, 0, len(g.members))
+	for id := range g.members {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
 }
 
 func protocolMetadata(m *member, name string) []byte {
@@ -863,12 +869,7 @@ func (s *Server) describeGroups(req request) kmsg.Response {
 		dg.State = g.state.String()
 		dg.ProtocolType = g.protocolType
 		dg.Protocol = g.protocol
-		ids := make([]string, 0, len(g.members))
-		for id := range g.members {
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
-		for _, id := range ids {
+		for _, id := range memberIDs(g) {
 			m := g.members[id]
 			dm := kmsg.NewDescribeGroupsResponseGroupMember()
 			dm.MemberID, dm.ClientID, dm.ClientHost = id, m.clientID, m.host
