@@ -21,9 +21,12 @@
 // the same IDs, and the log's state machine, which deduplicates appends by
 // ID, writes it once and answers with the original offsets.
 //
-// Consumer groups use the classic protocol, coordinated in memory by the
-// node FindCoordinator names; committed offsets are stored in the replicated
-// stream "$kafka-offsets-<group>", each commit an append conditioned on the
+// Consumer groups use the classic protocol, coordinated in memory by one
+// node, the one leading the log's first shard (each node records its
+// listener in "$kafka-brokers", so FindCoordinator on any node names it);
+// committed offsets are stored in the replicated stream
+// "$kafka-offsets-<group>", each commit an append conditioned on the
 // stream's version, so two coordinators never overwrite each other's
-// commits. See DESIGN.md in this directory.
+// commits. A topic's retention.ms truncates its streams. See DESIGN.md in
+// this directory for what is served and its bounds.
 package kafka
