@@ -8,6 +8,8 @@
 //	/healthz     the process is alive
 //	/readyz      this node can serve: every shard has a leader and this
 //	             node has applied close to it
+//	/ui/         the web console: pages over the same API (console.go),
+//	             signed in with the admin token or a client certificate
 //
 // Every field of every JSON body is snake_case; errors are
 // {"error": "...", "code": "..."} with a status code that says what
@@ -33,6 +35,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -88,12 +91,18 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Handler serves the admin API, /metrics, /healthz and /readyz.
+// Handler serves the admin API, /metrics, /healthz, /readyz and the
+// console.
 type Handler struct {
-	cfg   Config
-	mux   *http.ServeMux
-	token [32]byte
-	log   *slog.Logger
+	cfg     Config
+	mux     *http.ServeMux
+	token   [32]byte
+	sessKey []byte // console sessions (session.go)
+	// crossOrigin refuses changing requests from other origins.
+	crossOrigin *http.CrossOriginProtection
+	log         *slog.Logger
+	// backupRunning is set while a backup streams (backup.go).
+	backupRunning atomic.Bool
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -121,7 +130,8 @@ func New(cfg Config) (*Handler, error) {
 			return nil, fmt.Errorf("admin: %w", err)
 		}
 	}
-	h := &Handler{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger}
+	h := &Handler{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger, crossOrigin: http.NewCrossOriginProtection(),
+		sessKey: sessionKey(cfg.Token)}
 	if cfg.Token != "" {
 		h.token = sha256.Sum256([]byte(cfg.Token))
 	}
@@ -143,12 +153,20 @@ func (h *Handler) routes() {
 	m.HandleFunc("POST /admin/cluster/nodes/{id}/promote", h.auth(h.promoteNode))
 	m.HandleFunc("POST /admin/cluster/shards/{shard}/transfer", h.auth(h.transfer))
 	m.HandleFunc("POST /admin/cluster/rebalance", h.auth(h.rebalance))
+	m.HandleFunc("GET /admin/backup", h.auth(h.backup))
+	m.HandleFunc("GET /admin/keys", h.auth(h.exportKeys))
+	m.HandleFunc("POST /admin/keys", h.auth(h.importKeys))
 
 	m.HandleFunc("GET /admin/streams", h.auth(h.listStreams))
 	m.HandleFunc("GET /admin/streams/{stream}", h.auth(h.streamInfo))
 	m.HandleFunc("GET /admin/streams/{stream}/events", h.auth(h.readStream))
 	m.HandleFunc("DELETE /admin/streams/{stream}", h.auth(h.deleteStream))
 	m.HandleFunc("POST /admin/streams/{stream}/truncate", h.auth(h.truncateStream))
+	m.HandleFunc("PUT /admin/streams/{stream}/retention", h.auth(h.setStreamRetention))
+	m.HandleFunc("PUT /admin/categories/{category}/retention", h.auth(h.setCategoryRetention))
+	m.HandleFunc("POST /admin/scavenge", h.auth(h.scavenge))
+
+	m.HandleFunc("GET /admin/events/{id}", h.auth(h.eventByID))
 
 	m.HandleFunc("GET /admin/partitions", h.auth(h.partitions))
 	m.HandleFunc("GET /admin/partitions/{partition}/events", h.auth(h.readPartition))
@@ -167,6 +185,8 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /admin/projections/{name}/parked", h.auth(h.projectionParked))
 	m.HandleFunc("POST /admin/projections/{name}/parked/{partition}/{offset}/retry", h.auth(h.retryProjectionParked))
 
+	h.consoleRoutes()
+
 	m.HandleFunc("/admin/", h.auth(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no admin route %s %s", r.Method, r.URL.Path))
 	}))
@@ -176,44 +196,85 @@ func (h *Handler) routes() {
 // admin API's authentication: the admin token or a client certificate.
 func (h *Handler) Protect(next http.HandlerFunc) http.HandlerFunc { return h.auth(next) }
 
-// auth lets a request through with the admin token or a client
-// certificate of the cluster; anything else is a 401 that says what to
-// send. The token is compared in constant time, through SHA-256 so that
-// its length does not show.
+// auth lets a request through with the admin token, a console session
+// (session.go) or a client certificate of the cluster; anything else is a
+// 401 that says what to send. A changing request from another origin is
+// refused whatever its credentials, and one authenticated by a console
+// session must carry the session's CSRF token.
 func (h *Handler) auth(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if h.cfg.Token != "" {
-			if tok, ok := bearerToken(r); ok {
-				sum := sha256.Sum256([]byte(tok))
-				if subtle.ConstantTimeCompare(sum[:], h.token[:]) == 1 {
-					next(w, r)
-					return
-				}
-				w.Header().Set("WWW-Authenticate", `Bearer realm="esraft admin", error="invalid_token"`)
-				writeError(w, http.StatusUnauthorized, "unauthorized", "the admin token is wrong")
-				return
-			}
-		}
-		if h.cfg.ClientCAs != nil && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-			id, err := h.clientIdentity(r)
-			if err == nil {
-				h.log.Debug("admin: request by certificate", "identity", id.String(), "path", r.URL.Path)
-				next(w, r)
-				return
-			}
-			writeError(w, http.StatusUnauthorized, "unauthorized", "client certificate refused: "+err.Error())
+		if err := h.crossOrigin.Check(r); err != nil {
+			writeError(w, http.StatusForbidden, "cross_origin", "a changing request from another origin is refused: "+err.Error())
 			return
 		}
-		var how []string
-		if h.cfg.Token != "" {
-			how = append(how, "the admin token (Authorization: Bearer <token>)")
-			w.Header().Set("WWW-Authenticate", `Bearer realm="esraft admin"`)
+		cred, fail := h.authenticate(r)
+		if fail != nil {
+			if fail.challenge != "" {
+				w.Header().Set("WWW-Authenticate", fail.challenge)
+			}
+			writeError(w, http.StatusUnauthorized, "unauthorized", fail.msg)
+			return
 		}
-		if h.cfg.ClientCAs != nil {
-			how = append(how, fmt.Sprintf("a client certificate naming an identity of cluster %q", h.cfg.Cluster))
+		if cred.session != "" && !h.checkCSRF(r, cred.session) {
+			writeError(w, http.StatusForbidden, "csrf", "a change made through the console's session needs the CSRF token of its page (X-CSRF-Token): reload the console")
+			return
 		}
-		writeError(w, http.StatusUnauthorized, "unauthorized", "the admin API needs "+strings.Join(how, " or "))
+		next(w, r)
 	}
+}
+
+// credential is how a request was authenticated.
+type credential struct {
+	// session is the console session's cookie value, when the session
+	// authenticated the request.
+	session string
+	// identity is the client certificate's identity, when one did.
+	identity string
+}
+
+// authFailure says why a request was not authenticated.
+type authFailure struct{ msg, challenge string }
+
+// authenticate checks, in this order, a bearer token (compared in
+// constant time, through SHA-256 so that its length does not show), a
+// console session and a client certificate.
+func (h *Handler) authenticate(r *http.Request) (credential, *authFailure) {
+	if h.cfg.Token != "" {
+		if tok, ok := bearerToken(r); ok {
+			if h.tokenMatches(tok) {
+				return credential{}, nil
+			}
+			return credential{}, &authFailure{msg: "the admin token is wrong", challenge: `Bearer realm="esraft admin", error="invalid_token"`}
+		}
+	}
+	if s, err := h.session(r); err == nil {
+		return credential{session: s}, nil
+	}
+	if h.cfg.ClientCAs != nil && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		id, err := h.clientIdentity(r)
+		if err != nil {
+			return credential{}, &authFailure{msg: "client certificate refused: " + err.Error()}
+		}
+		h.log.Debug("admin: request by certificate", "identity", id.String(), "path", r.URL.Path)
+		return credential{identity: id.String()}, nil
+	}
+	var how []string
+	f := &authFailure{}
+	if h.cfg.Token != "" {
+		how = append(how, "the admin token (Authorization: Bearer <token>)")
+		f.challenge = `Bearer realm="esraft admin"`
+	}
+	if h.cfg.ClientCAs != nil {
+		how = append(how, fmt.Sprintf("a client certificate naming an identity of cluster %q", h.cfg.Cluster))
+	}
+	f.msg = "the admin API needs " + strings.Join(how, " or ")
+	return credential{}, f
+}
+
+// tokenMatches compares tok with the admin token in constant time.
+func (h *Handler) tokenMatches(tok string) bool {
+	sum := sha256.Sum256([]byte(tok))
+	return h.cfg.Token != "" && subtle.ConstantTimeCompare(sum[:], h.token[:]) == 1
 }
 
 // clientIdentity verifies the request's client certificate against

@@ -69,4 +69,25 @@ func TestAdminClientCertificate(t *testing.T) {
 		require.Equal(t, c.status, resp.StatusCode, c.name)
 		require.Contains(t, e.Error, c.errText, c.name)
 	}
+
+	// The console takes the certificate instead of a sign-in; a change
+	// from another origin is refused even so (the browser sends the
+	// certificate as it would a cookie).
+	ops := client(ca, "orders")
+	ops.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := ops.Get(srv.URL + "/ui/cluster")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	resp, err = client(nil, "").Get(srv.URL + "/ui/cluster")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, "/ui/login?next=%2Fui%2Fcluster", resp.Request.URL.RequestURI(), "sent to the sign-in page")
+	req, err := http.NewRequest("POST", srv.URL+"/admin/cluster/rebalance", nil)
+	require.NoError(t, err)
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	resp, err = ops.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
 }

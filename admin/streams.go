@@ -54,6 +54,9 @@ type Event struct {
 	CorrelationID string            `json:"correlation_id,omitempty"`
 	CausationID   string            `json:"causation_id,omitempty"`
 	Headers       map[string]string `json:"headers,omitempty"`
+	// Unreadable says why an event has no data: its key was shredded
+	// (eventstore.Encrypt).
+	Unreadable string `json:"unreadable,omitempty"`
 }
 
 // EventPage is the answer of a read: the events and where to go on.
@@ -68,9 +71,12 @@ type EventPage struct {
 func toEvent(e eventstore.Event) Event {
 	out := Event{ID: e.ID, Stream: e.Stream, Type: e.Type, Version: e.Version, Partition: int(e.Partition), Offset: e.Offset,
 		Time: e.Time, CorrelationID: e.Metadata.CorrelationID, CausationID: e.Metadata.CausationID, Headers: e.Metadata.Headers}
-	if json.Valid(e.Data) {
+	switch {
+	case e.Unreadable != nil:
+		out.Unreadable = e.Unreadable.Error()
+	case json.Valid(e.Data):
 		out.Data = e.Data
-	} else {
+	default:
 		out.DataBase64 = e.Data
 	}
 	return out
@@ -168,6 +174,38 @@ func (h *Handler) readStream(w http.ResponseWriter, r *http.Request) {
 		out.Next = from
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// eventByID serves GET /admin/events/{id}: the event with that ID, found
+// through the log's record ID index, which holds an ID as long as the log
+// deduplicates it (raftlog.Config.IDRetention, 24 h by default). The
+// console links correlation and causation IDs through it.
+func (h *Handler) eventByID(w http.ResponseWriter, r *http.Request) {
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("event ID %q is not a UUID", r.PathValue("id")))
+		return
+	}
+	p, off, found, err := h.raftLog().LocateID(id)
+	if err != nil {
+		h.writeStoreError(w, err)
+		return
+	}
+	if found {
+		var evs []eventstore.Event
+		evs, _, err = h.cfg.Store.ReadPartition(r.Context(), eventstore.Partition(p), off, 1)
+		if err != nil {
+			h.writeStoreError(w, err)
+			return
+		}
+		if len(evs) == 1 && evs[0].ID == id {
+			writeJSON(w, http.StatusOK, toEvent(evs[0]))
+			return
+		}
+	}
+	// Not indexed, or indexed but no longer readable (its stream was
+	// deleted or truncated).
+	writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no event %s on this node: event IDs are found for as long as the log deduplicates them (24 h by default), and an erased event is gone", id))
 }
 
 // expected reads the expected_version query parameter: absent is any.

@@ -65,4 +65,27 @@
 // optimization only: a snapshot that cannot be written or read is
 // reported to the OnSnapshotError function and never fails a command
 // whose events were committed, nor a load.
+//
+// # Temporal loads
+//
+// LoadAt(id, v) returns the state after the aggregate's first v events;
+// LoadAsOf(id, t) the state with every event stamped at or before t.
+// Event times never decrease along a stream (the log's leader stamps
+// them, made monotonic per shard), so LoadAsOf finds its version by a
+// binary search over the stream. Both start from the latest snapshot only
+// if it is at or below the version sought, never from one beyond it; as
+// only the latest snapshot is kept, an older version is rebuilt from the
+// events. Events truncated from the stream make an older version
+// unreachable (ErrHistoryTruncated).
+//
+// # Shredded events
+//
+// With crypto-shredding (eventstore.Encrypt; eventstore.SubjectPerStream
+// gives an aggregate's stream and its snapshots one key), a load skips
+// events whose key was shredded (eventstore.Event.Unreadable): their
+// versions count, their effects are gone, so a shredded aggregate loads
+// at its version with the state its readable events make (the zero state
+// when every event was shredded), and its snapshot is not used. A
+// command's new events on a shredded subject fail with the store's
+// *eventstore.ShreddedError.
 package aggregate

@@ -8,7 +8,7 @@ import (
 )
 
 // Errors returned by the package. Errors that carry data are typed
-// (NotFoundError, ConflictError, UnknownEventError); each matches its
+// (NotFoundError, ConflictError, UnknownEventError, VersionError); each matches its
 // sentinel with errors.Is.
 var (
 	// ErrNotFound matches every *NotFoundError: the aggregate has no
@@ -39,6 +39,9 @@ var (
 	ErrNoEvents = errors.New("aggregate: create decided no events")
 	// ErrEmptyID: an empty aggregate ID.
 	ErrEmptyID = errors.New("aggregate: empty id")
+	// ErrNoSuchVersion matches every *VersionError: LoadAt of a version
+	// beyond the aggregate's last.
+	ErrNoSuchVersion = errors.New("aggregate: no such version")
 )
 
 // NotFoundError reports a Load, Execute or Update of an aggregate that

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"reflect"
 	"strconv"
 	"time"
@@ -187,17 +188,30 @@ func (r *Repository[S]) Load(ctx context.Context, id string) (Aggregate[S], erro
 }
 
 func (r *Repository[S]) load(ctx context.Context, id string) (*loaded[S], error) {
+	return r.loadUpTo(ctx, id, latest)
+}
+
+// latest is the version bound of a load of the current state.
+const latest = math.MaxUint64
+
+// loadUpTo loads aggregate id up to version upTo at most: from a snapshot
+// at or below upTo (never one beyond it), then the events after it.
+func (r *Repository[S]) loadUpTo(ctx context.Context, id string, upTo uint64) (*loaded[S], error) {
 	if id == "" {
 		return nil, ErrEmptyID
 	}
 	l := &loaded[S]{agg: Aggregate[S]{ID: id}}
 	stream := r.typ.Stream(id)
 	if r.typ.snapEvery > 0 {
-		r.readSnapshot(ctx, id, l)
+		r.readSnapshot(ctx, id, l, upTo)
 	}
 	next := l.agg.Version + 1
-	for {
-		evs, err := r.store.ReadStream(ctx, stream, next, pageSize)
+	for next <= upTo {
+		page := pageSize
+		if upTo-next < pageSize {
+			page = int(upTo - next + 1)
+		}
+		evs, err := r.store.ReadStream(ctx, stream, next, page)
 		if errors.Is(err, eventstore.ErrStreamDeleted) {
 			return nil, &NotFoundError{Type: r.typ.category, ID: id}
 		}
@@ -209,12 +223,16 @@ func (r *Repository[S]) load(ctx context.Context, id string) (*loaded[S], error)
 			if ev.Version != next {
 				return nil, fmt.Errorf("%w: %s starts at version %d, the state needs version %d", ErrHistoryTruncated, stream, ev.Version, next)
 			}
-			if err := r.applyStored(&l.agg.State, ev); err != nil {
-				return nil, err
+			// A shredded event (its key deleted) is skipped: its
+			// version counts, its effect is gone (doc.go).
+			if ev.Unreadable == nil {
+				if err := r.applyStored(&l.agg.State, ev); err != nil {
+					return nil, err
+				}
 			}
 			next++
 		}
-		if len(evs) < pageSize {
+		if len(evs) < page {
 			break
 		}
 	}
@@ -247,9 +265,9 @@ const (
 )
 
 // readSnapshot sets l from the latest snapshot if it is of the current
-// revision and decodes; otherwise l stays empty and the aggregate loads
-// from its events.
-func (r *Repository[S]) readSnapshot(ctx context.Context, id string, l *loaded[S]) {
+// revision, decodes and is at or below version upTo; otherwise l stays
+// empty and the aggregate loads from its events.
+func (r *Repository[S]) readSnapshot(ctx context.Context, id string, l *loaded[S], upTo uint64) {
 	stream := r.typ.SnapshotStream(id)
 	evs, err := r.store.ReadStreamBackward(ctx, stream, 0, 1)
 	if err != nil {
@@ -261,6 +279,9 @@ func (r *Repository[S]) readSnapshot(ctx context.Context, id string, l *loaded[S
 	}
 	ev := &evs[0]
 	l.snapStreamVersion = ev.Version
+	if ev.Unreadable != nil {
+		return // shredded with its aggregate's events
+	}
 	if ev.Metadata.Headers[revisionHeader] != strconv.Itoa(r.typ.snapRev) {
 		return // of another revision of the state: ignored by design
 	}
@@ -268,6 +289,9 @@ func (r *Repository[S]) readSnapshot(ctx context.Context, id string, l *loaded[S
 	if err != nil || v == 0 {
 		r.cfg.onSnapshot(ctx, stream, fmt.Errorf("snapshot %d has a bad version header %q", ev.Version, ev.Metadata.Headers[snapshotVersionHeader]))
 		return
+	}
+	if v > upTo {
+		return // a temporal load before the snapshot: from the events
 	}
 	var s S
 	if err := r.typ.reg.codec.Unmarshal(ev.Data, &s); err != nil {

@@ -47,7 +47,7 @@ func BenchmarkAppendThinClient(b *testing.B) {
 					}
 					defer s.Close()
 				}
-				eventstoretest.BenchAppendExact(b, s, 64)
+				eventstoretest.BenchAppendExact(b, s, 64, 1)
 			})
 		}
 	}

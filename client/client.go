@@ -44,11 +44,13 @@ type Config = raftlog.RemoteConfig
 
 // Open connects to the cluster and returns a store over it, once a node
 // answered; Close the store to close the connection. It fails when ctx
-// ends before any node of cfg.Addrs answers.
-func Open(ctx context.Context, cfg Config) (*eventstore.Store, error) {
+// ends before any node of cfg.Addrs answers. Of opts, those of the store
+// apply (Logger, and Encrypt, which must match the cluster's nodes');
+// the log's options configure nodes, not clients.
+func Open(ctx context.Context, cfg Config, opts ...eventstore.Option) (*eventstore.Store, error) {
 	r, err := raftlog.Dial(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	return eventstore.NewOwned(r), nil
+	return eventstore.NewOwned(r, opts...), nil
 }

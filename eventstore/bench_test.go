@@ -20,27 +20,48 @@ import (
 // The catch-up benchmark builds its 1,000,000-event partition once per
 // process (about a minute) and reuses it for every run.
 
-// BenchmarkAppendExpectedVersion: one event per append with an exact
-// expected version, to 10,000 distinct streams, from 64 goroutines.
+// BenchmarkAppendExpectedVersion: batch events per append (one event, and
+// 64 as raftlog's batch=64 shape) with an exact expected version, to
+// 10,000 distinct streams, from 64 goroutines. The batch=1 shapes keep
+// the names they had before batches were measured.
 func BenchmarkAppendExpectedVersion(b *testing.B) {
-	for _, nodes := range []int{1, 3} {
-		b.Run(fmt.Sprintf("nodes=%d", nodes), func(b *testing.B) {
+	for _, s := range []struct{ nodes, batch int }{{1, 1}, {3, 1}, {1, 64}, {3, 64}} {
+		name := fmt.Sprintf("nodes=%d", s.nodes)
+		if s.batch > 1 {
+			name += fmt.Sprintf("/appenders=64/batch=%d", s.batch)
+		}
+		b.Run(name, func(b *testing.B) {
 			b.StopTimer()
-			var s *eventstore.Store
-			if nodes == 1 {
-				s = eventstoretest.Single(b).Node(0)
+			var st *eventstore.Store
+			if s.nodes == 1 {
+				st = eventstoretest.Single(b).Node(0)
 			} else {
-				c := eventstoretest.StartCluster(b, nodes)
-				s = c.Node(c.Leader(b))
+				c := eventstoretest.StartCluster(b, s.nodes)
+				st = c.Node(c.Leader(b))
 			}
-			term := s.Log().Status().Shards[0].Term
+			term := st.Log().Status().Shards[0].Term
 			defer func() {
 				// Elections during the run (a loaded machine starving a
 				// node's heartbeats) explain outliers; report them.
-				b.ReportMetric(float64(s.Log().Status().Shards[0].Term-term), "elections")
+				b.ReportMetric(float64(st.Log().Status().Shards[0].Term-term), "elections")
 			}()
-			eventstoretest.BenchAppendExact(b, s, 64)
+			eventstoretest.BenchAppendExact(b, st, 64, s.batch)
 		})
+	}
+}
+
+// fillStream appends 10,000 events of 200 bytes to stream, 1,000 an
+// append.
+func fillStream(b *testing.B, s *eventstore.Store, stream string) {
+	data := make([]byte, 200)
+	for v := uint64(0); v < 10000; v += 1000 {
+		evs := make([]eventstore.EventData, 1000)
+		for i := range evs {
+			evs[i] = eventstore.EventData{Type: "Deposited", Data: data}
+		}
+		if _, err := s.Append(context.Background(), stream, eventstore.Exact(v), evs); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
@@ -48,16 +69,7 @@ func BenchmarkAppendExpectedVersion(b *testing.B) {
 func BenchmarkReadStream(b *testing.B) {
 	s := eventstoretest.Single(b).Node(0)
 	ctx := context.Background()
-	data := make([]byte, 200)
-	for v := uint64(0); v < 10000; v += 1000 {
-		evs := make([]eventstore.EventData, 1000)
-		for i := range evs {
-			evs[i] = eventstore.EventData{Type: "Deposited", Data: data}
-		}
-		if _, err := s.Append(ctx, "account-1", eventstore.Exact(v), evs); err != nil {
-			b.Fatal(err)
-		}
-	}
+	fillStream(b, s, "account-1")
 	b.ResetTimer()
 	start := time.Now()
 	for i := 0; i < b.N; i++ {

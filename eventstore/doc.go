@@ -56,11 +56,21 @@
 //   - Validation: a Validator set with SetValidator (package schema's
 //     registry) checks every append on the node that receives it, before
 //     anything is proposed; a refused append writes nothing.
+//   - Time: event times never decrease along a partition (and so along a
+//     stream), so OffsetAt and SubscribeOptions.FromTime find where a
+//     time starts by a binary search.
+//   - Crypto-shredding (opt-in, Encrypt): the data of the events of an
+//     encrypted stream is stored sealed under its subject's key; Shred
+//     deletes the key, and every node reads the subject's events as
+//     Unreadable (a *ShreddedError) once it applies the shred. Backups
+//     (Backup) hold no key. SECURITY.md says what holds and what does not.
 //
 // Limits: an event as stored (data, type and metadata, with the two-byte
 // names of the store's own fields) is at most MaxEventBytes (1 MiB by
 // default), an append holds at most MaxAppendEvents events (1,000) and
-// 8 MiB, a stream name at most 4,096 bytes. The log enforces the limits,
+// 8 MiB, a stream name at most 4,096 bytes. An encrypted event takes 28
+// bytes more (nonce and tag) and a header naming its key (about the
+// subject's length). The log enforces the limits,
 // which are its own (raftlog.Config's MaxRecordBytes, MaxBatchRecords,
 // MaxBatchBytes); the store checks only what is its own (stream names,
 // event types, header names). Bad input is rejected before anything is

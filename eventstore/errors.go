@@ -49,6 +49,9 @@ var (
 	ErrWrongVersion = errors.New("eventstore: wrong expected version")
 	// ErrUnknownPartition: a partition outside 0..Partitions()-1.
 	ErrUnknownPartition = errors.New("eventstore: unknown partition")
+	// ErrInvalidOptions: options that contradict each other (a
+	// subscription FromNow and FromTime).
+	ErrInvalidOptions = errors.New("eventstore: invalid options")
 	// ErrUnknownOutcome: the append may or may not have been committed
 	// (no leader was reachable before the context ended, after the append
 	// had been handed to one). Retrying with the same event IDs is safe.
@@ -56,8 +59,20 @@ var (
 	// ErrUnavailable: no leader could be reached before the context ended;
 	// nothing was appended.
 	ErrUnavailable = errors.New("eventstore: no leader reachable")
+	// ErrShredded matches every *ShreddedError: an event's subject key
+	// was shredded (Encrypt, Shred).
+	ErrShredded = errors.New("eventstore: shredded")
+	// ErrNoReplica: an operation that needs this node's replica (Backup)
+	// on a store over a thin client.
+	ErrNoReplica = errors.New("eventstore: no replica on this node")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("eventstore: closed")
+	// ErrUnsupported: the store's log does not offer the call (retention
+	// settings through a thin client). It wraps errors.ErrUnsupported.
+	ErrUnsupported = fmt.Errorf("eventstore: %w", errors.ErrUnsupported)
+	// ErrInvalidRetention: a retention setting with a negative limit, or
+	// more rules than the log keeps. It wraps raftlog.ErrConfig.
+	ErrInvalidRetention = errors.New("eventstore: invalid retention setting")
 )
 
 // WrongVersionError reports an append, delete or truncate whose expected

@@ -59,6 +59,12 @@ type Event struct {
 	Time     time.Time
 	Data     []byte
 	Metadata Metadata
+	// Unreadable, when not nil, says why Data is nil: a *ShreddedError
+	// (errors.Is ErrShredded) for an event encrypted under a subject key
+	// that was shredded (see Encrypt).
+	Unreadable error
+	// sealed is the key tag of an encrypted event, until it is decrypted.
+	sealed string
 }
 
 // Category is the part of the stream name before its first '-'
@@ -150,6 +156,8 @@ func fromRecord(r *raftlog.Record) (Event, error) {
 		case hdrSchema:
 			// Written by toRecord only; a value that does not parse reads as 0.
 			ev.Metadata.SchemaVersion, _ = strconv.Atoi(string(h.Value))
+		case hdrSealed:
+			ev.sealed = string(h.Value)
 		default:
 			if ev.Metadata.Headers == nil {
 				ev.Metadata.Headers = make(map[string]string, len(r.Headers))

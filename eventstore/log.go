@@ -29,6 +29,7 @@ type Log interface {
 	ReadKey(ctx context.Context, p raftlog.Partition, key string, from uint64, opt raftlog.ReadOptions) ([]raftlog.Record, error)
 	KeyInfo(ctx context.Context, p raftlog.Partition, key string) (raftlog.KeyInfo, error)
 	NextOffset(p raftlog.Partition) (uint64, error)
+	OffsetAtTime(ctx context.Context, p raftlog.Partition, t time.Time) (uint64, error)
 	Wait(ctx context.Context, p raftlog.Partition, offset uint64) error
 	WaitApplied(ctx context.Context, pos raftlog.Position) error
 	ReadBarrier(ctx context.Context, s raftlog.Shard) error

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/esraft/esraft/raftlog"
 )
@@ -69,12 +70,16 @@ func (s *Store) readStream(ctx context.Context, p Partition, stream string, from
 		if out == nil {
 			out = make([]Event, 0, min(limit, len(recs)))
 		}
+		start := len(out)
 		for i := range recs {
 			ev, err := fromRecord(&recs[i])
 			if err != nil {
 				return nil, err
 			}
 			out = append(out, ev)
+		}
+		if err := s.decrypt(ctx, out[start:]); err != nil {
+			return nil, err
 		}
 		from = recs[len(recs)-1].KeySeq + 1
 	}
@@ -136,7 +141,23 @@ func (s *Store) ReadPartition(ctx context.Context, p Partition, from uint64, lim
 			return nil, from, err
 		}
 	}
+	if err := s.decrypt(ctx, out); err != nil {
+		return nil, from, err
+	}
 	return out, recs[len(recs)-1].Offset + 1, nil
+}
+
+// OffsetAt returns the offset of the first event of partition p stamped
+// at or after t on this node, or the partition's head if there is none
+// yet: ReadPartition from it reads the partition from time t. Event times
+// never decrease along a partition, so this is a binary search (O(log n)
+// reads of one event), with no index.
+func (s *Store) OffsetAt(ctx context.Context, p Partition, t time.Time) (uint64, error) {
+	if p < 0 || int(p) >= s.Partitions() {
+		return 0, fmt.Errorf("%w: %d", ErrUnknownPartition, p)
+	}
+	off, err := s.log.OffsetAtTime(ctx, p, t)
+	return off, s.readErr(err)
 }
 
 // Head returns the offset the next event of partition p will take on this

@@ -44,6 +44,8 @@ type Store struct {
 	maxAppendEvents int
 	logger          *slog.Logger
 	validator       atomic.Pointer[validatorRef] // nil: appends are not validated
+	enc             *crypt                       // nil: nothing is encrypted (crypto.go)
+	encErr          error                        // a bad Encryption given to New
 }
 
 // Option configures Open or New.
@@ -53,6 +55,7 @@ type settings struct {
 	log    raftlog.Config
 	tune   []func(*raftlog.Config)
 	logger *slog.Logger
+	enc    *Encryption
 }
 
 type optionFunc func(*settings)
@@ -154,11 +157,18 @@ func Open(ctx context.Context, dir string, opts ...Option) (*Store, error) {
 	if s.log.MaxBatchRecords == 0 {
 		s.log.MaxBatchRecords = DefaultMaxAppendEvents
 	}
+	var enc *crypt
+	if s.enc != nil {
+		var err error
+		if enc, err = newCrypt(s.enc); err != nil {
+			return nil, err
+		}
+	}
 	l, err := raftlog.Open(ctx, s.log)
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: open: %w", err)
 	}
-	return &Store{log: l, owned: true, maxAppendEvents: s.log.MaxBatchRecords, logger: l.Logger()}, nil
+	return &Store{log: l, owned: true, maxAppendEvents: s.log.MaxBatchRecords, logger: l.Logger(), enc: enc}, nil
 }
 
 // New returns a store over an open log (an embedded *raftlog.Log or a
@@ -179,6 +189,11 @@ func New(l Log, opts ...Option) *Store {
 		s.logger = l.Logger()
 	}
 	st := &Store{log: l, logger: s.logger}
+	if s.enc != nil {
+		// A bad Encryption fails every append and read of an encrypted
+		// event with the reason (New returns no error).
+		st.enc, st.encErr = newCrypt(s.enc)
+	}
 	if lim, ok := l.(interface{ MaxBatchRecords() int }); ok {
 		st.maxAppendEvents = lim.MaxBatchRecords()
 	}
@@ -289,6 +304,9 @@ func (s *Store) Append(ctx context.Context, stream string, expected ExpectedVers
 	}
 	recs, err := records(events, versions)
 	if err != nil {
+		return AppendResult{}, err
+	}
+	if err := s.encryptRecords(ctx, stream, recs); err != nil {
 		return AppendResult{}, err
 	}
 	lopts := make([]raftlog.AppendOption, 0, 2)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"sync"
+	"time"
 
 	"github.com/esraft/esraft/raftlog"
 )
@@ -25,6 +26,10 @@ type SubscribeOptions struct {
 	// FromNow starts every partition at its current end on this node,
 	// ignoring From: only events applied after Subscribe are delivered.
 	FromNow bool
+	// FromTime, if set, starts every partition at its first event stamped
+	// at or after FromTime (see Store.OffsetAt), ignoring From. It cannot
+	// be combined with FromNow.
+	FromTime time.Time
 	// Partitions restricts the subscription to these partitions (default
 	// all).
 	Partitions []Partition
@@ -92,12 +97,21 @@ func (s *Store) Subscribe(ctx context.Context, opt SubscribeOptions) (*Subscript
 			parts[p] = Partition(p)
 		}
 	}
+	if opt.FromNow && !opt.FromTime.IsZero() {
+		return nil, fmt.Errorf("%w: FromNow and FromTime are exclusive", ErrInvalidOptions)
+	}
 	start := make(Checkpoint, len(parts))
 	for _, p := range parts {
 		if p < 0 || int(p) >= s.Partitions() {
 			return nil, fmt.Errorf("%w: %d", ErrUnknownPartition, p)
 		}
-		if opt.FromNow {
+		if !opt.FromTime.IsZero() {
+			off, err := s.OffsetAt(ctx, p, opt.FromTime)
+			if err != nil {
+				return nil, err
+			}
+			start[p] = off
+		} else if opt.FromNow {
 			head, err := s.log.NextOffset(p)
 			if err != nil {
 				return nil, s.readErr(err)
@@ -242,6 +256,10 @@ func (sub *Subscription) read(ctx context.Context, p Partition, from uint64, siz
 				return
 			}
 			b.events = append(b.events, ev)
+		}
+		if err := sub.store.decrypt(ctx, b.events); err != nil {
+			fail(err)
+			return
 		}
 		if !send(b) {
 			return

@@ -117,10 +117,7 @@ func (l *Log) validate(r *wire.Request) error {
 	}
 	total := 0
 	copied := false
-	var seen map[uuid.UUID]struct{} // for large batches; small ones compare pairwise
-	if len(r.Records) > 16 {
-		seen = make(map[uuid.UUID]struct{}, len(r.Records))
-	}
+	supplied := false // IDs made here are unique: only the caller's can repeat
 	for i := range r.Records {
 		rec := &r.Records[i]
 		size := recordSize(rec)
@@ -128,14 +125,33 @@ func (l *Log) validate(r *wire.Request) error {
 			return fmt.Errorf("%w: record %d is %d bytes, limit %d", ErrRecordTooLarge, i, size, l.cfg.MaxRecordBytes)
 		}
 		total += size
-		if rec.ID == uuid.Nil {
-			if !copied {
-				r.Records = append([]NewRecord(nil), r.Records...)
-				rec = &r.Records[i]
-				copied = true
-			}
-			rec.ID = uuid.Must(uuid.NewV7())
+		if rec.ID != uuid.Nil {
+			supplied = true
+			continue
 		}
+		if !copied {
+			r.Records = append([]NewRecord(nil), r.Records...)
+			copied = true
+		}
+		r.Records[i].ID = uuid.Must(uuid.NewV7())
+	}
+	if total > l.cfg.MaxBatchBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrBatchTooLarge, total, l.cfg.MaxBatchBytes)
+	}
+	if supplied {
+		return checkUniqueIDs(r.Records)
+	}
+	return nil
+}
+
+// checkUniqueIDs returns ErrDuplicateID if two of recs share an ID.
+func checkUniqueIDs(recs []NewRecord) error {
+	var seen map[uuid.UUID]struct{} // for large batches; small ones compare pairwise
+	if len(recs) > 16 {
+		seen = make(map[uuid.UUID]struct{}, len(recs))
+	}
+	for i := range recs {
+		rec := &recs[i]
 		if seen != nil {
 			if _, dup := seen[rec.ID]; dup {
 				return fmt.Errorf("%w: %s", ErrDuplicateID, rec.ID)
@@ -144,13 +160,10 @@ func (l *Log) validate(r *wire.Request) error {
 			continue
 		}
 		for j := range i {
-			if r.Records[j].ID == rec.ID {
+			if recs[j].ID == rec.ID {
 				return fmt.Errorf("%w: %s", ErrDuplicateID, rec.ID)
 			}
 		}
-	}
-	if total > l.cfg.MaxBatchBytes {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrBatchTooLarge, total, l.cfg.MaxBatchBytes)
 	}
 	return nil
 }

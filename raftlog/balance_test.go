@@ -37,9 +37,11 @@ func TestCloseHandsOffLeadership(t *testing.T) {
 	require.Greater(t, without, bound, "gap without hand-off")
 }
 
-// transferLog keeps the lines about leadership transfers that nodes log,
-// with their attributes.
+// transferLog keeps the lines about leadership transfers that nodes log
+// (or, with match set, the lines whose message contains it), with their
+// attributes.
 type transferLog struct {
+	match string
 	mu    sync.Mutex
 	lines []map[string]string
 }
@@ -71,7 +73,11 @@ type transferHandler struct {
 func (h *transferHandler) Enabled(context.Context, slog.Level) bool { return true }
 
 func (h *transferHandler) Handle(_ context.Context, r slog.Record) error {
-	if !strings.Contains(r.Message, "leadership") {
+	match := h.log.match
+	if match == "" {
+		match = "leadership"
+	}
+	if !strings.Contains(r.Message, match) {
 		return nil
 	}
 	line := map[string]string{"msg": r.Message, "level": r.Level.String()}

@@ -20,7 +20,7 @@ func BenchmarkAppendTLS(b *testing.B) {
 			} else {
 				c = newCluster(b, 3, benchConfig)
 			}
-			benchAppends(b, c.node(c.leader(0)), 64)
+			benchAppends(b, leaderFirst(c), 64, 1)
 		})
 	}
 }

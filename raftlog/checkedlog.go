@@ -60,6 +60,18 @@ func entryCRC(l *raft.Log, ext []byte) uint32 {
 	return crc32.Update(c, castagnoli, ext)
 }
 
+// IsMonotonic passes on whether the inner store refuses gaps between
+// indexes (raft-wal does; bolt does not). raft asks the store it is given:
+// for a monotonic one it empties the log after installing a snapshot,
+// since the next entry (snapshot index + 1) may not follow an older tail.
+// Hidden behind this wrapper, a follower that installed a snapshot with an
+// older range still in its log failed every later append with
+// "non-monotonic log entries" and never applied again.
+func (c *checkedLog) IsMonotonic() bool {
+	m, ok := c.groupLog.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
+}
+
 // StoreLog stores one entry with its CRC.
 func (c *checkedLog) StoreLog(l *raft.Log) error { return c.StoreLogs([]*raft.Log{l}) }
 
@@ -164,3 +176,5 @@ func verifyLogFrom(logs raft.LogStore, from uint64) error {
 	}
 	return nil
 }
+
+var _ raft.MonotonicLogStore = (*checkedLog)(nil)

@@ -92,6 +92,12 @@ type Config struct {
 	// all). Callers that append in a loop then share one raft round
 	// instead of alternating between two (see internal/route/batcher.go).
 	CohortWait time.Duration
+	// PipelineBytes lets one more entry than MaxInflight be in flight
+	// while every entry in flight carries at least this many bytes, so
+	// raft writes and replicates a large entry while the state machine
+	// applies the one before (default 256 KiB; negative: never). Small
+	// entries keep to MaxInflight and the cohort wait.
+	PipelineBytes int
 	// LogStore holds each shard's raft log: LogStoreWAL (the default for a
 	// new shard) or LogStoreBolt. A shard that already has a log keeps the
 	// store it was created with; naming the other one is an ErrConfig.
@@ -110,6 +116,19 @@ type Config struct {
 	// IDRetention is how long record IDs are remembered for deduplication
 	// (default 24h), measured on leader-stamped entry times.
 	IDRetention time.Duration
+	// RetentionTick is how often the leader of a shard that has a max-age
+	// retention rule proposes an entry that only advances the shard's
+	// time, when nothing else was applied in that time: expiry is judged
+	// against the applied time, which otherwise stands still while no
+	// one writes (default 1 s; negative: never).
+	RetentionTick time.Duration
+	// ScavengeInterval is how often the background scavenger runs on
+	// each shard this node leads (Log.Scavenge: segments with nothing
+	// readable are removed on every replica; default 10 min; negative:
+	// never, Scavenge only). ScavengeBytesPerSecond bounds how fast it
+	// reads the segments it weighs (default 32 MiB/s; negative: no bound).
+	ScavengeInterval       time.Duration
+	ScavengeBytesPerSecond int64
 
 	// Raft timing; zero values take hashicorp/raft's defaults, except
 	// CommitTimeout (default 10 ms: how late an idle leader tells followers
@@ -118,10 +137,13 @@ type Config struct {
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
-	// SnapshotThreshold (default 8192 entries) and SnapshotInterval
-	// (default 2m) control how often the raft log is compacted;
-	// TrailingLogs (default 10,240) entries are kept after a snapshot so
-	// slightly lagging followers catch up from the log.
+	// The raft log is compacted after flushes of the state files once
+	// 64 MiB of entries are covered since the last compaction, and also,
+	// as hashicorp/raft does, every SnapshotThreshold entries (default
+	// 8192) checked every SnapshotInterval (default 2m). TrailingLogs
+	// entries are kept after a compaction so slightly lagging followers
+	// catch up from the log rather than from a full copy (default: about
+	// 16 MiB of entries, at least 64 and at most 1,024 entries).
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
@@ -167,6 +189,11 @@ type Config struct {
 
 	// flushRecords overrides the in-memory table's flush threshold (tests).
 	flushRecords int
+	// compactEveryBytes overrides snapshotEveryBytes (tests).
+	compactEveryBytes uint64
+	// stateSegmentBytes overrides the size at which state segments are
+	// sealed (tests; every replica must use the same).
+	stateSegmentBytes int64
 	// stateFS, if set, is the file layer of the state engines' segment
 	// files (tests inject write failures with it).
 	stateFS state.FS
@@ -210,8 +237,20 @@ func (c *Config) setDefaults() {
 	if c.CohortWait == 0 {
 		c.CohortWait = 500 * time.Microsecond
 	}
+	if c.PipelineBytes == 0 {
+		c.PipelineBytes = 256 << 10
+	}
 	if c.IDRetention == 0 {
 		c.IDRetention = 24 * time.Hour
+	}
+	if c.RetentionTick == 0 {
+		c.RetentionTick = time.Second
+	}
+	if c.ScavengeInterval == 0 {
+		c.ScavengeInterval = 10 * time.Minute
+	}
+	if c.ScavengeBytesPerSecond == 0 {
+		c.ScavengeBytesPerSecond = 32 << 20
 	}
 	if c.WALSegmentBytes == 0 {
 		c.WALSegmentBytes = 8 << 20

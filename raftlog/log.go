@@ -182,6 +182,14 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		s.Batcher.Start()
 	}
 	l.goRun(l.maintainClusterID)
+	if l.cfg.RetentionTick > 0 {
+		for _, s := range l.shards {
+			l.goRun(func() { l.tickRetention(s) })
+		}
+	}
+	if l.cfg.ScavengeInterval > 0 {
+		l.goRun(l.runScavenger)
+	}
 	l.startBalancer()
 	if l.mux == nil {
 		// The embedded single node elects itself within milliseconds:
@@ -285,6 +293,7 @@ func (l *Log) raftConfig(logger hclog.Logger) *raft.Config {
 	if c.SnapshotThreshold > 0 {
 		rc.SnapshotThreshold = c.SnapshotThreshold
 	}
+	rc.TrailingLogs = maxTrailingLogs // until compactAfterFlushes sizes it
 	if c.TrailingLogs > 0 {
 		rc.TrailingLogs = c.TrailingLogs
 	}
@@ -304,7 +313,7 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, error) {
 	var err error
 	s.engine, err = state.Open(state.Options{
 		Path: filepath.Join(dir, "state.db"), LegacyPath: filepath.Join(dir, "fsm.db"), Shard: si, Partitions: l.cfg.Partitions, Shards: l.cfg.Shards,
-		IDRetention: l.cfg.IDRetention, FlushRecords: l.cfg.flushRecords, FailRestore: l.cfg.failRestore, FS: l.cfg.stateFS,
+		IDRetention: l.cfg.IDRetention, FlushRecords: l.cfg.flushRecords, SegmentBytes: l.cfg.stateSegmentBytes, FailRestore: l.cfg.failRestore, FS: l.cfg.stateFS,
 		ScrubRate: l.cfg.ScrubBytesPerSecond,
 		OnStopApplies: func(err error) {
 			// The replica cannot apply: stop its raft, so that a leader
@@ -436,11 +445,13 @@ func (l *Log) startShard(s *shard, servers []raft.Server, logger hclog.Logger) e
 			}
 		}
 	})
+	l.goRun(func() { l.compactAfterFlushes(s) })
 	s.Batcher = route.NewBatcher(s.Raft, route.BatcherConfig{
 		MaxEntryRequests: l.cfg.MaxEntryRequests, MaxEntryBytes: l.cfg.MaxEntryBytes,
 		Linger: l.cfg.Linger, MaxInflight: l.cfg.MaxInflight, CohortWait: l.cfg.CohortWait,
-		EntrySizes: s.entrySizes,
-		Refuse:     s.engine.Full,
+		PipelineBytes: l.cfg.PipelineBytes,
+		EntrySizes:    s.entrySizes,
+		Refuse:        s.engine.Full,
 	})
 	return nil
 }
@@ -616,6 +627,9 @@ func (l *Log) isClosed() bool {
 
 // Logger is the log's logger (Config.Logger, or the default).
 func (l *Log) Logger() *slog.Logger { return l.cfg.Logger }
+
+// Dir is the node's data directory (Config.Dir).
+func (l *Log) Dir() string { return l.cfg.Dir }
 
 // NodeID is this node's ID.
 func (l *Log) NodeID() string { return l.cfg.NodeID }

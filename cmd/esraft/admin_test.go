@@ -135,6 +135,10 @@ func TestCLIVerbs(t *testing.T) {
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "PARTITION")
 
+	out, errOut, code = c.run("scavenge")
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `segment\(s\) removed, \d+ bytes freed on this node`, out)
+
 	out, errOut, code = c.run("projections", "rebuild", "count", "--follow", "--interval", "20ms")
 	require.Equal(t, 0, code, errOut)
 	require.True(t, strings.HasSuffix(strings.TrimSpace(out), "100.0% done"), out)

@@ -219,10 +219,14 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 	return nil
 }
 
-// send makes a request; the caller closes the body.
+// send makes a request; the caller closes the body. A body that is an
+// io.Reader is sent as it is (JSON lines), any other as JSON.
 func (c *client) send(ctx context.Context, method, path string, body any) (*http.Response, error) {
 	var rd io.Reader
-	if body != nil {
+	contentType := "application/json"
+	if r, ok := body.(io.Reader); ok {
+		rd, contentType = r, "application/x-ndjson"
+	} else if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return nil, err
@@ -234,7 +238,7 @@ func (c *client) send(ctx context.Context, method, path string, body any) (*http
 		return nil, err
 	}
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)

@@ -38,7 +38,12 @@ Commands over a node's admin API (--addr, --token or $ESRAFT_TOKEN, --cert/--key
   groups        ls | describe | reset | delete
   parked        ls | retry
   projections   ls | rebuild [--follow]
+  scavenge      give disk space back: remove what retention, deletes and
+                truncations hid, below each partition's first kept event
+  backup        --out FILE|DIR: a consistent copy of the running node, with progress
+  keys          export | import: the crypto-shredding keys, which backups leave out
 Other:
+  restore       --from FILE --dir DIR --node ID: a new node (of a new cluster) from a backup
   certs         make a development CA and per-node certificates for mutual TLS
   schemas       ls | show | register | check, over a schema registry's REST API
 
@@ -77,6 +82,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return certs(args[1:], stdout, stderr)
 	case "schemas":
 		return schemas(args[1:], stdout, stderr)
+	case "restore":
+		return restore(args[1:], stdout, stderr)
 	}
 	if verb, ok := verbs[args[0]]; ok {
 		return verb(&client{stdout: stdout, stderr: stderr, terminal: terminal()}, args[1:])
@@ -113,16 +120,24 @@ var terminal = stdinTerminal
 // verbs are the commands over the admin API.
 var verbs = map[string]func(c *client, args []string) error{
 	"status": status, "cluster": cluster, "streams": streams, "partitions": partitions,
-	"groups": groups, "parked": parked, "projections": projections,
+	"groups": groups, "parked": parked, "projections": projections, "scavenge": scavenge,
+	"backup": backup, "keys": keys,
+}
+
+// localFlags is the flag set of a command that runs on this machine
+// (certs, restore), printing usage and its flags to stderr.
+func localFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	return fs
 }
 
 func certs(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("certs", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, certsUsage)
-		fs.PrintDefaults()
-	}
+	fs := localFlags("certs", certsUsage, stderr)
 	dir := fs.String("dir", "certs", "output directory")
 	cluster := fs.String("cluster", "", "cluster name (required)")
 	nodes := fs.String("nodes", "", "voter node IDs, comma-separated")

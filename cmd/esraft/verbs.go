@@ -727,3 +727,22 @@ func joinInts(v []int) string {
 	}
 	return strings.Join(s, ",")
 }
+
+func scavenge(c *client, args []string) error {
+	if _, err := c.parse("scavenge", "scavenge [flags]", args, 0, nil); err != nil {
+		return err
+	}
+	var out admin.ScavengeResult
+	if err := c.post("POST", "/admin/scavenge", nil, &out); err != nil {
+		return err
+	}
+	return c.print(out, func(t *tabwriter.Writer) {
+		if len(out.Truncated) > 0 {
+			fmt.Fprintln(t, "PARTITION\tLOW OFFSET")
+			for _, tr := range out.Truncated {
+				fmt.Fprintf(t, "%d\t%d\n", tr.Partition, tr.LowOffset)
+			}
+		}
+		fmt.Fprintf(t, "%d segment(s) removed, %d bytes freed on this node\n", out.SegmentsRemoved, out.BytesFreed)
+	})
+}

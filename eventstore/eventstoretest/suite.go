@@ -31,6 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) Cluster) {
 		{"ConcurrentWritersOneStream", testConcurrentWriters},
 		{"ReadBackward", testReadBackward},
 		{"ReadPartition", testReadPartition},
+		{"SeekByTime", testSeekByTime},
 		{"SubscribeCatchUpThenLive", testSubscribeCatchUpThenLive},
 		{"SubscribeFromNowAndResume", testSubscribeFromNowAndResume},
 		{"SubscribeFilters", testSubscribeFilters},

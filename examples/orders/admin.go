@@ -8,8 +8,8 @@ import (
 
 // adminHandler is the operations API (package admin) of the service,
 // behind the admin bearer token. With no token configured the admin
-// endpoints and /metrics are off (403) rather than open; /healthz and
-// /readyz answer either way.
+// endpoints, /metrics and the console (/ui/) are off (403) rather than
+// open; /healthz and /readyz answer either way.
 //
 // It also sets a.protect, which guards the service's other operator
 // endpoints (the schema registry's changes) the same way.
@@ -23,6 +23,7 @@ func (a *app) adminHandler(token string) (http.Handler, error) {
 		a.protect = func(http.HandlerFunc) http.HandlerFunc { return off }
 		h.HandleFunc("/admin/", off)
 		h.HandleFunc("/metrics", off)
+		h.HandleFunc("/ui/", off)
 		health := admin.HealthHandler(a.store)
 		h.Handle("/healthz", health)
 		h.Handle("/readyz", health)

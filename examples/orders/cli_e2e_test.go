@@ -174,7 +174,12 @@ func TestCLIAgainstThreeNodes(t *testing.T) {
 
 // runCLI runs the esraft binary against addr.
 func runCLI(bin, addr, token string, args ...string) (string, string, error) {
-	cmd := exec.Command(bin, append(args, "--addr", addr, "--token", token)...)
+	return runCommand(bin, append(args, "--addr", addr, "--token", token)...)
+}
+
+// runCommand runs bin with args and returns its stdout and stderr.
+func runCommand(bin string, args ...string) (string, string, error) {
+	cmd := exec.Command(bin, args...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()

@@ -40,8 +40,8 @@ func (a *app) routes() http.Handler {
 	mux.HandleFunc("GET /views/orders", a.listOrders)
 	mux.HandleFunc("GET /views/stats", a.viewStats)
 	// The operations API (package admin): /admin/..., /metrics,
-	// /healthz, /readyz.
-	for _, path := range []string{"/admin/", "/metrics", "/healthz", "/readyz"} {
+	// /healthz, /readyz, and its web console under /ui/.
+	for _, path := range []string{"/admin/", "/metrics", "/healthz", "/readyz", "/ui/"} {
 		mux.Handle(path, a.admin)
 	}
 	mux.HandleFunc("GET /status", a.status)

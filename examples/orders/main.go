@@ -19,9 +19,10 @@
 // service's lines (partitions granted, the HTTP address) and -log-format
 // json writes them as JSON.
 //
-// The admin endpoints (/admin/...) need a bearer token, set with
-// -admin-token or, to keep it out of the process list, the
-// ESRAFT_ADMIN_TOKEN environment variable; without one they answer 403.
+// The admin endpoints (/admin/...) and the web console (/ui/, signed in
+// with the same token) need a bearer token, set with -admin-token or, to
+// keep it out of the process list, the ESRAFT_ADMIN_TOKEN environment
+// variable; without one they answer 403.
 package main
 
 import (

@@ -43,12 +43,19 @@ func envInt(t *testing.T, name string, def int) int {
 // processes (killed at the test's end) and their cluster addresses.
 func startThree(t *testing.T, bin, dir string, extra func(id string) []string) ([]*proc, []string) {
 	t.Helper()
-	var cluster, peers []string
-	for i := 0; i < 3; i++ {
-		cluster = append(cluster, freePort(t))
-		peers = append(peers, fmt.Sprintf("n%d=%s", i+1, cluster[i]))
+	cluster := []string{freePort(t), freePort(t), freePort(t)}
+	return startNodes(t, bin, dir, cluster, extra), cluster
+}
+
+// startNodes is startThree at the given cluster addresses, node i being
+// n<i+1>; it returns the processes.
+func startNodes(t *testing.T, bin, dir string, cluster []string, extra func(id string) []string) []*proc {
+	t.Helper()
+	var peers []string
+	for i, addr := range cluster {
+		peers = append(peers, fmt.Sprintf("n%d=%s", i+1, addr))
 	}
-	procs := make([]*proc, 3)
+	procs := make([]*proc, len(cluster))
 	for i := range procs {
 		id := fmt.Sprintf("n%d", i+1)
 		logf, err := os.Create(filepath.Join(dir, id+".log"))
@@ -61,7 +68,7 @@ func startThree(t *testing.T, bin, dir string, extra func(id string) []string) (
 		p.start(t, bin)
 		t.Cleanup(p.kill)
 	}
-	return procs, cluster
+	return procs
 }
 
 // waitServing waits until every process answers /status.

@@ -395,6 +395,14 @@ func (n *nemesis) healFullDisk(i int) string {
 // or while sending a full copy, after the node started): stop it, wipe its
 // data directory, and restart it with its original command, so that it
 // rejoins and receives a full copy from a healthy peer.
+//
+// As an operator would, it repairs one node at a time, and only once the
+// cluster is otherwise healthy (every node running, a voter, a leader
+// known): the damaged node still votes (its raft log is intact), and
+// wiping it while another node is still rejoining leaves one voter with
+// data out of three, a shard that can never elect again (the 32-minute
+// run of seed 20261134 did that: n3 wiped after a refused start, n1
+// wiped for damage 44 ms later).
 func (n *nemesis) repairDamaged() {
 	for i := range n.c.Size() {
 		addr := n.c.Node(i).HTTP()
@@ -410,6 +418,13 @@ func (n *nemesis) repairDamaged() {
 		for g, gs := range st.Groups {
 			if gs.Damage == "" {
 				continue
+			}
+			rctx, cancel := context.WithTimeout(context.Background(), n.recover)
+			err := awaitHealthy(rctx, n.c, n.mon, n.groups, true)
+			cancel()
+			if err != nil {
+				n.logf("nemesis: n%d reports damage in group %d, repair deferred until the others recover: %v", i+1, g, err)
+				return
 			}
 			n.logf("nemesis: n%d reports damage in group %d (%s): stopping it, wiping its data directory and restarting it with its original command", i+1, g, gs.Damage)
 			if err := n.c.Kill(i); err != nil {

@@ -17,9 +17,13 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -324,10 +328,10 @@ func (c *Cluster) Close() {
 // b.N calls of apply have completed (apply must block until the entry is
 // committed/applied, e.g. `return r.Apply(rec, 0).Error()`), records every
 // call's latency, then stops the timer. ns/op is therefore wall time / b.N
-// (inverse throughput). It reports "records/s" (b.N / wall time) and
-// "p99-ms" (nearest-rank p99 of per-apply latencies, ms). The first apply
-// error stops all appenders and fails the benchmark. Tear down after Run
-// returns: the timer is already stopped.
+// (inverse throughput). It reports the metrics of RunLoad with one record
+// per call, in "records/s". The first apply error stops all appenders and
+// fails the benchmark. Tear down after Run returns: the timer is already
+// stopped.
 func Run(b *testing.B, apply func() error, appenders int) {
 	b.Helper()
 	RunUnit(b, apply, appenders, "records/s")
@@ -337,9 +341,50 @@ func Run(b *testing.B, apply func() error, appenders int) {
 // ("events/s").
 func RunUnit(b *testing.B, apply func() error, appenders int, unit string) {
 	b.Helper()
+	RunLoad(b, apply, appenders, Load{Unit: unit})
+}
+
+// Load describes what one call of a benchmark's apply acknowledges, for
+// the metrics RunLoad reports.
+type Load struct {
+	// Unit names the throughput, a plural per second ("records/s",
+	// "events/s"); the CPU metric is named after its singular.
+	Unit string
+	// PerCall is the number of records (events) one call acknowledges
+	// (default 1).
+	PerCall int
+	// RecordBytes is the payload size of one record. If set, RunLoad
+	// reports write amplification: the bytes this process wrote to the
+	// block device (/proc/self/io write_bytes, Linux) during the run and
+	// Settle, divided by the payload bytes acknowledged and by Nodes.
+	RecordBytes int
+	// Nodes is the number of replicas in the process, each of which
+	// writes every acknowledged byte (default 1).
+	Nodes int
+	// Settle, if set, runs after the timed section and before the bytes
+	// written are read: it makes durable what the run acknowledged but
+	// left in memory (a state machine's unflushed table), so write
+	// amplification counts every byte the acknowledged records cost.
+	Settle func()
+}
+
+// RunLoad is the timed section of Run for calls that each acknowledge
+// load.PerCall records. It reports:
+//
+//   - load.Unit: records acknowledged per second of wall time;
+//   - "p50-ms", "p99-ms": nearest-rank quantiles of the calls' latencies;
+//   - "cpu-us/<record>": user + system CPU time of the whole process
+//     (getrusage, every node and goroutine in it) per record acknowledged;
+//   - "write-amp" (when load.RecordBytes is set and /proc/self/io is
+//     readable): bytes written to the device per payload byte
+//     acknowledged, per node.
+func RunLoad(b *testing.B, apply func() error, appenders int, load Load) {
+	b.Helper()
 	if appenders < 1 {
 		appenders = 1
 	}
+	load.PerCall = max(load.PerCall, 1)
+	load.Nodes = max(load.Nodes, 1)
 	n := int64(b.N)
 	lat := make([]time.Duration, n)
 	var (
@@ -349,6 +394,9 @@ func RunUnit(b *testing.B, apply func() error, appenders int, unit string) {
 		firstErr error
 		wg       sync.WaitGroup
 	)
+	runtime.GC() // the previous run's garbage is not this run's CPU
+	written0, ioErr := WrittenBytes()
+	cpu0 := CPUTime()
 	b.ResetTimer()
 	b.StartTimer()
 	start := time.Now()
@@ -375,11 +423,51 @@ func RunUnit(b *testing.B, apply func() error, appenders int, unit string) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	b.StopTimer()
+	cpu := CPUTime() - cpu0
 	if firstErr != nil {
 		b.Fatal(firstErr)
 	}
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), unit)
+	records := float64(n) * float64(load.PerCall)
+	if load.Settle != nil {
+		load.Settle()
+	}
+	written1, ioErr1 := WrittenBytes()
+	b.ReportMetric(records/elapsed.Seconds(), load.Unit)
+	b.ReportMetric(float64(Percentile(lat, 0.50))/float64(time.Millisecond), "p50-ms")
 	b.ReportMetric(float64(Percentile(lat, 0.99))/float64(time.Millisecond), "p99-ms")
+	singular := strings.TrimSuffix(strings.TrimSuffix(load.Unit, "/s"), "s")
+	b.ReportMetric(float64(cpu.Microseconds())/records, "cpu-us/"+singular)
+	if load.RecordBytes > 0 && ioErr == nil && ioErr1 == nil {
+		acked := records * float64(load.RecordBytes) * float64(load.Nodes)
+		b.ReportMetric(float64(written1-written0)/acked, "write-amp")
+	}
+}
+
+// CPUTime returns the user + system CPU time this process has used
+// (getrusage RUSAGE_SELF).
+func CPUTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// WrittenBytes returns the bytes this process has caused to be written
+// to storage (write_bytes of /proc/self/io: pages dirtied, counted once
+// per write-back, so a 4 KiB page synced after every small append counts
+// 4 KiB each time).
+func WrittenBytes() (uint64, error) {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "write_bytes:"); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, errors.New("rawraftbench: no write_bytes in /proc/self/io")
 }
 
 // Percentile returns the nearest-rank p-quantile (0 < p <= 1) of lat,

@@ -88,7 +88,9 @@ type KeyInfo struct {
 	// deleted or truncated key keeps its sequence.
 	Seq uint64
 	// First is the lowest sequence a read can return: 1, or the sequence
-	// the key was truncated before (Seq+1 once deleted).
+	// the key was truncated before (Seq+1 once deleted), or the first its
+	// retention keeps by truncate-before and max count (records from
+	// First on may still be hidden by a max age).
 	First uint64
 	// Deleted reports a soft-deleted key.
 	Deleted bool

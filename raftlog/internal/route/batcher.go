@@ -28,10 +28,17 @@ import (
 // answered, until the batch holds as many appends as were waiting then
 // plus as many as that entry answered: the callers it expects back. A
 // caller that does not come back costs the others at most CohortWait.
+//
+// Large entries are pipelined: while every entry in flight carries at
+// least PipelineBytes, one more may be proposed beyond MaxInflight. Raft
+// then writes the next entry to its log (and sends it to followers) while
+// the state machine applies the last one; for small entries the round's
+// fixed latency dominates and the cohort wait above is what pays.
 type Batcher struct {
 	r        *raft.Raft
 	reqs     chan *pendingAppend
 	slots    chan struct{}
+	extra    chan struct{} // the one slot beyond MaxInflight, for pipelining large entries
 	inflight chan inflightEntry
 	stop     chan struct{}
 	done     chan struct{}
@@ -43,6 +50,10 @@ type Batcher struct {
 	cohortWait time.Duration
 	entrySizes *core.Histogram
 	refuse     func() error
+	// pipelineBytes is PipelineBytes (0: no pipelining); smallInflight
+	// counts the entries in flight that carry less.
+	pipelineBytes int
+	smallInflight atomic.Int32
 
 	// Written by complete() after it answered an entry's appends: how many
 	// entries it has answered, how many appends the last one held, and
@@ -72,6 +83,8 @@ type appendReply struct {
 type inflightEntry struct {
 	fut   raft.ApplyFuture
 	batch []*pendingAppend
+	extra bool // holds the extra slot, not one of MaxInflight
+	small bool // counted in smallInflight
 }
 
 // errRetry marks failures of a leader-side attempt after which the append
@@ -94,6 +107,9 @@ type BatcherConfig struct {
 	Linger           time.Duration
 	MaxInflight      int
 	CohortWait       time.Duration
+	// PipelineBytes: while every entry in flight carries at least this
+	// many bytes, one more entry may be proposed (0: never).
+	PipelineBytes int
 	// EntrySizes, if set, records the number of appends of every entry
 	// answered.
 	EntrySizes *core.Histogram
@@ -109,16 +125,18 @@ func NewBatcher(r *raft.Raft, cfg BatcherConfig) *Batcher {
 		r:        r,
 		reqs:     make(chan *pendingAppend, 1024),
 		slots:    make(chan struct{}, cfg.MaxInflight),
-		inflight: make(chan inflightEntry, cfg.MaxInflight),
+		extra:    make(chan struct{}, 1),
+		inflight: make(chan inflightEntry, cfg.MaxInflight+1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		maxReqs:  cfg.MaxEntryRequests,
 		maxBytes: cfg.MaxEntryBytes,
 		linger:   cfg.Linger,
 
-		cohortWait: cfg.CohortWait,
-		entrySizes: cfg.EntrySizes,
-		refuse:     cfg.Refuse,
+		cohortWait:    cfg.CohortWait,
+		entrySizes:    cfg.EntrySizes,
+		refuse:        cfg.Refuse,
+		pipelineBytes: max(cfg.PipelineBytes, 0),
 	}
 }
 
@@ -243,15 +261,32 @@ func (b *Batcher) run() {
 			failAll()
 			return
 		}
-		// Wait for a free slot, taking more appends meanwhile
+		// Wait for a free slot, taking more appends meanwhile. The extra
+		// slot is offered only when the others are taken and no small
+		// entry is in flight; an entry that completes frees a slot, which
+		// ends the select, so the condition is looked at again whenever
+		// it can change.
+		var extra bool
 	wait:
 		for {
+			select {
+			case b.slots <- struct{}{}:
+				break wait
+			default:
+			}
 			reqs := b.reqs
 			if full() {
 				reqs = nil
 			}
+			var extraSlot chan struct{}
+			if b.pipelineBytes > 0 && b.smallInflight.Load() == 0 {
+				extraSlot = b.extra
+			}
 			select {
 			case b.slots <- struct{}{}:
+				break wait
+			case extraSlot <- struct{}{}:
+				extra = true
 				break wait
 			case p := <-reqs:
 				add(p)
@@ -268,7 +303,11 @@ func (b *Batcher) run() {
 		for _, p := range batch {
 			data = append(data, p.enc...)
 		}
-		b.inflight <- inflightEntry{fut: b.r.Apply(data, 0), batch: batch}
+		small := len(data) < b.pipelineBytes
+		if small {
+			b.smallInflight.Add(1)
+		}
+		b.inflight <- inflightEntry{fut: b.r.Apply(data, 0), batch: batch, extra: extra, small: small}
 		batch, size = nil, 0
 	}
 }
@@ -300,7 +339,14 @@ func (b *Batcher) complete() {
 		if b.entrySizes != nil {
 			b.entrySizes.Observe(int64(len(e.batch)))
 		}
-		<-b.slots
+		if e.small {
+			b.smallInflight.Add(-1)
+		}
+		if e.extra {
+			<-b.extra
+		} else {
+			<-b.slots
+		}
 		for i, p := range e.batch {
 			switch {
 			case rejected != nil:

@@ -321,6 +321,8 @@ func (r *Router) Handle(ctx context.Context, code byte, payload []byte) ([]byte,
 		return membershipMethod.serve(ctx, r, payload), nil
 	case MethodReadIndex:
 		return readIndexMethod.serve(ctx, r, payload), nil
+	case MethodRetention:
+		return retentionMethod.serve(ctx, r, payload), nil
 	case MethodJoin:
 		op, id, addr, err := decodeJoin(payload)
 		if err != nil {

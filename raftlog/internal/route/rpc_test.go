@@ -100,6 +100,7 @@ func FuzzRequests(f *testing.F) {
 	f.Add(wire.EncodeRequest(nil, &good))
 	f.Add(wire.EncodeGroupOp(nil, &wire.GroupOp{Op: wire.GopJoin, Group: "g", Member: "m", Session: 5}))
 	f.Add([]byte{OpAddVoter, 0, 2, 'n', '1', 4, 'a', ':', '1', '2'})
+	f.Add(wire.EncodeRetentionOp([]byte{1}, &wire.RetentionOp{Kind: wire.RetKey, Partition: 1, Key: "k", MaxCount: 3}))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f})
 	f.Add([]byte{})
 	shards := []*Shard{{ID: 0}, {ID: 1}}
@@ -119,6 +120,9 @@ func FuzzRequests(f *testing.F) {
 		r.coordinator(b)
 		r.shardOfMembership(b)
 		r.shardOfReadIndex(b)
+		if s, op, err := r.decodeRetention(b); err == nil && (s == nil || op.Check(8) != nil) {
+			t.Fatalf("retention operation accepted unchecked: %+v", op)
+		}
 		decodeJoin(b)
 		decodeMembership(b)
 		if id, addr, err := decodeRejoin(b); err == nil && (id == "" || addr == "") {

@@ -16,9 +16,10 @@ import (
 // raft has handed over an entry (of any type), and End publishes the
 // result to readers and waiters. Only raft's FSM goroutine uses a batch.
 type Batch struct {
-	a        applier
-	applied  uint64
-	lastTime int64
+	a         applier
+	applied   uint64
+	lastTime  int64
+	raftBytes uint64
 }
 
 // Begin starts a batch. A storage error stops applies (stopApplies): a
@@ -64,6 +65,10 @@ func (b *Batch) Group(op *wire.GroupOp, t int64) core.GroupOutcome {
 // Applied records that every entry up to index was handed to the batch.
 func (b *Batch) Applied(index uint64) { b.applied = index }
 
+// RaftBytes counts n bytes of raft entries applied in the batch (see
+// Engine.Flushed).
+func (b *Batch) RaftBytes(n int) { b.raftBytes += uint64(n) }
+
 // End publishes the batch: offsets, the applied index, and wake-ups of
 // readers waiting for them; it freezes the active table for the flusher
 // once the table is large. It returns false if a storage error stopped
@@ -76,12 +81,14 @@ func (b *Batch) End() bool {
 		return false
 	}
 	f.lastTime = b.lastTime
+	f.raftBytes += b.raftBytes
 	f.mem.last, f.mem.lastTime = b.applied, b.lastTime
 	for i, grew := range a.grew {
 		if grew {
 			f.next[i].Store(a.next[i])
 		}
 	}
+	f.appliedTime.Store(b.lastTime)
 	f.applied.Store(b.applied)
 	for i, grew := range a.grew {
 		if grew {

@@ -114,7 +114,7 @@ func (f *Engine) guard(what string, fn func() error) (err error) {
 func (f *Engine) checkSegments(tx *bolt.Tx, slot int) (*segEntry, error) {
 	p := f.partitions[slot]
 	pb := tx.Bucket(partitionBucketName(p))
-	var last *segEntry
+	var first, last *segEntry
 	known := map[uint64]bool{}
 	err := pb.Bucket(bucketSegs).ForEach(func(k, v []byte) error {
 		s, err := openSegEntry(k, v)
@@ -126,6 +126,9 @@ func (f *Engine) checkSegments(tx *bolt.Tx, slot int) (*segEntry, error) {
 		}
 		known[s.base] = true
 		last = &s
+		if first == nil {
+			first = &s
+		}
 		name := f.segPath(p, s.base)
 		fh, err := f.segFile(name, false)
 		if err != nil {
@@ -183,6 +186,14 @@ func (f *Engine) checkSegments(tx *bolt.Tx, slot int) (*segEntry, error) {
 		}
 		if last == nil || base >= last.end() {
 			f.logger.Info("raftlog: removing a segment the index does not list (a flush did not commit)", "file", n)
+			f.closeSegFile(f.segPath(p, base))
+			if err := f.fs.Remove(f.segPath(p, base)); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if base < first.base && first.base <= f.ret.parts[slot].Low {
+			f.logger.Info("raftlog: removing a scavenged segment (a scavenge did not finish)", "file", n)
 			f.closeSegFile(f.segPath(p, base))
 			if err := f.fs.Remove(f.segPath(p, base)); err != nil {
 				return nil, err

@@ -1,8 +1,6 @@
 package state
 
 import (
-	"bytes"
-	"io"
 	"path/filepath"
 	"testing"
 	"time"
@@ -67,13 +65,7 @@ func TestClusterIDFirstProposalWins(t *testing.T) {
 	require.Equal(t, first.String(), c.ClusterID())
 
 	// A full copy carries it to a replica that never applied the entry.
-	full, _, err := a.openFullCopy()
-	require.NoError(t, err)
-	data, err := io.ReadAll(full)
-	require.NoError(t, err)
-	require.NoError(t, full.Close())
-	d := newTestFSM(t, time.Hour)
-	require.NoError(t, d.Restore(io.NopCloser(bytes.NewReader(data))))
+	d := restoredCopy(t, a)
 	require.Equal(t, first.String(), d.ClusterID())
 	require.NoError(t, a.Close())
 }

@@ -95,6 +95,13 @@ type Engine struct {
 
 	applied  atomic.Uint64
 	lastTime int64 // FSM goroutine only
+	// raftBytes counts the bytes of the command entries applied since
+	// Open (FSM goroutine only); flushedRaftBytes is its value as of the
+	// last table flushed, flushedIndex that table's last index: what the
+	// log's compaction policy looks at (Flushed).
+	raftBytes        uint64
+	flushedRaftBytes atomic.Uint64
+	flushedIndex     atomic.Uint64
 
 	// next[i] is the next offset of partitions[i]; published after commit.
 	next    []atomic.Uint64
@@ -116,6 +123,18 @@ type Engine struct {
 	// zero UUID until the first CmdClusterID entry is; guarded like the
 	// tables and flushed with them.
 	clusterID uuid.UUID
+	// ret is the retention rules (retention.go); guarded like the tables
+	// and flushed with them. appliedTime is the time as of the last entry
+	// applied, which retention is judged against.
+	ret         *retention
+	appliedTime atomic.Int64
+	// dropPending: a flush made a raised low offset durable and its
+	// segments are not dropped yet (scavenge.go).
+	dropPending atomic.Bool
+	scavenged   scavengeCounters
+	// compactWanted: a scavenge asked the next snapshot to compact the
+	// index (compact.go).
+	compactWanted atomic.Bool
 
 	// Applied state not yet in db (memtable.go): the active table, which
 	// applies go to, and the frozen one being written by the flusher (nil
@@ -271,6 +290,9 @@ func Open(o Options) (*Engine, error) {
 	if err := f.finishInstall(); err != nil {
 		return nil, fmt.Errorf("raftlog: %s: finish installing a full copy: %w", f.path, err)
 	}
+	if err := os.Remove(f.path + compactSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("raftlog: %s: remove an unfinished index compaction: %w", f.path, err)
+	}
 	if err := f.convertLegacy(o.LegacyPath); err != nil {
 		return nil, err
 	}
@@ -398,11 +420,20 @@ func (f *Engine) load(tx *bolt.Tx) error {
 		return indexError(f.path, err)
 	}
 	f.applied.Store(applied)
+	f.flushedIndex.Store(applied)
 	t, err := getUint64(meta, metaTime)
 	if err != nil {
 		return indexError(f.path, err)
 	}
 	f.lastTime = int64(t)
+	f.appliedTime.Store(f.lastTime)
+	rb, err := getValue(meta, metaRetention)
+	if err == nil {
+		f.ret, err = f.decodeRetention(rb)
+	}
+	if err != nil {
+		return indexError(f.path, err)
+	}
 	f.segs = make([]*segEntry, len(f.partitions))
 	for i, p := range f.partitions {
 		pb := tx.Bucket(partitionBucketName(p))
@@ -522,6 +553,16 @@ func (f *Engine) Flush() (uint64, error) {
 	}
 	return f.applied.Load(), nil
 }
+
+// Flushed returns the raft index the state files cover as of the last
+// flush, and how many bytes of raft command entries were applied from
+// Open up to it: what the raft log's compaction policy looks at.
+func (f *Engine) Flushed() (index, raftBytes uint64) {
+	return f.flushedIndex.Load(), f.flushedRaftBytes.Load()
+}
+
+// FlushedSignal is woken after every flush attempt.
+func (f *Engine) FlushedSignal() *core.Signal { return &f.flushed }
 
 // Applied is the raft index of the last entry applied.
 func (f *Engine) Applied() uint64 { return f.applied.Load() }

@@ -638,8 +638,9 @@ func TestFSMCrashWithFrozenTableUnflushed(t *testing.T) {
 	require.Equal(t, recs, got)
 }
 
-// Snapshot returns only once every frozen table is in the file, so the
-// marker's index is covered by the file.
+// Snapshot freezes the active table and returns once no earlier frozen
+// table is unwritten; its Persist returns only once the file covers the
+// marker's index, so raft never compacts past what the file holds.
 func TestFSMSnapshotWaitsForFrozenTables(t *testing.T) {
 	f := newTestFSM(t, time.Hour)
 	f.flushAtRecords = 1
@@ -664,13 +665,28 @@ func TestFSMSnapshotWaitsForFrozenTables(t *testing.T) {
 	default:
 	}
 	require.Equal(t, uint64(0), fileAppliedOf(t, f))
-	close(release)
+	release <- struct{}{} // the first table's flush
 	r := <-done
 	require.NoError(t, r.err)
-	require.Equal(t, markerSnapshot{index: 2}, r.snap)
+	require.Equal(t, uint64(2), r.snap.(markerSnapshot).index)
+	require.Zero(t, f.mem.n, "the snapshot froze the active table")
+
+	persisted := make(chan error)
+	sink := &memSink{}
+	go func() { persisted <- r.snap.Persist(sink) }()
+	select {
+	case <-persisted:
+		t.Fatal("Persist returned while the table it covers was unwritten")
+	default:
+	}
+	require.Equal(t, uint64(1), fileAppliedOf(t, f))
+	close(release)
+	require.NoError(t, <-persisted)
 	require.Equal(t, uint64(2), fileAppliedOf(t, f))
+	h, err := decodeSnapshotHeader(sink.Bytes())
+	require.NoError(t, err)
+	require.Equal(t, snapshotHeader{version: snapshotVersion, kind: snapshotMarker, index: 2}, h)
 	require.Nil(t, f.frozen)
-	require.Zero(t, f.mem.n)
 }
 
 // A key truncated and a consumer group changed while a table is frozen:

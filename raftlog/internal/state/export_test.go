@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"math"
@@ -63,4 +64,18 @@ func hashSegments(t testing.TB, h io.Writer, f *Engine) {
 			fmt.Fprintf(h, "p%d/%s=%x\n", p, n, b)
 		}
 	}
+}
+
+// restoredCopy returns a new engine that installed a full copy of src, as
+// a follower does.
+func restoredCopy(t testing.TB, src *Engine) *Engine {
+	t.Helper()
+	full, _, err := src.openFullCopy()
+	require.NoError(t, err)
+	data, err := io.ReadAll(full)
+	require.NoError(t, err)
+	require.NoError(t, full.Close())
+	dst := newTestFSM(t, time.Hour)
+	require.NoError(t, dst.Restore(io.NopCloser(bytes.NewReader(data))))
+	return dst
 }

@@ -30,6 +30,10 @@ import (
 // above applied and they re-apply into the same frames. A flush that fails
 // is retried with backoff (flushRetry), its segments truncated back first.
 
+// appendFill is the bbolt fill of a bucket's pages when a flush only
+// appends keys after the last one.
+const appendFill = 1.0
+
 // flushRetry is the backoff between attempts of a failing flush.
 var flushRetry = backoff.Policy{Initial: 50 * time.Millisecond, Max: 5 * time.Second}
 
@@ -67,12 +71,15 @@ func (f *Engine) runFlusher() {
 					f.frozen = nil
 				}
 				f.mu.Unlock()
+				f.flushedRaftBytes.Store(t.raftBytes)
+				f.flushedIndex.Store(t.last)
 			}
 			f.dbMu.RUnlock()
 			if err == nil {
 				if f.flushErr.Swap(nil) != nil {
 					f.logger.Info("raftlog: state flush succeeded again", "shard", f.shard, "attempts", attempt)
 				}
+				f.dropAfterFlush(t)
 				break
 			}
 			if errors.Is(err, core.ErrCorrupt) {
@@ -373,11 +380,27 @@ func (f *Engine) putTable(tx *bolt.Tx, m *memTable, plans [][]*segWrite, erase *
 		errs = append(errs, putUint64(pb, keyNextOffset, m.end(slot)))
 	}
 	ids, idTime := tx.Bucket(bucketIDs), tx.Bucket(bucketIDTime)
+	// The IDs in the order they were applied, which is nearly their
+	// sorted order (UUIDv7s are time-ordered), so sorting them costs
+	// little; an ID appended again after it expired is listed twice.
 	order := make([]uuid.UUID, 0, len(m.ids))
-	for id := range m.ids {
-		order = append(order, id)
+	for _, l := range m.idLog {
+		for id := l.ids; len(id) >= 16; id = id[16:] {
+			order = append(order, uuid.UUID(id[:16]))
+		}
 	}
 	slices.SortFunc(order, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	order = slices.Compact(order)
+	// Record IDs are UUIDv7s, ordered by time, and retention keys start
+	// with the time: a flush's keys usually all sort after every key
+	// stored, and bbolt's default split, which leaves pages half full for
+	// inserts in between, would leave the ID index twice its size.
+	if len(order) > 0 {
+		if last, _ := ids.Cursor().Last(); last == nil || bytes.Compare(order[0][:], last) > 0 {
+			ids.FillPercent = appendFill
+		}
+	}
+	idTime.FillPercent = appendFill
 	var scratch []byte
 	for i := range order {
 		scratch = encodeIDEntry(scratch[:0], m.ids[order[i]])
@@ -408,6 +431,9 @@ func (f *Engine) putTable(tx *bolt.Tx, m *memTable, plans [][]*segWrite, erase *
 	errs = append(errs, putUint64(meta, metaApplied, m.last), putUint64(meta, metaTime, uint64(m.lastTime)))
 	if m.clusterID != (uuid.UUID{}) {
 		errs = append(errs, putValue(meta, metaClusterID, m.clusterID[:]))
+	}
+	if m.retAt != nil {
+		errs = append(errs, putValue(meta, metaRetention, m.retAt))
 	}
 	return errors.Join(errs...)
 }

@@ -60,6 +60,7 @@ func (f FSM) ApplyBatch(logs []*raft.Log) []any {
 			}
 			if l.Type == raft.LogCommand {
 				resp[i] = f.dispatch(&b, l)
+				b.RaftBytes(len(l.Data))
 			}
 			b.Applied(l.Index)
 		}
@@ -100,6 +101,12 @@ func (f FSM) dispatch(b *Batch, l *raft.Log) any {
 			return f.rejected(l, err)
 		}
 		return b.ClusterID(id).String()
+	case wire.CmdRetention:
+		t, op, err := wire.DecodeRetentionEntry(l.Data)
+		if err != nil {
+			return f.rejected(l, err)
+		}
+		return b.Retention(&op, t)
 	}
 	return f.rejected(l, fmt.Errorf("%w: unknown command type %d", core.ErrCorrupt, cmd))
 }
@@ -111,16 +118,19 @@ func (f FSM) rejected(l *raft.Log, err error) error {
 	return err
 }
 
-// Snapshot implements raft.FSM. It freezes the active table and waits for
-// the flusher to write every frozen table, so the state file covers
-// everything applied and raft may compact its log up to here; the snapshot
-// itself records only that index, and its cost does not grow with history.
+// Snapshot implements raft.FSM. It freezes the active table for the
+// flusher and returns at once (it runs on the FSM goroutine, and holds
+// applies up only if the previous table is still being written); Persist,
+// which raft runs beside later applies, waits until the flusher has
+// written it, so the state file covers everything applied up to here
+// before raft may compact its log up to here. The snapshot itself records
+// only that index, and its cost does not grow with history.
 func (f FSM) Snapshot() (raft.FSMSnapshot, error) {
-	index, err := f.e.Flush()
-	if err != nil {
+	if err := f.e.freeze(true); err != nil {
 		return nil, err
 	}
-	return markerSnapshot{index: index}, nil
+	f.e.maybeCompactIndex()
+	return markerSnapshot{index: f.e.Applied(), e: f.e}, nil
 }
 
 // Restore implements raft.FSM: the engine replaces its state with the full
@@ -128,9 +138,16 @@ func (f FSM) Snapshot() (raft.FSMSnapshot, error) {
 func (f FSM) Restore(rc io.ReadCloser) error { return f.e.Restore(rc) }
 
 // markerSnapshot is what the FSM hands raft for compaction.
-type markerSnapshot struct{ index uint64 }
+type markerSnapshot struct {
+	index uint64
+	e     *Engine
+}
 
 func (s markerSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.e.waitCovered(s.index); err != nil {
+		sink.Cancel()
+		return err
+	}
 	if _, err := sink.Write(snapshotHeader{kind: snapshotMarker, index: s.index}.encode()); err != nil {
 		sink.Cancel()
 		return err

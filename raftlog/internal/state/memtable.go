@@ -79,10 +79,16 @@ type memTable struct {
 	// clusterID, if not zero, was applied in this table (the cluster ID
 	// never changes once set, so the flusher writes it as is).
 	clusterID uuid.UUID
+	// retDirty: the retention rules changed in this table; retAt is their
+	// stored form as of the table's last index, set by freeze.
+	retDirty bool
+	retAt    []byte
 
 	n     int // records held
 	bytes int
-	arena arena // what the FSM goroutine allocates stored records and ID lists from
+	// raftBytes is Engine.raftBytes as of last (set when frozen).
+	raftBytes uint64
+	arena     arena // what the FSM goroutine allocates stored records and ID lists from
 }
 
 // alloc returns n bytes of the table's arena, capacity n. The FSM goroutine
@@ -176,6 +182,10 @@ func (f *Engine) freeze(failFast bool) error {
 			m.groupsAt[name] = nil // deleted
 		}
 	}
+	m.raftBytes = f.raftBytes
+	if m.retDirty {
+		m.retAt = f.encodeRetention(f.ret)
+	}
 	f.mu.Lock()
 	f.frozen = m
 	f.mem = newMemTable(f.nextOffsets(), f.frozen.last, f.frozen.lastTime, f.flushAtRecords)
@@ -216,6 +226,33 @@ func (f *Engine) waitFlushed(failFast bool) error {
 		select {
 		case <-ch:
 		case <-halted:
+			return errHalted
+		case <-f.flushDone:
+			return errFlusherGone
+		}
+	}
+}
+
+// waitCovered waits until the state files cover raft index index, which
+// a table frozen earlier holds (so at most the one frozen now): once no
+// table is frozen, or the frozen one starts above index. It runs off the
+// FSM goroutine (a snapshot's Persist) and gives up, with an error, when a
+// flush fails, the shard halts or the flusher stops.
+func (f *Engine) waitCovered(index uint64) error {
+	for {
+		ch := f.flushed.Wait() // before the check, so no notify is missed
+		f.mu.RLock()
+		done := f.frozen == nil || f.frozen.base >= index
+		f.mu.RUnlock()
+		if done {
+			return nil
+		}
+		if err := f.FlushError(); err != nil {
+			return fmt.Errorf("%w: %w", core.ErrDiskFull, err)
+		}
+		select {
+		case <-ch:
+		case <-f.halted:
 			return errHalted
 		case <-f.flushDone:
 			return errFlusherGone

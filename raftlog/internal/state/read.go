@@ -100,6 +100,10 @@ func (f *Engine) Read(p core.Partition, from uint64, maxRecs, maxBytes int) ([]c
 	err := f.readView(func(v *layers) error {
 		slot, _ := f.slot(p)
 		c.meta = f.meta[slot]
+		c.ret = v.retention(p, slot)
+		if c.ret != nil {
+			from = max(from, c.ret.r.parts[slot].Low)
+		}
 		start := v.oldest().start[slot]
 		if from < start {
 			more := true
@@ -130,6 +134,7 @@ type collector struct {
 	p                 core.Partition
 	maxRecs, maxBytes int
 	meta              map[string]*keyMeta // the partition's; records below a key's floor are skipped
+	ret               *retentionView      // nil if no retention rule hides anything
 	size              int
 	out               []core.Record
 }
@@ -148,6 +153,15 @@ func (c *collector) take(v []byte, off uint64) (bool, error) {
 			return false, fmt.Errorf("raftlog: partition %d offset %d: %w", c.p, off, err)
 		}
 		if km := c.meta[string(key)]; km != nil && seq < km.floor {
+			return true, nil
+		}
+	}
+	if c.ret != nil {
+		hidden, err := c.ret.hides(v, off)
+		if err != nil {
+			return false, fmt.Errorf("raftlog: partition %d offset %d: %w", c.p, off, err)
+		}
+		if hidden {
 			return true, nil
 		}
 	}
@@ -172,9 +186,22 @@ func (f *Engine) ReadKey(p core.Partition, key string, from uint64, maxRecs, max
 		if km := f.meta[slot][key]; km != nil {
 			from = max(from, km.floor)
 		}
+		if c.ret = v.retention(p, slot); c.ret != nil {
+			if rule, ok := c.ret.r.rule(slot, key); ok {
+				head, err := v.keyHead(p, slot, key)
+				if err != nil {
+					return err
+				}
+				from = max(from, rule.firstSeq(head))
+			}
+		}
+		low := f.ret.parts[slot].Low
 		take := func(off uint64) (bool, error) {
 			if c.full() {
 				return false, nil
+			}
+			if off < low {
+				return true, nil // removed (TruncatePartition, a scavenge)
 			}
 			more, found := true, false
 			err := v.record(p, slot, off, func(rec []byte) error {
@@ -232,6 +259,9 @@ func (f *Engine) KeyInfo(p core.Partition, key string) (core.KeyInfo, error) {
 		}
 		var err error
 		info.Seq, err = v.keyHead(p, slot, key)
+		if rule, ok := f.ret.rule(slot, key); ok && err == nil {
+			info.First = max(info.First, rule.firstSeq(info.Seq))
+		}
 		return err
 	})
 	return info, err
@@ -286,4 +316,16 @@ func (f *Engine) indexDamage(err error) error {
 		err = indexError(f.path, err)
 	}
 	return f.noteDamage(err)
+}
+
+// retention returns the judge of partition p's records in this view, nil
+// if no rule hides anything.
+func (v *layers) retention(p core.Partition, slot int) *retentionView {
+	r := v.f.ret
+	if r.empty() {
+		return nil
+	}
+	return &retentionView{r: r, slot: slot, now: v.f.appliedTime.Load(), head: func(key string) (uint64, error) {
+		return v.keyHead(p, slot, key)
+	}}
 }
