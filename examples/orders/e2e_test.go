@@ -128,12 +128,7 @@ func TestEndToEndThreeNodeCluster(t *testing.T) {
 		return []string{"-notify-url", receiver.URL,
 			"-tls-cluster", "orders", "-tls-cert", certFile, "-tls-key", keyFile, "-tls-ca", caFile}
 	})
-	for _, p := range procs {
-		wait.Until(t, 60*time.Second, "node "+p.http+" serving", func() bool {
-			code, err := call("GET", "http://"+p.http+"/status", "", nil, nil)
-			return err == nil && code == 200
-		})
-	}
+	waitServing(t, procs)
 
 	// retry sends a request until it gets an answer from the service,
 	// across the other live nodes; a 503 or a dropped connection is retried
@@ -165,19 +160,7 @@ func TestEndToEndThreeNodeCluster(t *testing.T) {
 	var acked []string
 	paid := map[string]bool{}
 	// The victim is the leader: the hardest node to lose.
-	victim := -1
-	wait.Until(t, 30*time.Second, "a leader", func() bool {
-		for i, p := range procs {
-			var st struct {
-				Shards []struct{ State string } `json:"shards"`
-			}
-			if code, err := call("GET", "http://"+p.http+"/status", "", nil, &st); err == nil && code == 200 && len(st.Shards) > 0 && st.Shards[0].State == "Leader" {
-				victim = i
-				return true
-			}
-		}
-		return false
-	})
+	victim := waitLeader(t, procs)
 	for i := 0; i < orders; i++ {
 		if i == orders/2 {
 			procs[victim].kill() // SIGKILL, mid-way

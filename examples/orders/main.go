@@ -48,6 +48,7 @@ import (
 
 	"github.com/esraft/esraft/aggregate"
 	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/kafka"
 	"github.com/esraft/esraft/projection"
 	"github.com/esraft/esraft/projection/sqlite"
 	"github.com/esraft/esraft/raftlog"
@@ -73,6 +74,8 @@ type config struct {
 	tlsCluster, tlsCert, tlsKey, tlsCA string
 	// timeouts of the HTTP server; zero fields take the defaults.
 	timeouts httpTimeouts
+	// kafka is the Kafka listener's address ("": none).
+	kafka string
 }
 
 // httpTimeouts bound how long a client may hold a connection: to send its
@@ -114,6 +117,7 @@ func main() {
 	flag.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	flag.StringVar(&cfg.adminToken, "admin-token", "", "bearer token for the /admin endpoints (default $ESRAFT_ADMIN_TOKEN; none: the admin endpoints are off)")
 	flag.DurationVar(&cfg.handoff, "handoff-timeout", 0, "bound on handing leadership to another voter at shutdown (default 2s; negative: no hand-off)")
+	flag.StringVar(&cfg.kafka, "kafka", "", "Kafka listener address, host:port (default: none; mutual TLS with the -tls-* files); the events are topic esraft.events")
 	showVersion := flag.Bool("version", false, "print the version and build of this program and exit")
 	flag.Parse()
 	if *showVersion {
@@ -132,6 +136,11 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// kafkaMaxBatchRecords bounds the events of one append with -kafka: a
+// produced batch with more records (franz-go and librdkafka batch up to
+// about 1 MB) is appended in several.
+const kafkaMaxBatchRecords = 10_000
 
 // app is the running service.
 type app struct {
@@ -161,6 +170,11 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string, a *app)) e
 		return err
 	}
 	opts = append(opts, eventstore.Logger(log))
+	if cfg.kafka != "" {
+		// A Kafka producer's batch is one append: allow batches of
+		// small records as large as producers send by default.
+		opts = append(opts, eventstore.MaxAppendEvents(kafkaMaxBatchRecords))
+	}
 	openCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	store, err := eventstore.Open(openCtx, filepath.Join(cfg.data, "log"), opts...)
 	cancel()
@@ -228,6 +242,22 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string, a *app)) e
 
 	if a.admin, err = a.adminHandler(cfg.adminToken); err != nil {
 		return err
+	}
+	if cfg.kafka != "" {
+		kc := kafka.Config{Store: store, Addr: cfg.kafka, Logger: log, MaxRecordsPerAppend: kafkaMaxBatchRecords}
+		if cfg.tlsCert != "" {
+			// The cluster's identities on the Kafka port too: clients
+			// present a node or worker certificate of the cluster's CA.
+			if kc.TLS, err = kafka.ClusterTLS(cfg.tlsCluster, cfg.tlsCert, cfg.tlsKey, cfg.tlsCA); err != nil {
+				return err
+			}
+		}
+		ks, err := kafka.Listen(kc)
+		if err != nil {
+			return err
+		}
+		defer ks.Close()
+		log.Info("kafka listener", "addr", ks.Addr())
 	}
 	ln, err := net.Listen("tcp", cfg.http)
 	if err != nil {

@@ -8,8 +8,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/esraft/esraft/systemtest/wait"
 )
 
 // buildBinary builds package pkg into dir and returns the binary's path.
@@ -66,4 +69,35 @@ func startNodes(t *testing.T, bin, dir string, cluster []string, extra func(id s
 		t.Cleanup(p.kill)
 	}
 	return procs
+}
+
+// waitServing waits until every process answers /status.
+func waitServing(t *testing.T, procs []*proc) {
+	t.Helper()
+	for _, p := range procs {
+		wait.Until(t, 60*time.Second, "node "+p.http+" serving", func() bool {
+			code, err := call("GET", "http://"+p.http+"/status", "", nil, nil)
+			return err == nil && code == 200
+		})
+	}
+}
+
+// waitLeader returns the index of the process leading shard 0, waiting
+// for one.
+func waitLeader(t *testing.T, procs []*proc) int {
+	t.Helper()
+	leader := -1
+	wait.Until(t, 30*time.Second, "a leader", func() bool {
+		for i, p := range procs {
+			var st struct {
+				Shards []struct{ State string } `json:"shards"`
+			}
+			if code, err := call("GET", "http://"+p.http+"/status", "", nil, &st); err == nil && code == 200 && len(st.Shards) > 0 && st.Shards[0].State == "Leader" {
+				leader = i
+				return true
+			}
+		}
+		return false
+	})
+	return leader
 }
