@@ -33,14 +33,25 @@ func startServer(t testing.TB, opts ...func(*Config)) (*Server, *eventstore.Stor
 	return srv, store
 }
 
-// needKcat skips t when kcat is not installed (.ci/run installs it).
+// needKcat returns kcat's path. A missing kcat fails the test (it is
+// never skipped in CI, whose .ci/run installs it) except with -short.
 func needKcat(t *testing.T) string {
 	t.Helper()
 	p, err := exec.LookPath("kcat")
 	if err != nil {
-		t.Skip("kcat is not installed (apt-get install -y kcat)")
+		missingClient(t, "kcat is not installed: apt-get install -y kcat")
 	}
 	return p
+}
+
+// missingClient fails t for a real client that is not installed, or skips
+// it with -short (the inner loop's fast run).
+func missingClient(t *testing.T, how string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip(how)
+	}
+	t.Fatal(how)
 }
 
 // waitFor polls cond every 20 ms until it holds, and fails t with msg()

@@ -25,11 +25,11 @@ func TestKafkajs(t *testing.T) {
 	}
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("node is not installed")
+		missingClient(t, "node is not installed: apt-get install -y nodejs npm")
 	}
 	dir := filepath.Join("testdata", "kafkajs")
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "kafkajs")); err != nil {
-		t.Skip("kafkajs is not installed: npm ci in kafka/testdata/kafkajs")
+		missingClient(t, "kafkajs is not installed: (cd kafka/testdata/kafkajs && npm ci)")
 	}
 	srv, _ := startServer(t)
 	var in strings.Builder
