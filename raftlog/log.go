@@ -366,7 +366,7 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, error) {
 		closeStores()
 		return nil, fmt.Errorf("raftlog: shard %d: %w", si, err)
 	}
-	if err := checkLogCoversState(s.store, fileSnaps, s.engine.Applied()); err != nil {
+	if err := checkLogCoversState(s.store, fileSnaps, s.engine.Applied(), l.logger.With("shard", si)); err != nil {
 		closeStores()
 		return nil, fmt.Errorf("raftlog: shard %d (%s): %w", si, dir, err)
 	}
@@ -491,7 +491,7 @@ func (l *Log) stepDownIfDamaged(s *shard) {
 // it was damaged, truncated or replaced. Raft would run on the shorter log,
 // hand this node's vote to a peer missing those entries, and never repair
 // the gap.
-func checkLogCoversState(logs raft.LogStore, snaps raft.SnapshotStore, applied uint64) error {
+func checkLogCoversState(logs raft.LogStore, snaps raft.SnapshotStore, applied uint64, logger *slog.Logger) error {
 	last, err := logs.LastIndex()
 	if err != nil {
 		return fmt.Errorf("raftlog: read the raft log: %w", err)
@@ -503,18 +503,35 @@ func checkLogCoversState(logs raft.LogStore, snaps raft.SnapshotStore, applied u
 	if len(metas) > 0 {
 		// A log store that refuses gaps (raft-wal) is emptied when a
 		// snapshot is installed, and keeps a tail of the entries it
-		// applied when one is taken: a non-empty one always reaches its
-		// newest snapshot. One that ends below it lost its tail: raft-wal
-		// reads damage in its last segment as a torn write and drops
-		// everything from there, entries this node acknowledged among
-		// them (RELIABILITY.md, bug 13). The only other way there is a
-		// crash between a snapshot install and raft emptying the log; the
-		// node was behind then, and a rejoin costs only a full copy.
+		// applied when one is taken: a non-empty one reaches its newest
+		// snapshot. One that ends below it either was being emptied
+		// after an install when the node stopped (the newest snapshot is
+		// a full copy from a leader: the node was behind, and raft would
+		// have dropped those entries), or lost its tail: raft-wal reads
+		// damage in its last segment as a torn write and drops everything
+		// from there, entries this node acknowledged among them
+		// (RELIABILITY.md, bug 13).
 		if m, ok := logs.(raft.MonotonicLogStore); ok && m.IsMonotonic() && last > 0 && last < metas[0].Index {
-			return fmt.Errorf("%w: the raft log ends at index %d, below its newest snapshot at index %d: "+
-				"it lost its last entries (damaged or truncated). Recovery: move this node's data "+
-				"directory aside and start the node empty, so that it rejoins and copies the state from its peers",
-				ErrCorrupt, last, metas[0].Index)
+			full, err := state.IsFullCopy(snaps, metas[0].ID)
+			if err != nil {
+				return fmt.Errorf("raftlog: read snapshot: %w", err)
+			}
+			if !full {
+				return fmt.Errorf("%w: the raft log ends at index %d, below its newest snapshot at index %d: "+
+					"it lost its last entries (damaged or truncated). Recovery: move this node's data "+
+					"directory aside and start the node empty, so that it rejoins and copies the state from its peers",
+					ErrCorrupt, last, metas[0].Index)
+			}
+			first, err := logs.FirstIndex()
+			if err != nil {
+				return fmt.Errorf("raftlog: read the raft log: %w", err)
+			}
+			if err := logs.DeleteRange(first, last); err != nil {
+				return fmt.Errorf("raftlog: drop the raft log's entries below an installed snapshot: %w", err)
+			}
+			logger.Info("raftlog: dropped the raft log's entries below the installed snapshot (a stop interrupted the install)",
+				"first", first, "last", last, "snapshot", metas[0].Index)
+			last = 0
 		}
 		last = max(last, metas[0].Index)
 	}

@@ -247,3 +247,23 @@ func (f *Engine) CatchUpToSnapshot(store raft.SnapshotStore) error {
 func NewSnapshotStore(store raft.SnapshotStore, e *Engine) *SnapshotStore {
 	return &SnapshotStore{SnapshotStore: store, fsm: e}
 }
+
+// IsFullCopy reports whether the stored snapshot id is a full copy of the
+// state, which a follower receives from a leader, rather than the marker
+// a node's own snapshot writes.
+func IsFullCopy(store raft.SnapshotStore, id string) (bool, error) {
+	_, rc, err := store.Open(id)
+	if err != nil {
+		return false, fmt.Errorf("open snapshot %s: %w", id, err)
+	}
+	defer rc.Close()
+	hb := make([]byte, snapshotHdrLen)
+	if _, err := io.ReadFull(rc, hb); err != nil {
+		return false, fmt.Errorf("snapshot %s: %w", id, err)
+	}
+	h, err := decodeSnapshotHeader(hb)
+	if err != nil {
+		return false, fmt.Errorf("snapshot %s: %w", id, err)
+	}
+	return h.kind == snapshotFull, nil
+}
