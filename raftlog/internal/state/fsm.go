@@ -257,11 +257,7 @@ func IsFullCopy(store raft.SnapshotStore, id string) (bool, error) {
 		return false, fmt.Errorf("open snapshot %s: %w", id, err)
 	}
 	defer rc.Close()
-	hb := make([]byte, snapshotHdrLen)
-	if _, err := io.ReadFull(rc, hb); err != nil {
-		return false, fmt.Errorf("snapshot %s: %w", id, err)
-	}
-	h, err := decodeSnapshotHeader(hb)
+	h, err := readSnapshotHeader(rc)
 	if err != nil {
 		return false, fmt.Errorf("snapshot %s: %w", id, err)
 	}
