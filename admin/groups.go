@@ -191,12 +191,18 @@ func (h *Handler) skipGroupParked(w http.ResponseWriter, r *http.Request) {
 }
 
 // groupParkedAction asks of the group in the path what act does to the
-// parked event in the path, answering a 404 if the group has none there.
+// parked event in the path, answering a 404 if the group has none there
+// once this node has applied every write acknowledged before the request
+// (the event may have been parked, and listed, through another node).
 func (h *Handler) groupParkedAction(w http.ResponseWriter, r *http.Request, action string,
 	act func(ctx context.Context, group string, partition eventstore.Partition, offset uint64) error) {
 	name := r.PathValue("group")
 	p, off, ok := h.parkedParams(w, r)
 	if !ok {
+		return
+	}
+	if err := h.cfg.Store.Barrier(r.Context()); err != nil {
+		h.writeStoreError(w, err)
 		return
 	}
 	st, ok, err := h.cfg.Store.GroupState(name)

@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -272,8 +273,11 @@ func (c *coordinator) completeLocked(g *group, now time.Time) {
 			resp.ErrorCode = kerr.InconsistentGroupProtocol.Code
 		}
 		resp.Generation = g.generation
-		resp.Protocol = &g.protocol
-		resp.ProtocolType = &g.protocolType
+		// Copies: the response is written after c.mu is released, while
+		// a later join may change the group's fields.
+		protocol, protocolType := g.protocol, g.protocolType
+		resp.Protocol = &protocol
+		resp.ProtocolType = &protocolType
 		resp.LeaderID = g.leader
 		resp.MemberID = id
 		if id == g.leader {
@@ -416,7 +420,13 @@ func (s *Server) joinGroup(req request) kmsg.Response {
 	}
 	g.protocolType = r.ProtocolType
 	m.clientID, m.host = req.clientID, ""
-	m.protocols = r.Protocols
+	// The request's byte fields alias the connection's read buffer,
+	// which its next request overwrites: keep copies.
+	m.protocols = make([]kmsg.JoinGroupRequestProtocol, len(r.Protocols))
+	for i, p := range r.Protocols {
+		p.Metadata = bytes.Clone(p.Metadata)
+		m.protocols[i] = p
+	}
 	m.session, m.rebalance = session, rebalance
 	m.lastSeen = now
 	c.rebalanceLocked(g, now)
@@ -465,7 +475,7 @@ func (s *Server) syncGroup(req request) kmsg.Response {
 		if r.MemberID == g.leader {
 			for _, a := range r.GroupAssignment {
 				if om := g.members[a.MemberID]; om != nil {
-					om.assignment = a.MemberAssignment
+					om.assignment = bytes.Clone(a.MemberAssignment) // a.MemberAssignment aliases the read buffer
 				}
 			}
 			g.state = groupStable
@@ -487,8 +497,9 @@ func (s *Server) syncGroup(req request) kmsg.Response {
 		resp.ErrorCode = kerr.RebalanceInProgress.Code
 		return resp
 	}
-	resp.ProtocolType = &g.protocolType
-	resp.Protocol = &g.protocol
+	protocol, protocolType := g.protocol, g.protocolType // copies, as in completeLocked
+	resp.ProtocolType = &protocolType
+	resp.Protocol = &protocol
 	resp.MemberAssignment = m.assignment
 	if resp.MemberAssignment == nil {
 		resp.MemberAssignment = []byte{}
