@@ -91,6 +91,9 @@ func openShardLog(dir string, cfg *Config, logger hclog.Logger) (groupLog, error
 	if err := os.MkdirAll(wdir, 0o700); err != nil {
 		return nil, err
 	}
+	if err := checkWALTail(wdir); err != nil {
+		return nil, err
+	}
 	withLogger := wal.WithLogger(logger.Named("wal"))
 	return wal.Open(wdir, withLogger, wal.WithSegmentSize(cfg.WALSegmentBytes))
 }
