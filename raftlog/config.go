@@ -109,10 +109,14 @@ type Config struct {
 	// at a time. Existing segments keep their size.
 	WALSegmentBytes int
 	// ScrubBytesPerSecond bounds the background scrub, which re-reads each
-	// shard's sealed state segments and index values against their
-	// checksums, one pass an hour (default 16 MiB/s; negative: no scrub).
-	// Damage it finds shows in ShardStatus.Damage.
+	// shard's state segments (the active one up to its last flush) and
+	// index values against their checksums, one pass every ScrubInterval
+	// (default 16 MiB/s; negative: no scrub). Damage it finds shows in
+	// ShardStatus.Damage.
 	ScrubBytesPerSecond int64
+	// ScrubInterval is the time from the end of one scrub pass to the start
+	// of the next (default 1h).
+	ScrubInterval time.Duration
 	// IDRetention is how long record IDs are remembered for deduplication
 	// (default 24h), measured on leader-stamped entry times.
 	IDRetention time.Duration
@@ -299,6 +303,8 @@ func (c *Config) Validate() error {
 		return bad("WALSegmentBytes %d not in 16 KiB..1 GiB", c.WALSegmentBytes)
 	case c.IDRetention < 0:
 		return bad("IDRetention is negative")
+	case c.ScrubInterval < 0:
+		return bad("ScrubInterval is negative")
 	case c.Addr == "" && c.Listener == nil && (len(c.Peers) > 0 || c.Join != "" || c.NonVoter):
 		return bad("Peers, Join and NonVoter need a cluster address (Addr)")
 	case len(c.Peers) > 0 && c.Join != "":

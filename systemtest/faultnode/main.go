@@ -86,6 +86,7 @@ func main() {
 		snapThresh = flag.Uint64("snapshot-threshold", 0, "raft snapshot threshold (0: default)")
 		snapEvery  = flag.Duration("snapshot-interval", 0, "raft snapshot interval (0: default)")
 		trailing   = flag.Uint64("trailing-logs", 0, "raft trailing logs (0: default)")
+		scrub      = flag.Duration("scrub-interval", 0, "time between two passes of the state scrub (0: default)")
 		logLevel   = flag.String("log-level", "info", "log level (raft's lines included)")
 		session    = flag.Duration("group-session", 0, "run a consumer group member with this session timeout (0: none)")
 		records    = flag.String("consumer-records", "", "file the consumer member records to (default: "+wire.ConsumerRecordFile+" in -dir)")
@@ -114,6 +115,7 @@ func main() {
 		func(c *raftlog.Config) {
 			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = *heartbeat, *election, *lease
 			c.SnapshotThreshold, c.SnapshotInterval, c.TrailingLogs = *snapThresh, *snapEvery, *trailing
+			c.ScrubInterval = *scrub
 		}); err != nil {
 		log.Error("faultnode failed", "err", err)
 		os.Exit(1)

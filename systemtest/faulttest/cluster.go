@@ -30,6 +30,9 @@ type ClusterConfig struct {
 	SnapshotThreshold          uint64
 	SnapshotInterval           time.Duration
 	TrailingLogs               uint64
+	// ScrubInterval is the time between two passes of every node's state
+	// scrub (0: raftlog's default, an hour).
+	ScrubInterval time.Duration
 	// GroupSession, if positive, makes every node run a member of the
 	// consumer group with this session timeout (see ConsumerGroupWorkload).
 	GroupSession time.Duration
@@ -204,7 +207,7 @@ func (c *Cluster) Start(ctx context.Context, i int) error {
 		"-partitions", fmt.Sprint(c.cfg.Partitions), "-groups", fmt.Sprint(c.cfg.Groups),
 		"-heartbeat", c.cfg.Heartbeat.String(), "-election", c.cfg.Election.String(), "-lease", c.cfg.Lease.String(),
 		"-snapshot-threshold", fmt.Sprint(c.cfg.SnapshotThreshold), "-snapshot-interval", c.cfg.SnapshotInterval.String(),
-		"-trailing-logs", fmt.Sprint(c.cfg.TrailingLogs),
+		"-trailing-logs", fmt.Sprint(c.cfg.TrailingLogs), "-scrub-interval", c.cfg.ScrubInterval.String(),
 		"-group-session", c.cfg.GroupSession.String(),
 		// Beside the data directory: a wipe or a full disk of the node
 		// must not lose what its member did.

@@ -71,6 +71,10 @@ func TestFaultInjection(t *testing.T) {
 			// Snapshots often and a short raft log tail, so that restarted
 			// and partitioned followers catch up from full state copies too.
 			SnapshotThreshold: 256, SnapshotInterval: 2 * time.Second, TrailingLogs: 64,
+			// A scrub pass every few seconds, as an operator who runs one
+			// after every disk incident: state damage a node started with
+			// is found, and repaired, before the next disk fault.
+			ScrubInterval: 3 * time.Second,
 		},
 		Workload: WorkloadConfig{
 			Workers: 12, StreamsPerWorker: 16, HotStreams: 4, HotFraction: 0.2,

@@ -123,6 +123,13 @@ type nemesis struct {
 	quiet   [2]time.Duration // min, max pause between faults
 	recover time.Duration    // deadline for recovery after a heal
 	kinds   []string         // restrict to these kinds (nil: all)
+	// carrying is 1 + the node that runs with damage a disk fault left in
+	// its files (it started anyway), 0 if none: until that node is wiped,
+	// disk faults damage only it. One disk damaged at a time is the fault
+	// model a 3-node cluster tolerates: damage on two nodes and the third
+	// wiped leaves no whole copy to rejoin from (the stopped run of seed
+	// 20261137).
+	carrying int
 
 	mu     sync.Mutex
 	faults []Fault
@@ -204,8 +211,9 @@ func (n *nemesis) run(ctx context.Context) {
 }
 
 // plan draws the next fault from the seeded generator. Only the choice
-// of a leader depends on the cluster: every other draw is the same for a
-// given seed.
+// of a leader, and of the node a disk fault damages while one carries
+// damage, depend on the run: every other draw is the same for a given
+// seed.
 func (n *nemesis) plan(seq int) Fault {
 	f := Fault{Seq: seq, Kind: n.pick(), Group: -1}
 	size := n.c.Size()
@@ -248,7 +256,11 @@ func (n *nemesis) plan(seq int) Fault {
 	case FaultCutLink:
 		f.Nodes, f.Mode, f.Hold = []int{randomNode, other}, mode, n.between(2*time.Second, 6*time.Second)
 	case FaultCorruptLogOld, FaultCorruptLogNew, FaultCorruptState, FaultTruncateLog, FaultTruncateState:
-		f.Nodes, f.Hold = []int{randomNode}, n.between(0, 2*time.Second)
+		target := randomNode
+		if n.carrying > 0 {
+			target = n.carrying - 1
+		}
+		f.Nodes, f.Hold = []int{target}, n.between(0, 2*time.Second)
 	case FaultFillDisk:
 		f.Nodes, f.Hold = []int{randomNode}, n.between(3*time.Second, 8*time.Second)
 	case FaultWipeNode:
@@ -325,6 +337,9 @@ func (n *nemesis) heal(f *Fault) {
 		n.c.Resume(f.Nodes[0])
 	case FaultCorruptLogOld, FaultCorruptLogNew, FaultCorruptState, FaultTruncateLog, FaultTruncateState:
 		f.Outcome = n.restartDamaged(f.Nodes[0])
+		if f.Outcome == "started" {
+			n.carrying = f.Nodes[0] + 1
+		}
 	case FaultFillDisk:
 		f.Outcome = n.healFullDisk(f.Nodes[0])
 	case FaultWipeNode:
@@ -333,6 +348,15 @@ func (n *nemesis) heal(f *Fault) {
 		n.c.Proxy.Heal()
 	}
 	f.Healed = time.Now()
+}
+
+// wipe removes node i's data directory; the damage it carried goes with it.
+func (n *nemesis) wipe(i int) error {
+	err := n.c.Wipe(i)
+	if err == nil && n.carrying == i+1 {
+		n.carrying = 0
+	}
+	return err
 }
 
 // restartDamaged restarts node i, killed and damaged, with its original
@@ -358,7 +382,7 @@ func (n *nemesis) restartDamaged(i int) string {
 		n.logf("nemesis: kill n%d: %v", i+1, kerr)
 	}
 	n.logf("nemesis: n%d %s: %v; wiping its data directory and restarting it with its original command", i+1, outcome, err)
-	if err := n.c.Wipe(i); err != nil {
+	if err := n.wipe(i); err != nil {
 		return fmt.Sprintf("%s, wipe failed: %v", outcome, err)
 	}
 	n.mon.forget(i)
@@ -430,7 +454,7 @@ func (n *nemesis) repairDamaged() {
 			if err := n.c.Kill(i); err != nil {
 				n.logf("nemesis: kill n%d: %v", i+1, err)
 			}
-			if err := n.c.Wipe(i); err != nil {
+			if err := n.wipe(i); err != nil {
 				n.logf("nemesis: wipe n%d: %v", i+1, err)
 				break
 			}
@@ -452,7 +476,7 @@ func (n *nemesis) wipeAndRestart(nodes []int) string {
 	errs := make([]error, 4)
 	errs[2] = n.c.KillMany([]int{wiped, third}, nil)
 	if errs[2] == nil {
-		errs[3] = n.c.Wipe(wiped)
+		errs[3] = n.wipe(wiped)
 	}
 	n.mon.forget(wiped)
 	n.c.Resume(paused)

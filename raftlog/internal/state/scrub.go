@@ -12,7 +12,8 @@ import (
 )
 
 // The scrub re-reads, in the background and at a bounded rate, every
-// sealed segment against the CRC-32C its index entry records, and every
+// segment against the CRC-32C its index entry records (the active one up to
+// the length its last flush recorded), and every
 // value of the index against its own checksum, so damage to data nobody
 // reads is found too. A finding marks the engine damaged and is logged
 // (markDamaged); repair is the documented wipe and rejoin.
@@ -85,7 +86,7 @@ func (f *Engine) runScrub() {
 	}
 }
 
-// scrubOnce makes one pass over the sealed segments and the index values
+// scrubOnce makes one pass over the segments and the index values
 // at the engine's scrub rate; it returns the first damage found (nil if
 // none, or if stop closed first).
 func (f *Engine) scrubOnce(stop <-chan struct{}) error {
@@ -114,10 +115,12 @@ func (f *Engine) scrubOnce(stop <-chan struct{}) error {
 	return err
 }
 
-// scrubSegment checks segment base of partition slot, if it is sealed,
-// against its recorded CRC. Sealed segments change only by erasure, which
-// segMu excludes, and by Restore, which dbMu excludes: both are held
-// shared for the segment's read.
+// scrubSegment checks segment base of partition slot against its recorded
+// CRC: a sealed one whole, the active one up to the length its last flush
+// recorded (the flusher only writes past it, and a failed flush truncates
+// back to it). Segments change otherwise only by erasure, which segMu
+// excludes, and by Restore, which dbMu excludes: both are held shared for
+// the segment's read.
 func (f *Engine) scrubSegment(slot int, base uint64, lim *scrubLimiter) (bool, error) {
 	f.dbMu.RLock()
 	defer f.dbMu.RUnlock()
@@ -136,8 +139,8 @@ func (f *Engine) scrubSegment(slot int, base uint64, lim *scrubLimiter) (bool, e
 	if err != nil {
 		return false, f.indexDamage(err)
 	}
-	if !ok || !s.sealed || s.base != base {
-		return true, nil // the active segment, or gone
+	if !ok || s.base != base {
+		return true, nil // gone
 	}
 	name := f.segPath(p, base)
 	fh, err := f.segFile(name, false)
@@ -159,7 +162,7 @@ func (f *Engine) scrubSegment(slot int, base uint64, lim *scrubLimiter) (bool, e
 	}
 	if crc != s.crc {
 		return false, &CorruptError{File: name, Offset: -1, Partition: p, Record: base,
-			What: fmt.Sprintf("scrub: the sealed segment's CRC-32C is %08x, the index records %08x", crc, s.crc)}
+			What: fmt.Sprintf("scrub: the CRC-32C of the segment's first %d bytes is %08x, the index records %08x", s.length, crc, s.crc)}
 	}
 	return true, nil
 }
