@@ -3,6 +3,7 @@ package raftlog
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -115,8 +116,7 @@ func (l *Log) validate(r *wire.Request) error {
 	if _, err := l.shardOf(r.Partition); err != nil {
 		return err
 	}
-	total := 0
-	copied := false
+	total, missing := 0, 0
 	supplied := false // IDs made here are unique: only the caller's can repeat
 	for i := range r.Records {
 		rec := &r.Records[i]
@@ -127,13 +127,12 @@ func (l *Log) validate(r *wire.Request) error {
 		total += size
 		if rec.ID != uuid.Nil {
 			supplied = true
-			continue
+		} else {
+			missing++
 		}
-		if !copied {
-			r.Records = append([]NewRecord(nil), r.Records...)
-			copied = true
-		}
-		r.Records[i].ID = uuid.Must(uuid.NewV7())
+	}
+	if missing > 0 {
+		r.Records = fillIDs(r.Records, missing)
 	}
 	if total > l.cfg.MaxBatchBytes {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrBatchTooLarge, total, l.cfg.MaxBatchBytes)
@@ -176,4 +175,18 @@ func recordSize(rec *NewRecord) int {
 		size += len(h.Key) + len(h.Value)
 	}
 	return size
+}
+
+// fillIDs returns a copy of records (the caller's slice is left alone)
+// whose missing IDs, missing of them, are new UUIDv7s.
+func fillIDs(records []NewRecord, missing int) []NewRecord {
+	records = slices.Clone(records)
+	ids := make([]uuid.UUID, missing)
+	core.NewIDs(ids)
+	for i := range records {
+		if records[i].ID == uuid.Nil {
+			records[i].ID, ids = ids[0], ids[1:]
+		}
+	}
+	return records
 }

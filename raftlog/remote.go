@@ -336,16 +336,14 @@ func (r *Remote) TruncateKey(ctx context.Context, key string, before uint64, opt
 func (r *Remote) run(ctx context.Context, req wire.Request) (AppendResult, error) {
 	// The IDs are fixed here, so that every attempt, on any node, is the
 	// same request; the node checks everything else.
+	missing := 0
 	for i := range req.Records {
 		if req.Records[i].ID == uuid.Nil {
-			req.Records = slices.Clone(req.Records)
-			for j := i; j < len(req.Records); j++ {
-				if req.Records[j].ID == uuid.Nil {
-					req.Records[j].ID = uuid.Must(uuid.NewV7())
-				}
-			}
-			break
+			missing++
 		}
+	}
+	if missing > 0 {
+		req.Records = fillIDs(req.Records, missing)
 	}
 	d, err := r.appender.append(ctx, wire.EncodeRequest(make([]byte, 0, wire.RequestSize(&req)), &req))
 	if err != nil {

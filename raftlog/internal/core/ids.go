@@ -1,0 +1,51 @@
+package core
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/google/uuid"
+)
+
+// idClock is the last (Unix milliseconds << 12 | sequence) NewIDs gave out.
+var idClock atomic.Uint64
+
+// NewIDs fills ids with new UUIDv7s (RFC 9562): 48 bits of Unix time in
+// milliseconds, a 12-bit sequence that orders the IDs made in one
+// millisecond (the RFC's "fixed bit-length dedicated counter"), and 62
+// random bits. The IDs one process makes are strictly increasing across
+// goroutines: a call reserves its run of (time, sequence) values with one
+// compare-and-swap, and a run that exhausts a millisecond's sequence
+// borrows from the next one, as the RFC allows. Unlike uuid.NewV7, which
+// takes a process-wide mutex and reads the random source once per ID
+// (about a tenth of an embedded append's CPU at 64 records per append), a
+// call reads the random bits of all its IDs at once.
+func NewIDs(ids []uuid.UUID) {
+	n := uint64(len(ids))
+	if n == 0 {
+		return
+	}
+	now := uint64(time.Now().UnixMilli()) << 12
+	var first uint64
+	for {
+		last := idClock.Load()
+		first = max(last+1, now)
+		if idClock.CompareAndSwap(last, first+n-1) {
+			break
+		}
+	}
+	rand.Read(unsafe.Slice(&ids[0][0], 16*len(ids))) // never fails (crypto/rand)
+	for i := range ids {
+		v := first + uint64(i)
+		id := &ids[i]
+		var ts [8]byte
+		binary.BigEndian.PutUint64(ts[:], v>>12)
+		copy(id[:6], ts[2:])
+		id[6] = 0x70 | byte(v>>8)&0x0f
+		id[7] = byte(v)
+		id[8] = id[8]&0x3f | 0x80
+	}
+}
