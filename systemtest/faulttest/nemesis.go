@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -125,11 +127,13 @@ type nemesis struct {
 	kinds   []string         // restrict to these kinds (nil: all)
 	// carrying is 1 + the node that runs with damage a disk fault left in
 	// its files (it started anyway), 0 if none: until that node is wiped,
-	// disk faults damage only it. One disk damaged at a time is the fault
+	// or every file damaged is gone (raft log segments are deleted once
+	// compacted), disk faults damage only it. One disk damaged at a time is the fault
 	// model a 3-node cluster tolerates: damage on two nodes and the third
 	// wiped leaves no whole copy to rejoin from (the stopped run of seed
 	// 20261137).
-	carrying int
+	carrying      int
+	carryingFiles []string // the damaged files: their removal (log compaction) ends the damage too
 
 	mu     sync.Mutex
 	faults []Fault
@@ -257,6 +261,12 @@ func (n *nemesis) plan(seq int) Fault {
 		f.Nodes, f.Mode, f.Hold = []int{randomNode, other}, mode, n.between(2*time.Second, 6*time.Second)
 	case FaultCorruptLogOld, FaultCorruptLogNew, FaultCorruptState, FaultTruncateLog, FaultTruncateState:
 		target := randomNode
+		if n.carrying > 0 && !slices.ContainsFunc(n.carryingFiles, func(p string) bool {
+			_, err := os.Stat(p)
+			return !errors.Is(err, os.ErrNotExist)
+		}) {
+			n.carrying, n.carryingFiles = 0, nil
+		}
 		if n.carrying > 0 {
 			target = n.carrying - 1
 		}
@@ -339,6 +349,9 @@ func (n *nemesis) heal(f *Fault) {
 		f.Outcome = n.restartDamaged(f.Nodes[0])
 		if f.Outcome == "started" {
 			n.carrying = f.Nodes[0] + 1
+			if rel, _, ok := strings.Cut(f.Detail, ": "); ok {
+				n.carryingFiles = append(n.carryingFiles, filepath.Join(n.c.NodeDir(f.Nodes[0]), rel))
+			}
 		}
 	case FaultFillDisk:
 		f.Outcome = n.healFullDisk(f.Nodes[0])
@@ -354,7 +367,7 @@ func (n *nemesis) heal(f *Fault) {
 func (n *nemesis) wipe(i int) error {
 	err := n.c.Wipe(i)
 	if err == nil && n.carrying == i+1 {
-		n.carrying = 0
+		n.carrying, n.carryingFiles = 0, nil
 	}
 	return err
 }
