@@ -14,7 +14,9 @@ import (
 // identities (SECURITY.md): the listener presents this node's certificate
 // and accepts a client only with a certificate from the cluster's CA that
 // names an identity of cluster (a node or a worker,
-// esraft://<cluster>/node/<id> or .../worker/<id>). Files are read once.
+// esraft://<cluster>/node/<id> or .../worker/<id>). Files are read once:
+// on a node, raftlog's Log.ListenerTLS is the same check on the node's own
+// TLS, which follows a rotation of its files.
 func ClusterTLS(cluster, certFile, keyFile, caFile string) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {

@@ -282,6 +282,22 @@ func (l *Log) ReloadTLS() error {
 	return l.tls.Reload()
 }
 
+// ListenerTLS returns a server configuration for another listener of this
+// node (the Kafka listener, an HTTP API): it presents this node's
+// certificate and requires a client certificate of the cluster's CA that
+// names an identity of the cluster (a node or a worker), both as this
+// node's TLS has them now, so a reload (ReloadTLS, or the files changing)
+// reaches that listener's new connections too. Clients may use TLS 1.2 or
+// later. Nil if the node runs without TLS.
+func (l *Log) ListenerTLS() *tls.Config {
+	if l.tls == nil {
+		return nil
+	}
+	c := l.tls.server.Clone()
+	c.MinVersion = tls.VersionTLS12
+	return c
+}
+
 // secure wraps the cluster listener and dialer in TLS when it is
 // configured, and warns when a plaintext cluster port is reachable
 // beyond loopback.

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -166,4 +167,48 @@ func TestTLSReloadKeepsMaterialOnError(t *testing.T) {
 	p.issue(nodecert.Voter, "n1")
 	require.NoError(t, l.ReloadTLS())
 	require.NotSame(t, before, l.tls.cur.Load())
+}
+
+// Log.ListenerTLS is the node's TLS for another of its listeners (the
+// Kafka port): it admits client certificates of the cluster's CA only,
+// and a reload of the node's files reaches it.
+func TestListenerTLSFollowsReload(t *testing.T) {
+	require.Nil(t, (&Log{}).ListenerTLS(), "no TLS, no configuration")
+	c, p := newTLSCluster(t, 1, nil)
+	l := c.node(0)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", l.ListenerTLS())
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				io.Copy(io.Discard, conn) // the handshake, then silence
+			}()
+		}
+	}()
+	addr := ln.Addr().String()
+	oldCA := p.ca
+	accepted, by := probe(t, addr, oldCA, oldCA)
+	require.True(t, accepted, "a client certificate of the cluster's CA")
+	require.Equal(t, 0, by)
+	stranger, err := nodecert.NewCA(testClusterName, time.Hour)
+	require.NoError(t, err)
+	accepted, _ = probe(t, addr, stranger)
+	require.False(t, accepted, "a client certificate of another CA")
+
+	// The node's certificate from a new CA, both CAs trusted, reloaded.
+	newCA, err := nodecert.NewCA(testClusterName, time.Hour)
+	require.NoError(t, err)
+	require.NoError(t, nodecert.WriteFile(p.caFile(), append(append([]byte{}, oldCA.PEM...), newCA.PEM...)))
+	p.ca = newCA
+	p.issue(nodecert.Voter, c.nodes[0].id)
+	require.NoError(t, l.ReloadTLS())
+	accepted, by = probe(t, addr, newCA, oldCA, newCA)
+	require.True(t, accepted, "a client certificate of the new CA")
+	require.Equal(t, 1, by, "the listener presents the node's new certificate")
 }

@@ -248,7 +248,10 @@ func run(ctx context.Context, cfg config, ready func(httpAddr string, a *app)) e
 		if cfg.tlsCert != "" {
 			// The cluster's identities on the Kafka port too: clients
 			// present a node or worker certificate of the cluster's CA.
-			if kc.TLS, err = kafka.ClusterTLS(cfg.tlsCluster, cfg.tlsCert, cfg.tlsKey, cfg.tlsCA); err != nil {
+			// A node's own TLS follows a rotation of its files.
+			if l := store.Log(); l != nil {
+				kc.TLS = l.ListenerTLS()
+			} else if kc.TLS, err = kafka.ClusterTLS(cfg.tlsCluster, cfg.tlsCert, cfg.tlsKey, cfg.tlsCA); err != nil {
 				return err
 			}
 		}
