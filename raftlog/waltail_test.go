@@ -16,7 +16,7 @@ import (
 // writeWAL appends batches of entries to a new raft-wal log in dir, one
 // StoreLogs (one append, one commit frame) per batch, and closes it. It
 // returns the last index written.
-func writeWAL(t *testing.T, dir string, batches []int, size int) uint64 {
+func writeWAL(t testing.TB, dir string, batches []int, size int) uint64 {
 	t.Helper()
 	w, err := wal.Open(dir)
 	require.NoError(t, err)
@@ -187,4 +187,26 @@ func TestOpenRefusesWALTailCutAfterSnapshot(t *testing.T) {
 	_, err := Open(octx, Config{Dir: dir})
 	require.ErrorIs(t, err, ErrCorrupt)
 	require.ErrorContains(t, err, "appends synced after the damage follow it")
+}
+
+// FuzzWALTail reads arbitrary bytes as raft-wal's last segment: the scan
+// never panics, ends, and its cut lies within the bytes.
+func FuzzWALTail(f *testing.F) {
+	dir := f.TempDir()
+	writeWAL(f, dir, []int{2, 1, 3}, 40)
+	if path, err := lastWALSegment(dir); err == nil && path != "" {
+		if b, err := os.ReadFile(path); err == nil {
+			f.Add(b[:min(len(b), 4096)])
+		}
+	}
+	f.Add(make([]byte, 64))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		cut, stop := walRecoveredEnd(b)
+		if cut > max(len(b), walFileHeaderLen) || stop < walFileHeaderLen {
+			t.Fatalf("cut %d, stop %d for %d bytes", cut, stop, len(b))
+		}
+		if at, ok := walCommittedPast(b, cut); ok && (at < cut || at+walFrameHeaderLen > len(b)) {
+			t.Fatalf("a commit frame at %d, outside %d..%d", at, cut, len(b))
+		}
+	})
 }
