@@ -304,12 +304,12 @@ func (s *Server) waitAny(ctx context.Context, heads map[eventstore.Partition]uin
 // A partition's budget is its PartitionMaxBytes, at most what is left of
 // maxBytes after the partitions before it, as if they were read in turn.
 // The first partitions whose PartitionMaxBytes fit in maxBytes together
-// are read concurrently (a read is CPU: decoding stored records), each as
-// if it were first, then put in order: one that the partitions before it
-// left less room than it read is read again with what is left, one they
-// left no room is dropped, as a read in turn would have done. The
-// partitions after those are read in turn. When maxBytes does not bind,
-// nothing is read twice.
+// are read concurrently (a read is CPU: decoding stored records, encoding
+// them as a batch), each as if it were first, then put in order: one that
+// the partitions before it left less room than it read is read again with
+// what is left, one they left no room is dropped, as a read in turn would
+// have done. The partitions after those are read in turn. When maxBytes
+// does not bind, nothing is read twice.
 func (s *Server) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, resp *kmsg.FetchResponse, maxBytes int) int {
 	var reads []*partitionRead
 	resp.Topics = resp.Topics[:0]
@@ -376,7 +376,7 @@ func (s *Server) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, resp *kmsg
 			s.log.Warn("kafka: fetch failed", "topic", rd.topic, "partition", rd.partition, "err", rd.err)
 		}
 		if rd.last >= rd.offset {
-			p.RecordBatches = appendBatch(nil, rd.offset, rd.last, rd.recs)
+			p.RecordBatches = rd.batch
 			total += rd.n + 1 // a batch of skipped offsets is progress too
 		}
 	}
@@ -392,14 +392,20 @@ type partitionRead struct {
 	budget            int
 	topicIndex, index int
 
-	recs []batchRecord
-	n    int
-	last int64
-	err  error
+	batch []byte // the records read, encoded: set if last >= offset
+	n     int
+	last  int64
+	err   error
 }
 
+// read reads the partition and encodes what it read as a batch.
 func (rd *partitionRead) read(ctx context.Context, s *Server) {
-	rd.recs, rd.n, rd.last, rd.err = s.readRecords(ctx, rd.topic, rd.partition, rd.offset, rd.budget)
+	var recs []batchRecord
+	recs, rd.n, rd.last, rd.err = s.readRecords(ctx, rd.topic, rd.partition, rd.offset, rd.budget)
+	rd.batch = nil
+	if rd.last >= rd.offset {
+		rd.batch = appendBatch(nil, rd.offset, rd.last, recs)
+	}
 }
 
 // readConcurrently runs reads on up to GOMAXPROCS goroutines.
