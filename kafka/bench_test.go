@@ -136,3 +136,26 @@ func BenchmarkAppendBatch(b *testing.B) {
 		appendBatch(nil, 0, int64(len(recs)-1), recs)
 	}
 }
+
+// BenchmarkDecodeBatch decodes a produced batch of 4,000 records of 200
+// bytes (snappy, as franz-go sends them by default) and encodes its
+// records as events, as a produce does before its append.
+func BenchmarkDecodeBatch(b *testing.B) {
+	recs := make([]batchRecord, 4000)
+	value := make([]byte, 200)
+	for i := range recs {
+		recs[i] = batchRecord{Offset: int64(i), Record: Record{Timestamp: 1_700_000_000_000 + int64(i), Value: value}}
+	}
+	raw := compressedBatch(codecSnappy, appendBatch(nil, 0, int64(len(recs)-1), recs))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(recs) * len(value)))
+	for b.Loop() {
+		d, err := decodeBatches(raw, 16<<20)
+		if err != nil || len(d.Records) != len(recs) {
+			b.Fatal(err)
+		}
+		if events := batchEvents(&d, "bench", 0); len(events) != len(recs) {
+			b.Fatal(len(events))
+		}
+	}
+}

@@ -154,25 +154,7 @@ func (s *Server) produceOne(ctx context.Context, topic string, p *kmsg.ProduceRe
 		p.ErrorCode = kerr.CorruptMessage.Code
 		return
 	}
-	events := make([]eventstore.EventData, len(b.Records))
-	size := 0
-	for i := range b.Records {
-		size += len(b.Records[i].Value) + len(b.Records[i].Key) + 16
-	}
-	buf := make([]byte, 0, size)
-	var ids producerIDs
-	if b.ProducerID >= 0 {
-		ids = newProducerIDs(b.ProducerID, b.ProducerEpoch, topic, p.Partition)
-	}
-	for i := range b.Records {
-		start := len(buf)
-		buf = encodeRecord(buf, &b.Records[i])
-		events[i] = eventstore.EventData{Type: recordEventType, Data: buf[start:len(buf):len(buf)]}
-		if b.ProducerID >= 0 {
-			events[i].ID = ids.id(b.FirstSequence + int32(i))
-		}
-	}
-	first, err := s.appendChunks(ctx, topicStream(topic, p.Partition), events)
+	first, err := s.appendChunks(ctx, topicStream(topic, p.Partition), batchEvents(&b, topic, p.Partition))
 	if err != nil {
 		p.ErrorCode = errorCode(err)
 		if p.ErrorCode == kerr.UnknownServerError.Code {
@@ -184,6 +166,31 @@ func (s *Server) produceOne(ctx context.Context, topic string, p *kmsg.ProduceRe
 	if info, err := s.store.Stream(ctx, topicStream(topic, p.Partition)); err == nil && info.First > 0 {
 		p.LogStartOffset = int64(info.First) - 1
 	}
+}
+
+// batchEvents are the events of a produced batch's records in a topic's
+// partition: the records encoded (one buffer for all), with their
+// producer's IDs if it is idempotent.
+func batchEvents(b *decodedBatch, topic string, partition int32) []eventstore.EventData {
+	events := make([]eventstore.EventData, len(b.Records))
+	size := 0
+	for i := range b.Records {
+		size += len(b.Records[i].Value) + len(b.Records[i].Key) + 16
+	}
+	buf := make([]byte, 0, size)
+	var ids producerIDs
+	if b.ProducerID >= 0 {
+		ids = newProducerIDs(b.ProducerID, b.ProducerEpoch, topic, partition)
+	}
+	for i := range b.Records {
+		start := len(buf)
+		buf = encodeRecord(buf, &b.Records[i])
+		events[i] = eventstore.EventData{Type: recordEventType, Data: buf[start:len(buf):len(buf)]}
+		if b.ProducerID >= 0 {
+			events[i].ID = ids.id(b.FirstSequence + int32(i))
+		}
+	}
+	return events
 }
 
 // appendChunks appends a batch's events in appends of at most
