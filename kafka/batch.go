@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/klauspost/compress/gzip"
@@ -249,28 +250,41 @@ func appendBatch(dst []byte, first, last int64, recs []batchRecord) []byte {
 	rb.ProducerEpoch = -1
 	rb.FirstSequence = -1
 	rb.NumRecords = int32(len(recs))
-	var body []byte
+	// The records' size, to allocate the body once: each field's bytes and
+	// at most 10 bytes of each length and varint.
+	size := 0
+	for i := range recs {
+		r := &recs[i]
+		size += len(r.Key) + len(r.Value) + 50
+		for _, h := range r.Headers {
+			size += len(h.Key) + len(h.Value) + 20
+		}
+	}
+	body := make([]byte, 0, size)
 	var kr kmsg.Record
+	var headers []kmsg.Header // reused: AppendTo keeps nothing of kr
 	for i := range recs {
 		r := &recs[i]
 		if r.Timestamp > rb.MaxTimestamp {
 			rb.MaxTimestamp = r.Timestamp
+		}
+		headers = headers[:0]
+		for _, h := range r.Headers {
+			headers = append(headers, kmsg.Header{Key: h.Key, Value: h.Value})
 		}
 		kr = kmsg.Record{
 			TimestampDelta64: r.Timestamp - rb.FirstTimestamp,
 			OffsetDelta:      int32(r.Offset - first),
 			Key:              r.Key,
 			Value:            r.Value,
-		}
-		kr.Headers = kr.Headers[:0]
-		for _, h := range r.Headers {
-			kr.Headers = append(kr.Headers, kmsg.Header{Key: h.Key, Value: h.Value})
+			Headers:          headers,
 		}
 		kr.Length = int32(recordBodyLen(&kr))
 		body = kr.AppendTo(body)
 	}
 	rb.Records = body
 	start := len(dst)
+	dst = slices.Grow(dst, batchHeaderLen+len(body))
 	dst = rb.AppendTo(dst)
 	batch := dst[start:]
 	binary.BigEndian.PutUint32(batch[8:12], uint32(len(batch)-12))

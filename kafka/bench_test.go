@@ -21,8 +21,9 @@ import (
 // listener, with the same records: $KAFKA_BENCH_RECORDS (default
 // 1,000,000) of 200 bytes over 8 partitions (streams). Native: 8
 // goroutines, one per stream, each appending batches of 500 events.
-// franz-go: acks=all (idempotent, its default), linger 5 ms, no
-// compression; then a consumer reads them all from the start. Each
+// franz-go: acks=all (idempotent, its default), linger 5 ms, round-robin
+// partitions, its default (snappy) compression; then a consumer reads
+// them all from the start. Each
 // iteration writes new streams and a new topic; run with -benchtime 1x.
 func BenchmarkKafkaVsNative(b *testing.B) {
 	n := 1_000_000
@@ -118,5 +119,44 @@ func BenchmarkKafkaVsNative(b *testing.B) {
 			b.ReportMetric(consume, "consume_rec/s")
 			b.ReportMetric(produce/native, "produce/native")
 		})
+	}
+}
+
+// BenchmarkAppendBatch encodes a fetch's batch of 4,000 records of 200
+// bytes (about what a partition answers for 1 MiB), with one header each.
+func BenchmarkAppendBatch(b *testing.B) {
+	recs := make([]batchRecord, 4000)
+	value := make([]byte, 200)
+	for i := range recs {
+		recs[i] = batchRecord{Offset: int64(i), Record: Record{Timestamp: 1_700_000_000_000 + int64(i),
+			Key: []byte("key"), Value: value, Headers: []Header{{Key: "h", Value: []byte("v")}}}}
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(recs) * len(value)))
+	for b.Loop() {
+		appendBatch(nil, 0, int64(len(recs)-1), recs)
+	}
+}
+
+// BenchmarkDecodeBatch decodes a produced batch of 4,000 records of 200
+// bytes (snappy, as franz-go sends them by default) and encodes its
+// records as events, as a produce does before its append.
+func BenchmarkDecodeBatch(b *testing.B) {
+	recs := make([]batchRecord, 4000)
+	value := make([]byte, 200)
+	for i := range recs {
+		recs[i] = batchRecord{Offset: int64(i), Record: Record{Timestamp: 1_700_000_000_000 + int64(i), Value: value}}
+	}
+	raw := compressedBatch(codecSnappy, appendBatch(nil, 0, int64(len(recs)-1), recs))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(recs) * len(value)))
+	for b.Loop() {
+		d, err := decodeBatches(raw, 16<<20)
+		if err != nil || len(d.Records) != len(recs) {
+			b.Fatal(err)
+		}
+		if events := batchEvents(&d, "bench", 0); len(events) != len(recs) {
+			b.Fatal(len(events))
+		}
 	}
 }

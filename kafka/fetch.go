@@ -3,8 +3,10 @@ package kafka
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -298,8 +300,18 @@ func (s *Server) waitAny(ctx context.Context, heads map[eventstore.Partition]uin
 }
 
 // fetchOnce fills resp from the store and returns the bytes of records.
+//
+// A partition's budget is its PartitionMaxBytes, at most what is left of
+// maxBytes after the partitions before it, as if they were read in turn.
+// The first partitions whose PartitionMaxBytes fit in maxBytes together
+// are read concurrently (a read is CPU: decoding stored records, encoding
+// them as a batch), each as if it were first, then put in order: one that
+// the partitions before it left less room than it read is read again with
+// what is left, one they left no room is dropped, as a read in turn would
+// have done. The partitions after those are read in turn. When maxBytes
+// does not bind, nothing is read twice.
 func (s *Server) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, resp *kmsg.FetchResponse, maxBytes int) int {
-	total := 0
+	var reads []*partitionRead
 	resp.Topics = resp.Topics[:0]
 	for _, rt := range r.Topics {
 		t := kmsg.NewFetchResponseTopic()
@@ -324,24 +336,101 @@ func (s *Server) fetchOnce(ctx context.Context, r *kmsg.FetchRequest, resp *kmsg
 			switch {
 			case rp.FetchOffset < st.logStart || rp.FetchOffset > st.high:
 				p.ErrorCode = kerr.OffsetOutOfRange.Code
-			case rp.FetchOffset < st.high && total < maxBytes:
+			case rp.FetchOffset < st.high:
 				pmax := int(rp.PartitionMaxBytes)
-				if pmax <= 0 || pmax > maxBytes-total {
-					pmax = maxBytes - total
+				if pmax <= 0 || pmax > maxBytes {
+					pmax = maxBytes
 				}
-				recs, n, last, err := s.readRecords(ctx, rt.Topic, rp.Partition, rp.FetchOffset, pmax)
-				if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-					p.ErrorCode = errorCode(err)
-					s.log.Warn("kafka: fetch failed", "topic", rt.Topic, "partition", rp.Partition, "err", err)
-				}
-				if last >= rp.FetchOffset {
-					p.RecordBatches = appendBatch(nil, rp.FetchOffset, last, recs)
-					total += n + 1 // a batch of skipped offsets is progress too
-				}
+				reads = append(reads, &partitionRead{topic: rt.Topic, partition: rp.Partition,
+					offset: rp.FetchOffset, budget: pmax, topicIndex: len(resp.Topics), index: len(t.Partitions)})
 			}
 			t.Partitions = append(t.Partitions, p)
 		}
 		resp.Topics = append(resp.Topics, t)
 	}
+	// The first reads whose budgets fit in maxBytes together go
+	// concurrently: the memory held is what the answer may hold anyway.
+	ahead, sum := 0, 0
+	for ahead < len(reads) && (ahead == 0 || sum+reads[ahead].budget <= maxBytes) {
+		sum += reads[ahead].budget
+		ahead++
+	}
+	s.readConcurrently(ctx, reads[:ahead])
+	total := 0
+	for i, rd := range reads {
+		if total >= maxBytes {
+			break
+		}
+		left := maxBytes - total
+		switch {
+		case i >= ahead:
+			rd.budget = min(rd.budget, left)
+			rd.read(ctx, s)
+		case rd.budget > left && rd.n >= left:
+			rd.budget = left
+			rd.read(ctx, s)
+		}
+		p := &resp.Topics[rd.topicIndex].Partitions[rd.index]
+		if rd.err != nil && !errors.Is(rd.err, context.DeadlineExceeded) {
+			p.ErrorCode = errorCode(rd.err)
+			s.log.Warn("kafka: fetch failed", "topic", rd.topic, "partition", rd.partition, "err", rd.err)
+		}
+		if rd.last >= rd.offset {
+			p.RecordBatches = rd.batch
+			total += rd.n + 1 // a batch of skipped offsets is progress too
+		}
+	}
 	return total
+}
+
+// partitionRead is one partition's read of a fetch: what to read, where
+// its answer goes in the response, and what was read.
+type partitionRead struct {
+	topic             string
+	partition         int32
+	offset            int64
+	budget            int
+	topicIndex, index int
+
+	batch []byte // the records read, encoded: set if last >= offset
+	n     int
+	last  int64
+	err   error
+}
+
+// read reads the partition and encodes what it read as a batch.
+func (rd *partitionRead) read(ctx context.Context, s *Server) {
+	var recs []batchRecord
+	recs, rd.n, rd.last, rd.err = s.readRecords(ctx, rd.topic, rd.partition, rd.offset, rd.budget)
+	rd.batch = nil
+	if rd.last >= rd.offset {
+		rd.batch = appendBatch(nil, rd.offset, rd.last, recs)
+	}
+}
+
+// readConcurrently runs reads on up to GOMAXPROCS goroutines.
+func (s *Server) readConcurrently(ctx context.Context, reads []*partitionRead) {
+	workers := min(len(reads), runtime.GOMAXPROCS(0))
+	if workers <= 1 {
+		for _, rd := range reads {
+			rd.read(ctx, s)
+		}
+		return
+	}
+	next := make(chan *partitionRead, len(reads))
+	for _, rd := range reads {
+		next <- rd
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for rd := range next {
+				rd.read(ctx, s)
+			}
+		}()
+	}
+	wg.Wait()
 }

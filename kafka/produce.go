@@ -15,22 +15,45 @@ import (
 	"github.com/esraft/esraft/eventstore"
 )
 
-// producerIDSpace is the namespace of the event IDs of idempotent
-// producers' records (a name-based UUID of producer, epoch, topic,
-// partition and sequence).
+// producerIDSpace is the namespace of this package's name-based UUIDs:
+// the hash in idempotent producers' record IDs, the brokers' record IDs.
 var producerIDSpace = uuid.MustParse("6b0a9a1e-3f2c-4d9e-9a7e-6a2f8f2c1d55")
 
-// recordID is the event ID of an idempotent producer's record: the same
-// for every retry of the batch, so the log's state machine appends it
-// once (see the package documentation).
-func recordID(pid int64, epoch int16, topic string, partition int32, seq int32) uuid.UUID {
-	b := make([]byte, 0, 24+len(topic))
+// producerIDs makes the event IDs of an idempotent producer's records in
+// one partition: a UUIDv8 whose first 12 bytes (90 bits, with the version
+// and variant) are a name-based hash of producer ID, epoch, topic and
+// partition, and whose last 4 are the record's sequence number. A retry
+// of a batch carries the same producer, epoch and sequence numbers, so
+// its records get the same IDs and the log's state machine appends them
+// once (see the package documentation). Only these fields may go in: a
+// client may re-encode a batch it retries (kafkajs stamps records without
+// a timestamp when it encodes them). The sequence number last keeps each
+// producer's partition one run of consecutive keys in the log's ID
+// index: an append looks its IDs up, and a flush writes them, at the
+// run's end, on a few pages, instead of all over the index as random IDs
+// do.
+type producerIDs struct{ prefix [12]byte }
+
+func newProducerIDs(pid int64, epoch int16, topic string, partition int32) producerIDs {
+	b := make([]byte, 0, 14+len(topic))
 	b = binary.BigEndian.AppendUint64(b, uint64(pid))
 	b = binary.BigEndian.AppendUint16(b, uint16(epoch))
 	b = binary.BigEndian.AppendUint32(b, uint32(partition))
-	b = binary.BigEndian.AppendUint32(b, uint32(seq))
 	b = append(b, topic...)
-	return uuid.NewSHA1(producerIDSpace, b)
+	h := uuid.NewSHA1(producerIDSpace, b)
+	var p producerIDs
+	copy(p.prefix[:], h[:12])
+	p.prefix[6] = 0x80 | p.prefix[6]&0x0f // version 8
+	p.prefix[8] = 0x80 | p.prefix[8]&0x3f // variant of RFC 9562
+	return p
+}
+
+// id is the ID of the record with sequence number seq.
+func (p producerIDs) id(seq int32) uuid.UUID {
+	var u uuid.UUID
+	copy(u[:12], p.prefix[:])
+	binary.BigEndian.PutUint32(u[12:], uint32(seq))
+	return u
 }
 
 // errorCode is the Kafka error code of an error of the store or of this
@@ -131,21 +154,7 @@ func (s *Server) produceOne(ctx context.Context, topic string, p *kmsg.ProduceRe
 		p.ErrorCode = kerr.CorruptMessage.Code
 		return
 	}
-	events := make([]eventstore.EventData, len(b.Records))
-	size := 0
-	for i := range b.Records {
-		size += len(b.Records[i].Value) + len(b.Records[i].Key) + 16
-	}
-	buf := make([]byte, 0, size)
-	for i := range b.Records {
-		start := len(buf)
-		buf = encodeRecord(buf, &b.Records[i])
-		events[i] = eventstore.EventData{Type: recordEventType, Data: buf[start:len(buf):len(buf)]}
-		if b.ProducerID >= 0 {
-			events[i].ID = recordID(b.ProducerID, b.ProducerEpoch, topic, p.Partition, b.FirstSequence+int32(i))
-		}
-	}
-	first, err := s.appendChunks(ctx, topicStream(topic, p.Partition), events)
+	first, err := s.appendChunks(ctx, topicStream(topic, p.Partition), batchEvents(&b, topic, p.Partition))
 	if err != nil {
 		p.ErrorCode = errorCode(err)
 		if p.ErrorCode == kerr.UnknownServerError.Code {
@@ -157,6 +166,31 @@ func (s *Server) produceOne(ctx context.Context, topic string, p *kmsg.ProduceRe
 	if info, err := s.store.Stream(ctx, topicStream(topic, p.Partition)); err == nil && info.First > 0 {
 		p.LogStartOffset = int64(info.First) - 1
 	}
+}
+
+// batchEvents are the events of a produced batch's records in a topic's
+// partition: the records encoded (one buffer for all), with their
+// producer's IDs if it is idempotent.
+func batchEvents(b *decodedBatch, topic string, partition int32) []eventstore.EventData {
+	events := make([]eventstore.EventData, len(b.Records))
+	size := 0
+	for i := range b.Records {
+		size += len(b.Records[i].Value) + len(b.Records[i].Key) + 16
+	}
+	buf := make([]byte, 0, size)
+	var ids producerIDs
+	if b.ProducerID >= 0 {
+		ids = newProducerIDs(b.ProducerID, b.ProducerEpoch, topic, partition)
+	}
+	for i := range b.Records {
+		start := len(buf)
+		buf = encodeRecord(buf, &b.Records[i])
+		events[i] = eventstore.EventData{Type: recordEventType, Data: buf[start:len(buf):len(buf)]}
+		if b.ProducerID >= 0 {
+			events[i].ID = ids.id(b.FirstSequence + int32(i))
+		}
+	}
+	return events
 }
 
 // appendChunks appends a batch's events in appends of at most
