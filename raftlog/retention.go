@@ -234,15 +234,18 @@ func (l *Log) scavengeShard(ctx context.Context, s *shard, res *ScavengeResult) 
 		res.Segments += segs - segs0
 		res.Bytes += bytes - bytes0
 	}()
-	// The snapshot flushes, then compacts the index if much of its file
-	// is unused (on the FSM goroutine; a later snapshot if readers hold
-	// the file now).
-	s.engine.RequestIndexCompaction()
 	if err := s.Raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
 		return fmt.Errorf("raftlog: shard %d: snapshot: %w", s.ID, err)
 	}
-	_, err = s.engine.DropSegments(true)
-	return err
+	if _, err = s.engine.DropSegments(true); err != nil {
+		return err
+	}
+	// Then the index, if much of its file is unused: copied on this
+	// goroutine while applies go on. Its failure or giving way (logged by
+	// the engine) leaves the old file whole and loses no space the drop
+	// gave back: the next scavenge tries again.
+	s.engine.CompactIndex(ctx.Done(), false)
+	return nil
 }
 
 // runScavenger runs Scavenge's plan and truncation every ScavengeInterval

@@ -34,7 +34,7 @@ func (f *Engine) erase(list []pendingErasure) error {
 	f.segMu.Lock()
 	defer f.segMu.Unlock()
 	touched := map[segKey]segEntry{}
-	err := f.db.View(func(tx *bolt.Tx) error {
+	err := f.db.Load().View(func(tx *bolt.Tx) error {
 		for _, e := range list {
 			p := f.partitions[e.slot]
 			pb := tx.Bucket(partitionBucketName(p))
@@ -82,7 +82,7 @@ func (f *Engine) erase(list []pendingErasure) error {
 		}
 		touched[k] = s
 	}
-	err = f.db.Update(func(tx *bolt.Tx) error {
+	err = f.db.Load().Update(func(tx *bolt.Tx) error {
 		var errs []error
 		for k, s := range touched {
 			pb := tx.Bucket(partitionBucketName(f.partitions[k.slot]))

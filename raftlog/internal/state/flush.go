@@ -63,6 +63,11 @@ func (f *Engine) runFlusher() {
 				return // a crash, in tests, or Close while flushes fail: the table is lost, raft holds it
 			default:
 			}
+			select { // an index compaction holds it while it copies
+			case f.writeMu <- struct{}{}:
+			case <-f.flushStop:
+				return
+			}
 			f.dbMu.RLock() // Restore waits for flushes before it swaps the files
 			err := f.writeTable(t)
 			if err == nil {
@@ -80,8 +85,10 @@ func (f *Engine) runFlusher() {
 					f.logger.Info("raftlog: state flush succeeded again", "shard", f.shard, "attempts", attempt)
 				}
 				f.dropAfterFlush(t)
+				<-f.writeMu
 				break
 			}
+			<-f.writeMu
 			if errors.Is(err, core.ErrCorrupt) {
 				f.markDamaged(err)
 			}
@@ -305,7 +312,7 @@ func (f *Engine) writeTable(m *memTable) error {
 	if err := f.writeSegments(all); err != nil {
 		return f.undoSegments(all, err)
 	}
-	tx, err := f.db.Begin(true)
+	tx, err := f.db.Load().Begin(true)
 	if err != nil {
 		return f.undoSegments(all, fmt.Errorf("begin flush: %w", err))
 	}

@@ -220,6 +220,9 @@ func (f *Engine) waitFlushed(failFast bool) error {
 		if done {
 			return nil
 		}
+		// An index compaction holds the flusher while it copies: it gives
+		// up, so that this waits for a flush, not for a copy.
+		f.abortCompaction("a flush is waited for")
 		if err := f.FlushError(); err != nil && failFast {
 			return fmt.Errorf("%w: %w", core.ErrDiskFull, err)
 		}

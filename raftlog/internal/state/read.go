@@ -51,7 +51,7 @@ func (v *layers) tables() []*memTable {
 // before mu is taken: see the lock order in memtable.go.
 func (f *Engine) beginRead() (layers, error) {
 	for {
-		tx, err := f.db.Begin(false)
+		tx, err := f.beginIndex()
 		if err != nil {
 			return layers{}, err
 		}
@@ -68,6 +68,21 @@ func (f *Engine) beginRead() (layers, error) {
 		}
 		f.mu.RUnlock()
 		tx.Rollback()
+	}
+}
+
+// beginIndex opens a read transaction of the index file. An index
+// compaction swaps the file without dbMu (compact.go): a reader may load
+// the old one just before the swap and find it closed when it begins;
+// it begins on the new one then, which holds the same state.
+func (f *Engine) beginIndex() (*bolt.Tx, error) {
+	for {
+		db := f.db.Load()
+		tx, err := db.Begin(false)
+		if errors.Is(err, bolt.ErrDatabaseNotOpen) && f.db.Load() != db {
+			continue
+		}
+		return tx, err
 	}
 }
 
@@ -305,7 +320,18 @@ func (f *Engine) FlushedIDCount() (int, error) {
 func (f *Engine) view(fn func(tx *bolt.Tx) error) error {
 	f.dbMu.RLock()
 	defer f.dbMu.RUnlock()
-	return f.indexDamage(f.guard("read", func() error { return f.db.View(fn) }))
+	return f.indexDamage(f.guard("read", func() error { return f.viewLocked(fn) }))
+}
+
+// viewLocked runs fn in a read transaction of the index file; dbMu is
+// held (shared will do).
+func (f *Engine) viewLocked(fn func(tx *bolt.Tx) error) error {
+	tx, err := f.beginIndex()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	return fn(tx)
 }
 
 // indexDamage is noteDamage for an error of a read: a corruption that does

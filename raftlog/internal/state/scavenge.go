@@ -175,8 +175,11 @@ func (f *Engine) DropSegments(wait bool) (DropStats, error) {
 }
 
 // dropSegments is DropSegments; done is false if it gave way to readers.
+// The caller holds writeMu with wait false (the flusher).
 func (f *Engine) dropSegments(wait bool) (st DropStats, done bool, err error) {
 	if wait {
+		f.lockWrites()
+		defer f.unlockWrites()
 		f.dbMu.Lock()
 	} else if !f.dbMu.TryLock() {
 		return DropStats{}, false, nil
@@ -186,7 +189,7 @@ func (f *Engine) dropSegments(wait bool) (st DropStats, done bool, err error) {
 	var written []*segWrite // trimmed segments, removed again if the transaction fails
 	dirs := map[string]bool{}
 	err = f.guard("scavenge", func() error {
-		return f.db.Update(func(tx *bolt.Tx) error {
+		return f.db.Load().Update(func(tx *bolt.Tx) error {
 			rb, err := getValue(tx.Bucket(bucketMeta), metaRetention)
 			if err != nil {
 				return err
