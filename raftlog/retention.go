@@ -244,7 +244,7 @@ func (l *Log) scavengeShard(ctx context.Context, s *shard, res *ScavengeResult) 
 	// goroutine while applies go on. Its failure or giving way (logged by
 	// the engine) leaves the old file whole and loses no space the drop
 	// gave back: the next scavenge tries again.
-	s.engine.CompactIndex(ctx.Done(), false)
+	s.engine.CompactIndex(ctx.Done(), false, l.cfg.IndexCompactBytesPerSecond)
 	return nil
 }
 

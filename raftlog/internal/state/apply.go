@@ -96,32 +96,13 @@ func (b *Batch) End() bool {
 		}
 	}
 	f.appSig.Notify()
-	if f.tableFull() {
+	if f.mem.n >= f.flushAtRecords || f.mem.bytes >= f.flushAtBytes {
 		// While flushes fail this gives up at once and the table stays
 		// active, past its bound by the entries in flight: Full refuses
 		// new appends until a flush succeeds, and the next apply freezes.
 		f.freeze(true)
 	}
 	return true
-}
-
-// tableFull reports whether the active table should be frozen now (FSM
-// goroutine). While an index compaction holds the flusher and a table
-// waits for it, the active table grows up to compactBufferTables times its
-// usual bound (compact.go); past that, freezing makes the compaction give
-// up, as every wait for a flush does.
-func (f *Engine) tableFull() bool {
-	n, size := f.mem.n, f.mem.bytes
-	if n < f.flushAtRecords && size < f.flushAtBytes {
-		return false
-	}
-	if f.compaction.Load() == nil {
-		return true
-	}
-	f.mu.RLock()
-	waiting := f.frozen != nil
-	f.mu.RUnlock()
-	return !waiting || n >= compactBufferTables*f.flushAtRecords || size >= compactBufferTables*f.flushAtBytes
 }
 
 // applier holds one ApplyBatch's working state. Only the FSM goroutine

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -16,44 +17,48 @@ import (
 // scavenge gave the segments back, the index can be most of what a node
 // holds (BENCHMARKS.md, the disk test), so a scavenge has it copied into a
 // new file, packed, which replaces the old one. The copy takes seconds for
-// a large index; it runs on the caller's goroutine, never the FSM's, so
-// applies (and the appends waiting for them) go on meanwhile:
+// a large index; it runs on the caller's goroutine, never the FSM's, and
+// the flusher writes on meanwhile, so applies (and the appends waiting for
+// them) go on:
 //
-//  1. The compaction takes writeMu: the flusher finishes the table it is
-//     writing and then waits; nothing else writes the file. Applies go on
-//     into the tables: a frozen table waits for the flusher, and the
-//     active one grows up to compactBufferTables times its usual bound
-//     (tableFull). Past that, or when anything else waits for a flush
-//     (a snapshot, Restore, Close) or for writeMu (a drop), the compaction
-//     gives up at its next check (every compactCheckEvery keys) and the
-//     flusher resumes: the stall a compaction can cause is bounded by that
-//     check, not by the size of the file.
-//  2. In one read transaction of the file (applies and readers go on
-//     reading it), every bucket, key and value is copied into
-//     state.db.compact, pages filled; the copy is synced, closed, and
-//     opened as an index (so a file that does not open is never put in
-//     place).
-//  3. The new file is renamed over state.db (the commit: both files hold
-//     the same keys and values, whose checksums travel with them), the
-//     directory synced, and the new file becomes db; writeMu is released
-//     and the flusher writes the waiting table to the new file.
+//  1. Under writeMu (which every writer of the file holds), the compaction
+//     opens a read transaction of the file (the snapshot it copies) and
+//     starts recording: from then on, every transaction the flusher
+//     commits (a table, an erasure) is also kept as a function that
+//     writes the same to another file (record), with what it needs of the
+//     table but its records (memTable.indexPart). The flusher's drop of
+//     scavenged segments waits for the next flush after the compaction,
+//     and any other writer (lockWrites) makes the compaction give up.
+//  2. Without writeMu, every bucket, key and value of the snapshot is
+//     copied into state.db.compact (pages filled), then the recorded
+//     transactions are written to it in order, in rounds, while more than
+//     a table's worth is recorded: each one finds the copy as the file was
+//     when it first ran, so writes the same keys and values.
+//  3. Under writeMu again (the flusher waits; applies go on into the
+//     tables): the last recorded transactions are written to the copy,
+//     which is synced, renamed over state.db (the commit) and becomes db;
+//     the directory is synced and writeMu released. The flusher's next
+//     table goes to the new file.
 //  4. The old file is closed once its last read transaction ends (bbolt's
 //     Close waits for them); a reader that loaded the old file and begins
 //     after that begins again on the new one (beginIndex).
 //
+// A compaction gives up, leaving the old file in place, when asked to
+// stop, when the engine closes, when another writer waits for writeMu, or
+// when more than compactMaxRecorded bytes of recorded transactions wait
+// (appends outpace the copy), so memory stays bounded.
+//
 // A crash before the rename leaves state.db as it was and a
 // state.db.compact that Open removes; after it, state.db is the new file,
-// whole (synced before the rename). Either holds what the flushes
-// committed; raft holds the entries above it (TestIndexCompactionCrash).
+// whole (synced before the rename) and holding what the old one did. Raft
+// holds the entries above its applied index (TestIndexCompactionCrash).
 
 // compactSuffix names the file a compaction writes.
 const compactSuffix = ".compact"
 
-// compactBufferTables bounds the active table while a compaction holds
-// the flusher: that many times its usual bound (flushRecords records or
-// flushBytes bytes), so at most (1+compactBufferTables)*flushBytes of
-// applied records wait in memory.
-const compactBufferTables = 4
+// compactMaxRecorded bounds the memory the transactions recorded while
+// a compaction copies may hold (as memTable.indexBytes estimates it).
+const compactMaxRecorded = 128 << 20
 
 // compactCheckEvery is how many keys the copy puts between two checks of
 // whether it must give up.
@@ -73,10 +78,53 @@ var errCompactionStopped = errors.New("raftlog: index compaction gave up")
 
 // compactRun is a compaction in progress.
 type compactRun struct {
-	stop     chan struct{} // closed to make it give up
-	why      string        // set before stop is closed
+	caller   <-chan struct{} // CompactIndex's stop
+	stop     chan struct{}   // closed to make it give up
+	why      string          // set before stop is closed
 	stopOnce sync.Once
 	done     chan struct{} // closed once it no longer holds writeMu
+
+	// recording is set, under writeMu, while the run copies: flushes
+	// record what they commit (record).
+	recording atomic.Bool
+	mu        sync.Mutex
+	recorded  []func(tx *bolt.Tx) error
+	size      int // what recorded holds, estimated
+}
+
+// recordingCompaction returns the compaction that records what writers
+// commit, nil if none does. Writers call it holding writeMu.
+func (f *Engine) recordingCompaction() *compactRun {
+	if r := f.compaction.Load(); r != nil && r.recording.Load() {
+		return r
+	}
+	return nil
+}
+
+// record keeps write, which a writer has just committed to the file and
+// which holds about size bytes, to write it to the copy.
+func (r *compactRun) record(size int, write func(tx *bolt.Tx) error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.recorded = append(r.recorded, write)
+	r.size += size
+}
+
+// takeRecorded returns the transactions recorded so far, oldest first,
+// and forgets them.
+func (r *compactRun) takeRecorded() []func(tx *bolt.Tx) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.recorded
+	r.recorded, r.size = nil, 0
+	return out
+}
+
+// recordedSize is what the recorded transactions hold, estimated.
+func (r *compactRun) recordedSize() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.size
 }
 
 func (r *compactRun) abort(why string) {
@@ -87,10 +135,11 @@ func (r *compactRun) abort(why string) {
 }
 
 // IndexCompaction is what CompactIndex did: the index file's size before
-// and after (After is 0 if it did not compact) and how long the copy took.
+// and after (After is 0 if it did not compact), how long it took, and how
+// long of that it held the flusher for the swap.
 type IndexCompaction struct {
 	Before, After int64
-	Took          time.Duration
+	Took, Held    time.Duration
 }
 
 // CompactIndex copies the index into a packed file that replaces it if a
@@ -99,23 +148,14 @@ type IndexCompaction struct {
 // in place, when stop is closed or for the reasons above. It runs on the
 // caller's goroutine; one compaction runs at a time (a second call returns
 // at once, compacting nothing).
-func (f *Engine) CompactIndex(stop <-chan struct{}, force bool) (IndexCompaction, error) {
-	run := &compactRun{stop: make(chan struct{}), done: make(chan struct{})}
+func (f *Engine) CompactIndex(stop <-chan struct{}, force bool, rate int64) (IndexCompaction, error) {
+	run := &compactRun{caller: stop, stop: make(chan struct{}), done: make(chan struct{})}
 	if !f.compaction.CompareAndSwap(nil, run) {
 		return IndexCompaction{}, nil
 	}
 	defer run.finish(f)
-	if stop != nil {
-		go func() {
-			select {
-			case <-stop:
-				run.abort("asked to stop")
-			case <-run.done:
-			}
-		}()
-	}
 	start := time.Now()
-	res, old, err := f.compactIndex(run, force)
+	res, old, err := f.compactIndex(run, force, rate)
 	run.finish(f)
 	res.Took = time.Since(start)
 	switch {
@@ -125,7 +165,7 @@ func (f *Engine) CompactIndex(stop <-chan struct{}, force bool) (IndexCompaction
 		f.logger.Error("raftlog: compacting the state index failed; the old file stays", "shard", f.shard, "err", err)
 	case res.After > 0:
 		f.logger.Info("raftlog: compacted the state index", "shard", f.shard, "bytes_before", res.Before, "bytes_after", res.After,
-			"took", res.Took.Round(time.Millisecond))
+			"took", res.Took.Round(time.Millisecond), "flusher_held", res.Held.Round(time.Millisecond))
 	}
 	if old != nil {
 		// The old file's readers may still run (a full-copy stream, for
@@ -161,12 +201,14 @@ func (f *Engine) stopCompaction(why string) {
 	}
 }
 
-// lockWrites takes writeMu for a writer other than the flusher; a
-// compaction holding it gives up at its next check.
+// lockWrites takes writeMu for a writer other than the flusher, whose
+// transactions a compaction does not record: a compaction in progress
+// gives up (it checks under writeMu before it puts its copy in place).
 func (f *Engine) lockWrites() {
 	f.writersWaiting.Add(1)
 	f.writeMu <- struct{}{}
 	f.writersWaiting.Add(-1)
+	f.abortCompaction("another writer changed the file")
 }
 
 func (f *Engine) unlockWrites() { <-f.writeMu }
@@ -178,11 +220,15 @@ func (r *compactRun) stopped(f *Engine) error {
 	select {
 	case <-r.stop:
 		why = r.why
+	case <-r.caller:
+		why = "asked to stop"
 	case <-f.flushStop:
 		why = "the engine is closing"
 	default:
 		if f.writersWaiting.Load() > 0 {
-			why = "a writer waits for the file"
+			why = "another writer waits for the file"
+		} else if r.recordedSize() > compactMaxRecorded {
+			why = "appends outpace the copy: too much recorded"
 		}
 	}
 	if why == "" {
@@ -193,79 +239,175 @@ func (r *compactRun) stopped(f *Engine) error {
 
 // compactIndex does the work of CompactIndex; old is the replaced file,
 // for the caller to close, nil if none was.
-func (f *Engine) compactIndex(run *compactRun, force bool) (res IndexCompaction, old *bolt.DB, err error) {
+func (f *Engine) compactIndex(run *compactRun, force bool, rate int64) (res IndexCompaction, old *bolt.DB, err error) {
 	if res.Before, err = f.indexUnused(force); err != nil || res.Before == 0 {
 		return res, nil, err
 	}
-	select {
-	case f.writeMu <- struct{}{}:
-	case <-run.stop:
-		return res, nil, run.stopped(f)
-	case <-f.flushStop:
-		return res, nil, run.stopped(f)
+	tmp := f.path + compactSuffix
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return res, nil, err
 	}
-	locked := true
+	dst, err := bolt.Open(tmp, 0o600, BoltOptions())
+	if err != nil {
+		return res, nil, fmt.Errorf("create the copy: %w", err)
+	}
+	// Synced once, before it is put in place; and grown in small steps,
+	// so that it ends near the size of what it holds.
+	allocSize := dst.AllocSize
+	dst.NoSync, dst.AllocSize = true, 1<<20
+	installed := false
+	defer func() {
+		if !installed {
+			dst.Close()
+			os.Remove(tmp)
+		}
+	}()
+
+	// 1. The snapshot, and recording from it on.
+	if err := f.lockWritesFor(run); err != nil {
+		return res, nil, err
+	}
+	if err := f.FlushError(); err != nil {
+		<-f.writeMu
+		return res, nil, fmt.Errorf("flushes fail, so would the copy: %w", err)
+	}
+	src := f.db.Load()
+	var snap *bolt.Tx
+	err = f.guard("compact", func() (err error) {
+		snap, err = src.Begin(false)
+		return err
+	})
+	if err == nil {
+		run.recording.Store(true)
+	}
+	<-f.writeMu
+	if err != nil {
+		return res, nil, err
+	}
+	defer run.recording.Store(false)
+
+	// 2. The copy, then the transactions committed meanwhile.
+	if err := f.swapStep("snapshot", dst); err != nil {
+		snap.Rollback()
+		return res, nil, err
+	}
+	err = f.guard("compact", func() error {
+		defer snap.Rollback()
+		c := &indexCopier{dst: dst, stopped: func() error { return run.stopped(f) }}
+		if rate > 0 {
+			c.lim = &scrubLimiter{rate: rate, start: time.Now(), stop: run.stop}
+		}
+		return c.copy(snap)
+	})
+	if err != nil {
+		return res, nil, err
+	}
+	for {
+		if err := run.stopped(f); err != nil {
+			return res, nil, err
+		}
+		if run.recordedSize() <= f.flushAtRecords*96 {
+			break // about a table or less: written under writeMu
+		}
+		if err := f.writeRecorded(dst, run.takeRecorded()); err != nil {
+			return res, nil, err
+		}
+	}
+	if err := dst.Sync(); err != nil { // most of it, before the flusher waits
+		return res, nil, err
+	}
+
+	// 3. The rest, and the swap.
+	if err := f.lockWritesFor(run); err != nil {
+		return res, nil, err
+	}
+	locked, held := true, time.Now()
 	defer func() {
 		if locked {
 			<-f.writeMu
 		}
 	}()
-	if err := run.stopped(f); err != nil {
+	if err := f.writeRecorded(dst, run.takeRecorded()); err != nil {
 		return res, nil, err
 	}
-	if err := f.FlushError(); err != nil {
-		return res, nil, fmt.Errorf("flushes fail, so would the copy: %w", err)
-	}
-	tmp := f.path + compactSuffix
-	src := f.db.Load()
-	if err := f.copyIndex(run, src, tmp); err != nil {
-		os.Remove(tmp)
+	run.recording.Store(false)
+	dst.NoSync = false
+	if err := dst.Sync(); err != nil {
 		return res, nil, err
 	}
-	if err := f.swapStep("copied"); err != nil {
-		os.Remove(tmp)
+	if err := f.swapStep("copied", dst); err != nil {
 		return res, nil, err
-	}
-	// Opened before it is put in place: a copy that does not open never
-	// replaces a file that does. bbolt holds the file, not its name.
-	db, err := f.openBolt(tmp)
-	if err != nil {
-		os.Remove(tmp)
-		return res, nil, fmt.Errorf("open the copy: %w", err)
 	}
 	if err := run.stopped(f); err != nil {
-		db.Close()
-		os.Remove(tmp)
 		return res, nil, err
 	}
 	if err := os.Rename(tmp, f.path); err != nil {
-		db.Close()
-		os.Remove(tmp)
 		return res, nil, fmt.Errorf("put the copy in place: %w", err)
 	}
 	// Committed: state.db is the copy, which holds what the old file does.
-	dirErr := f.swapStep("renamed")
+	installed = true
+	dirErr := f.swapStep("renamed", dst)
 	if dirErr == nil {
 		dirErr = SyncDir(f.dir)
-	}
-	f.db.Store(db)
-	<-f.writeMu
-	locked = false
-	if fi, err := os.Stat(f.path); err == nil {
-		res.After = fi.Size()
 	}
 	if dirErr != nil {
 		dirErr = fmt.Errorf("sync the directory after putting the copy in place: %w", dirErr)
 	}
-	return res, src, errors.Join(dirErr, f.swapStep("swapped"))
+	dst.AllocSize = allocSize
+	f.db.Store(dst)
+	dirErr = errors.Join(dirErr, f.swapStep("swapped", dst))
+	<-f.writeMu
+	locked, res.Held = false, time.Since(held)
+	if fi, err := os.Stat(f.path); err == nil {
+		res.After = fi.Size()
+	}
+	return res, src, dirErr
 }
 
-// swapStep runs the test hook beforeSwap, if set, at a step of the swap.
-func (f *Engine) swapStep(step string) error {
+// lockWritesFor takes writeMu for run, unless it must give up first.
+func (f *Engine) lockWritesFor(run *compactRun) error {
+	select {
+	case f.writeMu <- struct{}{}:
+	case <-run.stop:
+		return run.stopped(f)
+	case <-run.caller:
+		return run.stopped(f)
+	case <-f.flushStop:
+		return run.stopped(f)
+	}
+	if err := run.stopped(f); err != nil {
+		<-f.writeMu
+		return err
+	}
+	return nil
+}
+
+// writeRecorded writes recorded transactions to the copy, in one
+// transaction.
+func (f *Engine) writeRecorded(dst *bolt.DB, writes []func(tx *bolt.Tx) error) error {
+	if len(writes) == 0 {
+		return nil
+	}
+	return f.guard("compact", func() error {
+		return dst.Update(func(tx *bolt.Tx) error {
+			for _, w := range writes {
+				if err := w(tx); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+}
+
+// swapStep runs the test hook beforeSwap, if set, at a step of the
+// compaction, with the copy: "snapshot" (recording, writeMu free),
+// "copied", "renamed" and "swapped" (writeMu held).
+func (f *Engine) swapStep(step string, copy *bolt.DB) error {
 	if f.beforeSwap == nil {
 		return nil
 	}
-	return f.beforeSwap(step)
+	return f.beforeSwap(step, copy)
 }
 
 // indexUnused returns the index file's size if a compaction is worth it
@@ -291,53 +433,24 @@ func (f *Engine) indexUnused(force bool) (int64, error) {
 	return 0, nil
 }
 
-// copyIndex copies every bucket, key and value of src, as one read
-// transaction sees it, into a new bbolt file at path, synced. writeMu is
-// held, so nothing changes src meanwhile.
-func (f *Engine) copyIndex(run *compactRun, src *bolt.DB, path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+// copy copies every bucket, key and value of snap into c.dst, which is
+// empty, checking c.stopped every compactCheckEvery keys.
+func (c *indexCopier) copy(snap *bolt.Tx) error {
+	var err error
+	if c.tx, err = c.dst.Begin(true); err != nil {
 		return err
 	}
-	dst, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: BoltOptions().Timeout, NoSync: true, FreelistType: bolt.FreelistMapType})
-	if err != nil {
-		return err
-	}
-	// bbolt grows a file 16 MiB at a time by default: the copy grows in
-	// small steps, so it ends near the size of what it holds.
-	dst.AllocSize = 1 << 20
-	c := &indexCopier{dst: dst, stopped: func() error { return run.stopped(f) }}
-	err = f.guard("compact", func() error {
-		tx, err := src.Begin(false)
-		if err != nil {
+	err = snap.ForEach(func(name []byte, b *bolt.Bucket) error {
+		if err := c.create(nil, name, b.Sequence()); err != nil {
 			return err
 		}
-		defer tx.Rollback()
-		if c.tx, err = dst.Begin(true); err != nil {
-			return err
-		}
-		err = tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			if err := c.create(nil, name, b.Sequence()); err != nil {
-				return err
-			}
-			return c.copyBucket([][]byte{name}, b)
-		})
-		if err == nil {
-			err = c.tx.Commit()
-		} else {
-			c.tx.Rollback()
-		}
-		return err
+		return c.copyBucket([][]byte{name}, b)
 	})
-	if err == nil {
-		err = dst.Sync()
+	if err != nil {
+		c.tx.Rollback()
+		return err
 	}
-	if cerr := dst.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil && !errors.Is(err, errCompactionStopped) {
-		err = fmt.Errorf("copy: %w", err)
-	}
-	return err
+	return c.tx.Commit()
 }
 
 // indexCopier writes the copy: the buckets on a path are created in the
@@ -349,6 +462,8 @@ type indexCopier struct {
 	size    int // bytes put in tx
 	n       int // keys put
 	stopped func() error
+	lim     *scrubLimiter // paces the keys and values put (nil: no bound)
+	paced   int           // bytes put since the last wait
 
 	// The bucket of the last path looked up in tx (a commit ends it).
 	path   [][]byte
@@ -395,10 +510,15 @@ func (c *indexCopier) create(path [][]byte, name []byte, seq uint64) error {
 
 // put puts k and v in the bucket at path, committing the transaction
 // first if it holds compactTxBytes. The slices stay valid until the
-// commit: they are in the source's read transaction, open throughout.
+// commit: they are in the snapshot's read transaction, open throughout.
 func (c *indexCopier) put(path [][]byte, k, v []byte) error {
 	if c.size+len(k)+len(v) > compactTxBytes {
 		if err := c.tx.Commit(); err != nil {
+			return err
+		}
+		// Written back a transaction at a time, not all at the end: one
+		// large sync would hold up the raft log's.
+		if err := c.dst.Sync(); err != nil {
 			return err
 		}
 		var err error
@@ -415,10 +535,15 @@ func (c *indexCopier) put(path [][]byte, k, v []byte) error {
 		return err
 	}
 	c.size += len(k) + len(v)
-	if c.n++; c.n%compactCheckEvery == 0 {
-		return c.stopped()
+	c.paced += len(k) + len(v)
+	if c.n++; c.n%compactCheckEvery != 0 {
+		return nil
 	}
-	return nil
+	if c.lim != nil {
+		c.lim.wait(c.paced) // stopped says whether it ended early
+		c.paced = 0
+	}
+	return c.stopped()
 }
 
 // lookup returns the bucket at path in the current transaction.

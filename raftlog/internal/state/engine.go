@@ -140,10 +140,10 @@ type Engine struct {
 	dropPending atomic.Bool
 	scavenged   scavengeCounters
 	// compaction is the index compaction in progress, nil if none
-	// (compact.go); beforeSwap, if set, runs before each step of its swap
-	// (tests stop it there).
+	// (compact.go); beforeSwap, if set, runs at each step of its swap,
+	// with the copy (tests look at the files there, or fail the step).
 	compaction atomic.Pointer[compactRun]
-	beforeSwap func(step string) error
+	beforeSwap func(step string, copy *bolt.DB) error
 
 	// Applied state not yet in db (memtable.go): the active table, which
 	// applies go to, and the frozen one being written by the flusher (nil

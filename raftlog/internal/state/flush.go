@@ -324,6 +324,13 @@ func (f *Engine) writeTable(m *memTable) error {
 	if err := tx.Commit(); err != nil {
 		return f.undoSegments(all, fmt.Errorf("commit flush: %w", err))
 	}
+	if r := f.recordingCompaction(); r != nil {
+		t, ps := m.indexPart(), withoutFrames(plans)
+		r.record(t.indexBytes(), func(tx *bolt.Tx) error {
+			var again []pendingErasure // erase records its own transaction
+			return f.putTable(tx, t, ps, &again)
+		})
+	}
 	for slot, ws := range plans {
 		if len(ws) > 0 {
 			e := ws[len(ws)-1].entry
@@ -339,6 +346,20 @@ func (f *Engine) writeTable(m *memTable) error {
 		}
 	}
 	return nil
+}
+
+// withoutFrames returns plans without the frames' bytes: what putTable
+// reads of them.
+func withoutFrames(plans [][]*segWrite) [][]*segWrite {
+	out := make([][]*segWrite, len(plans))
+	for slot, ws := range plans {
+		for _, w := range ws {
+			c := *w
+			c.buf = nil
+			out[slot] = append(out[slot], &c)
+		}
+	}
+	return out
 }
 
 // undoSegments truncates segments written by a flush whose index

@@ -307,8 +307,8 @@ func (f *Engine) dropAfterFlush(t *memTable) {
 	if t.retDirty {
 		f.dropPending.Store(true)
 	}
-	if !f.dropPending.Load() {
-		return
+	if !f.dropPending.Load() || f.recordingCompaction() != nil {
+		return // a compaction copies the file: after the next flush
 	}
 	_, done, err := f.dropSegments(false)
 	if err != nil {
