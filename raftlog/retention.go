@@ -190,10 +190,11 @@ type ScavengeResult struct {
 // cap (reading segments at most Config.ScavengeBytesPerSecond); it
 // proposes those rises through the log (TruncatePartition), so every
 // replica hides the same records at the same index; then it takes a raft
-// snapshot (which flushes the state, compacts the index file into a new
-// one if much of it is unused, and lets raft compact its log past what
-// the snapshot covers) and removes the segment files below the low
-// offsets. Other replicas remove theirs after their next flush, or at
+// snapshot (which flushes the state and lets raft compact its log past
+// what the snapshot covers), removes the segment files below the low
+// offsets, and, if much of the index file is unused, copies it into a new
+// one while appends go on (at most Config.IndexCompactBytesPerSecond).
+// Other replicas remove their segments after their next flush, or at
 // their own Scavenge. The background scavenger runs the same every
 // Config.ScavengeInterval on the nodes that lead.
 func (l *Log) Scavenge(ctx context.Context) (ScavengeResult, error) {

@@ -116,6 +116,18 @@ func applyAll(f *Engine, entries []*raft.Log) {
 	}
 }
 
+// referenceHash is the state of an engine that applied entries and
+// flushed, without compactions.
+func referenceHash(t *testing.T, entries []*raft.Log) string {
+	t.Helper()
+	ref := openCompactTest(t, t.TempDir())
+	defer ref.Close()
+	applyAll(ref, entries)
+	_, err := ref.Flush()
+	require.NoError(t, err)
+	return stateHash(t, ref)
+}
+
 func openCompactTest(t *testing.T, dir string) *Engine {
 	t.Helper()
 	f, err := Open(Options{Path: filepath.Join(dir, "state.db"), Partitions: 4, Shards: 1, IDRetention: time.Second,
@@ -174,16 +186,13 @@ func copyDir(t testing.TB, src, dst string) {
 // a directory that opens with the old or the new file, whole: raft's
 // entries re-applied on it give the state of a node that never compacted.
 func TestIndexCompactionCrash(t *testing.T) {
-	const total, first = 4000, 2000
+	const total, first = 3000, 1500
 	all := compactEntries(1, total)
-	ref := openCompactTest(t, t.TempDir())
-	applyAll(ref, all)
-	_, err := ref.Flush()
-	require.NoError(t, err)
-	want := stateHash(t, ref)
-	require.NoError(t, ref.Close())
+	want := referenceHash(t, all)
 
-	for _, step := range []string{"copied", "renamed", "swapped"} {
+	// At "snapshot" the copy has begun (state.db.compact exists, not
+	// whole) and every flush has ended; at the others writeMu is held.
+	for _, step := range []string{"snapshot", "copied", "renamed", "swapped"} {
 		t.Run(step, func(t *testing.T) {
 			dir, crash := t.TempDir(), t.TempDir()
 			f := openCompactTest(t, dir)
@@ -221,9 +230,12 @@ func TestIndexCompactionCrash(t *testing.T) {
 			require.Equal(t, want, stateHash(t, f), "the compacted engine")
 			require.NoError(t, f.Close())
 
+			if step == "snapshot" || step == "copied" {
+				require.FileExists(t, filepath.Join(crash, "state.db"+compactSuffix), "the crash left the copy")
+			}
 			g := openCompactTest(t, crash)
 			defer g.Close()
-			require.NoFileExists(t, filepath.Join(crash, "state.db"+compactSuffix))
+			require.NoFileExists(t, filepath.Join(crash, "state.db"+compactSuffix), "Open removed it")
 			applyAll(g, all) // raft hands back what the file does not hold
 			_, err = g.Flush()
 			require.NoError(t, err)
@@ -237,12 +249,7 @@ func TestIndexCompactionCrash(t *testing.T) {
 // whole, and the engine applying and flushing on.
 func TestIndexCompactionGivesUp(t *testing.T) {
 	all := compactEntries(1, 2000)
-	ref := openCompactTest(t, t.TempDir())
-	applyAll(ref, all)
-	_, err := ref.Flush()
-	require.NoError(t, err)
-	want := stateHash(t, ref)
-	require.NoError(t, ref.Close())
+	want := referenceHash(t, all)
 	for _, step := range []string{"snapshot", "copied"} {
 		t.Run(step, func(t *testing.T) {
 			dir := t.TempDir()
@@ -308,12 +315,7 @@ func TestIndexCompactionGivesUp(t *testing.T) {
 func TestIndexCompactionWithReaders(t *testing.T) {
 	const total = 6000
 	all := compactEntries(1, total)
-	ref := openCompactTest(t, t.TempDir())
-	applyAll(ref, all)
-	_, err := ref.Flush()
-	require.NoError(t, err)
-	want := stateHash(t, ref)
-	require.NoError(t, ref.Close())
+	want := referenceHash(t, all)
 
 	f := openCompactTest(t, t.TempDir())
 	defer f.Close()
@@ -382,7 +384,7 @@ func TestIndexCompactionWithReaders(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d compactions, %d rounds of reads", compactions, reads.Load())
 	require.Positive(t, reads.Load())
-	_, err = f.Flush()
+	_, err := f.Flush()
 	require.NoError(t, err)
 	require.Equal(t, want, stateHash(t, f))
 }

@@ -63,7 +63,8 @@ type Engine struct {
 	// shared. A snapshot stream, however long, thus never holds up applies.
 	// writeMu (a semaphore: a compaction gives up waiting for it) is held
 	// by whatever writes the index file: the flusher, a drop, Restore, an
-	// index compaction while it copies and swaps the file (compact.go).
+	// index compaction while it takes its snapshot and while it swaps the
+	// file (compact.go).
 	// Lock order: writeMu, dbMu, a bbolt read transaction, then mu
 	// (memtable.go). db changes only under writeMu and, but for an index
 	// compaction, dbMu held exclusively (see beginIndex).

@@ -63,7 +63,7 @@ func (f *Engine) runFlusher() {
 				return // a crash, in tests, or Close while flushes fail: the table is lost, raft holds it
 			default:
 			}
-			select { // an index compaction holds it while it copies
+			select { // an index compaction holds it while it snapshots and swaps
 			case f.writeMu <- struct{}{}:
 			case <-f.flushStop:
 				return
