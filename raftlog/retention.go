@@ -238,7 +238,7 @@ func (l *Log) scavengeShard(ctx context.Context, s *shard, res *ScavengeResult) 
 	if err := s.Raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
 		return fmt.Errorf("raftlog: shard %d: snapshot: %w", s.ID, err)
 	}
-	if _, err = s.engine.DropSegments(true); err != nil {
+	if _, err = s.engine.DropSegments(); err != nil {
 		return err
 	}
 	// Then the index, if much of its file is unused: copied on this

@@ -58,7 +58,7 @@ const compactSuffix = ".compact"
 
 // compactMaxRecorded bounds the memory the transactions recorded while
 // a compaction copies may hold (as memTable.indexBytes estimates it).
-const compactMaxRecorded = 128 << 20
+var compactMaxRecorded = 128 << 20
 
 // compactCheckEvery is how many keys the copy puts between two checks of
 // whether it must give up.
@@ -225,10 +225,13 @@ func (r *compactRun) stopped(f *Engine) error {
 	case <-f.flushStop:
 		why = "the engine is closing"
 	default:
-		if f.writersWaiting.Load() > 0 {
+		switch {
+		case f.writersWaiting.Load() > 0:
 			why = "another writer waits for the file"
-		} else if r.recordedSize() > compactMaxRecorded {
+		case r.recordedSize() > compactMaxRecorded:
 			why = "appends outpace the copy: too much recorded"
+		case f.FlushError() != nil:
+			why = "flushes fail (the copy may take the space they need)"
 		}
 	}
 	if why == "" {
@@ -266,10 +269,6 @@ func (f *Engine) compactIndex(run *compactRun, force bool, rate int64) (res Inde
 	// 1. The snapshot, and recording from it on.
 	if err := f.lockWritesFor(run); err != nil {
 		return res, nil, err
-	}
-	if err := f.FlushError(); err != nil {
-		<-f.writeMu
-		return res, nil, fmt.Errorf("flushes fail, so would the copy: %w", err)
 	}
 	src := f.db.Load()
 	var snap *bolt.Tx
@@ -331,6 +330,9 @@ func (f *Engine) compactIndex(run *compactRun, force bool, rate int64) (res Inde
 		return res, nil, err
 	}
 	run.recording.Store(false)
+	if err := f.sameApplied(src, dst); err != nil {
+		return res, nil, err
+	}
 	dst.NoSync = false
 	if err := dst.Sync(); err != nil {
 		return res, nil, err
@@ -362,6 +364,27 @@ func (f *Engine) compactIndex(run *compactRun, force bool, rate int64) (res Inde
 		res.After = fi.Size()
 	}
 	return res, src, dirErr
+}
+
+// sameApplied checks that the copy covers the raft index the file does:
+// a cheap guard against a flush the recording missed.
+func (f *Engine) sameApplied(src, dst *bolt.DB) error {
+	var a [2]uint64
+	for i, db := range []*bolt.DB{src, dst} {
+		err := f.guard("compact", func() error {
+			return db.View(func(tx *bolt.Tx) (err error) {
+				a[i], err = fileApplied(tx)
+				return err
+			})
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if a[0] != a[1] {
+		return fmt.Errorf("the copy covers raft index %d, the file %d", a[1], a[0])
+	}
+	return nil
 }
 
 // lockWritesFor takes writeMu for run, unless it must give up first.

@@ -17,7 +17,9 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/esraft/esraft/internal/backoff"
 	"github.com/esraft/esraft/raftlog/internal/core"
+	"github.com/esraft/esraft/systemtest/wait"
 )
 
 // TestIndexCompaction: a compaction copies the index into a smaller file
@@ -268,13 +270,13 @@ func TestIndexCompactionGivesUp(t *testing.T) {
 				{"stop", func(stop chan struct{}) error { close(stop); return nil }, "asked to stop"},
 				{"writer", func(chan struct{}) error {
 					if step == "snapshot" { // writeMu is free: the drop runs now
-						_, err := f.DropSegments(true)
+						_, err := f.DropSegments()
 						return err
 					}
 					bg = make(chan struct{}) // the compaction holds writeMu: the drop waits
 					go func() {
 						defer close(bg)
-						_, err := f.DropSegments(true)
+						_, err := f.DropSegments()
 						assert.NoError(t, err)
 					}()
 					require.Eventually(t, func() bool { return f.writersWaiting.Load() > 0 }, 5*time.Second, time.Millisecond)
@@ -387,4 +389,61 @@ func TestIndexCompactionWithReaders(t *testing.T) {
 	_, err := f.Flush()
 	require.NoError(t, err)
 	require.Equal(t, want, stateHash(t, f))
+}
+
+// A compaction gives up, the old file whole and in use, when appends
+// outpace it (more recorded than compactMaxRecorded: memory stays
+// bounded) and when a flush fails (the copy may hold the space flushes
+// need); the engine then goes on as if none had run.
+func TestIndexCompactionLimits(t *testing.T) {
+	defer func(v int) { compactMaxRecorded = v }(compactMaxRecorded)
+	defer func(p backoff.Policy) { flushRetry = p }(flushRetry)
+	flushRetry.Initial, flushRetry.Max = time.Millisecond, 20*time.Millisecond
+	all := compactEntries(1, 2000)
+	want := referenceHash(t, all)
+	for _, c := range []struct {
+		name, want string
+		during     func(f *Engine, fs *FaultFS)
+	}{
+		{"recorded", "appends outpace the copy", func(f *Engine, _ *FaultFS) {
+			compactMaxRecorded = 64 << 10
+			applyAll(f, all[1000:1500])
+			_, err := f.Flush()
+			require.NoError(t, err)
+			require.Greater(t, f.compaction.Load().recordedSize(), compactMaxRecorded)
+		}},
+		{"flush fails", "flushes fail", func(f *Engine, fs *FaultFS) {
+			fs.Fail.Store(true)
+			applyAll(f, all[1000:1500]) // tables freeze; their flushes fail
+			wait.Until(t, 10*time.Second, "a failed flush", func() bool { return f.FlushError() != nil })
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			compactMaxRecorded = 128 << 20
+			dir, fs := t.TempDir(), NewFaultFS()
+			f, err := Open(Options{Path: filepath.Join(dir, "state.db"), Partitions: 4, Shards: 1, IDRetention: time.Second,
+				FlushRecords: 300, ScrubRate: -1, FS: fs})
+			require.NoError(t, err)
+			defer f.Close()
+			applyAll(f, all[:1000])
+			_, err = f.Flush()
+			require.NoError(t, err)
+			f.beforeSwap = func(s string, _ *bolt.DB) error {
+				if s == "snapshot" {
+					c.during(f, fs)
+				}
+				return nil
+			}
+			_, err = f.CompactIndex(nil, true, 0)
+			require.ErrorContains(t, err, c.want)
+			require.NoFileExists(t, filepath.Join(dir, "state.db"+compactSuffix))
+			require.Nil(t, f.compaction.Load(), "nothing recorded is kept")
+			fs.Fail.Store(false)
+			wait.Until(t, 10*time.Second, "flushes that succeed", func() bool { return f.FlushError() == nil })
+			applyAll(f, all[1500:])
+			_, err = f.Flush()
+			require.NoError(t, err)
+			require.Equal(t, want, stateHash(t, f))
+		})
+	}
 }

@@ -166,16 +166,16 @@ type DropStats struct {
 }
 
 // DropSegments removes the sealed segments wholly below each partition's
-// low offset as the index records it. With wait false it gives up at once
-// (zero stats, no error) if a reader holds the files; the flusher then
-// tries again after its next flush.
-func (f *Engine) DropSegments(wait bool) (DropStats, error) {
-	st, _, err := f.dropSegments(wait)
+// low offset as the index records it; it waits for readers that hold the
+// files, and makes an index compaction in progress give up.
+func (f *Engine) DropSegments() (DropStats, error) {
+	st, _, err := f.dropSegments(true)
 	return st, err
 }
 
-// dropSegments is DropSegments; done is false if it gave way to readers.
-// The caller holds writeMu with wait false (the flusher).
+// dropSegments is DropSegments. With wait false (the flusher, which holds
+// writeMu) it gives up at once, done false, if a reader holds the files;
+// the flusher then tries again after its next flush.
 func (f *Engine) dropSegments(wait bool) (st DropStats, done bool, err error) {
 	if wait {
 		f.lockWrites()
