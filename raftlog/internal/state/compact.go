@@ -40,8 +40,9 @@ import (
 //     the directory is synced and writeMu released. The flusher's next
 //     table goes to the new file.
 //  4. The old file is closed once its last read transaction ends (bbolt's
-//     Close waits for them); a reader that loaded the old file and begins
-//     after that begins again on the new one (beginIndex).
+//     Close waits for them). Readers begin their transactions under
+//     swapMu, which the swap takes, so none begins on the old file after
+//     it (beginIndex): none can wait behind its Close.
 //
 // A compaction gives up, leaving the old file in place, when asked to
 // stop, when the engine closes, when another writer waits for writeMu, or
@@ -356,7 +357,9 @@ func (f *Engine) compactIndex(run *compactRun, force bool, rate int64) (res Inde
 		dirErr = fmt.Errorf("sync the directory after putting the copy in place: %w", dirErr)
 	}
 	dst.AllocSize = allocSize
+	f.swapMu.Lock()
 	f.db.Store(dst)
+	f.swapMu.Unlock()
 	dirErr = errors.Join(dirErr, f.swapStep("swapped", dst))
 	<-f.writeMu
 	locked, res.Held = false, time.Since(held)

@@ -70,9 +70,12 @@ type Engine struct {
 	// compaction, dbMu held exclusively (see beginIndex).
 	writeMu        chan struct{}
 	writersWaiting atomic.Int32 // for writeMu, but the flusher (lockWrites)
-	dbMu           sync.RWMutex
-	mu             sync.RWMutex
-	db             atomic.Pointer[bolt.DB]
+	// swapMu is held shared while a reader loads db and begins a read
+	// transaction (beginIndex), exclusively while a compaction swaps it.
+	swapMu sync.RWMutex
+	dbMu   sync.RWMutex
+	mu     sync.RWMutex
+	db     atomic.Pointer[bolt.DB]
 
 	// The segment files: in dir (the index file's directory), written
 	// through fs. segs[slot] is partition slot's last segment as the index

@@ -72,18 +72,13 @@ func (f *Engine) beginRead() (layers, error) {
 }
 
 // beginIndex opens a read transaction of the index file. An index
-// compaction swaps the file without dbMu (compact.go): a reader may load
-// the old one just before the swap and find it closed when it begins;
-// it begins on the new one then, which holds the same state.
+// compaction swaps the file without dbMu (compact.go), under swapMu: a
+// transaction begun before finishes on the old file, which is closed
+// once every such transaction ended, and none begins on it after.
 func (f *Engine) beginIndex() (*bolt.Tx, error) {
-	for {
-		db := f.db.Load()
-		tx, err := db.Begin(false)
-		if errors.Is(err, bolt.ErrDatabaseNotOpen) && f.db.Load() != db {
-			continue
-		}
-		return tx, err
-	}
+	f.swapMu.RLock()
+	defer f.swapMu.RUnlock()
+	return f.db.Load().Begin(false)
 }
 
 // fileApplied is the applied index stored in the index file.
