@@ -30,13 +30,16 @@ import (
 //     scavenged segments waits for the next flush after the compaction,
 //     and any other writer (lockWrites) makes the compaction give up.
 //  2. Without writeMu, every bucket, key and value of the snapshot is
-//     copied into state.db.compact (pages filled), then the recorded
+//     copied into state.db.compact (pages filled; paced at the caller's
+//     rate, and synced every compactTxBytes, so that it leaves the
+//     appends CPU and disk), then the recorded
 //     transactions are written to it in order, in rounds, while more than
 //     a table's worth is recorded: each one finds the copy as the file was
 //     when it first ran, so writes the same keys and values.
 //  3. Under writeMu again (the flusher waits; applies go on into the
 //     tables): the last recorded transactions are written to the copy,
-//     which is synced, renamed over state.db (the commit) and becomes db;
+//     its applied index checked against the file's, and it is synced,
+//     renamed over state.db (the commit) and becomes db;
 //     the directory is synced and writeMu released. The flusher's next
 //     table goes to the new file.
 //  4. The old file is closed once its last read transaction ends (bbolt's
@@ -45,9 +48,10 @@ import (
 //     it (beginIndex): none can wait behind its Close.
 //
 // A compaction gives up, leaving the old file in place, when asked to
-// stop, when the engine closes, when another writer waits for writeMu, or
-// when more than compactMaxRecorded bytes of recorded transactions wait
-// (appends outpace the copy), so memory stays bounded.
+// stop, when the engine closes or installs a full copy, when another
+// writer waits for writeMu, when a flush fails (the copy may hold the
+// space it needs), or when more than compactMaxRecorded bytes of recorded
+// transactions wait (appends outpace the copy), so memory stays bounded.
 //
 // A crash before the rename leaves state.db as it was and a
 // state.db.compact that Open removes; after it, state.db is the new file,
