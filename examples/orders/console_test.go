@@ -49,10 +49,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	const token = "console-token"
 	procs, cluster := startThree(t, bin, dir, func(string) []string { return []string{"-admin-token", token} })
 	for _, p := range procs {
-		wait.Until(t, 60*time.Second, "node "+p.http+" ready", func() bool {
-			code, err := call("GET", "http://"+p.http+"/readyz", "", nil, nil)
-			return err == nil && code == http.StatusOK
-		})
+		waitReady(t, p.http, 2*time.Minute)
 	}
 	base := "http://" + procs[0].http
 	shot := func(name string) {

@@ -237,3 +237,30 @@ func jsonBody(v any) io.Reader {
 }
 
 func stringsReader(s string) io.Reader { return strings.NewReader(s) }
+
+// waitReady waits until the node serving HTTP at addr answers /readyz with
+// 200; on a timeout it fails t with what the node last answered (its
+// problems: no leader, behind, damaged), which tells a slow machine from
+// a node that cannot become ready.
+func waitReady(t *testing.T, addr string, timeout time.Duration) {
+	t.Helper()
+	last := "no answer"
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/readyz")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+			last = fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(body))
+		} else {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s not ready after %v; it last answered: %s", addr, timeout, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -136,10 +136,7 @@ func TestParkedAndResetAgainstThreeNodes(t *testing.T) {
 			p.cmd = nil
 			p.args = append(slices.DeleteFunc(p.args, func(a string) bool { return a == "-no-notifier" }), extra...)
 			p.start(t, bin)
-			wait.Until(t, 60*time.Second, "node "+p.http+" ready", func() bool {
-				code, err := call("GET", "http://"+p.http+"/readyz", "", nil, nil)
-				return err == nil && code == http.StatusOK
-			})
+			waitReady(t, p.http, 2*time.Minute)
 		}
 	}
 	restartAll("-no-notifier")
