@@ -146,11 +146,20 @@ func TestParkedAndResetAgainstThreeNodes(t *testing.T) {
 	})
 	out = esraft(2, "groups", "reset", "notifier", "--to-earliest", "--yes")
 	require.Regexp(t, `group notifier reset to earliest: generation \d+, lag \d+, parked 0`, out)
-	g, ok := describe()
-	require.True(t, ok)
-	for _, p := range g.Partitions {
-		require.Zero(t, p.Committed, "partition %d rewound", p.Partition)
-	}
+	// The reset went through node 3; describe asks node 1, which applies
+	// it a moment later.
+	wait.Until(t, 30*time.Second, "every partition rewound, as node 1 sees the group", func() bool {
+		g, ok := describe()
+		if !ok || len(g.Partitions) == 0 {
+			return false
+		}
+		for _, p := range g.Partitions {
+			if p.Committed != 0 {
+				return false
+			}
+		}
+		return true
+	})
 	want := uint64(orders + len(drills)) // the group's events: OrderPaid and drills
 	restartAll()
 	handled := func() int64 {
