@@ -3,6 +3,7 @@ package raftlog
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -136,4 +137,31 @@ func TestClusterIDOldIdentityFileAdoptsIt(t *testing.T) {
 	l = openSingle(t, dir, nil)
 	require.Equal(t, id, l.ClusterID())
 	require.Equal(t, id, storedIdentity(t, dir).ClusterID)
+}
+
+// TestRaftRPCsFromAnotherClusterRefused: a raft connection starts with the
+// dialing node's cluster ID; a node drops one from another cluster before
+// raft reads an RPC from it (issue #20: a restored cluster refuses to talk
+// to the old one, whose nodes may hold its addresses in their raft
+// configuration). Connections of its own cluster, and of a node with no
+// cluster ID yet (forming, or wiped and rejoining), pass.
+func TestRaftRPCsFromAnotherClusterRefused(t *testing.T) {
+	var tl transferLog
+	tl.match = "another cluster"
+	c := newCluster(t, 3, func(cfg *Config) { cfg.Logger = slog.New(tl.handler()) })
+	ours := waitClusterID(t, c)
+	li := c.leader(0)
+	addr := c.nodes[li].addr
+	o := newOutsider(t, nil)
+	other := uuid.NewString()
+
+	err := o.appendEntriesAs(t, "n2", other, addr)
+	require.Error(t, err)
+	require.NotEmpty(t, tl.find("raftlog: raft connection from another cluster refused",
+		map[string]string{"peer_cluster": other, "cluster": ours}), "the refusal is logged with both IDs")
+	require.NoError(t, o.appendEntriesAs(t, "n2", ours, addr))
+	require.NoError(t, o.appendEntriesAs(t, "n2", "", addr))
+	// The cluster runs on: its own connections carry its ID.
+	_, err = c.node(li).Append(context.Background(), "k", []NewRecord{rec("after")})
+	require.NoError(t, err)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hashicorp/raft"
 
 	"github.com/esraft/esraft/internal/mux"
@@ -346,16 +348,95 @@ type guardedStream struct {
 func (g *guardedStream) Accept() (net.Conn, error) {
 	for {
 		c, err := g.StreamLayer.Accept()
-		if err != nil || g.l.tls == nil {
+		if err != nil {
 			return c, err
 		}
-		if err := g.admit(c); err != nil {
-			g.l.logger.Warn("raftlog: raft connection refused", "shard", g.shard, "peer", c.RemoteAddr().String(), "err", err)
-			c.Close()
-			continue
+		if g.l.tls != nil {
+			if err := g.admit(c); err != nil {
+				g.l.logger.Warn("raftlog: raft connection refused", "shard", g.shard, "peer", c.RemoteAddr().String(), "err", err)
+				c.Close()
+				continue
+			}
 		}
-		return c, nil
+		return &clusterCheckedConn{Conn: c, g: g}, nil
 	}
+}
+
+// Every raft connection starts, after the mux's service byte, with the
+// dialing node's cluster ID: 16 bytes, zeros while it has none (a cluster
+// forming, a wiped node rejoining). A node whose own cluster ID differs
+// drops the connection before raft reads an RPC from it: a node of an old
+// cluster, its peers' addresses now a restored cluster's, could otherwise
+// win their votes or overwrite their logs. Certificates do not tell the
+// two apart: a restored cluster may keep the old one's CA.
+const clusterPreambleLen = 16
+
+// Dial connects to the shard's raft service at address and sends this
+// node's cluster ID.
+func (g *guardedStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	c, err := g.StreamLayer.Dial(address, timeout)
+	if err != nil {
+		return nil, err
+	}
+	id := clusterIDBytes(g.l.ClusterID())
+	if timeout > 0 {
+		err = c.SetWriteDeadline(time.Now().Add(timeout))
+	}
+	if err == nil {
+		_, err = c.Write(id[:])
+	}
+	if err == nil {
+		err = c.SetWriteDeadline(time.Time{})
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// clusterIDBytes is id's 16 bytes, zeros for "" (or an ID that is not a
+// UUID, which no node writes).
+func clusterIDBytes(id string) [clusterPreambleLen]byte {
+	u, err := uuid.Parse(id)
+	if err != nil {
+		return [clusterPreambleLen]byte{}
+	}
+	return u
+}
+
+// clusterCheckedConn is an accepted raft connection whose first read
+// consumes and checks the dialer's cluster ID: raft's transport reads each
+// connection in a goroutine of its own, so a peer that sends nothing holds
+// up no other connection.
+type clusterCheckedConn struct {
+	net.Conn
+	g    *guardedStream
+	once sync.Once
+	err  error
+}
+
+func (c *clusterCheckedConn) Read(p []byte) (int, error) {
+	c.once.Do(func() {
+		var theirs [clusterPreambleLen]byte
+		if _, err := io.ReadFull(c.Conn, theirs[:]); err != nil {
+			c.err = err
+			return
+		}
+		ours := c.g.l.ClusterID()
+		if theirs == ([clusterPreambleLen]byte{}) || ours == "" || theirs == clusterIDBytes(ours) {
+			return
+		}
+		c.err = fmt.Errorf("%w: a raft connection from a node of cluster %s, not this node's cluster %s",
+			ErrConfig, uuid.UUID(theirs), ours)
+		c.g.l.logger.Warn("raftlog: raft connection from another cluster refused", "shard", c.g.shard,
+			"peer", c.RemoteAddr().String(), "peer_cluster", uuid.UUID(theirs).String(), "cluster", ours)
+		c.Conn.Close()
+	})
+	if c.err != nil {
+		return 0, c.err
+	}
+	return c.Conn.Read(p)
 }
 
 // admit lets in raft streams from voters of the shard: raft RPCs come

@@ -112,16 +112,35 @@ func (o *outsider) call(addr string, method byte, payload []byte) ([]byte, error
 }
 
 // appendEntries sends a raft AppendEntries (an old term's: harmless) to
-// shard 0 at addr, as node from.
+// shard 0 at addr, as node from, of no cluster yet.
 func (o *outsider) appendEntries(t testing.TB, from, addr string) error {
+	return o.appendEntriesAs(t, from, "", addr)
+}
+
+// appendEntriesAs is appendEntries from a node of cluster (a cluster ID).
+func (o *outsider) appendEntriesAs(t testing.TB, from, cluster, addr string) error {
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream: o.mux.StreamLayer(serviceShard), MaxPool: 1, Timeout: 3 * time.Second,
+		Stream: &preambleStream{StreamLayer: o.mux.StreamLayer(serviceShard), cluster: clusterIDBytes(cluster)}, MaxPool: 1, Timeout: 3 * time.Second,
 	})
 	defer trans.Close()
 	var resp raft.AppendEntriesResponse
 	return trans.AppendEntries(raft.ServerID("n1"), raft.ServerAddress(addr), &raft.AppendEntriesRequest{
 		RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(from), Addr: []byte("127.0.0.1:1")}, Term: 0,
 	}, &resp)
+}
+
+// preambleStream dials as a node's raft stream does: the cluster ID first.
+type preambleStream struct {
+	raft.StreamLayer
+	cluster [clusterPreambleLen]byte
+}
+
+func (s *preambleStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	c, err := s.StreamLayer.Dial(addr, timeout)
+	if err == nil {
+		_, err = c.Write(s.cluster[:])
+	}
+	return c, err
 }
 
 func isDenied(resp []byte, err error) bool {
@@ -197,8 +216,11 @@ func TestTLSOtherCARefused(t *testing.T) {
 	other := newTestPKI(t)
 	o := newOutsider(t, other.clientTLS(nodecert.Voter, "n2"))
 	_, err := o.call(c.nodes[li].addr, route.MethodReadIndex, readIndexPayload())
+	// In TLS 1.3 the client's handshake ends before the server checks the
+	// client's certificate: the client sees the refusal as the server's
+	// alert ("tls: ...") or, when the server has closed first, as a
+	// broken pipe or reset on its first write.
 	require.ErrorIs(t, err, mux.ErrConnection)
-	require.ErrorContains(t, err, "tls")
 	require.Error(t, o.appendEntries(t, "n2", c.nodes[li].addr))
 	// And our nodes do not accept such a server either.
 	srvCert, _ := other.issue(nodecert.Voter, "n2")
