@@ -143,8 +143,9 @@ func TestClusterIDOldIdentityFileAdoptsIt(t *testing.T) {
 // dialing node's cluster ID; a node drops one from another cluster before
 // raft reads an RPC from it (issue #20: a restored cluster refuses to talk
 // to the old one, whose nodes may hold its addresses in their raft
-// configuration). Connections of its own cluster, and of a node with no
-// cluster ID yet (forming, or wiped and rejoining), pass.
+// configuration). Connections of its own cluster, of a node with no
+// cluster ID yet (forming, or wiped and rejoining), and of a node from
+// before the preamble, pass.
 func TestRaftRPCsFromAnotherClusterRefused(t *testing.T) {
 	var tl transferLog
 	tl.match = "another cluster"
@@ -161,6 +162,7 @@ func TestRaftRPCsFromAnotherClusterRefused(t *testing.T) {
 		map[string]string{"peer_cluster": other, "cluster": ours}), "the refusal is logged with both IDs")
 	require.NoError(t, o.appendEntriesAs(t, "n2", ours, addr))
 	require.NoError(t, o.appendEntriesAs(t, "n2", "", addr))
+	require.NoError(t, o.appendEntriesLegacy(t, "n2", addr), "a node from before the preamble passes (rolling upgrades)")
 	// The cluster runs on: its own connections carry its ID.
 	_, err = c.node(li).Append(context.Background(), "k", []NewRecord{rec("after")})
 	require.NoError(t, err)

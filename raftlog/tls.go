@@ -362,28 +362,39 @@ func (g *guardedStream) Accept() (net.Conn, error) {
 	}
 }
 
-// Every raft connection starts, after the mux's service byte, with the
-// dialing node's cluster ID: 16 bytes, zeros while it has none (a cluster
-// forming, a wiped node rejoining). A node whose own cluster ID differs
-// drops the connection before raft reads an RPC from it: a node of an old
-// cluster, its peers' addresses now a restored cluster's, could otherwise
-// win their votes or overwrite their logs. Certificates do not tell the
-// two apart: a restored cluster may keep the old one's CA.
-const clusterPreambleLen = 16
+// Every raft connection starts, after the mux's service byte, with a
+// preamble: clusterPreambleMagic, then the dialing node's cluster ID (16
+// bytes, zeros while it has none: a cluster forming, a wiped node
+// rejoining). A node whose own cluster ID differs drops the connection
+// before raft reads an RPC from it: a node of an old cluster, its peers'
+// addresses now a restored cluster's, could otherwise win their votes or
+// overwrite their logs. Certificates do not tell the two apart: a restored
+// cluster may keep the old one's CA.
+//
+// The magic byte is not one of hashicorp/raft's RPC types (0 to 3), which
+// open a connection of a node from before the preamble: such a connection
+// passes unchecked, so a rolling upgrade keeps the old leader's
+// replication to the upgraded followers (raft RPCs from an upgraded node
+// to one not yet upgraded fail, so upgrade the leader last; Close hands
+// its leadership to an upgraded follower).
+const (
+	clusterPreambleMagic = 0xC1
+	clusterPreambleLen   = 1 + 16
+)
 
-// Dial connects to the shard's raft service at address and sends this
-// node's cluster ID.
+// Dial connects to the shard's raft service at address and sends the
+// preamble with this node's cluster ID.
 func (g *guardedStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	c, err := g.StreamLayer.Dial(address, timeout)
 	if err != nil {
 		return nil, err
 	}
-	id := clusterIDBytes(g.l.ClusterID())
+	pre := clusterPreamble(g.l.ClusterID())
 	if timeout > 0 {
 		err = c.SetWriteDeadline(time.Now().Add(timeout))
 	}
 	if err == nil {
-		_, err = c.Write(id[:])
+		_, err = c.Write(pre[:])
 	}
 	if err == nil {
 		err = c.SetWriteDeadline(time.Time{})
@@ -395,48 +406,67 @@ func (g *guardedStream) Dial(address raft.ServerAddress, timeout time.Duration) 
 	return c, nil
 }
 
-// clusterIDBytes is id's 16 bytes, zeros for "" (or an ID that is not a
-// UUID, which no node writes).
-func clusterIDBytes(id string) [clusterPreambleLen]byte {
-	u, err := uuid.Parse(id)
-	if err != nil {
-		return [clusterPreambleLen]byte{}
+// clusterPreamble is the preamble of a connection of cluster id, zeros
+// for "" (or an ID that is not a UUID, which no node writes).
+func clusterPreamble(id string) [clusterPreambleLen]byte {
+	var pre [clusterPreambleLen]byte
+	pre[0] = clusterPreambleMagic
+	if u, err := uuid.Parse(id); err == nil {
+		copy(pre[1:], u[:])
 	}
-	return u
+	return pre
 }
 
 // clusterCheckedConn is an accepted raft connection whose first read
-// consumes and checks the dialer's cluster ID: raft's transport reads each
+// consumes and checks the dialer's preamble: raft's transport reads each
 // connection in a goroutine of its own, so a peer that sends nothing holds
-// up no other connection.
+// up no other connection. The cluster ID it compares with is read without
+// a lock (state.Engine.ClusterID).
 type clusterCheckedConn struct {
 	net.Conn
-	g    *guardedStream
-	once sync.Once
-	err  error
+	g       *guardedStream
+	once    sync.Once
+	err     error
+	pending []byte // a legacy connection's first byte, raft's to read
 }
 
 func (c *clusterCheckedConn) Read(p []byte) (int, error) {
-	c.once.Do(func() {
-		var theirs [clusterPreambleLen]byte
-		if _, err := io.ReadFull(c.Conn, theirs[:]); err != nil {
-			c.err = err
-			return
-		}
-		ours := c.g.l.ClusterID()
-		if theirs == ([clusterPreambleLen]byte{}) || ours == "" || theirs == clusterIDBytes(ours) {
-			return
-		}
-		c.err = fmt.Errorf("%w: a raft connection from a node of cluster %s, not this node's cluster %s",
-			ErrConfig, uuid.UUID(theirs), ours)
-		c.g.l.logger.Warn("raftlog: raft connection from another cluster refused", "shard", c.g.shard,
-			"peer", c.RemoteAddr().String(), "peer_cluster", uuid.UUID(theirs).String(), "cluster", ours)
-		c.Conn.Close()
-	})
+	c.once.Do(c.check)
 	if c.err != nil {
 		return 0, c.err
 	}
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
 	return c.Conn.Read(p)
+}
+
+func (c *clusterCheckedConn) check() {
+	var pre [clusterPreambleLen]byte
+	if _, err := io.ReadFull(c.Conn, pre[:1]); err != nil {
+		c.err = err
+		return
+	}
+	if pre[0] != clusterPreambleMagic {
+		c.pending = []byte{pre[0]} // a node from before the preamble
+		return
+	}
+	if _, err := io.ReadFull(c.Conn, pre[1:]); err != nil {
+		c.err = err
+		return
+	}
+	theirs := uuid.UUID(pre[1:])
+	ours := c.g.l.ClusterID()
+	if theirs == (uuid.UUID{}) || ours == "" || theirs.String() == ours {
+		return
+	}
+	c.err = fmt.Errorf("%w: a raft connection from a node of cluster %s, not this node's cluster %s",
+		ErrConfig, theirs, ours)
+	c.g.l.logger.Warn("raftlog: raft connection from another cluster refused", "shard", c.g.shard,
+		"peer", c.RemoteAddr().String(), "peer_cluster", theirs.String(), "cluster", ours)
+	c.Conn.Close()
 }
 
 // admit lets in raft streams from voters of the shard: raft RPCs come

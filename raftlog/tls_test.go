@@ -119,8 +119,18 @@ func (o *outsider) appendEntries(t testing.TB, from, addr string) error {
 
 // appendEntriesAs is appendEntries from a node of cluster (a cluster ID).
 func (o *outsider) appendEntriesAs(t testing.TB, from, cluster, addr string) error {
+	return o.appendEntriesOver(&preambleStream{StreamLayer: o.mux.StreamLayer(serviceShard), pre: clusterPreamble(cluster)}, from, addr)
+}
+
+// appendEntriesLegacy is appendEntries from a node of a version before the
+// cluster preamble: the connection starts with raft's RPC.
+func (o *outsider) appendEntriesLegacy(t testing.TB, from, addr string) error {
+	return o.appendEntriesOver(&preambleStream{StreamLayer: o.mux.StreamLayer(serviceShard), legacy: true}, from, addr)
+}
+
+func (o *outsider) appendEntriesOver(stream raft.StreamLayer, from, addr string) error {
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream: &preambleStream{StreamLayer: o.mux.StreamLayer(serviceShard), cluster: clusterIDBytes(cluster)}, MaxPool: 1, Timeout: 3 * time.Second,
+		Stream: stream, MaxPool: 1, Timeout: 3 * time.Second,
 	})
 	defer trans.Close()
 	var resp raft.AppendEntriesResponse
@@ -132,13 +142,14 @@ func (o *outsider) appendEntriesAs(t testing.TB, from, cluster, addr string) err
 // preambleStream dials as a node's raft stream does: the cluster ID first.
 type preambleStream struct {
 	raft.StreamLayer
-	cluster [clusterPreambleLen]byte
+	pre    [clusterPreambleLen]byte
+	legacy bool // no preamble, as a node from before it
 }
 
 func (s *preambleStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	c, err := s.StreamLayer.Dial(addr, timeout)
-	if err == nil {
-		_, err = c.Write(s.cluster[:])
+	if err == nil && !s.legacy {
+		_, err = c.Write(s.pre[:])
 	}
 	return c, err
 }

@@ -87,7 +87,7 @@ func (f *Engine) ReplaceClusterID(id uuid.UUID) error {
 		return fmt.Errorf("raftlog: store the restored cluster ID: %w", err)
 	}
 	f.mu.Lock()
-	f.clusterID = id
+	f.setClusterID(id)
 	f.mu.Unlock()
 	return nil
 }

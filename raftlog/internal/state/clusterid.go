@@ -20,7 +20,7 @@ func (b *Batch) ClusterID(id uuid.UUID) uuid.UUID {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.clusterID == (uuid.UUID{}) && id != (uuid.UUID{}) {
-		f.clusterID = id
+		f.setClusterID(id)
 		f.mem.clusterID = id
 	}
 	return f.clusterID
@@ -29,10 +29,16 @@ func (b *Batch) ClusterID(id uuid.UUID) uuid.UUID {
 // ClusterID returns the cluster's identity as applied on this replica, ""
 // until an entry setting it is applied.
 func (f *Engine) ClusterID() string {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.clusterID == (uuid.UUID{}) {
+	id := f.clusterIDPub.Load()
+	if id == nil || *id == (uuid.UUID{}) {
 		return ""
 	}
-	return f.clusterID.String()
+	return id.String()
+}
+
+// setClusterID sets the cluster ID and publishes it to ClusterID; the
+// caller holds f.mu (or has the engine to itself, at open).
+func (f *Engine) setClusterID(id uuid.UUID) {
+	f.clusterID = id
+	f.clusterIDPub.Store(&id)
 }

@@ -121,8 +121,12 @@ type Engine struct {
 	totalPartitions int
 	// clusterID is the cluster's identity as applied (clusterid.go), the
 	// zero UUID until the first CmdClusterID entry is; guarded like the
-	// tables and flushed with them.
-	clusterID uuid.UUID
+	// tables and flushed with them. setClusterID also publishes it to
+	// clusterIDPub, which ClusterID reads without the lock: raft's dialer
+	// and its connections' first reads ask for it (tls.go in raftlog),
+	// and must not wait behind an apply or a restore.
+	clusterID    uuid.UUID
+	clusterIDPub atomic.Pointer[uuid.UUID]
 	// ret is the retention rules (retention.go); guarded like the tables
 	// and flushed with them. appliedTime is the time as of the last entry
 	// applied, which retention is judged against.
@@ -477,7 +481,7 @@ func (f *Engine) load(tx *bolt.Tx) error {
 	if err := f.loadGroups(tx); err != nil {
 		return indexError(f.path, err)
 	}
-	f.clusterID = uuid.UUID{}
+	f.setClusterID(uuid.UUID{})
 	id, err := getValue(meta, metaClusterID)
 	if err != nil {
 		return indexError(f.path, err)
@@ -486,7 +490,7 @@ func (f *Engine) load(tx *bolt.Tx) error {
 		if len(id) != 16 {
 			return indexError(f.path, fmt.Errorf("cluster ID of %d bytes", len(id)))
 		}
-		f.clusterID = uuid.UUID(id)
+		f.setClusterID(uuid.UUID(id))
 	}
 	f.mem = newMemTable(f.nextOffsets(), f.applied.Load(), f.lastTime, f.flushAtRecords)
 	f.frozen = nil
