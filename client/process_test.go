@@ -17,6 +17,7 @@ import (
 	"github.com/esraft/esraft/client"
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/eventstore/eventstoretest"
+	"github.com/esraft/esraft/raftlog"
 	"github.com/esraft/esraft/systemtest/faulttest"
 	"github.com/esraft/esraft/systemtest/faulttest/wire"
 	"github.com/esraft/esraft/systemtest/wait"
@@ -139,13 +140,16 @@ func processLeader(t testing.TB, c *faulttest.Cluster) int {
 }
 
 // processCluster is the conformance suite's view of a cluster of node
-// processes: node i is a thin client connected to node i first; Stop is
-// SIGKILL of node i's process, the one its client is connected to.
-func processCluster(t *testing.T) eventstoretest.Cluster {
+// processes: Leader, Stop (SIGKILL) and Restart count the node processes;
+// Node(i) is a thin client connected first to node (i+shift)%3, the others
+// following in order; ConnectedTo maps the node a client uses now back to
+// its index.
+func processCluster(t *testing.T, shift int) eventstoretest.Cluster {
 	c := startProcesses(t)
 	stores := make([]*eventstore.Store, c.Size())
 	for i := range stores {
-		stores[i] = openClient(t, addrsFrom(c, i), fmt.Sprintf("client%d", i))
+		first := (i + shift) % c.Size()
+		stores[i] = openClient(t, addrsFrom(c, first), fmt.Sprintf("client%d-on-node%d", i, first))
 	}
 	return eventstoretest.Cluster{
 		Size:   c.Size(),
@@ -159,17 +163,40 @@ func processCluster(t *testing.T) eventstoretest.Cluster {
 			defer cancel()
 			require.NoError(t, c.Start(ctx, i))
 		},
+		ConnectedTo: func(i int) int {
+			inUse := stores[i].Source().(*raftlog.Remote).Addrs()[0]
+			for n := range c.Size() {
+				if c.Proxy.Addr(n) == inUse {
+					return n
+				}
+			}
+			return -1
+		},
 	}
 }
 
 // TestConformanceThinClientsProcesses runs the conformance suite against
 // thin clients of a 3-node cluster of processes, whose nodes it stops
-// with SIGKILL (the leader, and every node in turn).
+// with SIGKILL (the leader, and every node in turn), twice: the suite's
+// SubscribeAcrossLeaderChange kills the leader L while Node(L+1)
+// subscribes and Node(L+2) appends, so connecting Node(i) to node i+2
+// puts the subscriber's client on the killed node, and to node i+1 the
+// writer's; the suite checks that the client fails over.
 func TestConformanceThinClientsProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-process cluster per test")
 	}
-	eventstoretest.Run(t, processCluster)
+	for _, m := range []struct {
+		name  string
+		shift int
+	}{
+		{"SubscriberOnKilledNode", 2},
+		{"WriterOnKilledNode", 1},
+	} {
+		t.Run(m.name, func(t *testing.T) {
+			eventstoretest.Run(t, func(t *testing.T) eventstoretest.Cluster { return processCluster(t, m.shift) })
+		})
+	}
 }
 
 // TestThinClientSurvivesItsNodeKilled appends and subscribes through

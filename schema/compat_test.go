@@ -125,6 +125,30 @@ func TestTransitiveModes(t *testing.T) {
 	require.Equal(t, "#/required", got[0].Path)
 }
 
+// TestForwardTransitiveModes: version 1 requires a, version 2 made it
+// optional and version 3 is version 2 again. Version 1's readers cannot
+// read version 3's data (a may be missing), version 2's can, so FORWARD
+// and FULL accept it while FORWARD_TRANSITIVE and FULL_TRANSITIVE refuse
+// it, naming version 1; BACKWARD_TRANSITIVE accepts it (version 3 reads
+// every earlier version's data).
+func TestForwardTransitiveModes(t *testing.T) {
+	v1 := mustParse(t, `{"type":"object","properties":{"a":{"type":"string"}},"required":["a"],"additionalProperties":false}`)
+	v2 := mustParse(t, `{"type":"object","properties":{"a":{"type":"string"}},"additionalProperties":false}`)
+	v3 := mustParse(t, `{"type":"object","properties":{"a":{"type":"string"}},"additionalProperties":false}`)
+	earlier := []*schema.Schema{v1, v2}
+	for _, m := range []schema.Compatibility{schema.Forward, schema.Full, schema.BackwardTransitive} {
+		require.Empty(t, schema.CheckCompatibility(m, v3, earlier), "%s", m)
+	}
+	for _, m := range []schema.Compatibility{schema.ForwardTransitive, schema.FullTransitive} {
+		got := schema.CheckCompatibility(m, v3, earlier)
+		require.Len(t, got, 1, "%s: %v", m, got)
+		require.Equal(t, 1, got[0].Version, "%s", m)
+		require.Equal(t, "forward", got[0].Direction, "%s", m)
+		require.Equal(t, "required_property_added", got[0].Kind, "%s", m)
+		require.Equal(t, "#/required", got[0].Path, "%s", m)
+	}
+}
+
 func TestParseRefusesBadSchemas(t *testing.T) {
 	for _, s := range []string{
 		`not json`,

@@ -31,6 +31,12 @@ type Cluster struct {
 	// again on its data.
 	Stop    func(t testing.TB, i int)
 	Restart func(t testing.TB, i int)
+	// ConnectedTo is set by a cluster whose stores are thin clients of
+	// nodes it runs apart from them: it returns the node (as Leader, Stop
+	// and Restart count them) that Node(i)'s client uses now, or -1. The
+	// suite then checks that a client in use fails over when its node is
+	// stopped. Nil when Node(i) is node i itself.
+	ConnectedTo func(i int) int
 }
 
 // Single opens a fresh embedded single-node store for t.

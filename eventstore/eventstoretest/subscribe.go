@@ -238,7 +238,9 @@ func testSubscribeFilters(t *testing.T, c Cluster) {
 
 // testSubscribeAcrossLeaderChange stops the leader while a writer appends
 // through another node and a subscriber on a third node listens: every
-// acknowledged event is delivered, once, in partition order.
+// acknowledged event is delivered, once, in partition order. Where the
+// stores are thin clients (Cluster.ConnectedTo), the subscriber's or the
+// writer's client is connected to the leader when it stops, and fails over.
 func testSubscribeAcrossLeaderChange(t *testing.T, c Cluster) {
 	if c.Leader == nil || c.Size < 3 || c.Stop == nil {
 		t.Skip("needs a cluster of 3 or more")
@@ -249,27 +251,49 @@ func testSubscribeAcrossLeaderChange(t *testing.T, c Cluster) {
 	require.NoError(t, err)
 	defer sub.Close()
 
-	const total, stopAt = 150, 50
+	// A retry of an append whose outcome was unknown is deduplicated, so
+	// the writer retries with the same ID until acknowledged; a failover
+	// takes seconds, so a minute without an outcome is a failure, not a
+	// reason to wait on.
+	const total, stopAt, perEvent = 150, 50, 60 * time.Second
 	acked := map[uuid.UUID]bool{}
 	stopped := false
+	var cutOff []int // nodes whose client was connected to the stopped leader
 	w := c.Node(writeNode)
 	for i := 0; i < total; i++ {
 		if i == stopAt {
+			if c.ConnectedTo != nil {
+				for _, n := range []int{subNode, writeNode} {
+					if c.ConnectedTo(n) == lead {
+						cutOff = append(cutOff, n)
+					}
+				}
+				require.NotEmpty(t, cutOff, "neither the subscriber's client (Node(%d), connected to node %d) nor the writer's (Node(%d), connected to node %d) is connected to the leader, node %d: the cluster must connect one of them to it",
+					subNode, c.ConnectedTo(subNode), writeNode, c.ConnectedTo(writeNode), lead)
+			}
 			c.Stop(t, lead)
 			stopped = true
 		}
 		id := uuid.New()
 		e := []eventstore.EventData{{ID: id, Type: "Tick", Data: []byte(fmt.Sprint(i))}}
-		// Retry with the same ID until acknowledged: a retry of an append
-		// whose outcome was unknown is deduplicated.
-		for {
+		stream := fmt.Sprintf("tick-%d", i%11)
+		deadline := time.Now().Add(perEvent)
+		for attempt := 1; ; attempt++ {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_, err := w.Append(ctx, fmt.Sprintf("tick-%d", i%11), eventstore.Any, e)
+			_, err := w.Append(ctx, stream, eventstore.Any, e)
 			cancel()
 			if err == nil {
 				break
 			}
 			require.True(t, errors.Is(err, eventstore.ErrUnknownOutcome) || errors.Is(err, eventstore.ErrUnavailable), "append %d: %v", i, err)
+			if time.Now().After(deadline) {
+				via := ""
+				if c.ConnectedTo != nil {
+					via = fmt.Sprintf(", its client now on node %d", c.ConnectedTo(writeNode))
+				}
+				require.FailNow(t, "append not acknowledged", "append %d to %s through Node(%d)%s (leader, node %d, stopped: %v): no outcome within %v, %d attempts; last error: %v",
+					i, stream, writeNode, via, lead, stopped, perEvent, attempt, err)
+			}
 		}
 		acked[id] = true
 	}
@@ -278,6 +302,15 @@ func testSubscribeAcrossLeaderChange(t *testing.T, c Cluster) {
 	checkOrder(t, got)
 	for _, e := range got {
 		require.True(t, acked[e.ID], "delivered an event never acknowledged")
+	}
+	for _, n := range cutOff {
+		role := "subscriber"
+		if n == writeNode {
+			role = "writer"
+		}
+		now := c.ConnectedTo(n)
+		require.NotEqual(t, lead, now, "the %s's client (Node(%d)) is still connected to the stopped leader", role, n)
+		t.Logf("the %s's client (Node(%d)) failed over from the stopped leader, node %d, to node %d", role, n, lead, now)
 	}
 	c.Restart(t, lead)
 	require.GreaterOrEqual(t, c.Leader(t), 0)

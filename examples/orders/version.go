@@ -6,9 +6,18 @@ import (
 	"strings"
 )
 
+// version is the release this binary was built as, set at link time
+// (-ldflags "-X main.version=v0.3.0", as the Dockerfile at the repository
+// root does with its VERSION argument). Empty, -version shows the module
+// version of the build information: "(devel)" for a build from a checkout,
+// whose commit Go records only when the build sees .git, which a Docker
+// build context leaves out.
+var version string
+
 // versionLine says which build this is, for -version: the module version
 // ("(devel)" when built from a checkout), the commit and its time if the
-// build recorded them, the Go version, and whether SQLite is the cgo
+// build recorded them (the link-time version, if set, in place of the
+// module version), the Go version, and whether SQLite is the cgo
 // driver or the pure-Go one.
 func versionLine(info *debug.BuildInfo) string {
 	if info == nil {
@@ -19,7 +28,11 @@ func versionLine(info *debug.BuildInfo) string {
 		set[s.Key] = s.Value
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "orders %s", info.Main.Version)
+	v := info.Main.Version
+	if version != "" {
+		v = version
+	}
+	fmt.Fprintf(&b, "orders %s", v)
 	if rev := set["vcs.revision"]; rev != "" {
 		fmt.Fprintf(&b, " commit %.12s", rev)
 		if set["vcs.modified"] == "true" {

@@ -22,4 +22,11 @@ func TestVersionLine(t *testing.T) {
 	require.Contains(t, versionLine(info), "SQLite pure Go")
 
 	require.Contains(t, versionLine(nil), "no build information")
+
+	// -ldflags "-X main.version=...", as the Dockerfile sets it.
+	version = "v0.4.0-rc1"
+	defer func() { version = "" }()
+	info.Settings = []debug.BuildSetting{{Key: "CGO_ENABLED", Value: "0"}}
+	info.Main.Version = "(devel)"
+	require.Equal(t, "orders v0.4.0-rc1, go1.26.8, SQLite pure Go (modernc.org/sqlite)", versionLine(info))
 }
