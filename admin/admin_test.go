@@ -241,19 +241,49 @@ func TestAdminTailIsWokenByAppends(t *testing.T) {
 	}
 }
 
+// A rebuild reports its progress while it runs (below 100 % at first,
+// never going down) and, once it ended, its own final figure: every event
+// up to the heads replayed.
 func TestAdminProjectionRebuildReaches100(t *testing.T) {
 	n := newNode(t)
 	for i := range 50 {
-		n.appendEvents(t, fmt.Sprintf("order-%d", i), 1)
+		n.appendEvents(t, fmt.Sprintf("order-%d", i), 10)
 	}
 	wait.Until(t, 20*time.Second, "the projection caught up", func() bool { return n.proj.Status().Lag == 0 })
+	total := uint64(0)
+	for part := range n.store.Partitions() {
+		h, err := n.store.Head(eventstore.Partition(part))
+		require.NoError(t, err)
+		total += h
+	}
 	var p admin.Projection
 	require.Equal(t, http.StatusAccepted, n.call(t, "POST", "/admin/projections/seen/rebuild", nil, &p))
+	require.NotNil(t, p.Rebuild)
+	require.Equal(t, total, p.Rebuild.Total)
+	require.Less(t, p.Rebuild.Percent, 100.0, "the answer to the start shows the replay under way")
+	started, percents := p.Rebuild.Started, []float64{p.Rebuild.Percent}
+	var last *admin.RebuildResult
 	wait.Until(t, 20*time.Second, "the rebuild ended", func() bool {
 		var list admin.ProjectionList
 		n.call(t, "GET", "/admin/projections", nil, &list)
-		return list.Projections[0].Rebuild == nil
+		if rb := list.Projections[0].Rebuild; rb != nil {
+			percents = append(percents, rb.Percent)
+			require.Equal(t, float64(rb.Replayed)*100/float64(rb.Total), rb.Percent)
+			return false
+		}
+		last = list.Projections[0].LastRebuild
+		return true
 	})
+	for i := 1; i < len(percents); i++ {
+		require.GreaterOrEqual(t, percents[i], percents[i-1], "progress went down: %v", percents)
+	}
+	require.NotNil(t, last, "the server reports how the rebuild ended")
+	require.True(t, last.Started.Equal(started))
+	require.Empty(t, last.Error)
+	require.Equal(t, total, last.Total)
+	require.Equal(t, total, last.Replayed)
+	require.Equal(t, 100.0, last.Percent)
+	require.False(t, last.Ended.Before(last.Started))
 	var e admin.Error
 	require.Equal(t, http.StatusNotFound, n.call(t, "POST", "/admin/projections/nope/rebuild", nil, &e))
 	require.Equal(t, http.StatusNotFound, n.call(t, "POST", "/admin/projections/seen/parked/0/5/retry", nil, &e))

@@ -701,18 +701,17 @@ func projectionsRebuild(c *client, args []string) error {
 	if !follow {
 		return c.print(p, func(t *tabwriter.Writer) { fmt.Fprintf(t, "rebuild of %s started\n", name) })
 	}
+	var started time.Time
+	if p.Rebuild != nil {
+		started = p.Rebuild.Started
+	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		if p.Rebuild == nil {
-			if strings.HasPrefix(p.State, "failed") {
-				return &exitError{exitFailed, fmt.Errorf("rebuild of %s: %s", name, p.State)}
-			}
-			// The rebuild switched to the new read model: everything replayed.
-			done := admin.Projection{Status: p.Status, Rebuild: &admin.RebuildProgress{Percent: 100}}
-			return c.progress(name, done, true)
+			return c.rebuildEnded(name, p, started)
 		}
-		if err := c.progress(name, p, false); err != nil {
+		if err := c.progress(name, p.Rebuild); err != nil {
 			return err
 		}
 		<-tick.C
@@ -723,16 +722,40 @@ func projectionsRebuild(c *client, args []string) error {
 	}
 }
 
-// progress prints one progress line (or JSON object) of a rebuild.
-func (c *client) progress(name string, p admin.Projection, done bool) error {
-	if c.json {
-		return json.NewEncoder(c.stdout).Encode(map[string]any{"projection": name, "rebuild": p.Rebuild, "done": done})
-	}
-	if done {
-		_, err := fmt.Fprintf(c.stdout, "%s [%s] 100.0%% done\n", name, bar(100))
+// rebuildEnded prints how the followed rebuild, started at started, ended,
+// in the server's own figures (its last_rebuild): the line a script or a
+// test reads at the end is what the server measured, never made up here.
+func (c *client) rebuildEnded(name string, p admin.Projection, started time.Time) error {
+	lr := p.LastRebuild
+	if lr == nil || (!started.IsZero() && !lr.Started.Equal(started)) {
+		// A server without last_rebuild, or another rebuild ended since.
+		if strings.HasPrefix(p.State, "failed") {
+			return &exitError{exitFailed, fmt.Errorf("rebuild of %s: %s", name, p.State)}
+		}
+		if c.json {
+			return json.NewEncoder(c.stdout).Encode(map[string]any{"projection": name, "rebuild": nil, "done": true})
+		}
+		_, err := fmt.Fprintf(c.stdout, "%s ended (the server reported no final progress)\n", name)
 		return err
 	}
-	_, err := fmt.Fprintf(c.stdout, "%s [%s] %s\n", name, bar(p.Rebuild.Percent), progressText(p.Rebuild))
+	if lr.Error != "" {
+		return &exitError{exitFailed, fmt.Errorf("rebuild of %s failed at %.1f%% (%d/%d): %s", name, lr.Percent, lr.Replayed, lr.Total, lr.Error)}
+	}
+	if c.json {
+		return json.NewEncoder(c.stdout).Encode(map[string]any{"projection": name, "rebuild": lr, "done": true})
+	}
+	_, err := fmt.Fprintf(c.stdout, "%s [%s] %.1f%% (%d/%d) done in %s\n", name, bar(lr.Percent), lr.Percent, lr.Replayed, lr.Total,
+		lr.Ended.Sub(lr.Started).Round(time.Millisecond))
+	return err
+}
+
+// progress prints one progress line (or JSON object) of a running
+// rebuild.
+func (c *client) progress(name string, r *admin.RebuildProgress) error {
+	if c.json {
+		return json.NewEncoder(c.stdout).Encode(map[string]any{"projection": name, "rebuild": r, "done": false})
+	}
+	_, err := fmt.Fprintf(c.stdout, "%s [%s] %s\n", name, bar(r.Percent), progressText(r))
 	return err
 }
 
