@@ -135,6 +135,18 @@ func TestCLIVerbs(t *testing.T) {
 	out, _, code = c.run("groups", "describe", "billing")
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "m1")
+	// A reset while m1 is live is refused and says how to force it;
+	// forced, it fences m1 out of the group.
+	_, err = c.runErr("groups", "reset", "billing", "--to-earliest", "--yes")
+	require.Equal(t, exitFailed, exitCode(err), err)
+	require.ErrorContains(t, err, "--force")
+	out, errOut, code = c.run("groups", "reset", "billing", "--to-earliest", "--force", "--yes")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "group billing reset to earliest")
+	st, ok, err := c.store.GroupState("billing")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Empty(t, st.Members)
 
 	out, _, code = c.run("parked", "ls", "--projection", "count")
 	require.Equal(t, 0, code)

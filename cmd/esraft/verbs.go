@@ -458,19 +458,20 @@ func groupPartitions(t *tabwriter.Writer, g admin.Group) {
 }
 
 func groupsReset(c *client, args []string) error {
-	var earliest, latest, yes bool
+	var earliest, latest, yes, force bool
 	var at, offsets string
-	pos, err := c.parse("groups reset", "groups reset GROUP (--to-earliest | --to-latest | --to-time T | --to-offsets O,O,...) [--yes] [flags]", args, 1, func(fs *flag.FlagSet) {
+	pos, err := c.parse("groups reset", "groups reset GROUP (--to-earliest | --to-latest | --to-time T | --to-offsets O,O,...) [--force] [--yes] [flags]", args, 1, func(fs *flag.FlagSet) {
 		fs.BoolVar(&earliest, "to-earliest", false, "replay from the start of every partition")
 		fs.BoolVar(&latest, "to-latest", false, "skip to the head of every partition (only new events)")
 		fs.StringVar(&at, "to-time", "", "from the first event at or after this time (RFC 3339)")
 		fs.StringVar(&offsets, "to-offsets", "", "partition p from the p-th offset (comma-separated, one per partition)")
+		fs.BoolVar(&force, "force", false, "reset even while members are live: fences them (their commits are refused; they join again and resume from the new offsets)")
 		fs.BoolVar(&yes, "yes", false, "do not ask for confirmation")
 	})
 	if err != nil {
 		return err
 	}
-	var req admin.ResetRequest
+	req := admin.ResetRequest{Force: force}
 	var chosen []string
 	if earliest {
 		req.To, chosen = "earliest", append(chosen, "--to-earliest")
@@ -500,7 +501,11 @@ func groupsReset(c *client, args []string) error {
 	}
 	group := pos[0]
 	where := map[string]string{"earliest": "the earliest offsets (every event is handled again)", "latest": "the latest offsets (events not yet handled are skipped)", "time": "the first events at or after " + at, "offsets": "offsets " + offsets}[req.To]
-	if err := c.confirm("groups reset", yes, fmt.Sprintf("Reset consumer group %q to %s?", group, where)); err != nil {
+	question := fmt.Sprintf("Reset consumer group %q to %s?", group, where)
+	if force {
+		question = fmt.Sprintf("Force a reset of consumer group %q to %s? Live members are fenced: work they have not committed is done again.", group, where)
+	}
+	if err := c.confirm("groups reset", yes, question); err != nil {
 		return err
 	}
 	var g admin.Group
