@@ -18,8 +18,14 @@ import (
 // A verb group: its subcommands by name.
 type subcommands map[string]func(c *client, args []string) error
 
+// onDispatch, set by tests, sees every group's usage and subcommands.
+var onDispatch func(group, usage string, subs subcommands)
+
 // dispatch runs the subcommand args[0] of group.
 func dispatch(c *client, group, usage string, subs subcommands, args []string) error {
+	if onDispatch != nil {
+		onDispatch(group, usage, subs)
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(c.stderr, usage)
 		if len(args) == 0 {
@@ -399,13 +405,15 @@ Subcommands:
                            parked events
   describe GROUP           members, generation, and per partition the owner, committed
                            offset, head and lag
-  reset GROUP (--to-earliest | --to-latest | --to-time T | --to-offsets O,O,...) [--yes]
+  reset GROUP (--to-earliest | --to-latest | --to-time T | --to-offsets O,O,...) [--force] [--yes]
                            move every partition of a stopped group: back to replay,
                            forward to skip (T: RFC 3339; offsets: one per partition)
   delete GROUP [--yes]     remove a stopped group: its offsets and parked events
 
-reset and delete are refused while the group has live members: stop them first.
-They ask for confirmation unless --yes is given, and refuse without a terminal.
+reset and delete are refused while the group has live members: stop them first,
+or reset with --force, which fences them (their commits are refused; they join
+again and resume from the new offsets). Both ask for confirmation unless --yes
+is given, and refuse without a terminal.
 `
 
 func groups(c *client, args []string) error {
