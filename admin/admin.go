@@ -28,6 +28,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,6 +40,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/esraft/esraft/eventstore"
@@ -62,8 +64,13 @@ type Config struct {
 	// verifies the chain itself.
 	ClientCAs *x509.CertPool
 	Cluster   string
-	// Registry, if set, is served at /metrics; nil makes one with a
-	// Collector of Store and Projections and the Go runtime's collectors.
+	// Outboxes and Dedups are SQLite databases holding package outbox's
+	// and package dedup's tables, by a name used as their metrics' label
+	// (WithOutbox, WithDedup): each scrape counts their rows.
+	Outboxes, Dedups map[string]*sql.DB
+	// Registry, if set, is served at /metrics as it is; nil makes one with
+	// a Collector of Store, Projections, Outboxes and Dedups, and the Go
+	// runtime's and the process's collectors (go_*, process_*).
 	Registry *prometheus.Registry
 	// ReadyMaxBehind is how many raft entries this node may be behind a
 	// shard's commit index and still be ready (default 1024).
@@ -125,9 +132,22 @@ func New(cfg Config) (*Handler, error) {
 		cfg.Logger = cfg.Store.Logger()
 	}
 	if cfg.Registry == nil {
+		var opts []CollectorOption
+		for name, db := range cfg.Outboxes {
+			opts = append(opts, WithOutbox(name, db))
+		}
+		for name, db := range cfg.Dedups {
+			opts = append(opts, WithDedup(name, db))
+		}
 		cfg.Registry = prometheus.NewRegistry()
-		if err := cfg.Registry.Register(NewCollector(cfg.Store, cfg.Projections)); err != nil {
-			return nil, fmt.Errorf("admin: %w", err)
+		for _, c := range []prometheus.Collector{
+			NewCollector(cfg.Store, cfg.Projections, opts...),
+			collectors.NewGoCollector(),
+			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		} {
+			if err := cfg.Registry.Register(c); err != nil {
+				return nil, fmt.Errorf("admin: %w", err)
+			}
 		}
 	}
 	h := &Handler{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger, crossOrigin: http.NewCrossOriginProtection(),

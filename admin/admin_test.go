@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,15 +15,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
 	"github.com/esraft/esraft/admin"
+	"github.com/esraft/esraft/dedup"
 	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/outbox"
 	"github.com/esraft/esraft/projection"
 	"github.com/esraft/esraft/projection/sqlite"
+	"github.com/esraft/esraft/raftlog"
 	"github.com/esraft/esraft/systemtest/wait"
 )
 
@@ -35,8 +40,8 @@ type node struct {
 }
 
 // newNode starts a single-node store with one local projection and the
-// admin handler in front of it.
-func newNode(t *testing.T) *node {
+// admin handler in front of it; configure changes the handler's Config.
+func newNode(t *testing.T, configure ...func(*admin.Config)) *node {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -53,7 +58,11 @@ func newNode(t *testing.T) *node {
 	done := make(chan struct{})
 	go func() { defer close(done); proj.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	h, err := admin.New(admin.Config{Store: store, Projections: map[string]*projection.Local{"seen": proj}, Token: token, Context: ctx})
+	cfg := admin.Config{Store: store, Projections: map[string]*projection.Local{"seen": proj}, Token: token, Context: ctx}
+	for _, c := range configure {
+		c(&cfg)
+	}
+	h, err := admin.New(cfg)
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
@@ -232,19 +241,49 @@ func TestAdminTailIsWokenByAppends(t *testing.T) {
 	}
 }
 
+// A rebuild reports its progress while it runs (below 100 % at first,
+// never going down) and, once it ended, its own final figure: every event
+// up to the heads replayed.
 func TestAdminProjectionRebuildReaches100(t *testing.T) {
 	n := newNode(t)
 	for i := range 50 {
-		n.appendEvents(t, fmt.Sprintf("order-%d", i), 1)
+		n.appendEvents(t, fmt.Sprintf("order-%d", i), 10)
 	}
 	wait.Until(t, 20*time.Second, "the projection caught up", func() bool { return n.proj.Status().Lag == 0 })
+	total := uint64(0)
+	for part := range n.store.Partitions() {
+		h, err := n.store.Head(eventstore.Partition(part))
+		require.NoError(t, err)
+		total += h
+	}
 	var p admin.Projection
 	require.Equal(t, http.StatusAccepted, n.call(t, "POST", "/admin/projections/seen/rebuild", nil, &p))
+	require.NotNil(t, p.Rebuild)
+	require.Equal(t, total, p.Rebuild.Total)
+	require.Less(t, p.Rebuild.Percent, 100.0, "the answer to the start shows the replay under way")
+	started, percents := p.Rebuild.Started, []float64{p.Rebuild.Percent}
+	var last *admin.RebuildResult
 	wait.Until(t, 20*time.Second, "the rebuild ended", func() bool {
 		var list admin.ProjectionList
 		n.call(t, "GET", "/admin/projections", nil, &list)
-		return list.Projections[0].Rebuild == nil
+		if rb := list.Projections[0].Rebuild; rb != nil {
+			percents = append(percents, rb.Percent)
+			require.Equal(t, float64(rb.Replayed)*100/float64(rb.Total), rb.Percent)
+			return false
+		}
+		last = list.Projections[0].LastRebuild
+		return true
 	})
+	for i := 1; i < len(percents); i++ {
+		require.GreaterOrEqual(t, percents[i], percents[i-1], "progress went down: %v", percents)
+	}
+	require.NotNil(t, last, "the server reports how the rebuild ended")
+	require.True(t, last.Started.Equal(started))
+	require.Empty(t, last.Error)
+	require.Equal(t, total, last.Total)
+	require.Equal(t, total, last.Replayed)
+	require.Equal(t, 100.0, last.Percent)
+	require.False(t, last.Ended.Before(last.Started))
 	var e admin.Error
 	require.Equal(t, http.StatusNotFound, n.call(t, "POST", "/admin/projections/nope/rebuild", nil, &e))
 	require.Equal(t, http.StatusNotFound, n.call(t, "POST", "/admin/projections/seen/parked/0/5/retry", nil, &e))
@@ -295,8 +334,32 @@ next:
 	return 0
 }
 
+// refusingPublisher publishes every message but those of key "refused",
+// which it refuses for good (the relay parks them).
+type refusingPublisher struct{}
+
+func (refusingPublisher) Publish(_ context.Context, m outbox.Message) error {
+	if m.Key == "refused" {
+		return outbox.Permanent(errors.New("the receiver refuses it"))
+	}
+	return nil
+}
+
+// Every metric the Collector names exists after a scrape, and those that
+// move deterministically on a single node move by exactly what was done:
+// appends and their records and bytes, raft indexes, log store writes and
+// applies (one per sequential append), a snapshot per forced snapshot,
+// parked records, projection positions, outbox and dedup rows.
 func TestMetricsMoveExactly(t *testing.T) {
-	n := newNode(t)
+	ctx := context.Background()
+	side, err := sqlite.Open(ctx, t.TempDir(), outbox.Schema, dedup.Schema)
+	require.NoError(t, err)
+	t.Cleanup(func() { side.Close() })
+	n := newNode(t, func(c *admin.Config) {
+		c.Outboxes = map[string]*sql.DB{"mail": side.WriteDB()}
+		c.Dedups = map[string]*sql.DB{"mail": side.WriteDB()}
+	})
+	l := n.store.Log()
 	n.appendEvents(t, "warm-1", 1)
 	before := scrape(t, n)
 	const appends, perAppend = 17, 3
@@ -316,11 +379,49 @@ func TestMetricsMoveExactly(t *testing.T) {
 	require.Equal(t, float64(appends), delta("esraft_raftlog_entry_appends", "shard", "0"))
 	require.Greater(t, value(t, after, "esraft_raftlog_partition_next_offset", "partition", p), headBefore)
 	require.Equal(t, float64(1), value(t, after, "esraft_raftlog_leader", "shard", "0"))
-	require.Equal(t, value(t, after, "esraft_raftlog_applied_index", "shard", "0")-value(t, before, "esraft_raftlog_applied_index", "shard", "0"), float64(appends))
+	require.Equal(t, float64(1), value(t, after, "esraft_raftlog_has_leader", "shard", "0"))
 	require.Equal(t, model.MetricType("histogram"), model.MetricType(strings.ToLower(after["esraft_raftlog_append_duration_seconds"].GetType().String())))
 
+	// The bytes as the counter defines them: each record's value and
+	// header keys and values, read back from the log.
+	bytes := 0
+	for i := range appends {
+		key := fmt.Sprintf("m-%d", i)
+		recs, err := l.ReadKey(ctx, l.Partition(key), key, 1, raftlog.ReadOptions{})
+		require.NoError(t, err)
+		require.Len(t, recs, perAppend)
+		for _, r := range recs {
+			bytes += len(r.Value)
+			for _, h := range r.Headers {
+				bytes += len(h.Key) + len(h.Value)
+			}
+		}
+	}
+	require.Equal(t, float64(bytes), delta("esraft_raftlog_append_bytes_total"))
+
+	// One raft entry per sequential append: committed, written to the log
+	// store and applied once each; no election on a single node.
+	require.Equal(t, float64(appends), delta("esraft_raftlog_commit_index", "shard", "0"))
+	require.Equal(t, float64(appends), delta("esraft_raftlog_applied_index", "shard", "0"))
+	require.Equal(t, float64(appends), delta("esraft_raftlog_last_index", "shard", "0"))
+	require.Equal(t, float64(appends), delta("esraft_raftlog_log_store_write_duration_seconds", "shard", "0"))
+	require.Equal(t, float64(appends), delta("esraft_raftlog_fsm_apply_duration_seconds", "shard", "0"))
+	require.Equal(t, float64(0), delta("esraft_raftlog_term", "shard", "0"))
+	require.Equal(t, float64(l.Status().Shards[0].Term), value(t, after, "esraft_raftlog_term", "shard", "0"))
+	require.Equal(t, float64(0), delta("esraft_raftlog_leader_changes_total", "shard", "0"))
+	require.GreaterOrEqual(t, value(t, after, "esraft_raftlog_leader_changes_total", "shard", "0"), float64(1), "the election at open")
+	require.Equal(t, model.MetricType("histogram"), model.MetricType(strings.ToLower(after["esraft_raftlog_fsm_flush_duration_seconds"].GetType().String())))
+
+	// A forced snapshot (Scavenge takes one per shard) is one more taken,
+	// and flushes the state first. A single node installs none.
+	_, err = l.Scavenge(ctx)
+	require.NoError(t, err)
+	snapped := scrape(t, n)
+	require.Equal(t, value(t, after, "esraft_raftlog_snapshots_taken_total", "shard", "0")+1, value(t, snapped, "esraft_raftlog_snapshots_taken_total", "shard", "0"))
+	require.Greater(t, value(t, snapped, "esraft_raftlog_fsm_flush_duration_seconds", "shard", "0"), value(t, after, "esraft_raftlog_fsm_flush_duration_seconds", "shard", "0"))
+	require.Equal(t, float64(0), value(t, snapped, "esraft_raftlog_snapshots_installed_total", "shard", "0"))
+
 	// A consumer group's lag per partition, and a projection's lag.
-	ctx := context.Background()
 	gs, err := n.store.JoinGroup(ctx, "g", "m1", 10*time.Second)
 	require.NoError(t, err)
 	var commits []eventstore.OffsetCommit
@@ -333,8 +434,80 @@ func TestMetricsMoveExactly(t *testing.T) {
 	require.NoError(t, err)
 	fams := scrape(t, n)
 	require.Equal(t, float64(head), value(t, fams, "esraft_consumer_group_lag", "group", "g", "partition", p))
+	require.Equal(t, float64(0), value(t, fams, "esraft_consumer_group_committed_offset", "group", "g", "partition", p))
 	require.Equal(t, float64(1), value(t, fams, "esraft_consumer_group_members", "group", "g"))
+	require.Equal(t, float64(gs.Generation), value(t, fams, "esraft_consumer_group_generation", "group", "g"))
 	wait.Until(t, 20*time.Second, "projection lag 0 in the metrics", func() bool { return value(t, scrape(t, n), "esraft_projection_lag", "projection", "seen") == 0 })
+
+	// The projection's position in every partition is the partition's head.
+	fams = scrape(t, n)
+	for part := range n.store.Partitions() {
+		h, err := n.store.Head(eventstore.Partition(part))
+		require.NoError(t, err)
+		require.Equal(t, float64(h), value(t, fams, "esraft_projection_position", "projection", "seen", "partition", fmt.Sprint(part)))
+	}
+	require.Equal(t, float64(0), value(t, fams, "esraft_projection_parked", "projection", "seen"))
+
+	// Park one record of the group: +1; an operator's retry and the
+	// member's handling of it: -1.
+	var grant eventstore.OffsetCommit
+	for _, a := range gs.Partitions {
+		if fmt.Sprint(a.Partition) == p {
+			grant = eventstore.OffsetCommit{Partition: a.Partition, Generation: a.Generation}
+		}
+	}
+	recs, err := l.Read(ctx, grant.Partition, 0, raftlog.ReadOptions{MaxRecords: 1})
+	require.NoError(t, err)
+	parkedBefore := value(t, fams, "esraft_consumer_group_parked", "group", "g")
+	park := grant
+	park.Offset, park.Park = 1, []eventstore.ParkedRecord{{Offset: 0, Key: recs[0].Key, Error: "poison", Attempts: 1}}
+	_, err = n.store.CommitOffsets(ctx, "g", "m1", []eventstore.OffsetCommit{park})
+	require.NoError(t, err)
+	require.Equal(t, parkedBefore+1, value(t, scrape(t, n), "esraft_consumer_group_parked", "group", "g"))
+	var res admin.Retry
+	require.Equal(t, http.StatusOK, n.call(t, "POST", fmt.Sprintf("/admin/groups/g/parked/%s/0/retry", p), nil, &res))
+	unpark := grant
+	unpark.Offset, unpark.Unpark = 1, []uint64{0}
+	_, err = n.store.CommitOffsets(ctx, "g", "m1", []eventstore.OffsetCommit{unpark})
+	require.NoError(t, err)
+	require.Equal(t, parkedBefore, value(t, scrape(t, n), "esraft_consumer_group_parked", "group", "g"))
+
+	// The outbox and the dedup table: two messages enqueued and three
+	// marks; a relay round publishes one and parks the other; a retry
+	// makes it pending again.
+	src := uuid.New()
+	require.NoError(t, side.Update(ctx, func(tx *sql.Tx) error {
+		if _, err := outbox.Enqueue(ctx, tx, "h", src, outbox.Message{Key: "ok", Type: "A"}, outbox.Message{Key: "refused", Type: "B"}); err != nil {
+			return err
+		}
+		for i := range 3 {
+			if _, err := dedup.Mark(ctx, tx, "mailer", fmt.Sprint(i), time.Now()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	fams = scrape(t, n)
+	require.Equal(t, float64(2), value(t, fams, "esraft_outbox_pending", "outbox", "mail"))
+	require.Equal(t, float64(0), value(t, fams, "esraft_outbox_parked", "outbox", "mail"))
+	require.Equal(t, float64(3), value(t, fams, "esraft_dedup_rows", "dedup", "mail"))
+	relay, err := outbox.NewRelay(side.WriteDB(), outbox.Config{Publisher: refusingPublisher{}, MaxAttempts: 1})
+	require.NoError(t, err)
+	round, err := relay.DeliverDue(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, round.Published)
+	fams = scrape(t, n)
+	require.Equal(t, float64(0), value(t, fams, "esraft_outbox_pending", "outbox", "mail"))
+	require.Equal(t, float64(1), value(t, fams, "esraft_outbox_parked", "outbox", "mail"))
+	require.NoError(t, outbox.Retry(ctx, side.WriteDB(), outbox.MessageID(src, "h", 1)))
+	fams = scrape(t, n)
+	require.Equal(t, float64(1), value(t, fams, "esraft_outbox_pending", "outbox", "mail"))
+	require.Equal(t, float64(0), value(t, fams, "esraft_outbox_parked", "outbox", "mail"))
+
+	// The handler's own registry has the Go runtime's and the process's
+	// collectors too (Config.Registry).
+	require.Contains(t, fams, "go_goroutines")
+	require.Contains(t, fams, "process_cpu_seconds_total")
 
 	var g admin.Group
 	require.Equal(t, http.StatusOK, n.call(t, "GET", "/admin/groups/g", nil, &g))

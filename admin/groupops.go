@@ -12,7 +12,8 @@ import (
 )
 
 // ResetRequest is the body of POST /admin/groups/{group}/reset: where to
-// move every partition of a stopped group.
+// move every partition of a stopped group, or, with Force, of a group
+// whatever its members.
 type ResetRequest struct {
 	// To is "earliest" (replay everything), "latest" (skip to the heads),
 	// "time" (the first event at or after Time) or "offsets" (partition p
@@ -20,6 +21,11 @@ type ResetRequest struct {
 	To      string     `json:"to"`
 	Time    *time.Time `json:"time,omitempty"`    // RFC 3339; with "time" only
 	Offsets []uint64   `json:"offsets,omitempty"` // one per partition; with "offsets" only
+	// Force resets a group that has live members too, fencing them: they
+	// are removed from the group in the same operation, their next commit
+	// is refused (stale generation), and they join again and resume from
+	// the new offsets. Without it such a reset is a 409 group_active.
+	Force bool `json:"force,omitempty"`
 }
 
 // start checks the request against a log of the given number of
@@ -80,7 +86,11 @@ func (h *Handler) resetGroup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "request body: "+err.Error())
 		return
 	}
-	st, err := h.cfg.Store.ResetGroup(r.Context(), name, start)
+	reset := h.cfg.Store.ResetGroup
+	if req.Force {
+		reset = h.cfg.Store.ForceResetGroup
+	}
+	st, err := reset(r.Context(), name, start)
 	switch {
 	case errors.Is(err, eventstore.ErrUnknownGroup):
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("consumer group %q does not exist", name))
@@ -129,6 +139,9 @@ func (h *Handler) writeGroupOpError(w http.ResponseWriter, op, name string, err 
 			}
 		}
 		msg := fmt.Sprintf("consumer group %q has live members (%s): stop them, or wait for their sessions to expire, then %s it again", name, strings.Join(members, ", "), op)
+		if op == "reset" {
+			msg += `; or force the reset (esraft groups reset --force, "force": true), which fences them: they join again and resume from the new offsets`
+		}
 		if len(members) == 0 {
 			// This node has not applied the joins yet; the log's own
 			// refusal names them.

@@ -2,9 +2,11 @@ package admin_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +14,8 @@ import (
 
 	"github.com/esraft/esraft/admin"
 	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/projection"
+	"github.com/esraft/esraft/systemtest/wait"
 )
 
 // TestAdminGroupResetAndDelete: reset and delete are refused while the
@@ -76,7 +80,8 @@ func TestAdminGroupResetAndDelete(t *testing.T) {
 		{`{"to": "latest", "offsets": [0, 0, 0, 0]}`, `"offsets" goes only with`},
 		{`{"to": "offsets", "offsets": [0]}`, "give one per partition"},
 		{`{"to": "offsets", "offsets": [1000000, 0, 0, 0]}`, "beyond its end"},
-		{`{"to": "earliest", "force": true}`, "unknown field"},
+		{`{"to": "earliest", "force": "yes"}`, "request body"},
+		{`{"to": "earliest", "forced": true}`, "unknown field"},
 		{`{"to": "earliest", "offsets": [` + strings.Repeat("0,", 40000) + `0]}`, "request body too large"},
 	} {
 		var e admin.Error
@@ -108,4 +113,110 @@ func TestAdminGroupResetAndDelete(t *testing.T) {
 	require.Equal(t, admin.GroupDeleted{Group: "g", Action: "deleted"}, del)
 	require.Equal(t, http.StatusNotFound, n.call(t, "GET", "/admin/groups/g", nil, &e))
 	require.Equal(t, http.StatusNotFound, n.call(t, "DELETE", "/admin/groups/g", nil, &e))
+}
+
+// A forced reset of a group with live members fences them: the reset
+// applies at once, a member's next commit at its old generation is refused
+// as stale and its heartbeat as unknown; a member that joins again resumes
+// from the reset offsets, and a projection.Group member does so on its
+// own, handling every event again.
+func TestAdminForcedResetFencesLiveMembers(t *testing.T) {
+	n := newNode(t)
+	ctx := context.Background()
+	for i := range 10 {
+		n.appendEvents(t, fmt.Sprintf("s-%d", i), 3)
+	}
+	heads := make([]uint64, n.store.Partitions())
+	total := 0
+	for p := range heads {
+		h, err := n.store.Head(eventstore.Partition(p))
+		require.NoError(t, err)
+		heads[p] = h
+		total += int(h)
+	}
+
+	// A member driven by hand, up to the heads.
+	gs, err := n.store.JoinGroup(ctx, "g", "m1", time.Minute)
+	require.NoError(t, err)
+	var commits []eventstore.OffsetCommit
+	for _, a := range gs.Partitions {
+		commits = append(commits, eventstore.OffsetCommit{Partition: a.Partition, Generation: a.Generation, Offset: heads[a.Partition]})
+	}
+	_, err = n.store.CommitOffsets(ctx, "g", "m1", commits)
+	require.NoError(t, err)
+
+	var active admin.GroupActiveError
+	require.Equal(t, http.StatusConflict, n.call(t, "POST", "/admin/groups/g/reset", admin.ResetRequest{To: "earliest"}, &active))
+	require.Contains(t, active.Error, "--force")
+	var g admin.Group
+	require.Equal(t, http.StatusOK, n.call(t, "POST", "/admin/groups/g/reset", admin.ResetRequest{To: "earliest", Force: true}, &g))
+	require.Empty(t, g.Members, "the live member is fenced out")
+	require.Greater(t, g.Generation, gs.Generation)
+	require.Equal(t, uint64(total), g.Lag)
+
+	// Its next commit, at the generation it holds, is refused.
+	_, err = n.store.CommitOffsets(ctx, "g", "m1", commits)
+	var stale *eventstore.StaleGenerationError
+	require.ErrorAs(t, err, &stale)
+	require.Equal(t, gs.Partitions[0].Generation, stale.Generation)
+	_, err = n.store.Heartbeat(ctx, "g", "m1", nil)
+	require.ErrorIs(t, err, eventstore.ErrUnknownMember)
+	// Joining again, it is granted every partition from the reset offsets.
+	gs2, err := n.store.JoinGroup(ctx, "g", "m1", time.Minute)
+	require.NoError(t, err)
+	for _, a := range gs2.Partitions {
+		require.Equal(t, "m1", a.Owner)
+		require.Zero(t, a.Committed)
+		require.Greater(t, a.Generation, gs.Partitions[a.Partition].Generation)
+	}
+	first := eventstore.OffsetCommit{Partition: gs2.Partitions[0].Partition, Generation: gs2.Partitions[0].Generation, Offset: 1}
+	_, err = n.store.CommitOffsets(ctx, "g", "m1", []eventstore.OffsetCommit{first})
+	require.NoError(t, err)
+
+	// A projection.Group member that handled everything handles every
+	// event again after a forced reset, without being restarted.
+	var mu sync.Mutex
+	seen := map[string]int{}
+	handler := func(_ context.Context, _ *sql.Tx, ev eventstore.Event) error {
+		mu.Lock()
+		seen[ev.ID.String()]++
+		mu.Unlock()
+		return nil
+	}
+	gctx, cancel := context.WithCancel(ctx)
+	member := projection.NewGroup(n.store, "mailer", "w1", handler, projection.GroupOptions{SessionTimeout: 3 * time.Second})
+	done := make(chan error, 1)
+	go func() { done <- member.Run(gctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	handledAtLeast := func(k int) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(seen) != total {
+				return false
+			}
+			for _, c := range seen {
+				if c < k {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	wait.Until(t, 30*time.Second, "every event handled once", handledAtLeast(1))
+	wait.Until(t, 30*time.Second, "the group committed everything", func() bool {
+		var g admin.Group
+		return n.call(t, "GET", "/admin/groups/mailer", nil, &g) == http.StatusOK && g.Lag == 0 && len(g.Members) == 1
+	})
+	require.Equal(t, http.StatusOK, n.call(t, "POST", "/admin/groups/mailer/reset", admin.ResetRequest{To: "earliest", Force: true}, &g))
+	wait.Until(t, 30*time.Second, "every event handled again after the forced reset", handledAtLeast(2))
+	wait.Until(t, 30*time.Second, "the member rejoined and committed everything", func() bool {
+		var g admin.Group
+		return n.call(t, "GET", "/admin/groups/mailer", nil, &g) == http.StatusOK && g.Lag == 0 && len(g.Members) == 1
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("the member stopped: %v", err)
+	default:
+	}
 }

@@ -236,6 +236,20 @@ type ProjectionList struct {
 type Projection struct {
 	projection.Status
 	Rebuild *RebuildProgress `json:"rebuild,omitempty"`
+	// LastRebuild is how the last rebuild that ended on this node went:
+	// its progress as of its end (100 % for one that switched to the new
+	// read model) and its error, if any.
+	LastRebuild *RebuildResult `json:"last_rebuild,omitempty"`
+}
+
+// RebuildResult is a rebuild that ended.
+type RebuildResult struct {
+	Replayed uint64    `json:"replayed"`
+	Total    uint64    `json:"total"`
+	Percent  float64   `json:"percent"`
+	Started  time.Time `json:"started"`
+	Ended    time.Time `json:"ended"`
+	Error    string    `json:"error,omitempty"`
 }
 
 // RebuildProgress is a running rebuild's progress.
@@ -250,13 +264,18 @@ type RebuildProgress struct {
 	ETASeconds *float64 `json:"eta_seconds,omitempty"`
 }
 
+// percentOf is replayed of total in percent (100 of nothing).
+func percentOf(replayed, total uint64) float64 {
+	if total == 0 {
+		return 100
+	}
+	return min(100, 100*float64(replayed)/float64(total))
+}
+
 func projectionOf(st projection.Status, now time.Time) Projection {
 	out := Projection{Status: st}
 	if rb := st.Rebuild; rb != nil {
-		p := &RebuildProgress{Replayed: rb.Replayed, Total: rb.Total, Started: rb.Started, Percent: 100}
-		if rb.Total > 0 {
-			p.Percent = min(100, 100*float64(rb.Replayed)/float64(rb.Total))
-		}
+		p := &RebuildProgress{Replayed: rb.Replayed, Total: rb.Total, Started: rb.Started, Percent: percentOf(rb.Replayed, rb.Total)}
 		if el := now.Sub(rb.Started).Seconds(); el > 0 {
 			p.Rate = float64(rb.Replayed) / el
 		}
@@ -266,7 +285,11 @@ func projectionOf(st projection.Status, now time.Time) Projection {
 		}
 		out.Rebuild = p
 	}
-	out.Status.Rebuild = nil
+	if lr := st.LastRebuild; lr != nil {
+		out.LastRebuild = &RebuildResult{Replayed: lr.Replayed, Total: lr.Total, Percent: percentOf(lr.Replayed, lr.Total),
+			Started: lr.Started, Ended: lr.Ended, Error: lr.Error}
+	}
+	out.Status.Rebuild, out.Status.LastRebuild = nil, nil
 	return out
 }
 

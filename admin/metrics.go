@@ -1,32 +1,72 @@
 package admin
 
 import (
+	"context"
+	"database/sql"
+	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/esraft/esraft/dedup"
 	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/outbox"
 	"github.com/esraft/esraft/projection"
 	"github.com/esraft/esraft/raftlog"
 )
 
 // Collector is a prometheus.Collector of a node's log, consumer groups
-// and local projections. It reads their state when scraped (the log's
-// counters are atomics its append path bumps; nothing is recorded under a
-// lock on the hot path). Labels are bounded: shards, partitions, group
-// and projection names, never streams. Register it in your own registry,
-// or let the admin handler serve it at /metrics.
+// and local projections, and optionally of SQLite outboxes and dedup
+// tables (WithOutbox, WithDedup). It reads their state when scraped: the
+// log's counters and histograms are atomics that its append path, raft's
+// log store writes, applies and flushes bump, so nothing is recorded under
+// a lock on a hot path. Outboxes and dedup tables live in the service's
+// own databases, not in the log, so each scrape runs one COUNT query per
+// database named (bounded by scrapeQueryTimeout; one that fails is left
+// out of the scrape and logged). Labels are bounded: shards, partitions,
+// group, projection, outbox and dedup names, never streams. Register it
+// in your own registry, or let the admin handler serve it at /metrics.
 type Collector struct {
 	store       *eventstore.Store
 	projections map[string]*projection.Local
+	outboxes    map[string]*sql.DB
+	dedups      map[string]*sql.DB
+	log         *slog.Logger
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
 
-// NewCollector returns the collector of store and the named local
-// projections (nil for none).
-func NewCollector(store *eventstore.Store, projections map[string]*projection.Local) *Collector {
-	return &Collector{store: store, projections: projections}
+// CollectorOption adds a source to a Collector.
+type CollectorOption interface{ apply(*Collector) }
+
+type collectorOption func(*Collector)
+
+func (f collectorOption) apply(c *Collector) { f(c) }
+
+// WithOutbox adds the outbox in db (package outbox's tables) under name:
+// esraft_outbox_pending and esraft_outbox_parked{outbox=name}.
+func WithOutbox(name string, db *sql.DB) CollectorOption {
+	return collectorOption(func(c *Collector) { c.outboxes[name] = db })
+}
+
+// WithDedup adds the dedup table in db (package dedup) under name:
+// esraft_dedup_rows{dedup=name}.
+func WithDedup(name string, db *sql.DB) CollectorOption {
+	return collectorOption(func(c *Collector) { c.dedups[name] = db })
+}
+
+// scrapeQueryTimeout bounds each COUNT query of a scrape.
+const scrapeQueryTimeout = 2 * time.Second
+
+// NewCollector returns the collector of store, the named local
+// projections (nil for none) and what opts add.
+func NewCollector(store *eventstore.Store, projections map[string]*projection.Local, opts ...CollectorOption) *Collector {
+	c := &Collector{store: store, projections: projections, outboxes: map[string]*sql.DB{}, dedups: map[string]*sql.DB{}, log: store.Logger()}
+	for _, o := range opts {
+		o.apply(c)
+	}
+	return c
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -40,6 +80,11 @@ var (
 	descBytes         = desc("raftlog_append_bytes_total", "Value and header bytes of the records appended through this node.")
 	descLatency       = desc("raftlog_append_duration_seconds", "Time from an append's call on this node to its answer (committed by a quorum and applied, or failed).")
 	descEntryAppends  = desc("raftlog_entry_appends", "Append requests per raft entry this node proposed as the shard's leader (group commit batch size).", "shard")
+	descLogWrites     = desc("raftlog_log_store_write_duration_seconds", "Time each write to the shard's raft log store took on this node (one or more entries, synced).", "shard")
+	descApplyDuration = desc("raftlog_fsm_apply_duration_seconds", "Time each batch of committed raft entries took to apply to this node's state of the shard.", "shard")
+	descFlushDuration = desc("raftlog_fsm_flush_duration_seconds", "Time each in-memory table of applied state took to write to the shard's state files on this node.", "shard")
+	descSnapsTaken    = desc("raftlog_snapshots_taken_total", "Raft snapshots of the shard this node persisted.", "shard")
+	descSnapsInstall  = desc("raftlog_snapshots_installed_total", "Full copies of the shard's state this node installed from a leader.", "shard")
 	descLeaderChanges = desc("raftlog_leader_changes_total", "Leader changes this node observed.", "shard")
 	descTerm          = desc("raftlog_term", "The shard's raft term on this node.", "shard")
 	descCommit        = desc("raftlog_commit_index", "The shard's raft commit index on this node.", "shard")
@@ -59,11 +104,16 @@ var (
 	descProjParked   = desc("projection_parked", "Events the local projection parked.", "projection")
 	descProjPosition = desc("projection_position", "The next offset the local projection handles in the partition: every event below it is handled (or skipped).", "projection", "partition")
 	descProjRebuild  = desc("projection_rebuild_replayed_ratio", "Progress of the local projection's running rebuild, 0 to 1 (absent when none runs).", "projection")
+
+	descOutboxPending = desc("outbox_pending", "Messages of the outbox not yet published that the relay still tries.", "outbox")
+	descOutboxParked  = desc("outbox_parked", "Messages of the outbox the relay gave up on (parked).", "outbox")
+	descDedupRows     = desc("dedup_rows", "Marks in the dedup table (message IDs remembered as handled).", "dedup")
 )
 
 // Describe sends every metric's description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAppends, descAppendErrors, descRecords, descBytes, descLatency, descEntryAppends,
+		descLogWrites, descApplyDuration, descFlushDuration, descSnapsTaken, descSnapsInstall, descOutboxPending, descOutboxParked, descDedupRows,
 		descLeaderChanges, descTerm, descCommit, descApplied, descLast, descLeader, descHasLeader, descNextOffset,
 		descGroupLag, descGroupCommitted, descGroupParked, descGroupMembers, descGroupGeneration,
 		descProjLag, descProjParked, descProjPosition, descProjRebuild} {
@@ -90,6 +140,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		sh := strconv.Itoa(int(s.Shard))
 		ch <- histogram(descEntryAppends, s.EntrySizes, 1, sh)
 		counter(descLeaderChanges, s.LeaderChanges, sh)
+		ch <- histogram(descLogWrites, s.LogWrites, 1e-9, sh)
+		ch <- histogram(descApplyDuration, s.Applies, 1e-9, sh)
+		ch <- histogram(descFlushDuration, s.Flushes, 1e-9, sh)
+		counter(descSnapsTaken, s.SnapshotsTaken, sh)
+		counter(descSnapsInstall, s.SnapshotsInstalled, sh)
 	}
 	status := l.Status()
 	for _, s := range status.Shards {
@@ -119,6 +174,33 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			gauge(descProjRebuild, ratio, name)
 		}
+	}
+	c.collectSQLite(gauge)
+}
+
+// collectSQLite counts the outboxes' and dedup tables' rows, one query
+// per database.
+func (c *Collector) collectSQLite(gauge func(*prometheus.Desc, float64, ...string)) {
+	for name, db := range c.outboxes {
+		ctx, cancel := context.WithTimeout(context.Background(), scrapeQueryTimeout)
+		n, err := outbox.ReadCounts(ctx, db)
+		cancel()
+		if err != nil {
+			c.log.Warn("admin: metrics: outbox left out of the scrape", "outbox", name, "err", err)
+			continue
+		}
+		gauge(descOutboxPending, float64(n.Pending), name)
+		gauge(descOutboxParked, float64(n.Parked), name)
+	}
+	for name, db := range c.dedups {
+		ctx, cancel := context.WithTimeout(context.Background(), scrapeQueryTimeout)
+		st, err := dedup.ReadStats(ctx, db)
+		cancel()
+		if err != nil {
+			c.log.Warn("admin: metrics: dedup table left out of the scrape", "dedup", name, "err", err)
+			continue
+		}
+		gauge(descDedupRows, float64(st.Rows), name)
 	}
 }
 

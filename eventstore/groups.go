@@ -103,6 +103,16 @@ func (s *Store) ResetGroup(ctx context.Context, group string, start StartPositio
 	return gs, groupErr(err, "reset", group)
 }
 
+// ForceResetGroup is ResetGroup of a group that may have live members:
+// they are fenced (a commit of theirs fails with a *StaleGenerationError,
+// a heartbeat with ErrUnknownMember) and join again to resume from the new
+// offsets, as a projection.Group member does on its own. It fails with
+// ErrUnknownGroup if the group does not exist.
+func (s *Store) ForceResetGroup(ctx context.Context, group string, start StartPosition) (ConsumerGroupState, error) {
+	gs, err := s.log.ForceResetGroup(ctx, group, start)
+	return gs, groupErr(err, "reset", group)
+}
+
 // DeleteGroup removes a stopped group and all its state (offsets, parked
 // events); it fails with ErrGroupActive while the group has live members.
 // Deleting a group that does not exist does nothing.

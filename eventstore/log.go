@@ -38,6 +38,7 @@ type Log interface {
 	JoinGroup(ctx context.Context, group, member string, sessionTimeout time.Duration) (raftlog.GroupState, error)
 	JoinGroupAt(ctx context.Context, group, member string, sessionTimeout time.Duration, start raftlog.StartPosition) (raftlog.GroupState, error)
 	ResetGroup(ctx context.Context, group string, start raftlog.StartPosition) (raftlog.GroupState, error)
+	ForceResetGroup(ctx context.Context, group string, start raftlog.StartPosition) (raftlog.GroupState, error)
 	DeleteGroup(ctx context.Context, group string) error
 	Heartbeat(ctx context.Context, group, member string, release []raftlog.Partition) (raftlog.GroupState, error)
 	LeaveGroup(ctx context.Context, group, member string) error

@@ -353,6 +353,24 @@ func Pending(ctx context.Context, db *sql.DB) (int, error) {
 	return n, nil
 }
 
+// Counts are the messages of an outbox not yet published, by state.
+type Counts struct {
+	// Pending are the messages the relay still tries (new or retrying);
+	// Parked those it gave up on (ListParked).
+	Pending, Parked int64
+}
+
+// ReadCounts counts the messages not yet published in one query over
+// esraft_outbox, which holds only those (published ones move to the
+// done table), so its cost follows the backlog, not the history.
+func ReadCounts(ctx context.Context, db *sql.DB) (Counts, error) {
+	var total, parked int64
+	if err := db.QueryRowContext(ctx, `SELECT count(*), count(parked_at) FROM esraft_outbox`).Scan(&total, &parked); err != nil {
+		return Counts{}, dbErr("count", err)
+	}
+	return Counts{Pending: total - parked, Parked: parked}, nil
+}
+
 // PruneDone forgets the IDs of messages published or discarded before
 // before, in batches; the relay calls it on its own. It returns how many
 // it forgot.

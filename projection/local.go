@@ -91,6 +91,8 @@ type Local struct {
 	paused     bool
 	resume     chan struct{}
 	rebuild    *rebuildState
+	// lastRebuild is how the last rebuild ended (Status.LastRebuild).
+	lastRebuild *RebuildResult
 
 	testHooks
 }
@@ -427,9 +429,9 @@ func (p *proc) skip(ctx context.Context, partition eventstore.Partition, offset 
 // Status reports the projection's progress on this node.
 func (r *Local) Status() Status {
 	r.mu.Lock()
-	p, state, rb := r.live, r.state, r.rebuild
+	p, state, rb, last := r.live, r.state, r.rebuild, r.lastRebuild
 	r.mu.Unlock()
-	st := Status{Name: r.name, State: state}
+	st := Status{Name: r.name, State: state, LastRebuild: last}
 	if p != nil {
 		live := p.status()
 		st.Partitions, st.Lag, st.Parked, st.Skipped = live.Partitions, live.Lag, live.Parked, live.Skipped
@@ -506,10 +508,22 @@ func (r *Local) Rebuild(ctx context.Context) error {
 	r.rebuild = rb
 	r.mu.Unlock()
 	go func() {
-		rb.err = r.runRebuild(ctx, sp)
+		res := &RebuildResult{Started: rb.started}
+		rb.err = r.runRebuild(ctx, sp, res)
 		logRebuild(r.opt.Logger, rb.err)
+		res.Ended = time.Now()
+		if rb.err != nil {
+			// Progress as of now: how far the abandoned replay got.
+			st := sp.status()
+			res.Total = 0
+			for _, ps := range st.Partitions {
+				res.Total += ps.Head
+			}
+			res.Replayed = res.Total - min(res.Total, st.Lag)
+			res.Error = rb.err.Error()
+		}
 		r.mu.Lock()
-		r.rebuild = nil
+		r.rebuild, r.lastRebuild = nil, res
 		r.mu.Unlock()
 		close(rb.done)
 	}()
@@ -528,7 +542,9 @@ func (r *Local) RebuildDone() (<-chan struct{}, func() error) {
 	return rb.done, func() error { return rb.err }
 }
 
-func (r *Local) runRebuild(ctx context.Context, sp *proc) error {
+// runRebuild replays into sp and switches to it; on success res holds the
+// progress as of the switch (every event up to the heads of that instant).
+func (r *Local) runRebuild(ctx context.Context, sp *proc, res *RebuildResult) error {
 	sctx, cancel := context.WithCancel(ctx)
 	runErr := make(chan error, 1)
 	go func() { runErr <- sp.run(sctx) }()
@@ -577,7 +593,20 @@ func (r *Local) runRebuild(ctx context.Context, sp *proc) error {
 	if err != nil {
 		return errors.Join(err, r.db.DropShadow())
 	}
+	res.Replayed, res.Total = sp.progressAt(heads)
 	return r.db.PromoteShadow()
+}
+
+// progressAt is how many events below heads p has handled, and how many
+// there are.
+func (p *proc) progressAt(heads []uint64) (handled, total uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for part, h := range heads {
+		handled += min(p.cursorLocked(eventstore.Partition(part)).next, h)
+		total += h
+	}
+	return handled, total
 }
 
 // checkNotAhead refuses to handle anything while a checkpoint is beyond

@@ -197,6 +197,9 @@ type Status struct {
 	// Rebuild is the progress of a running rebuild (nil if none): events
 	// replayed into the new read model and the total to replay.
 	Rebuild *RebuildProgress `json:"rebuild,omitempty"`
+	// LastRebuild is how the last rebuild that ended since the process
+	// started went (nil if none ended).
+	LastRebuild *RebuildResult `json:"last_rebuild,omitempty"`
 }
 
 // RebuildProgress reports a rebuild.
@@ -204,6 +207,17 @@ type RebuildProgress struct {
 	Replayed uint64    `json:"replayed"`
 	Total    uint64    `json:"total"`
 	Started  time.Time `json:"started"`
+}
+
+// RebuildResult reports a rebuild that ended: its progress as of its end
+// (for one that succeeded, as of the switch to the new read model, when
+// Replayed equals Total), and its error if it failed or was abandoned.
+type RebuildResult struct {
+	Replayed uint64    `json:"replayed"`
+	Total    uint64    `json:"total"`
+	Started  time.Time `json:"started"`
+	Ended    time.Time `json:"ended"`
+	Error    string    `json:"error,omitempty"`
 }
 
 // Errors of the runners.

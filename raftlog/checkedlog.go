@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"time"
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -32,6 +33,9 @@ type checkedLog struct {
 	groupLog
 	from   uint64 // first index written with a CRC; 0: none yet
 	logger *slog.Logger
+	// writes is the duration of each StoreLogs, in nanoseconds (the
+	// shard's log store write latency, stats.go).
+	writes *core.Histogram
 }
 
 var (
@@ -47,7 +51,7 @@ func newCheckedLog(inner groupLog, logger *slog.Logger) (*checkedLog, error) {
 	if err != nil && !errors.Is(err, raftboltdb.ErrKeyNotFound) {
 		return nil, fmt.Errorf("raftlog: read the raft log's checksum mark: %w", err)
 	}
-	return &checkedLog{groupLog: inner, from: from, logger: logger}, nil
+	return &checkedLog{groupLog: inner, from: from, logger: logger, writes: core.NewHistogram(core.DurationBounds...)}, nil
 }
 
 func entryCRC(l *raft.Log, ext []byte) uint32 {
@@ -77,6 +81,8 @@ func (c *checkedLog) StoreLog(l *raft.Log) error { return c.StoreLogs([]*raft.Lo
 
 // StoreLogs stores copies of logs, each with its CRC.
 func (c *checkedLog) StoreLogs(logs []*raft.Log) error {
+	start := time.Now()
+	defer func() { c.writes.Observe(int64(time.Since(start))) }()
 	if len(logs) == 0 {
 		return c.groupLog.StoreLogs(logs)
 	}

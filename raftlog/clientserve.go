@@ -328,7 +328,7 @@ func appendFlag(b []byte, v bool) []byte {
 // node's admin API or a node certificate. (Without TLS, client calls come
 // from loopback only.)
 func (l *Log) authorizeGroupAdmin(ctx context.Context, op *wire.GroupOp) error {
-	if l.tls == nil || (op.Op != wire.GopReset && op.Op != wire.GopDelete && op.Op != wire.GopSkip) {
+	if l.tls == nil || (op.Op != wire.GopReset && op.Op != wire.GopForceReset && op.Op != wire.GopDelete && op.Op != wire.GopSkip) {
 		return nil
 	}
 	peer, _ := mux.PeerFromContext(ctx)

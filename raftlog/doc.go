@@ -56,7 +56,8 @@
 // offset never moves back by a commit (ErrCommitBehind). JoinGroupAt
 // creates a group at a StartPosition (earliest, latest, a time, offsets);
 // ResetGroup and DeleteGroup act only on a group with no live member
-// (ErrGroupActive).
+// (ErrGroupActive); ForceResetGroup resets one with live members by
+// fencing them out of it (they join again at a new generation).
 //
 // # Errors
 //

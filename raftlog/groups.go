@@ -84,6 +84,24 @@ func (l *Log) ResetGroup(ctx context.Context, group string, start StartPosition)
 	return l.groupCall(ctx, op)
 }
 
+// ForceResetGroup is ResetGroup of a group that may have live members: it
+// removes them (fences them) in the same operation, so that a commit of
+// theirs is refused with a *StaleGenerationError and a heartbeat with
+// ErrUnknownMember; they join again and resume from the new offsets.
+// Every node must run a version that knows the operation (it is new in
+// the entry format; an older node rejects it).
+func (l *Log) ForceResetGroup(ctx context.Context, group string, start StartPosition) (GroupState, error) {
+	if l.isClosed() {
+		return GroupState{}, ErrClosed
+	}
+	op, err := resetOp(ctx, l, group, start)
+	if err != nil {
+		return GroupState{}, err
+	}
+	op.Op = wire.GopForceReset
+	return l.groupCall(ctx, op)
+}
+
 // DeleteGroup removes group and all its state (offsets, parked records)
 // while it has no live member: otherwise it fails with ErrGroupActive.
 // Deleting a group that does not exist does nothing.

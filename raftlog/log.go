@@ -79,7 +79,9 @@ type shard struct {
 	// (stats.go).
 	leaderChanges atomic.Uint64
 	entrySizes    *core.Histogram
-	obsCh         chan raft.Observation
+	// logWrites is the raft log store's write latency (checkedLog).
+	logWrites *core.Histogram
+	obsCh     chan raft.Observation
 	// raftStarted is closed once Raft is set (startShard).
 	raftStarted chan struct{}
 }
@@ -353,6 +355,7 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, error) {
 		return nil, err
 	}
 	s.store = checked
+	s.logWrites = checked.writes
 	closeStores := func() {
 		s.store.Close()
 		s.engine.Close()

@@ -574,6 +574,17 @@ func (r *Remote) ResetGroup(ctx context.Context, group string, start StartPositi
 	return r.groupCall(ctx, op)
 }
 
+// ForceResetGroup resets a group whatever its members, fencing them, as
+// Log.ForceResetGroup.
+func (r *Remote) ForceResetGroup(ctx context.Context, group string, start StartPosition) (GroupState, error) {
+	op, err := resetOp(ctx, r, group, start)
+	if err != nil {
+		return GroupState{}, err
+	}
+	op.Op = wire.GopForceReset
+	return r.groupCall(ctx, op)
+}
+
 // DeleteGroup removes a stopped group and its state, as Log.DeleteGroup.
 func (r *Remote) DeleteGroup(ctx context.Context, group string) error {
 	_, err := r.groupCall(ctx, &wire.GroupOp{Op: wire.GopDelete, Group: group})

@@ -36,6 +36,18 @@ type ShardStats struct {
 	// EntrySizes is the number of appends in each raft entry this node
 	// proposed while leading the shard.
 	EntrySizes HistogramSnapshot
+	// LogWrites is the time each write to the shard's raft log store took
+	// (one StoreLogs of raft: an entry or a run of them, fsynced), in
+	// nanoseconds.
+	LogWrites HistogramSnapshot
+	// Applies is the time each batch of committed entries took to apply to
+	// this node's state; Flushes each in-memory table took to write to the
+	// state files; in nanoseconds.
+	Applies, Flushes HistogramSnapshot
+	// SnapshotsTaken counts the raft snapshots this node persisted (after
+	// flushes, by Scavenge, by Backup); SnapshotsInstalled the full copies
+	// of the state it installed from a leader.
+	SnapshotsTaken, SnapshotsInstalled uint64
 }
 
 // Bucket bounds: append latency in nanoseconds (100 us to 10 s), appends
@@ -85,7 +97,12 @@ func (l *Log) Stats() Stats {
 		AppendLatency: l.stats.latency.Snapshot(),
 	}
 	for _, s := range l.shards {
-		st.Shards = append(st.Shards, ShardStats{Shard: s.ID, LeaderChanges: s.leaderChanges.Load(), EntrySizes: s.entrySizes.Snapshot()})
+		em := s.engine.Metrics()
+		st.Shards = append(st.Shards, ShardStats{
+			Shard: s.ID, LeaderChanges: s.leaderChanges.Load(), EntrySizes: s.entrySizes.Snapshot(),
+			LogWrites: s.logWrites.Snapshot(), Applies: em.Apply, Flushes: em.Flush,
+			SnapshotsTaken: em.SnapshotsTaken, SnapshotsInstalled: em.SnapshotsInstalled,
+		})
 	}
 	return st
 }

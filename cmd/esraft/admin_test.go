@@ -10,6 +10,8 @@ import (
 	"io"
 	"net/http/httptest"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +32,7 @@ type cli struct {
 	t     *testing.T
 	addr  string
 	store *eventstore.Store
+	proj  *projection.Local
 }
 
 func newCLI(t *testing.T) *cli {
@@ -41,6 +44,7 @@ func newCLI(t *testing.T) *cli {
 	db, err := sqlite.Open(ctx, t.TempDir(), `CREATE TABLE n (id TEXT PRIMARY KEY)`)
 	require.NoError(t, err)
 	t.Cleanup(func() { db.Close() })
+	c := &cli{t: t, store: store}
 	p := projection.NewLocal(store, db, "count", func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
 		_, err := projection.Exec(ctx, tx, `INSERT INTO n (id) VALUES (?)`, ev.ID.String())
 		return err
@@ -52,7 +56,8 @@ func newCLI(t *testing.T) *cli {
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &cli{t: t, addr: srv.URL, store: store}
+	c.addr, c.proj = srv.URL, p
+	return c
 }
 
 // run runs the tool with the connection flags; it returns stdout, stderr
@@ -130,6 +135,18 @@ func TestCLIVerbs(t *testing.T) {
 	out, _, code = c.run("groups", "describe", "billing")
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "m1")
+	// A reset while m1 is live is refused and says how to force it;
+	// forced, it fences m1 out of the group.
+	_, err = c.runErr("groups", "reset", "billing", "--to-earliest", "--yes")
+	require.Equal(t, exitFailed, exitCode(err), err)
+	require.ErrorContains(t, err, "--force")
+	out, errOut, code = c.run("groups", "reset", "billing", "--to-earliest", "--force", "--yes")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "group billing reset to earliest")
+	st, ok, err := c.store.GroupState("billing")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Empty(t, st.Members)
 
 	out, _, code = c.run("parked", "ls", "--projection", "count")
 	require.Equal(t, 0, code)
@@ -139,9 +156,48 @@ func TestCLIVerbs(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	require.Regexp(t, `segment\(s\) removed, \d+ bytes freed on this node`, out)
 
+	// A rebuild followed to its end: progress reported from its start,
+	// ending on the server's own final figure.
+	wait.Until(t, 20*time.Second, "the projection caught up", func() bool { return c.proj.Status().Lag == 0 })
+	total := 0
+	for part := range c.store.Partitions() {
+		h, err := c.store.Head(eventstore.Partition(part))
+		require.NoError(t, err)
+		total += int(h)
+	}
 	out, errOut, code = c.run("projections", "rebuild", "count", "--follow", "--interval", "20ms")
 	require.Equal(t, 0, code, errOut)
-	require.True(t, strings.HasSuffix(strings.TrimSpace(out), "100.0% done"), out)
+	rebuildLines := strings.Split(strings.TrimSpace(out), "\n")
+	checkRebuildProgress(t, rebuildLines, total)
+}
+
+// progressLine matches a rebuild progress line: percent, replayed, total.
+var progressLine = regexp.MustCompile(`\] (\d+\.\d)% \((\d+)/(\d+)\)`)
+
+// checkRebuildProgress checks the lines of rebuild --follow: every one
+// has a percent and a count N/M, percentages never decrease, at least one
+// before the last is below 100 %, and the last is the server's own final
+// figure, 100 % of total events ("done in").
+func checkRebuildProgress(t *testing.T, lines []string, total int) {
+	t.Helper()
+	require.GreaterOrEqual(t, len(lines), 2, lines)
+	last := -1.0
+	below := false
+	for i, l := range lines {
+		m := progressLine.FindStringSubmatch(l)
+		require.NotNil(t, m, "line %d: %q", i, l)
+		pct, err := strconv.ParseFloat(m[1], 64)
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, pct, last, "percent went down at line %d: %q", i, l)
+		last = pct
+		if i < len(lines)-1 && pct < 100 {
+			below = true
+		}
+	}
+	require.True(t, below, "no progress below 100%% before the end:\n%s", strings.Join(lines, "\n"))
+	final := lines[len(lines)-1]
+	require.Contains(t, final, " done in ", final)
+	require.Contains(t, final, fmt.Sprintf("100.0%% (%d/%d)", total, total), final)
 }
 
 func TestCLIErrors(t *testing.T) {

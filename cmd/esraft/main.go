@@ -32,11 +32,11 @@ const usage = `usage: esraft <command> [subcommand] [flags]
 
 Commands over a node's admin API (--addr, --token or $ESRAFT_TOKEN, --cert/--key):
   status        the cluster: nodes, shard leaders, indexes, replicas behind
-  cluster       add | remove | promote | transfer | rebalance
-  streams       ls | show | read
+  cluster       add | remove | promote | transfer | rebalance (balance)
+  streams       ls | show (info) | read
   partitions    ls | tail
   groups        ls | describe | reset | delete
-  parked        ls | retry
+  parked        ls | retry | skip
   projections   ls | rebuild [--follow]
   scavenge      give disk space back: remove what retention, deletes and
                 truncations hid, below each partition's first kept event

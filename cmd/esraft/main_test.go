@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -48,4 +50,42 @@ func TestCerts(t *testing.T) {
 	require.Error(t, run([]string{"certs", "-dir", dir, "-cluster", "a/b", "-nodes", "n1"}, &out, &errOut))
 	require.Error(t, run([]string{"certs", "-dir", dir, "-cluster", "orders"}, &out, &errOut))
 	require.Error(t, run([]string{"nope"}, &out, &errOut))
+}
+
+// Every subcommand a verb dispatches is named in the verb's usage and on
+// the verb's line of the tool's usage, and every subcommand the tool's
+// usage names exists.
+func TestUsageListsEverySubcommand(t *testing.T) {
+	seen := map[string]subcommands{}
+	usages := map[string]string{}
+	onDispatch = func(group, usage string, subs subcommands) { seen[group], usages[group] = subs, usage }
+	t.Cleanup(func() { onDispatch = nil })
+	word := func(s, w string) bool {
+		return regexp.MustCompile(`(^|[\s(|])` + regexp.QuoteMeta(w) + `($|[\s)|])`).MatchString(s)
+	}
+	lines := map[string]string{}
+	for _, l := range strings.Split(usage, "\n") {
+		if f := strings.Fields(l); len(f) > 1 && strings.Contains(l, "|") {
+			lines[f[0]] = strings.Join(f[1:], " ")
+		}
+	}
+	for _, group := range []string{"cluster", "streams", "partitions", "groups", "parked", "projections"} {
+		var out, errOut bytes.Buffer
+		require.NoError(t, run([]string{group, "-h"}, &out, &errOut), group)
+		subs := seen[group]
+		require.NotEmpty(t, subs, group)
+		line, ok := lines[group]
+		require.True(t, ok, "the tool's usage has no line for %s", group)
+		for sub := range subs {
+			require.True(t, word(usages[group], sub), "%s %s is missing from the usage of %s:\n%s", group, sub, group, usages[group])
+			require.True(t, word(line, sub), "%s %s is missing from the tool's usage line %q", group, sub, line)
+		}
+		for _, w := range strings.FieldsFunc(line, func(r rune) bool { return r == '|' || r == ' ' || r == '(' || r == ')' }) {
+			if strings.HasPrefix(w, "-") || w == "[--follow]" || strings.HasPrefix(w, "[") {
+				continue
+			}
+			_, ok := subs[w]
+			require.True(t, ok, "the tool's usage names %s %s, which does not exist", group, w)
+		}
+	}
 }

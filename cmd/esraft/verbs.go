@@ -18,8 +18,14 @@ import (
 // A verb group: its subcommands by name.
 type subcommands map[string]func(c *client, args []string) error
 
+// onDispatch, set by tests, sees every group's usage and subcommands.
+var onDispatch func(group, usage string, subs subcommands)
+
 // dispatch runs the subcommand args[0] of group.
 func dispatch(c *client, group, usage string, subs subcommands, args []string) error {
+	if onDispatch != nil {
+		onDispatch(group, usage, subs)
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(c.stderr, usage)
 		if len(args) == 0 {
@@ -399,13 +405,15 @@ Subcommands:
                            parked events
   describe GROUP           members, generation, and per partition the owner, committed
                            offset, head and lag
-  reset GROUP (--to-earliest | --to-latest | --to-time T | --to-offsets O,O,...) [--yes]
+  reset GROUP (--to-earliest | --to-latest | --to-time T | --to-offsets O,O,...) [--force] [--yes]
                            move every partition of a stopped group: back to replay,
                            forward to skip (T: RFC 3339; offsets: one per partition)
   delete GROUP [--yes]     remove a stopped group: its offsets and parked events
 
-reset and delete are refused while the group has live members: stop them first.
-They ask for confirmation unless --yes is given, and refuse without a terminal.
+reset and delete are refused while the group has live members: stop them first,
+or reset with --force, which fences them (their commits are refused; they join
+again and resume from the new offsets). Both ask for confirmation unless --yes
+is given, and refuse without a terminal.
 `
 
 func groups(c *client, args []string) error {
@@ -458,19 +466,20 @@ func groupPartitions(t *tabwriter.Writer, g admin.Group) {
 }
 
 func groupsReset(c *client, args []string) error {
-	var earliest, latest, yes bool
+	var earliest, latest, yes, force bool
 	var at, offsets string
-	pos, err := c.parse("groups reset", "groups reset GROUP (--to-earliest | --to-latest | --to-time T | --to-offsets O,O,...) [--yes] [flags]", args, 1, func(fs *flag.FlagSet) {
+	pos, err := c.parse("groups reset", "groups reset GROUP (--to-earliest | --to-latest | --to-time T | --to-offsets O,O,...) [--force] [--yes] [flags]", args, 1, func(fs *flag.FlagSet) {
 		fs.BoolVar(&earliest, "to-earliest", false, "replay from the start of every partition")
 		fs.BoolVar(&latest, "to-latest", false, "skip to the head of every partition (only new events)")
 		fs.StringVar(&at, "to-time", "", "from the first event at or after this time (RFC 3339)")
 		fs.StringVar(&offsets, "to-offsets", "", "partition p from the p-th offset (comma-separated, one per partition)")
+		fs.BoolVar(&force, "force", false, "reset even while members are live: fences them (their commits are refused; they join again and resume from the new offsets)")
 		fs.BoolVar(&yes, "yes", false, "do not ask for confirmation")
 	})
 	if err != nil {
 		return err
 	}
-	var req admin.ResetRequest
+	req := admin.ResetRequest{Force: force}
 	var chosen []string
 	if earliest {
 		req.To, chosen = "earliest", append(chosen, "--to-earliest")
@@ -500,7 +509,11 @@ func groupsReset(c *client, args []string) error {
 	}
 	group := pos[0]
 	where := map[string]string{"earliest": "the earliest offsets (every event is handled again)", "latest": "the latest offsets (events not yet handled are skipped)", "time": "the first events at or after " + at, "offsets": "offsets " + offsets}[req.To]
-	if err := c.confirm("groups reset", yes, fmt.Sprintf("Reset consumer group %q to %s?", group, where)); err != nil {
+	question := fmt.Sprintf("Reset consumer group %q to %s?", group, where)
+	if force {
+		question = fmt.Sprintf("Force a reset of consumer group %q to %s? Live members are fenced: work they have not committed is done again.", group, where)
+	}
+	if err := c.confirm("groups reset", yes, question); err != nil {
 		return err
 	}
 	var g admin.Group
@@ -701,18 +714,17 @@ func projectionsRebuild(c *client, args []string) error {
 	if !follow {
 		return c.print(p, func(t *tabwriter.Writer) { fmt.Fprintf(t, "rebuild of %s started\n", name) })
 	}
+	var started time.Time
+	if p.Rebuild != nil {
+		started = p.Rebuild.Started
+	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		if p.Rebuild == nil {
-			if strings.HasPrefix(p.State, "failed") {
-				return &exitError{exitFailed, fmt.Errorf("rebuild of %s: %s", name, p.State)}
-			}
-			// The rebuild switched to the new read model: everything replayed.
-			done := admin.Projection{Status: p.Status, Rebuild: &admin.RebuildProgress{Percent: 100}}
-			return c.progress(name, done, true)
+			return c.rebuildEnded(name, p, started)
 		}
-		if err := c.progress(name, p, false); err != nil {
+		if err := c.progress(name, p.Rebuild); err != nil {
 			return err
 		}
 		<-tick.C
@@ -723,16 +735,40 @@ func projectionsRebuild(c *client, args []string) error {
 	}
 }
 
-// progress prints one progress line (or JSON object) of a rebuild.
-func (c *client) progress(name string, p admin.Projection, done bool) error {
-	if c.json {
-		return json.NewEncoder(c.stdout).Encode(map[string]any{"projection": name, "rebuild": p.Rebuild, "done": done})
-	}
-	if done {
-		_, err := fmt.Fprintf(c.stdout, "%s [%s] 100.0%% done\n", name, bar(100))
+// rebuildEnded prints how the followed rebuild, started at started, ended,
+// in the server's own figures (its last_rebuild): the line a script or a
+// test reads at the end is what the server measured, never made up here.
+func (c *client) rebuildEnded(name string, p admin.Projection, started time.Time) error {
+	lr := p.LastRebuild
+	if lr == nil || (!started.IsZero() && !lr.Started.Equal(started)) {
+		// A server without last_rebuild, or another rebuild ended since.
+		if strings.HasPrefix(p.State, "failed") {
+			return &exitError{exitFailed, fmt.Errorf("rebuild of %s: %s", name, p.State)}
+		}
+		if c.json {
+			return json.NewEncoder(c.stdout).Encode(map[string]any{"projection": name, "rebuild": nil, "done": true})
+		}
+		_, err := fmt.Fprintf(c.stdout, "%s ended (the server reported no final progress)\n", name)
 		return err
 	}
-	_, err := fmt.Fprintf(c.stdout, "%s [%s] %s\n", name, bar(p.Rebuild.Percent), progressText(p.Rebuild))
+	if lr.Error != "" {
+		return &exitError{exitFailed, fmt.Errorf("rebuild of %s failed at %.1f%% (%d/%d): %s", name, lr.Percent, lr.Replayed, lr.Total, lr.Error)}
+	}
+	if c.json {
+		return json.NewEncoder(c.stdout).Encode(map[string]any{"projection": name, "rebuild": lr, "done": true})
+	}
+	_, err := fmt.Fprintf(c.stdout, "%s [%s] %.1f%% (%d/%d) done in %s\n", name, bar(lr.Percent), lr.Percent, lr.Replayed, lr.Total,
+		lr.Ended.Sub(lr.Started).Round(time.Millisecond))
+	return err
+}
+
+// progress prints one progress line (or JSON object) of a running
+// rebuild.
+func (c *client) progress(name string, r *admin.RebuildProgress) error {
+	if c.json {
+		return json.NewEncoder(c.stdout).Encode(map[string]any{"projection": name, "rebuild": r, "done": false})
+	}
+	_, err := fmt.Fprintf(c.stdout, "%s [%s] %s\n", name, bar(r.Percent), progressText(r))
 	return err
 }
 

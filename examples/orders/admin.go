@@ -1,6 +1,7 @@
 package main
 
 import (
+	"database/sql"
 	"net/http"
 
 	"github.com/esraft/esraft/admin"
@@ -29,8 +30,14 @@ func (a *app) adminHandler(token string) (http.Handler, error) {
 		h.Handle("/readyz", health)
 		return h, nil
 	}
-	h, err := admin.New(admin.Config{Store: a.store, Projections: a.projections, Token: token, Context: a.ctx,
-		Logger: a.store.Logger()})
+	cfg := admin.Config{Store: a.store, Projections: a.projections, Token: token, Context: a.ctx, Logger: a.store.Logger()}
+	if a.notify != nil {
+		// The notifier's outbox and dedup marks share its database.
+		db := a.notify.db.WriteDB()
+		cfg.Outboxes = map[string]*sql.DB{"notify": db}
+		cfg.Dedups = map[string]*sql.DB{"notify": db}
+	}
+	h, err := admin.New(cfg)
 	if err != nil {
 		return nil, err
 	}

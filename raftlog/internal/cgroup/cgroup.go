@@ -167,7 +167,7 @@ func Apply(g *Group, o *wire.GroupOp, t int64, partitions int) (core.GroupOutcom
 			}
 		case wire.GopDelete:
 			return core.GroupOutcome{State: core.GroupState{Group: o.Group}}, nil
-		case wire.GopReset:
+		case wire.GopReset, wire.GopForceReset:
 			return core.GroupOutcome{Err: fmt.Errorf("%w: %q", core.ErrUnknownGroup, o.Group)}, nil
 		default:
 			return core.GroupOutcome{Err: fmt.Errorf("%w: group %q has no members", core.ErrUnknownMember, o.Group)}, nil
@@ -246,6 +246,23 @@ func (g *Group) apply(o *wire.GroupOp, t int64) core.GroupOutcome {
 		if o.Op == wire.GopReset {
 			g.reset(o.Offsets)
 		}
+	case wire.GopForceReset:
+		if len(o.Offsets) != len(g.parts) {
+			if changed {
+				g.rebalance()
+			}
+			return core.GroupOutcome{State: g.State(o.Group), Err: fmt.Errorf("%w: %d offsets for %d partitions", core.ErrConfig, len(o.Offsets), len(g.parts))}
+		}
+		// Fence the live members: without a membership their commits
+		// are stale and their heartbeats unknown, so they join again and
+		// are granted the partitions at a new generation, from the new
+		// offsets.
+		for _, id := range sortedMembers(g) {
+			delete(g.members, id)
+			g.dropOwner(id)
+		}
+		g.reset(o.Offsets)
+		changed = true
 	}
 	if changed {
 		g.rebalance()

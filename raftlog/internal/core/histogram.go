@@ -48,3 +48,11 @@ func (h *Histogram) Snapshot() HistogramSnapshot {
 	s.Sum = h.sum.Load()
 	return s
 }
+
+// DurationBounds are the bucket bounds, in nanoseconds, of the histograms
+// of storage work (a raft log write, an apply, a flush): 10 us to 10 s.
+var DurationBounds = []int64{
+	10e3, 25e3, 50e3, 100e3, 250e3, 500e3,
+	1e6, 2.5e6, 5e6, 10e6, 25e6, 50e6, 100e6, 250e6, 500e6,
+	1e9, 2.5e9, 5e9, 10e9,
+}

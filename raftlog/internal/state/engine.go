@@ -139,6 +139,8 @@ type Engine struct {
 	// compactWanted: a scavenge asked the next snapshot to compact the
 	// index (compact.go).
 	compactWanted atomic.Bool
+	// metrics are the counters of Metrics (metrics.go).
+	metrics engineMetrics
 
 	// Applied state not yet in db (memtable.go): the active table, which
 	// applies go to, and the frozen one being written by the flusher (nil
@@ -271,6 +273,7 @@ func Open(o Options) (*Engine, error) {
 		flushKick: make(chan struct{}, 1), flushStop: make(chan struct{}), flushDone: make(chan struct{}),
 		halted: make(chan struct{}), onStopApplies: o.OnStopApplies, onDamage: o.OnDamage, failRestore: o.FailRestore, logger: o.Logger,
 		dir: filepath.Dir(o.Path), fs: o.FS, segBytes: segmentBytes, files: map[string]File{},
+		metrics: newEngineMetrics(),
 	}
 	if f.logger == nil {
 		f.logger = slog.New(slog.DiscardHandler)

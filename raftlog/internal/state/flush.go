@@ -64,8 +64,10 @@ func (f *Engine) runFlusher() {
 			default:
 			}
 			f.dbMu.RLock() // Restore waits for flushes before it swaps the files
+			start := time.Now()
 			err := f.writeTable(t)
 			if err == nil {
+				f.metrics.flush.Observe(int64(time.Since(start)))
 				f.mu.Lock()
 				if f.frozen == t { // only the FSM goroutine freezes, after waiting for this
 					f.frozen = nil

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -49,6 +50,8 @@ func (f FSM) ApplyBatch(logs []*raft.Log) []any {
 	if len(logs) == 0 || logs[len(logs)-1].Index <= applied {
 		return resp
 	}
+	start := time.Now()
+	defer func() { f.e.metrics.apply.Observe(int64(time.Since(start))) }()
 	err := f.e.guard("apply", func() error {
 		b, ok := f.e.Begin()
 		if !ok {
@@ -152,7 +155,11 @@ func (s markerSnapshot) Persist(sink raft.SnapshotSink) error {
 		sink.Cancel()
 		return err
 	}
-	return sink.Close()
+	if err := sink.Close(); err != nil {
+		return err
+	}
+	s.e.metrics.snapshotsTaken.Add(1)
+	return nil
 }
 
 func (markerSnapshot) Release() {}

@@ -283,7 +283,11 @@ func (f *Engine) Restore(rc io.ReadCloser) error {
 		// covers the installed snapshot as a restored one would; the
 		// entries raft sends after the snapshot's index are skipped up
 		// to ours (TestRestoreOlderFullCopyKeepsNewerState).
-		return f.flush(false)
+		if err := f.flush(false); err != nil {
+			return err
+		}
+		f.metrics.snapshotsInstalled.Add(1)
+		return nil
 	}
 	stage := filepath.Join(f.dir, stagingDir)
 	if err := f.receiveCopy(stage, h.version, rc); err != nil {
@@ -329,6 +333,7 @@ func (f *Engine) Restore(rc io.ReadCloser) error {
 		f.signals[i].Notify()
 	}
 	f.appSig.Notify()
+	f.metrics.snapshotsInstalled.Add(1)
 	f.logger.Info("raftlog: installed a full copy of the state", "applied", f.applied.Load())
 	return nil
 }

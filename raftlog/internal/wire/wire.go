@@ -348,6 +348,13 @@ const (
 	// partition's owner (an operator's decision, counted in the group's
 	// state once the owner has done it).
 	GopSkip byte = 9
+	// GopForceReset is GopReset of a group whatever its members: they are
+	// removed (fenced: their commits are refused as of a stale
+	// generation, their heartbeats as of unknown members) and join again
+	// to resume from the new offsets. New in the entry format after
+	// GopSkip: a node of an older version rejects it as an unknown
+	// operation, so use it once every node runs a version that knows it.
+	GopForceReset byte = 10
 )
 
 // GroupOp is one operation on a consumer group, as carried in a raft entry
@@ -366,7 +373,7 @@ type GroupOp struct {
 
 // memberless reports an operation of an operator rather than a member.
 func (o *GroupOp) memberless() bool {
-	return o.Op == GopRetry || o.Op == GopSkip || o.Op == GopReset || o.Op == GopDelete
+	return o.Op == GopRetry || o.Op == GopSkip || o.Op == GopReset || o.Op == GopForceReset || o.Op == GopDelete
 }
 
 // Check reports what makes o unfit to apply: an empty or oversized group
@@ -383,9 +390,9 @@ func (o *GroupOp) Check() error {
 		return fmt.Errorf("%w: a group operation of an operator names no member", core.ErrConfig)
 	case (o.Op == GopJoin || o.Op == GopJoinAt) && o.Session <= 0:
 		return fmt.Errorf("%w: a join needs a positive session timeout", core.ErrConfig)
-	case (o.Op == GopJoinAt || o.Op == GopReset) && (len(o.Offsets) == 0 || len(o.Offsets) > core.MaxPartitions):
+	case (o.Op == GopJoinAt || o.Op == GopReset || o.Op == GopForceReset) && (len(o.Offsets) == 0 || len(o.Offsets) > core.MaxPartitions):
 		return fmt.Errorf("%w: %d start offsets (one per partition)", core.ErrConfig, len(o.Offsets))
-	case o.Op < GopJoin || o.Op > GopSkip:
+	case o.Op < GopJoin || o.Op > GopForceReset:
 		return fmt.Errorf("%w: unknown group operation %d", core.ErrConfig, o.Op)
 	}
 	return nil
@@ -421,7 +428,7 @@ func EncodeGroupOp(b []byte, o *GroupOp) []byte {
 	case GopJoinAt:
 		b = binary.AppendUvarint(b, uint64(o.Session))
 		b = appendOffsets(b, o.Offsets)
-	case GopReset:
+	case GopReset, GopForceReset:
 		b = appendOffsets(b, o.Offsets)
 	}
 	return b
@@ -514,7 +521,7 @@ func (d *Decoder) GroupOp() GroupOp {
 	case GopJoinAt:
 		o.Session = int64(d.Uvarint())
 		o.Offsets = d.offsets()
-	case GopReset:
+	case GopReset, GopForceReset:
 		o.Offsets = d.offsets()
 	default:
 		d.Fail()
