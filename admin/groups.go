@@ -383,11 +383,14 @@ func (h *Handler) projectionParkedAction(w http.ResponseWriter, r *http.Request,
 		return
 	}
 	if err := act(p, r.Context(), part, off); err != nil {
-		if errors.Is(err, projection.ErrNotParked) {
+		switch {
+		case errors.Is(err, projection.ErrNotParked):
 			writeError(w, http.StatusNotFound, "not_found", err.Error())
-			return
+		case errors.Is(err, projection.ErrNotRunning):
+			writeError(w, http.StatusServiceUnavailable, "not_running", err.Error())
+		default:
+			h.writeStoreError(w, err)
 		}
-		h.writeStoreError(w, err)
 		return
 	}
 	evs, err := p.Parked(r.Context())

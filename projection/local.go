@@ -90,11 +90,18 @@ type Local struct {
 	liveDone   chan struct{}
 	paused     bool
 	resume     chan struct{}
-	rebuild    *rebuildState
+	// switched, while a rebuild switches read models, is closed once Run
+	// has made the new one's processor live: live is the old one until
+	// then, whose database the switch replaces (liveProc waits).
+	switched chan struct{}
+	rebuild  *rebuildState
 	// lastRebuild is how the last rebuild ended (Status.LastRebuild).
 	lastRebuild *RebuildResult
 
 	testHooks
+	// testAfterPromote, if set, runs once a rebuild's database is the
+	// read model and before the live processor is restarted on it.
+	testAfterPromote func()
 }
 
 type rebuildState struct {
@@ -118,6 +125,14 @@ func NewLocal(store *eventstore.Store, db ReadModel, name string, h Handler, opt
 // committed: it is handled again on the next Run. It returns an error
 // only if the read model fails.
 func (r *Local) Run(ctx context.Context) error {
+	defer func() { // no switch waits for a Run that ended
+		r.mu.Lock()
+		if r.switched != nil {
+			close(r.switched)
+			r.switched = nil
+		}
+		r.mu.Unlock()
+	}()
 	for {
 		p, err := r.newProc(r.db, r.db.WriteDB())
 		if err != nil {
@@ -129,6 +144,10 @@ func (r *Local) Run(ctx context.Context) error {
 		r.mu.Lock()
 		r.live, r.liveCancel, r.liveDone = p, cancel, done
 		r.state = "running"
+		if r.switched != nil {
+			close(r.switched)
+			r.switched = nil
+		}
 		r.mu.Unlock()
 		err = p.run(liveCtx)
 		cancel()
@@ -164,6 +183,9 @@ func (r *Local) setState(s string) {
 func (r *Local) pauseLive() {
 	r.mu.Lock()
 	r.paused, r.resume = true, make(chan struct{})
+	if r.switched == nil {
+		r.switched = make(chan struct{})
+	}
 	cancel, done := r.liveCancel, r.liveDone
 	r.mu.Unlock()
 	if cancel != nil {
@@ -323,7 +345,7 @@ func (r *Local) Parked(ctx context.Context) ([]ParkedEvent, error) {
 // stopping at the first that fails again (its error and attempts are
 // updated). When none is left, the stream flows again.
 func (r *Local) Retry(ctx context.Context, partition eventstore.Partition, offset uint64) error {
-	p, err := r.liveProc()
+	p, err := r.liveProc(ctx)
 	if err != nil {
 		return err
 	}
@@ -331,14 +353,25 @@ func (r *Local) Retry(ctx context.Context, partition eventstore.Partition, offse
 }
 
 // liveProc is the processor of the live read model, if the projection
-// runs.
-func (r *Local) liveProc() (*proc, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.live == nil {
-		return nil, ErrNotRunning
+// runs; while a rebuild switches read models, it waits for the new one's
+// (or for ctx, or for Run to end).
+func (r *Local) liveProc(ctx context.Context) (*proc, error) {
+	for {
+		r.mu.Lock()
+		p, switched := r.live, r.switched
+		r.mu.Unlock()
+		if p == nil {
+			return nil, ErrNotRunning
+		}
+		if switched == nil {
+			return p, nil
+		}
+		select {
+		case <-switched:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: switching to the rebuilt read model: %w", ErrNotRunning, ctx.Err())
+		}
 	}
-	return r.live, nil
 }
 
 func (p *proc) retry(ctx context.Context, partition eventstore.Partition, offset uint64) error {
@@ -389,7 +422,7 @@ func (p *proc) retry(ctx context.Context, partition eventstore.Partition, offset
 // (retry or skip them too); the stream flows again once none is left. A
 // rebuild replays every event, a skipped one included.
 func (r *Local) Skip(ctx context.Context, partition eventstore.Partition, offset uint64) error {
-	p, err := r.liveProc()
+	p, err := r.liveProc(ctx)
 	if err != nil {
 		return err
 	}
@@ -594,7 +627,13 @@ func (r *Local) runRebuild(ctx context.Context, sp *proc, res *RebuildResult) er
 		return errors.Join(err, r.db.DropShadow())
 	}
 	res.Replayed, res.Total = sp.progressAt(heads)
-	return r.db.PromoteShadow()
+	if err := r.db.PromoteShadow(); err != nil {
+		return err
+	}
+	if r.testAfterPromote != nil {
+		r.testAfterPromote()
+	}
+	return nil
 }
 
 // progressAt is how many events below heads p has handled, and how many
