@@ -33,6 +33,14 @@ const (
 	// promoteLag is how many raft entries behind the leader's commit index
 	// a rejoined node may be when it is promoted to voter.
 	promoteLag = 16
+	// formationGrace is how long a node with no data waits for every peer
+	// to answer "no data" before it forms the cluster with a bare majority.
+	// A voter the formation did not count rejoins as a new incarnation
+	// (demoted, caught up, promoted), and until it is promoted the cluster
+	// survives no other failure: nodes started together should all be
+	// counted, and a node that is down still does not hold up the
+	// formation for long.
+	formationGrace = 3 * time.Second
 )
 
 // startPolicy paces probes and rejoin attempts.
@@ -163,8 +171,9 @@ func (l *Log) probeState() route.NodeState {
 // findCluster probes the peers of a node with no state until it knows
 // whether a cluster exists. It returns the addresses of peers with state
 // (rejoin through them), or nil when the cluster is to be formed: no peer
-// has state and a majority of the voters, this node included, answered; or
-// a peer formed it counting this very incarnation. A peer list that names
+// has state and a majority of the voters, this node included, answered
+// (every voter, or a majority after formationGrace); or a peer formed it
+// counting this very incarnation. A peer list that names
 // the wrong nodes fails at once; too few answers fail when ctx ends.
 func (l *Log) findCluster(ctx context.Context) ([]string, error) {
 	need := len(l.cfg.Peers)/2 + 1
@@ -172,6 +181,7 @@ func (l *Log) findCluster(ctx context.Context) ([]string, error) {
 	l.startState.mu.Lock()
 	incarnation := l.startState.incarnation
 	l.startState.mu.Unlock()
+	started := time.Now()
 	for round := 0; ; round++ {
 		addrs := make([]string, len(l.cfg.Peers))
 		for i, p := range l.cfg.Peers {
@@ -228,7 +238,7 @@ func (l *Log) findCluster(ctx context.Context) ([]string, error) {
 		case len(withState) > 0 && knowsMembers:
 			l.logger.Info("raftlog: a cluster exists; rejoining it as a new incarnation", "peers with state", withState)
 			return withState, l.adoptClusterID(theirs)
-		case len(withState) == 0 && len(empty) >= need:
+		case len(withState) == 0 && len(empty) >= need && (len(empty) == len(l.cfg.Peers) || time.Since(started) >= formationGrace):
 			l.startState.mu.Lock()
 			l.startState.formedWith = incarnations
 			l.startState.mu.Unlock()
