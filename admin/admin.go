@@ -180,6 +180,7 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /admin/streams", h.auth(h.listStreams))
 	m.HandleFunc("GET /admin/streams/{stream}", h.auth(h.streamInfo))
 	m.HandleFunc("GET /admin/streams/{stream}/events", h.auth(h.readStream))
+	m.HandleFunc("GET /admin/streams/{stream}/tail", h.auth(h.tailStream))
 	m.HandleFunc("DELETE /admin/streams/{stream}", h.auth(h.deleteStream))
 	m.HandleFunc("POST /admin/streams/{stream}/truncate", h.auth(h.truncateStream))
 	m.HandleFunc("PUT /admin/streams/{stream}/retention", h.auth(h.setStreamRetention))

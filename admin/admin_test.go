@@ -241,6 +241,95 @@ func TestAdminTailIsWokenByAppends(t *testing.T) {
 	}
 }
 
+// tailEvents opens an SSE tail at path and returns a function reading
+// its next n events.
+func (n *node) tailEvents(t *testing.T, ctx context.Context, path string) func(n int) []admin.Event {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, "GET", n.srv.URL+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	t.Cleanup(func() { resp.Body.Close() })
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
+	sc := bufio.NewScanner(resp.Body)
+	return func(k int) []admin.Event {
+		var got []admin.Event
+		for len(got) < k && sc.Scan() {
+			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				var ev admin.Event
+				require.NoError(t, json.Unmarshal([]byte(data), &ev))
+				got = append(got, ev)
+			}
+		}
+		require.Equal(t, k, len(got), "events from tail %s; it ended: %v", path, sc.Err())
+		return got
+	}
+}
+
+// A stream's tail sends the stream's events from a version (its history
+// first, more than a page of it), then its new events as they are
+// appended, in version order, none twice or missed, and no other
+// stream's; without a version it sends new events only.
+func TestAdminStreamTail(t *testing.T) {
+	n := newNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// A stream in acct-1's partition, further along than acct-1: its
+	// events are in the partition the tail follows, at versions acct-1
+	// has yet to reach.
+	other := ""
+	for i := 0; other == ""; i++ {
+		if s := fmt.Sprintf("other-%d", i); n.store.PartitionOf(s) == n.store.PartitionOf("acct-1") {
+			other = s
+		}
+	}
+	for range 12 {
+		n.appendEvents(t, "acct-1", 100)
+		n.appendEvents(t, other, 110)
+		n.appendEvents(t, "acct-2", 3)
+	}
+	versions := func(evs []admin.Event) []uint64 {
+		var out []uint64
+		for _, e := range evs {
+			require.Equal(t, "acct-1", e.Stream)
+			out = append(out, e.Version)
+		}
+		return out
+	}
+	span := func(from, to uint64) []uint64 {
+		var out []uint64
+		for v := from; v <= to; v++ {
+			out = append(out, v)
+		}
+		return out
+	}
+	next := n.tailEvents(t, ctx, "/admin/streams/acct-1/tail?from=3")
+	require.Equal(t, span(3, 1200), versions(next(1198)), "history from version 3, over a page")
+	done := make(chan struct{})
+	go func() { // appends while the tail runs, to acct-1 and to others
+		defer close(done)
+		for range 5 {
+			for _, s := range []string{"acct-1", other, "acct-2"} {
+				if _, err := n.store.Append(ctx, s, eventstore.Any, []eventstore.EventData{{Type: "Happened"}}); err != nil {
+					t.Errorf("append: %v", err)
+					return
+				}
+			}
+		}
+	}()
+	require.Equal(t, span(1201, 1205), versions(next(5)), "then the new events")
+	<-done
+
+	newOnly := n.tailEvents(t, ctx, "/admin/streams/acct-1/tail")
+	n.appendEvents(t, other, 1)
+	n.appendEvents(t, "acct-1", 2)
+	require.Equal(t, span(1206, 1207), versions(newOnly(2)), "without from: new events only")
+
+	var e admin.Error
+	require.Equal(t, http.StatusBadRequest, n.call(t, "GET", "/admin/streams/acct-1/tail?from=0", nil, &e))
+}
+
 // A rebuild reports its progress while it runs (below 100 % at first,
 // never going down) and, once it ended, its own final figure: every event
 // up to the heads replayed.

@@ -321,10 +321,7 @@ const (
 
 // tailPartition streams a partition's events from ?from= (default: its
 // head now) as server-sent events: "event: event", "id: <offset>",
-// "data: <Event JSON>". It is woken by the log's apply path, never by
-// polling, and reads at most tailBatch events at a time, so a slow client
-// holds no more than that in memory; the write deadline drops a client
-// that stops reading.
+// "data: <Event JSON>" (see tail).
 func (h *Handler) tailPartition(w http.ResponseWriter, r *http.Request) {
 	p, err := h.partitionParam(r)
 	if err != nil {
@@ -341,11 +338,99 @@ func (h *Handler) tailPartition(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
+	h.tail(w, r, p, from, nil)
+}
+
+// tailStream streams a stream's events from ?from= (a version; default:
+// the stream's next version now, so new events only) as server-sent
+// events with the stream's version as their id. Events up to the
+// stream's end are read from the stream, then the stream's partition is
+// followed from the head it had before that read, skipping what was
+// already sent: no event is missed or sent twice in between.
+func (h *Handler) tailStream(w http.ResponseWriter, r *http.Request) {
+	stream := r.PathValue("stream")
+	p := h.cfg.Store.PartitionOf(stream)
+	head, err := h.cfg.Store.Head(p)
+	if err != nil {
+		h.writeStoreError(w, err)
+		return
+	}
+	info, err := h.cfg.Store.Stream(r.Context(), stream)
+	if err != nil && !errors.Is(err, eventstore.ErrStreamDeleted) {
+		h.writeStoreError(w, err)
+		return
+	}
+	from, err := queryUint(r, "from", info.Version+1)
+	if err != nil || from == 0 {
+		if err == nil {
+			err = errors.New("query parameter from=0: versions start at 1")
+		}
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	next := from // the version to send next
+	var backlog []eventstore.Event
+	for next <= info.Version {
+		evs, err := h.cfg.Store.ReadStream(r.Context(), stream, next, tailBatch)
+		if err != nil {
+			h.writeStoreError(w, err)
+			return
+		}
+		if len(evs) == 0 {
+			break
+		}
+		backlog = append(backlog, evs...)
+		next = evs[len(evs)-1].Version + 1
+		if len(backlog) >= maxPage {
+			break // the rest comes from the partition, after head
+		}
+	}
+	if len(backlog) > 0 && backlog[len(backlog)-1].Version < info.Version {
+		// More than a page behind: follow the partition from the first
+		// event not read rather than hold the stream's history in memory.
+		head = backlog[len(backlog)-1].Offset + 1
+	}
+	want := from
+	h.tail(w, r, p, head, func(e eventstore.Event) bool {
+		if e.Stream != stream || e.Version < want {
+			return false
+		}
+		want = e.Version + 1
+		return true
+	}, backlog...)
+}
+
+// tail streams partition p from offset from as server-sent events: first
+// backlog, then the partition's events that keep says to send (all with
+// keep nil), each with its offset as id, or its stream version when keep
+// is set. It is woken by the log's apply path, never by polling, and
+// reads at most tailBatch events at a time, so a slow client holds no
+// more than that in memory; the write deadline drops a client that stops
+// reading.
+func (h *Handler) tail(w http.ResponseWriter, r *http.Request, p eventstore.Partition, from uint64,
+	keep func(eventstore.Event) bool, backlog ...eventstore.Event) {
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
 	ctx := r.Context()
+	send := func(e eventstore.Event) error {
+		id := e.Offset
+		if keep != nil {
+			if !keep(e) {
+				return nil
+			}
+			id = e.Version
+		}
+		_, err := fmt.Fprintf(w, "event: event\nid: %d\ndata: %s\n\n", id, mustJSON(toEvent(e)))
+		return err
+	}
+	rc.SetWriteDeadline(time.Now().Add(tailWriteTimeout))
+	for _, e := range backlog {
+		if err := send(e); err != nil {
+			return
+		}
+	}
 	for {
 		rc.SetWriteDeadline(time.Now().Add(tailWriteTimeout))
 		evs, next, err := h.cfg.Store.ReadPartition(ctx, p, from, tailBatch)
@@ -357,7 +442,7 @@ func (h *Handler) tailPartition(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for _, e := range evs {
-			if _, err := fmt.Fprintf(w, "event: event\nid: %d\ndata: %s\n\n", e.Offset, mustJSON(toEvent(e))); err != nil {
+			if err := send(e); err != nil {
 				return
 			}
 		}

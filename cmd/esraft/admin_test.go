@@ -127,6 +127,11 @@ func TestCLIVerbs(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	require.Len(t, strings.Split(strings.TrimSpace(out), "\n"), 3)
 
+	// order-7 holds one event: from version 1, the tail prints it first.
+	out, errOut, code = c.run("streams", "tail", "order-7", "--from", "1", "--count", "1")
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `^1\tPlaced\t\d+/\d+\t`, out)
+
 	_, err := c.store.JoinGroup(ctx, "billing", "m1", 10*time.Second)
 	require.NoError(t, err)
 	out, _, code = c.run("groups", "ls")

@@ -33,7 +33,7 @@ const usage = `usage: esraft <command> [subcommand] [flags]
 Commands over a node's admin API (--addr, --token or $ESRAFT_TOKEN, --cert/--key):
   status        the cluster: nodes, shard leaders, indexes, replicas behind
   cluster       add | remove | promote | transfer | rebalance (balance)
-  streams       ls | show (info) | read
+  streams       ls | show (info) | read | tail
   partitions    ls | tail
   groups        ls | describe | reset | delete
   parked        ls | retry | skip

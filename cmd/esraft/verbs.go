@@ -179,6 +179,8 @@ Subcommands:
   show STREAM              a stream's version, partition and state (also: info)
   read STREAM [--from V] [--limit N] [--backward]
                            read a stream's events
+  tail STREAM [--from V]   follow a stream's new events (from version V: its events
+                           from there first) until interrupted
 `
 
 func streams(c *client, args []string) error {
@@ -187,7 +189,29 @@ func streams(c *client, args []string) error {
 		"show": streamsShow,
 		"info": streamsShow,
 		"read": streamsRead,
+		"tail": streamsTail,
 	}, args)
+}
+
+// streamsTail prints the server-sent events of a stream's tail: a table
+// row (or the event's JSON with --json) per event.
+func streamsTail(c *client, args []string) error {
+	from := int64(0)
+	var count int
+	pos, err := c.parse("streams tail", "streams tail STREAM [--from VERSION] [--count N] [flags]", args, 1, func(fs *flag.FlagSet) {
+		fs.Int64Var(&from, "from", 0, "first version (default: the stream's next: new events only)")
+		fs.IntVar(&count, "count", 0, "stop after this many events (0: never)")
+	})
+	if err != nil {
+		return err
+	}
+	path := "/admin/streams/" + url.PathEscape(pos[0]) + "/tail"
+	if from > 0 {
+		path += "?from=" + strconv.FormatInt(from, 10)
+	}
+	return c.follow("streams tail", path, count, func(e admin.Event) {
+		fmt.Fprintf(c.stdout, "%d\t%s\t%d/%d\t%s\n", e.Version, e.Type, e.Partition, e.Offset, eventData(e))
+	})
 }
 
 func streamsLs(c *client, args []string) error {
@@ -352,6 +376,15 @@ func partitionsTail(c *client, args []string) error {
 	if from >= 0 {
 		path += "?from=" + strconv.FormatInt(from, 10)
 	}
+	return c.follow("partitions tail", path, count, func(e admin.Event) {
+		fmt.Fprintf(c.stdout, "%d\t%s\t%s v%d\t%s\n", e.Offset, e.Type, e.Stream, e.Version, eventData(e))
+	})
+}
+
+// follow reads the server-sent events at path, printing each event with
+// line (or as its JSON with --json), until count events (0: until the
+// connection ends or the user interrupts).
+func (c *client) follow(verb, path string, count int, line func(admin.Event)) error {
 	resp, err := c.send(context.Background(), "GET", path, nil)
 	if err != nil {
 		return err
@@ -367,12 +400,12 @@ func partitionsTail(c *client, args []string) error {
 	seen := 0
 	var event string
 	for sc.Scan() {
-		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, "event: "); ok {
+		text := sc.Text()
+		if v, ok := strings.CutPrefix(text, "event: "); ok {
 			event = v
 			continue
 		}
-		data, ok := strings.CutPrefix(line, "data: ")
+		data, ok := strings.CutPrefix(text, "data: ")
 		if !ok {
 			continue
 		}
@@ -384,18 +417,18 @@ func partitionsTail(c *client, args []string) error {
 		} else {
 			var e admin.Event
 			if err := json.Unmarshal([]byte(data), &e); err != nil {
-				return fmt.Errorf("partitions tail: bad event from the server: %w", err)
+				return fmt.Errorf("%s: bad event from the server: %w", verb, err)
 			}
-			fmt.Fprintf(c.stdout, "%d\t%s\t%s v%d\t%s\n", e.Offset, e.Type, e.Stream, e.Version, eventData(e))
+			line(e)
 		}
 		if seen++; count > 0 && seen >= count {
 			return nil
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return &exitError{exitUnreachable, fmt.Errorf("partitions tail: the stream broke: %w", err)}
+		return &exitError{exitUnreachable, fmt.Errorf("%s: the stream broke: %w", verb, err)}
 	}
-	return &exitError{exitUnreachable, fmt.Errorf("partitions tail: the server ended the stream")}
+	return &exitError{exitUnreachable, fmt.Errorf("%s: the server ended the stream", verb)}
 }
 
 const groupsUsage = `usage: esraft groups <subcommand> [flags]
