@@ -10,8 +10,6 @@ import (
 	"io"
 	"net/http/httptest"
 	"os"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +22,7 @@ import (
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/projection"
 	"github.com/esraft/esraft/projection/sqlite"
+	"github.com/esraft/esraft/systemtest/clitest"
 	"github.com/esraft/esraft/systemtest/wait"
 )
 
@@ -173,36 +172,7 @@ func TestCLIVerbs(t *testing.T) {
 	out, errOut, code = c.run("projections", "rebuild", "count", "--follow", "--interval", "20ms")
 	require.Equal(t, 0, code, errOut)
 	rebuildLines := strings.Split(strings.TrimSpace(out), "\n")
-	checkRebuildProgress(t, rebuildLines, total)
-}
-
-// progressLine matches a rebuild progress line: percent, replayed, total.
-var progressLine = regexp.MustCompile(`\] (\d+\.\d)% \((\d+)/(\d+)\)`)
-
-// checkRebuildProgress checks the lines of rebuild --follow: every one
-// has a percent and a count N/M, percentages never decrease, at least one
-// before the last is below 100 %, and the last is the server's own final
-// figure, 100 % of total events ("done in").
-func checkRebuildProgress(t *testing.T, lines []string, total int) {
-	t.Helper()
-	require.GreaterOrEqual(t, len(lines), 2, lines)
-	last := -1.0
-	below := false
-	for i, l := range lines {
-		m := progressLine.FindStringSubmatch(l)
-		require.NotNil(t, m, "line %d: %q", i, l)
-		pct, err := strconv.ParseFloat(m[1], 64)
-		require.NoError(t, err)
-		require.GreaterOrEqual(t, pct, last, "percent went down at line %d: %q", i, l)
-		last = pct
-		if i < len(lines)-1 && pct < 100 {
-			below = true
-		}
-	}
-	require.True(t, below, "no progress below 100%% before the end:\n%s", strings.Join(lines, "\n"))
-	final := lines[len(lines)-1]
-	require.Contains(t, final, " done in ", final)
-	require.Contains(t, final, fmt.Sprintf("100.0%% (%d/%d)", total, total), final)
+	clitest.CheckRebuildProgress(t, rebuildLines, total)
 }
 
 func TestCLIErrors(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/esraft/esraft/admin"
+	"github.com/esraft/esraft/systemtest/clitest"
 	"github.com/esraft/esraft/systemtest/wait"
 )
 
@@ -126,7 +127,7 @@ func TestCLIAgainstThreeNodes(t *testing.T) {
 	// A rebuild followed to its end.
 	out := esraft(0, "projections", "rebuild", "orders", "--follow", "--interval", "100ms")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	checkRebuildProgress(t, lines)
+	clitest.CheckRebuildProgress(t, lines, 0)
 	t.Logf("rebuild progress: %d lines, last %q", len(lines), lines[len(lines)-1])
 
 	// cluster remove, then re-add, of a node: n3 is stopped, removed,
@@ -194,33 +195,4 @@ func exitCodeOf(err error) int {
 		return 0
 	}
 	return -1
-}
-
-// progressLine matches a rebuild progress line: percent, replayed, total.
-var progressLine = regexp.MustCompile(`\] (\d+\.\d)% \((\d+)/(\d+)\)`)
-
-// checkRebuildProgress checks the lines of projections rebuild --follow:
-// every one has a percent and a count N/M, percentages never decrease, at
-// least one before the last is below 100 %, and the last is the server's
-// own final figure (last_rebuild): 100 % of its total, "done in".
-func checkRebuildProgress(t *testing.T, lines []string) {
-	t.Helper()
-	require.GreaterOrEqual(t, len(lines), 2, lines)
-	last, below := -1.0, false
-	for i, l := range lines {
-		m := progressLine.FindStringSubmatch(l)
-		require.NotNil(t, m, "line %d: %q", i, l)
-		pct, err := strconv.ParseFloat(m[1], 64)
-		require.NoError(t, err)
-		require.GreaterOrEqual(t, pct, last, "percent went down at line %d: %q", i, l)
-		last = pct
-		if i < len(lines)-1 && pct < 100 {
-			below = true
-		}
-	}
-	require.True(t, below, "no progress below 100%% before the end:\n%s", strings.Join(lines, "\n"))
-	m := progressLine.FindStringSubmatch(lines[len(lines)-1])
-	require.Equal(t, "100.0", m[1], lines[len(lines)-1])
-	require.Equal(t, m[2], m[3], lines[len(lines)-1])
-	require.Contains(t, lines[len(lines)-1], " done in ")
 }
