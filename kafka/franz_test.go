@@ -404,7 +404,9 @@ func TestGroupsHeldInMemoryAreBounded(t *testing.T) {
 	srv.groups.mu.Lock()
 	srv.groups.maxGroups = 5
 	srv.groups.mu.Unlock()
-	cl := newClient(t, srv)
+	// No retries: a refused group name answers COORDINATOR_NOT_AVAILABLE,
+	// which the client would otherwise retry for 20 s or more.
+	cl := newClient(t, srv, kgo.RequestRetries(0))
 	fetch := func(group string) int16 {
 		req := kmsg.NewPtrOffsetFetchRequest()
 		req.Group = group
