@@ -206,6 +206,9 @@ func (r *Local) resumeLive() {
 type proc struct {
 	core
 	db *sql.DB
+
+	lastMu sync.Mutex
+	last   []position // what status last reported
 }
 
 // writer runs transactions on a database's writing pool.
@@ -481,14 +484,45 @@ func (r *Local) Status() Status {
 	return st
 }
 
-// status reports p's progress in every partition of the store.
+// status reports p's progress in every partition of the store. It does
+// not wait for a batch in hand, whose handler holds p.mu for as long as it
+// runs (a slow handler would hold up /metrics and the admin API): then it
+// reports the positions of its last report against the heads of now.
 func (p *proc) status() Status {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	if !p.mu.TryLock() {
+		p.lastMu.Lock()
+		last := p.last
+		p.lastMu.Unlock()
+		if last != nil {
+			return statusAt(p.store, last)
+		}
+		p.mu.Lock() // no report yet
+	}
+	pos := make([]position, p.store.Partitions())
+	for part := range pos {
+		cur := p.cursorLocked(eventstore.Partition(part))
+		pos[part] = position{next: cur.next, parked: cur.parkedCount(), skipped: cur.skipped}
+	}
+	p.mu.Unlock()
+	p.lastMu.Lock()
+	p.last = pos
+	p.lastMu.Unlock()
+	return statusAt(p.store, pos)
+}
+
+// position is where a processor stood in a partition when it reported.
+type position struct {
+	next    uint64
+	parked  int
+	skipped uint64
+}
+
+// statusAt is the status of the positions pos (by partition) against the
+// store's heads now.
+func statusAt(store *eventstore.Store, pos []position) Status {
 	var st Status
-	for part := range eventstore.Partition(p.store.Partitions()) {
-		cur := p.cursorLocked(part)
-		st.add(partitionStatus(p.store, part, cur.next, cur.parkedCount(), cur.skipped))
+	for part, c := range pos {
+		st.add(partitionStatus(store, eventstore.Partition(part), c.next, c.parked, c.skipped))
 	}
 	return st
 }

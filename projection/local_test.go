@@ -430,3 +430,52 @@ func TestLocalParkedActionDuringSwitchWaitsForNewModel(t *testing.T) {
 	cancel()
 	require.NoError(t, <-errc)
 }
+
+// Status answers while a handler holds a batch (it is what /metrics and
+// the admin API ask for): with the positions of its last report, against
+// the heads of now. It waited for the batch before, so a slow handler
+// held up every scrape.
+func TestLocalStatusDoesNotWaitForAHandler(t *testing.T) {
+	s := eventstoretest.Single(t).Node(0)
+	db, err := sqlite.Open(context.Background(), t.TempDir(), testSchema...)
+	require.NoError(t, err)
+	defer db.Close()
+	appendEvents(t, s, "acct", 10, 2, 5)
+	var block atomic.Bool
+	inHandler, release := make(chan struct{}, 1), make(chan struct{})
+	h := func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
+		if block.Load() {
+			select {
+			case inHandler <- struct{}{}:
+			default:
+			}
+			<-release
+		}
+		return recordHandler(ctx, tx, ev)
+	}
+	r := NewLocal(s, db, "model", h, fastOptions())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- r.Run(ctx) }()
+	waitCaughtUp(t, r.Status)
+	block.Store(true)
+	appendEvents(t, s, "acct", 1, 1, 1)
+	select {
+	case <-inHandler:
+	case <-time.After(time.Minute):
+		t.Fatal("the handler did not get the new event")
+	}
+	got := make(chan Status, 1)
+	go func() { got <- r.Status() }()
+	select {
+	case st := <-got:
+		require.Equal(t, uint64(1), st.Lag, "the event in hand is not handled yet")
+	case <-time.After(30 * time.Second):
+		t.Fatal("Status waited for the handler")
+	}
+	close(release)
+	waitCaughtUp(t, r.Status)
+	cancel()
+	require.NoError(t, <-errc)
+}
