@@ -345,8 +345,9 @@ func (h *Handler) tailPartition(w http.ResponseWriter, r *http.Request) {
 // the stream's next version now, so new events only) as server-sent
 // events with the stream's version as their id. Events up to the
 // stream's end are read from the stream, then the stream's partition is
-// followed from the head it had before that read, skipping what was
-// already sent: no event is missed or sent twice in between.
+// followed from the head it had before that read (or from the first event
+// not read, past tailBatch events), skipping what was already sent: no
+// event is missed or sent twice in between.
 func (h *Handler) tailStream(w http.ResponseWriter, r *http.Request) {
 	stream := r.PathValue("stream")
 	p := h.cfg.Store.PartitionOf(stream)
@@ -368,27 +369,19 @@ func (h *Handler) tailStream(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
-	next := from // the version to send next
+	// At most tailBatch events of history are read here; if there are
+	// more, the partition is followed from the first event not read
+	// instead of from head, so the history is never held in memory.
 	var backlog []eventstore.Event
-	for next <= info.Version {
-		evs, err := h.cfg.Store.ReadStream(r.Context(), stream, next, tailBatch)
+	if from <= info.Version {
+		backlog, err = h.cfg.Store.ReadStream(r.Context(), stream, from, tailBatch)
 		if err != nil {
 			h.writeStoreError(w, err)
 			return
 		}
-		if len(evs) == 0 {
-			break
-		}
-		backlog = append(backlog, evs...)
-		next = evs[len(evs)-1].Version + 1
-		if len(backlog) >= maxPage {
-			break // the rest comes from the partition, after head
-		}
 	}
-	if len(backlog) > 0 && backlog[len(backlog)-1].Version < info.Version {
-		// More than a page behind: follow the partition from the first
-		// event not read rather than hold the stream's history in memory.
-		head = backlog[len(backlog)-1].Offset + 1
+	if n := len(backlog); n > 0 && backlog[n-1].Version < info.Version {
+		head = backlog[n-1].Offset + 1
 	}
 	want := from
 	h.tail(w, r, p, head, func(e eventstore.Event) bool {

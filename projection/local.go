@@ -94,6 +94,7 @@ type Local struct {
 	// has made the new one's processor live: live is the old one until
 	// then, whose database the switch replaces (liveProc waits).
 	switched chan struct{}
+	running  bool // Run is running
 	rebuild  *rebuildState
 	// lastRebuild is how the last rebuild ended (Status.LastRebuild).
 	lastRebuild *RebuildResult
@@ -125,8 +126,12 @@ func NewLocal(store *eventstore.Store, db ReadModel, name string, h Handler, opt
 // committed: it is handled again on the next Run. It returns an error
 // only if the read model fails.
 func (r *Local) Run(ctx context.Context) error {
+	r.mu.Lock()
+	r.running = true
+	r.mu.Unlock()
 	defer func() { // no switch waits for a Run that ended
 		r.mu.Lock()
+		r.running = false
 		if r.switched != nil {
 			close(r.switched)
 			r.switched = nil
@@ -183,7 +188,7 @@ func (r *Local) setState(s string) {
 func (r *Local) pauseLive() {
 	r.mu.Lock()
 	r.paused, r.resume = true, make(chan struct{})
-	if r.switched == nil {
+	if r.switched == nil && r.running { // Run makes the new processor live
 		r.switched = make(chan struct{})
 	}
 	cancel, done := r.liveCancel, r.liveDone

@@ -479,3 +479,27 @@ func TestLocalStatusDoesNotWaitForAHandler(t *testing.T) {
 	cancel()
 	require.NoError(t, <-errc)
 }
+
+// After Run has ended, a rebuild's switch has no Run to make a new
+// processor live: a retry or skip must not wait for one.
+func TestLocalParkedActionAfterRunEndedDoesNotWait(t *testing.T) {
+	s := eventstoretest.Single(t).Node(0)
+	db, err := sqlite.Open(context.Background(), t.TempDir(), testSchema...)
+	require.NoError(t, err)
+	defer db.Close()
+	appendEvents(t, s, "acct", 10, 2, 5)
+	r := NewLocal(s, db, "model", recordHandler, fastOptions())
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- r.Run(ctx) }()
+	waitCaughtUp(t, r.Status)
+	cancel()
+	require.NoError(t, <-errc)
+	r.pauseLive() // as a rebuild's switch does
+	r.resumeLive()
+	bounded, stop := context.WithTimeout(context.Background(), time.Minute)
+	defer stop()
+	_, err = r.liveProc(bounded)
+	require.NoError(t, err, "no wait for a switch that no Run will end")
+	require.ErrorIs(t, r.Retry(bounded, 0, 5), ErrNotParked)
+}

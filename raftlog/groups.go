@@ -88,8 +88,11 @@ func (l *Log) ResetGroup(ctx context.Context, group string, start StartPosition)
 // removes them (fences them) in the same operation, so that a commit of
 // theirs is refused with a *StaleGenerationError and a heartbeat with
 // ErrUnknownMember; they join again and resume from the new offsets.
-// Every node must run a version that knows the operation (it is new in
-// the entry format; an older node rejects it).
+// Every node must run a version that knows the operation: it is new in
+// the entry format, and a node of an older version skips it (as an
+// entry it cannot decode) and keeps the members, so that its copy of the
+// group's offsets differs from the others' from then on. Nothing checks
+// the nodes' versions yet.
 func (l *Log) ForceResetGroup(ctx context.Context, group string, start StartPosition) (GroupState, error) {
 	if l.isClosed() {
 		return GroupState{}, ErrClosed

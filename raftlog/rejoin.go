@@ -39,7 +39,8 @@ const (
 	// (demoted, caught up, promoted), and until it is promoted the cluster
 	// survives no other failure: nodes started together should all be
 	// counted, and a node that is down still does not hold up the
-	// formation for long.
+	// formation for long (the grace plus the probe round in progress:
+	// about 4 s with a peer whose probe times out).
 	formationGrace = 3 * time.Second
 )
 

@@ -247,7 +247,11 @@ func testSubscribeAcrossLeaderChange(t *testing.T, c Cluster) {
 	}
 	lead := c.Leader(t)
 	subNode, writeNode := (lead+1)%c.Size, (lead+2)%c.Size
-	sub, err := c.Node(subNode).Subscribe(ctxFor(t), eventstore.SubscribeOptions{})
+	// The subscription outlives the appends, each of which may take up
+	// to perEvent across the failover.
+	subCtx, cancelSub := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancelSub()
+	sub, err := c.Node(subNode).Subscribe(subCtx, eventstore.SubscribeOptions{})
 	require.NoError(t, err)
 	defer sub.Close()
 

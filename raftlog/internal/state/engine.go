@@ -484,17 +484,18 @@ func (f *Engine) load(tx *bolt.Tx) error {
 	if err := f.loadGroups(tx); err != nil {
 		return indexError(f.path, err)
 	}
-	f.setClusterID(uuid.UUID{})
 	id, err := getValue(meta, metaClusterID)
 	if err != nil {
 		return indexError(f.path, err)
 	}
+	var cluster uuid.UUID
 	if id != nil {
 		if len(id) != 16 {
 			return indexError(f.path, fmt.Errorf("cluster ID of %d bytes", len(id)))
 		}
-		f.setClusterID(uuid.UUID(id))
+		cluster = uuid.UUID(id)
 	}
+	f.setClusterID(cluster) // once: a reader never sees a zero ID in between
 	f.mem = newMemTable(f.nextOffsets(), f.applied.Load(), f.lastTime, f.flushAtRecords)
 	f.frozen = nil
 	return nil

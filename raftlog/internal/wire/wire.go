@@ -352,8 +352,11 @@ const (
 	// removed (fenced: their commits are refused as of a stale
 	// generation, their heartbeats as of unknown members) and join again
 	// to resume from the new offsets. New in the entry format after
-	// GopSkip: a node of an older version rejects it as an unknown
-	// operation, so use it once every node runs a version that knows it.
+	// GopSkip: a node of an older version skips it as an unknown
+	// operation (its FSM logs the entry as rejected and applies on), so
+	// its copy of the group keeps the fenced members and their grants and
+	// differs from the others' from then on. Use it once every node runs
+	// a version that knows it; nothing checks that yet.
 	GopForceReset byte = 10
 )
 
