@@ -93,9 +93,10 @@ func authorizeIdentity(id nodecert.Identity, c route.Call, members map[string]me
 		return nil // any identity the cluster's CA issued
 	}
 	switch c.Method {
-	case route.MethodProbe:
+	case route.MethodProbe, route.MethodFeatures:
 		// A node deciding whether to form the cluster or rejoin it asks
 		// before it is (again) a member: any identity of the cluster may.
+		// What a node knows of the protocol is no secret either.
 		return nil
 	case route.MethodRejoin:
 		if c.NodeID != id.NodeID {

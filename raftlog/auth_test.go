@@ -166,6 +166,7 @@ func TestAuthorizeIdentity(t *testing.T) {
 		{"non-member group op", worker("w9"), route.Call{Method: route.MethodGroup}, false},
 		{"worker cert of a voter appends", worker("n2"), route.Call{Method: route.MethodAppend}, false},
 		{"non-member probes", voter("n9"), route.Call{Method: route.MethodProbe}, true},
+		{"non-member asks features", worker("w9"), route.Call{Method: route.MethodFeatures}, true},
 		{"wiped voter rejoins as itself", voter("n2"), route.Call{Method: route.MethodRejoin, NodeID: "n2", Op: route.OpRejoin}, true},
 		{"rejoin as another", voter("n9"), route.Call{Method: route.MethodRejoin, NodeID: "n2", Op: route.OpRejoin}, false},
 		{"rejoined voter cert promotes itself", voter("w1"), change("w1", route.OpAddVoter), true},

@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
+	"github.com/esraft/esraft/raftlog/internal/route"
 	"github.com/esraft/esraft/raftlog/internal/wire"
 )
 
@@ -91,8 +95,9 @@ func (l *Log) ResetGroup(ctx context.Context, group string, start StartPosition)
 // Every node must run a version that knows the operation: it is new in
 // the entry format, and a node of an older version skips it (as an
 // entry it cannot decode) and keeps the members, so that its copy of the
-// group's offsets differs from the others' from then on. Nothing checks
-// the nodes' versions yet.
+// group's offsets differs from the others' from then on. So it fails
+// with ErrConfig, proposing nothing, unless every member of the cluster
+// answers that it knows the operation.
 func (l *Log) ForceResetGroup(ctx context.Context, group string, start StartPosition) (GroupState, error) {
 	if l.isClosed() {
 		return GroupState{}, ErrClosed
@@ -294,7 +299,58 @@ func (l *Log) groupCall(ctx context.Context, op *wire.GroupOp) (GroupState, erro
 	if err := op.Check(); err != nil {
 		return GroupState{}, err
 	}
+	if op.Op == wire.GopForceReset {
+		if err := l.requireFeature(ctx, route.FeatureForceReset); err != nil {
+			return GroupState{}, err
+		}
+	}
 	return l.router.Group(ctx, op)
+}
+
+// featureTimeout bounds the question to each member in requireFeature.
+const featureTimeout = 2 * time.Second
+
+// requireFeature fails with ErrConfig unless every member of shard 0's
+// configuration (voters and non-voters: all apply the entries) says it
+// knows feature: an entry a node of an older version cannot decode is
+// skipped there, and its state would differ from the others' from then
+// on. A member that does not answer in time counts as not knowing it.
+func (l *Log) requireFeature(ctx context.Context, feature string) error {
+	if l.shards[0].Raft == nil {
+		return fmt.Errorf("%w: shard 0 does not run yet", ErrNoLeader)
+	}
+	cf := l.shards[0].Raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return fmt.Errorf("%w: read the configuration: %w", ErrNoLeader, err)
+	}
+	servers := cf.Configuration().Servers
+	missing := make([]string, len(servers))
+	var wg sync.WaitGroup
+	for i, srv := range servers {
+		if string(srv.ID) == l.cfg.NodeID {
+			continue // this node's own version knows it
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, featureTimeout)
+			defer cancel()
+			fs, err := l.router.NodeFeatures(cctx, string(srv.Address))
+			switch {
+			case err != nil:
+				missing[i] = fmt.Sprintf("%s at %s (did not say: %v)", srv.ID, srv.Address, err)
+			case !slices.Contains(fs, feature):
+				missing[i] = fmt.Sprintf("%s at %s (an older version)", srv.ID, srv.Address)
+			}
+		}()
+	}
+	wg.Wait()
+	missing = slices.DeleteFunc(missing, func(s string) bool { return s == "" })
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: every node must know %s before it is used, and these do not say so: %s",
+			ErrConfig, feature, strings.Join(missing, "; "))
+	}
+	return nil
 }
 
 // Lag returns, per partition, how many records the group has yet to

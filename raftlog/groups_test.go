@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/esraft/esraft/raftlog/internal/route"
 	"github.com/esraft/esraft/systemtest/wait"
 	"github.com/stretchr/testify/require"
 )
@@ -109,4 +110,35 @@ func TestGroupStartResetAndDelete(t *testing.T) {
 	require.False(t, ok, "deleted for good")
 	_, ok, _ = c.node(0).GroupState("late")
 	require.True(t, ok)
+}
+
+// A forced reset is proposed only once every member says it knows the
+// operation: a node of an older version skips the entry and keeps the
+// members, and its copy of the group's offsets would differ from the
+// others' from then on.
+func TestForceResetNeedsEveryMemberToKnowIt(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	ctx := context.Background()
+	li := c.leader(0)
+	l := c.node(li)
+	_, err := l.Append(ctx, "k", []NewRecord{rec("1"), rec("2")})
+	require.NoError(t, err)
+	_, err = l.JoinGroup(ctx, "g", "m", 30*time.Second)
+	require.NoError(t, err)
+
+	old := (li + 1) % 3
+	c.node(old).router.SetFeatures(nil) // as a node of an older version answers
+	_, err = l.ForceResetGroup(ctx, "g", StartPosition{Kind: StartEarliest})
+	require.ErrorIs(t, err, ErrConfig)
+	require.ErrorContains(t, err, c.nodes[old].id+" at ")
+	require.ErrorContains(t, err, "an older version")
+	st, ok, err := l.GroupState("g")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Len(t, st.Members, 1, "refused: nothing proposed, the member stays")
+
+	c.node(old).router.SetFeatures(route.Features)
+	st, err = l.ForceResetGroup(ctx, "g", StartPosition{Kind: StartEarliest})
+	require.NoError(t, err)
+	require.Empty(t, st.Members, "forced: the member is fenced out")
 }

@@ -506,7 +506,7 @@ func groupsReset(c *client, args []string) error {
 		fs.BoolVar(&latest, "to-latest", false, "skip to the head of every partition (only new events)")
 		fs.StringVar(&at, "to-time", "", "from the first event at or after this time (RFC 3339)")
 		fs.StringVar(&offsets, "to-offsets", "", "partition p from the p-th offset (comma-separated, one per partition)")
-		fs.BoolVar(&force, "force", false, "reset even while members are live: fences them (their commits are refused; they join again and resume from the new offsets); every node must run a version that knows it")
+		fs.BoolVar(&force, "force", false, "reset even while members are live: fences them (their commits are refused; they join again and resume from the new offsets); refused unless every node's version knows it")
 		fs.BoolVar(&yes, "yes", false, "do not ask for confirmation")
 	})
 	if err != nil {

@@ -111,6 +111,9 @@ type Router struct {
 	closing    <-chan struct{}
 	logger     *slog.Logger
 	probe      func() NodeState
+	// features, if set, replaces Features in MethodFeatures' answer
+	// (SetFeatures: tests play a node of an older version).
+	features atomic.Pointer[[]string]
 	// running is set once every shard's raft runs: until then the node
 	// answers probes only (it may be deciding whether to form a cluster or
 	// rejoin one, and has no raft to run calls on).
@@ -292,7 +295,7 @@ func (r *Router) Handle(ctx context.Context, code byte, payload []byte) ([]byte,
 	if r.authorize != nil {
 		if err := r.authorize(ctx, callOf(code, payload)); err != nil {
 			r.logger.Warn("raftlog: node-to-node call refused", "method", code, "err", err)
-			if code == MethodJoin || code == MethodRejoin || code == MethodProbe {
+			if code == MethodJoin || code == MethodRejoin || code == MethodProbe || code == MethodFeatures {
 				return nil, err
 			}
 			return encodeReply(err, nil), nil
@@ -300,6 +303,13 @@ func (r *Router) Handle(ctx context.Context, code byte, payload []byte) ([]byte,
 	}
 	if code == MethodProbe {
 		return encodeNodeState(r.probe()), nil
+	}
+	if code == MethodFeatures {
+		fs := Features
+		if p := r.features.Load(); p != nil {
+			fs = *p
+		}
+		return encodeFeatures(fs), nil
 	}
 	if !r.running.Load() {
 		if code == MethodJoin || code == MethodRejoin {

@@ -355,8 +355,8 @@ const (
 	// GopSkip: a node of an older version skips it as an unknown
 	// operation (its FSM logs the entry as rejected and applies on), so
 	// its copy of the group keeps the fenced members and their grants and
-	// differs from the others' from then on. Use it once every node runs
-	// a version that knows it; nothing checks that yet.
+	// differs from the others' from then on: a node proposes it only once
+	// every member says it knows it (route.FeatureForceReset).
 	GopForceReset byte = 10
 )
 
