@@ -46,6 +46,7 @@ import (
 	"github.com/esraft/esraft/eventstore"
 	"github.com/esraft/esraft/internal/nodecert"
 	"github.com/esraft/esraft/projection"
+	"github.com/esraft/esraft/schema"
 )
 
 // Config is what the handler serves and whom it lets in.
@@ -72,6 +73,12 @@ type Config struct {
 	// a Collector of Store, Projections, Outboxes and Dedups, and the Go
 	// runtime's and the process's collectors (go_*, process_*).
 	Registry *prometheus.Registry
+	// Schemas, if set, is served under /admin/schemas as Confluent Schema
+	// Registry's REST API (package schema's Handler: a Kafka serializer's
+	// or tool's base URL is http://host/admin/schemas), behind the same
+	// authentication as every admin endpoint (Confluent's clients send
+	// the token as a bearer token).
+	Schemas *schema.Registry
 	// ReadyMaxBehind is how many raft entries this node may be behind a
 	// shard's commit index and still be ready (default 1024).
 	ReadyMaxBehind uint64
@@ -168,6 +175,9 @@ func (h *Handler) routes() {
 	m.Handle("GET /metrics", h.auth(promhttp.HandlerFor(h.cfg.Registry, promhttp.HandlerOpts{ErrorLog: slogErrorLog{h.log}}).ServeHTTP))
 
 	m.HandleFunc("GET /admin/status", h.auth(h.status))
+	if h.cfg.Schemas != nil {
+		m.Handle("/admin/schemas/", h.auth(http.StripPrefix("/admin/schemas", schema.Handler(h.cfg.Schemas)).ServeHTTP))
+	}
 	m.HandleFunc("POST /admin/cluster/nodes", h.auth(h.addNode))
 	m.HandleFunc("DELETE /admin/cluster/nodes/{id}", h.auth(h.removeNode))
 	m.HandleFunc("POST /admin/cluster/nodes/{id}/promote", h.auth(h.promoteNode))

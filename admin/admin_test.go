@@ -28,6 +28,7 @@ import (
 	"github.com/esraft/esraft/projection"
 	"github.com/esraft/esraft/projection/sqlite"
 	"github.com/esraft/esraft/raftlog"
+	"github.com/esraft/esraft/schema"
 	"github.com/esraft/esraft/systemtest/wait"
 )
 
@@ -609,3 +610,36 @@ func TestMetricsMoveExactly(t *testing.T) {
 }
 
 func decodeJSON(resp *http.Response, v any) error { return json.NewDecoder(resp.Body).Decode(v) }
+
+// The schema registry's Confluent API is served by the admin handler
+// under /admin/schemas, behind its authentication.
+func TestAdminServesTheSchemaRegistry(t *testing.T) {
+	n := newNode(t, func(cfg *admin.Config) {
+		reg, err := schema.Open(context.Background(), cfg.Store)
+		require.NoError(t, err)
+		cfg.Schemas = reg
+	})
+	call := func(method, path, body, auth string) (int, map[string]any) {
+		req, _ := http.NewRequest(method, n.srv.URL+"/admin/schemas"+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", schema.ContentType)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	v1 := `{"schema": "{\"type\": \"object\", \"properties\": {\"qty\": {\"type\": \"integer\"}}}", "schemaType": "JSON"}`
+	code, _ := call("POST", "/subjects/OrderPlaced/versions", v1, "")
+	require.Equal(t, http.StatusUnauthorized, code, "no token")
+	code, out := call("POST", "/subjects/OrderPlaced/versions", v1, "Bearer "+token)
+	require.Equal(t, http.StatusOK, code, out)
+	require.Contains(t, out, "id")
+	code, out = call("GET", "/subjects/OrderPlaced/versions/latest", "", "Bearer "+token)
+	require.Equal(t, http.StatusOK, code, out)
+	require.Equal(t, "OrderPlaced", out["subject"])
+	require.EqualValues(t, 1, out["version"])
+}

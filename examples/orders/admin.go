@@ -30,7 +30,7 @@ func (a *app) adminHandler(token string) (http.Handler, error) {
 		h.Handle("/readyz", health)
 		return h, nil
 	}
-	cfg := admin.Config{Store: a.store, Projections: a.projections, Token: token, Context: a.ctx, Logger: a.store.Logger()}
+	cfg := admin.Config{Store: a.store, Projections: a.projections, Token: token, Context: a.ctx, Logger: a.store.Logger(), Schemas: a.schemas}
 	if a.notify != nil {
 		// The notifier's outbox and dedup marks share its database.
 		db := a.notify.db.WriteDB()
