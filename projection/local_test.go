@@ -376,17 +376,8 @@ func TestLocalRefusesCheckpointAheadOfLog(t *testing.T) {
 // the switch replaced (it answered 500 through the admin API, about once
 // in 60 runs of a rebuild followed at once by a retry).
 func TestLocalParkedActionDuringSwitchWaitsForNewModel(t *testing.T) {
-	s := eventstoretest.Single(t).Node(0)
-	db, err := sqlite.Open(context.Background(), t.TempDir(), testSchema...)
-	require.NoError(t, err)
-	defer db.Close()
-	appendEvents(t, s, "acct", 200, 4, 20)
-	r := NewLocal(s, db, "model", recordHandler, fastOptions())
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- r.Run(ctx) }()
-	waitCaughtUp(t, r.Status)
+	r, stop := runLocal(t, eventstoretest.Single(t).Node(0), recordHandler, 200, 4, 20)
+	ctx := context.Background()
 	r.mu.Lock()
 	old := r.live
 	r.mu.Unlock()
@@ -427,8 +418,7 @@ func TestLocalParkedActionDuringSwitchWaitsForNewModel(t *testing.T) {
 	r.mu.Unlock()
 	require.Same(t, live, p, "the waiter got the new model's processor")
 	require.ErrorIs(t, r.Retry(ctx, 0, 5), ErrNotParked)
-	cancel()
-	require.NoError(t, <-errc)
+	stop()
 }
 
 // Status answers while a handler holds a batch (it is what /metrics and
@@ -437,10 +427,6 @@ func TestLocalParkedActionDuringSwitchWaitsForNewModel(t *testing.T) {
 // held up every scrape.
 func TestLocalStatusDoesNotWaitForAHandler(t *testing.T) {
 	s := eventstoretest.Single(t).Node(0)
-	db, err := sqlite.Open(context.Background(), t.TempDir(), testSchema...)
-	require.NoError(t, err)
-	defer db.Close()
-	appendEvents(t, s, "acct", 10, 2, 5)
 	var block atomic.Bool
 	inHandler, release := make(chan struct{}, 1), make(chan struct{})
 	h := func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
@@ -453,12 +439,7 @@ func TestLocalStatusDoesNotWaitForAHandler(t *testing.T) {
 		}
 		return recordHandler(ctx, tx, ev)
 	}
-	r := NewLocal(s, db, "model", h, fastOptions())
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- r.Run(ctx) }()
-	waitCaughtUp(t, r.Status)
+	r, stop := runLocal(t, s, h, 10, 2, 5)
 	block.Store(true)
 	appendEvents(t, s, "acct", 1, 1, 1)
 	select {
@@ -476,30 +457,42 @@ func TestLocalStatusDoesNotWaitForAHandler(t *testing.T) {
 	}
 	close(release)
 	waitCaughtUp(t, r.Status)
-	cancel()
-	require.NoError(t, <-errc)
+	stop()
 }
 
 // After Run has ended, a rebuild's switch has no Run to make a new
 // processor live: a retry or skip must not wait for one.
 func TestLocalParkedActionAfterRunEndedDoesNotWait(t *testing.T) {
-	s := eventstoretest.Single(t).Node(0)
-	db, err := sqlite.Open(context.Background(), t.TempDir(), testSchema...)
-	require.NoError(t, err)
-	defer db.Close()
-	appendEvents(t, s, "acct", 10, 2, 5)
-	r := NewLocal(s, db, "model", recordHandler, fastOptions())
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- r.Run(ctx) }()
-	waitCaughtUp(t, r.Status)
-	cancel()
-	require.NoError(t, <-errc)
+	r, stop := runLocal(t, eventstoretest.Single(t).Node(0), recordHandler, 10, 2, 5)
+	stop()
 	r.pauseLive() // as a rebuild's switch does
 	r.resumeLive()
 	bounded, stop := context.WithTimeout(context.Background(), time.Minute)
 	defer stop()
-	_, err = r.liveProc(bounded)
+	_, err := r.liveProc(bounded)
 	require.NoError(t, err, "no wait for a switch that no Run will end")
 	require.ErrorIs(t, r.Retry(bounded, 0, 5), ErrNotParked)
+}
+
+// runLocal runs a local projection named "model" over a new read model
+// holding the test schema, with events already appended to s as
+// appendEvents does (n events over streams acct-0..), until it has
+// caught up. stop cancels its Run and checks that Run returned nil.
+func runLocal(t *testing.T, s *eventstore.Store, h Handler, n, streams, batch int) (r *Local, stop func()) {
+	t.Helper()
+	db, err := sqlite.Open(context.Background(), t.TempDir(), testSchema...)
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	appendEvents(t, s, "acct", n, streams, batch)
+	r = NewLocal(s, db, "model", h, fastOptions())
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	errc := make(chan error, 1)
+	go func() { errc <- r.Run(ctx) }()
+	waitCaughtUp(t, r.Status)
+	return r, func() {
+		t.Helper()
+		cancel()
+		require.NoError(t, <-errc)
+	}
 }
