@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/esraft/esraft/raftlog/internal/route"
@@ -324,28 +323,23 @@ func (l *Log) requireFeature(ctx context.Context, feature string) error {
 		return fmt.Errorf("%w: read the configuration: %w", ErrNoLeader, err)
 	}
 	servers := cf.Configuration().Servers
-	missing := make([]string, len(servers))
-	var wg sync.WaitGroup
+	addrs := make([]string, len(servers))
 	for i, srv := range servers {
-		if string(srv.ID) == l.cfg.NodeID {
-			continue // this node's own version knows it
+		if string(srv.ID) != l.cfg.NodeID { // this node's own version knows it
+			addrs[i] = string(srv.Address)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cctx, cancel := context.WithTimeout(ctx, featureTimeout)
-			defer cancel()
-			fs, err := l.router.NodeFeatures(cctx, string(srv.Address))
-			switch {
-			case err != nil:
-				missing[i] = fmt.Sprintf("%s at %s (did not say: %v)", srv.ID, srv.Address, err)
-			case !slices.Contains(fs, feature):
-				missing[i] = fmt.Sprintf("%s at %s (an older version)", srv.ID, srv.Address)
-			}
-		}()
 	}
-	wg.Wait()
-	missing = slices.DeleteFunc(missing, func(s string) bool { return s == "" })
+	var missing []string
+	for i, a := range l.router.FeaturesAll(ctx, addrs, featureTimeout) {
+		srv := servers[i]
+		switch {
+		case addrs[i] == "":
+		case a.Err != nil:
+			missing = append(missing, fmt.Sprintf("%s at %s (did not say: %v)", srv.ID, srv.Address, a.Err))
+		case !slices.Contains(a.Features, feature):
+			missing = append(missing, fmt.Sprintf("%s at %s (an older version)", srv.ID, srv.Address))
+		}
+	}
 	if len(missing) > 0 {
 		return fmt.Errorf("%w: every node must know %s before it is used, and these do not say so: %s",
 			ErrConfig, feature, strings.Join(missing, "; "))

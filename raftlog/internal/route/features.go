@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/esraft/esraft/raftlog/internal/wire"
 )
@@ -48,6 +49,22 @@ func (r *Router) NodeFeatures(ctx context.Context, addr string) ([]string, error
 		return nil, err
 	}
 	return decodeFeatures(resp)
+}
+
+// Featured is one node's answer to FeaturesAll.
+type Featured struct {
+	Features []string
+	Err      error
+}
+
+// FeaturesAll asks every address at once, each within timeout, which
+// features it knows, as ProbeAll probes.
+func (r *Router) FeaturesAll(ctx context.Context, addrs []string, timeout time.Duration) []Featured {
+	out := make([]Featured, len(addrs))
+	askAll(ctx, addrs, timeout, func(ctx context.Context, i int, addr string) {
+		out[i].Features, out[i].Err = r.NodeFeatures(ctx, addr)
+	})
+	return out
 }
 
 // SetFeatures makes this node answer MethodFeatures with fs instead of

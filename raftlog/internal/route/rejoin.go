@@ -115,6 +115,15 @@ type Probed struct {
 // is zero).
 func (r *Router) ProbeAll(ctx context.Context, addrs []string, timeout time.Duration) []Probed {
 	out := make([]Probed, len(addrs))
+	askAll(ctx, addrs, timeout, func(ctx context.Context, i int, addr string) {
+		out[i].State, out[i].Err = r.Probe(ctx, addr)
+	})
+	return out
+}
+
+// askAll runs ask for every address at once, each with ctx bounded by
+// timeout, and returns when all have; an empty address is skipped.
+func askAll(ctx context.Context, addrs []string, timeout time.Duration, ask func(ctx context.Context, i int, addr string)) {
 	var wg sync.WaitGroup
 	for i, addr := range addrs {
 		if addr == "" {
@@ -123,13 +132,12 @@ func (r *Router) ProbeAll(ctx context.Context, addrs []string, timeout time.Dura
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			pctx, cancel := context.WithTimeout(ctx, timeout)
+			actx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			out[i].State, out[i].Err = r.Probe(pctx, addr)
+			ask(actx, i, addr)
 		}()
 	}
 	wg.Wait()
-	return out
 }
 
 // rejoinTimeout bounds the membership changes one MethodRejoin call runs on
