@@ -32,21 +32,8 @@ func TestAdminGroupResetAndDelete(t *testing.T) {
 	for i := range 8 {
 		n.appendEvents(t, fmt.Sprintf("s-%d", i), 1)
 	}
-	heads := make([]uint64, n.store.Partitions())
-	for p := range heads {
-		h, err := n.store.Head(eventstore.Partition(p))
-		require.NoError(t, err)
-		heads[p] = h
-	}
 	// A member that has handled everything.
-	gs, err := n.store.JoinGroup(ctx, "g", "m1", time.Minute)
-	require.NoError(t, err)
-	var commits []eventstore.OffsetCommit
-	for _, a := range gs.Partitions {
-		commits = append(commits, eventstore.OffsetCommit{Partition: a.Partition, Generation: a.Generation, Offset: heads[a.Partition]})
-	}
-	_, err = n.store.CommitOffsets(ctx, "g", "m1", commits)
-	require.NoError(t, err)
+	heads, _, _ := n.joinCaughtUp(t, "g", "m1")
 	committed := func() []uint64 {
 		st, ok, err := n.store.GroupState("g")
 		require.NoError(t, err)
@@ -126,24 +113,12 @@ func TestAdminForcedResetFencesLiveMembers(t *testing.T) {
 	for i := range 10 {
 		n.appendEvents(t, fmt.Sprintf("s-%d", i), 3)
 	}
-	heads := make([]uint64, n.store.Partitions())
+	// A member driven by hand, up to the heads.
+	heads, gs, commits := n.joinCaughtUp(t, "g", "m1")
 	total := 0
-	for p := range heads {
-		h, err := n.store.Head(eventstore.Partition(p))
-		require.NoError(t, err)
-		heads[p] = h
+	for _, h := range heads {
 		total += int(h)
 	}
-
-	// A member driven by hand, up to the heads.
-	gs, err := n.store.JoinGroup(ctx, "g", "m1", time.Minute)
-	require.NoError(t, err)
-	var commits []eventstore.OffsetCommit
-	for _, a := range gs.Partitions {
-		commits = append(commits, eventstore.OffsetCommit{Partition: a.Partition, Generation: a.Generation, Offset: heads[a.Partition]})
-	}
-	_, err = n.store.CommitOffsets(ctx, "g", "m1", commits)
-	require.NoError(t, err)
 
 	var active admin.GroupActiveError
 	require.Equal(t, http.StatusConflict, n.call(t, "POST", "/admin/groups/g/reset", admin.ResetRequest{To: "earliest"}, &active))
@@ -155,7 +130,7 @@ func TestAdminForcedResetFencesLiveMembers(t *testing.T) {
 	require.Equal(t, uint64(total), g.Lag)
 
 	// Its next commit, at the generation it holds, is refused.
-	_, err = n.store.CommitOffsets(ctx, "g", "m1", commits)
+	_, err := n.store.CommitOffsets(ctx, "g", "m1", commits)
 	var stale *eventstore.StaleGenerationError
 	require.ErrorAs(t, err, &stale)
 	require.Equal(t, gs.Partitions[0].Generation, stale.Generation)
@@ -219,4 +194,27 @@ func TestAdminForcedResetFencesLiveMembers(t *testing.T) {
 		t.Fatalf("the member stopped: %v", err)
 	default:
 	}
+}
+
+// joinCaughtUp joins member to group and commits every partition up to
+// its head, as a member that has handled everything; it returns the heads,
+// the group state the join answered and the commits it made.
+func (n *node) joinCaughtUp(t *testing.T, group, member string) ([]uint64, eventstore.ConsumerGroupState, []eventstore.OffsetCommit) {
+	t.Helper()
+	ctx := context.Background()
+	heads := make([]uint64, n.store.Partitions())
+	for p := range heads {
+		h, err := n.store.Head(eventstore.Partition(p))
+		require.NoError(t, err)
+		heads[p] = h
+	}
+	gs, err := n.store.JoinGroup(ctx, group, member, time.Minute)
+	require.NoError(t, err)
+	var commits []eventstore.OffsetCommit
+	for _, a := range gs.Partitions {
+		commits = append(commits, eventstore.OffsetCommit{Partition: a.Partition, Generation: a.Generation, Offset: heads[a.Partition]})
+	}
+	_, err = n.store.CommitOffsets(ctx, group, member, commits)
+	require.NoError(t, err)
+	return heads, gs, commits
 }
