@@ -132,10 +132,7 @@ func (r *Local) Run(ctx context.Context) error {
 	defer func() { // no switch waits for a Run that ended
 		r.mu.Lock()
 		r.running = false
-		if r.switched != nil {
-			close(r.switched)
-			r.switched = nil
-		}
+		r.endSwitchLocked()
 		r.mu.Unlock()
 	}()
 	for {
@@ -149,10 +146,7 @@ func (r *Local) Run(ctx context.Context) error {
 		r.mu.Lock()
 		r.live, r.liveCancel, r.liveDone = p, cancel, done
 		r.state = "running"
-		if r.switched != nil {
-			close(r.switched)
-			r.switched = nil
-		}
+		r.endSwitchLocked()
 		r.mu.Unlock()
 		err = p.run(liveCtx)
 		cancel()
@@ -174,6 +168,15 @@ func (r *Local) Run(ctx context.Context) error {
 			r.setState("stopped")
 			return nil
 		}
+	}
+}
+
+// endSwitchLocked releases the waiters of a rebuild's switch (liveProc),
+// if one is open; r.mu is held.
+func (r *Local) endSwitchLocked() {
+	if r.switched != nil {
+		close(r.switched)
+		r.switched = nil
 	}
 }
 
@@ -478,12 +481,8 @@ func (r *Local) Status() Status {
 		st.Partitions, st.Lag, st.Parked, st.Skipped = live.Partitions, live.Lag, live.Parked, live.Skipped
 	}
 	if rb != nil {
-		lag := rb.shadow.status().Lag
-		total := uint64(0)
-		for _, ps := range st.Partitions {
-			total += ps.Head
-		}
-		st.Rebuild = &RebuildProgress{Replayed: total - min(total, lag), Total: total, Started: rb.started}
+		total := st.heads()
+		st.Rebuild = &RebuildProgress{Replayed: total - min(total, rb.shadow.status().Lag), Total: total, Started: rb.started}
 		st.State = "rebuilding"
 	}
 	return st
@@ -587,10 +586,7 @@ func (r *Local) Rebuild(ctx context.Context) error {
 		if rb.err != nil {
 			// Progress as of now: how far the abandoned replay got.
 			st := sp.status()
-			res.Total = 0
-			for _, ps := range st.Partitions {
-				res.Total += ps.Head
-			}
+			res.Total = st.heads()
 			res.Replayed = res.Total - min(res.Total, st.Lag)
 			res.Error = rb.err.Error()
 		}

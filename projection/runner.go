@@ -421,6 +421,15 @@ func partitionStatus(store *eventstore.Store, part eventstore.Partition, pos uin
 	return ps
 }
 
+// heads is the sum of the partitions' heads: every event there is.
+func (st *Status) heads() uint64 {
+	var n uint64
+	for _, ps := range st.Partitions {
+		n += ps.Head
+	}
+	return n
+}
+
 // add counts a partition into st.
 func (st *Status) add(ps PartitionStatus) {
 	st.Partitions = append(st.Partitions, ps)
