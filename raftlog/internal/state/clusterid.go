@@ -19,26 +19,30 @@ func (b *Batch) ClusterID(id uuid.UUID) uuid.UUID {
 	f := b.a.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.clusterID == (uuid.UUID{}) && id != (uuid.UUID{}) {
+	if f.appliedClusterID() == (uuid.UUID{}) && id != (uuid.UUID{}) {
 		f.setClusterID(id)
 		f.mem.clusterID = id
 	}
-	return f.clusterID
+	return f.appliedClusterID()
 }
 
 // ClusterID returns the cluster's identity as applied on this replica, ""
 // until an entry setting it is applied.
 func (f *Engine) ClusterID() string {
-	id := f.clusterIDPub.Load()
-	if id == nil || *id == (uuid.UUID{}) {
-		return ""
+	if id := f.appliedClusterID(); id != (uuid.UUID{}) {
+		return id.String()
 	}
-	return id.String()
+	return ""
 }
 
-// setClusterID sets the cluster ID and publishes it to ClusterID; the
-// caller holds f.mu (or has the engine to itself, at open).
-func (f *Engine) setClusterID(id uuid.UUID) {
-	f.clusterID = id
-	f.clusterIDPub.Store(&id)
+// appliedClusterID is the cluster ID applied, the zero UUID for none.
+func (f *Engine) appliedClusterID() uuid.UUID {
+	if id := f.clusterID.Load(); id != nil {
+		return *id
+	}
+	return uuid.UUID{}
 }
+
+// setClusterID sets the cluster ID; the caller holds f.mu (or has the
+// engine to itself, at open).
+func (f *Engine) setClusterID(id uuid.UUID) { f.clusterID.Store(&id) }

@@ -119,14 +119,13 @@ type Engine struct {
 	// guarded like the tables and flushed with them.
 	cgroups         map[string]*cgroup.Group
 	totalPartitions int
-	// clusterID is the cluster's identity as applied (clusterid.go), the
-	// zero UUID until the first CmdClusterID entry is; guarded like the
-	// tables and flushed with them. setClusterID also publishes it to
-	// clusterIDPub, which ClusterID reads without the lock: raft's dialer
-	// and its connections' first reads ask for it (tls.go in raftlog),
-	// and must not wait behind an apply or a restore.
-	clusterID    uuid.UUID
-	clusterIDPub atomic.Pointer[uuid.UUID]
+	// clusterID is the cluster's identity as applied (clusterid.go), nil
+	// or the zero UUID until the first CmdClusterID entry is; written
+	// under mu (setClusterID) and flushed with the tables. It is an atomic
+	// so that ClusterID reads it without the lock: raft's dialer and its
+	// connections' first reads ask for it (tls.go in raftlog), and must
+	// not wait behind an apply or a restore.
+	clusterID atomic.Pointer[uuid.UUID]
 	// ret is the retention rules (retention.go); guarded like the tables
 	// and flushed with them. appliedTime is the time as of the last entry
 	// applied, which retention is judged against.
