@@ -60,7 +60,12 @@ func startNodes(t *testing.T, bin, dir string, cluster []string, extra func(id s
 		id := fmt.Sprintf("n%d", i+1)
 		logf, err := os.Create(filepath.Join(dir, id+".log"))
 		require.NoError(t, err)
-		t.Cleanup(func() { logf.Close() })
+		t.Cleanup(func() {
+			if t.Failed() {
+				logTail(t, logf.Name(), 80)
+			}
+			logf.Close()
+		})
 		p := &proc{http: freePort(t), log: logf}
 		p.args = append([]string{"-data", filepath.Join(dir, id), "-http", p.http,
 			"-node", id, "-addr", cluster[i], "-peers", strings.Join(peers, ",")}, extra(id)...)
@@ -100,4 +105,20 @@ func waitLeader(t *testing.T, procs []*proc) int {
 		return false
 	})
 	return leader
+}
+
+// logTail prints the last n lines of a node's log into the test's
+// output: a failed test's node logs are otherwise lost with its
+// temporary directory.
+func logTail(t *testing.T, path string, n int) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Logf("%s: %v", path, err)
+		return
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	t.Logf("the last %d lines of %s:\n%s", len(lines), filepath.Base(path), strings.Join(lines, "\n"))
 }
