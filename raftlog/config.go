@@ -117,6 +117,13 @@ type Config struct {
 	// ScrubInterval is the time from the end of one scrub pass to the start
 	// of the next (default 1h).
 	ScrubInterval time.Duration
+	// ApplyDigestEvery, if not 0, has each replica log, at INFO, a digest
+	// of what it decided for every window of that many raft indexes
+	// ("raftlog: apply digest", with shard, from, to and digest): replicas
+	// decide alike, so the first window whose digests differ between
+	// nodes holds the first entry a replica decided differently. A
+	// diagnostic, off by default; the fault suite compares them.
+	ApplyDigestEvery uint64
 	// IDRetention is how long record IDs are remembered for deduplication
 	// (default 24h), measured on leader-stamped entry times.
 	IDRetention time.Duration

@@ -131,6 +131,10 @@ func microseconds(groups []string, a slog.Attr) slog.Attr {
 	return a
 }
 
+// applyDigestEvery is the window of the apply digests the nodes log,
+// which the suite compares between nodes (raftlog.Config.ApplyDigestEvery).
+const applyDigestEvery = 256
+
 func run(logger *slog.Logger, id, dir, advertise, peerList, source, ready, records string, partitions, groups int, session time.Duration, tune func(*raftlog.Config)) error {
 	if id == "" || dir == "" || advertise == "" || peerList == "" || ready == "" {
 		return errors.New("faultnode: -id, -dir, -advertise, -peers and -ready are required")
@@ -170,6 +174,7 @@ func run(logger *slog.Logger, id, dir, advertise, peerList, source, ready, recor
 		eventstore.Partitions(partitions), eventstore.Logger(logger),
 		eventstore.LogConfig(func(c *raftlog.Config) {
 			c.Shards = groups
+			c.ApplyDigestEvery = applyDigestEvery
 			c.Listener = clusterLn
 			c.Advertise = advertise
 			c.Dialer = func(ctx context.Context, addr string) (net.Conn, error) {

@@ -84,6 +84,9 @@ type Report struct {
 	DivergentOffsets    int // offsets holding different events on different nodes
 	HeadsDiffer         int // partitions whose heads differ after the barrier
 	DirtyReads          int // a read saw an event the final log does not hold there
+	// ApplyDigests compares what the nodes decided for each window of
+	// raft indexes (digests.go): Differ must be zero.
+	ApplyDigests ApplyDigests
 	// CorruptionDetected counts partitions a node refused to read as
 	// corrupt after the run (a disk fault it detected; not served).
 	CorruptionDetected int
@@ -160,6 +163,7 @@ func (r *Report) Violations() []string {
 	add("divergent-offsets", r.DivergentOffsets)
 	add("heads-differ", r.HeadsDiffer)
 	add("dirty-reads", r.DirtyReads)
+	add("apply-digests-differ", r.ApplyDigests.Differ)
 	add("damaged-node-crashed", r.DamagedCrashes)
 	add("full-disk-reads-failed", r.FullDiskReadFailures)
 	add("stale-reads", r.Linearizability.StaleReads)
@@ -221,6 +225,10 @@ func (r *Report) String() string {
 		r.OwnedConflicts, r.IDConflicts, r.OffsetGaps, r.OffsetReorders, r.VersionGaps)
 	fmt.Fprintf(&b, "divergence: partitions %d, offsets %d, heads differ %d; dirty reads %d\n",
 		r.DivergentPartitions, r.DivergentOffsets, r.HeadsDiffer, r.DirtyReads)
+	fmt.Fprintf(&b, "apply digests: %d windows logged by two nodes or more, %d differ\n", r.ApplyDigests.Windows, r.ApplyDigests.Differ)
+	for _, w := range r.ApplyDigests.First {
+		fmt.Fprintf(&b, "  apply digests differ: %s\n", w)
+	}
 	if r.CorruptionDetected > 0 {
 		fmt.Fprintf(&b, "damage detected: %d partitions refused as corrupt by their node after the run (left out of the checks above)\n", r.CorruptionDetected)
 	}

@@ -158,13 +158,16 @@ func Run(ctx context.Context, cfg Config, logf func(string, ...any)) (*Report, e
 	}
 	rep := Check(ops, logs, obs, an, faults)
 	rep.Seed, rep.Duration = cfg.Seed, time.Since(start)
+	nodeLogs := make([][]byte, c.Size())
 	for i := range c.Size() {
 		b, err := os.ReadFile(filepath.Join(cfg.Cluster.Dir, c.Node(i).ID+".log"))
 		if err == nil {
 			rep.LeaderElections += bytes.Count(b, []byte("entering leader state"))
 			rep.SnapshotInstalls += bytes.Count(b, []byte("Installed remote snapshot"))
+			nodeLogs[i] = b
 		}
 	}
+	rep.ApplyDigests = compareDigests(nodeLogs)
 	if cfg.ConsumerGroup != nil {
 		log("waiting for the consumer group to commit every partition to its end")
 		if err := cfg.ConsumerGroup.finish(fctx, c, cl, logs, rep); err != nil {

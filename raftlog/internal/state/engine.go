@@ -138,6 +138,8 @@ type Engine struct {
 	// compactWanted: a scavenge asked the next snapshot to compact the
 	// index (compact.go).
 	compactWanted atomic.Bool
+	// digest folds what applies decide (digest.go); FSM goroutine only.
+	digest applyDigest
 	// metrics are the counters of Metrics (metrics.go).
 	metrics engineMetrics
 
@@ -259,6 +261,10 @@ type Options struct {
 	OnDamage func(error)
 	// Logger receives the engine's lines (nil: discarded).
 	Logger *slog.Logger
+	// DigestEvery, if not 0, has the engine log a digest of what it
+	// decided for the entries of every window of that many raft indexes
+	// (digest.go).
+	DigestEvery uint64
 }
 
 // Open opens (creating if needed) the shard's index file and segments,
@@ -272,7 +278,7 @@ func Open(o Options) (*Engine, error) {
 		flushKick: make(chan struct{}, 1), flushStop: make(chan struct{}), flushDone: make(chan struct{}),
 		halted: make(chan struct{}), onStopApplies: o.OnStopApplies, onDamage: o.OnDamage, failRestore: o.FailRestore, logger: o.Logger,
 		dir: filepath.Dir(o.Path), fs: o.FS, segBytes: segmentBytes, files: map[string]File{},
-		metrics: newEngineMetrics(),
+		metrics: newEngineMetrics(), digest: applyDigest{every: o.DigestEvery},
 	}
 	if f.logger == nil {
 		f.logger = slog.New(slog.DiscardHandler)
@@ -436,6 +442,7 @@ func (f *Engine) load(tx *bolt.Tx) error {
 	}
 	f.applied.Store(applied)
 	f.flushedIndex.Store(applied)
+	f.digest.resume(applied)
 	t, err := getUint64(meta, metaTime)
 	if err != nil {
 		return indexError(f.path, err)

@@ -69,6 +69,12 @@ func (f FSM) ApplyBatch(logs []*raft.Log) []any {
 		}
 		if !b.End() {
 			clear(resp)
+			return nil
+		}
+		for i, l := range logs {
+			if l.Index > applied {
+				f.e.digest.fold(l.Index, resp[i], f.e.logger)
+			}
 		}
 		return nil
 	})
