@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -25,11 +26,53 @@ import (
 // The end-to-end test: the service as a user runs it, three processes on
 // 127.0.0.1, one of them killed with SIGKILL mid-way and restarted.
 
+// freePort returns a 127.0.0.1 address, free a moment ago, for a node
+// process to listen on. A port the kernel picks (listening on port 0) can
+// be picked again, for another listener or an outgoing connection, here or
+// in another package's tests running beside these, before the node binds
+// it: a node whose HTTP port was another node's cluster port answered
+// with a connection reset (CI, once). So the port is drawn below the
+// kernel's ephemeral range, where it picks none, and never twice in this
+// process.
 func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Helper()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		port := 20000 + rand.IntN(ephemeralLow()-20000)
+		if portsUsed[port] {
+			continue
+		}
+		portsUsed[port] = true
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue // taken by something else
+		}
+		ln.Close()
+		return addr
+	}
+	t.Fatal("no free port below the ephemeral range")
+	return ""
+}
+
+var (
+	portsMu   sync.Mutex
+	portsUsed = map[int]bool{}
+)
+
+// ephemeralLow is the lowest port the kernel picks by itself
+// (ip_local_port_range; 32768 if unknown).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	var low, high int
+	if _, err := fmt.Sscan(string(b), &low, &high); err != nil || low <= 21000 {
+		return 32768
+	}
+	return low
 }
 
 type proc struct {

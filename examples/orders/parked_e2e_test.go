@@ -36,6 +36,7 @@ func TestParkedAndResetAgainstThreeNodes(t *testing.T) {
 	bin, cli := buildBinary(t, dir, "orders", "."), buildBinary(t, dir, "esraft", "../../cmd/esraft")
 	const token = "e2e-token"
 	procs, _ := startThree(t, bin, dir, func(string) []string { return []string{"-admin-token", token} })
+	waitServing(t, procs)
 	esraft := func(i int, args ...string) string {
 		t.Helper()
 		out, errOut, err := runCLI(cli, procs[i].http, token, args...)
