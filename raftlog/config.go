@@ -3,6 +3,7 @@ package raftlog
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"time"
@@ -124,6 +125,12 @@ type Config struct {
 	// nodes holds the first entry a replica decided differently. A
 	// diagnostic, off by default; the fault suite compares them.
 	ApplyDigestEvery uint64
+	// ApplyTrace, if set, receives a line per applied command entry: its
+	// raft index and what the replica decided (offsets, key sequences,
+	// times, refusals; a group's state). A diagnostic for finding the
+	// entry where replicas part, after the apply digests named the
+	// window; it costs a write per entry.
+	ApplyTrace io.Writer
 	// IDRetention is how long record IDs are remembered for deduplication
 	// (default 24h), measured on leader-stamped entry times.
 	IDRetention time.Duration

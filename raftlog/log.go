@@ -316,7 +316,7 @@ func (l *Log) openShard(si Shard, logger hclog.Logger) (*shard, error) {
 	s.engine, err = state.Open(state.Options{
 		Path: filepath.Join(dir, "state.db"), LegacyPath: filepath.Join(dir, "fsm.db"), Shard: si, Partitions: l.cfg.Partitions, Shards: l.cfg.Shards,
 		IDRetention: l.cfg.IDRetention, FlushRecords: l.cfg.flushRecords, SegmentBytes: l.cfg.stateSegmentBytes, FailRestore: l.cfg.failRestore, FS: l.cfg.stateFS,
-		ScrubRate: l.cfg.ScrubBytesPerSecond, ScrubInterval: l.cfg.ScrubInterval, DigestEvery: l.cfg.ApplyDigestEvery,
+		ScrubRate: l.cfg.ScrubBytesPerSecond, ScrubInterval: l.cfg.ScrubInterval, DigestEvery: l.cfg.ApplyDigestEvery, ApplyTrace: l.cfg.ApplyTrace,
 		OnStopApplies: func(err error) {
 			// The replica cannot apply: stop its raft, so that a leader
 			// gives the leadership up; it serves reads until it is wiped.

@@ -90,6 +90,7 @@ func main() {
 		logLevel   = flag.String("log-level", "info", "log level (raft's lines included)")
 		session    = flag.Duration("group-session", 0, "run a consumer group member with this session timeout (0: none)")
 		records    = flag.String("consumer-records", "", "file the consumer member records to (default: "+wire.ConsumerRecordFile+" in -dir)")
+		trace      = flag.String("apply-trace", "", "file to append a line per applied entry to (raftlog.Config.ApplyTrace; none if empty)")
 		thin       = flag.String("client", "", "addr,... run only a consumer group member, as a thin client of these nodes")
 	)
 	flag.Parse()
@@ -111,8 +112,19 @@ func main() {
 		}
 		return
 	}
+	var traceFile *os.File
+	if *trace != "" {
+		if traceFile, err = os.OpenFile(*trace, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+			log.Error("faultnode failed", "err", err)
+			os.Exit(1)
+		}
+		fmt.Fprintf(traceFile, "start pid %d at %s\n", os.Getpid(), time.Now().Format("2006-01-02T15:04:05.000000Z07:00"))
+	}
 	if err := run(logger, *id, *dir, *advertise, *peers, *source, *ready, *records, *partitions, *groups, *session,
 		func(c *raftlog.Config) {
+			if traceFile != nil {
+				c.ApplyTrace = traceFile
+			}
 			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = *heartbeat, *election, *lease
 			c.SnapshotThreshold, c.SnapshotInterval, c.TrailingLogs = *snapThresh, *snapEvery, *trailing
 			c.ScrubInterval = *scrub

@@ -212,6 +212,9 @@ func (c *Cluster) Start(ctx context.Context, i int) error {
 		// Beside the data directory: a wipe or a full disk of the node
 		// must not lose what its member did.
 		"-consumer-records", c.consumerRecords(i),
+		// What each entry decided, to find where a replica whose apply
+		// digests differ parted from the others (digests.go).
+		"-apply-trace", filepath.Join(c.cfg.Dir, n.ID+".applied"),
 	}
 	cmd := exec.Command(c.cfg.Binary, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf

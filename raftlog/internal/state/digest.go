@@ -2,9 +2,12 @@ package state
 
 import (
 	"encoding/binary"
+	"fmt"
 	"hash"
 	"hash/fnv"
+	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/esraft/esraft/raftlog/internal/core"
 )
@@ -34,6 +37,7 @@ import (
 // every turns it off.
 type applyDigest struct {
 	every  uint64
+	trace  io.Writer // every entry folded, a line each (Options.ApplyTrace)
 	h      hash.Hash64
 	from   uint64 // the lowest index this process folds: above where it resumed
 	window uint64 // the window being folded, plus one (0: none)
@@ -44,6 +48,9 @@ type applyDigest struct {
 // resume starts the digest again after the state came to hold every entry
 // up to applied without this process applying them (Open, Restore).
 func (d *applyDigest) resume(applied uint64) {
+	if d.trace != nil {
+		fmt.Fprintf(d.trace, "resume at %d\n", applied)
+	}
 	d.from, d.window, d.whole = applied+1, 0, false
 }
 
@@ -51,6 +58,9 @@ func (d *applyDigest) resume(applied uint64) {
 // and logs the window it ends, on log (the engine's, which names the
 // shard).
 func (d *applyDigest) fold(index uint64, resp any, log *slog.Logger) {
+	if d.trace != nil {
+		fmt.Fprintf(d.trace, "%d %s\n", index, describeOutcome(resp))
+	}
 	if d.every == 0 {
 		return
 	}
@@ -140,4 +150,48 @@ func encodeOutcome(b []byte, resp any) []byte {
 		return str(append(b, 'e'), r.Error())
 	}
 	return append(b, '?')
+}
+
+// describeOutcome renders what an entry decided for the apply trace: the
+// fields the digest folds, readable.
+func describeOutcome(resp any) string {
+	var b strings.Builder
+	switch r := resp.(type) {
+	case nil:
+		return "-"
+	case []core.AppendOutcome:
+		for i, o := range r {
+			if i > 0 {
+				b.WriteString(" | ")
+			}
+			res := o.Result
+			if o.Err != nil {
+				fmt.Fprintf(&b, "err %q", o.Err.Error())
+				continue
+			}
+			fmt.Fprintf(&b, "p%d@%d+%d seq %d t %d", res.Partition, res.FirstOffset, res.Count, res.FirstKeySeq, res.Time.UnixNano())
+			if res.Duplicate {
+				b.WriteString(" dup")
+			}
+		}
+	case core.GroupOutcome:
+		s := r.State
+		fmt.Fprintf(&b, "group %q gen %d", s.Group, s.Generation)
+		if r.Err != nil {
+			fmt.Fprintf(&b, " err %q", r.Err.Error())
+		}
+		for _, m := range s.Members {
+			fmt.Fprintf(&b, " m %s seen %d", m.ID, m.LastSeen.UnixNano())
+		}
+		for _, p := range s.Partitions {
+			fmt.Fprintf(&b, " p%d %s/%s g%d c%d", p.Partition, p.Owner, p.Next, p.Generation, p.Committed)
+		}
+	case string:
+		return "cluster " + r
+	case error:
+		return fmt.Sprintf("err %q", r.Error())
+	default:
+		return fmt.Sprintf("%T", resp)
+	}
+	return b.String()
 }

@@ -265,6 +265,9 @@ type Options struct {
 	// decided for the entries of every window of that many raft indexes
 	// (digest.go).
 	DigestEvery uint64
+	// ApplyTrace, if set, receives a line per applied entry saying what
+	// it decided (digest.go; a diagnostic).
+	ApplyTrace io.Writer
 }
 
 // Open opens (creating if needed) the shard's index file and segments,
@@ -278,7 +281,7 @@ func Open(o Options) (*Engine, error) {
 		flushKick: make(chan struct{}, 1), flushStop: make(chan struct{}), flushDone: make(chan struct{}),
 		halted: make(chan struct{}), onStopApplies: o.OnStopApplies, onDamage: o.OnDamage, failRestore: o.FailRestore, logger: o.Logger,
 		dir: filepath.Dir(o.Path), fs: o.FS, segBytes: segmentBytes, files: map[string]File{},
-		metrics: newEngineMetrics(), digest: applyDigest{every: o.DigestEvery},
+		metrics: newEngineMetrics(), digest: applyDigest{every: o.DigestEvery, trace: o.ApplyTrace},
 	}
 	if f.logger == nil {
 		f.logger = slog.New(slog.DiscardHandler)
