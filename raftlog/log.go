@@ -393,7 +393,7 @@ func (l *Log) startShard(s *shard, servers []raft.Server, logger hclog.Logger) e
 	var guard *guardedStream
 	if l.mux != nil {
 		guard = &guardedStream{StreamLayer: l.mux.StreamLayer(serviceShard + byte(si)), l: l, shard: si}
-		s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		s.transport = serialTransport{raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream:  guard,
 			MaxPool: 4,
 			Timeout: 10 * time.Second,
@@ -407,7 +407,7 @@ func (l *Log) startShard(s *shard, servers []raft.Server, logger hclog.Logger) e
 			// hung here). The batcher keeps one entry in flight, so
 			// pipelining bought little.
 			MaxRPCsInFlight: 1,
-		})
+		})}
 	} else {
 		// A single node without network: nothing else will ever dial it.
 		_, s.transport = raft.NewInmemTransport(raft.ServerAddress("local:" + l.cfg.NodeID))
@@ -642,7 +642,7 @@ func (l *Log) shutdownShard(s *shard) (stuck bool, err error) {
 			l.cfg.Logger.Error("raft shutdown is stuck; closing its transport and leaving its stores open", "shard", int(s.ID), "waited", shutdownWait)
 		}
 	}
-	if nt, ok := s.transport.(*raft.NetworkTransport); ok {
+	if nt, ok := s.transport.(interface{ CloseStreams() }); ok {
 		nt.CloseStreams() // Close alone leaves pooled connections open
 	}
 	if c, ok := s.transport.(io.Closer); ok {
