@@ -28,10 +28,10 @@ import (
 // A window is logged only if this process applied every entry of it:
 // one that starts at or below the index the node resumed from (its state
 // file's, at a start, or a full copy's, installed from a leader) is not.
-// Raft hands the FSM commands only (no no-ops, barriers or configuration
-// changes), alike on every replica, so indexes skip; a window ends with
-// its last index or, if that is not a command, with the first command
-// past it. Only the FSM goroutine uses it.
+// Raft hands the FSM commands and configuration changes only (no no-ops
+// or barriers), alike on every replica, so indexes skip; a window ends
+// with its last index or, if raft does not hand that one over, with the
+// first entry past it. Only the FSM goroutine uses it.
 
 // applyDigest folds outcomes into windows of every raft indexes; a zero
 // every turns it off.
@@ -104,7 +104,7 @@ func encodeOutcome(b []byte, resp any) []byte {
 	}
 	u := binary.AppendUvarint
 	switch r := resp.(type) {
-	case nil: // a retention change applied (or none)
+	case nil: // a configuration change, or a retention change applied
 		return append(b, 'n')
 	case []core.AppendOutcome:
 		b = u(append(b, 'a'), uint64(len(r)))
