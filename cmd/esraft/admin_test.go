@@ -32,6 +32,27 @@ type cli struct {
 	addr  string
 	store *eventstore.Store
 	proj  *projection.Local
+	// hold, if set, makes the projection's handler wait until it is
+	// closed (a rebuild held at its first event).
+	hold atomic.Pointer[chan struct{}]
+}
+
+// lockedBuffer is a bytes.Buffer a test reads while a command writes it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func newCLI(t *testing.T) *cli {
@@ -45,6 +66,13 @@ func newCLI(t *testing.T) *cli {
 	t.Cleanup(func() { db.Close() })
 	c := &cli{t: t, store: store}
 	p := projection.NewLocal(store, db, "count", func(ctx context.Context, tx *sql.Tx, ev eventstore.Event) error {
+		if h := c.hold.Load(); h != nil {
+			select {
+			case <-*h:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		_, err := projection.Exec(ctx, tx, `INSERT INTO n (id) VALUES (?)`, ev.ID.String())
 		return err
 	}, projection.Options{BatchSize: 50})
@@ -169,9 +197,28 @@ func TestCLIVerbs(t *testing.T) {
 		require.NoError(t, err)
 		total += int(h)
 	}
-	out, errOut, code = c.run("projections", "rebuild", "count", "--follow", "--interval", "20ms")
-	require.Equal(t, 0, code, errOut)
-	rebuildLines := strings.Split(strings.TrimSpace(out), "\n")
+	// The rebuild is held at its first event until the CLI has printed a
+	// line of it in progress (250 events replay in about 30 ms, less than
+	// the CLI's first poll), then let go.
+	hold := make(chan struct{})
+	c.hold.Store(&hold)
+	var followed, followErr lockedBuffer
+	ended := make(chan error, 1)
+	go func() {
+		ended <- run([]string{"projections", "rebuild", "count", "--follow", "--interval", "20ms", "--addr", c.addr, "--token", "tok"}, &followed, &followErr)
+	}()
+	wait.Until(t, 20*time.Second, "a rebuild progress line below 100%", func() bool {
+		return strings.Contains(followed.String(), "% (0/")
+	})
+	close(hold)
+	c.hold.Store(nil)
+	select {
+	case err := <-ended:
+		require.NoError(t, err, followErr.String())
+	case <-time.After(time.Minute):
+		t.Fatal("rebuild --follow did not end")
+	}
+	rebuildLines := strings.Split(strings.TrimSpace(followed.String()), "\n")
 	clitest.CheckRebuildProgress(t, rebuildLines, total)
 }
 
