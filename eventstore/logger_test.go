@@ -1,13 +1,13 @@
 package eventstore_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/esraft/esraft/systemtest/syncbuf"
 
 	"github.com/stretchr/testify/require"
 
@@ -16,26 +16,8 @@ import (
 	"github.com/esraft/esraft/systemtest/wait"
 )
 
-// lockedBuffer is a buffer that raft's goroutines and the test share.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestLoggerReachesRaft(t *testing.T) {
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	l := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	st, err := eventstore.Open(context.Background(), t.TempDir(), eventstore.Logger(l))
 	require.NoError(t, err)

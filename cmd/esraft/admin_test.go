@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/esraft/esraft/systemtest/syncbuf"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/esraft/esraft/admin"
@@ -35,24 +37,6 @@ type cli struct {
 	// hold, if set, makes the projection's handler wait until it is
 	// closed (a rebuild held at its first event).
 	hold atomic.Pointer[chan struct{}]
-}
-
-// lockedBuffer is a bytes.Buffer a test reads while a command writes it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func newCLI(t *testing.T) *cli {
@@ -202,7 +186,7 @@ func TestCLIVerbs(t *testing.T) {
 	// the CLI's first poll), then let go.
 	hold := make(chan struct{})
 	c.hold.Store(&hold)
-	var followed, followErr lockedBuffer
+	var followed, followErr syncbuf.Buffer
 	ended := make(chan error, 1)
 	go func() {
 		ended <- run([]string{"projections", "rebuild", "count", "--follow", "--interval", "20ms", "--addr", c.addr, "--token", "tok"}, &followed, &followErr)
