@@ -1,36 +1,17 @@
 package aggregate_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/esraft/esraft/aggregate"
 	"github.com/esraft/esraft/eventstore"
+	"github.com/esraft/esraft/systemtest/syncbuf"
 )
-
-// syncBuffer is written by the store's goroutines and read by the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // corruptSnapshot stores an undecodable snapshot of account 1.
 func corruptSnapshot(t *testing.T, store *eventstore.Store) {
@@ -46,7 +27,7 @@ func corruptSnapshot(t *testing.T, store *eventstore.Store) {
 // store's logger, or of the repository's own.
 func TestSnapshotFailureLogged(t *testing.T) {
 	ctx := context.Background()
-	var storeLog, repoLog syncBuffer
+	var storeLog, repoLog syncbuf.Buffer
 	store, err := eventstore.Open(ctx, t.TempDir(),
 		eventstore.Logger(slog.New(slog.NewTextHandler(&storeLog, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	require.NoError(t, err)
