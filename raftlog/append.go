@@ -182,7 +182,11 @@ func recordSize(rec *NewRecord) int {
 func fillIDs(records []NewRecord, missing int) []NewRecord {
 	records = slices.Clone(records)
 	ids := make([]uuid.UUID, missing)
-	core.NewIDs(ids)
+	if missing == len(records) {
+		core.NewIDRun(ids) // kept as one entry in the ID index
+	} else {
+		core.NewIDs(ids)
+	}
 	for i := range records {
 		if records[i].ID == uuid.Nil {
 			records[i].ID, ids = ids[0], ids[1:]

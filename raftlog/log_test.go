@@ -618,3 +618,42 @@ func TestOpenRefusesRaftLogCutBelowSnapshot(t *testing.T) {
 	require.ErrorContains(t, err, fmt.Sprintf("below its newest snapshot at index %d", snapIdx))
 	require.ErrorContains(t, err, "Recovery")
 }
+
+// An append of records without IDs gets a run of IDs, which the ID index
+// keeps as one entry; each ID is still located and deduplicated.
+func TestAppendWithoutIDsIsOneIndexEntry(t *testing.T) {
+	l := openSingle(t, t.TempDir(), nil)
+	ctx := context.Background()
+	recs := make([]NewRecord, 64)
+	for i := range recs {
+		recs[i].Value = []byte{byte(i)}
+	}
+	var got []Record
+	for _, key := range []string{"a", "b", "c"} {
+		res, err := l.Append(ctx, key, recs, ToPartition(0))
+		require.NoError(t, err)
+		rs, err := l.Read(ctx, 0, res.FirstOffset, ReadOptions{MaxRecords: 64})
+		require.NoError(t, err)
+		got = append(got, rs...)
+	}
+	entries := 0
+	for _, s := range l.shards {
+		_, err := s.engine.Flush()
+		require.NoError(t, err)
+		n, err := s.engine.FlushedIDCount()
+		require.NoError(t, err)
+		entries += n
+	}
+	require.Equal(t, 3, entries, "one ID index entry per append")
+	for _, r := range got {
+		p, off, found, err := l.LocateID(r.ID)
+		require.NoError(t, err)
+		require.True(t, found, "%s", r.ID)
+		require.Equal(t, []any{r.Partition, r.Offset}, []any{p, off})
+	}
+	again := []NewRecord{{ID: got[70].ID, Value: []byte("x")}, {ID: got[71].ID, Value: []byte("y")}}
+	res, err := l.Append(ctx, "b", again, ToPartition(0))
+	require.NoError(t, err)
+	require.True(t, res.Duplicate, "two IDs from the middle of a run are found as a retry")
+	require.Equal(t, got[70].Offset, res.FirstOffset)
+}

@@ -28,15 +28,7 @@ func NewIDs(ids []uuid.UUID) {
 	if n == 0 {
 		return
 	}
-	now := uint64(time.Now().UnixMilli()) << 12
-	var first uint64
-	for {
-		last := idClock.Load()
-		first = max(last+1, now)
-		if idClock.CompareAndSwap(last, first+n-1) {
-			break
-		}
-	}
+	first := reserveIDClock(n)
 	rand.Read(unsafe.Slice(&ids[0][0], 16*len(ids))) // never fails (crypto/rand)
 	for i := range ids {
 		v := first + uint64(i)
@@ -47,5 +39,43 @@ func NewIDs(ids []uuid.UUID) {
 		id[6] = 0x70 | byte(v>>8)&0x0f
 		id[7] = byte(v)
 		id[8] = id[8]&0x3f | 0x80
+	}
+}
+
+// reserveIDClock reserves n consecutive (time, sequence) values and
+// returns the first.
+func reserveIDClock(n uint64) uint64 {
+	now := uint64(time.Now().UnixMilli()) << 12
+	for {
+		last := idClock.Load()
+		first := max(last+1, now)
+		if idClock.CompareAndSwap(last, first+n-1) {
+			return first
+		}
+	}
+}
+
+// NewIDRun fills ids with a run of new UUIDv7s: one (time, sequence) value
+// of NewIDs' clock, and 61 random bits in the last 62 that count up by one
+// from ids[0] (the top one is 0, so that a run of up to 2^61 never
+// overflows). The log's ID index keeps such a run as one entry. The IDs
+// are unique as NewIDs' are, and increasing: within the run, and from one
+// call to any later call in this process.
+func NewIDRun(ids []uuid.UUID) {
+	if len(ids) == 0 {
+		return
+	}
+	v := reserveIDClock(1)
+	var head uuid.UUID
+	var ts [8]byte
+	binary.BigEndian.PutUint64(ts[:], v>>12)
+	copy(head[:6], ts[2:])
+	head[6] = 0x70 | byte(v>>8)&0x0f
+	head[7] = byte(v)
+	rand.Read(head[8:])                                         // never fails (crypto/rand)
+	base := binary.BigEndian.Uint64(head[8:])&(1<<61-1) | 1<<63 // variant 10, top bit of the 62 clear
+	for i := range ids {
+		binary.BigEndian.PutUint64(head[8:], base+uint64(i))
+		ids[i] = head
 	}
 }

@@ -2,6 +2,7 @@ package core
 
 import (
 	"bytes"
+	"math/big"
 	"slices"
 	"sync"
 	"testing"
@@ -67,4 +68,31 @@ func BenchmarkNewIDs(b *testing.B) {
 			}
 		}
 	})
+}
+
+// NewIDRun makes UUIDv7s that count up by one in their last 62 bits from
+// the first, share its time and sequence, and stay below the IDs of any
+// later call.
+func TestNewIDRun(t *testing.T) {
+	var prev uuid.UUID
+	for range 100 {
+		ids := make([]uuid.UUID, 64)
+		NewIDRun(ids)
+		for i, id := range ids {
+			require.Equal(t, uuid.Version(7), id.Version())
+			require.Equal(t, uuid.RFC4122, id.Variant())
+			require.Equal(t, ids[0][:8], id[:8], "one time and sequence")
+			require.Less(t, bytes.Compare(prev[:], id[:]), 0, "increasing, within and across calls")
+			if i > 0 {
+				a, b := new(big.Int).SetBytes(ids[i-1][:]), new(big.Int).SetBytes(id[:])
+				require.Equal(t, int64(1), b.Sub(b, a).Int64(), "consecutive")
+			}
+			prev = id
+		}
+		require.Zero(t, ids[0][8]&0x20, "the top bit of the 62 is clear: no run overflows them")
+		single := make([]uuid.UUID, 1)
+		NewIDs(single)
+		require.Less(t, bytes.Compare(prev[:], single[0][:]), 0, "NewIDs after NewIDRun")
+		prev = single[0]
+	}
 }

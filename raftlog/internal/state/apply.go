@@ -3,6 +3,7 @@ package state
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -115,6 +116,7 @@ type applier struct {
 	err     error    // a storage error: applies stop (stopApplies)
 	scratch []byte   // a record being encoded
 	encoded [][]byte // a request's records, encoded
+	runs    [][2]int // a request's runs of IDs: first record, length
 }
 
 // LookupID returns where id was appended, if it is remembered and has not
@@ -199,15 +201,24 @@ func (a *applier) append(r *wire.Request, t int64, index uint64, reqNo int) core
 	// What the table keeps is carved from its arena (memTable.alloc);
 	// readers see it only once it is linked in below, under the lock.
 	a.encoded = a.encoded[:0]
-	idList := m.alloc(16 * n)[:0]
 	size := 0
 	for i := range r.Records {
 		a.scratch = encodeRecord(a.scratch[:0], r.Key, head+1+uint64(i), &r.Records[i], t)
 		rec := m.alloc(len(a.scratch))
 		copy(rec, a.scratch)
 		a.encoded = append(a.encoded, rec)
-		idList = append(idList, r.Records[i].ID[:]...)
 		size += len(rec)
+	}
+	// The request's IDs as runs (idrun.go): usually one.
+	a.runs = a.runs[:0]
+	for i := 0; i < n; {
+		k := runLen(func(j int) uuid.UUID { return r.Records[i+j].ID }, n-i)
+		a.runs = append(a.runs, [2]int{i, k})
+		i += k
+	}
+	idList := m.alloc(16 * len(a.runs))[:0]
+	for _, run := range a.runs {
+		idList = append(idList, r.Records[run[0]].ID[:]...)
 	}
 	// One retention entry per request: time, raft index, request number in
 	// the entry (never anything that depends on how entries were batched).
@@ -223,9 +234,11 @@ func (a *applier) append(r *wire.Request, t int64, index uint64, reqNo int) core
 		m.keys[slot][r.Key] = mk
 	}
 	for i := range r.Records {
-		off := first + uint64(i)
-		mk.offsets = append(mk.offsets, off)
-		m.ids[r.Records[i].ID] = IDEntry{Partition: r.Partition, Offset: off, KeySeq: head + 1 + uint64(i), Time: t}
+		mk.offsets = append(mk.offsets, first+uint64(i))
+	}
+	for _, run := range a.runs {
+		i := uint64(run[0])
+		m.addRun(r.Records[i].ID, IDEntry{Partition: r.Partition, Offset: first + i, KeySeq: head + 1 + i, Time: t, Count: uint64(run[1])})
 	}
 	m.idLog = append(m.idLog, memIDList{key: tk, ids: idList})
 	m.n += n
@@ -271,9 +284,27 @@ func (a *applier) keyOp(r *wire.Request, slot int, head uint64, km *keyMeta, t i
 // key in this partition (a retry: the original result), or only some were
 // (a conflict).
 func (a *applier) dedup(r *wire.Request, slot int, t int64, pos core.Position) (core.AppendResult, bool, error) {
+	n := len(r.Records)
+	id := func(i int) uuid.UUID { return r.Records[i].ID }
+	run := runLen(id, n) == n // one run: the usual request, one search
 	first, ok := a.lookupID(r.Records[0].ID, t)
 	if !ok {
-		for i := 1; i < len(r.Records); i++ {
+		if run && n > 1 {
+			cutoff := int64(math.MinInt64)
+			if a.f.retention > 0 {
+				cutoff = t - a.f.retention
+			}
+			held, err := a.v.heldIn(id(1), id(n-1), cutoff)
+			if err != nil {
+				a.Fail(err)
+				return core.AppendResult{}, true, err
+			}
+			if held {
+				return core.AppendResult{}, true, fmt.Errorf("%w: records of the run %s..%s were appended before, record 0 was not", core.ErrIDConflict, id(1), id(n-1))
+			}
+			return core.AppendResult{}, false, nil
+		}
+		for i := 1; i < n; i++ {
 			if _, ok := a.lookupID(r.Records[i].ID, t); ok {
 				return core.AppendResult{}, true, fmt.Errorf("%w: record %d (%s) was appended before, record 0 was not", core.ErrIDConflict, i, r.Records[i].ID)
 			}
@@ -290,7 +321,8 @@ func (a *applier) dedup(r *wire.Request, slot int, t int64, pos core.Position) (
 	} else if !ok || off != first.Offset {
 		return core.AppendResult{}, true, conflict
 	}
-	for i := 1; i < len(r.Records); i++ {
+	// A retry of a run held as one run: its records went where the run says.
+	for i := 1; i < n && !(run && first.Count >= uint64(n)); i++ {
 		e, ok := a.lookupID(r.Records[i].ID, t)
 		if !ok || e.Partition != first.Partition || e.Offset != first.Offset+uint64(i) || e.KeySeq != first.KeySeq+uint64(i) {
 			return core.AppendResult{}, true, conflict

@@ -54,19 +54,28 @@ func decodeRecord(b []byte, partition core.Partition, offset uint64) (core.Recor
 	return r, nil
 }
 
-// IDEntry is the value of the record-ID index: where the record went.
+// IDEntry is the value of the record-ID index: where the first record of
+// a run of IDs went (idrun.go), and the run's length, Count (at least 1).
+//
+//	uvarint partition, uvarint offset, uvarint key sequence, varint time,
+//	uvarint Count - 1, omitted when 0 (as in files from before runs)
 type IDEntry struct {
 	Partition core.Partition
 	Offset    uint64
 	KeySeq    uint64
 	Time      int64
+	Count     uint64
 }
 
 func encodeIDEntry(b []byte, e IDEntry) []byte {
 	b = binary.AppendUvarint(b, uint64(e.Partition))
 	b = binary.AppendUvarint(b, e.Offset)
 	b = binary.AppendUvarint(b, e.KeySeq)
-	return binary.AppendVarint(b, e.Time)
+	b = binary.AppendVarint(b, e.Time)
+	if e.Count > 1 {
+		b = binary.AppendUvarint(b, e.Count-1)
+	}
+	return b
 }
 
 func decodeIDEntry(b []byte) (IDEntry, error) {
@@ -76,8 +85,12 @@ func decodeIDEntry(b []byte) (IDEntry, error) {
 	e.Offset = d.Uvarint()
 	e.KeySeq = d.Uvarint()
 	e.Time = d.Varint()
+	e.Count = 1
 	if d.Err == nil && len(d.B) != 0 {
-		d.Fail()
+		e.Count += d.Uvarint()
+		if d.Err == nil && (len(d.B) != 0 || e.Count < 2 || e.Count > maxIDRun) {
+			d.Fail()
+		}
 	}
 	return e, d.Err
 }

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"encoding/binary"
 	"testing"
 	"time"
 
@@ -25,10 +26,19 @@ func TestStoredFormatsRoundTrip(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, m, got)
 	}
-	e := IDEntry{Partition: 1, Offset: 2, KeySeq: 3, Time: 4}
-	got, err := decodeIDEntry(encodeIDEntry(nil, e))
-	require.NoError(t, err)
-	require.Equal(t, e, got)
+	for _, e := range []IDEntry{{Partition: 1, Offset: 2, KeySeq: 3, Time: 4, Count: 1}, {Partition: 1, Offset: 2, KeySeq: 3, Time: 4, Count: maxIDRun}} {
+		b := encodeIDEntry(nil, e)
+		got, err := decodeIDEntry(b)
+		require.NoError(t, err)
+		require.Equal(t, e, got)
+		if e.Count == 1 {
+			require.Len(t, b, 4, "a run of one is stored as an entry was before runs")
+		}
+	}
+	for _, count := range []uint64{0, maxIDRun + 1} { // a stored run of 1 or beyond the limit
+		_, err := decodeIDEntry(binary.AppendUvarint(encodeIDEntry(nil, IDEntry{Time: 4}), count))
+		require.Error(t, err, "count-1 = %d", count)
+	}
 }
 
 // FuzzStateDecoders feeds arbitrary bytes to every decoder of the state

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/esraft/esraft/raftlog/internal/core"
@@ -150,32 +149,6 @@ func (v *layers) keyHead(p core.Partition, slot int, key string) (uint64, error)
 		return mk.last(), nil
 	}
 	return keyHeadIn(v.keysBucket(p, slot), key)
-}
-
-// ID returns where id was appended, from the tables or else the file,
-// whether or not it has expired.
-func (v *layers) ID(id uuid.UUID) (IDEntry, bool, error) {
-	if e, ok := v.active.ids[id]; ok {
-		return e, true, nil
-	}
-	if v.frozen != nil {
-		if e, ok := v.frozen.ids[id]; ok {
-			return e, true, nil
-		}
-	}
-	if v.ids == nil {
-		v.ids = v.tx.Bucket(bucketIDs)
-		v.maxID, _ = v.ids.Cursor().Last()
-	}
-	if v.maxID == nil || bytes.Compare(id[:], v.maxID) > 0 {
-		return IDEntry{}, false, nil
-	}
-	b, err := getValue(v.ids, id[:])
-	if b == nil || err != nil {
-		return IDEntry{}, false, err
-	}
-	e, err := decodeIDEntry(b)
-	return e, err == nil, err
 }
 
 // keyOffset is the offset of key's record with sequence seq.

@@ -62,11 +62,12 @@ type memTable struct {
 	last     uint64 // the last raft index applied here (fixed once frozen)
 	lastTime int64  // the applied time as of last
 
-	start []uint64             // per hosted partition: the offset of recs[slot][0]
-	recs  [][][]byte           // per hosted partition: stored records, in offset order
-	keys  []map[string]*memKey // per hosted partition: the key runs held here
-	ids   map[uuid.UUID]IDEntry
-	idLog []memIDList // retention entries
+	start []uint64              // per hosted partition: the offset of recs[slot][0]
+	recs  [][][]byte            // per hosted partition: stored records, in offset order
+	keys  []map[string]*memKey  // per hosted partition: the key runs held here
+	ids   map[uuid.UUID]IDEntry // runs of record IDs by head (idrun.go)
+	heads []uuid.UUID           // the keys of ids, sorted
+	idLog []memIDList           // retention entries: the heads appended, by time
 	// metaDirty[slot] names the keys whose fsm.meta changed in this
 	// table; groupsDirty the consumer groups changed in it. When the table
 	// is frozen, freeze fills metaAt and groupsAt from them: the key
@@ -137,7 +138,7 @@ func newMemTable(next []uint64, base uint64, lastTime int64, size int) *memTable
 		m.metaDirty[i] = map[string]struct{}{}
 	}
 	m.groupsDirty = map[string]struct{}{}
-	m.ids = make(map[uuid.UUID]IDEntry, size)
+	m.ids = make(map[uuid.UUID]IDEntry, size/16) // runs: usually one per append of several records
 	return m
 }
 

@@ -97,8 +97,8 @@ func (p Probe) View(fn func(tx *bolt.Tx) error) error { return p.f.view(fn) }
 // MetaBucket is the name of the state file's per-replica bucket.
 func (Probe) MetaBucket() []byte { return bucketMeta }
 
-// EachID calls fn with every record ID in the state file's ID index and
-// the partition it was appended to.
+// EachID calls fn with every record ID in the state file's ID index (each
+// ID of each run) and the partition it was appended to.
 func (p Probe) EachID(fn func(id uuid.UUID, partition core.Partition) error) error {
 	return p.f.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketIDs).ForEach(func(k, v []byte) error {
@@ -110,7 +110,12 @@ func (p Probe) EachID(fn func(id uuid.UUID, partition core.Partition) error) err
 			if err != nil {
 				return err
 			}
-			return fn(uuid.UUID(k), e.Partition)
+			for i := uint64(0); i < e.Count; i++ {
+				if err := fn(idPlus(uuid.UUID(k), i), e.Partition); err != nil {
+					return err
+				}
+			}
+			return nil
 		})
 	})
 }
