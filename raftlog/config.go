@@ -147,6 +147,11 @@ type Config struct {
 	// reads the segments it weighs (default 32 MiB/s; negative: no bound).
 	ScavengeInterval       time.Duration
 	ScavengeBytesPerSecond int64
+	// IndexCompactBytesPerSecond bounds how fast a scavenge copies the
+	// keys and values of the state index when it compacts it (default
+	// 8 MiB/s; negative: no bound): appends go on meanwhile, and a faster
+	// copy takes more of the CPU and disk they need (BENCHMARKS.md).
+	IndexCompactBytesPerSecond int64
 
 	// Raft timing; zero values take hashicorp/raft's defaults, except
 	// CommitTimeout (default 10 ms: how late an idle leader tells followers
@@ -269,6 +274,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ScavengeBytesPerSecond == 0 {
 		c.ScavengeBytesPerSecond = 32 << 20
+	}
+	if c.IndexCompactBytesPerSecond == 0 {
+		c.IndexCompactBytesPerSecond = 8 << 20
 	}
 	if c.WALSegmentBytes == 0 {
 		c.WALSegmentBytes = 8 << 20

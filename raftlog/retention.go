@@ -190,10 +190,11 @@ type ScavengeResult struct {
 // cap (reading segments at most Config.ScavengeBytesPerSecond); it
 // proposes those rises through the log (TruncatePartition), so every
 // replica hides the same records at the same index; then it takes a raft
-// snapshot (which flushes the state, compacts the index file into a new
-// one if much of it is unused, and lets raft compact its log past what
-// the snapshot covers) and removes the segment files below the low
-// offsets. Other replicas remove theirs after their next flush, or at
+// snapshot (which flushes the state and lets raft compact its log past
+// what the snapshot covers), removes the segment files below the low
+// offsets, and, if much of the index file is unused, copies it into a new
+// one while appends go on (at most Config.IndexCompactBytesPerSecond).
+// Other replicas remove their segments after their next flush, or at
 // their own Scavenge. The background scavenger runs the same every
 // Config.ScavengeInterval on the nodes that lead.
 func (l *Log) Scavenge(ctx context.Context) (ScavengeResult, error) {
@@ -234,15 +235,18 @@ func (l *Log) scavengeShard(ctx context.Context, s *shard, res *ScavengeResult) 
 		res.Segments += segs - segs0
 		res.Bytes += bytes - bytes0
 	}()
-	// The snapshot flushes, then compacts the index if much of its file
-	// is unused (on the FSM goroutine; a later snapshot if readers hold
-	// the file now).
-	s.engine.RequestIndexCompaction()
 	if err := s.Raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
 		return fmt.Errorf("raftlog: shard %d: snapshot: %w", s.ID, err)
 	}
-	_, err = s.engine.DropSegments(true)
-	return err
+	if _, err = s.engine.DropSegments(); err != nil {
+		return err
+	}
+	// Then the index, if much of its file is unused: copied on this
+	// goroutine while applies go on. Its failure or giving way (logged by
+	// the engine) leaves the old file whole and loses no space the drop
+	// gave back: the next scavenge tries again.
+	s.engine.CompactIndex(ctx.Done(), false, l.cfg.IndexCompactBytesPerSecond)
+	return nil
 }
 
 // runScavenger runs Scavenge's plan and truncation every ScavengeInterval

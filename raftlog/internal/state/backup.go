@@ -76,10 +76,12 @@ func MarkerSnapshot(index uint64) []byte {
 // it, so that the restored cluster is not the one the backup was taken
 // of. Applies never change an identity once set (clusterid.go).
 func (f *Engine) ReplaceClusterID(id uuid.UUID) error {
+	f.lockWrites()
+	defer f.unlockWrites()
 	f.dbMu.Lock()
 	defer f.dbMu.Unlock()
 	err := f.guard("replace cluster ID", func() error {
-		return f.db.Update(func(tx *bolt.Tx) error {
+		return f.db.Load().Update(func(tx *bolt.Tx) error {
 			return putValue(tx.Bucket(bucketMeta), metaClusterID, id[:])
 		})
 	})
@@ -152,12 +154,14 @@ func (c *fullCopy) copySegment(w *crcWriter, r io.Reader, length int64) (uint32,
 // were sent as tombstones, the copied index records the CRCs of the
 // original files.
 func (f *Engine) ResealSegments() error {
+	f.lockWrites()
+	defer f.unlockWrites()
 	f.dbMu.Lock()
 	defer f.dbMu.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.guard("reseal segments", func() error {
-		return f.db.Update(func(tx *bolt.Tx) error {
+		return f.db.Load().Update(func(tx *bolt.Tx) error {
 			for _, p := range f.partitions {
 				sb := tx.Bucket(partitionBucketName(p)).Bucket(bucketSegs)
 				var segs []segEntry

@@ -61,10 +61,21 @@ type Engine struct {
 	// tables: the FSM goroutine holds it to change the active table or to
 	// freeze it, the flusher to drop a flushed table, readers hold it
 	// shared. A snapshot stream, however long, thus never holds up applies.
-	// Lock order: dbMu, a bbolt read transaction, then mu (memtable.go).
-	dbMu sync.RWMutex
-	mu   sync.RWMutex
-	db   *bolt.DB
+	// writeMu (a semaphore: a compaction gives up waiting for it) is held
+	// by whatever writes the index file: the flusher, a drop, Restore, an
+	// index compaction while it takes its snapshot and while it swaps the
+	// file (compact.go).
+	// Lock order: writeMu, dbMu, a bbolt read transaction, then mu
+	// (memtable.go). db changes only under writeMu and, but for an index
+	// compaction, dbMu held exclusively (see beginIndex).
+	writeMu        chan struct{}
+	writersWaiting atomic.Int32 // for writeMu, but the flusher (lockWrites)
+	// swapMu is held shared while a reader loads db and begins a read
+	// transaction (beginIndex), exclusively while a compaction swaps it.
+	swapMu sync.RWMutex
+	dbMu   sync.RWMutex
+	mu     sync.RWMutex
+	db     atomic.Pointer[bolt.DB]
 
 	// The segment files: in dir (the index file's directory), written
 	// through fs. segs[slot] is partition slot's last segment as the index
@@ -135,9 +146,11 @@ type Engine struct {
 	// segments are not dropped yet (scavenge.go).
 	dropPending atomic.Bool
 	scavenged   scavengeCounters
-	// compactWanted: a scavenge asked the next snapshot to compact the
-	// index (compact.go).
-	compactWanted atomic.Bool
+	// compaction is the index compaction in progress, nil if none
+	// (compact.go); beforeSwap, if set, runs at each step of its swap,
+	// with the copy (tests look at the files there, or fail the step).
+	compaction atomic.Pointer[compactRun]
+	beforeSwap func(step string, copy *bolt.DB) error
 	// digest folds what applies decide (digest.go); FSM goroutine only.
 	digest applyDigest
 	// metrics are the counters of Metrics (metrics.go).
@@ -278,7 +291,7 @@ func Open(o Options) (*Engine, error) {
 	f := &Engine{
 		shard: o.Shard, shards: o.Shards, retention: int64(o.IDRetention), path: o.Path,
 		flushAtRecords: flushRecords, flushAtBytes: flushBytes, totalPartitions: o.Partitions,
-		flushKick: make(chan struct{}, 1), flushStop: make(chan struct{}), flushDone: make(chan struct{}),
+		writeMu: make(chan struct{}, 1), flushKick: make(chan struct{}, 1), flushStop: make(chan struct{}), flushDone: make(chan struct{}),
 		halted: make(chan struct{}), onStopApplies: o.OnStopApplies, onDamage: o.OnDamage, failRestore: o.FailRestore, logger: o.Logger,
 		dir: filepath.Dir(o.Path), fs: o.FS, segBytes: segmentBytes, files: map[string]File{},
 		metrics: newEngineMetrics(), digest: applyDigest{every: o.DigestEvery, trace: o.ApplyTrace},
@@ -320,7 +333,7 @@ func Open(o Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	f.db = db
+	f.db.Store(db)
 	if err := f.guard("open", func() error { return f.init(db, o.Partitions, o.Shards) }); err != nil {
 		f.closeSegFiles()
 		db.Close()
@@ -523,16 +536,19 @@ func (f *Engine) slot(p core.Partition) (int, bool) {
 // the flusher and closes the file. Raft must be stopped: this runs off the
 // FSM goroutine.
 func (f *Engine) Close() error {
+	f.stopCompaction("the engine is closing")
 	if err := f.flush(true); err != nil {
 		f.logger.Warn("raftlog: closing without writing the state's last tables; raft re-applies them at the next start", "shard", f.shard, "err", err)
 	}
 	f.Halt()
 	f.stopScrub()
 	f.stopFlusher()
+	f.lockWrites() // a compaction that began meanwhile stops: the flusher did
+	defer f.unlockWrites()
 	f.dbMu.Lock()
 	defer f.dbMu.Unlock()
 	f.closeSegFiles()
-	return f.db.Close()
+	return f.db.Load().Close()
 }
 
 // stopFlusher stops the flusher after the flush in progress, if any; a

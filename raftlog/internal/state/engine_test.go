@@ -458,12 +458,7 @@ func TestRestoreOlderFullCopyKeepsNewerState(t *testing.T) {
 // the flush in progress, if any, and the tables are lost.
 func crashFSM(t testing.TB, f *Engine) {
 	t.Helper()
-	f.stopScrub()
-	f.stopFlusher()
-	f.dbMu.Lock()
-	f.closeSegFiles()
-	require.NoError(t, f.db.Close())
-	f.dbMu.Unlock()
+	require.NoError(t, f.Probe().Crash())
 }
 
 type memSink struct{ bytes.Buffer }

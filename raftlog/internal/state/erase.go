@@ -34,7 +34,7 @@ func (f *Engine) erase(list []pendingErasure) error {
 	f.segMu.Lock()
 	defer f.segMu.Unlock()
 	touched := map[segKey]segEntry{}
-	err := f.db.View(func(tx *bolt.Tx) error {
+	err := f.db.Load().View(func(tx *bolt.Tx) error {
 		for _, e := range list {
 			p := f.partitions[e.slot]
 			pb := tx.Bucket(partitionBucketName(p))
@@ -82,7 +82,10 @@ func (f *Engine) erase(list []pendingErasure) error {
 		}
 		touched[k] = s
 	}
-	err = f.db.Update(func(tx *bolt.Tx) error {
+	// What the transaction writes depends only on the file and on
+	// touched and list: a compaction that copies the file meanwhile
+	// writes it again to its copy.
+	write := func(tx *bolt.Tx) error {
 		var errs []error
 		for k, s := range touched {
 			pb := tx.Bucket(partitionBucketName(f.partitions[k.slot]))
@@ -99,9 +102,12 @@ func (f *Engine) erase(list []pendingErasure) error {
 			errs = append(errs, putValue(metaB, []byte(e.key), encodeKeyMeta(nil, km)))
 		}
 		return errors.Join(errs...)
-	})
-	if err != nil {
+	}
+	if err := f.db.Load().Update(write); err != nil {
 		return err
+	}
+	if r := f.recordingCompaction(); r != nil {
+		r.record(len(list)*64, write)
 	}
 	for k, s := range touched {
 		if cur := f.segs[k.slot]; cur != nil && cur.base == s.base {

@@ -63,6 +63,11 @@ func (f *Engine) runFlusher() {
 				return // a crash, in tests, or Close while flushes fail: the table is lost, raft holds it
 			default:
 			}
+			select { // an index compaction holds it while it snapshots and swaps
+			case f.writeMu <- struct{}{}:
+			case <-f.flushStop:
+				return
+			}
 			f.dbMu.RLock() // Restore waits for flushes before it swaps the files
 			start := time.Now()
 			err := f.writeTable(t)
@@ -82,8 +87,10 @@ func (f *Engine) runFlusher() {
 					f.logger.Info("raftlog: state flush succeeded again", "shard", f.shard, "attempts", attempt)
 				}
 				f.dropAfterFlush(t)
+				<-f.writeMu
 				break
 			}
+			<-f.writeMu
 			if errors.Is(err, core.ErrCorrupt) {
 				f.markDamaged(err)
 			}
@@ -307,7 +314,7 @@ func (f *Engine) writeTable(m *memTable) error {
 	if err := f.writeSegments(all); err != nil {
 		return f.undoSegments(all, err)
 	}
-	tx, err := f.db.Begin(true)
+	tx, err := f.db.Load().Begin(true)
 	if err != nil {
 		return f.undoSegments(all, fmt.Errorf("begin flush: %w", err))
 	}
@@ -318,6 +325,13 @@ func (f *Engine) writeTable(m *memTable) error {
 	}
 	if err := tx.Commit(); err != nil {
 		return f.undoSegments(all, fmt.Errorf("commit flush: %w", err))
+	}
+	if r := f.recordingCompaction(); r != nil {
+		t, ps := m.indexPart(), withoutFrames(plans)
+		r.record(t.indexBytes(), func(tx *bolt.Tx) error {
+			var again []pendingErasure // erase records its own transaction
+			return f.putTable(tx, t, ps, &again)
+		})
 	}
 	for slot, ws := range plans {
 		if len(ws) > 0 {
@@ -334,6 +348,20 @@ func (f *Engine) writeTable(m *memTable) error {
 		}
 	}
 	return nil
+}
+
+// withoutFrames returns plans without the frames' bytes: what putTable
+// reads of them.
+func withoutFrames(plans [][]*segWrite) [][]*segWrite {
+	out := make([][]*segWrite, len(plans))
+	for slot, ws := range plans {
+		for _, w := range ws {
+			c := *w
+			c.buf = nil
+			out[slot] = append(out[slot], &c)
+		}
+	}
+	return out
 }
 
 // undoSegments truncates segments written by a flush whose index

@@ -138,7 +138,6 @@ func (f FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err := f.e.freeze(true); err != nil {
 		return nil, err
 	}
-	f.e.maybeCompactIndex()
 	return markerSnapshot{index: f.e.Applied(), e: f.e}, nil
 }
 

@@ -142,6 +142,41 @@ func newMemTable(next []uint64, base uint64, lastTime int64, size int) *memTable
 	return m
 }
 
+// indexPart returns a table that holds what putTable writes of m, without
+// its records: what a compaction keeps of a table flushed while it copies
+// the file, to write it again to the copy (compact.go). The record IDs and
+// retention keys are copied out of m's arena, which holds the records.
+func (m *memTable) indexPart() *memTable {
+	c := &memTable{
+		base: m.base, last: m.last, lastTime: m.lastTime, n: m.n,
+		keys: m.keys, ids: m.ids, metaAt: m.metaAt, groupsAt: m.groupsAt, clusterID: m.clusterID, retAt: m.retAt,
+		start: make([]uint64, len(m.start)), recs: make([][][]byte, len(m.recs)),
+	}
+	for slot := range c.start {
+		c.start[slot] = m.end(slot) // no records: end stays m's
+	}
+	size := 0
+	for _, l := range m.idLog {
+		size += len(l.key) + len(l.ids)
+	}
+	buf := make([]byte, 0, size)
+	c.idLog = make([]memIDList, len(m.idLog))
+	for i, l := range m.idLog {
+		at := len(buf)
+		buf = append(buf, l.key...)
+		c.idLog[i].key = buf[at:len(buf):len(buf)]
+		at = len(buf)
+		buf = append(buf, l.ids...)
+		c.idLog[i].ids = buf[at:len(buf):len(buf)]
+	}
+	return c
+}
+
+// indexBytes estimates the memory indexPart's table holds: per record its
+// ID's map entry, its ID in the log and its key offset; per request the
+// retention key.
+func (m *memTable) indexBytes() int { return m.n*96 + len(m.idLog)*48 }
+
 // end is the offset after the last record of partition slot held here.
 func (m *memTable) end(slot int) uint64 { return m.start[slot] + uint64(len(m.recs[slot])) }
 

@@ -25,12 +25,15 @@ func (f *Engine) Probe() Probe { return Probe{f} }
 // lost.
 func (p Probe) Crash() error {
 	f := p.f
+	f.stopCompaction("crash")
 	f.stopScrub()
 	f.stopFlusher()
+	f.lockWrites()
+	defer f.unlockWrites()
 	f.dbMu.Lock()
 	defer f.dbMu.Unlock()
 	f.closeSegFiles()
-	return f.db.Close()
+	return f.db.Load().Close()
 }
 
 // HoldFlushes makes the flusher wait, before it writes each table after

@@ -51,7 +51,7 @@ func (v *layers) tables() []*memTable {
 // before mu is taken: see the lock order in memtable.go.
 func (f *Engine) beginRead() (layers, error) {
 	for {
-		tx, err := f.db.Begin(false)
+		tx, err := f.beginIndex()
 		if err != nil {
 			return layers{}, err
 		}
@@ -69,6 +69,16 @@ func (f *Engine) beginRead() (layers, error) {
 		f.mu.RUnlock()
 		tx.Rollback()
 	}
+}
+
+// beginIndex opens a read transaction of the index file. An index
+// compaction swaps the file without dbMu (compact.go), under swapMu: a
+// transaction begun before finishes on the old file, which is closed
+// once every such transaction ended, and none begins on it after.
+func (f *Engine) beginIndex() (*bolt.Tx, error) {
+	f.swapMu.RLock()
+	defer f.swapMu.RUnlock()
+	return f.db.Load().Begin(false)
 }
 
 // fileApplied is the applied index stored in the index file.
@@ -305,7 +315,18 @@ func (f *Engine) FlushedIDCount() (int, error) {
 func (f *Engine) view(fn func(tx *bolt.Tx) error) error {
 	f.dbMu.RLock()
 	defer f.dbMu.RUnlock()
-	return f.indexDamage(f.guard("read", func() error { return f.db.View(fn) }))
+	return f.indexDamage(f.guard("read", func() error { return f.viewLocked(fn) }))
+}
+
+// viewLocked runs fn in a read transaction of the index file; dbMu is
+// held (shared will do).
+func (f *Engine) viewLocked(fn func(tx *bolt.Tx) error) error {
+	tx, err := f.beginIndex()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	return fn(tx)
 }
 
 // indexDamage is noteDamage for an error of a read: a corruption that does

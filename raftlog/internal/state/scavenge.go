@@ -166,17 +166,20 @@ type DropStats struct {
 }
 
 // DropSegments removes the sealed segments wholly below each partition's
-// low offset as the index records it. With wait false it gives up at once
-// (zero stats, no error) if a reader holds the files; the flusher then
-// tries again after its next flush.
-func (f *Engine) DropSegments(wait bool) (DropStats, error) {
-	st, _, err := f.dropSegments(wait)
+// low offset as the index records it; it waits for readers that hold the
+// files, and makes an index compaction in progress give up.
+func (f *Engine) DropSegments() (DropStats, error) {
+	st, _, err := f.dropSegments(true)
 	return st, err
 }
 
-// dropSegments is DropSegments; done is false if it gave way to readers.
+// dropSegments is DropSegments. With wait false (the flusher, which holds
+// writeMu) it gives up at once, done false, if a reader holds the files;
+// the flusher then tries again after its next flush.
 func (f *Engine) dropSegments(wait bool) (st DropStats, done bool, err error) {
 	if wait {
+		f.lockWrites()
+		defer f.unlockWrites()
 		f.dbMu.Lock()
 	} else if !f.dbMu.TryLock() {
 		return DropStats{}, false, nil
@@ -186,7 +189,7 @@ func (f *Engine) dropSegments(wait bool) (st DropStats, done bool, err error) {
 	var written []*segWrite // trimmed segments, removed again if the transaction fails
 	dirs := map[string]bool{}
 	err = f.guard("scavenge", func() error {
-		return f.db.Update(func(tx *bolt.Tx) error {
+		return f.db.Load().Update(func(tx *bolt.Tx) error {
 			rb, err := getValue(tx.Bucket(bucketMeta), metaRetention)
 			if err != nil {
 				return err
@@ -304,8 +307,8 @@ func (f *Engine) dropAfterFlush(t *memTable) {
 	if t.retDirty {
 		f.dropPending.Store(true)
 	}
-	if !f.dropPending.Load() {
-		return
+	if !f.dropPending.Load() || f.recordingCompaction() != nil {
+		return // a compaction copies the file: after the next flush
 	}
 	_, done, err := f.dropSegments(false)
 	if err != nil {

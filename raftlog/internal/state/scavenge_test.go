@@ -163,7 +163,7 @@ func TestScavengeTrimsSegmentHead(t *testing.T) {
 		e.ApplyBatch([]*raft.Log{retLog(uint64(len(logs)+1), 10*sec, wire.RetentionOp{Kind: wire.RetTruncatePartition, Partition: 0, Before: 250})})
 		_, err := e.Flush()
 		require.NoError(t, err)
-		st, err := e.DropSegments(true)
+		st, err := e.DropSegments()
 		require.NoError(t, err)
 		t.Logf("dropped %+v", st)
 		names := segmentFiles(t, e, 0)

@@ -130,7 +130,7 @@ func (f *Engine) scrubSegment(slot int, base uint64, lim *scrubLimiter) (bool, e
 	var s segEntry
 	var ok bool
 	err := f.guard("scrub", func() error {
-		return f.db.View(func(tx *bolt.Tx) error {
+		return f.viewLocked(func(tx *bolt.Tx) error {
 			var err error
 			s, ok, err = findSegment(tx.Bucket(partitionBucketName(p)).Bucket(bucketSegs), base)
 			return err

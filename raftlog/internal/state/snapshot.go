@@ -114,7 +114,7 @@ func (f *Engine) openFullCopy() (io.ReadCloser, int64, error) {
 	var segs []copiedSeg
 	err := f.noteDamage(f.guard("full copy", func() error {
 		var err error
-		if tx, err = f.db.Begin(false); err != nil {
+		if tx, err = f.beginIndex(); err != nil {
 			return err
 		}
 		if applied, err = fileApplied(tx); err != nil {
@@ -261,6 +261,7 @@ const (
 // leader (see the format above). It runs on raft's FSM goroutine.
 func (f *Engine) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	f.stopCompaction("a full copy is being installed") // it would hold the flusher, which the waits below need
 	if f.failRestore != nil && f.failRestore() {
 		return errors.New("raftlog: restore failed (test)")
 	}
@@ -306,12 +307,14 @@ func (f *Engine) Restore(rc io.ReadCloser) error {
 	if err := f.waitFlushed(false); err != nil {
 		return err
 	}
+	f.lockWrites()
+	defer f.unlockWrites()
 	f.dbMu.Lock()
 	defer f.dbMu.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.closeSegFiles()
-	if err := f.db.Close(); err != nil {
+	if err := f.db.Load().Close(); err != nil {
 		return fmt.Errorf("raftlog: close state for restore: %w", err)
 	}
 	if err := f.finishInstall(); err != nil {
@@ -321,7 +324,7 @@ func (f *Engine) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("raftlog: open restored state: %w", err)
 	}
-	f.db = db
+	f.db.Store(db)
 	if err := f.guard("restore", func() error { return f.init(db, f.totalPartitions, f.shards) }); err != nil {
 		return fmt.Errorf("raftlog: restored state: %w", err)
 	}
