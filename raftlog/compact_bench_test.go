@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/esraft/esraft/systemtest/rawraftbench"
+	"github.com/google/uuid"
 )
 
 // BenchmarkAppendDuringIndexCompaction times 200-byte appends from 16
@@ -158,8 +159,12 @@ func buildIndex(b *testing.B, l *Log, n int) {
 				if i >= int64(n) {
 					return
 				}
-				recs := make([]NewRecord, 64) // IDs made by Append
+				// IDs of the caller's own, as idempotent callers give: each
+				// is its own run, so the index holds an entry per record (IDs
+				// made by Append would be one entry per append).
+				recs := make([]NewRecord, 64)
 				for j := range recs {
+					recs[j].ID = uuid.Must(uuid.NewV7())
 					recs[j].Value = value
 				}
 				if _, err := l.Append(ctx, fmt.Sprint("big-", i/64%4096), recs); err != nil {

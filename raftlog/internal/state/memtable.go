@@ -173,9 +173,9 @@ func (m *memTable) indexPart() *memTable {
 }
 
 // indexBytes estimates the memory indexPart's table holds: per record its
-// ID's map entry, its ID in the log and its key offset; per request the
-// retention key.
-func (m *memTable) indexBytes() int { return m.n*96 + len(m.idLog)*48 }
+// key offset, per run of IDs its map entry, per request its retention key
+// and the run's head in it.
+func (m *memTable) indexBytes() int { return m.n*16 + len(m.ids)*96 + len(m.idLog)*48 }
 
 // end is the offset after the last record of partition slot held here.
 func (m *memTable) end(slot int) uint64 { return m.start[slot] + uint64(len(m.recs[slot])) }
