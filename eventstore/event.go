@@ -103,10 +103,15 @@ const (
 
 // toRecord converts an event to a log record; headers go in a fixed order
 // (type, correlation, causation, schema version, then user headers by
-// name).
-func toRecord(e *EventData, schemaVersion int) raftlog.NewRecord {
-	hs := make([]raftlog.Header, 0, 4+len(e.Metadata.Headers))
-	hs = append(hs, raftlog.Header{Key: hdrType, Value: []byte(e.Type)})
+// name). They are appended to hs[:0], and typ, the event type's bytes, is
+// the type header's value: a batch's records share one backing array for
+// each (records, in store.go). hs is used only if it has room for every
+// header.
+func toRecord(hs []raftlog.Header, typ []byte, e *EventData, schemaVersion int) raftlog.NewRecord {
+	if cap(hs) < recordHeaders(e) {
+		hs = make([]raftlog.Header, 0, recordHeaders(e))
+	}
+	hs = append(hs[:0], raftlog.Header{Key: hdrType, Value: typ})
 	if e.Metadata.CorrelationID != "" {
 		hs = append(hs, raftlog.Header{Key: hdrCorrelation, Value: []byte(e.Metadata.CorrelationID)})
 	}
@@ -128,6 +133,10 @@ func toRecord(e *EventData, schemaVersion int) raftlog.NewRecord {
 	}
 	return raftlog.NewRecord{ID: e.ID, Headers: hs, Value: e.Data}
 }
+
+// recordHeaders is the number of headers toRecord gives e's record, at
+// most.
+func recordHeaders(e *EventData) int { return 4 + len(e.Metadata.Headers) }
 
 // recordType returns the event type of a record without converting it.
 func recordType(r *raftlog.Record) []byte {

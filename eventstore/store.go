@@ -332,6 +332,14 @@ func (s *Store) Append(ctx context.Context, stream string, expected ExpectedVers
 // the schema versions the validator gave, nil without one.
 func records(events []EventData, versions []int) ([]raftlog.NewRecord, error) {
 	recs := make([]raftlog.NewRecord, len(events))
+	n, size := 0, 0
+	for i := range events {
+		n += recordHeaders(&events[i])
+		size += len(events[i].Type)
+	}
+	// One allocation each for the batch's headers and event types.
+	headers := make([]raftlog.Header, n)
+	types := make([]byte, 0, size)
 	for i := range events {
 		e := &events[i]
 		if e.Type == "" {
@@ -346,7 +354,10 @@ func records(events []EventData, versions []int) ([]raftlog.NewRecord, error) {
 		if versions != nil {
 			v = versions[i]
 		}
-		recs[i] = toRecord(e, v)
+		k, at := recordHeaders(e), len(types)
+		types = append(types, e.Type...)
+		recs[i] = toRecord(headers[:0:k], types[at:len(types):len(types)], e, v)
+		headers = headers[k:]
 	}
 	return recs, nil
 }

@@ -203,7 +203,11 @@ func (a *applier) append(r *wire.Request, t int64, index uint64, reqNo int) core
 	a.encoded = a.encoded[:0]
 	size := 0
 	for i := range r.Records {
-		a.scratch = encodeRecord(a.scratch[:0], r.Key, head+1+uint64(i), &r.Records[i], t)
+		var raw []byte
+		if r.RawHeaders != nil {
+			raw = r.RawHeaders[i]
+		}
+		a.scratch = encodeRecord(a.scratch[:0], r.Key, head+1+uint64(i), &r.Records[i], raw, t)
 		rec := m.alloc(len(a.scratch))
 		copy(rec, a.scratch)
 		a.encoded = append(a.encoded, rec)

@@ -21,13 +21,17 @@ import (
 const recordFormatV1 byte = 1
 
 // encodeRecord appends the stored form of a record to b.
-func encodeRecord(b []byte, key string, keySeq uint64, rec *core.NewRecord, t int64) []byte {
+func encodeRecord(b []byte, key string, keySeq uint64, rec *core.NewRecord, rawHeaders []byte, t int64) []byte {
 	b = append(b, recordFormatV1)
 	b = wire.AppendString(b, key)
 	b = binary.AppendUvarint(b, keySeq)
 	b = append(b, rec.ID[:]...)
 	b = binary.AppendVarint(b, t)
-	b = wire.AppendHeaders(b, rec.Headers)
+	if rawHeaders != nil {
+		b = append(b, rawHeaders...) // as decoded from the entry: the same form
+	} else {
+		b = wire.AppendHeaders(b, rec.Headers)
+	}
 	return wire.AppendBytes(b, rec.Value)
 }
 

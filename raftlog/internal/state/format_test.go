@@ -15,7 +15,7 @@ import (
 func TestStoredFormatsRoundTrip(t *testing.T) {
 	r := req(7, "stream-1", 3, 1, 2, 3)
 	rec := r.Records[1]
-	stored := encodeRecord(nil, "stream-1", 5, &rec, 1234)
+	stored := encodeRecord(nil, "stream-1", 5, &rec, nil, 1234)
 	back, err := decodeRecord(stored, 7, 99)
 	require.NoError(t, err)
 	require.Equal(t, core.Record{Partition: 7, Offset: 99, Key: "stream-1", KeySeq: 5, ID: rec.ID,
@@ -50,7 +50,7 @@ func FuzzStateDecoders(f *testing.F) {
 	rec := r.Records[0]
 	g := cgroup.FromState(&core.GroupState{Generation: 1, Members: []core.GroupMember{{ID: "m", SessionTimeout: 5}}, Partitions: make([]core.PartitionAssignment, 2)})
 	for _, s := range [][]byte{
-		encodeRecord(nil, "key", 1, &rec, 9),
+		encodeRecord(nil, "key", 1, &rec, nil, 9),
 		encodeIDEntry(nil, IDEntry{Partition: 1, Offset: 2, KeySeq: 3, Time: 4}),
 		encodeKeyMeta(nil, keyMeta{floor: 3, erased: 2, deleted: true}),
 		cgroup.Encode(nil, g),
@@ -63,7 +63,7 @@ func FuzzStateDecoders(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if rec, err := decodeRecord(b, 0, 0); err == nil {
 			nr := core.NewRecord{ID: rec.ID, Headers: rec.Headers, Value: rec.Value}
-			if _, err := decodeRecord(encodeRecord(nil, rec.Key, rec.KeySeq, &nr, rec.Time.UnixNano()), 0, 0); err != nil {
+			if _, err := decodeRecord(encodeRecord(nil, rec.Key, rec.KeySeq, &nr, nil, rec.Time.UnixNano()), 0, 0); err != nil {
 				t.Fatalf("record does not round-trip: %v", err)
 			}
 		}

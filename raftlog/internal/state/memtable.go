@@ -174,8 +174,9 @@ func (m *memTable) indexPart() *memTable {
 
 // indexBytes estimates the memory indexPart's table holds: per record its
 // key offset, per run of IDs its map entry, per request its retention key
-// and the run's head in it.
-func (m *memTable) indexBytes() int { return m.n*16 + len(m.ids)*96 + len(m.idLog)*48 }
+// and the run's head in it (144 bytes for an append of one record, as
+// before runs).
+func (m *memTable) indexBytes() int { return m.n*8 + len(m.ids)*96 + len(m.idLog)*40 }
 
 // end is the offset after the last record of partition slot held here.
 func (m *memTable) end(slot int) uint64 { return m.start[slot] + uint64(len(m.recs[slot])) }

@@ -71,6 +71,10 @@ type Request struct {
 	Before    uint64 // with reqTruncate
 	Key       string
 	Records   []core.NewRecord
+	// RawHeaders holds each record's encoded headers (as AppendHeaders
+	// writes them) instead of Records[i].Headers, when decoded with
+	// Decoder.RawHeaders.
+	RawHeaders [][]byte
 }
 
 func (r *Request) Has(flag uint64) bool { return r.Flags&flag != 0 }
@@ -152,6 +156,10 @@ type Decoder struct {
 	// Alias makes Bytes return slices of B instead of copies (strings are
 	// always copied).
 	Alias bool
+	// RawHeaders makes Request keep each record's headers in their encoded
+	// form (Request.RawHeaders, slices of B) instead of decoding them:
+	// what the state machine stores is that form, re-encoded.
+	RawHeaders bool
 }
 
 func (d *Decoder) Fail() {
@@ -268,6 +276,20 @@ func (d *Decoder) Headers() []core.Header {
 	return hs
 }
 
+// rawHeaders checks and skips an encoded list of headers, and returns its
+// bytes (a slice of B).
+func (d *Decoder) rawHeaders() []byte {
+	start := d.B
+	for n := d.Count(2); n > 0 && d.Err == nil; n-- {
+		d.Raw(d.Uvarint())
+		d.Raw(d.Uvarint())
+	}
+	if d.Err != nil {
+		return nil
+	}
+	return start[: len(start)-len(d.B) : len(start)-len(d.B)]
+}
+
 func (d *Decoder) Request() Request {
 	var r Request
 	p := d.Uvarint()
@@ -289,10 +311,17 @@ func (d *Decoder) Request() Request {
 	n := d.Count(16 + 2)
 	if n > 0 {
 		r.Records = make([]core.NewRecord, n)
+		if d.RawHeaders {
+			r.RawHeaders = make([][]byte, n)
+		}
 		for i := range r.Records {
 			rec := &r.Records[i]
 			rec.ID = d.ID()
-			rec.Headers = d.Headers()
+			if d.RawHeaders {
+				r.RawHeaders[i] = d.rawHeaders()
+			} else {
+				rec.Headers = d.Headers()
+			}
 			rec.Value = d.Bytes()
 		}
 	}
@@ -311,7 +340,7 @@ func DecodeRequest(b []byte) (Request, error) {
 // are slices of b, not copies: the entry is only read while it is applied,
 // and what the state keeps is re-encoded from it.
 func DecodeEntry(b []byte) (Entry, error) {
-	d := Decoder{B: b, Alias: true}
+	d := Decoder{B: b, Alias: true, RawHeaders: true}
 	var e Entry
 	if t := d.Byte(); d.Err == nil && t != CmdAppend {
 		return e, fmt.Errorf("%w: unknown command type %d", core.ErrCorrupt, t)
