@@ -73,7 +73,8 @@ type Request struct {
 	Records   []core.NewRecord
 	// RawHeaders holds each record's encoded headers (as AppendHeaders
 	// writes them) instead of Records[i].Headers, when decoded with
-	// Decoder.RawHeaders.
+	// Decoder.RawHeaders: nil if no record has any, and nil for a record
+	// without any.
 	RawHeaders [][]byte
 }
 
@@ -311,14 +312,18 @@ func (d *Decoder) Request() Request {
 	n := d.Count(16 + 2)
 	if n > 0 {
 		r.Records = make([]core.NewRecord, n)
-		if d.RawHeaders {
-			r.RawHeaders = make([][]byte, n)
-		}
 		for i := range r.Records {
 			rec := &r.Records[i]
 			rec.ID = d.ID()
 			if d.RawHeaders {
-				r.RawHeaders[i] = d.rawHeaders()
+				// Made only for a request with headers: a record without
+				// any needs none (its Headers, nil, encode the same).
+				if raw := d.rawHeaders(); len(raw) > 1 {
+					if r.RawHeaders == nil {
+						r.RawHeaders = make([][]byte, n)
+					}
+					r.RawHeaders[i] = raw
+				}
 			} else {
 				rec.Headers = d.Headers()
 			}

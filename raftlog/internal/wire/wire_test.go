@@ -69,6 +69,10 @@ func TestCodecRoundTrip(t *testing.T) {
 		return r
 	}
 	require.Equal(t, Entry{Time: 42, Requests: []Request{raw(r), raw(r2)}}, e)
+	bare := Request{Key: "k", Records: []core.NewRecord{{Value: []byte("v")}, {Value: []byte("w")}}}
+	e, err = DecodeEntry(EncodeRequest(EncodeEntryHeader(nil, 42, 1), &bare))
+	require.NoError(t, err)
+	require.Equal(t, Entry{Time: 42, Requests: []Request{bare}}, e, "no headers: nothing kept for them")
 
 	withFlags := req(1, "k", -1, 5)
 	withFlags.Flags |= ReqAbsent | ReqRecreate
