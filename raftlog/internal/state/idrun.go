@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"slices"
 
 	"github.com/google/uuid"
 
@@ -83,18 +82,63 @@ func (e IDEntry) at(i uint64) IDEntry {
 	return IDEntry{Partition: e.Partition, Offset: e.Offset + i, KeySeq: e.KeySeq + i, Time: e.Time, Count: e.Count - i}
 }
 
+// idBucketBits: a table finds its runs by bucket, an ID with the last
+// idBucketBits bits cleared; a run is listed in its head's bucket, and
+// maxIDRun is at most one bucket long, so the runs that can cover an ID are
+// in its bucket or the one before.
+const idBucketBits = 12
+
+// idBucket is the bucket of id.
+func idBucket(id uuid.UUID) uuid.UUID {
+	id[15] = 0
+	id[14] &^= 1<<(idBucketBits-8) - 1
+	return id
+}
+
+// headList is the heads of a bucket's runs: one, usually.
+type headList struct {
+	first uuid.UUID
+	more  []uuid.UUID
+}
+
 // addRun records the run with head head in the table (the FSM goroutine,
 // with fsm.mu held).
 func (m *memTable) addRun(head uuid.UUID, e IDEntry) {
 	if _, again := m.ids[head]; !again {
-		if n := len(m.heads); n == 0 || bytes.Compare(m.heads[n-1][:], head[:]) < 0 {
-			m.heads = append(m.heads, head)
+		b := idBucket(head)
+		if hl, ok := m.buckets[b]; !ok {
+			m.buckets[b] = headList{first: head}
 		} else {
-			i, _ := slices.BinarySearchFunc(m.heads, head, compareIDs)
-			m.heads = slices.Insert(m.heads, i, head)
+			hl.more = append(hl.more, head)
+			m.buckets[b] = hl
 		}
 	}
 	m.ids[head] = e
+}
+
+// tableRuns calls fn with every run of m whose head lies in [lo, hi]
+// (IDs of one run space, less than two buckets apart), until fn returns
+// false.
+func (m *memTable) tableRuns(lo, hi uuid.UUID, fn func(head uuid.UUID, e IDEntry) bool) bool {
+	for b := idBucket(lo); ; {
+		if hl, ok := m.buckets[b]; ok {
+			for i := -1; i < len(hl.more); i++ {
+				h := hl.first
+				if i >= 0 {
+					h = hl.more[i]
+				}
+				if compareIDs(h, lo) >= 0 && compareIDs(h, hi) <= 0 && !fn(h, m.ids[h]) {
+					return false
+				}
+			}
+		}
+		if idLow(b)+1<<idBucketBits > idLowMask {
+			return true
+		}
+		if b = idPlus(b, 1<<idBucketBits); compareIDs(b, hi) > 0 {
+			return true
+		}
+	}
 }
 
 func compareIDs(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }
@@ -103,14 +147,8 @@ func compareIDs(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }
 // in [lo, hi], until fn returns false.
 func (v *layers) runs(lo, hi uuid.UUID, fn func(head uuid.UUID, e IDEntry) bool) error {
 	for _, m := range [2]*memTable{v.active, v.frozen} {
-		if m == nil {
-			continue
-		}
-		i, _ := slices.BinarySearchFunc(m.heads, lo, compareIDs)
-		for ; i < len(m.heads) && compareIDs(m.heads[i], hi) <= 0; i++ {
-			if !fn(m.heads[i], m.ids[m.heads[i]]) {
-				return nil
-			}
+		if m != nil && !m.tableRuns(lo, hi, fn) {
+			return nil
 		}
 	}
 	if v.ids == nil {
@@ -144,10 +182,13 @@ func (v *layers) runs(lo, hi uuid.UUID, fn func(head uuid.UUID, e IDEntry) bool)
 // not that run has expired (the caller judges).
 func (v *layers) ID(id uuid.UUID) (IDEntry, bool, error) {
 	var best IDEntry
+	var bestHead uuid.UUID
 	found := false
 	err := v.runs(runFloor(id), id, func(head uuid.UUID, e IDEntry) bool {
-		if i, ok := runIndex(head, id); ok && i < e.Count && (!found || e.Time >= best.Time) {
-			best, found = e.at(i), true
+		// The newest run (ties, which deduplication prevents, to the
+		// greatest head: the answer must not depend on the order of visits).
+		if i, ok := runIndex(head, id); ok && i < e.Count && (!found || e.Time > best.Time || e.Time == best.Time && compareIDs(head, bestHead) > 0) {
+			best, bestHead, found = e.at(i), head, true
 		}
 		return true
 	})

@@ -119,3 +119,48 @@ func TestIDRunLookupsIgnorePruning(t *testing.T) {
 	}
 	require.Equal(t, []string{"p0@115 seq1 n5 dup=false idx=3 ", "p0@110 seq101 n5 dup=true idx=4 ", "idconflict "}, outs)
 }
+
+// The tables find runs by bucket: a run that crosses into the next bucket
+// is found from both, and IDs in no order (callers' random UUIDs, runs of
+// one) are each found, in the table and in the file.
+func TestIDRunsAcrossBuckets(t *testing.T) {
+	f := newTestFSM(t, time.Hour)
+	var ids [1]uuid.UUID
+	core.NewIDRun(ids[:])
+	head := idPlus(idBucket(ids[0]), 1<<idBucketBits-6) // 6 IDs in this bucket, 14 in the next
+	reqs := []wire.Request{runReq(2, "edge", head, 20)}
+	var random []uuid.UUID
+	for i := range 2000 {
+		id := uuid.New()
+		random = append(random, id)
+		reqs = append(reqs, runReq(2, fmt.Sprint("r", i%50), id, 1))
+	}
+	for i, r := range reqs {
+		require.NotContains(t, outcomeString(f.ApplyBatch([]*raft.Log{entryLog(uint64(i+1), int64(i+1), r)})[0]), "dup=true")
+	}
+	check := func(when string) {
+		for i := range uint64(20) {
+			e, ok, err := f.LookupID(idPlus(head, i))
+			require.NoError(t, err)
+			require.True(t, ok, "%s: edge ID %d", when, i)
+			require.Equal(t, i, e.Offset, when)
+		}
+		for i, id := range random {
+			e, ok, err := f.LookupID(id)
+			require.NoError(t, err)
+			require.True(t, ok, "%s: random ID %d", when, i)
+			require.Equal(t, uint64(20+i), e.Offset, when)
+		}
+	}
+	check("in the table")
+	idx := uint64(len(reqs))
+	retry := func(r wire.Request) string {
+		idx++
+		return outcomeString(f.ApplyBatch([]*raft.Log{entryLog(idx, int64(idx), r)})[0])
+	}
+	require.Equal(t, fmt.Sprintf("p2@10 seq11 n10 dup=true idx=%d ", idx+1), retry(runReq(2, "edge", idPlus(head, 10), 10)), "a retry from the next bucket")
+	_, err := f.Flush()
+	require.NoError(t, err)
+	check("flushed")
+	require.Equal(t, "idconflict ", retry(runReq(2, "other", idPlus(head, 12), 3)))
+}

@@ -62,12 +62,12 @@ type memTable struct {
 	last     uint64 // the last raft index applied here (fixed once frozen)
 	lastTime int64  // the applied time as of last
 
-	start []uint64              // per hosted partition: the offset of recs[slot][0]
-	recs  [][][]byte            // per hosted partition: stored records, in offset order
-	keys  []map[string]*memKey  // per hosted partition: the key runs held here
-	ids   map[uuid.UUID]IDEntry // runs of record IDs by head (idrun.go)
-	heads []uuid.UUID           // the keys of ids, sorted
-	idLog []memIDList           // retention entries: the heads appended, by time
+	start   []uint64               // per hosted partition: the offset of recs[slot][0]
+	recs    [][][]byte             // per hosted partition: stored records, in offset order
+	keys    []map[string]*memKey   // per hosted partition: the key runs held here
+	ids     map[uuid.UUID]IDEntry  // runs of record IDs by head (idrun.go)
+	buckets map[uuid.UUID]headList // the heads of ids by bucket (idrun.go)
+	idLog   []memIDList            // retention entries: the heads appended, by time
 	// metaDirty[slot] names the keys whose fsm.meta changed in this
 	// table; groupsDirty the consumer groups changed in it. When the table
 	// is frozen, freeze fills metaAt and groupsAt from them: the key
@@ -139,6 +139,7 @@ func newMemTable(next []uint64, base uint64, lastTime int64, size int) *memTable
 	}
 	m.groupsDirty = map[string]struct{}{}
 	m.ids = make(map[uuid.UUID]IDEntry, size/16) // runs: usually one per append of several records
+	m.buckets = make(map[uuid.UUID]headList, size/16)
 	return m
 }
 
