@@ -27,11 +27,10 @@ var producerIDSpace = uuid.MustParse("6b0a9a1e-3f2c-4d9e-9a7e-6a2f8f2c1d55")
 // its records get the same IDs and the log's state machine appends them
 // once (see the package documentation). Only these fields may go in: a
 // client may re-encode a batch it retries (kafkajs stamps records without
-// a timestamp when it encodes them). The sequence number last keeps each
-// producer's partition one run of consecutive keys in the log's ID
-// index: an append looks its IDs up, and a flush writes them, at the
-// run's end, on a few pages, instead of all over the index as random IDs
-// do.
+// a timestamp when it encodes them). The sequence number last makes a
+// batch's IDs a run of consecutive IDs, which the log's ID index keeps as
+// one entry, and keeps each producer's partition at one place in that
+// index instead of all over it as random IDs would be.
 type producerIDs struct{ prefix [12]byte }
 
 func newProducerIDs(pid int64, epoch int16, topic string, partition int32) producerIDs {
