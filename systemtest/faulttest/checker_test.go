@@ -1,6 +1,8 @@
 package faulttest
 
 import (
+	"bytes"
+	"encoding/binary"
 	"testing"
 	"time"
 
@@ -304,4 +306,30 @@ func TestCheckLeavesOutDetectedDamage(t *testing.T) {
 	logs[2].Damaged = nil
 	r = Check(ops, logs, nil, nil, nil)
 	require.Equal(t, 3, r.LostAcked, "report:\n%s", r)
+}
+
+// The workload's event IDs: about half the appends carry a run of
+// consecutive IDs, the others independent ones; all are distinct.
+func TestEventIDsMakeRuns(t *testing.T) {
+	seen := map[uuid.UUID]bool{}
+	runs := 0
+	for range 400 {
+		ids := eventIDs(3)
+		require.Len(t, ids, 3)
+		consecutive := true
+		for i, id := range ids {
+			require.False(t, seen[id])
+			seen[id] = true
+			if i > 0 && binary.BigEndian.Uint64(id[8:]) != binary.BigEndian.Uint64(ids[0][8:])+uint64(i) {
+				consecutive = false
+			}
+			if i > 0 && !bytes.Equal(id[:8], ids[0][:8]) {
+				consecutive = false
+			}
+		}
+		if consecutive {
+			runs++
+		}
+	}
+	require.InDelta(t, 200, runs, 60, "runs in 400 appends")
 }

@@ -2,6 +2,7 @@ package faulttest
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -173,8 +174,8 @@ func (a *appenders) worker(ctx context.Context, w int) {
 		op.Expect = int64(versions[op.Stream])
 		n := 1 + rng.IntN(a.cfg.MaxEvents)
 		req := wire.AppendRequest{Stream: op.Stream, Expect: op.Expect, TimeoutMS: int(a.cfg.AppendTimeout / time.Millisecond)}
-		for range n {
-			id := uuid.Must(uuid.NewV7())
+		ids := eventIDs(n)
+		for _, id := range ids {
 			op.IDs = append(op.IDs, id)
 			for i := range data {
 				data[i] = byte(rng.Uint32())
@@ -301,4 +302,29 @@ func pickNode(c *Cluster, rng *rand.Rand, avoid int) int {
 		return -1
 	}
 	return up[rng.IntN(len(up))]
+}
+
+// eventIDs returns n new event IDs: for about half the appends a run of
+// consecutive IDs (as raftlog.Append makes for records without IDs, kept
+// as one entry of the log's ID index, whose retries and conflicts the
+// checker then sees), else independent UUIDv7s (one entry each). Which
+// one is decided by the first ID, not by the workload's random source, so
+// a seed's workload stays what it was.
+func eventIDs(n int) []uuid.UUID {
+	first := uuid.Must(uuid.NewV7())
+	run := first[15]&1 == 0
+	if run {
+		first[8] &^= 0x20 // the top bit of the last 62 clear: room to count up
+	}
+	ids := []uuid.UUID{first}
+	for i := 1; i < n; i++ {
+		if !run {
+			ids = append(ids, uuid.Must(uuid.NewV7()))
+			continue
+		}
+		id := first
+		binary.BigEndian.PutUint64(id[8:], binary.BigEndian.Uint64(first[8:])+uint64(i))
+		ids = append(ids, id)
+	}
+	return ids
 }
