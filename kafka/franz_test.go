@@ -251,6 +251,10 @@ func runCooperativeGroup(t *testing.T, servers []*Server, n int) {
 	// reading and before committing leaves its records to the others.
 	var mu sync.Mutex
 	counted := map[string]int{}
+	// For a failure's message: per partition, the records counted and the
+	// next offset after the last one committed.
+	perPart := map[int32]int{}
+	nextOff := map[int32]int64{}
 	type member struct {
 		cl     *kgo.Client
 		dialer *cuttable
@@ -288,6 +292,8 @@ func runCooperativeGroup(t *testing.T, servers []*Server, n int) {
 				mu.Lock()
 				for _, r := range recs {
 					counted[string(r.Value)]++
+					perPart[r.Partition]++
+					nextOff[r.Partition] = max(nextOff[r.Partition], r.Offset+1)
 				}
 				mu.Unlock()
 			}
@@ -328,7 +334,10 @@ func runCooperativeGroup(t *testing.T, servers []*Server, n int) {
 	<-killed.done
 	produce(n/2, n)
 	waitFor(t, 60*time.Second, func() bool { return total() >= n }, func() string {
-		return fmt.Sprintf("%d of %d records counted", total(), n)
+		mu.Lock()
+		defer mu.Unlock()
+		return fmt.Sprintf("%d of %d records counted; per partition, counted and next committed offset: %v %v",
+			len(counted), n, perPart, nextOff)
 	})
 	for _, m := range members[1:] {
 		close(m.stop)
