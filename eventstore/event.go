@@ -105,12 +105,8 @@ const (
 // (type, correlation, causation, schema version, then user headers by
 // name). They are appended to hs[:0], and typ, the event type's bytes, is
 // the type header's value: a batch's records share one backing array for
-// each (records, in store.go). hs is used only if it has room for every
-// header.
+// each (records, in store.go).
 func toRecord(hs []raftlog.Header, typ []byte, e *EventData, schemaVersion int) raftlog.NewRecord {
-	if cap(hs) < recordHeaders(e) {
-		hs = make([]raftlog.Header, 0, recordHeaders(e))
-	}
 	hs = append(hs[:0], raftlog.Header{Key: hdrType, Value: typ})
 	if e.Metadata.CorrelationID != "" {
 		hs = append(hs, raftlog.Header{Key: hdrCorrelation, Value: []byte(e.Metadata.CorrelationID)})

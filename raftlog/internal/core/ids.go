@@ -31,15 +31,19 @@ func NewIDs(ids []uuid.UUID) {
 	first := reserveIDClock(n)
 	rand.Read(unsafe.Slice(&ids[0][0], 16*len(ids))) // never fails (crypto/rand)
 	for i := range ids {
-		v := first + uint64(i)
-		id := &ids[i]
-		var ts [8]byte
-		binary.BigEndian.PutUint64(ts[:], v>>12)
-		copy(id[:6], ts[2:])
-		id[6] = 0x70 | byte(v>>8)&0x0f
-		id[7] = byte(v)
-		id[8] = id[8]&0x3f | 0x80
+		stampIDClock(&ids[i], first+uint64(i))
+		ids[i][8] = ids[i][8]&0x3f | 0x80
 	}
+}
+
+// stampIDClock writes the (time, sequence) value v of the ID clock and the
+// version, 7, into id's first 8 bytes.
+func stampIDClock(id *uuid.UUID, v uint64) {
+	var ts [8]byte
+	binary.BigEndian.PutUint64(ts[:], v>>12)
+	copy(id[:6], ts[2:])
+	id[6] = 0x70 | byte(v>>8)&0x0f
+	id[7] = byte(v)
 }
 
 // reserveIDClock reserves n consecutive (time, sequence) values and
@@ -65,13 +69,8 @@ func NewIDRun(ids []uuid.UUID) {
 	if len(ids) == 0 {
 		return
 	}
-	v := reserveIDClock(1)
 	var head uuid.UUID
-	var ts [8]byte
-	binary.BigEndian.PutUint64(ts[:], v>>12)
-	copy(head[:6], ts[2:])
-	head[6] = 0x70 | byte(v>>8)&0x0f
-	head[7] = byte(v)
+	stampIDClock(&head, reserveIDClock(1))
 	rand.Read(head[8:])                                         // never fails (crypto/rand)
 	base := binary.BigEndian.Uint64(head[8:])&(1<<61-1) | 1<<63 // variant 10, top bit of the 62 clear
 	for i := range ids {

@@ -116,7 +116,7 @@ type applier struct {
 	err     error    // a storage error: applies stop (stopApplies)
 	scratch []byte   // a record being encoded
 	encoded [][]byte // a request's records, encoded
-	runs    [][2]int // a request's runs of IDs: first record, length
+	runs    [][2]int // the request's runs of IDs (first record, length), set by append
 }
 
 // LookupID returns where id was appended, if it is remembered and has not
@@ -172,6 +172,14 @@ func (a *applier) append(r *wire.Request, t int64, index uint64, reqNo int) core
 		return core.AppendOutcome{Err: fmt.Errorf("%w: malformed request for partition %d", core.ErrUnknownPartition, r.Partition)}
 	}
 	pos := core.Position{Shard: f.shard, Index: index}
+	// The request's IDs as runs (idrun.go): usually one. Deduplication
+	// looks them up; the table keeps them.
+	a.runs = a.runs[:0]
+	for i := 0; i < len(r.Records); {
+		k := runLen(r.Records[i:])
+		a.runs = append(a.runs, [2]int{i, k})
+		i += k
+	}
 	if !r.IsKeyOp() {
 		if res, done, err := a.dedup(r, slot, t, pos); done {
 			return core.AppendOutcome{Result: res, Err: err}
@@ -212,13 +220,6 @@ func (a *applier) append(r *wire.Request, t int64, index uint64, reqNo int) core
 		copy(rec, a.scratch)
 		a.encoded = append(a.encoded, rec)
 		size += len(rec)
-	}
-	// The request's IDs as runs (idrun.go): usually one.
-	a.runs = a.runs[:0]
-	for i := 0; i < n; {
-		k := runLen(func(j int) uuid.UUID { return r.Records[i+j].ID }, n-i)
-		a.runs = append(a.runs, [2]int{i, k})
-		i += k
 	}
 	idList := m.alloc(16 * len(a.runs))[:0]
 	for _, run := range a.runs {
@@ -290,7 +291,7 @@ func (a *applier) keyOp(r *wire.Request, slot int, head uint64, km *keyMeta, t i
 func (a *applier) dedup(r *wire.Request, slot int, t int64, pos core.Position) (core.AppendResult, bool, error) {
 	n := len(r.Records)
 	id := func(i int) uuid.UUID { return r.Records[i].ID }
-	run := runLen(id, n) == n // one run: the usual request, one search
+	run := len(a.runs) == 1 // one run: the usual request, one search
 	first, ok := a.lookupID(r.Records[0].ID, t)
 	if !ok {
 		if run && n > 1 {

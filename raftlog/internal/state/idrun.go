@@ -61,16 +61,16 @@ func runFloor(id uuid.UUID) uuid.UUID {
 	return id
 }
 
-// runLen is the length of the run of ids starting at ids[0] (one if ids
-// is not empty), at most maxIDRun.
-func runLen(ids func(i int) uuid.UUID, n int) int {
-	if n == 0 {
+// runLen is the length of the run of IDs starting at recs[0]'s (one if
+// recs is not empty), at most maxIDRun.
+func runLen(recs []core.NewRecord) int {
+	if len(recs) == 0 {
 		return 0
 	}
-	head := ids(0)
+	head := recs[0].ID
 	room := idLowMask - idLow(head)
 	j := 1
-	for j < n && j < maxIDRun && uint64(j) <= room && ids(j) == idPlus(head, uint64(j)) {
+	for j < len(recs) && j < maxIDRun && uint64(j) <= room && recs[j].ID == idPlus(head, uint64(j)) {
 		j++
 	}
 	return j
